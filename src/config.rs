@@ -1,0 +1,348 @@
+//! Typed, validated configuration of a job: S3 locations, filters and tuning. Raw flags or
+//! environment variables are parsed into these structs once; nothing below reads the
+//! environment.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::error::{Error, Result};
+
+/// S3 allows parts of 5 MiB to 5 GiB.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Default part size of volume uploads.
+pub const DEFAULT_PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Default volume cap: 4 GiB less 64 MiB, so a volume fits FAT32 media (max file 4 GiB - 1).
+pub const DEFAULT_VOLUME_SIZE: u64 = 4 * 1024 * 1024 * 1024 - 64 * 1024 * 1024;
+/// Default cap on entries per volume (bounds the in-memory manifest of a volume).
+pub const DEFAULT_VOLUME_ENTRIES: u64 = 50_000;
+/// Default number of concurrent GETs.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Default lease time; a live run renews it every third of this.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
+
+/// `s3://bucket/prefix`: a bucket and a key prefix (empty, or ending in `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// The key of `rest` below this location's prefix.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}{}", self.prefix, rest)
+    }
+}
+
+impl FromStr for S3Location {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let rest = s.strip_prefix("s3://").ok_or_else(|| {
+            Error::config(
+                "s3 uri",
+                format!("`{s}` does not start with s3:// (write s3://BUCKET[/PREFIX])"),
+            )
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        if !valid_bucket {
+            return Err(Error::config(
+                "s3 uri",
+                format!("`{s}`: `{bucket}` is not a valid bucket name (3-63 of a-z 0-9 . -)"),
+            ));
+        }
+        let prefix = prefix.trim_start_matches('/');
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/")
+        };
+        Ok(S3Location {
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
+}
+
+impl fmt::Display for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// A job name: used in DynamoDB keys and S3 paths, so kept to a safe alphabet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobName(String);
+
+impl JobName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for JobName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if ok {
+            Ok(JobName(s.to_string()))
+        } else {
+            Err(Error::config(
+                "job name",
+                format!("`{s}`: use 1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit"),
+            ))
+        }
+    }
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which objects of the source take part.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+    pub min_size: Option<u64>,
+    pub max_size: Option<u64>,
+}
+
+fn glob_set(patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        // A pattern without `/` matches the last path component anywhere (like rclone);
+        // `*` never crosses `/`, `**` does.
+        let full = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("**/{p}")
+        };
+        let glob = globset::GlobBuilder::new(&full)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::config("glob", format!("`{p}`: {e}")))?;
+        builder.add(glob);
+        if !p.contains('/') {
+            builder.add(Glob::new(p).map_err(|e| Error::config("glob", format!("`{p}`: {e}")))?);
+        }
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| Error::config("glob", e.to_string()))
+}
+
+impl Filters {
+    /// Build filters from include/exclude glob patterns (on the key relative to the prefix).
+    pub fn new(
+        include: &[String],
+        exclude: &[String],
+        min_size: Option<u64>,
+        max_size: Option<u64>,
+    ) -> Result<Self> {
+        if let (Some(min), Some(max)) = (min_size, max_size)
+            && min > max
+        {
+            return Err(Error::config(
+                "size filter",
+                format!("--min-size {min} is larger than --max-size {max}"),
+            ));
+        }
+        Ok(Filters {
+            include: glob_set(include)?,
+            exclude: glob_set(exclude)?,
+            min_size,
+            max_size,
+        })
+    }
+
+    /// Does an object with this key (relative to the source prefix) and size take part?
+    pub fn matches(&self, relative_key: &str, size: u64) -> bool {
+        if self.min_size.is_some_and(|m| size < m) || self.max_size.is_some_and(|m| size > m) {
+            return false;
+        }
+        if let Some(inc) = &self.include
+            && !inc.is_match(relative_key)
+        {
+            return false;
+        }
+        if let Some(exc) = &self.exclude
+            && exc.is_match(relative_key)
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// Compression of object entries in the volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    #[default]
+    Stored,
+    Deflate,
+}
+
+impl FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "stored" | "none" => Ok(Compression::Stored),
+            "deflate" => Ok(Compression::Deflate),
+            _ => Err(Error::config(
+                "compression",
+                format!("`{s}` (use stored or deflate)"),
+            )),
+        }
+    }
+}
+
+/// Parse a size such as `16MiB`, `4 GB` or `1048576`.
+pub fn parse_size(what: &str, s: &str) -> Result<u64> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| Error::config(what, format!("`{s}` is not a size ({e}); write e.g. 16MiB")))
+}
+
+/// Parse a duration such as `10m`, `90s` or `1h 30m`.
+pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| Error::config(what, format!("`{s}` is not a duration ({e}); write e.g. 14m")))
+}
+
+/// Volume layout and transfer tuning.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub volume_size: u64,
+    pub volume_entries: u64,
+    pub part_size: u64,
+    pub concurrency: usize,
+    pub compression: Compression,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            volume_size: DEFAULT_VOLUME_SIZE,
+            volume_entries: DEFAULT_VOLUME_ENTRIES,
+            part_size: DEFAULT_PART_SIZE,
+            concurrency: DEFAULT_CONCURRENCY,
+            compression: Compression::Stored,
+        }
+    }
+}
+
+impl Tuning {
+    /// Check the limits S3 and the format impose.
+    pub fn validate(&self) -> Result<()> {
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
+            return Err(Error::config(
+                "part size",
+                format!("{} is outside S3's 5 MiB..5 GiB", self.part_size),
+            ));
+        }
+        if self.volume_size < 1024 * 1024 {
+            return Err(Error::config(
+                "volume size",
+                format!("{} is below the 1 MiB minimum", self.volume_size),
+            ));
+        }
+        if self.volume_entries == 0 {
+            return Err(Error::config("volume entries", "must be at least 1"));
+        }
+        if self.concurrency == 0 || self.concurrency > 256 {
+            return Err(Error::config("concurrency", "must be 1..=256"));
+        }
+        Ok(())
+    }
+}
+
+/// Everything one export run needs to know.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    pub job: JobName,
+    pub source: S3Location,
+    pub dest: S3Location,
+    pub table: String,
+    pub filters: Filters,
+    /// Force a new baseline (ignore the previous inventory).
+    pub full: bool,
+    /// Record renames as moves (`false` ships their bytes again).
+    pub moves: bool,
+    pub tuning: Tuning,
+    /// Stop cleanly (close the volume, checkpoint) once this instant is reached.
+    pub deadline: Option<Instant>,
+    pub lease_ttl: Duration,
+}
+
+impl ExportConfig {
+    /// A config with default filters and tuning.
+    pub fn new(job: JobName, source: S3Location, dest: S3Location, table: String) -> Self {
+        ExportConfig {
+            job,
+            source,
+            dest,
+            table,
+            filters: Filters::default(),
+            full: false,
+            moves: true,
+            tuning: Tuning::default(),
+            deadline: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_uri_normalises_prefix() {
+        let l: S3Location = "s3://my-bucket/a/b".parse().unwrap();
+        assert_eq!(l.bucket, "my-bucket");
+        assert_eq!(l.prefix, "a/b/");
+        let l: S3Location = "s3://my-bucket".parse().unwrap();
+        assert_eq!(l.prefix, "");
+        assert!("my-bucket/x".parse::<S3Location>().is_err());
+        assert!("s3://My_Bucket/x".parse::<S3Location>().is_err());
+    }
+
+    #[test]
+    fn globs_match_basename_or_path() {
+        let f = Filters::new(&["*.csv".into()], &["tmp/**".into()], None, None).unwrap();
+        assert!(f.matches("a.csv", 1));
+        assert!(f.matches("x/y/a.csv", 1));
+        assert!(!f.matches("x/y/a.txt", 1));
+        assert!(!f.matches("tmp/a.csv", 1));
+        let f = Filters::new(&[], &[], Some(10), Some(20)).unwrap();
+        assert!(!f.matches("a", 9));
+        assert!(f.matches("a", 10));
+        assert!(!f.matches("a", 21));
+    }
+
+    #[test]
+    fn job_names_are_checked() {
+        assert!("monthly-1".parse::<JobName>().is_ok());
+        assert!("_state".parse::<JobName>().is_err());
+        assert!("a/b".parse::<JobName>().is_err());
+    }
+}

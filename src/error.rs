@@ -1,0 +1,128 @@
+//! The crate's one error type: every failure names the bucket, key, table or file involved and
+//! keeps the underlying error as its `source`.
+
+use std::path::PathBuf;
+
+/// A boxed source error (SDK errors are generic; they are kept whole, never stringified).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in s3-ferry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An S3 request failed.
+    #[error("s3 {op} failed for s3://{bucket}/{key}: check the bucket exists, the credentials allow {op}, and the endpoint is right")]
+    S3 {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The bucket does not exist.
+    #[error("bucket `{bucket}` does not exist (or is not visible with these credentials): create it or fix the s3:// URI")]
+    NoSuchBucket { bucket: String },
+    /// A DynamoDB request failed.
+    #[error("dynamodb {op} failed on table `{table}`: check the table exists and the credentials allow {op}")]
+    Dynamo {
+        op: &'static str,
+        table: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The state table is missing.
+    #[error("state table `{table}` not found: run `ferry init --table {table}` or deploy template.yaml")]
+    TableNotFound { table: String },
+    /// Another run holds the job's lease.
+    #[error("job `{job}` is being exported by run {owner} until {until}: wait for it to finish (or for the lease to expire) and run again")]
+    LeaseHeld {
+        job: String,
+        owner: String,
+        until: String,
+    },
+    /// The lease was lost while this run was working (it expired and another run took it).
+    #[error("job `{job}` lease was lost during the run (another run took it over): nothing was committed; run again")]
+    LeaseLost { job: String },
+    /// Bad configuration or arguments.
+    #[error("invalid {what}: {detail}")]
+    Config { what: String, detail: String },
+    /// A local file operation failed.
+    #[error("{op} `{path}` failed")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the ZIP volume failed.
+    #[error("writing zip volume `{volume}` failed")]
+    Zip {
+        volume: String,
+        #[source]
+        source: async_zip::error::ZipError,
+    },
+    /// Streaming an object's bytes failed.
+    #[error("reading s3://{bucket}/{key} failed mid-stream: run again (nothing was committed)")]
+    Stream {
+        bucket: String,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The object kept changing while it was being read.
+    #[error("s3://{bucket}/{key} changed while it was being read: run again (nothing was committed)")]
+    ObjectChanged { bucket: String, key: String },
+    /// ListObjectsV2 returned keys out of order (directory buckets do): the diff needs sorted keys.
+    #[error("listing of s3://{bucket} is not sorted (`{key}` after `{previous}`): directory buckets are not supported as sources")]
+    UnsortedListing {
+        bucket: String,
+        previous: String,
+        key: String,
+    },
+    /// A stored document (state, plan, checkpoint, inventory) could not be parsed.
+    #[error("{what} at {location} is corrupt: {hint}")]
+    Corrupt {
+        what: &'static str,
+        location: String,
+        hint: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// The state changed under us between lease and commit.
+    #[error("state of job `{job}` changed during the run (version conflict): nothing was committed; run again")]
+    StateConflict { job: String },
+    /// A multipart upload was dropped or failed before it was completed.
+    #[error("upload of s3://{bucket}/{key} was aborted: {reason}")]
+    UploadAborted {
+        bucket: String,
+        key: String,
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// True when running again later may succeed without any change (throttling, lease held,
+    /// transient network or server errors, objects that changed mid-read).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::LeaseHeld { .. }
+                | Error::LeaseLost { .. }
+                | Error::Stream { .. }
+                | Error::ObjectChanged { .. }
+                | Error::StateConflict { .. }
+                | Error::S3 { .. }
+                | Error::Dynamo { .. }
+        )
+    }
+
+    pub(crate) fn config(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Config {
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,891 @@
+//! The export run: lease → plan (listing ⋈ last inventory) → volumes (zip entries → multipart
+//! parts) → manifest → SHA256SUMS and bundle.json → commit. Checkpoints after every volume so
+//! a run stopped by its deadline (or killed) resumes the same bundle without re-shipping a
+//! completed volume or skipping a key.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tracing::{info, warn};
+
+use crate::archive::{VolumeWriter, entry_cost, entry_name};
+use crate::aws::Clients;
+use crate::config::{ExportConfig, S3Location};
+use crate::error::{Error, Result};
+use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
+use crate::manifest::{
+    BundleSummary, ChainLink, FORMAT, Final, Manifest, ObjectEntry, SourceInfo, Totals,
+    VolumeInfo, bundle_digest, sha256sums,
+};
+use crate::plan::{Plan, PlanStats, estimate_volumes};
+use crate::s3::{Got, MultipartUpload, ObjectMeta, Store};
+use crate::state::{Commit, CommittedBundle, JobState, StateTable, now_ms, rfc3339_ms};
+
+/// Objects up to this size are fetched whole (and prefetched several at a time).
+pub const SMALL_OBJECT: u64 = 8 * 1024 * 1024;
+/// Larger objects are read as ranged GETs of this size…
+pub const CHUNK: u64 = 8 * 1024 * 1024;
+/// …with this many in flight.
+pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// Bytes of prefetched objects held at most.
+pub const PREFETCH_BUDGET: u64 = 64 * 1024 * 1024;
+/// Volume parts uploading at once.
+pub const PARTS_IN_FLIGHT: usize = 3;
+
+/// Where a job's bundles and state objects live in the export bucket.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub dest: S3Location,
+    pub job: String,
+}
+
+impl Layout {
+    pub fn bundle_prefix(&self, seq: u64) -> String {
+        self.dest.key(&format!("{}/{seq:08}/", self.job))
+    }
+    pub fn volume_name(&self, seq: u64, index: u32) -> String {
+        format!("{}-{seq:08}-{index:04}.zip", self.job)
+    }
+    pub fn state_prefix(&self, seq: u64) -> String {
+        self.dest.key(&format!("_state/{}/{seq:08}/", self.job))
+    }
+    pub fn uri(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.dest.bucket)
+    }
+    fn inventory_key(&self, seq: u64) -> String {
+        format!("{}inventory.jsonl.gz", self.state_prefix(seq))
+    }
+    fn plan_key(&self, seq: u64) -> String {
+        format!("{}plan.json", self.state_prefix(seq))
+    }
+    fn checkpoint_key(&self, seq: u64) -> String {
+        format!("{}checkpoint.json", self.state_prefix(seq))
+    }
+}
+
+/// Progress callbacks (the CLI draws a bar; the Lambda ignores them).
+pub trait Progress: Send + Sync {
+    fn planned(&self, _stats: &PlanStats) {}
+    fn resumed(&self, _objects_done: u64, _bytes_done: u64) {}
+    fn object(&self, _bytes: u64) {}
+}
+
+/// No progress output.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The bundle is complete and committed.
+    Complete,
+    /// Nothing changed: no volume was written and the sequence did not advance.
+    NoChanges,
+    /// The deadline came first: call again to continue the same bundle.
+    Continue,
+}
+
+/// The run's summary (`ferry export --json` prints it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub job: String,
+    pub status: Status,
+    /// True when the bundle is complete (or there was nothing to do).
+    pub complete: bool,
+    /// The bundle's sequence (for `no_changes`, the last committed one).
+    pub sequence: u64,
+    pub baseline: bool,
+    /// `s3://` URIs of the volumes written so far, in order.
+    pub volumes: Vec<String>,
+    /// The bundle folder.
+    pub bundle: Option<String>,
+    pub bundle_digest: Option<String>,
+    pub objects: u64,
+    pub bytes: u64,
+    pub deleted: u64,
+    pub moved: u64,
+    pub skipped: u64,
+    pub vanished: u64,
+    pub replaced: u64,
+    pub listed: u64,
+    pub unchanged: u64,
+    /// Objects skipped and why (storage class).
+    pub skipped_objects: Vec<crate::manifest::Skipped>,
+    pub hops: u32,
+    pub duration_ms: u64,
+    pub bytes_per_sec: u64,
+}
+
+/// The resumable progress of a bundle, stored beside the plan in the export bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    format: String,
+    sequence: u64,
+    baseline: bool,
+    previous: Option<ChainLink>,
+    listed_at: String,
+    inventory_key: String,
+    /// Index into the plan's puts of the first object not in a completed volume.
+    cursor: usize,
+    volumes: Vec<VolumeInfo>,
+    totals: Totals,
+    vanished: Vec<String>,
+    /// The last volume is complete; only the summary files and the commit remain.
+    shipped: bool,
+    hops: u32,
+}
+
+/// Plan what the next bundle would carry, writing nothing (`ferry plan`).
+pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobState, Plan, u64)> {
+    let state = clients
+        .table(&cfg.table)
+        .load(cfg.job.as_str())
+        .await?
+        .unwrap_or_default();
+    let previous = if cfg.full { None } else { state.inventory.clone() };
+    let plan = make_plan::<MultipartUpload>(clients, cfg, previous.as_deref(), None).await?;
+    let volumes = if plan.is_empty() {
+        0
+    } else {
+        estimate_volumes(&plan.puts, cfg.tuning.volume_size, cfg.tuning.volume_entries)
+    };
+    Ok((state, plan, volumes))
+}
+
+async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
+    clients: &Clients,
+    cfg: &ExportConfig,
+    previous: Option<&str>,
+    inventory: Option<&mut InventoryWriter<W>>,
+) -> Result<Plan> {
+    let store = &clients.s3;
+    let reader = match previous {
+        Some(key) => {
+            let r = store.reader(&cfg.dest.bucket, key).await?.ok_or_else(|| Error::Corrupt {
+                what: "inventory",
+                location: format!("s3://{}/{key}", cfg.dest.bucket),
+                hint: "it is missing; run the export with --full to take a new baseline",
+                source: "not found".into(),
+            })?;
+            Some(InventoryReader::new(
+                r,
+                format!("s3://{}/{key}", cfg.dest.bucket),
+            ))
+        }
+        None => None,
+    };
+    let mut lister = store.list(&cfg.source.bucket, &cfg.source.prefix);
+    crate::plan::plan(&mut lister, &cfg.source, &cfg.filters, reader, cfg.moves, inventory).await
+}
+
+/// Run (or continue) the job's export.
+pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress) -> Result<Report> {
+    cfg.tuning.validate()?;
+    let owner = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let table = clients.table(&cfg.table);
+    let job = cfg.job.as_str();
+    let state = table.acquire(job, &owner, cfg.lease_ttl).await?;
+    let lost = Arc::new(AtomicBool::new(false));
+    let heartbeat = {
+        let (table, job, owner, ttl, lost) = (
+            table.clone(),
+            job.to_string(),
+            owner.clone(),
+            cfg.lease_ttl,
+            lost.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                if let Err(e) = table.renew(&job, &owner, ttl).await {
+                    warn!(job, error = %e, "lease renewal failed");
+                    if matches!(e, Error::LeaseLost { .. }) {
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let run = Run {
+        clients,
+        cfg,
+        table: &table,
+        owner: &owner,
+        state: &state,
+        layout: Layout {
+            dest: cfg.dest.clone(),
+            job: job.to_string(),
+        },
+        started: Instant::now(),
+        progress,
+        lost,
+    };
+    let result = run.go().await;
+    heartbeat.abort();
+    match &result {
+        Ok(r) if r.status != Status::Continue => {} // the commit released the lease
+        _ => {
+            if let Err(e) = table.release(job, &owner).await {
+                warn!(job, error = %e, "could not release the lease; it expires by itself");
+            }
+        }
+    }
+    match &result {
+        Ok(r) => info!(
+            job,
+            status = ?r.status,
+            sequence = r.sequence,
+            volumes = r.volumes.len(),
+            objects = r.objects,
+            bytes = r.bytes,
+            deleted = r.deleted,
+            moved = r.moved,
+            skipped = r.skipped,
+            vanished = r.vanished,
+            duration_ms = r.duration_ms,
+            bytes_per_sec = r.bytes_per_sec,
+            "export run finished"
+        ),
+        Err(e) => warn!(job, error = %e, "export run failed; state unchanged"),
+    }
+    result
+}
+
+struct Run<'a> {
+    clients: &'a Clients,
+    cfg: &'a ExportConfig,
+    table: &'a StateTable,
+    owner: &'a str,
+    state: &'a JobState,
+    layout: Layout,
+    started: Instant,
+    progress: &'a dyn Progress,
+    lost: Arc<AtomicBool>,
+}
+
+/// Where the ship loop stopped.
+enum Shipped {
+    Done,
+    Deadline,
+}
+
+struct OpenVolume {
+    writer: VolumeWriter<MultipartUpload>,
+    index: u32,
+    key: String,
+    objects: Vec<ObjectEntry>,
+    bytes: u64,
+}
+
+impl Run<'_> {
+    fn store(&self) -> &Store {
+        &self.clients.s3
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.cfg.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn check_lease(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(Error::LeaseLost {
+                job: self.layout.job.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let body = serde_json::to_vec_pretty(value).expect("serialisable");
+        self.store()
+            .put_document(&self.cfg.dest.bucket, key, Bytes::from(body), "application/json")
+            .await
+    }
+
+    async fn get_json<T: for<'de> Deserialize<'de>>(&self, key: &str, what: &'static str) -> Result<Option<T>> {
+        let Some(body) = self.store().get_document(&self.cfg.dest.bucket, key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&body).map(Some).map_err(|e| Error::Corrupt {
+            what,
+            location: self.layout.uri(key),
+            hint: "run the export with --full to start a new baseline bundle",
+            source: Box::new(e),
+        })
+    }
+
+    async fn go(&self) -> Result<Report> {
+        let seq = self.state.sequence + 1;
+        let bucket = &self.cfg.dest.bucket;
+        // We hold the lease: uploads still open under our prefixes were left by a killed run.
+        for prefix in [self.layout.bundle_prefix(seq), self.layout.state_prefix(seq)] {
+            self.store().abort_uploads(bucket, &prefix).await?;
+        }
+        let resumed = if self.cfg.full {
+            None
+        } else {
+            self.get_json::<Checkpoint>(&self.layout.checkpoint_key(seq), "checkpoint")
+                .await?
+        };
+        let (mut ck, plan) = match resumed {
+            Some(mut ck) => {
+                let plan: Plan = self
+                    .get_json(&self.layout.plan_key(seq), "plan")
+                    .await?
+                    .ok_or_else(|| Error::Corrupt {
+                        what: "plan",
+                        location: self.layout.uri(&self.layout.plan_key(seq)),
+                        hint: "it is missing; run the export with --full",
+                        source: "not found".into(),
+                    })?;
+                ck.hops += 1;
+                info!(job = %self.layout.job, sequence = seq, cursor = ck.cursor, volumes = ck.volumes.len(), "resuming bundle");
+                self.progress.planned(&plan.stats);
+                self.progress.resumed(ck.totals.objects, ck.totals.bytes);
+                (ck, plan)
+            }
+            None => {
+                let Some((ck, plan)) = self.plan_bundle(seq).await? else {
+                    return self.no_changes().await;
+                };
+                if self.past_deadline() {
+                    return Ok(self.report(&ck, &plan, Status::Continue));
+                }
+                (ck, plan)
+            }
+        };
+        if !ck.shipped {
+            match self.ship(&mut ck, &plan).await? {
+                Shipped::Deadline => return Ok(self.report(&ck, &plan, Status::Continue)),
+                Shipped::Done => {}
+            }
+        }
+        self.finalize(&ck, &plan).await
+    }
+
+    /// List, diff and write the new inventory, the plan and the first checkpoint.
+    async fn plan_bundle(&self, seq: u64) -> Result<Option<(Checkpoint, Plan)>> {
+        let listed_at = rfc3339_ms(now_ms());
+        let baseline = self.cfg.full || self.state.inventory.is_none();
+        let previous = if baseline { None } else { self.state.inventory.as_deref() };
+        let inventory_key = self.layout.inventory_key(seq);
+        let upload = self.store().multipart(
+            &self.cfg.dest.bucket,
+            &inventory_key,
+            crate::config::MIN_PART_SIZE,
+            2,
+            "application/x-ndjson",
+        );
+        let mut inventory = InventoryWriter::new(upload);
+        let plan = make_plan(self.clients, self.cfg, previous, Some(&mut inventory)).await?;
+        let records = inventory.count;
+        let upload = inventory.finish().await.map_err(|e| Error::Stream {
+            bucket: self.cfg.dest.bucket.clone(),
+            key: inventory_key.clone(),
+            source: Box::new(e),
+        })?;
+        self.progress.planned(&plan.stats);
+        info!(job = %self.layout.job, listed = plan.stats.listed, added = plan.stats.added, modified = plan.stats.modified,
+              deleted = plan.stats.deleted, moved = plan.stats.moved, skipped = plan.stats.skipped,
+              put_bytes = plan.stats.put_bytes, "planned");
+        if plan.is_empty() && !baseline {
+            drop(upload); // aborts: the inventory is unchanged
+            return Ok(None);
+        }
+        upload.finish().await?;
+        info!(key = %inventory_key, records, "inventory written");
+        let plan_body = serde_json::to_vec(&plan).expect("plan serialises");
+        self.store()
+            .put_document(&self.cfg.dest.bucket, &self.layout.plan_key(seq), plan_body.into(), "application/json")
+            .await?;
+        let ck = Checkpoint {
+            format: FORMAT.to_string(),
+            sequence: seq,
+            baseline,
+            previous: match (&self.state.bundle_digest, baseline) {
+                (Some(d), false) => Some(ChainLink {
+                    sequence: self.state.sequence,
+                    bundle_digest: d.clone(),
+                }),
+                _ => None,
+            },
+            listed_at,
+            inventory_key,
+            cursor: 0,
+            volumes: Vec::new(),
+            totals: Totals {
+                deleted: plan.stats.deleted,
+                moved: plan.stats.moved,
+                skipped: plan.stats.skipped,
+                ..Totals::default()
+            },
+            vanished: Vec::new(),
+            shipped: false,
+            hops: 1,
+        };
+        self.put_json(&self.layout.checkpoint_key(seq), &ck).await?;
+        Ok(Some((ck, plan)))
+    }
+
+    async fn no_changes(&self) -> Result<Report> {
+        let report = Report {
+            job: self.layout.job.clone(),
+            status: Status::NoChanges,
+            complete: true,
+            sequence: self.state.sequence,
+            baseline: false,
+            volumes: Vec::new(),
+            bundle: None,
+            bundle_digest: self.state.bundle_digest.clone(),
+            objects: 0,
+            bytes: 0,
+            deleted: 0,
+            moved: 0,
+            skipped: 0,
+            vanished: 0,
+            replaced: 0,
+            listed: 0,
+            unchanged: 0,
+            skipped_objects: Vec::new(),
+            hops: 1,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            bytes_per_sec: 0,
+        };
+        self.check_lease()?;
+        self.table
+            .commit(
+                &self.layout.job,
+                self.owner,
+                self.state.version,
+                &Commit {
+                    bundle: None,
+                    watermark: self
+                        .state
+                        .watermark
+                        .clone()
+                        .unwrap_or_else(|| rfc3339_ms(now_ms())),
+                    last_run: serde_json::to_value(&report).expect("report serialises"),
+                },
+            )
+            .await?;
+        Ok(report)
+    }
+
+    fn report(&self, ck: &Checkpoint, plan: &Plan, status: Status) -> Report {
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        Report {
+            job: self.layout.job.clone(),
+            status,
+            complete: status != Status::Continue,
+            sequence: ck.sequence,
+            baseline: ck.baseline,
+            volumes: ck
+                .volumes
+                .iter()
+                .map(|v| self.layout.uri(&format!("{}{}", self.layout.bundle_prefix(ck.sequence), v.name)))
+                .collect(),
+            bundle: Some(self.layout.uri(&self.layout.bundle_prefix(ck.sequence))),
+            bundle_digest: (status == Status::Complete).then(|| bundle_digest(&ck.volumes)),
+            objects: ck.totals.objects,
+            bytes: ck.totals.bytes,
+            deleted: ck.totals.deleted,
+            moved: ck.totals.moved,
+            skipped: ck.totals.skipped,
+            vanished: ck.totals.vanished,
+            replaced: ck.totals.replaced,
+            listed: plan.stats.listed,
+            unchanged: plan.stats.unchanged,
+            skipped_objects: plan.skipped.clone(),
+            hops: ck.hops,
+            duration_ms,
+            bytes_per_sec: ck.totals.bytes * 1000 / duration_ms.max(1),
+        }
+    }
+
+    fn manifest(&self, ck: &Checkpoint, volume: u32, objects: Vec<ObjectEntry>) -> Manifest {
+        Manifest {
+            format: FORMAT.to_string(),
+            job: self.layout.job.clone(),
+            source: SourceInfo {
+                bucket: self.cfg.source.bucket.clone(),
+                prefix: self.cfg.source.prefix.clone(),
+            },
+            sequence: ck.sequence,
+            previous: ck.previous.clone(),
+            baseline: ck.baseline,
+            volume,
+            listed_at: ck.listed_at.clone(),
+            objects,
+            last: None,
+        }
+    }
+
+    fn open_volume(&self, ck: &Checkpoint, remaining_bytes: u64) -> OpenVolume {
+        let index = ck.volumes.len() as u32 + 1;
+        let name = self.layout.volume_name(ck.sequence, index);
+        let key = format!("{}{}", self.layout.bundle_prefix(ck.sequence), name);
+        // Keep within S3's 10,000 parts even for a huge lone object.
+        let expected = remaining_bytes.min(self.cfg.tuning.volume_size.max(remaining_bytes.min(u64::MAX)));
+        let part_size = self
+            .cfg
+            .tuning
+            .part_size
+            .max(expected / 9_000 + 1)
+            .min(crate::config::MAX_PART_SIZE);
+        let upload = self.store().multipart(
+            &self.cfg.dest.bucket,
+            &key,
+            part_size,
+            PARTS_IN_FLIGHT,
+            "application/zip",
+        );
+        OpenVolume {
+            writer: VolumeWriter::new(upload, name, self.cfg.tuning.compression),
+            index,
+            key,
+            objects: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Close `v` with its manifest (the final one when `last` is given) and checkpoint.
+    async fn close_volume(&self, ck: &mut Checkpoint, v: OpenVolume, cursor: usize, last: Option<Final>) -> Result<()> {
+        let objects = v.objects.len() as u64;
+        let mut manifest = self.manifest(ck, v.index, v.objects);
+        manifest.last = last;
+        let name = v.writer.name().to_string();
+        let written = v.writer.finish(&manifest).await?;
+        info!(key = %v.key, size = written.size, sha256 = %written.sha256, objects, "volume complete");
+        ck.volumes.push(VolumeInfo {
+            index: v.index,
+            name,
+            size: written.size,
+            sha256: written.sha256,
+            objects,
+            bytes: v.bytes,
+        });
+        ck.cursor = cursor;
+        ck.shipped = manifest.last.is_some();
+        self.check_lease()?;
+        self.put_json(&self.layout.checkpoint_key(ck.sequence), ck).await
+    }
+
+    fn final_part(&self, ck: &Checkpoint, plan: &Plan) -> Final {
+        Final {
+            volume_count: ck.volumes.len() as u32 + 1,
+            earlier_volumes: ck.volumes.clone(),
+            deleted: plan.deletes.clone(),
+            moved: plan.moves.clone(),
+            skipped: plan.skipped.clone(),
+            vanished: ck.vanished.clone(),
+            totals: ck.totals.clone(),
+        }
+    }
+
+    /// Stream the plan's puts from the checkpoint's cursor into volumes.
+    async fn ship(&self, ck: &mut Checkpoint, plan: &Plan) -> Result<Shipped> {
+        let tuning = &self.cfg.tuning;
+        let puts = &plan.puts;
+        let mut remaining: u64 = puts[ck.cursor..].iter().map(|p| p.size).sum();
+        let mut fetched = spawn_fetcher(
+            self.store().clone(),
+            self.cfg.source.bucket.clone(),
+            puts[ck.cursor..].to_vec(),
+            tuning.concurrency,
+        );
+        let mut volume: Option<OpenVolume> = None;
+        let mut progressed = false;
+        let mut i = ck.cursor;
+        while i < puts.len() {
+            if progressed && self.past_deadline() {
+                info!(cursor = i, "deadline reached: closing the volume and checkpointing");
+                match volume.take() {
+                    Some(v) => self.close_volume(ck, v, i, None).await?,
+                    None => {
+                        ck.cursor = i;
+                        self.put_json(&self.layout.checkpoint_key(ck.sequence), ck).await?;
+                    }
+                }
+                return Ok(Shipped::Deadline);
+            }
+            self.check_lease()?;
+            let item = fetched
+                .recv()
+                .await
+                .unwrap_or_else(|| unreachable!("fetcher ends only after the last put"))?;
+            remaining = remaining.saturating_sub(puts[i].size);
+            let (rec, meta, body, planned_etag) = match item {
+                Fetched::Gone { rec } => {
+                    info!(key = %rec.key, "object vanished before it was read: recorded as deleted");
+                    ck.vanished.push(rec.key);
+                    ck.totals.vanished += 1;
+                    i += 1;
+                    progressed = true;
+                    continue;
+                }
+                Fetched::Found { rec, meta, body, planned_etag } => (rec, meta, body, planned_etag),
+            };
+            let cost = entry_cost(&rec.key, meta.size);
+            if let Some(v) = volume.as_mut()
+                && v.writer.entries() > 0
+                && (v.writer.written() + cost > tuning.volume_size
+                    || v.writer.entries() + 1 > tuning.volume_entries)
+            {
+                let v = volume.take().expect("open volume");
+                self.close_volume(ck, v, i, None).await?;
+            }
+            let v = match volume.as_mut() {
+                Some(v) => v,
+                None => volume.insert(self.open_volume(ck, remaining + meta.size)),
+            };
+            let entry = entry_name(&self.cfg.source.bucket, &rec.key);
+            let digest = match body {
+                Body::Whole(data, _permit) => v.writer.add_whole(&entry, meta.last_modified_ms, &data).await?,
+                Body::Ranged(first) => {
+                    self.stream_large(v, &entry, &rec.key, &meta, first).await?
+                }
+            };
+            if planned_etag.is_some() {
+                ck.totals.replaced += 1;
+            }
+            ck.totals.objects += 1;
+            ck.totals.bytes += digest.size;
+            v.bytes += digest.size;
+            self.progress.object(digest.size);
+            v.objects.push(ObjectEntry {
+                key: rec.key,
+                entry,
+                size: digest.size,
+                etag: meta.etag,
+                last_modified: rfc3339_ms(meta.last_modified_ms),
+                sha256: digest.sha256,
+                crc32: digest.crc32,
+                storage_class: rec.storage_class,
+                headers: meta.headers,
+                planned_etag,
+            });
+            i += 1;
+            progressed = true;
+        }
+        let v = match volume.take() {
+            Some(v) => v,
+            None => self.open_volume(ck, 0),
+        };
+        let last = self.final_part(ck, plan);
+        self.close_volume(ck, v, puts.len(), Some(last)).await?;
+        Ok(Shipped::Done)
+    }
+
+    async fn stream_large(
+        &self,
+        v: &mut OpenVolume,
+        entry: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        first: Bytes,
+    ) -> Result<crate::archive::EntryDigest> {
+        let bucket = &self.cfg.source.bucket;
+        let mut w = v.writer.begin_stream(entry, meta.last_modified_ms).await?;
+        w.write(&first).await?;
+        let ranges = (first.len() as u64..meta.size)
+            .step_by(CHUNK as usize)
+            .map(|start| (start, (start + CHUNK).min(meta.size) - 1));
+        let mut chunks = futures::stream::iter(ranges)
+            .map(|range| {
+                let (store, bucket, key, etag) =
+                    (self.store().clone(), bucket.clone(), key.to_string(), meta.etag.clone());
+                tokio::spawn(async move { store.get(&bucket, &key, Some(&etag), Some(range)).await })
+            })
+            .buffered(CHUNKS_IN_FLIGHT);
+        while let Some(got) = chunks.next().await {
+            let got = got.map_err(|e| Error::Stream {
+                bucket: bucket.clone(),
+                key: key.to_string(),
+                source: Box::new(e),
+            })??;
+            match got {
+                Got::Found { body, .. } => w.write(&body).await?,
+                Got::Changed | Got::Gone => {
+                    return Err(Error::ObjectChanged {
+                        bucket: bucket.clone(),
+                        key: key.to_string(),
+                    });
+                }
+            }
+        }
+        let digest = w.close().await?;
+        if digest.size != meta.size {
+            return Err(Error::ObjectChanged {
+                bucket: bucket.clone(),
+                key: key.to_string(),
+            });
+        }
+        Ok(digest)
+    }
+
+    /// Write SHA256SUMS and bundle.json, remove stray volumes of a killed run, commit.
+    async fn finalize(&self, ck: &Checkpoint, plan: &Plan) -> Result<Report> {
+        let bucket = &self.cfg.dest.bucket;
+        let prefix = self.layout.bundle_prefix(ck.sequence);
+        let names: Vec<&str> = ck.volumes.iter().map(|v| v.name.as_str()).collect();
+        for key in self.store().keys(bucket, &prefix).await? {
+            let name = &key[prefix.len()..];
+            if name.ends_with(".zip") && !names.contains(&name) {
+                warn!(key, "removing a volume left by an interrupted run");
+                self.store().delete(bucket, &key).await?;
+            }
+        }
+        let digest = bundle_digest(&ck.volumes);
+        self.store()
+            .put_document(bucket, &format!("{prefix}SHA256SUMS"), sha256sums(&ck.volumes).into(), "text/plain")
+            .await?;
+        let report = self.report(ck, plan, Status::Complete);
+        let summary = BundleSummary {
+            format: FORMAT.to_string(),
+            job: self.layout.job.clone(),
+            source: SourceInfo {
+                bucket: self.cfg.source.bucket.clone(),
+                prefix: self.cfg.source.prefix.clone(),
+            },
+            sequence: ck.sequence,
+            previous: ck.previous.clone(),
+            baseline: ck.baseline,
+            listed_at: ck.listed_at.clone(),
+            completed_at: rfc3339_ms(now_ms()),
+            bundle_digest: digest.clone(),
+            volumes: ck.volumes.clone(),
+            totals: ck.totals.clone(),
+        };
+        self.put_json(&format!("{prefix}bundle.json"), &summary).await?;
+        self.check_lease()?;
+        self.table
+            .commit(
+                &self.layout.job,
+                self.owner,
+                self.state.version,
+                &Commit {
+                    bundle: Some(CommittedBundle {
+                        sequence: ck.sequence,
+                        inventory: ck.inventory_key.clone(),
+                        bundle_digest: digest,
+                    }),
+                    watermark: ck.listed_at.clone(),
+                    last_run: serde_json::to_value(&report).expect("report serialises"),
+                },
+            )
+            .await?;
+        if let Err(e) = self.store().delete(bucket, &self.layout.checkpoint_key(ck.sequence)).await {
+            warn!(error = %e, "committed, but the checkpoint could not be removed (it is ignored from now on)");
+        }
+        Ok(report)
+    }
+}
+
+enum Body {
+    Whole(Bytes, #[allow(dead_code)] OwnedSemaphorePermit),
+    Ranged(Bytes),
+}
+
+enum Fetched {
+    Found {
+        rec: ObjectRecord,
+        meta: ObjectMeta,
+        body: Body,
+        planned_etag: Option<String>,
+    },
+    Gone {
+        rec: ObjectRecord,
+    },
+}
+
+/// Fetch the puts in order, several at a time: small objects whole, large ones' first chunk.
+/// Memory is bounded by `PREFETCH_BUDGET`; results arrive in plan order.
+fn spawn_fetcher(
+    store: Store,
+    bucket: String,
+    puts: Vec<ObjectRecord>,
+    concurrency: usize,
+) -> mpsc::Receiver<Result<Fetched>> {
+    let (tx, rx) = mpsc::channel(concurrency.max(1));
+    let budget = Arc::new(Semaphore::new((PREFETCH_BUDGET / 1024) as usize));
+    tokio::spawn(async move {
+        let results = futures::stream::iter(puts)
+            .then(|rec| {
+                let (store, bucket, budget) = (store.clone(), bucket.clone(), budget.clone());
+                async move {
+                    let kib = (rec.size.min(SMALL_OBJECT).min(PREFETCH_BUDGET) / 1024).max(1) as u32;
+                    let permit = budget.acquire_many_owned(kib).await.expect("semaphore open");
+                    tokio::spawn(fetch_one(store, bucket, rec, permit))
+                }
+            })
+            .buffered(concurrency.max(1));
+        let mut results = std::pin::pin!(results);
+        while let Some(res) = results.next().await {
+            let res = res.unwrap_or_else(|e| {
+                Err(Error::Stream {
+                    bucket: bucket.clone(),
+                    key: String::new(),
+                    source: Box::new(e),
+                })
+            });
+            let failed = res.is_err();
+            if tx.send(res).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn fetch_one(
+    store: Store,
+    bucket: String,
+    rec: ObjectRecord,
+    permit: OwnedSemaphorePermit,
+) -> Result<Fetched> {
+    let (mut etag, mut size) = (rec.etag.clone(), rec.size);
+    let mut planned_etag = None;
+    for _ in 0..4 {
+        let range = (size > SMALL_OBJECT).then_some((0, CHUNK - 1));
+        match store.get(&bucket, &rec.key, Some(&etag), range).await? {
+            Got::Found { meta, body } => {
+                let body = match range {
+                    Some(_) => Body::Ranged(body),
+                    None => Body::Whole(body, permit),
+                };
+                return Ok(Fetched::Found {
+                    rec,
+                    meta,
+                    body,
+                    planned_etag,
+                });
+            }
+            Got::Gone => return Ok(Fetched::Gone { rec }),
+            Got::Changed => match store.head(&bucket, &rec.key).await? {
+                None => return Ok(Fetched::Gone { rec }),
+                Some((new_etag, new_size)) => {
+                    info!(bucket, key = %rec.key, planned = %rec.etag, current = %new_etag, "object changed since listing: shipping the current version");
+                    planned_etag = Some(rec.etag.clone());
+                    etag = new_etag;
+                    size = new_size;
+                }
+            },
+        }
+    }
+    Err(Error::ObjectChanged {
+        bucket,
+        key: rec.key,
+    })
+}
+
+/// Wait helper for callers that want to bound a run by wall time from now.
+pub fn deadline_in(d: Duration) -> Instant {
+    Instant::now() + d
+}

@@ -1,0 +1,164 @@
+//! The inventory snapshot: one record per object (key, size, ETag, LastModified, storage class),
+//! key-sorted, stored as gzip-compressed JSON lines and read and written as streams so memory
+//! does not grow with the bucket.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use async_compression::tokio::bufread::GzipDecoder;
+use async_compression::tokio::write::GzipEncoder;
+
+use crate::error::{BoxError, Error, Result};
+
+/// One listed object, as the inventory keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    #[serde(rename = "k")]
+    pub key: String,
+    #[serde(rename = "s")]
+    pub size: u64,
+    /// ETag without quotes.
+    #[serde(rename = "e")]
+    pub etag: String,
+    /// LastModified, milliseconds since the Unix epoch.
+    #[serde(rename = "m")]
+    pub last_modified_ms: i64,
+    #[serde(rename = "c", default)]
+    pub storage_class: String,
+}
+
+impl ObjectRecord {
+    /// Same content and version as far as the listing can tell.
+    pub fn same_version(&self, other: &ObjectRecord) -> bool {
+        self.size == other.size
+            && self.etag == other.etag
+            && self.last_modified_ms == other.last_modified_ms
+    }
+
+    /// Objects in these classes cannot be read without a restore.
+    pub fn needs_restore(&self) -> bool {
+        matches!(self.storage_class.as_str(), "GLACIER" | "DEEP_ARCHIVE")
+    }
+}
+
+/// Streams records out of a gzip JSON-lines inventory.
+pub struct InventoryReader<R: AsyncBufRead + Unpin> {
+    lines: tokio::io::Lines<BufReader<GzipDecoder<R>>>,
+    location: String,
+    previous: Option<String>,
+}
+
+impl<R: AsyncBufRead + Unpin> InventoryReader<R> {
+    pub fn new(reader: R, location: String) -> Self {
+        let mut decoder = GzipDecoder::new(reader);
+        decoder.multiple_members(true);
+        InventoryReader {
+            lines: BufReader::new(decoder).lines(),
+            location,
+            previous: None,
+        }
+    }
+
+    fn corrupt(&self, source: BoxError) -> Error {
+        Error::Corrupt {
+            what: "inventory",
+            location: self.location.clone(),
+            hint: "run the export with --full to take a new baseline",
+            source,
+        }
+    }
+
+    /// The next record, in key order; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<ObjectRecord>> {
+        loop {
+            let line = self
+                .lines
+                .next_line()
+                .await
+                .map_err(|e| self.corrupt(e.into()))?;
+            let Some(line) = line else { return Ok(None) };
+            if line.is_empty() {
+                continue;
+            }
+            let rec: ObjectRecord =
+                serde_json::from_str(&line).map_err(|e| self.corrupt(e.into()))?;
+            if let Some(prev) = &self.previous
+                && prev.as_str() >= rec.key.as_str()
+            {
+                return Err(self.corrupt(format!("`{}` out of order", rec.key).into()));
+            }
+            self.previous = Some(rec.key.clone());
+            return Ok(Some(rec));
+        }
+    }
+}
+
+/// Writes records as gzip JSON lines.
+pub struct InventoryWriter<W: AsyncWrite + Unpin> {
+    encoder: GzipEncoder<W>,
+    line: Vec<u8>,
+    pub count: u64,
+}
+
+impl<W: AsyncWrite + Unpin> InventoryWriter<W> {
+    pub fn new(writer: W) -> Self {
+        InventoryWriter {
+            encoder: GzipEncoder::new(writer),
+            line: Vec::with_capacity(256),
+            count: 0,
+        }
+    }
+
+    pub async fn push(&mut self, rec: &ObjectRecord) -> std::io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, rec)?;
+        self.line.push(b'\n');
+        self.count += 1;
+        self.encoder.write_all(&self.line).await
+    }
+
+    /// Flush the gzip trailer and shut the inner writer down; returns it.
+    pub async fn finish(mut self) -> std::io::Result<W> {
+        self.encoder.shutdown().await?;
+        Ok(self.encoder.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_and_order_check() {
+        let recs: Vec<ObjectRecord> = ["a", "b/c", "é"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ObjectRecord {
+                key: k.to_string(),
+                size: i as u64,
+                etag: format!("e{i}"),
+                last_modified_ms: 1000 * i as i64,
+                storage_class: "STANDARD".into(),
+            })
+            .collect();
+        let mut w = InventoryWriter::new(Vec::new());
+        for r in &recs {
+            w.push(r).await.unwrap();
+        }
+        let bytes = w.finish().await.unwrap();
+        let mut r = InventoryReader::new(&bytes[..], "mem".into());
+        let mut back = Vec::new();
+        while let Some(x) = r.next().await.unwrap() {
+            back.push(x);
+        }
+        assert_eq!(back, recs);
+
+        let mut w = InventoryWriter::new(Vec::new());
+        w.push(&recs[1]).await.unwrap();
+        w.push(&recs[0]).await.unwrap();
+        let bytes = w.finish().await.unwrap();
+        let mut r = InventoryReader::new(&bytes[..], "mem".into());
+        r.next().await.unwrap();
+        assert!(r.next().await.is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! The delta: a streaming merge of the source listing with the previous inventory (both
+//! key-sorted) into puts (added or modified), deletions, moves (renames: a deleted and an added
+//! key with the same ETag and size) and skipped objects, while the new inventory is written out.
+//! Memory holds the delta only, never the whole bucket.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufRead, AsyncWrite};
+
+use crate::config::{Filters, S3Location};
+use crate::error::{Error, Result};
+use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
+use crate::manifest::{Move, Skipped};
+use crate::s3::Lister;
+use crate::state::rfc3339_ms;
+
+/// Counts of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStats {
+    /// Objects listed that pass the filters.
+    pub listed: u64,
+    pub unchanged: u64,
+    pub added: u64,
+    pub modified: u64,
+    pub deleted: u64,
+    pub moved: u64,
+    pub skipped: u64,
+    /// Bytes the puts will ship.
+    pub put_bytes: u64,
+}
+
+/// What a bundle must carry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Plan {
+    /// Objects to ship, in key order.
+    pub puts: Vec<ObjectRecord>,
+    pub deletes: Vec<String>,
+    pub moves: Vec<Move>,
+    pub skipped: Vec<Skipped>,
+    pub stats: PlanStats,
+}
+
+impl Plan {
+    /// Nothing to carry.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty() && self.moves.is_empty()
+    }
+}
+
+fn skip(rec: &ObjectRecord) -> Skipped {
+    Skipped {
+        key: rec.key.clone(),
+        size: rec.size,
+        storage_class: rec.storage_class.clone(),
+        reason: format!(
+            "storage class {} cannot be read without a restore: restore it and it ships in the next run",
+            rec.storage_class
+        ),
+    }
+}
+
+/// Diff the listing against `previous` (or take a baseline when `None`). When `inventory` is
+/// given, the new inventory snapshot is written to it as the listing streams by.
+pub async fn plan<R, W>(
+    lister: &mut Lister,
+    source: &S3Location,
+    filters: &Filters,
+    mut previous: Option<InventoryReader<R>>,
+    detect_moves: bool,
+    mut inventory: Option<&mut InventoryWriter<W>>,
+) -> Result<Plan>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let inv_err = |e: std::io::Error| Error::Stream {
+        bucket: source.bucket.clone(),
+        key: "inventory".into(),
+        source: Box::new(e),
+    };
+    let mut plan = Plan::default();
+    let mut added: Vec<ObjectRecord> = Vec::new();
+    let mut deleted: Vec<ObjectRecord> = Vec::new();
+    let mut old = match previous.as_mut() {
+        Some(p) => p.next().await?,
+        None => None,
+    };
+    while let Some(page) = lister.next_page().await? {
+        for rec in page {
+            let relative = rec.key.strip_prefix(source.prefix.as_str()).unwrap_or(&rec.key);
+            if !filters.matches(relative, rec.size) {
+                continue;
+            }
+            plan.stats.listed += 1;
+            while let Some(o) = old.take_if(|o| o.key < rec.key) {
+                deleted.push(o);
+                old = next(&mut previous).await?;
+            }
+            let before = match old.take_if(|o| o.key == rec.key) {
+                Some(o) => {
+                    old = next(&mut previous).await?;
+                    Some(o)
+                }
+                None => None,
+            };
+            let keep = match before {
+                Some(b) if b.same_version(&rec) => {
+                    plan.stats.unchanged += 1;
+                    Some(rec)
+                }
+                Some(b) if rec.needs_restore() => {
+                    plan.skipped.push(skip(&rec));
+                    Some(b)
+                }
+                Some(_) => {
+                    plan.stats.modified += 1;
+                    plan.puts.push(rec.clone());
+                    Some(rec)
+                }
+                None if rec.needs_restore() => {
+                    plan.skipped.push(skip(&rec));
+                    None
+                }
+                None => {
+                    added.push(rec.clone());
+                    Some(rec)
+                }
+            };
+            if let (Some(inv), Some(r)) = (inventory.as_deref_mut(), keep) {
+                inv.push(&r).await.map_err(inv_err)?;
+            }
+        }
+    }
+    while let Some(o) = old.take() {
+        deleted.push(o);
+        old = next(&mut previous).await?;
+    }
+
+    // Renames: pair each added key with a deleted key of the same ETag and size.
+    let mut by_content: HashMap<(String, u64), VecDeque<usize>> = HashMap::new();
+    if detect_moves {
+        for (i, d) in deleted.iter().enumerate() {
+            by_content.entry((d.etag.clone(), d.size)).or_default().push_back(i);
+        }
+    }
+    let mut moved_from = vec![false; deleted.len()];
+    for a in added {
+        let source_index = by_content
+            .get_mut(&(a.etag.clone(), a.size))
+            .and_then(VecDeque::pop_front);
+        match source_index {
+            Some(i) => {
+                moved_from[i] = true;
+                plan.moves.push(Move {
+                    from: deleted[i].key.clone(),
+                    to: a.key.clone(),
+                    etag: a.etag.clone(),
+                    size: a.size,
+                    last_modified: rfc3339_ms(a.last_modified_ms),
+                });
+            }
+            None => {
+                plan.stats.added += 1;
+                plan.puts.push(a);
+            }
+        }
+    }
+    plan.deletes = deleted
+        .into_iter()
+        .zip(moved_from)
+        .filter(|(_, moved)| !moved)
+        .map(|(d, _)| d.key)
+        .collect();
+    plan.puts.sort_by(|a, b| a.key.cmp(&b.key));
+    plan.stats.deleted = plan.deletes.len() as u64;
+    plan.stats.moved = plan.moves.len() as u64;
+    plan.stats.skipped = plan.skipped.len() as u64;
+    plan.stats.put_bytes = plan.puts.iter().map(|p| p.size).sum();
+    Ok(plan)
+}
+
+async fn next<R: AsyncBufRead + Unpin>(
+    previous: &mut Option<InventoryReader<R>>,
+) -> Result<Option<ObjectRecord>> {
+    match previous.as_mut() {
+        Some(p) => p.next().await,
+        None => Ok(None),
+    }
+}
+
+/// How many volumes the puts need under the given caps (the same packing `export` does).
+pub fn estimate_volumes(puts: &[ObjectRecord], volume_size: u64, volume_entries: u64) -> u64 {
+    let mut volumes = 1;
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    for p in puts {
+        let cost = p.size + crate::archive::ENTRY_OVERHEAD;
+        if entries > 0 && (bytes + cost > volume_size || entries + 1 > volume_entries) {
+            volumes += 1;
+            bytes = 0;
+            entries = 0;
+        }
+        bytes += cost;
+        entries += 1;
+    }
+    volumes
+}

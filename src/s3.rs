@@ -1,0 +1,688 @@
+//! S3 adapter: the only module that speaks `aws_sdk_s3`. Listing, conditional and ranged
+//! reads, small documents, and `MultipartUpload`, a streaming writer that uploads fixed-size
+//! parts with bounded concurrency and completes the object only on an explicit `finish`.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, EncodingType,
+};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, DuplexStream};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, warn};
+
+use crate::error::{BoxError, Error, Result};
+use crate::inventory::ObjectRecord;
+use crate::manifest::ObjectHeaders;
+
+/// Build an S3 client from shared SDK config (`AWS_ENDPOINT_URL` etc. already applied).
+pub fn client(sdk: &aws_config::SdkConfig, path_style: bool) -> Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(path_style)
+        .build();
+    Client::from_conf(conf)
+}
+
+fn http_status<E, R>(e: &SdkError<E, R>) -> Option<u16>
+where
+    R: HttpStatus,
+{
+    e.raw_response().map(HttpStatus::status_code)
+}
+
+trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn s3_err<E>(op: &'static str, bucket: &str, key: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if e.code() == Some("NoSuchBucket") {
+        return Error::NoSuchBucket {
+            bucket: bucket.to_string(),
+        };
+    }
+    Error::S3 {
+        op,
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        source: Box::new(e),
+    }
+}
+
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+/// Decode a key from a ListObjectsV2 response with `encoding-type=url` (`+` is a space).
+fn url_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'+' {
+            out.push(b' ');
+        } else if b == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(v) = u8::from_str_radix(hex, 16)
+        {
+            out.push(v);
+            i += 2;
+        } else {
+            out.push(b);
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Object metadata as a GET or HEAD returned it.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    pub etag: String,
+    /// Size of the whole object (from Content-Range on ranged reads).
+    pub size: u64,
+    pub last_modified_ms: i64,
+    pub headers: ObjectHeaders,
+}
+
+/// Result of a conditional read.
+#[derive(Debug)]
+pub enum Got {
+    Found { meta: ObjectMeta, body: Bytes },
+    /// If-Match failed: the object has a new version.
+    Changed,
+    /// The key no longer exists.
+    Gone,
+}
+
+/// S3 operations the engine uses.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+}
+
+/// A ListObjectsV2 listing, page by page, as inventory records in key order.
+pub struct Lister {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    token: Option<String>,
+    done: bool,
+    previous: Option<String>,
+}
+
+impl Lister {
+    /// The next page of records; `None` when the listing is over.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ObjectRecord>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .encoding_type(EncodingType::Url)
+            .set_continuation_token(self.token.take())
+            .send()
+            .await
+            .map_err(|e| s3_err("ListObjectsV2", &self.bucket, &self.prefix, e))?;
+        let encoded = out.encoding_type() == Some(&EncodingType::Url);
+        let mut page = Vec::with_capacity(out.contents().len());
+        for o in out.contents() {
+            let raw = o.key().unwrap_or_default();
+            let key = if encoded { url_decode(raw) } else { raw.to_string() };
+            if let Some(prev) = &self.previous
+                && prev.as_str() >= key.as_str()
+            {
+                return Err(Error::UnsortedListing {
+                    bucket: self.bucket.clone(),
+                    previous: prev.clone(),
+                    key,
+                });
+            }
+            self.previous = Some(key.clone());
+            page.push(ObjectRecord {
+                key,
+                size: o.size().unwrap_or(0).max(0) as u64,
+                etag: unquote(o.e_tag().unwrap_or_default()),
+                last_modified_ms: o.last_modified().map(|d| d.to_millis().unwrap_or(0)).unwrap_or(0),
+                storage_class: o
+                    .storage_class()
+                    .map(|c| c.as_str().to_string())
+                    .unwrap_or_else(|| "STANDARD".to_string()),
+            });
+        }
+        match out.next_continuation_token() {
+            Some(t) if out.is_truncated() == Some(true) => self.token = Some(t.to_string()),
+            _ => self.done = true,
+        }
+        Ok(Some(page))
+    }
+}
+
+fn headers_of(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    content_disposition: Option<&str>,
+    content_language: Option<&str>,
+    cache_control: Option<&str>,
+    expires: Option<&str>,
+    metadata: Option<&std::collections::HashMap<String, String>>,
+) -> ObjectHeaders {
+    let s = |v: Option<&str>| v.map(str::to_string);
+    ObjectHeaders {
+        content_type: s(content_type),
+        content_encoding: s(content_encoding),
+        content_disposition: s(content_disposition),
+        content_language: s(content_language),
+        cache_control: s(cache_control),
+        expires: s(expires),
+        metadata: metadata
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>())
+            .unwrap_or_default(),
+    }
+}
+
+/// Total size from a `Content-Range: bytes a-b/total` header.
+fn range_total(content_range: Option<&str>) -> Option<u64> {
+    content_range?.rsplit_once('/')?.1.parse().ok()
+}
+
+impl Store {
+    pub fn new(client: Client) -> Self {
+        Store { client }
+    }
+
+    /// List `bucket` under `prefix`, in key order.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Lister {
+        Lister {
+            client: self.client.clone(),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            token: None,
+            done: false,
+            previous: None,
+        }
+    }
+
+    /// Read an object (or the byte range `start..=end` of it), only if its ETag still is
+    /// `if_match`. Whole-object reads are checked against S3's stored checksum.
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Got> {
+        let mut req = self.client.get_object().bucket(bucket).key(key);
+        if let Some(etag) = if_match {
+            req = req.if_match(format!("\"{etag}\""));
+        }
+        req = match range {
+            Some((start, end)) => req.range(format!("bytes={start}-{end}")),
+            None => req.checksum_mode(ChecksumMode::Enabled),
+        };
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                return match (http_status(&e), e.code()) {
+                    (Some(412), _) | (_, Some("PreconditionFailed")) => Ok(Got::Changed),
+                    (Some(404), _) | (_, Some("NoSuchKey")) if e.code() != Some("NoSuchBucket") => {
+                        Ok(Got::Gone)
+                    }
+                    _ => Err(s3_err("GetObject", bucket, key, e)),
+                };
+            }
+        };
+        let size = match range {
+            Some(_) => range_total(out.content_range()),
+            None => out.content_length().map(|l| l.max(0) as u64),
+        }
+        .unwrap_or(0);
+        let meta = ObjectMeta {
+            etag: unquote(out.e_tag().unwrap_or_default()),
+            size,
+            last_modified_ms: out.last_modified().map(|d| d.to_millis().unwrap_or(0)).unwrap_or(0),
+            headers: headers_of(
+                out.content_type(),
+                out.content_encoding(),
+                out.content_disposition(),
+                out.content_language(),
+                out.cache_control(),
+                out.expires_string(),
+                out.metadata(),
+            ),
+        };
+        let body = out.body.collect().await.map_err(|e| Error::Stream {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            source: Box::new(e),
+        })?;
+        Ok(Got::Found {
+            meta,
+            body: body.into_bytes(),
+        })
+    }
+
+    /// ETag and size of the current version, or `None` if the key is gone.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<(String, u64)>> {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(out) => Ok(Some((
+                unquote(out.e_tag().unwrap_or_default()),
+                out.content_length().unwrap_or(0).max(0) as u64,
+            ))),
+            Err(e) if http_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
+        }
+    }
+
+    /// Read a small document whole; `None` if it does not exist.
+    pub async fn get_document(&self, bucket: &str, key: &str) -> Result<Option<Bytes>> {
+        match self.get(bucket, key, None, None).await? {
+            Got::Found { body, .. } => Ok(Some(body)),
+            Got::Gone => Ok(None),
+            Got::Changed => unreachable!("no If-Match was sent"),
+        }
+    }
+
+    /// A streaming reader of an object (for inventories); `None` if it does not exist.
+    pub async fn reader(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<impl tokio::io::AsyncBufRead + Unpin + Send + use<>>> {
+        match self.client.get_object().bucket(bucket).key(key).send().await {
+            Ok(out) => Ok(Some(out.body.into_async_read())),
+            Err(e) if http_status(&e) == Some(404) && e.code() != Some("NoSuchBucket") => Ok(None),
+            Err(e) => Err(s3_err("GetObject", bucket, key, e)),
+        }
+    }
+
+    /// Write a small document in one PUT.
+    pub async fn put_document(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_err("PutObject", bucket, key, e))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err("DeleteObject", bucket, key, e))?;
+        Ok(())
+    }
+
+    /// Every key under `prefix` (for small listings such as one bundle's folder).
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let mut lister = self.list(bucket, prefix);
+        let mut keys = Vec::new();
+        while let Some(page) = lister.next_page().await? {
+            keys.extend(page.into_iter().map(|r| r.key));
+        }
+        Ok(keys)
+    }
+
+    /// Abort every open multipart upload under `prefix` (left by a killed run); returns how many.
+    pub async fn abort_uploads(&self, bucket: &str, prefix: &str) -> Result<usize> {
+        let mut aborted = 0;
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_err("ListMultipartUploads", bucket, prefix, e))?;
+            for u in out.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| s3_err("AbortMultipartUpload", bucket, key, e))?;
+                warn!(bucket, key, upload_id = id, "aborted a multipart upload left by an earlier run");
+                aborted += 1;
+            }
+            if out.is_truncated() == Some(true) {
+                key_marker = out.next_key_marker().map(str::to_string);
+                id_marker = out.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// Start a streaming multipart upload of `bucket/key`.
+    pub fn multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        part_size: u64,
+        parts_in_flight: usize,
+        content_type: &str,
+    ) -> MultipartUpload {
+        let (writer, reader) = tokio::io::duplex(256 * 1024);
+        let (commit_tx, commit_rx) = oneshot::channel();
+        let job = PartUploader {
+            client: self.client.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            part_size: part_size as usize,
+            parts_in_flight: parts_in_flight.max(1),
+            content_type: content_type.to_string(),
+        };
+        let task = tokio::spawn(job.run(reader, commit_rx));
+        MultipartUpload {
+            writer: Some(writer),
+            commit: Some(commit_tx),
+            task: Some(task),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        }
+    }
+}
+
+/// A streaming writer into an S3 multipart upload.
+///
+/// Bytes written are cut into parts of the configured size, uploaded by a background task
+/// with at most N parts in flight (writes wait when it is behind). The object becomes visible
+/// only when `finish` succeeds; on any error, or when dropped without `finish`, the upload is
+/// aborted.
+pub struct MultipartUpload {
+    writer: Option<DuplexStream>,
+    commit: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+    bucket: String,
+    key: String,
+}
+
+impl MultipartUpload {
+    /// Complete the upload; returns once the object exists.
+    pub async fn finish(mut self) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if let Some(mut w) = self.writer.take() {
+            // The reader may be gone if the task failed; its error is reported below.
+            let _ = w.shutdown().await;
+        }
+        if let Some(tx) = self.commit.take() {
+            let _ = tx.send(());
+        }
+        self.join().await
+    }
+
+    async fn join(&mut self) -> Result<()> {
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_else(|e| {
+                Err(Error::Stream {
+                    bucket: self.bucket.clone(),
+                    key: self.key.clone(),
+                    source: Box::new(e),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// When a write fails, the task has ended: report its error instead of "broken pipe".
+    fn poll_failure(&mut self, cx: &mut Context<'_>, io: std::io::Error) -> Poll<std::io::Error> {
+        match self.task.as_mut() {
+            Some(task) => {
+                let res = ready!(Pin::new(task).poll(cx));
+                self.task = None;
+                Poll::Ready(match res {
+                    Ok(Err(e)) => std::io::Error::other(e),
+                    Ok(Ok(())) => io,
+                    Err(join) => std::io::Error::other(join),
+                })
+            }
+            None => Poll::Ready(io),
+        }
+    }
+}
+
+use std::future::Future;
+
+impl AsyncWrite for MultipartUpload {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let Some(w) = this.writer.as_mut() else {
+            return Poll::Ready(Err(std::io::Error::other("write after finish")));
+        };
+        match ready!(Pin::new(w).poll_write(cx, buf)) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(ready!(this.poll_failure(cx, e)))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match this.writer.as_mut() {
+            Some(w) => Pin::new(w).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Shutdown only ends the byte stream; `finish` completes the upload.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match this.writer.as_mut() {
+            Some(w) => Pin::new(w).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl Drop for MultipartUpload {
+    fn drop(&mut self) {
+        if self.task.is_some() && self.commit.is_some() {
+            debug!(bucket = %self.bucket, key = %self.key, "multipart upload dropped before finish: aborting");
+        }
+        // Dropping `commit` makes the task abort the upload.
+    }
+}
+
+struct PartUploader {
+    client: Client,
+    bucket: String,
+    key: String,
+    part_size: usize,
+    parts_in_flight: usize,
+    content_type: String,
+}
+
+impl PartUploader {
+    async fn run(self, mut reader: DuplexStream, commit: oneshot::Receiver<()>) -> Result<()> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type(&self.content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| s3_err("CreateMultipartUpload", &self.bucket, &self.key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = self.upload_parts(&upload_id, &mut reader, commit).await;
+        drop(reader);
+        if result.is_err() {
+            let aborted = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            if let Err(e) = aborted {
+                warn!(bucket = %self.bucket, key = %self.key, error = %e, "could not abort multipart upload; the bucket's lifecycle rule or the next run will");
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        upload_id: &str,
+        reader: &mut DuplexStream,
+        commit: oneshot::Receiver<()>,
+    ) -> Result<()> {
+        let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
+        let mut parts = Vec::new();
+        let mut number = 1i32;
+        loop {
+            let part = read_part(reader, self.part_size).await.map_err(|e| Error::Stream {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                source: Box::new(e),
+            })?;
+            let last = part.len() < self.part_size;
+            if part.is_empty() && number > 1 {
+                break;
+            }
+            while in_flight.len() >= self.parts_in_flight {
+                parts.push(joined(in_flight.join_next().await)?);
+            }
+            let req = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .body(ByteStream::from(part));
+            let (bucket, key) = (self.bucket.clone(), self.key.clone());
+            in_flight.spawn(async move {
+                let out = req
+                    .send()
+                    .await
+                    .map_err(|e| s3_err("UploadPart", &bucket, &key, e))?;
+                Ok(CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                    .build())
+            });
+            number += 1;
+            if last {
+                break;
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            parts.push(joined(Some(done))?);
+        }
+        if commit.await.is_err() {
+            return Err(Error::UploadAborted {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                reason: "the writer was dropped before finish",
+            });
+        }
+        parts.sort_by_key(|p| p.part_number());
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| s3_err("CompleteMultipartUpload", &self.bucket, &self.key, e))?;
+        Ok(())
+    }
+}
+
+fn joined(
+    done: Option<std::result::Result<Result<CompletedPart>, tokio::task::JoinError>>,
+) -> Result<CompletedPart> {
+    match done {
+        Some(Ok(part)) => part,
+        Some(Err(join)) => Err(Error::Stream {
+            bucket: String::new(),
+            key: String::new(),
+            source: Box::new(join) as BoxError,
+        }),
+        None => unreachable!("join_next on a non-empty set"),
+    }
+}
+
+/// Read up to `size` bytes (fewer only at end of stream).
+async fn read_part<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        let mut limited = (&mut *reader).take((size - buf.len()) as u64);
+        if limited.read_buf(&mut buf).await? == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_url_encoded_keys() {
+        assert_eq!(url_decode("a+b%2Bc%2F%01%E2%82%AC"), "a b+c/\u{1}€");
+        assert_eq!(url_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn parses_content_range() {
+        assert_eq!(range_total(Some("bytes 0-9/1234")), Some(1234));
+        assert_eq!(range_total(None), None);
+    }
+}

@@ -1,0 +1,333 @@
+//! DynamoDB adapter for job state: the committed watermark (sequence, listing time, inventory
+//! pointer, bundle digest, last run summary), the optimistic-lock version and the run lease.
+//! The only module that speaks `aws_sdk_dynamodb`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ReturnValue, ScalarAttributeType, TableStatus,
+};
+use serde::Serialize;
+use tracing::info;
+
+use crate::error::{Error, Result};
+
+/// The table's partition key attribute (the job name). template.yaml uses the same schema.
+pub const KEY_ATTRIBUTE: &str = "job";
+
+/// Build a DynamoDB client from shared SDK config.
+pub fn client(sdk: &aws_config::SdkConfig) -> Client {
+    Client::new(sdk)
+}
+
+/// A job's committed state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobState {
+    pub job: String,
+    /// Sequence of the last committed bundle (0 = none yet).
+    pub sequence: u64,
+    /// Start time of the last committed listing (RFC 3339).
+    pub watermark: Option<String>,
+    /// Key of the last inventory snapshot in the export bucket.
+    pub inventory: Option<String>,
+    /// Digest of the last committed bundle (for the chain).
+    pub bundle_digest: Option<String>,
+    /// Summary of the last run (JSON).
+    pub last_run: Option<serde_json::Value>,
+    /// Optimistic-lock version, +1 on every commit.
+    pub version: u64,
+    pub lease_owner: Option<String>,
+    /// Lease expiry, ms since the epoch.
+    pub lease_until_ms: Option<i64>,
+}
+
+/// What a successful run commits.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// `None` keeps the current bundle fields (a run that found no changes).
+    pub bundle: Option<CommittedBundle>,
+    pub watermark: String,
+    pub last_run: serde_json::Value,
+}
+
+/// The bundle part of a commit.
+#[derive(Debug, Clone)]
+pub struct CommittedBundle {
+    pub sequence: u64,
+    pub inventory: String,
+    pub bundle_digest: String,
+}
+
+/// The state table.
+#[derive(Clone, Debug)]
+pub struct StateTable {
+    client: Client,
+    table: String,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn is_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>, code: &str) -> bool {
+    e.code() == Some(code)
+}
+
+impl StateTable {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        StateTable {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.table
+    }
+
+    fn err<E, R>(&self, op: &'static str, e: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        if is_code(&e, "ResourceNotFoundException") {
+            return Error::TableNotFound {
+                table: self.table.clone(),
+            };
+        }
+        Error::Dynamo {
+            op,
+            table: self.table.clone(),
+            source: Box::new(e),
+        }
+    }
+
+    /// Create the table if it does not exist and wait until it is active. Returns true if it
+    /// was created by this call.
+    pub async fn init(&self) -> Result<bool> {
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(KEY_ATTRIBUTE)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("complete attribute definition"),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(KEY_ATTRIBUTE)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .expect("complete key schema"),
+            )
+            .send()
+            .await;
+        let created = match created {
+            Ok(_) => true,
+            Err(e) if is_code(&e, "ResourceInUseException") => false,
+            Err(e) => return Err(self.err("CreateTable", e)),
+        };
+        for _ in 0..120 {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeTable", e))?;
+            if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(created);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(created)
+    }
+
+    fn key(job: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([(KEY_ATTRIBUTE.to_string(), s(job))])
+    }
+
+    fn parse(job: &str, item: &HashMap<String, AttributeValue>) -> JobState {
+        let get_s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let get_n = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        JobState {
+            job: job.to_string(),
+            sequence: get_n("sequence").unwrap_or(0).max(0) as u64,
+            watermark: get_s("watermark"),
+            inventory: get_s("inventory"),
+            bundle_digest: get_s("bundle_digest"),
+            last_run: get_s("last_run").and_then(|j| serde_json::from_str(&j).ok()),
+            version: get_n("version").unwrap_or(0).max(0) as u64,
+            lease_owner: get_s("lease_owner"),
+            lease_until_ms: get_n("lease_until"),
+        }
+    }
+
+    /// The job's state, or `None` if it never ran.
+    pub async fn load(&self, job: &str) -> Result<Option<JobState>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(job)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.err("GetItem", e))?;
+        Ok(out.item().map(|i| Self::parse(job, i)))
+    }
+
+    /// Take the job's lease for `owner` (free, or expired). Fails fast with `LeaseHeld`.
+    pub async fn acquire(&self, job: &str, owner: &str, ttl: Duration) -> Result<JobState> {
+        let now = now_ms();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(job)))
+            .update_expression("SET lease_owner = :o, lease_until = :u")
+            .condition_expression("attribute_not_exists(lease_owner) OR lease_until < :now")
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":u", n(now + ttl.as_millis() as i64))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                let state = Self::parse(job, out.attributes().unwrap_or(&HashMap::new()));
+                info!(job, owner, table = %self.table, sequence = state.sequence, "lease taken");
+                Ok(state)
+            }
+            Err(e) if is_code(&e, "ConditionalCheckFailedException") => {
+                let held = self.load(job).await?.unwrap_or_default();
+                Err(Error::LeaseHeld {
+                    job: job.to_string(),
+                    owner: held.lease_owner.unwrap_or_else(|| "?".into()),
+                    until: held.lease_until_ms.map(rfc3339_ms).unwrap_or_default(),
+                })
+            }
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+
+    /// Extend the lease; `LeaseLost` if another run has taken it.
+    pub async fn renew(&self, job: &str, owner: &str, ttl: Duration) -> Result<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(job)))
+            .update_expression("SET lease_until = :u")
+            .condition_expression("lease_owner = :o")
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":u", n(now_ms() + ttl.as_millis() as i64))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, "ConditionalCheckFailedException") => Err(Error::LeaseLost {
+                job: job.to_string(),
+            }),
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+
+    /// Give the lease back without committing anything.
+    pub async fn release(&self, job: &str, owner: &str) -> Result<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(job)))
+            .update_expression("REMOVE lease_owner, lease_until")
+            .condition_expression("lease_owner = :o")
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, "ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+
+    /// Commit a run and release the lease in one conditional write: only if `owner` still
+    /// holds the lease and the version is the one read at acquire time.
+    pub async fn commit(&self, job: &str, owner: &str, version: u64, c: &Commit) -> Result<()> {
+        let mut set = vec![
+            "watermark = :w",
+            "last_run = :r",
+            "version = :v1",
+        ];
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(job)))
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":w", s(&c.watermark))
+            .expression_attribute_values(":r", s(&c.last_run.to_string()))
+            .expression_attribute_values(":v1", n(version + 1));
+        if let Some(b) = &c.bundle {
+            set.extend(["#seq = :s", "inventory = :i", "bundle_digest = :d"]);
+            req = req
+                .expression_attribute_names("#seq", "sequence")
+                .expression_attribute_values(":s", n(b.sequence))
+                .expression_attribute_values(":i", s(&b.inventory))
+                .expression_attribute_values(":d", s(&b.bundle_digest));
+        }
+        let condition = if version == 0 {
+            "lease_owner = :o AND attribute_not_exists(version)"
+        } else {
+            req = req.expression_attribute_values(":v", n(version));
+            "lease_owner = :o AND version = :v"
+        };
+        let out = req
+            .update_expression(format!(
+                "SET {} REMOVE lease_owner, lease_until",
+                set.join(", ")
+            ))
+            .condition_expression(condition)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, "ConditionalCheckFailedException") => {
+                Err(Error::StateConflict {
+                    job: job.to_string(),
+                })
+            }
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+}

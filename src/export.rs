@@ -270,6 +270,12 @@ struct Run<'a> {
     lost: Arc<AtomicBool>,
 }
 
+/// What planning found.
+enum Planned {
+    Bundle(Checkpoint, Plan),
+    Empty { plan: Plan, listed_at: String },
+}
+
 /// Where the ship loop stopped.
 enum Shipped {
     Done,
@@ -352,8 +358,9 @@ impl Run<'_> {
                 (ck, plan)
             }
             None => {
-                let Some((ck, plan)) = self.plan_bundle(seq).await? else {
-                    return self.no_changes().await;
+                let (ck, plan) = match self.plan_bundle(seq).await? {
+                    Planned::Bundle(ck, plan) => (ck, plan),
+                    Planned::Empty { plan, listed_at } => return self.no_changes(&plan, listed_at).await,
                 };
                 if self.past_deadline() {
                     return Ok(self.report(&ck, &plan, Status::Continue));
@@ -371,7 +378,7 @@ impl Run<'_> {
     }
 
     /// List, diff and write the new inventory, the plan and the first checkpoint.
-    async fn plan_bundle(&self, seq: u64) -> Result<Option<(Checkpoint, Plan)>> {
+    async fn plan_bundle(&self, seq: u64) -> Result<Planned> {
         let listed_at = rfc3339_ms(now_ms());
         let baseline = self.cfg.full || self.state.inventory.is_none();
         let previous = if baseline { None } else { self.state.inventory.as_deref() };
@@ -397,7 +404,7 @@ impl Run<'_> {
               put_bytes = plan.stats.put_bytes, "planned");
         if plan.is_empty() && !baseline {
             drop(upload); // aborts: the inventory is unchanged
-            return Ok(None);
+            return Ok(Planned::Empty { plan, listed_at });
         }
         upload.finish().await?;
         info!(key = %inventory_key, records, "inventory written");
@@ -431,10 +438,10 @@ impl Run<'_> {
             hops: 1,
         };
         self.put_json(&self.layout.checkpoint_key(seq), &ck).await?;
-        Ok(Some((ck, plan)))
+        Ok(Planned::Bundle(ck, plan))
     }
 
-    async fn no_changes(&self) -> Result<Report> {
+    async fn no_changes(&self, plan: &Plan, listed_at: String) -> Result<Report> {
         let report = Report {
             job: self.layout.job.clone(),
             status: Status::NoChanges,
@@ -448,12 +455,12 @@ impl Run<'_> {
             bytes: 0,
             deleted: 0,
             moved: 0,
-            skipped: 0,
             vanished: 0,
             replaced: 0,
-            listed: 0,
-            unchanged: 0,
-            skipped_objects: Vec::new(),
+            skipped: plan.stats.skipped,
+            listed: plan.stats.listed,
+            unchanged: plan.stats.unchanged,
+            skipped_objects: plan.skipped.clone(),
             hops: 1,
             duration_ms: self.started.elapsed().as_millis() as u64,
             bytes_per_sec: 0,
@@ -466,11 +473,7 @@ impl Run<'_> {
                 self.state.version,
                 &Commit {
                     bundle: None,
-                    watermark: self
-                        .state
-                        .watermark
-                        .clone()
-                        .unwrap_or_else(|| rfc3339_ms(now_ms())),
+                    watermark: listed_at,
                     last_run: serde_json::to_value(&report).expect("report serialises"),
                 },
             )

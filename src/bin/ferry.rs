@@ -145,7 +145,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| {
+                // Volumes and inventories are multipart objects: their part-level checksums
+                // cannot be checked on GET (zip CRCs, SHA-256 and gzip trailers cover them).
+                "warn,aws_sdk_s3::http_response_checksum=error".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

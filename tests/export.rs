@@ -1,0 +1,381 @@
+//! Export outcomes a user checks: what a baseline and a delta bundle carry, filters,
+//! storage-class skips, volume rotation, hostile keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
+
+use crate::util::{Ctx, block_on, check_readers};
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Upload `body` as a real multipart object of 5 MiB parts.
+fn put_multipart(ctx: &Ctx, key: &str, body: &[u8]) {
+    block_on(async {
+        let up = ctx
+            .s3
+            .create_multipart_upload()
+            .bucket(&ctx.src)
+            .key(key)
+            .content_type("application/x-tar")
+            .send()
+            .await
+            .unwrap();
+        let id = up.upload_id().unwrap();
+        let mut parts = Vec::new();
+        for (i, chunk) in body.chunks(5 * 1024 * 1024).enumerate() {
+            let n = i as i32 + 1;
+            let out = ctx
+                .s3
+                .upload_part()
+                .bucket(&ctx.src)
+                .key(key)
+                .upload_id(id)
+                .part_number(n)
+                .body(ByteStream::from(chunk.to_vec()))
+                .send()
+                .await
+                .unwrap();
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                    .build(),
+            );
+        }
+        ctx.s3
+            .complete_multipart_upload()
+            .bucket(&ctx.src)
+            .key(key)
+            .upload_id(id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn baseline_carries_every_object_byte_for_byte_with_headers() {
+    // GIVEN a bucket with small objects, headers, metadata and a 12 MiB multipart object
+    let ctx = Ctx::new("baseline");
+    ctx.put_with("docs/a.txt", "hello", Some("text/plain"), &[("owner", "ann")]);
+    block_on(
+        ctx.s3
+            .put_object()
+            .bucket(&ctx.src)
+            .key("web/index.html")
+            .body(ByteStream::from_static(b"<html></html>"))
+            .content_type("text/html")
+            .content_encoding("identity")
+            .content_disposition("inline")
+            .content_language("en")
+            .cache_control("max-age=60")
+            .metadata("build", "42")
+            .send(),
+    )
+    .unwrap();
+    ctx.put("empty", Vec::new());
+    let big = pseudo_random(12 * 1024 * 1024 + 17, 1);
+    put_multipart(&ctx, "big/archive.tar", &big);
+
+    // WHEN it is exported for the first time
+    let r = ctx.export_ok(&["--part-size", "5MiB"]);
+
+    // THEN one complete baseline bundle carries all four objects
+    assert_eq!(r["status"], "complete");
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["sequence"], 1);
+    assert_eq!(r["objects"], 4);
+    assert_eq!(r["bytes"], (5 + 13 + big.len()) as u64);
+    let volumes = r["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(
+        volumes[0],
+        format!("s3://{}/bundles/{}/00000001/{}-00000001-0001.zip", ctx.exp, ctx.job, ctx.job)
+    );
+    let bundle = ctx.download(&ctx.job, 1);
+    bundle.sha256sum_check();
+    check_readers(&bundle.volume_paths()[0]);
+    let files = bundle.extract();
+    assert_eq!(files["docs/a.txt"], b"hello");
+    assert_eq!(files["empty"], b"");
+    assert_eq!(files["big/archive.tar"], big);
+    let objects: BTreeMap<_, _> = bundle.objects().into_iter().map(|o| (o.key.clone(), o)).collect();
+    let web = &objects["web/index.html"];
+    assert_eq!(web.entry, format!("{}/web/index.html", ctx.src));
+    assert_eq!(web.headers.content_type.as_deref(), Some("text/html"));
+    assert_eq!(web.headers.content_encoding.as_deref(), Some("identity"));
+    assert_eq!(web.headers.content_disposition.as_deref(), Some("inline"));
+    assert_eq!(web.headers.content_language.as_deref(), Some("en"));
+    assert_eq!(web.headers.cache_control.as_deref(), Some("max-age=60"));
+    assert_eq!(web.headers.metadata.get("build").map(String::as_str), Some("42"));
+    assert_eq!(objects["docs/a.txt"].headers.metadata["owner"], "ann");
+    assert_eq!(
+        objects["docs/a.txt"].sha256,
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    );
+    assert!(bundle.manifests[0].baseline);
+    assert_eq!(bundle.manifests[0].previous, None);
+    assert_eq!(bundle.last().volume_count, 1);
+    assert_eq!(ctx.state().sequence, 1);
+    assert_eq!(ctx.state().bundle_digest, Some(bundle.summary.bundle_digest.clone()));
+    assert_eq!(ctx.open_uploads(), 0);
+}
+
+#[test]
+fn delta_carries_adds_overwrites_deletes_renames_and_metadata_changes() {
+    // GIVEN a baseline
+    let ctx = Ctx::new("delta");
+    for i in 0..20 {
+        ctx.put(&format!("f{i:02}"), format!("content {i}"));
+    }
+    ctx.export_ok(&[]);
+    let first = ctx.download(&ctx.job, 1);
+
+    // WHEN the bucket changes in every way and is exported again
+    ctx.put("new", "brand new");
+    ctx.put("f01", "overwritten");
+    ctx.delete("f02");
+    ctx.rename("f03", "renamed/f03");
+    // S3 lists LastModified to the second: a metadata-only change is visible in the listing
+    // once it lands in a later second than the version it replaces.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ctx.set_metadata("f04", "text/csv", &[("k", "v")]);
+    let r = ctx.export_ok(&[]);
+
+    // THEN the delta bundle carries exactly those changes, chained to the baseline
+    assert_eq!(r["sequence"], 2);
+    assert_eq!((r["objects"].as_u64(), r["deleted"].as_u64(), r["moved"].as_u64()), (Some(3), Some(1), Some(1)));
+    let b = ctx.download(&ctx.job, 2);
+    let keys: BTreeSet<_> = b.objects().iter().map(|o| o.key.clone()).collect();
+    assert_eq!(keys, BTreeSet::from(["f01".into(), "f04".into(), "new".into()]));
+    let files = b.extract();
+    assert_eq!(files["f01"], b"overwritten");
+    let f04 = b.objects().into_iter().find(|o| o.key == "f04").unwrap();
+    assert_eq!(f04.headers.content_type.as_deref(), Some("text/csv"));
+    assert_eq!(f04.headers.metadata["k"], "v");
+    let last = b.last();
+    assert_eq!(last.deleted, vec!["f02".to_string()]);
+    assert_eq!(last.moved.len(), 1);
+    assert_eq!((last.moved[0].from.as_str(), last.moved[0].to.as_str()), ("f03", "renamed/f03"));
+    let m = &b.manifests[0];
+    assert!(!m.baseline);
+    let prev = m.previous.as_ref().unwrap();
+    assert_eq!(prev.sequence, 1);
+    assert_eq!(prev.bundle_digest, first.summary.bundle_digest);
+
+    // AND a third run with nothing changed writes nothing and keeps the sequence
+    let r = ctx.export_ok(&[]);
+    assert_eq!(r["status"], "no_changes");
+    assert_eq!(r["volumes"].as_array().unwrap().len(), 0);
+    assert_eq!(r["sequence"], 2);
+    assert_eq!(ctx.state().sequence, 2);
+    assert!(ctx.keys(&ctx.exp, &format!("bundles/{}/00000003/", ctx.job)).is_empty());
+
+    // AND --no-moves ships a rename's bytes instead
+    ctx.rename("f05", "g05");
+    let r = ctx.export_ok(&["--no-moves"]);
+    assert_eq!((r["moved"].as_u64(), r["deleted"].as_u64(), r["objects"].as_u64()), (Some(0), Some(1), Some(1)));
+}
+
+#[test]
+fn plan_prints_counts_and_writes_nothing() {
+    let ctx = Ctx::new("plan");
+    ctx.put("a", "1");
+    ctx.put("b/c", "22");
+    let (src, dest) = (ctx.source_uri(), ctx.dest_uri());
+    let run = ctx.ferry(&[
+        "plan", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", &ctx.table, "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let p = run.json();
+    assert_eq!((p["added"].as_u64(), p["bytes"].as_u64(), p["volumes"].as_u64()), (Some(2), Some(3), Some(1)));
+    assert!(ctx.keys(&ctx.exp, "").is_empty(), "plan wrote to the export bucket");
+    assert_eq!(ctx.state().sequence, 0);
+}
+
+#[test]
+fn filters_select_by_glob_and_size() {
+    let ctx = Ctx::new("filters");
+    for key in ["logs/a.log", "logs/deep/b.log", "data/c.csv", "tmp/d.csv", "data/big.csv"] {
+        ctx.put(key, if key.contains("big") { vec![b'x'; 5000] } else { b"x".to_vec() });
+    }
+    let r = ctx.export_ok(&["--include", "*.csv", "--exclude", "tmp/**", "--max-size", "1KiB"]);
+    assert_eq!(r["objects"], 1);
+    let b = ctx.download(&ctx.job, 1);
+    assert_eq!(b.objects()[0].key, "data/c.csv");
+
+    // A prefix limits the listing; globs apply to the key below it.
+    let ctx2 = Ctx::new("prefix");
+    ctx2.put("in/x/a.log", "1");
+    ctx2.put("in/b.txt", "2");
+    ctx2.put("out/a.log", "3");
+    let src = format!("s3://{}/in", ctx2.src);
+    let dest = ctx2.dest_uri();
+    let run = ctx2.ferry(&[
+        "export", "--job", &ctx2.job, "--source", &src, "--dest", &dest, "--table", &ctx2.table,
+        "--include", "x/*.log", "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let b = ctx2.download(&ctx2.job, 1);
+    let keys: Vec<_> = b.objects().iter().map(|o| o.key.clone()).collect();
+    assert_eq!(keys, vec!["in/x/a.log".to_string()]);
+    assert_eq!(b.manifests[0].source.prefix, "in/");
+}
+
+#[test]
+fn archived_storage_classes_are_skipped_and_reported_not_fatal() {
+    let ctx = Ctx::new("glacier");
+    ctx.put("hot", "1");
+    block_on(
+        ctx.s3
+            .put_object()
+            .bucket(&ctx.src)
+            .key("cold")
+            .storage_class(StorageClass::Glacier)
+            .body(ByteStream::from_static(b"frozen"))
+            .send(),
+    )
+    .unwrap();
+    let r = ctx.export_ok(&[]);
+    assert_eq!(r["objects"], 1);
+    assert_eq!(r["skipped"], 1);
+    assert_eq!(r["skipped_objects"][0]["key"], "cold");
+    assert!(r["skipped_objects"][0]["reason"].as_str().unwrap().contains("GLACIER"));
+    let b = ctx.download(&ctx.job, 1);
+    assert_eq!(b.last().skipped[0].key, "cold");
+    assert_eq!(b.last().skipped[0].storage_class, "GLACIER");
+}
+
+#[test]
+fn volumes_rotate_by_bytes_and_by_entries() {
+    // GIVEN 12 objects of 400 KiB
+    let ctx = Ctx::new("rotate");
+    let objects = (0..12)
+        .map(|i| (format!("o{i:02}"), pseudo_random(400 * 1024, i)))
+        .collect::<Vec<_>>();
+    ctx.put_many(objects.clone());
+
+    // WHEN volumes are capped at 1 MiB
+    let r = ctx.export_ok(&["--volume-size", "1MiB"]);
+
+    // THEN every volume holds 2 objects and stays under the cap, each a standalone zip
+    let b = ctx.download(&ctx.job, 1);
+    assert_eq!(r["volumes"].as_array().unwrap().len(), 6);
+    for (v, info) in b.volume_paths().iter().zip(&b.summary.volumes) {
+        assert!(info.size <= 1024 * 1024, "{} is {} bytes", info.name, info.size);
+        assert_eq!(info.objects, 2);
+        check_readers(v);
+    }
+    assert_eq!(b.last().earlier_volumes.len(), 5);
+    assert_eq!(b.last().earlier_volumes, b.summary.volumes[..5].to_vec());
+    let files = b.extract();
+    for (k, body) in &objects {
+        assert_eq!(&files[k], body);
+    }
+
+    // AND by entries: 5 per volume → 3 volumes
+    let r = ctx.export_job(&format!("{}-e", ctx.job), &["--volume-entries", "5"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["volumes"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn hostile_keys_get_safe_entry_names_and_exact_keys_in_the_manifest() {
+    let ctx = Ctx::new("hostile");
+    let long = format!("dir/{}", "n".repeat(300));
+    let keys = [
+        "/absolute",
+        "../escape",
+        "a/../../b",
+        "./dot",
+        "a//b",
+        "back\\slash",
+        "ctl\u{1}char",
+        "folder/",
+        long.as_str(),
+        "ünïcödé/名前.txt",
+        "spaces and+plus%.txt",
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        ctx.put(k, format!("body {i}"));
+    }
+    ctx.put(s3_ferry::manifest::MANIFEST_ENTRY, "not the manifest");
+    let r = ctx.export_ok(&[]);
+    assert_eq!(r["objects"], keys.len() as u64 + 1);
+    let b = ctx.download(&ctx.job, 1);
+    check_readers(&b.volume_paths()[0]);
+    // Extracting never writes outside the target directory.
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    crate::util::run_ok(
+        std::process::Command::new("unzip")
+            .arg("-q")
+            .arg(&b.volume_paths()[0])
+            .arg("-d")
+            .arg(&out),
+    );
+    let outside: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(outside, vec![std::ffi::OsString::from("out")]);
+    let files = b.extract();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(files[*k], format!("body {i}").as_bytes(), "key {k:?}");
+    }
+    let by_key: BTreeMap<_, _> = b.objects().into_iter().map(|o| (o.key.clone(), o.entry)).collect();
+    assert_eq!(by_key["ünïcödé/名前.txt"], format!("{}/ünïcödé/名前.txt", ctx.src));
+    assert_eq!(by_key["spaces and+plus%.txt"], format!("{}/spaces and+plus%.txt", ctx.src));
+    for bad in ["/absolute", "../escape", "a/../../b", "./dot", "a//b", "back\\slash", "ctl\u{1}char", "folder/", long.as_str()] {
+        assert!(by_key[bad].starts_with("_escaped/"), "{bad:?} → {}", by_key[bad]);
+    }
+    assert!(by_key[s3_ferry::manifest::MANIFEST_ENTRY].starts_with(&ctx.src));
+    assert_eq!(b.manifests[0].objects.len(), keys.len() + 1);
+}
+
+#[test]
+fn bad_input_fails_with_a_message_naming_it() {
+    let ctx = Ctx::new("badinput");
+    let dest = ctx.dest_uri();
+    let run = ctx.ferry(&[
+        "export", "--job", &ctx.job, "--source", "s3://no-such-bucket-here", "--dest", &dest,
+        "--table", &ctx.table,
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no-such-bucket-here"), "{}", run.stderr);
+    assert_eq!(ctx.state().sequence, 0);
+    assert!(ctx.state().lease_owner.is_none(), "a failed run must release its lease");
+
+    let src = ctx.source_uri();
+    let run = ctx.ferry(&[
+        "export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", "no-such-table",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("ferry init --table no-such-table"), "{}", run.stderr);
+
+    let run = ctx.ferry(&[
+        "export", "--job", &ctx.job, "--source", "bucket-without-scheme", "--dest", &dest,
+        "--table", &ctx.table,
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("s3://"), "{}", run.stderr);
+
+    let run = ctx.ferry(&[
+        "export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", &ctx.table,
+        "--part-size", "1MiB",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("part size"), "{}", run.stderr);
+}

@@ -1,0 +1,259 @@
+//! Run-level guarantees: one winner among concurrent runs, deadline continuation equal to one
+//! uninterrupted run, failures and kills that leave nothing half-done, If-Match and vanished
+//! objects.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Method;
+
+use crate::proxy::{self, Action};
+use crate::util::{Ctx, check_readers, moto};
+
+fn seed(ctx: &Ctx, n: usize, size: usize) {
+    ctx.put_many(
+        (0..n)
+            .map(|i| (format!("k/{i:04}"), vec![(i % 251) as u8; size + i]))
+            .collect(),
+    );
+}
+
+/// What a bundle carries, independent of how it was split into volumes.
+fn content(b: &crate::util::Bundle) -> (BTreeMap<String, (String, u64, Option<String>)>, Vec<String>, Vec<String>) {
+    let objects = b
+        .objects()
+        .into_iter()
+        .map(|o| (o.key, (o.sha256, o.size, o.headers.content_type)))
+        .collect();
+    let last = b.last();
+    (
+        objects,
+        last.deleted.clone(),
+        last.moved.iter().map(|m| format!("{}→{}", m.from, m.to)).collect(),
+    )
+}
+
+#[test]
+fn three_concurrent_runs_issue_each_sequence_once() {
+    let ctx = Ctx::new("concurrent");
+    seed(&ctx, 30, 1000);
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            let (src, dest) = (ctx.source_uri(), ctx.dest_uri());
+            ctx.ferry_cmd()
+                .args(["export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", &ctx.table, "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let mut completed = 0;
+    for out in &outs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {
+                let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                if r["status"] == "complete" {
+                    completed += 1;
+                    assert_eq!(r["sequence"], 1);
+                } else {
+                    assert_eq!(r["status"], "no_changes");
+                }
+            }
+            Some(3) => assert!(stderr.contains("is being exported by run"), "{stderr}"),
+            other => panic!("unexpected exit {other:?}: {stderr}"),
+        }
+    }
+    assert_eq!(completed, 1, "exactly one run ships the bundle");
+    let bundles = ctx.keys(&ctx.exp, &format!("bundles/{}/", ctx.job));
+    assert!(bundles.iter().all(|k| k.contains("/00000001/")), "{bundles:?}");
+    assert_eq!(ctx.state().sequence, 1);
+}
+
+#[test]
+fn deadline_continuation_equals_one_uninterrupted_run() {
+    // GIVEN a baseline for two jobs over the same bucket, then a delta with every kind of change
+    let ctx = Ctx::new("deadline");
+    seed(&ctx, 8, 300);
+    let other = format!("{}-whole", ctx.job);
+    ctx.export_ok(&[]);
+    assert_eq!(ctx.export_job(&other, &[]).code, 0);
+    ctx.put("k/new", vec![7; 20_000]);
+    ctx.put("k/0001", "changed");
+    ctx.delete("k/0002");
+    ctx.rename("k/0003", "moved/0003");
+    ctx.put_with("k/0004", "typed", Some("text/plain"), &[]);
+
+    // WHEN one job runs with a zero deadline until done, the other in one go
+    let mut hops = 0;
+    let last = loop {
+        hops += 1;
+        assert!(hops < 20, "continuation does not converge");
+        let run = ctx.export(&["--deadline", "0s"]);
+        match run.code {
+            4 => {
+                let r = run.json();
+                assert_eq!(r["complete"], false);
+                assert_eq!(r["status"], "continue");
+                assert_eq!(r["sequence"], 2, "a continued bundle keeps its sequence");
+            }
+            0 => break run.json(),
+            c => panic!("exit {c}: {}", run.stderr),
+        }
+    };
+    let whole = ctx.export_job(&other, &[]);
+    assert_eq!(whole.code, 0);
+
+    // THEN it took several hops, shipped each object once, and carries the same content
+    assert!(hops >= 3, "only {hops} hops");
+    assert_eq!(last["sequence"], 2);
+    assert_eq!(last["objects"], 3);
+    assert_eq!(last["hops"].as_u64().unwrap(), hops as u64);
+    let split = ctx.download(&ctx.job, 2);
+    let one = ctx.download(&other, 2);
+    assert!(split.summary.volumes.len() > one.summary.volumes.len());
+    assert_eq!(content(&split), content(&one));
+    split.sha256sum_check();
+    for v in split.volume_paths() {
+        check_readers(&v);
+    }
+    assert_eq!(split.extract(), one.extract());
+    assert_eq!(ctx.state().sequence, 2);
+    assert_eq!(ctx.open_uploads(), 0);
+}
+
+#[test]
+fn failure_mid_volume_leaves_nothing_visible_and_state_unchanged() {
+    // GIVEN a committed baseline and a delta whose volume needs three parts
+    let ctx = Ctx::new("inject");
+    ctx.put("seed", "1");
+    ctx.export_ok(&[]);
+    ctx.put_many((0..3).map(|i| (format!("big{i}"), vec![i as u8; 5 * 1024 * 1024])).collect());
+    let before = ctx.state();
+
+    // WHEN every upload of part 2 fails with a 500
+    let proxy = proxy::start(
+        &moto().endpoint,
+        Arc::new(|m: &Method, pq: &str| {
+            if m == Method::PUT && pq.contains("partNumber=2&") || pq.ends_with("partNumber=2") {
+                Action::Fail(500)
+            } else {
+                Action::Forward
+            }
+        }),
+    );
+    let failing = ctx.via(&proxy.endpoint);
+    let run = failing.export(&["--part-size", "5MiB"]);
+
+    // THEN the run fails naming the volume, and nothing of the bundle is visible
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains(&format!("bundles/{}/00000002/", ctx.job)), "{}", run.stderr);
+    assert!(ctx.keys(&ctx.exp, &format!("bundles/{}/00000002/", ctx.job)).is_empty());
+    assert_eq!(ctx.open_uploads(), 0, "the failed multipart upload was aborted");
+    let after = ctx.state();
+    assert_eq!((after.sequence, after.version, after.bundle_digest), (before.sequence, before.version, before.bundle_digest));
+    assert!(after.lease_owner.is_none());
+
+    // AND the next run (no fault) ships the bundle
+    let r = ctx.export_ok(&["--part-size", "5MiB"]);
+    assert_eq!(r["sequence"], 2);
+    assert_eq!(r["objects"], 3);
+}
+
+#[test]
+fn killed_run_is_taken_over_after_its_lease_expires() {
+    // GIVEN a run that hangs uploading its second part, then is killed
+    let ctx = Ctx::new("kill");
+    ctx.put_many((0..3).map(|i| (format!("big{i}"), vec![i as u8; 5 * 1024 * 1024])).collect());
+    let proxy = proxy::start(
+        &moto().endpoint,
+        Arc::new(|m: &Method, pq: &str| {
+            if m == Method::PUT && pq.contains("partNumber=2") {
+                Action::Hang
+            } else {
+                Action::Forward
+            }
+        }),
+    );
+    let hanging = ctx.via(&proxy.endpoint);
+    let (src, dest) = (ctx.source_uri(), ctx.dest_uri());
+    let mut child = hanging
+        .ferry_cmd()
+        .args(["export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", &ctx.table, "--part-size", "5MiB", "--lease-ttl", "3s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while ctx.open_uploads() < 1 {
+        assert!(waited.elapsed() < Duration::from_secs(60), "the run never started uploading");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // THEN right away another run is refused with the lease holder named (exit 3)
+    let run = ctx.export(&[]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("job `{}` is being exported by run", ctx.job)), "{}", run.stderr);
+    assert!(ctx.keys(&ctx.exp, &format!("bundles/{}/", ctx.job)).iter().all(|k| !k.ends_with(".zip")));
+    assert_eq!(ctx.state().sequence, 0);
+
+    // AND once the lease expired, the next run takes over, cleans up and completes
+    std::thread::sleep(Duration::from_secs(4));
+    let r = ctx.export_ok(&["--part-size", "5MiB"]);
+    assert_eq!(r["sequence"], 1);
+    assert_eq!(r["objects"], 3);
+    assert_eq!(ctx.open_uploads(), 0, "the killed run's upload was aborted");
+    let b = ctx.download(&ctx.job, 1);
+    assert_eq!(b.extract()["big2"], vec![2u8; 5 * 1024 * 1024]);
+}
+
+#[test]
+fn changed_and_vanished_objects_between_plan_and_read() {
+    // GIVEN a planned (checkpointed) bundle: a zero deadline stops right after planning
+    let ctx = Ctx::new("ifmatch");
+    ctx.put("a", "version 1");
+    ctx.put("b", "will vanish");
+    ctx.put("c", "steady");
+    let run = ctx.export(&["--deadline", "0s"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert_eq!(run.json()["volumes"].as_array().unwrap().len(), 0);
+
+    // WHEN `a` is overwritten and `b` deleted before the bundle is shipped
+    ctx.put_with("a", "version 2, longer", Some("text/plain"), &[]);
+    ctx.delete("b");
+    let r = ctx.export_ok(&[]);
+
+    // THEN the current `a` is shipped and recorded as replaced, `b` as vanished
+    assert_eq!((r["objects"].as_u64(), r["replaced"].as_u64(), r["vanished"].as_u64()), (Some(2), Some(1), Some(1)));
+    let b = ctx.download(&ctx.job, 1);
+    let files = b.extract();
+    assert_eq!(files["a"], b"version 2, longer");
+    let a = b.objects().into_iter().find(|o| o.key == "a").unwrap();
+    assert!(a.planned_etag.is_some());
+    assert_ne!(a.planned_etag.as_deref(), Some(a.etag.as_str()));
+    assert_eq!(a.size, 17);
+    assert_eq!(b.last().vanished, vec!["b".to_string()]);
+
+    // AND the next run sees `a`'s listing changed and ships it again, `b` stays deleted
+    let r = ctx.export_ok(&[]);
+    assert_eq!(r["sequence"], 2);
+}
+
+#[test]
+fn status_reports_the_committed_state() {
+    let ctx = Ctx::new("status");
+    ctx.put("x", "1");
+    ctx.export_ok(&[]);
+    let run = ctx.ferry(&["status", "--job", &ctx.job, "--table", &ctx.table, "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let s = run.json();
+    assert_eq!(s["sequence"], 1);
+    assert_eq!(s["last_run"]["objects"], 1);
+    assert!(s["inventory"].as_str().unwrap().ends_with("inventory.jsonl.gz"));
+}

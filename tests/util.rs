@@ -1,0 +1,460 @@
+//! Shared test harness: starts one moto server per test process (fails loudly if it cannot),
+//! gives every test its own buckets, table and job, runs the real `ferry` binary against it, and
+//! checks archives with real zip readers.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use aws_sdk_s3::primitives::ByteStream;
+use s3_ferry::manifest::{BundleSummary, MANIFEST_ENTRY, Manifest};
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    rt().block_on(f)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A moto server that lives as long as the test process (it stops when our end of its stdin
+/// closes).
+pub struct Moto {
+    pub endpoint: String,
+    _child: Mutex<Child>,
+}
+
+pub fn python() -> PathBuf {
+    let p = Path::new(ROOT).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "the project venv is missing ({}): run scripts/setup.sh (scripts/test.sh does it)",
+        p.display()
+    );
+    p
+}
+
+/// Start a moto server on a free loopback port; panics (never skips) if it cannot.
+pub fn start_moto() -> Moto {
+    let port = free_port();
+    let mut child = Command::new(python())
+        .arg(Path::new(ROOT).join("scripts/moto-guard.py"))
+        .arg(port.to_string())
+        .env_remove("AWS_CA_BUNDLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting moto (scripts/moto-guard.py) failed: run scripts/setup.sh");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "moto did not start on port {port}");
+    Moto {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _child: Mutex::new(child),
+    }
+}
+
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(start_moto)
+}
+
+/// Environment for the `ferry` binary and the SDK: the standard variables only.
+pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("FERRY_S3_PATH_STYLE", "true".into()),
+    ]
+}
+
+pub fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load(),
+    )
+}
+
+pub fn unique(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// One test's world: a source bucket, an export bucket, a state table and a job.
+pub struct Ctx {
+    pub endpoint: String,
+    pub src: String,
+    pub exp: String,
+    pub table: String,
+    pub job: String,
+    pub s3: aws_sdk_s3::Client,
+    pub clients: s3_ferry::aws::Clients,
+}
+
+/// Output of one `ferry` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!("stdout is not one JSON object ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
+    }
+}
+
+impl Ctx {
+    pub fn new(name: &str) -> Ctx {
+        Self::with_endpoint(name, &moto().endpoint)
+    }
+
+    pub fn with_endpoint(name: &str, endpoint: &str) -> Ctx {
+        let id = unique(name);
+        let sdk = sdk_config(endpoint);
+        let s3 = s3_ferry::s3::client(&sdk, true);
+        let clients = s3_ferry::aws::Clients::new(&sdk, true);
+        let ctx = Ctx {
+            endpoint: endpoint.to_string(),
+            src: format!("src-{id}"),
+            exp: format!("exp-{id}"),
+            table: format!("state-{id}"),
+            job: format!("job-{id}"),
+            s3,
+            clients,
+        };
+        block_on(async {
+            for b in [&ctx.src, &ctx.exp] {
+                ctx.s3.create_bucket().bucket(b).send().await.unwrap();
+            }
+            ctx.clients.table(&ctx.table).init().await.unwrap();
+        });
+        ctx
+    }
+
+    /// The same buckets and table, reached through another endpoint (a fault proxy).
+    pub fn via(&self, endpoint: &str) -> Ctx {
+        let sdk = sdk_config(endpoint);
+        Ctx {
+            endpoint: endpoint.to_string(),
+            src: self.src.clone(),
+            exp: self.exp.clone(),
+            table: self.table.clone(),
+            job: self.job.clone(),
+            s3: s3_ferry::s3::client(&sdk, true),
+            clients: s3_ferry::aws::Clients::new(&sdk, true),
+        }
+    }
+
+    pub fn ferry_cmd(&self) -> Command {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ferry"));
+        cmd.envs(aws_env(&self.endpoint));
+        cmd.env_remove("FERRY_LOG");
+        cmd
+    }
+
+    /// Run `ferry` with these arguments.
+    pub fn ferry(&self, args: &[&str]) -> Run {
+        let out = self.ferry_cmd().args(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn source_uri(&self) -> String {
+        format!("s3://{}", self.src)
+    }
+
+    pub fn dest_uri(&self) -> String {
+        format!("s3://{}/bundles", self.exp)
+    }
+
+    /// `ferry export --json` of this job plus `extra` flags.
+    pub fn export(&self, extra: &[&str]) -> Run {
+        self.export_job(&self.job, extra)
+    }
+
+    pub fn export_job(&self, job: &str, extra: &[&str]) -> Run {
+        let (src, dest) = (self.source_uri(), self.dest_uri());
+        let mut args = vec![
+            "export", "--job", job, "--source", &src, "--dest", &dest, "--table", &self.table,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        self.ferry(&args)
+    }
+
+    /// Export and insist it completed.
+    pub fn export_ok(&self, extra: &[&str]) -> serde_json::Value {
+        let run = self.export(extra);
+        assert_eq!(run.code, 0, "export failed:\n{}\n{}", run.stdout, run.stderr);
+        run.json()
+    }
+
+    pub fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
+        self.put_with(key, body, None, &[]);
+    }
+
+    pub fn put_with(
+        &self,
+        key: &str,
+        body: impl Into<Vec<u8>>,
+        content_type: Option<&str>,
+        metadata: &[(&str, &str)],
+    ) {
+        let body = body.into();
+        block_on(async {
+            let mut req = self
+                .s3
+                .put_object()
+                .bucket(&self.src)
+                .key(key)
+                .body(ByteStream::from(body));
+            if let Some(ct) = content_type {
+                req = req.content_type(ct);
+            }
+            for (k, v) in metadata {
+                req = req.metadata(*k, *v);
+            }
+            req.send().await.unwrap();
+        });
+    }
+
+    /// Put many objects concurrently.
+    pub fn put_many(&self, objects: Vec<(String, Vec<u8>)>) {
+        block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for (key, body) in objects {
+                while set.len() >= 32 {
+                    set.join_next().await.unwrap().unwrap();
+                }
+                let (s3, bucket) = (self.s3.clone(), self.src.clone());
+                set.spawn(async move {
+                    s3.put_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .body(ByteStream::from(body))
+                        .send()
+                        .await
+                        .unwrap();
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+        });
+    }
+
+    pub fn delete(&self, key: &str) {
+        block_on(self.s3.delete_object().bucket(&self.src).key(key).send()).unwrap();
+    }
+
+    /// Server-side rename (copy, then delete).
+    pub fn rename(&self, from: &str, to: &str) {
+        block_on(
+            self.s3
+                .copy_object()
+                .bucket(&self.src)
+                .key(to)
+                .copy_source(format!("{}/{}", self.src, from))
+                .send(),
+        )
+        .unwrap();
+        self.delete(from);
+    }
+
+    /// Metadata-only change: copy onto itself with new headers.
+    pub fn set_metadata(&self, key: &str, content_type: &str, metadata: &[(&str, &str)]) {
+        let mut req = self
+            .s3
+            .copy_object()
+            .bucket(&self.src)
+            .key(key)
+            .copy_source(format!("{}/{}", self.src, key))
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .content_type(content_type);
+        for (k, v) in metadata {
+            req = req.metadata(*k, *v);
+        }
+        block_on(req.send()).unwrap();
+    }
+
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        block_on(self.clients.s3.keys(bucket, prefix)).unwrap()
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        block_on(self.clients.s3.get_document(bucket, key))
+            .unwrap()
+            .map(|b| b.to_vec())
+    }
+
+    /// Multipart uploads still open in the export bucket.
+    pub fn open_uploads(&self) -> usize {
+        block_on(self.s3.list_multipart_uploads().bucket(&self.exp).send())
+            .unwrap()
+            .uploads()
+            .len()
+    }
+
+    pub fn state(&self) -> s3_ferry::state::JobState {
+        block_on(self.clients.table(&self.table).load(&self.job))
+            .unwrap()
+            .unwrap_or_default()
+    }
+
+    /// Download bundle `seq` of `job` (volumes, SHA256SUMS, bundle.json) into a temp dir.
+    pub fn download(&self, job: &str, seq: u64) -> Bundle {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("bundles/{job}/{seq:08}/");
+        let keys = self.keys(&self.exp, &prefix);
+        assert!(!keys.is_empty(), "no bundle at s3://{}/{prefix}", self.exp);
+        for key in &keys {
+            let body = self.get(&self.exp, key).unwrap();
+            std::fs::write(dir.path().join(&key[prefix.len()..]), body).unwrap();
+        }
+        Bundle::open(dir)
+    }
+}
+
+/// A downloaded bundle.
+pub struct Bundle {
+    pub dir: tempfile::TempDir,
+    pub summary: BundleSummary,
+    pub manifests: Vec<Manifest>,
+}
+
+impl Bundle {
+    pub fn open(dir: tempfile::TempDir) -> Bundle {
+        let summary: BundleSummary =
+            serde_json::from_slice(&std::fs::read(dir.path().join("bundle.json")).unwrap())
+                .unwrap();
+        let manifests = summary
+            .volumes
+            .iter()
+            .map(|v| manifest_of(&dir.path().join(&v.name)))
+            .collect();
+        Bundle {
+            dir,
+            summary,
+            manifests,
+        }
+    }
+
+    pub fn volume_paths(&self) -> Vec<PathBuf> {
+        self.summary
+            .volumes
+            .iter()
+            .map(|v| self.dir.path().join(&v.name))
+            .collect()
+    }
+
+    /// Every shipped object entry, over all volumes.
+    pub fn objects(&self) -> Vec<s3_ferry::manifest::ObjectEntry> {
+        self.manifests.iter().flat_map(|m| m.objects.clone()).collect()
+    }
+
+    pub fn last(&self) -> &s3_ferry::manifest::Final {
+        self.manifests.last().unwrap().last.as_ref().expect("last volume has `final`")
+    }
+
+    /// Extract every volume with Info-ZIP unzip; returns key → bytes via the manifests.
+    pub fn extract(&self) -> HashMap<String, Vec<u8>> {
+        let out = tempfile::tempdir().unwrap();
+        for v in self.volume_paths() {
+            run_ok(Command::new("unzip").arg("-qo").arg(&v).arg("-d").arg(out.path()));
+        }
+        self.objects()
+            .into_iter()
+            .map(|o| {
+                let bytes = std::fs::read(out.path().join(&o.entry)).unwrap();
+                (o.key, bytes)
+            })
+            .collect()
+    }
+
+    /// `sha256sum -c SHA256SUMS` in the bundle folder.
+    pub fn sha256sum_check(&self) {
+        run_ok(
+            Command::new("sha256sum")
+                .args(["-c", "SHA256SUMS"])
+                .current_dir(self.dir.path()),
+        );
+    }
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (scripts/setup.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The manifest entry of a volume, read with Info-ZIP unzip.
+pub fn manifest_of(zip: &Path) -> Manifest {
+    let json = run_ok(Command::new("unzip").arg("-p").arg(zip).arg(MANIFEST_ENTRY));
+    serde_json::from_str(&json).unwrap()
+}
+
+/// Check a volume with every reader of the matrix; panics naming the reader that fails.
+pub fn check_readers(zip: &Path) {
+    let z = zip.to_str().unwrap();
+    run_ok(Command::new("unzip").args(["-tqq", z]));
+    run_ok(Command::new("7z").args(["t", z]));
+    run_ok(Command::new("bsdtar").args(["-tf", z]));
+    // Front-to-back streaming read from a pipe.
+    run_ok(Command::new("sh").args([
+        "-c",
+        &format!("cat '{z}' | bsdtar -xOf - > /dev/null"),
+    ]));
+    run_ok(Command::new(python()).args([
+        "-c",
+        "import sys, zipfile\nbad = zipfile.ZipFile(sys.argv[1]).testzip()\nassert bad is None, bad",
+        z,
+    ]));
+    run_ok(Command::new("java").arg(Path::new(ROOT).join("tests/support/ZipCheck.java")).arg(z));
+}

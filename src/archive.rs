@@ -45,7 +45,10 @@ pub fn entry_name(bucket: &str, key: &str) -> String {
     if is_safe_path(key) {
         format!("{bucket}/{key}")
     } else {
-        format!("{ESCAPED_DIR}/{}", hex::encode(Sha256::digest(key.as_bytes())))
+        format!(
+            "{ESCAPED_DIR}/{}",
+            hex::encode(Sha256::digest(key.as_bytes()))
+        )
     }
 }
 
@@ -88,10 +91,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tee<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -161,7 +161,12 @@ impl<S: VolumeSink> VolumeWriter<S> {
 
     /// Write an entry whose bytes are all in memory (CRC and size go in the local header, so
     /// even streaming readers such as Java's `ZipInputStream` accept it).
-    pub async fn add_whole(&mut self, entry: &str, mtime_ms: i64, data: &[u8]) -> Result<EntryDigest> {
+    pub async fn add_whole(
+        &mut self,
+        entry: &str,
+        mtime_ms: i64,
+        data: &[u8],
+    ) -> Result<EntryDigest> {
         let digest = EntryDigest {
             size: data.len() as u64,
             sha256: hex::encode(Sha256::digest(data)),
@@ -207,9 +212,10 @@ impl<S: VolumeSink> VolumeWriter<S> {
     /// volume becomes visible only now).
     pub async fn finish(mut self, manifest: &Manifest) -> Result<Written> {
         let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
-        let builder = ZipEntryBuilder::new(MANIFEST_ENTRY.to_string().into(), ZipCompression::Stored)
-            .last_modification_date(zip_time(crate::state::now_ms()))
-            .unix_permissions(0o644);
+        let builder =
+            ZipEntryBuilder::new(MANIFEST_ENTRY.to_string().into(), ZipCompression::Stored)
+                .last_modification_date(zip_time(crate::state::now_ms()))
+                .unix_permissions(0o644);
         self.zip
             .write_entry_whole(builder, &json)
             .await
@@ -225,7 +231,9 @@ impl<S: VolumeSink> VolumeWriter<S> {
             path: name.clone().into(),
             source,
         };
-        tokio::io::AsyncWriteExt::shutdown(&mut tee).await.map_err(io)?;
+        tokio::io::AsyncWriteExt::shutdown(&mut tee)
+            .await
+            .map_err(io)?;
         let written = Written {
             size: tee.written,
             sha256: hex::encode(tee.hasher.finalize()),
@@ -249,11 +257,14 @@ impl<S: VolumeSink> StreamEntry<'_, S> {
         self.sha.update(chunk);
         self.crc.update(chunk);
         self.size += chunk.len() as u64;
-        self.writer.write_all(chunk).await.map_err(|source| Error::Io {
-            op: "writing zip volume",
-            path: self.volume.clone().into(),
-            source,
-        })
+        self.writer
+            .write_all(chunk)
+            .await
+            .map_err(|source| Error::Io {
+                op: "writing zip volume",
+                path: self.volume.clone().into(),
+                source,
+            })
     }
 
     pub async fn close(self) -> Result<EntryDigest> {
@@ -277,7 +288,15 @@ mod tests {
     #[test]
     fn unsafe_keys_are_escaped() {
         for bad in [
-            "/abs", "a/../b", "./a", "a//b", "a\\b", "a\u{1}b", "dir/", "", "..",
+            "/abs",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a\\b",
+            "a\u{1}b",
+            "dir/",
+            "",
+            "..",
             &"x".repeat(256),
         ] {
             assert!(!is_safe_path(bad), "{bad:?} should be unsafe");

@@ -224,8 +224,12 @@ pub fn parse_size(what: &str, s: &str) -> Result<u64> {
 
 /// Parse a duration such as `10m`, `90s` or `1h 30m`.
 pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| Error::config(what, format!("`{s}` is not a duration ({e}); write e.g. 14m")))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        Error::config(
+            what,
+            format!("`{s}` is not a duration ({e}); write e.g. 14m"),
+        )
+    })
 }
 
 /// Volume layout and transfer tuning.

@@ -14,7 +14,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An S3 request failed.
-    #[error("s3 {op} failed for s3://{bucket}/{key}: check the bucket exists, the credentials allow {op}, and the endpoint is right")]
+    #[error(
+        "s3 {op} failed for s3://{bucket}/{key}: check the bucket exists, the credentials allow {op}, and the endpoint is right"
+    )]
     S3 {
         op: &'static str,
         bucket: String,
@@ -23,10 +25,14 @@ pub enum Error {
         source: BoxError,
     },
     /// The bucket does not exist.
-    #[error("bucket `{bucket}` does not exist (or is not visible with these credentials): create it or fix the s3:// URI")]
+    #[error(
+        "bucket `{bucket}` does not exist (or is not visible with these credentials): create it or fix the s3:// URI"
+    )]
     NoSuchBucket { bucket: String },
     /// A DynamoDB request failed.
-    #[error("dynamodb {op} failed on table `{table}`: check the table exists and the credentials allow {op}")]
+    #[error(
+        "dynamodb {op} failed on table `{table}`: check the table exists and the credentials allow {op}"
+    )]
     Dynamo {
         op: &'static str,
         table: String,
@@ -34,17 +40,23 @@ pub enum Error {
         source: BoxError,
     },
     /// The state table is missing.
-    #[error("state table `{table}` not found: run `ferry init --table {table}` or deploy template.yaml")]
+    #[error(
+        "state table `{table}` not found: run `ferry init --table {table}` or deploy template.yaml"
+    )]
     TableNotFound { table: String },
     /// Another run holds the job's lease.
-    #[error("job `{job}` is being exported by run {owner} until {until}: wait for it to finish (or for the lease to expire) and run again")]
+    #[error(
+        "job `{job}` is being exported by run {owner} until {until}: wait for it to finish (or for the lease to expire) and run again"
+    )]
     LeaseHeld {
         job: String,
         owner: String,
         until: String,
     },
     /// The lease was lost while this run was working (it expired and another run took it).
-    #[error("job `{job}` lease was lost during the run (another run took it over): nothing was committed; run again")]
+    #[error(
+        "job `{job}` lease was lost during the run (another run took it over): nothing was committed; run again"
+    )]
     LeaseLost { job: String },
     /// Bad configuration or arguments.
     #[error("invalid {what}: {detail}")]
@@ -73,10 +85,14 @@ pub enum Error {
         source: BoxError,
     },
     /// The object kept changing while it was being read.
-    #[error("s3://{bucket}/{key} changed while it was being read: run again (nothing was committed)")]
+    #[error(
+        "s3://{bucket}/{key} changed while it was being read: run again (nothing was committed)"
+    )]
     ObjectChanged { bucket: String, key: String },
     /// ListObjectsV2 returned keys out of order (directory buckets do): the diff needs sorted keys.
-    #[error("listing of s3://{bucket} is not sorted (`{key}` after `{previous}`): directory buckets are not supported as sources")]
+    #[error(
+        "listing of s3://{bucket} is not sorted (`{key}` after `{previous}`): directory buckets are not supported as sources"
+    )]
     UnsortedListing {
         bucket: String,
         previous: String,
@@ -92,7 +108,9 @@ pub enum Error {
         source: BoxError,
     },
     /// The state changed under us between lease and commit.
-    #[error("state of job `{job}` changed during the run (version conflict): nothing was committed; run again")]
+    #[error(
+        "state of job `{job}` changed during the run (version conflict): nothing was committed; run again"
+    )]
     StateConflict { job: String },
     /// A multipart upload was dropped or failed before it was completed.
     #[error("upload of s3://{bucket}/{key} was aborted: {reason}")]

@@ -19,8 +19,8 @@ use crate::config::{ExportConfig, S3Location};
 use crate::error::{Error, Result};
 use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
 use crate::manifest::{
-    BundleSummary, ChainLink, FORMAT, Final, Manifest, ObjectEntry, SourceInfo, Totals,
-    VolumeInfo, bundle_digest, sha256sums,
+    BundleSummary, ChainLink, FORMAT, Final, Manifest, ObjectEntry, SourceInfo, Totals, VolumeInfo,
+    bundle_digest, sha256sums,
 };
 use crate::plan::{Plan, PlanStats, estimate_volumes};
 use crate::s3::{Got, MultipartUpload, ObjectMeta, Store};
@@ -148,12 +148,20 @@ pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobStat
         .load(cfg.job.as_str())
         .await?
         .unwrap_or_default();
-    let previous = if cfg.full { None } else { state.inventory.clone() };
+    let previous = if cfg.full {
+        None
+    } else {
+        state.inventory.clone()
+    };
     let plan = make_plan::<MultipartUpload>(clients, cfg, previous.as_deref(), None).await?;
     let volumes = if plan.is_empty() {
         0
     } else {
-        estimate_volumes(&plan.puts, cfg.tuning.volume_size, cfg.tuning.volume_entries)
+        estimate_volumes(
+            &plan.puts,
+            cfg.tuning.volume_size,
+            cfg.tuning.volume_entries,
+        )
     };
     Ok((state, plan, volumes))
 }
@@ -167,12 +175,15 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
     let store = &clients.s3;
     let reader = match previous {
         Some(key) => {
-            let r = store.reader(&cfg.dest.bucket, key).await?.ok_or_else(|| Error::Corrupt {
-                what: "inventory",
-                location: format!("s3://{}/{key}", cfg.dest.bucket),
-                hint: "it is missing; run the export with --full to take a new baseline",
-                source: "not found".into(),
-            })?;
+            let r = store
+                .reader(&cfg.dest.bucket, key)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    what: "inventory",
+                    location: format!("s3://{}/{key}", cfg.dest.bucket),
+                    hint: "it is missing; run the export with --full to take a new baseline",
+                    source: "not found".into(),
+                })?;
             Some(InventoryReader::new(
                 r,
                 format!("s3://{}/{key}", cfg.dest.bucket),
@@ -181,7 +192,15 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
         None => None,
     };
     let mut lister = store.list(&cfg.source.bucket, &cfg.source.prefix);
-    crate::plan::plan(&mut lister, &cfg.source, &cfg.filters, reader, cfg.moves, inventory).await
+    crate::plan::plan(
+        &mut lister,
+        &cfg.source,
+        &cfg.filters,
+        reader,
+        cfg.moves,
+        inventory,
+    )
+    .await
 }
 
 /// Run (or continue) the job's export.
@@ -272,7 +291,7 @@ struct Run<'a> {
 
 /// What planning found.
 enum Planned {
-    Bundle(Checkpoint, Plan),
+    Bundle(Box<Checkpoint>, Plan),
     Empty { plan: Plan, listed_at: String },
 }
 
@@ -311,27 +330,45 @@ impl Run<'_> {
     async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let body = serde_json::to_vec_pretty(value).expect("serialisable");
         self.store()
-            .put_document(&self.cfg.dest.bucket, key, Bytes::from(body), "application/json")
+            .put_document(
+                &self.cfg.dest.bucket,
+                key,
+                Bytes::from(body),
+                "application/json",
+            )
             .await
     }
 
-    async fn get_json<T: for<'de> Deserialize<'de>>(&self, key: &str, what: &'static str) -> Result<Option<T>> {
-        let Some(body) = self.store().get_document(&self.cfg.dest.bucket, key).await? else {
+    async fn get_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>> {
+        let Some(body) = self
+            .store()
+            .get_document(&self.cfg.dest.bucket, key)
+            .await?
+        else {
             return Ok(None);
         };
-        serde_json::from_slice(&body).map(Some).map_err(|e| Error::Corrupt {
-            what,
-            location: self.layout.uri(key),
-            hint: "run the export with --full to start a new baseline bundle",
-            source: Box::new(e),
-        })
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                what,
+                location: self.layout.uri(key),
+                hint: "run the export with --full to start a new baseline bundle",
+                source: Box::new(e),
+            })
     }
 
     async fn go(&self) -> Result<Report> {
         let seq = self.state.sequence + 1;
         let bucket = &self.cfg.dest.bucket;
         // We hold the lease: uploads still open under our prefixes were left by a killed run.
-        for prefix in [self.layout.bundle_prefix(seq), self.layout.state_prefix(seq)] {
+        for prefix in [
+            self.layout.bundle_prefix(seq),
+            self.layout.state_prefix(seq),
+        ] {
             self.store().abort_uploads(bucket, &prefix).await?;
         }
         let resumed = if self.cfg.full {
@@ -359,8 +396,10 @@ impl Run<'_> {
             }
             None => {
                 let (ck, plan) = match self.plan_bundle(seq).await? {
-                    Planned::Bundle(ck, plan) => (ck, plan),
-                    Planned::Empty { plan, listed_at } => return self.no_changes(&plan, listed_at).await,
+                    Planned::Bundle(ck, plan) => (*ck, plan),
+                    Planned::Empty { plan, listed_at } => {
+                        return self.no_changes(&plan, listed_at).await;
+                    }
                 };
                 if self.past_deadline() {
                     return Ok(self.report(&ck, &plan, Status::Continue));
@@ -381,7 +420,11 @@ impl Run<'_> {
     async fn plan_bundle(&self, seq: u64) -> Result<Planned> {
         let listed_at = rfc3339_ms(now_ms());
         let baseline = self.cfg.full || self.state.inventory.is_none();
-        let previous = if baseline { None } else { self.state.inventory.as_deref() };
+        let previous = if baseline {
+            None
+        } else {
+            self.state.inventory.as_deref()
+        };
         let inventory_key = self.layout.inventory_key(seq);
         let upload = self.store().multipart(
             &self.cfg.dest.bucket,
@@ -410,7 +453,12 @@ impl Run<'_> {
         info!(key = %inventory_key, records, "inventory written");
         let plan_body = serde_json::to_vec(&plan).expect("plan serialises");
         self.store()
-            .put_document(&self.cfg.dest.bucket, &self.layout.plan_key(seq), plan_body.into(), "application/json")
+            .put_document(
+                &self.cfg.dest.bucket,
+                &self.layout.plan_key(seq),
+                plan_body.into(),
+                "application/json",
+            )
             .await?;
         let ck = Checkpoint {
             format: FORMAT.to_string(),
@@ -438,7 +486,7 @@ impl Run<'_> {
             hops: 1,
         };
         self.put_json(&self.layout.checkpoint_key(seq), &ck).await?;
-        Ok(Planned::Bundle(ck, plan))
+        Ok(Planned::Bundle(Box::new(ck), plan))
     }
 
     async fn no_changes(&self, plan: &Plan, listed_at: String) -> Result<Report> {
@@ -492,7 +540,13 @@ impl Run<'_> {
             volumes: ck
                 .volumes
                 .iter()
-                .map(|v| self.layout.uri(&format!("{}{}", self.layout.bundle_prefix(ck.sequence), v.name)))
+                .map(|v| {
+                    self.layout.uri(&format!(
+                        "{}{}",
+                        self.layout.bundle_prefix(ck.sequence),
+                        v.name
+                    ))
+                })
                 .collect(),
             bundle: Some(self.layout.uri(&self.layout.bundle_prefix(ck.sequence))),
             bundle_digest: (status == Status::Complete).then(|| bundle_digest(&ck.volumes)),
@@ -530,12 +584,14 @@ impl Run<'_> {
         }
     }
 
-    fn open_volume(&self, ck: &Checkpoint, remaining_bytes: u64) -> OpenVolume {
+    /// Start volume `ck.volumes.len() + 1`. `first` is the size of its first object and
+    /// `remaining` the bytes still to ship: they size the parts so that even a lone huge
+    /// object stays within S3's 10,000 parts.
+    fn open_volume(&self, ck: &Checkpoint, first: u64, remaining: u64) -> OpenVolume {
         let index = ck.volumes.len() as u32 + 1;
         let name = self.layout.volume_name(ck.sequence, index);
         let key = format!("{}{}", self.layout.bundle_prefix(ck.sequence), name);
-        // Keep within S3's 10,000 parts even for a huge lone object.
-        let expected = remaining_bytes.min(self.cfg.tuning.volume_size.max(remaining_bytes.min(u64::MAX)));
+        let expected = first.max(remaining.min(self.cfg.tuning.volume_size));
         let part_size = self
             .cfg
             .tuning
@@ -559,7 +615,13 @@ impl Run<'_> {
     }
 
     /// Close `v` with its manifest (the final one when `last` is given) and checkpoint.
-    async fn close_volume(&self, ck: &mut Checkpoint, v: OpenVolume, cursor: usize, last: Option<Final>) -> Result<()> {
+    async fn close_volume(
+        &self,
+        ck: &mut Checkpoint,
+        v: OpenVolume,
+        cursor: usize,
+        last: Option<Final>,
+    ) -> Result<()> {
         let objects = v.objects.len() as u64;
         let mut manifest = self.manifest(ck, v.index, v.objects);
         manifest.last = last;
@@ -577,7 +639,8 @@ impl Run<'_> {
         ck.cursor = cursor;
         ck.shipped = manifest.last.is_some();
         self.check_lease()?;
-        self.put_json(&self.layout.checkpoint_key(ck.sequence), ck).await
+        self.put_json(&self.layout.checkpoint_key(ck.sequence), ck)
+            .await
     }
 
     fn final_part(&self, ck: &Checkpoint, plan: &Plan) -> Final {
@@ -608,12 +671,16 @@ impl Run<'_> {
         let mut i = ck.cursor;
         while i < puts.len() {
             if progressed && self.past_deadline() {
-                info!(cursor = i, "deadline reached: closing the volume and checkpointing");
+                info!(
+                    cursor = i,
+                    "deadline reached: closing the volume and checkpointing"
+                );
                 match volume.take() {
                     Some(v) => self.close_volume(ck, v, i, None).await?,
                     None => {
                         ck.cursor = i;
-                        self.put_json(&self.layout.checkpoint_key(ck.sequence), ck).await?;
+                        self.put_json(&self.layout.checkpoint_key(ck.sequence), ck)
+                            .await?;
                     }
                 }
                 return Ok(Shipped::Deadline);
@@ -633,7 +700,12 @@ impl Run<'_> {
                     progressed = true;
                     continue;
                 }
-                Fetched::Found { rec, meta, body, planned_etag } => (rec, meta, body, planned_etag),
+                Fetched::Found {
+                    rec,
+                    meta,
+                    body,
+                    planned_etag,
+                } => (rec, meta, body, planned_etag),
             };
             let cost = entry_cost(&rec.key, meta.size);
             if let Some(v) = volume.as_mut()
@@ -646,14 +718,16 @@ impl Run<'_> {
             }
             let v = match volume.as_mut() {
                 Some(v) => v,
-                None => volume.insert(self.open_volume(ck, remaining + meta.size)),
+                None => volume.insert(self.open_volume(ck, meta.size, remaining + meta.size)),
             };
             let entry = entry_name(&self.cfg.source.bucket, &rec.key);
             let digest = match body {
-                Body::Whole(data, _permit) => v.writer.add_whole(&entry, meta.last_modified_ms, &data).await?,
-                Body::Ranged(first) => {
-                    self.stream_large(v, &entry, &rec.key, &meta, first).await?
+                Body::Whole(data, _permit) => {
+                    v.writer
+                        .add_whole(&entry, meta.last_modified_ms, &data)
+                        .await?
                 }
+                Body::Ranged(first) => self.stream_large(v, &entry, &rec.key, &meta, first).await?,
             };
             if planned_etag.is_some() {
                 ck.totals.replaced += 1;
@@ -679,7 +753,7 @@ impl Run<'_> {
         }
         let v = match volume.take() {
             Some(v) => v,
-            None => self.open_volume(ck, 0),
+            None => self.open_volume(ck, 0, 0),
         };
         let last = self.final_part(ck, plan);
         self.close_volume(ck, v, puts.len(), Some(last)).await?;
@@ -702,9 +776,15 @@ impl Run<'_> {
             .map(|start| (start, (start + CHUNK).min(meta.size) - 1));
         let mut chunks = futures::stream::iter(ranges)
             .map(|range| {
-                let (store, bucket, key, etag) =
-                    (self.store().clone(), bucket.clone(), key.to_string(), meta.etag.clone());
-                tokio::spawn(async move { store.get(&bucket, &key, Some(&etag), Some(range)).await })
+                let (store, bucket, key, etag) = (
+                    self.store().clone(),
+                    bucket.clone(),
+                    key.to_string(),
+                    meta.etag.clone(),
+                );
+                tokio::spawn(
+                    async move { store.get(&bucket, &key, Some(&etag), Some(range)).await },
+                )
             })
             .buffered(CHUNKS_IN_FLIGHT);
         while let Some(got) = chunks.next().await {
@@ -747,7 +827,12 @@ impl Run<'_> {
         }
         let digest = bundle_digest(&ck.volumes);
         self.store()
-            .put_document(bucket, &format!("{prefix}SHA256SUMS"), sha256sums(&ck.volumes).into(), "text/plain")
+            .put_document(
+                bucket,
+                &format!("{prefix}SHA256SUMS"),
+                sha256sums(&ck.volumes).into(),
+                "text/plain",
+            )
             .await?;
         let report = self.report(ck, plan, Status::Complete);
         let summary = BundleSummary {
@@ -766,7 +851,8 @@ impl Run<'_> {
             volumes: ck.volumes.clone(),
             totals: ck.totals.clone(),
         };
-        self.put_json(&format!("{prefix}bundle.json"), &summary).await?;
+        self.put_json(&format!("{prefix}bundle.json"), &summary)
+            .await?;
         self.check_lease()?;
         self.table
             .commit(
@@ -784,7 +870,11 @@ impl Run<'_> {
                 },
             )
             .await?;
-        if let Err(e) = self.store().delete(bucket, &self.layout.checkpoint_key(ck.sequence)).await {
+        if let Err(e) = self
+            .store()
+            .delete(bucket, &self.layout.checkpoint_key(ck.sequence))
+            .await
+        {
             warn!(error = %e, "committed, but the checkpoint could not be removed (it is ignored from now on)");
         }
         Ok(report)
@@ -796,6 +886,8 @@ enum Body {
     Ranged(Bytes),
 }
 
+// Items travel through a short channel one at a time; boxing the metadata buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Fetched {
     Found {
         rec: ObjectRecord,
@@ -819,12 +911,19 @@ fn spawn_fetcher(
     let (tx, rx) = mpsc::channel(concurrency.max(1));
     let budget = Arc::new(Semaphore::new((PREFETCH_BUDGET / 1024) as usize));
     tokio::spawn(async move {
+        // Each item is a spawned fetch (so fetches proceed while the channel is full); permits
+        // are taken in plan order, so the byte budget can never deadlock the ordered stream.
+        #[allow(clippy::async_yields_async)]
         let results = futures::stream::iter(puts)
             .then(|rec| {
                 let (store, bucket, budget) = (store.clone(), bucket.clone(), budget.clone());
                 async move {
-                    let kib = (rec.size.min(SMALL_OBJECT).min(PREFETCH_BUDGET) / 1024).max(1) as u32;
-                    let permit = budget.acquire_many_owned(kib).await.expect("semaphore open");
+                    let kib =
+                        (rec.size.min(SMALL_OBJECT).min(PREFETCH_BUDGET) / 1024).max(1) as u32;
+                    let permit = budget
+                        .acquire_many_owned(kib)
+                        .await
+                        .expect("semaphore open");
                     tokio::spawn(fetch_one(store, bucket, rec, permit))
                 }
             })

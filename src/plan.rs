@@ -88,7 +88,10 @@ where
     };
     while let Some(page) = lister.next_page().await? {
         for rec in page {
-            let relative = rec.key.strip_prefix(source.prefix.as_str()).unwrap_or(&rec.key);
+            let relative = rec
+                .key
+                .strip_prefix(source.prefix.as_str())
+                .unwrap_or(&rec.key);
             if !filters.matches(relative, rec.size) {
                 continue;
             }
@@ -141,7 +144,10 @@ where
     let mut by_content: HashMap<(String, u64), VecDeque<usize>> = HashMap::new();
     if detect_moves {
         for (i, d) in deleted.iter().enumerate() {
-            by_content.entry((d.etag.clone(), d.size)).or_default().push_back(i);
+            by_content
+                .entry((d.etag.clone(), d.size))
+                .or_default()
+                .push_back(i);
         }
     }
     let mut moved_from = vec![false; deleted.len()];

@@ -47,7 +47,12 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
-fn s3_err<E>(op: &'static str, bucket: &str, key: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
+fn s3_err<E>(
+    op: &'static str,
+    bucket: &str,
+    key: &str,
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -103,8 +108,12 @@ pub struct ObjectMeta {
 
 /// Result of a conditional read.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // returned once per read, never stored
 pub enum Got {
-    Found { meta: ObjectMeta, body: Bytes },
+    Found {
+        meta: ObjectMeta,
+        body: Bytes,
+    },
     /// If-Match failed: the object has a new version.
     Changed,
     /// The key no longer exists.
@@ -147,7 +156,11 @@ impl Lister {
         let mut page = Vec::with_capacity(out.contents().len());
         for o in out.contents() {
             let raw = o.key().unwrap_or_default();
-            let key = if encoded { url_decode(raw) } else { raw.to_string() };
+            let key = if encoded {
+                url_decode(raw)
+            } else {
+                raw.to_string()
+            };
             if let Some(prev) = &self.previous
                 && prev.as_str() >= key.as_str()
             {
@@ -162,7 +175,10 @@ impl Lister {
                 key,
                 size: o.size().unwrap_or(0).max(0) as u64,
                 etag: unquote(o.e_tag().unwrap_or_default()),
-                last_modified_ms: o.last_modified().map(|d| d.to_millis().unwrap_or(0)).unwrap_or(0),
+                last_modified_ms: o
+                    .last_modified()
+                    .map(|d| d.to_millis().unwrap_or(0))
+                    .unwrap_or(0),
                 storage_class: o
                     .storage_class()
                     .map(|c| c.as_str().to_string())
@@ -195,7 +211,11 @@ fn headers_of(
         cache_control: s(cache_control),
         expires: s(expires),
         metadata: metadata
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<BTreeMap<_, _>>()
+            })
             .unwrap_or_default(),
     }
 }
@@ -259,7 +279,10 @@ impl Store {
         let meta = ObjectMeta {
             etag: unquote(out.e_tag().unwrap_or_default()),
             size,
-            last_modified_ms: out.last_modified().map(|d| d.to_millis().unwrap_or(0)).unwrap_or(0),
+            last_modified_ms: out
+                .last_modified()
+                .map(|d| d.to_millis().unwrap_or(0))
+                .unwrap_or(0),
             headers: headers_of(
                 out.content_type(),
                 out.content_encoding(),
@@ -283,7 +306,14 @@ impl Store {
 
     /// ETag and size of the current version, or `None` if the key is gone.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<(String, u64)>> {
-        match self.client.head_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some((
                 unquote(out.e_tag().unwrap_or_default()),
                 out.content_length().unwrap_or(0).max(0) as u64,
@@ -308,7 +338,14 @@ impl Store {
         bucket: &str,
         key: &str,
     ) -> Result<Option<impl tokio::io::AsyncBufRead + Unpin + Send + use<>>> {
-        match self.client.get_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(out.body.into_async_read())),
             Err(e) if http_status(&e) == Some(404) && e.code() != Some("NoSuchBucket") => Ok(None),
             Err(e) => Err(s3_err("GetObject", bucket, key, e)),
@@ -383,7 +420,12 @@ impl Store {
                     .send()
                     .await
                     .map_err(|e| s3_err("AbortMultipartUpload", bucket, key, e))?;
-                warn!(bucket, key, upload_id = id, "aborted a multipart upload left by an earlier run");
+                warn!(
+                    bucket,
+                    key,
+                    upload_id = id,
+                    "aborted a multipart upload left by an earlier run"
+                );
                 aborted += 1;
             }
             if out.is_truncated() == Some(true) {
@@ -582,11 +624,13 @@ impl PartUploader {
         let mut parts = Vec::new();
         let mut number = 1i32;
         loop {
-            let part = read_part(reader, self.part_size).await.map_err(|e| Error::Stream {
-                bucket: self.bucket.clone(),
-                key: self.key.clone(),
-                source: Box::new(e),
-            })?;
+            let part = read_part(reader, self.part_size)
+                .await
+                .map_err(|e| Error::Stream {
+                    bucket: self.bucket.clone(),
+                    key: self.key.clone(),
+                    source: Box::new(e),
+                })?;
             let last = part.len() < self.part_size;
             if part.is_empty() && number > 1 {
                 break;
@@ -636,7 +680,11 @@ impl PartUploader {
             .bucket(&self.bucket)
             .key(&self.key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| s3_err("CompleteMultipartUpload", &self.bucket, &self.key, e))?;

@@ -69,10 +69,7 @@ impl AsyncWrite for FileSink {
             None => Poll::Ready(Ok(())),
         }
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.file.as_mut() {
             Some(f) => Pin::new(f).poll_flush(cx),
             None => Poll::Ready(Ok(())),

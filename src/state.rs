@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ReturnValue, ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ScalarAttributeType, TableStatus,
 };
 use serde::Serialize;
 use tracing::info;
@@ -79,7 +79,10 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) fn rfc3339_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| ms.to_string())
 }
 
@@ -284,11 +287,7 @@ impl StateTable {
     /// Commit a run and release the lease in one conditional write: only if `owner` still
     /// holds the lease and the version is the one read at acquire time.
     pub async fn commit(&self, job: &str, owner: &str, version: u64, c: &Commit) -> Result<()> {
-        let mut set = vec![
-            "watermark = :w",
-            "last_run = :r",
-            "version = :v1",
-        ];
+        let mut set = vec!["watermark = :w", "last_run = :r", "version = :v1"];
         let mut req = self
             .client
             .update_item()
@@ -322,11 +321,9 @@ impl StateTable {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e) if is_code(&e, "ConditionalCheckFailedException") => {
-                Err(Error::StateConflict {
-                    job: job.to_string(),
-                })
-            }
+            Err(e) if is_code(&e, "ConditionalCheckFailedException") => Err(Error::StateConflict {
+                job: job.to_string(),
+            }),
             Err(e) => Err(self.err("UpdateItem", e)),
         }
     }

@@ -9,7 +9,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use crate::util::{Ctx, block_on, check_readers};
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -60,7 +62,11 @@ fn put_multipart(ctx: &Ctx, key: &str, body: &[u8]) {
             .bucket(&ctx.src)
             .key(key)
             .upload_id(id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -71,7 +77,12 @@ fn put_multipart(ctx: &Ctx, key: &str, body: &[u8]) {
 fn baseline_carries_every_object_byte_for_byte_with_headers() {
     // GIVEN a bucket with small objects, headers, metadata and a 12 MiB multipart object
     let ctx = Ctx::new("baseline");
-    ctx.put_with("docs/a.txt", "hello", Some("text/plain"), &[("owner", "ann")]);
+    ctx.put_with(
+        "docs/a.txt",
+        "hello",
+        Some("text/plain"),
+        &[("owner", "ann")],
+    );
     block_on(
         ctx.s3
             .put_object()
@@ -104,7 +115,10 @@ fn baseline_carries_every_object_byte_for_byte_with_headers() {
     assert_eq!(volumes.len(), 1);
     assert_eq!(
         volumes[0],
-        format!("s3://{}/bundles/{}/00000001/{}-00000001-0001.zip", ctx.exp, ctx.job, ctx.job)
+        format!(
+            "s3://{}/bundles/{}/00000001/{}-00000001-0001.zip",
+            ctx.exp, ctx.job, ctx.job
+        )
     );
     let bundle = ctx.download(&ctx.job, 1);
     bundle.sha256sum_check();
@@ -113,7 +127,11 @@ fn baseline_carries_every_object_byte_for_byte_with_headers() {
     assert_eq!(files["docs/a.txt"], b"hello");
     assert_eq!(files["empty"], b"");
     assert_eq!(files["big/archive.tar"], big);
-    let objects: BTreeMap<_, _> = bundle.objects().into_iter().map(|o| (o.key.clone(), o)).collect();
+    let objects: BTreeMap<_, _> = bundle
+        .objects()
+        .into_iter()
+        .map(|o| (o.key.clone(), o))
+        .collect();
     let web = &objects["web/index.html"];
     assert_eq!(web.entry, format!("{}/web/index.html", ctx.src));
     assert_eq!(web.headers.content_type.as_deref(), Some("text/html"));
@@ -121,7 +139,10 @@ fn baseline_carries_every_object_byte_for_byte_with_headers() {
     assert_eq!(web.headers.content_disposition.as_deref(), Some("inline"));
     assert_eq!(web.headers.content_language.as_deref(), Some("en"));
     assert_eq!(web.headers.cache_control.as_deref(), Some("max-age=60"));
-    assert_eq!(web.headers.metadata.get("build").map(String::as_str), Some("42"));
+    assert_eq!(
+        web.headers.metadata.get("build").map(String::as_str),
+        Some("42")
+    );
     assert_eq!(objects["docs/a.txt"].headers.metadata["owner"], "ann");
     assert_eq!(
         objects["docs/a.txt"].sha256,
@@ -131,7 +152,10 @@ fn baseline_carries_every_object_byte_for_byte_with_headers() {
     assert_eq!(bundle.manifests[0].previous, None);
     assert_eq!(bundle.last().volume_count, 1);
     assert_eq!(ctx.state().sequence, 1);
-    assert_eq!(ctx.state().bundle_digest, Some(bundle.summary.bundle_digest.clone()));
+    assert_eq!(
+        ctx.state().bundle_digest,
+        Some(bundle.summary.bundle_digest.clone())
+    );
     assert_eq!(ctx.open_uploads(), 0);
 }
 
@@ -158,10 +182,20 @@ fn delta_carries_adds_overwrites_deletes_renames_and_metadata_changes() {
 
     // THEN the delta bundle carries exactly those changes, chained to the baseline
     assert_eq!(r["sequence"], 2);
-    assert_eq!((r["objects"].as_u64(), r["deleted"].as_u64(), r["moved"].as_u64()), (Some(3), Some(1), Some(1)));
+    assert_eq!(
+        (
+            r["objects"].as_u64(),
+            r["deleted"].as_u64(),
+            r["moved"].as_u64()
+        ),
+        (Some(3), Some(1), Some(1))
+    );
     let b = ctx.download(&ctx.job, 2);
     let keys: BTreeSet<_> = b.objects().iter().map(|o| o.key.clone()).collect();
-    assert_eq!(keys, BTreeSet::from(["f01".into(), "f04".into(), "new".into()]));
+    assert_eq!(
+        keys,
+        BTreeSet::from(["f01".into(), "f04".into(), "new".into()])
+    );
     let files = b.extract();
     assert_eq!(files["f01"], b"overwritten");
     let f04 = b.objects().into_iter().find(|o| o.key == "f04").unwrap();
@@ -170,7 +204,10 @@ fn delta_carries_adds_overwrites_deletes_renames_and_metadata_changes() {
     let last = b.last();
     assert_eq!(last.deleted, vec!["f02".to_string()]);
     assert_eq!(last.moved.len(), 1);
-    assert_eq!((last.moved[0].from.as_str(), last.moved[0].to.as_str()), ("f03", "renamed/f03"));
+    assert_eq!(
+        (last.moved[0].from.as_str(), last.moved[0].to.as_str()),
+        ("f03", "renamed/f03")
+    );
     let m = &b.manifests[0];
     assert!(!m.baseline);
     let prev = m.previous.as_ref().unwrap();
@@ -183,12 +220,22 @@ fn delta_carries_adds_overwrites_deletes_renames_and_metadata_changes() {
     assert_eq!(r["volumes"].as_array().unwrap().len(), 0);
     assert_eq!(r["sequence"], 2);
     assert_eq!(ctx.state().sequence, 2);
-    assert!(ctx.keys(&ctx.exp, &format!("bundles/{}/00000003/", ctx.job)).is_empty());
+    assert!(
+        ctx.keys(&ctx.exp, &format!("bundles/{}/00000003/", ctx.job))
+            .is_empty()
+    );
 
     // AND --no-moves ships a rename's bytes instead
     ctx.rename("f05", "g05");
     let r = ctx.export_ok(&["--no-moves"]);
-    assert_eq!((r["moved"].as_u64(), r["deleted"].as_u64(), r["objects"].as_u64()), (Some(0), Some(1), Some(1)));
+    assert_eq!(
+        (
+            r["moved"].as_u64(),
+            r["deleted"].as_u64(),
+            r["objects"].as_u64()
+        ),
+        (Some(0), Some(1), Some(1))
+    );
 }
 
 #[test]
@@ -198,22 +245,53 @@ fn plan_prints_counts_and_writes_nothing() {
     ctx.put("b/c", "22");
     let (src, dest) = (ctx.source_uri(), ctx.dest_uri());
     let run = ctx.ferry(&[
-        "plan", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", &ctx.table, "--json",
+        "plan", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", &ctx.table,
+        "--json",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let p = run.json();
-    assert_eq!((p["added"].as_u64(), p["bytes"].as_u64(), p["volumes"].as_u64()), (Some(2), Some(3), Some(1)));
-    assert!(ctx.keys(&ctx.exp, "").is_empty(), "plan wrote to the export bucket");
+    assert_eq!(
+        (
+            p["added"].as_u64(),
+            p["bytes"].as_u64(),
+            p["volumes"].as_u64()
+        ),
+        (Some(2), Some(3), Some(1))
+    );
+    assert!(
+        ctx.keys(&ctx.exp, "").is_empty(),
+        "plan wrote to the export bucket"
+    );
     assert_eq!(ctx.state().sequence, 0);
 }
 
 #[test]
 fn filters_select_by_glob_and_size() {
     let ctx = Ctx::new("filters");
-    for key in ["logs/a.log", "logs/deep/b.log", "data/c.csv", "tmp/d.csv", "data/big.csv"] {
-        ctx.put(key, if key.contains("big") { vec![b'x'; 5000] } else { b"x".to_vec() });
+    for key in [
+        "logs/a.log",
+        "logs/deep/b.log",
+        "data/c.csv",
+        "tmp/d.csv",
+        "data/big.csv",
+    ] {
+        ctx.put(
+            key,
+            if key.contains("big") {
+                vec![b'x'; 5000]
+            } else {
+                b"x".to_vec()
+            },
+        );
     }
-    let r = ctx.export_ok(&["--include", "*.csv", "--exclude", "tmp/**", "--max-size", "1KiB"]);
+    let r = ctx.export_ok(&[
+        "--include",
+        "*.csv",
+        "--exclude",
+        "tmp/**",
+        "--max-size",
+        "1KiB",
+    ]);
     assert_eq!(r["objects"], 1);
     let b = ctx.download(&ctx.job, 1);
     assert_eq!(b.objects()[0].key, "data/c.csv");
@@ -226,8 +304,18 @@ fn filters_select_by_glob_and_size() {
     let src = format!("s3://{}/in", ctx2.src);
     let dest = ctx2.dest_uri();
     let run = ctx2.ferry(&[
-        "export", "--job", &ctx2.job, "--source", &src, "--dest", &dest, "--table", &ctx2.table,
-        "--include", "x/*.log", "--json",
+        "export",
+        "--job",
+        &ctx2.job,
+        "--source",
+        &src,
+        "--dest",
+        &dest,
+        "--table",
+        &ctx2.table,
+        "--include",
+        "x/*.log",
+        "--json",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let b = ctx2.download(&ctx2.job, 1);
@@ -254,7 +342,12 @@ fn archived_storage_classes_are_skipped_and_reported_not_fatal() {
     assert_eq!(r["objects"], 1);
     assert_eq!(r["skipped"], 1);
     assert_eq!(r["skipped_objects"][0]["key"], "cold");
-    assert!(r["skipped_objects"][0]["reason"].as_str().unwrap().contains("GLACIER"));
+    assert!(
+        r["skipped_objects"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("GLACIER")
+    );
     let b = ctx.download(&ctx.job, 1);
     assert_eq!(b.last().skipped[0].key, "cold");
     assert_eq!(b.last().skipped[0].storage_class, "GLACIER");
@@ -276,7 +369,12 @@ fn volumes_rotate_by_bytes_and_by_entries() {
     let b = ctx.download(&ctx.job, 1);
     assert_eq!(r["volumes"].as_array().unwrap().len(), 6);
     for (v, info) in b.volume_paths().iter().zip(&b.summary.volumes) {
-        assert!(info.size <= 1024 * 1024, "{} is {} bytes", info.name, info.size);
+        assert!(
+            info.size <= 1024 * 1024,
+            "{} is {} bytes",
+            info.name,
+            info.size
+        );
         assert_eq!(info.objects, 2);
         check_readers(v);
     }
@@ -329,17 +427,44 @@ fn hostile_keys_get_safe_entry_names_and_exact_keys_in_the_manifest() {
             .arg("-d")
             .arg(&out),
     );
-    let outside: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let outside: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(outside, vec![std::ffi::OsString::from("out")]);
     let files = b.extract();
     for (i, k) in keys.iter().enumerate() {
         assert_eq!(files[*k], format!("body {i}").as_bytes(), "key {k:?}");
     }
-    let by_key: BTreeMap<_, _> = b.objects().into_iter().map(|o| (o.key.clone(), o.entry)).collect();
-    assert_eq!(by_key["ünïcödé/名前.txt"], format!("{}/ünïcödé/名前.txt", ctx.src));
-    assert_eq!(by_key["spaces and+plus%.txt"], format!("{}/spaces and+plus%.txt", ctx.src));
-    for bad in ["/absolute", "../escape", "a/../../b", "./dot", "a//b", "back\\slash", "ctl\u{1}char", "folder/", long.as_str()] {
-        assert!(by_key[bad].starts_with("_escaped/"), "{bad:?} → {}", by_key[bad]);
+    let by_key: BTreeMap<_, _> = b
+        .objects()
+        .into_iter()
+        .map(|o| (o.key.clone(), o.entry))
+        .collect();
+    assert_eq!(
+        by_key["ünïcödé/名前.txt"],
+        format!("{}/ünïcödé/名前.txt", ctx.src)
+    );
+    assert_eq!(
+        by_key["spaces and+plus%.txt"],
+        format!("{}/spaces and+plus%.txt", ctx.src)
+    );
+    for bad in [
+        "/absolute",
+        "../escape",
+        "a/../../b",
+        "./dot",
+        "a//b",
+        "back\\slash",
+        "ctl\u{1}char",
+        "folder/",
+        long.as_str(),
+    ] {
+        assert!(
+            by_key[bad].starts_with("_escaped/"),
+            "{bad:?} → {}",
+            by_key[bad]
+        );
     }
     assert!(by_key[s3_ferry::manifest::MANIFEST_ENTRY].starts_with(&ctx.src));
     assert_eq!(b.manifests[0].objects.len(), keys.len() + 1);
@@ -350,31 +475,69 @@ fn bad_input_fails_with_a_message_naming_it() {
     let ctx = Ctx::new("badinput");
     let dest = ctx.dest_uri();
     let run = ctx.ferry(&[
-        "export", "--job", &ctx.job, "--source", "s3://no-such-bucket-here", "--dest", &dest,
-        "--table", &ctx.table,
+        "export",
+        "--job",
+        &ctx.job,
+        "--source",
+        "s3://no-such-bucket-here",
+        "--dest",
+        &dest,
+        "--table",
+        &ctx.table,
     ]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("no-such-bucket-here"), "{}", run.stderr);
     assert_eq!(ctx.state().sequence, 0);
-    assert!(ctx.state().lease_owner.is_none(), "a failed run must release its lease");
+    assert!(
+        ctx.state().lease_owner.is_none(),
+        "a failed run must release its lease"
+    );
 
     let src = ctx.source_uri();
     let run = ctx.ferry(&[
-        "export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", "no-such-table",
+        "export",
+        "--job",
+        &ctx.job,
+        "--source",
+        &src,
+        "--dest",
+        &dest,
+        "--table",
+        "no-such-table",
     ]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("ferry init --table no-such-table"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ferry init --table no-such-table"),
+        "{}",
+        run.stderr
+    );
 
     let run = ctx.ferry(&[
-        "export", "--job", &ctx.job, "--source", "bucket-without-scheme", "--dest", &dest,
-        "--table", &ctx.table,
+        "export",
+        "--job",
+        &ctx.job,
+        "--source",
+        "bucket-without-scheme",
+        "--dest",
+        &dest,
+        "--table",
+        &ctx.table,
     ]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("s3://"), "{}", run.stderr);
 
     let run = ctx.ferry(&[
-        "export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", &ctx.table,
-        "--part-size", "1MiB",
+        "export",
+        "--job",
+        &ctx.job,
+        "--source",
+        &src,
+        "--dest",
+        &dest,
+        "--table",
+        &ctx.table,
+        "--part-size",
+        "1MiB",
     ]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("part size"), "{}", run.stderr);

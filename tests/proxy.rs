@@ -41,7 +41,9 @@ pub fn start(upstream: &str, rule: Rule) -> Proxy {
     let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build_http();
     rt().spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (rule, client, upstream) = (rule.clone(), client.clone(), upstream.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
@@ -87,7 +89,11 @@ async fn handle(
                 Ok(resp) => resp.map(|b| b.map_err(|e| Box::new(e) as _).boxed()),
                 Err(e) => Response::builder()
                     .status(502)
-                    .body(Full::new(Bytes::from(e.to_string())).map_err(|e| match e {}).boxed())
+                    .body(
+                        Full::new(Bytes::from(e.to_string()))
+                            .map_err(|e| match e {})
+                            .boxed(),
+                    )
                     .unwrap(),
             }
         }

@@ -19,19 +19,30 @@ fn seed(ctx: &Ctx, n: usize, size: usize) {
     );
 }
 
-/// What a bundle carries, independent of how it was split into volumes.
-fn content(b: &crate::util::Bundle) -> (BTreeMap<String, (String, u64, Option<String>)>, Vec<String>, Vec<String>) {
-    let objects = b
-        .objects()
-        .into_iter()
-        .map(|o| (o.key, (o.sha256, o.size, o.headers.content_type)))
-        .collect();
+/// What a bundle carries, independent of how it was split into volumes: objects (key →
+/// sha256, size, content type), deletions and moves.
+#[derive(Debug, PartialEq)]
+struct Content {
+    objects: BTreeMap<String, (String, u64, Option<String>)>,
+    deleted: Vec<String>,
+    moved: Vec<String>,
+}
+
+fn content(b: &crate::util::Bundle) -> Content {
     let last = b.last();
-    (
-        objects,
-        last.deleted.clone(),
-        last.moved.iter().map(|m| format!("{}→{}", m.from, m.to)).collect(),
-    )
+    Content {
+        objects: b
+            .objects()
+            .into_iter()
+            .map(|o| (o.key, (o.sha256, o.size, o.headers.content_type)))
+            .collect(),
+        deleted: last.deleted.clone(),
+        moved: last
+            .moved
+            .iter()
+            .map(|m| format!("{}→{}", m.from, m.to))
+            .collect(),
+    }
 }
 
 #[test]
@@ -42,14 +53,20 @@ fn three_concurrent_runs_issue_each_sequence_once() {
         .map(|_| {
             let (src, dest) = (ctx.source_uri(), ctx.dest_uri());
             ctx.ferry_cmd()
-                .args(["export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", &ctx.table, "--json"])
+                .args([
+                    "export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table",
+                    &ctx.table, "--json",
+                ])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
     let mut completed = 0;
     for out in &outs {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -69,7 +86,10 @@ fn three_concurrent_runs_issue_each_sequence_once() {
     }
     assert_eq!(completed, 1, "exactly one run ships the bundle");
     let bundles = ctx.keys(&ctx.exp, &format!("bundles/{}/", ctx.job));
-    assert!(bundles.iter().all(|k| k.contains("/00000001/")), "{bundles:?}");
+    assert!(
+        bundles.iter().all(|k| k.contains("/00000001/")),
+        "{bundles:?}"
+    );
     assert_eq!(ctx.state().sequence, 1);
 }
 
@@ -131,7 +151,11 @@ fn failure_mid_volume_leaves_nothing_visible_and_state_unchanged() {
     let ctx = Ctx::new("inject");
     ctx.put("seed", "1");
     ctx.export_ok(&[]);
-    ctx.put_many((0..3).map(|i| (format!("big{i}"), vec![i as u8; 5 * 1024 * 1024])).collect());
+    ctx.put_many(
+        (0..3)
+            .map(|i| (format!("big{i}"), vec![i as u8; 5 * 1024 * 1024]))
+            .collect(),
+    );
     let before = ctx.state();
 
     // WHEN every upload of part 2 fails with a 500
@@ -150,11 +174,26 @@ fn failure_mid_volume_leaves_nothing_visible_and_state_unchanged() {
 
     // THEN the run fails naming the volume, and nothing of the bundle is visible
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stderr.contains(&format!("bundles/{}/00000002/", ctx.job)), "{}", run.stderr);
-    assert!(ctx.keys(&ctx.exp, &format!("bundles/{}/00000002/", ctx.job)).is_empty());
-    assert_eq!(ctx.open_uploads(), 0, "the failed multipart upload was aborted");
+    assert!(
+        run.stderr
+            .contains(&format!("bundles/{}/00000002/", ctx.job)),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        ctx.keys(&ctx.exp, &format!("bundles/{}/00000002/", ctx.job))
+            .is_empty()
+    );
+    assert_eq!(
+        ctx.open_uploads(),
+        0,
+        "the failed multipart upload was aborted"
+    );
     let after = ctx.state();
-    assert_eq!((after.sequence, after.version, after.bundle_digest), (before.sequence, before.version, before.bundle_digest));
+    assert_eq!(
+        (after.sequence, after.version, after.bundle_digest),
+        (before.sequence, before.version, before.bundle_digest)
+    );
     assert!(after.lease_owner.is_none());
 
     // AND the next run (no fault) ships the bundle
@@ -167,7 +206,11 @@ fn failure_mid_volume_leaves_nothing_visible_and_state_unchanged() {
 fn killed_run_is_taken_over_after_its_lease_expires() {
     // GIVEN a run that hangs uploading its second part, then is killed
     let ctx = Ctx::new("kill");
-    ctx.put_many((0..3).map(|i| (format!("big{i}"), vec![i as u8; 5 * 1024 * 1024])).collect());
+    ctx.put_many(
+        (0..3)
+            .map(|i| (format!("big{i}"), vec![i as u8; 5 * 1024 * 1024]))
+            .collect(),
+    );
     let proxy = proxy::start(
         &moto().endpoint,
         Arc::new(|m: &Method, pq: &str| {
@@ -182,14 +225,31 @@ fn killed_run_is_taken_over_after_its_lease_expires() {
     let (src, dest) = (ctx.source_uri(), ctx.dest_uri());
     let mut child = hanging
         .ferry_cmd()
-        .args(["export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table", &ctx.table, "--part-size", "5MiB", "--lease-ttl", "3s"])
+        .args([
+            "export",
+            "--job",
+            &ctx.job,
+            "--source",
+            &src,
+            "--dest",
+            &dest,
+            "--table",
+            &ctx.table,
+            "--part-size",
+            "5MiB",
+            "--lease-ttl",
+            "3s",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let waited = std::time::Instant::now();
     while ctx.open_uploads() < 1 {
-        assert!(waited.elapsed() < Duration::from_secs(60), "the run never started uploading");
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the run never started uploading"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -199,8 +259,17 @@ fn killed_run_is_taken_over_after_its_lease_expires() {
     // THEN right away another run is refused with the lease holder named (exit 3)
     let run = ctx.export(&[]);
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("job `{}` is being exported by run", ctx.job)), "{}", run.stderr);
-    assert!(ctx.keys(&ctx.exp, &format!("bundles/{}/", ctx.job)).iter().all(|k| !k.ends_with(".zip")));
+    assert!(
+        run.stderr
+            .contains(&format!("job `{}` is being exported by run", ctx.job)),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        ctx.keys(&ctx.exp, &format!("bundles/{}/", ctx.job))
+            .iter()
+            .all(|k| !k.ends_with(".zip"))
+    );
     assert_eq!(ctx.state().sequence, 0);
 
     // AND once the lease expired, the next run takes over, cleans up and completes
@@ -230,7 +299,14 @@ fn changed_and_vanished_objects_between_plan_and_read() {
     let r = ctx.export_ok(&[]);
 
     // THEN the current `a` is shipped and recorded as replaced, `b` as vanished
-    assert_eq!((r["objects"].as_u64(), r["replaced"].as_u64(), r["vanished"].as_u64()), (Some(2), Some(1), Some(1)));
+    assert_eq!(
+        (
+            r["objects"].as_u64(),
+            r["replaced"].as_u64(),
+            r["vanished"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
     let b = ctx.download(&ctx.job, 1);
     let files = b.extract();
     assert_eq!(files["a"], b"version 2, longer");
@@ -255,5 +331,10 @@ fn status_reports_the_committed_state() {
     let s = run.json();
     assert_eq!(s["sequence"], 1);
     assert_eq!(s["last_run"]["objects"], 1);
-    assert!(s["inventory"].as_str().unwrap().ends_with("inventory.jsonl.gz"));
+    assert!(
+        s["inventory"]
+            .as_str()
+            .unwrap()
+            .ends_with("inventory.jsonl.gz")
+    );
 }

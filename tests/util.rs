@@ -33,14 +33,32 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A moto server that lives as long as the test process (it stops when our end of its stdin
 /// closes).
 pub struct Moto {
     pub endpoint: String,
-    _child: Mutex<Child>,
+    guard: Mutex<(Child, BufReader<std::process::ChildStdout>)>,
+}
+
+impl Moto {
+    /// Create `d{i%100}/o{i:06}` (body `i`) for i < n directly in moto's store: a fixture
+    /// for tests that need more objects than HTTP PUTs create in reasonable time.
+    pub fn seed_numbered(&self, bucket: &str, n: u64) {
+        use std::io::Write;
+        let mut guard = self.guard.lock().unwrap();
+        let (child, out) = &mut *guard;
+        writeln!(child.stdin.as_mut().unwrap(), "seed-numbered {bucket} {n}").unwrap();
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ok", "seeding failed: {line}");
+    }
 }
 
 pub fn python() -> PathBuf {
@@ -66,13 +84,12 @@ pub fn start_moto() -> Moto {
         .spawn()
         .expect("starting moto (scripts/moto-guard.py) failed: run scripts/setup.sh");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "moto did not start on port {port}");
     Moto {
         endpoint: format!("http://127.0.0.1:{port}"),
-        _child: Mutex::new(child),
+        guard: Mutex::new((child, out)),
     }
 }
 
@@ -135,7 +152,10 @@ pub struct Run {
 impl Run {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!("stdout is not one JSON object ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
         })
     }
 }
@@ -215,7 +235,15 @@ impl Ctx {
     pub fn export_job(&self, job: &str, extra: &[&str]) -> Run {
         let (src, dest) = (self.source_uri(), self.dest_uri());
         let mut args = vec![
-            "export", "--job", job, "--source", &src, "--dest", &dest, "--table", &self.table,
+            "export",
+            "--job",
+            job,
+            "--source",
+            &src,
+            "--dest",
+            &dest,
+            "--table",
+            &self.table,
             "--json",
         ];
         args.extend_from_slice(extra);
@@ -225,7 +253,11 @@ impl Ctx {
     /// Export and insist it completed.
     pub fn export_ok(&self, extra: &[&str]) -> serde_json::Value {
         let run = self.export(extra);
-        assert_eq!(run.code, 0, "export failed:\n{}\n{}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 0,
+            "export failed:\n{}\n{}",
+            run.stdout, run.stderr
+        );
         run.json()
     }
 
@@ -389,18 +421,32 @@ impl Bundle {
 
     /// Every shipped object entry, over all volumes.
     pub fn objects(&self) -> Vec<s3_ferry::manifest::ObjectEntry> {
-        self.manifests.iter().flat_map(|m| m.objects.clone()).collect()
+        self.manifests
+            .iter()
+            .flat_map(|m| m.objects.clone())
+            .collect()
     }
 
     pub fn last(&self) -> &s3_ferry::manifest::Final {
-        self.manifests.last().unwrap().last.as_ref().expect("last volume has `final`")
+        self.manifests
+            .last()
+            .unwrap()
+            .last
+            .as_ref()
+            .expect("last volume has `final`")
     }
 
     /// Extract every volume with Info-ZIP unzip; returns key → bytes via the manifests.
     pub fn extract(&self) -> HashMap<String, Vec<u8>> {
         let out = tempfile::tempdir().unwrap();
         for v in self.volume_paths() {
-            run_ok(Command::new("unzip").arg("-qo").arg(&v).arg("-d").arg(out.path()));
+            run_ok(
+                Command::new("unzip")
+                    .arg("-qo")
+                    .arg(&v)
+                    .arg("-d")
+                    .arg(out.path()),
+            );
         }
         self.objects()
             .into_iter()
@@ -447,14 +493,15 @@ pub fn check_readers(zip: &Path) {
     run_ok(Command::new("7z").args(["t", z]));
     run_ok(Command::new("bsdtar").args(["-tf", z]));
     // Front-to-back streaming read from a pipe.
-    run_ok(Command::new("sh").args([
-        "-c",
-        &format!("cat '{z}' | bsdtar -xOf - > /dev/null"),
-    ]));
+    run_ok(Command::new("sh").args(["-c", &format!("cat '{z}' | bsdtar -xOf - > /dev/null")]));
     run_ok(Command::new(python()).args([
         "-c",
         "import sys, zipfile\nbad = zipfile.ZipFile(sys.argv[1]).testzip()\nassert bad is None, bad",
         z,
     ]));
-    run_ok(Command::new("java").arg(Path::new(ROOT).join("tests/support/ZipCheck.java")).arg(z));
+    run_ok(
+        Command::new("java")
+            .arg(Path::new(ROOT).join("tests/support/ZipCheck.java"))
+            .arg(z),
+    );
 }

@@ -22,7 +22,10 @@ fn entry_and_volume_over_4_gib_pass_every_reader() {
         let sink = FileSink::create(&path).await.unwrap();
         let mut v = VolumeWriter::new(sink, "big.zip", Compression::Stored);
         let chunk: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
-        let mut e = v.begin_stream("bucket/huge.bin", 1_700_000_000_000).await.unwrap();
+        let mut e = v
+            .begin_stream("bucket/huge.bin", 1_700_000_000_000)
+            .await
+            .unwrap();
         let mut left = size;
         while left > 0 {
             let n = left.min(chunk.len() as u64) as usize;
@@ -30,12 +33,21 @@ fn entry_and_volume_over_4_gib_pass_every_reader() {
             left -= n as u64;
         }
         let digest = e.close().await.unwrap();
-        let small = v.add_whole("bucket/after.txt", 1_700_000_000_000, b"after the big one").await.unwrap();
-        assert!(!path.exists(), "the volume must not be visible before finish");
+        let small = v
+            .add_whole("bucket/after.txt", 1_700_000_000_000, b"after the big one")
+            .await
+            .unwrap();
+        assert!(
+            !path.exists(),
+            "the volume must not be visible before finish"
+        );
         let manifest = Manifest {
             format: FORMAT.into(),
             job: "zip64".into(),
-            source: SourceInfo { bucket: "bucket".into(), prefix: String::new() },
+            source: SourceInfo {
+                bucket: "bucket".into(),
+                prefix: String::new(),
+            },
             sequence: 1,
             previous: None,
             baseline: true,
@@ -55,7 +67,12 @@ fn entry_and_volume_over_4_gib_pass_every_reader() {
     check_readers(&path);
     let listing = run_ok(std::process::Command::new("unzip").arg("-l").arg(&path));
     assert!(listing.contains("4831838208"), "{listing}");
-    let tail = run_ok(std::process::Command::new("unzip").arg("-p").arg(&path).arg("bucket/after.txt"));
+    let tail = run_ok(
+        std::process::Command::new("unzip")
+            .arg("-p")
+            .arg(&path)
+            .arg("bucket/after.txt"),
+    );
     assert_eq!(tail, "after the big one");
     assert_eq!(small.crc32, crc32fast::hash(b"after the big one"));
 }
@@ -65,7 +82,7 @@ fn more_than_65535_entries_in_one_volume_through_s3() {
     // GIVEN 65,600 tiny objects
     let ctx = Ctx::new("manyentries");
     let n = 65_600;
-    ctx.put_many((0..n).map(|i| (format!("d{}/o{i:06}", i % 100), format!("{i}").into_bytes())).collect());
+    crate::util::moto().seed_numbered(&ctx.src, n);
 
     // WHEN they are exported into one volume
     let r = ctx.export_ok(&["--volume-entries", "100000", "--concurrency", "64"]);
@@ -75,7 +92,11 @@ fn more_than_65535_entries_in_one_volume_through_s3() {
     assert_eq!(r["volumes"].as_array().unwrap().len(), 1);
     let b = ctx.download(&ctx.job, 1);
     check_readers(&b.volume_paths()[0]);
-    let count = run_ok(std::process::Command::new("bsdtar").arg("-tf").arg(&b.volume_paths()[0]));
+    let count = run_ok(
+        std::process::Command::new("bsdtar")
+            .arg("-tf")
+            .arg(&b.volume_paths()[0]),
+    );
     assert_eq!(count.lines().count(), n as usize + 1);
     let files = b.extract();
     let wrong: BTreeMap<_, _> = files

@@ -108,13 +108,22 @@ struct ExportArgs {
     #[arg(long, value_name = "DURATION")]
     deadline: Option<String>,
     /// Lease time; a live run renews it.
-    #[arg(long, value_name = "DURATION", env = "FERRY_LEASE_TTL", default_value = "5m")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "FERRY_LEASE_TTL",
+        default_value = "5m"
+    )]
     lease_ttl: String,
 }
 
 impl JobArgs {
     fn config(&self) -> anyhow::Result<ExportConfig> {
-        let size = |what, v: &Option<String>| v.as_deref().map(|s| config::parse_size(what, s)).transpose();
+        let size = |what, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| config::parse_size(what, s))
+                .transpose()
+        };
         let mut cfg = ExportConfig::new(
             self.job.parse::<JobName>()?,
             self.source.parse::<S3Location>()?,
@@ -130,7 +139,8 @@ impl JobArgs {
         cfg.full = self.full;
         cfg.moves = !self.no_moves;
         cfg.tuning = Tuning {
-            volume_size: size("--volume-size", &self.volume_size)?.unwrap_or(config::DEFAULT_VOLUME_SIZE),
+            volume_size: size("--volume-size", &self.volume_size)?
+                .unwrap_or(config::DEFAULT_VOLUME_SIZE),
             volume_entries: self.volume_entries,
             part_size: config::parse_size("--part-size", &self.part_size)?,
             concurrency: self.concurrency,
@@ -186,7 +196,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { job, table, json } => {
             let state = clients.table(&table).load(&job).await?;
             match (state, json) {
-                (None, true) => println!("{}", serde_json::json!({"job": job, "sequence": 0, "exists": false})),
+                (None, true) => println!(
+                    "{}",
+                    serde_json::json!({"job": job, "sequence": 0, "exists": false})
+                ),
                 (None, false) => println!("job `{job}` has not run yet"),
                 (Some(s), true) => println!("{}", serde_json::to_string(&s)?),
                 (Some(s), false) => {
@@ -221,8 +234,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!(
                     "{}: {} listed, {} unchanged; to ship: {} added, {} modified ({}), {} deleted, {} moved, {} skipped; ~{} volume(s)",
-                    cfg.job, s.listed, s.unchanged, s.added, s.modified, human(s.put_bytes),
-                    s.deleted, s.moved, s.skipped, volumes
+                    cfg.job,
+                    s.listed,
+                    s.unchanged,
+                    s.added,
+                    s.modified,
+                    human(s.put_bytes),
+                    s.deleted,
+                    s.moved,
+                    s.skipped,
+                    volumes
                 );
                 for sk in &plan.skipped {
                     println!("  skipped {}: {}", sk.key, sk.reason);
@@ -234,7 +255,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut cfg = args.job.config()?;
             cfg.lease_ttl = config::parse_duration("--lease-ttl", &args.lease_ttl)?;
             if let Some(d) = &args.deadline {
-                cfg.deadline = Some(export::deadline_in(config::parse_duration("--deadline", d)?));
+                cfg.deadline = Some(export::deadline_in(config::parse_duration(
+                    "--deadline",
+                    d,
+                )?));
             }
             let bar = Bar::new(!args.job.json && std::io::stderr().is_terminal());
             let report = export::run(&clients, &cfg, &bar)
@@ -261,12 +285,17 @@ fn human(bytes: u64) -> String {
 fn print_report(r: &export::Report) {
     match r.status {
         Status::NoChanges => {
-            println!("{}: no changes since bundle {}; nothing written", r.job, r.sequence);
+            println!(
+                "{}: no changes since bundle {}; nothing written",
+                r.job, r.sequence
+            );
             return;
         }
         Status::Continue => println!(
             "{}: bundle {} not finished (deadline): {} volume(s) so far; run the same command again to continue",
-            r.job, r.sequence, r.volumes.len()
+            r.job,
+            r.sequence,
+            r.volumes.len()
         ),
         Status::Complete => println!(
             "{}: bundle {}{} complete: {} objects ({}), {} deleted, {} moved, {} skipped, {} vanished in {} volume(s), {:.1}s",
@@ -292,7 +321,10 @@ fn print_report(r: &export::Report) {
     if let Some(b) = &r.bundle
         && r.status == Status::Complete
     {
-        println!("  bundle {b} (digest {})", r.bundle_digest.as_deref().unwrap_or("-"));
+        println!(
+            "  bundle {b} (digest {})",
+            r.bundle_digest.as_deref().unwrap_or("-")
+        );
     }
 }
 

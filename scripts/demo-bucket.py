@@ -1,0 +1,51 @@
+"""Seed and mutate the demo's sample bucket (used by scripts/demo.sh).
+
+  demo-bucket.py seed BUCKET     a few hundred objects, headers and metadata, one multipart object
+  demo-bucket.py mutate BUCKET   add, overwrite, delete, rename and a metadata-only change
+"""
+import io
+import os
+import random
+import sys
+import time
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+
+s3 = boto3.client("s3")
+cmd, bucket = sys.argv[1], sys.argv[2]
+rng = random.Random(42)
+
+if cmd == "seed":
+    s3.create_bucket(Bucket=bucket)
+    for i in range(300):
+        folder = ["reports", "images", "logs"][i % 3]
+        body = bytes(rng.getrandbits(8) for _ in range(rng.randint(100, 20_000)))
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"{folder}/2026/{i:04d}.dat",
+            Body=body,
+            ContentType="application/octet-stream",
+            Metadata={"seq": str(i), "team": folder},
+        )
+    s3.put_object(Bucket=bucket, Key="index.html", Body=b"<h1>demo</h1>",
+                  ContentType="text/html", CacheControl="max-age=300", ContentLanguage="en")
+    big = os.urandom(12 * 1024 * 1024)
+    s3.upload_fileobj(io.BytesIO(big), bucket, "archives/backup.tar",
+                      ExtraArgs={"ContentType": "application/x-tar"},
+                      Config=TransferConfig(multipart_threshold=5 * 1024 * 1024,
+                                            multipart_chunksize=5 * 1024 * 1024))
+    print(f"seeded s3://{bucket}: 302 objects (one 12 MiB multipart upload)")
+elif cmd == "mutate":
+    time.sleep(1.1)  # listings show LastModified to the second
+    s3.put_object(Bucket=bucket, Key="reports/2026/new-report.csv", Body=b"a,b\n1,2\n",
+                  ContentType="text/csv")
+    s3.put_object(Bucket=bucket, Key="reports/2026/0000.dat", Body=b"overwritten")
+    s3.delete_object(Bucket=bucket, Key="logs/2026/0002.dat")
+    s3.copy_object(Bucket=bucket, Key="images/renamed/0001.dat",
+                   CopySource={"Bucket": bucket, "Key": "images/2026/0001.dat"})
+    s3.delete_object(Bucket=bucket, Key="images/2026/0001.dat")
+    s3.copy_object(Bucket=bucket, Key="index.html", CopySource={"Bucket": bucket, "Key": "index.html"},
+                   MetadataDirective="REPLACE", ContentType="text/html; charset=utf-8",
+                   Metadata={"reviewed": "yes"})
+    print("mutated: 1 added, 1 overwritten, 1 deleted, 1 renamed, 1 metadata-only change")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the scripts and tests need and is missing: the project venv (.venv) with the
+# pinned Python tools (infra/requirements.txt), and the zip readers the tests check archives
+# with (Debian packages). Safe to run again; does nothing when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Debian packages: zip readers of the reader matrix, and Java for java.util.zip.
+missing=()
+command -v unzip >/dev/null || missing+=(unzip)
+command -v 7z >/dev/null || missing+=(p7zip-full)
+command -v bsdtar >/dev/null || missing+=(libarchive-tools)
+command -v java >/dev/null || missing+=(default-jdk-headless)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The project venv with pinned tools (moto server, ...). Re-synced when requirements change.
+stamp=.venv/.requirements.sha256
+want=$(sha256sum infra/requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing Python tools into .venv (infra/requirements.txt)"
+  python3 -m venv .venv
+  env -u AWS_CA_BUNDLE .venv/bin/pip install -q --disable-pip-version-check -r infra/requirements.txt
+  echo "$want" > "$stamp"
+fi

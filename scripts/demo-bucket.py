@@ -1,6 +1,7 @@
 """Seed and mutate the demo's sample bucket (used by scripts/demo.sh).
 
-  demo-bucket.py seed BUCKET     a few hundred objects, headers and metadata, one multipart object
+  demo-bucket.py seed BUCKET [N] N (default 300) objects with headers and metadata, an index
+                                 page, and one 12 MiB multipart object
   demo-bucket.py mutate BUCKET   add, overwrite, delete, rename and a metadata-only change
 """
 import io
@@ -18,7 +19,8 @@ rng = random.Random(42)
 
 if cmd == "seed":
     s3.create_bucket(Bucket=bucket)
-    for i in range(300):
+    count = int(sys.argv[3]) if len(sys.argv) > 3 else 300
+    for i in range(count):
         folder = ["reports", "images", "logs"][i % 3]
         body = bytes(rng.getrandbits(8) for _ in range(rng.randint(100, 20_000)))
         s3.put_object(
@@ -35,7 +37,7 @@ if cmd == "seed":
                       ExtraArgs={"ContentType": "application/x-tar"},
                       Config=TransferConfig(multipart_threshold=5 * 1024 * 1024,
                                             multipart_chunksize=5 * 1024 * 1024))
-    print(f"seeded s3://{bucket}: 302 objects (one 12 MiB multipart upload)")
+    print(f"seeded s3://{bucket}: {count + 2} objects (one 12 MiB multipart upload)")
 elif cmd == "mutate":
     time.sleep(1.1)  # listings show LastModified to the second
     s3.put_object(Bucket=bucket, Key="reports/2026/new-report.csv", Body=b"a,b\n1,2\n",

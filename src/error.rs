@@ -112,6 +112,15 @@ pub enum Error {
         "state of job `{job}` changed during the run (version conflict): nothing was committed; run again"
     )]
     StateConflict { job: String },
+    /// The function could not re-invoke itself to continue a bundle.
+    #[error(
+        "could not invoke `{function}` to continue the bundle: check lambda:InvokeFunction on itself; the next scheduled run continues it"
+    )]
+    Invoke {
+        function: String,
+        #[source]
+        source: BoxError,
+    },
     /// A multipart upload was dropped or failed before it was completed.
     #[error("upload of s3://{bucket}/{key} was aborted: {reason}")]
     UploadAborted {

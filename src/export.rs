@@ -103,6 +103,8 @@ pub struct Report {
     pub baseline: bool,
     /// `s3://` URIs of the volumes written so far, in order.
     pub volumes: Vec<String>,
+    /// Name, size and SHA-256 of each of those volumes.
+    pub volume_details: Vec<VolumeInfo>,
     /// The bundle folder.
     pub bundle: Option<String>,
     pub bundle_digest: Option<String>,
@@ -497,6 +499,7 @@ impl Run<'_> {
             sequence: self.state.sequence,
             baseline: false,
             volumes: Vec::new(),
+            volume_details: Vec::new(),
             bundle: None,
             bundle_digest: self.state.bundle_digest.clone(),
             objects: 0,
@@ -548,6 +551,7 @@ impl Run<'_> {
                     ))
                 })
                 .collect(),
+            volume_details: ck.volumes.clone(),
             bundle: Some(self.layout.uri(&self.layout.bundle_prefix(ck.sequence))),
             bundle_digest: (status == Status::Complete).then(|| bundle_digest(&ck.volumes)),
             objects: ck.totals.objects,

@@ -7,6 +7,8 @@ pub mod aws;
 pub mod config;
 pub mod error;
 pub mod export;
+#[cfg(feature = "lambda")]
+pub mod function;
 pub mod inventory;
 pub mod manifest;
 pub mod plan;
@@ -15,3 +17,15 @@ pub mod sink;
 pub mod state;
 
 pub use error::{Error, Result};
+
+/// An error and its chain of sources on one line (`a: b: c`), for logs and notifications.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

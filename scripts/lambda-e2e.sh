@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# End to end on the local Lambda runtime: `cargo lambda watch` runs functions/export against a
+# moto server; `cargo lambda invoke` sends (a) an EventBridge Scheduler input (SAM ScheduleV2)
+# and (b) a classic EventBridge envelope (SAM Schedule). RUN_BUDGET=0s forces every invocation
+# to stop after one unit of work, so each bundle takes several hops; the function continues
+# itself through the Lambda Invoke API, which `cargo lambda watch` serves too. Each bundle must
+# carry the same content as a CLI export of the same data.
+# `cargo lambda watch` answers even InvocationType=Event synchronously, so locally each hop waits
+# for the next one: --concurrency gives the chain of hops enough instances.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+export PATH="$PWD/.venv/bin:$PATH" CARGO_TARGET_DIR="$PWD/target"
+py() { env -u AWS_CA_BUNDLE .venv/bin/python "$@"; }
+free_port() { py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+cargo build --quiet --bin ferry -p s3-ferry
+moto_port=$(free_port); lambda_port=$(free_port)
+logs=$(mktemp -d)
+env -u AWS_CA_BUNDLE .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
+pids=($!)
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_ACCESS_KEY_ID=e2e AWS_SECRET_ACCESS_KEY=e2e \
+  AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true FERRY_S3_PATH_STYLE=true
+for _ in $(seq 100); do curl -fs "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1 && break; sleep 0.1; done
+
+py scripts/demo-bucket.py seed e2e-source 20 >/dev/null
+py -c 'import boto3; boto3.client("s3").create_bucket(Bucket="e2e-export")'
+target/debug/ferry init --table e2e-state >/dev/null
+
+cat >"$logs/function.env" <<ENV
+FERRY_JOB=lambda
+SOURCE_BUCKET=e2e-source
+EXPORT_BUCKET=e2e-export
+EXPORT_PREFIX=bundles
+STATE_TABLE=e2e-state
+VOLUME_SIZE=8MiB
+PART_SIZE=5MiB
+RUN_BUDGET=0s
+MAX_HOPS=60
+AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL
+AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$lambda_port
+AWS_ACCESS_KEY_ID=e2e
+AWS_SECRET_ACCESS_KEY=e2e
+AWS_REGION=us-east-1
+AWS_EC2_METADATA_DISABLED=true
+FERRY_S3_PATH_STYLE=true
+ENV
+say "cargo lambda watch on 127.0.0.1:$lambda_port"
+(cd functions/export && exec cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$lambda_port" \
+   --concurrency 40 --env-file "$logs/function.env") >"$logs/watch.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 600); do curl -s "http://127.0.0.1:$lambda_port/" >/dev/null 2>&1 && break; sleep 0.5; done
+
+status() { target/debug/ferry status --job lambda --table e2e-state --json | py -c 'import json,sys; print(json.load(sys.stdin)["sequence"])'; }
+wait_for() {
+  for _ in $(seq 600); do [ "$(status)" = "$1" ] && return 0; sleep 0.5; done
+  echo "bundle $1 was not committed; function log:" >&2; tail -50 "$logs/watch.log" >&2; exit 1
+}
+invoke() {
+  cargo lambda invoke ferry-export --invoke-address 127.0.0.1 --invoke-port "$lambda_port" --data-ascii "$1" \
+    | tee -a "$logs/invoke.log"; echo
+}
+compare() { # SEQUENCE
+  py scripts/bundle-content.py e2e-export bundles/lambda "$1" >"$logs/lambda-$1.json"
+  py scripts/bundle-content.py e2e-export bundles/cli "$1" >"$logs/cli-$1.json"
+  if ! cmp -s "$logs/lambda-$1.json" "$logs/cli-$1.json"; then
+    echo "bundle $1 differs between the Lambda and the CLI" >&2; diff <(py -m json.tool "$logs/lambda-$1.json") <(py -m json.tool "$logs/cli-$1.json") >&2; exit 1
+  fi
+  py -c 'import json,sys; c=json.load(open(sys.argv[1])); print("bundle %d: %d objects, %d deleted, %d moved: identical to the CLI export" % (c["sequence"], len(c["objects"]), len(c["deleted"]), len(c["moved"])))' "$logs/lambda-$1.json"
+}
+volumes() { py -c 'import boto3,sys; r=boto3.client("s3").list_objects_v2(Bucket="e2e-export", Prefix=f"bundles/lambda/{int(sys.argv[1]):08d}/"); print(sum(o["Key"].endswith(".zip") for o in r.get("Contents", [])))' "$1"; }
+
+say "(a) EventBridge Scheduler input"
+invoke '{"trigger": "schedule"}'
+wait_for 1
+target/debug/ferry export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB >/dev/null
+compare 1
+echo "bundle 1 took $(grep -c 'continuing the bundle' "$logs/watch.log") continuation hops, $(volumes 1) volumes"
+
+say "(b) classic EventBridge envelope, after changes"
+py scripts/demo-bucket.py mutate e2e-source
+hops_before=$(grep -c 'continuing the bundle' "$logs/watch.log")
+invoke '{"version":"0","id":"e2e","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-11-01T03:00:00Z","region":"us-east-1","resources":[],"detail":{}}'
+wait_for 2
+target/debug/ferry export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB >/dev/null
+compare 2
+hops=$(( $(grep -c 'continuing the bundle' "$logs/watch.log") - hops_before ))
+echo "bundle 2 took $hops continuation hops, $(volumes 2) volumes"
+[ "$hops" -ge 2 ] || { echo "expected at least two hops" >&2; exit 1; }
+
+say "unknown fields are refused"
+if out=$(cargo lambda invoke ferry-export --invoke-address 127.0.0.1 --invoke-port "$lambda_port" --data-ascii '{"fulll": true}' 2>&1); then
+  echo "an event with an unknown field was accepted: $out" >&2; exit 1
+fi
+grep -q 'fulll' <<<"$out" || { echo "the error does not name the field: $out" >&2; exit 1; }
+echo "refused: $(grep -o 'unknown field[^(]*' <<<"$out" | head -1)"
+say "lambda end-to-end passed"

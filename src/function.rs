@@ -1,0 +1,498 @@
+//! The export Lambda's shell around the engine: configuration from the environment, the
+//! accepted events (EventBridge Scheduler input, classic EventBridge envelope, manual invokes,
+//! continuations), the deadline, self re-invocation on "continue", and the run's SNS message and
+//! CloudWatch Embedded Metric Format line. The SDKs of SNS and Lambda appear only here.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::{error, info, warn};
+
+use crate::aws::Clients;
+use crate::config::{self, ExportConfig, Filters, JobName, S3Location, Tuning};
+use crate::error::{Error, Result};
+use crate::export::{self, NoProgress, Report, Status};
+
+/// Default time kept free before the Lambda deadline to close the volume and checkpoint.
+pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(90);
+/// Default cap on continuation hops of one bundle.
+pub const DEFAULT_MAX_HOPS: u32 = 50;
+
+/// The function's configuration, parsed once at cold start.
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    pub export: ExportConfig,
+    pub topic_arn: Option<String>,
+    pub deadline_margin: Duration,
+    pub max_hops: u32,
+    /// Optional cap on one invocation's working time (forces short hops, e.g. in tests).
+    pub run_budget: Option<Duration>,
+    pub path_style: bool,
+}
+
+fn list(v: Option<String>) -> Vec<String> {
+    v.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl FunctionConfig {
+    /// Read the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Parse from a variable lookup; every error names the variable.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let required = |k: &str| {
+            get(k)
+                .ok_or_else(|| Error::config(k, "is not set (see the README's table of variables)"))
+        };
+        let named = |k: &'static str, e: Error| match e {
+            Error::Config { detail, .. } => Error::config(k, detail),
+            other => other,
+        };
+        let location = |bucket: &'static str, prefix: &'static str| -> Result<S3Location> {
+            let uri = format!(
+                "s3://{}/{}",
+                required(bucket)?,
+                get(prefix).unwrap_or_default()
+            );
+            uri.parse().map_err(|e| named(bucket, e))
+        };
+        let size = |k: &'static str| get(k).map(|v| config::parse_size(k, &v)).transpose();
+        let number = |k: &'static str| {
+            get(k)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|e| Error::config(k, format!("`{v}`: {e}")))
+                })
+                .transpose()
+        };
+        let duration = |k: &'static str| get(k).map(|v| config::parse_duration(k, &v)).transpose();
+        let job: JobName = required("FERRY_JOB")?
+            .parse()
+            .map_err(|e| named("FERRY_JOB", e))?;
+        let mut export = ExportConfig::new(
+            job,
+            location("SOURCE_BUCKET", "SOURCE_PREFIX")?,
+            location("EXPORT_BUCKET", "EXPORT_PREFIX")?,
+            required("STATE_TABLE")?,
+        );
+        export.filters = Filters::new(&list(get("INCLUDE")), &list(get("EXCLUDE")), None, None)
+            .map_err(|e| named("INCLUDE/EXCLUDE", e))?;
+        let defaults = Tuning::default();
+        export.tuning = Tuning {
+            volume_size: size("VOLUME_SIZE")?.unwrap_or(defaults.volume_size),
+            volume_entries: number("VOLUME_ENTRIES")?.unwrap_or(defaults.volume_entries),
+            part_size: size("PART_SIZE")?.unwrap_or(defaults.part_size),
+            concurrency: number("CONCURRENCY")?.map_or(defaults.concurrency, |n| n as usize),
+            compression: defaults.compression,
+        };
+        export.tuning.validate()?;
+        if let Some(ttl) = duration("LEASE_TTL")? {
+            export.lease_ttl = ttl;
+        }
+        Ok(FunctionConfig {
+            export,
+            topic_arn: get("NOTIFY_TOPIC_ARN"),
+            deadline_margin: duration("DEADLINE_MARGIN")?.unwrap_or(DEFAULT_DEADLINE_MARGIN),
+            max_hops: number("MAX_HOPS")?.map_or(DEFAULT_MAX_HOPS, |n| n as u32),
+            run_budget: duration("RUN_BUDGET")?,
+            path_style: get("FERRY_S3_PATH_STYLE").is_some_and(|v| v == "true" || v == "1"),
+        })
+    }
+}
+
+/// What an invocation asks for. Unknown fields are an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invocation {
+    /// Take a new baseline.
+    #[serde(default)]
+    pub full: bool,
+    /// Plan only; write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Free-form label set by the schedule's input (e.g. "schedule").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// Set by the function when it re-invokes itself to continue a bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Continuation>,
+}
+
+/// A bundle being continued by a later invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Continuation {
+    pub sequence: u64,
+    pub hop: u32,
+}
+
+/// Accept the EventBridge Scheduler input (SAM `ScheduleV2`: our JSON as is), the classic
+/// EventBridge envelope (SAM `Schedule`: our JSON, if any, in `detail`) and manual invokes.
+pub fn parse_event(event: Value) -> Result<Invocation> {
+    let bad = |e: serde_json::Error| {
+        Error::config(
+            "event",
+            format!("{e} (accepted fields: full, dry_run, trigger, continuation)"),
+        )
+    };
+    let payload = match event {
+        Value::Object(ref m) if m.contains_key("detail-type") && m.contains_key("source") => {
+            match m.get("detail") {
+                Some(Value::Object(d)) if !d.is_empty() => Value::Object(d.clone()),
+                _ => Value::Object(Default::default()),
+            }
+        }
+        Value::Null => Value::Object(Default::default()),
+        other => other,
+    };
+    serde_json::from_value(payload).map_err(bad)
+}
+
+/// The working deadline: the invocation's deadline less the margin, or the run budget, whichever
+/// comes first. A deadline already in the past (local emulators send a fake one) is ignored.
+pub fn working_deadline(
+    invocation_deadline: Option<SystemTime>,
+    margin: Duration,
+    budget: Option<Duration>,
+) -> Option<Instant> {
+    let now = Instant::now();
+    let from_lambda = invocation_deadline.and_then(|d| match d.duration_since(SystemTime::now()) {
+        Ok(left) if left > margin => Some(now + (left - margin)),
+        Ok(left) => {
+            warn!(
+                left_ms = left.as_millis() as u64,
+                "less time left than the margin: one unit of work only"
+            );
+            Some(now)
+        }
+        Err(_) => {
+            warn!("the invocation deadline is in the past (local emulator?): ignoring it");
+            None
+        }
+    });
+    let from_budget = budget.map(|b| now + b);
+    match (from_lambda, from_budget) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Lambda error classes: the function's errors carry one of these as `errorType`.
+fn diagnostic(e: &Error) -> Diagnostic {
+    Diagnostic {
+        error_type: if e.is_retryable() {
+            "Retryable"
+        } else {
+            "Fatal"
+        }
+        .to_string(),
+        error_message: crate::error_chain(e),
+    }
+}
+
+/// The function: clients and config built once, one `handle` per invocation.
+pub struct Handler {
+    cfg: FunctionConfig,
+    clients: Clients,
+    sns: aws_sdk_sns::Client,
+    lambda: aws_sdk_lambda::Client,
+    function_name: String,
+}
+
+impl Handler {
+    pub fn new(cfg: FunctionConfig, sdk: &aws_config::SdkConfig, function_name: String) -> Self {
+        Handler {
+            clients: Clients::new(sdk, cfg.path_style),
+            sns: aws_sdk_sns::Client::new(sdk),
+            lambda: aws_sdk_lambda::Client::new(sdk),
+            cfg,
+            function_name,
+        }
+    }
+
+    /// Handle one invocation.
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<Value>,
+    ) -> std::result::Result<Value, Diagnostic> {
+        let deadline = UNIX_EPOCH.checked_add(Duration::from_millis(event.context.deadline));
+        let started = Instant::now();
+        let invocation = parse_event(event.payload).map_err(|e| diagnostic(&e))?;
+        match self.run(&invocation, deadline).await {
+            Ok(v) => Ok(v),
+            Err(Error::LeaseHeld { job, owner, until }) => {
+                info!(
+                    job,
+                    owner, until, "another run holds the lease: nothing to do"
+                );
+                Ok(json!({"status": "lease_held", "job": job, "owner": owner, "until": until}))
+            }
+            Err(e) => {
+                error!(job = %self.cfg.export.job, error = %crate::error_chain(&e), retryable = e.is_retryable(), "export failed; state unchanged");
+                emf(self.cfg.export.job.as_str(), None, started.elapsed(), true);
+                self.notify(
+                    &format!("s3-ferry {}: export FAILED", self.cfg.export.job),
+                    &format!(
+                        "The export of job {} failed; nothing was committed and the next run retries.\n\n{}\n",
+                        self.cfg.export.job,
+                        crate::error_chain(&e)
+                    ),
+                )
+                .await;
+                Err(diagnostic(&e))
+            }
+        }
+    }
+
+    async fn run(&self, inv: &Invocation, deadline: Option<SystemTime>) -> Result<Value> {
+        let mut cfg = self.cfg.export.clone();
+        cfg.full = inv.full;
+        if inv.dry_run {
+            let (state, plan, volumes) = export::plan_only(&self.clients, &cfg).await?;
+            return Ok(
+                json!({"status": "dry_run", "last_sequence": state.sequence, "plan": plan.stats, "volumes": volumes}),
+            );
+        }
+        let hop = inv.continuation.as_ref().map_or(1, |c| c.hop);
+        cfg.deadline = working_deadline(deadline, self.cfg.deadline_margin, self.cfg.run_budget);
+        let started = Instant::now();
+        let report = export::run(&self.clients, &cfg, &NoProgress).await?;
+        emf(cfg.job.as_str(), Some(&report), started.elapsed(), false);
+        match report.status {
+            Status::Continue => {
+                if hop >= self.cfg.max_hops {
+                    let msg = format!(
+                        "bundle {} of job {} still unfinished after {hop} invocations (MAX_HOPS): the next scheduled run continues it",
+                        report.sequence, cfg.job
+                    );
+                    warn!("{msg}");
+                    self.notify(
+                        &format!(
+                            "s3-ferry {}: bundle {} needs more time",
+                            cfg.job, report.sequence
+                        ),
+                        &msg,
+                    )
+                    .await;
+                } else {
+                    self.continue_async(report.sequence, hop + 1).await?;
+                }
+            }
+            Status::Complete => {
+                self.notify(
+                    &format!("s3-ferry {}: bundle {} ready", cfg.job, report.sequence),
+                    &completion_message(&cfg, &report),
+                )
+                .await
+            }
+            Status::NoChanges => {}
+        }
+        Ok(serde_json::to_value(&report).expect("report serialises"))
+    }
+
+    async fn continue_async(&self, sequence: u64, hop: u32) -> Result<()> {
+        let payload = serde_json::to_vec(&Invocation {
+            continuation: Some(Continuation { sequence, hop }),
+            ..Invocation::default()
+        })
+        .expect("invocation serialises");
+        info!(function = %self.function_name, sequence, hop, "continuing the bundle in a new invocation");
+        self.lambda
+            .invoke()
+            .function_name(&self.function_name)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+            .send()
+            .await
+            .map_err(|e| Error::Invoke {
+                function: self.function_name.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+
+    async fn notify(&self, subject: &str, message: &str) {
+        let Some(topic) = &self.cfg.topic_arn else {
+            return;
+        };
+        let subject: String = subject.chars().take(99).collect();
+        if let Err(e) = self
+            .sns
+            .publish()
+            .topic_arn(topic)
+            .subject(subject)
+            .message(message)
+            .send()
+            .await
+        {
+            warn!(topic, error = %e, "could not publish the run summary");
+        }
+    }
+}
+
+/// The SNS message of a completed bundle: where it is, its volumes, counts, and the command
+/// that downloads it.
+pub fn completion_message(cfg: &ExportConfig, r: &Report) -> String {
+    let mut m = format!(
+        "Bundle {} of job {} is ready{}.\n\nLocation: {}\nObjects: {} ({} bytes)\nDeleted: {}  Moved: {}  Skipped: {}  Vanished: {}\nDigest: {}\n\nVolumes:\n",
+        r.sequence,
+        r.job,
+        if r.baseline { " (baseline)" } else { "" },
+        r.bundle.as_deref().unwrap_or("-"),
+        r.objects,
+        r.bytes,
+        r.deleted,
+        r.moved,
+        r.skipped,
+        r.vanished,
+        r.bundle_digest.as_deref().unwrap_or("-"),
+    );
+    for v in &r.volume_details {
+        m.push_str(&format!(
+            "  {}  {} bytes  sha256 {}\n",
+            v.name, v.size, v.sha256
+        ));
+    }
+    for s in &r.skipped_objects {
+        m.push_str(&format!("Skipped {}: {}\n", s.key, s.reason));
+    }
+    m.push_str(&format!(
+        "\nDownload it with:\n  ferry download --from {} --job {} --sequence {} --to ./bundle-{}\n",
+        cfg.dest, r.job, r.sequence, r.sequence
+    ));
+    m
+}
+
+/// One CloudWatch Embedded Metric Format line on stdout.
+fn emf(job: &str, r: Option<&Report>, took: Duration, failed: bool) {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let n = |f: fn(&Report) -> u64| r.map_or(0, f);
+    let line = json!({
+        "_aws": {
+            "Timestamp": ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "s3-ferry",
+                "Dimensions": [["Job"]],
+                "Metrics": [
+                    {"Name": "Objects", "Unit": "Count"},
+                    {"Name": "Bytes", "Unit": "Bytes"},
+                    {"Name": "Volumes", "Unit": "Count"},
+                    {"Name": "Duration", "Unit": "Milliseconds"},
+                    {"Name": "Deleted", "Unit": "Count"},
+                    {"Name": "Skipped", "Unit": "Count"},
+                    {"Name": "Failed", "Unit": "Count"}
+                ]
+            }]
+        },
+        "Job": job,
+        "Objects": n(|r| r.objects),
+        "Bytes": n(|r| r.bytes),
+        "Volumes": n(|r| r.volumes.len() as u64),
+        "Duration": took.as_millis() as u64,
+        "Deleted": n(|r| r.deleted),
+        "Skipped": n(|r| r.skipped),
+        "Failed": u64::from(failed),
+        "Status": r.map_or("failed".to_string(), |r| format!("{:?}", r.status).to_lowercase()),
+    });
+    println!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("FERRY_JOB", "monthly"),
+        ("SOURCE_BUCKET", "src-bucket"),
+        ("SOURCE_PREFIX", "data"),
+        ("EXPORT_BUCKET", "exp-bucket"),
+        ("STATE_TABLE", "state"),
+    ];
+
+    #[test]
+    fn config_from_env_and_errors_name_the_variable() {
+        let c = FunctionConfig::from_lookup(env(BASE)).unwrap();
+        assert_eq!(c.export.source.prefix, "data/");
+        assert_eq!(c.export.dest.prefix, "");
+        assert_eq!(c.deadline_margin, DEFAULT_DEADLINE_MARGIN);
+        let mut bad = BASE.to_vec();
+        bad.push(("VOLUME_SIZE", "lots"));
+        let e = FunctionConfig::from_lookup(env(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VOLUME_SIZE"), "{e}");
+        let e = FunctionConfig::from_lookup(env(&BASE[1..]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FERRY_JOB"), "{e}");
+        let mut bad = BASE.to_vec();
+        bad.push(("CONCURRENCY", "-1"));
+        assert!(
+            FunctionConfig::from_lookup(env(&bad))
+                .unwrap_err()
+                .to_string()
+                .contains("CONCURRENCY")
+        );
+    }
+
+    #[test]
+    fn events_of_every_kind_are_accepted_and_unknown_fields_refused() {
+        assert_eq!(
+            parse_event(json!({"trigger": "schedule"}))
+                .unwrap()
+                .trigger
+                .as_deref(),
+            Some("schedule")
+        );
+        let envelope = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "1", "time": "2026-01-01T00:00:00Z", "region": "us-east-1", "resources": [], "detail": {}});
+        assert_eq!(parse_event(envelope).unwrap(), Invocation::default());
+        assert!(parse_event(json!({"full": true})).unwrap().full);
+        assert!(parse_event(json!({"dry_run": true})).unwrap().dry_run);
+        let c = parse_event(json!({"continuation": {"sequence": 3, "hop": 2}})).unwrap();
+        assert_eq!(
+            c.continuation,
+            Some(Continuation {
+                sequence: 3,
+                hop: 2
+            })
+        );
+        let e = parse_event(json!({"ful": true})).unwrap_err().to_string();
+        assert!(e.contains("ful"), "{e}");
+    }
+
+    #[test]
+    fn past_deadlines_are_ignored_and_budgets_apply() {
+        let past = UNIX_EPOCH + Duration::from_millis(600_000);
+        assert!(working_deadline(Some(past), Duration::from_secs(60), None).is_none());
+        let soon =
+            working_deadline(Some(past), Duration::from_secs(60), Some(Duration::ZERO)).unwrap();
+        assert!(soon <= Instant::now());
+        let future = SystemTime::now() + Duration::from_secs(900);
+        let d = working_deadline(Some(future), Duration::from_secs(60), None).unwrap();
+        let left = d - Instant::now();
+        assert!(left > Duration::from_secs(830) && left <= Duration::from_secs(840));
+    }
+}

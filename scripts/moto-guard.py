@@ -4,6 +4,7 @@ test process or script that started it. Prints `ready` once it accepts requests.
 Standard input also takes one fixture command, for tests that need more objects than HTTP
 PUTs can create in reasonable time (the code under test still reads them over HTTP):
   seed-numbered BUCKET N   creates d{i%100}/o{i:06d} with body str(i) for i < N; answers `ok`
+  seed-big BUCKET KEY SIZE creates one object of SIZE bytes (a repeating pattern); answers `ok`
 """
 import logging
 import sys
@@ -25,6 +26,14 @@ try:
             bucket, count = words[1], int(words[2])
             for i in range(count):
                 backend.put_object(bucket, f"d{i % 100}/o{i:06d}", str(i).encode())
+            print("ok", flush=True)
+        elif words[:1] == ["seed-big"]:
+            backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+            bucket, key, size = words[1], words[2], int(words[3])
+            block = bytes(range(256)) * 4096
+            body = (block * (size // len(block) + 1))[:size]
+            backend.put_object(bucket, key, body)
+            del body
             print("ok", flush=True)
         else:
             print(f"unknown command {line!r}", flush=True)

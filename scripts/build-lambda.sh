@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Release build of the Lambda functions for arm64 with cargo-lambda (Zig as the cross linker),
+# as `sam build` does. Prints the build time and the bootstrap size. If this machine cannot get
+# the aarch64 Rust target, builds x86_64 instead and says why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+# Own target dir: runs beside `cargo test` without waiting on its build-directory lock.
+export CARGO_TARGET_DIR="$PWD/target/lambda-build"
+arch=--arm64
+if ! rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$'; then
+  if ! rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
+    echo "rustup cannot add aarch64-unknown-linux-gnu here: building x86_64 instead (template.yaml deploys arm64)"
+    arch=--x86-64
+  fi
+fi
+start=$(date +%s)
+cargo lambda build --release "$arch" -p ferry-export
+for f in "$CARGO_TARGET_DIR"/lambda/*/bootstrap; do
+  printf 'built %s (%s) in %ss: %s bytes\n' "$f" "$(file -b "$f" | cut -d, -f1-2)" "$(( $(date +%s) - start ))" "$(stat -c %s "$f")"
+done

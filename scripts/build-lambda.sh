@@ -14,6 +14,12 @@ if ! rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linu
     arch=--x86-64
   fi
 fi
+if [ "${FERRY_FAST_RELEASE:-}" = 1 ]; then
+  # scripts/test.sh checks the build with thin LTO and parallel codegen to keep CI short;
+  # `sam build` and a plain run of this script use the release profile (fat LTO, 1 codegen unit).
+  export CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+  echo "release profile overridden for a quick check: thin LTO, 16 codegen units"
+fi
 start=$(date +%s)
 cargo lambda build --release "$arch" -p ferry-export
 for f in "$CARGO_TARGET_DIR"/lambda/*/bootstrap; do

@@ -25,7 +25,7 @@ cargo test --workspace --all-targets --no-run
 
 say "cargo lambda build --release --arm64 (in the background, log: target/lambda-build.log)"
 mkdir -p target
-scripts/build-lambda.sh >target/lambda-build.log 2>&1 &
+FERRY_FAST_RELEASE=1 scripts/build-lambda.sh >target/lambda-build.log 2>&1 &
 lambda_build=$!
 
 say "cargo test (unit and integration tests against moto)"

@@ -51,12 +51,8 @@ fn three_concurrent_runs_issue_each_sequence_once() {
     seed(&ctx, 30, 1000);
     let children: Vec<_> = (0..3)
         .map(|_| {
-            let (src, dest) = (ctx.source_uri(), ctx.dest_uri());
             ctx.ferry_cmd()
-                .args([
-                    "export", "--job", &ctx.job, "--source", &src, "--dest", &dest, "--table",
-                    &ctx.table, "--json",
-                ])
+                .args(ctx.export_args(&ctx.job, &ctx.source_uri(), &ctx.table, &["--json"]))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -222,24 +218,15 @@ fn killed_run_is_taken_over_after_its_lease_expires() {
         }),
     );
     let hanging = ctx.via(&proxy.endpoint);
-    let (src, dest) = (ctx.source_uri(), ctx.dest_uri());
+    let src = ctx.source_uri();
     let mut child = hanging
         .ferry_cmd()
-        .args([
-            "export",
-            "--job",
+        .args(ctx.export_args(
             &ctx.job,
-            "--source",
             &src,
-            "--dest",
-            &dest,
-            "--table",
             &ctx.table,
-            "--part-size",
-            "5MiB",
-            "--lease-ttl",
-            "3s",
-        ])
+            &["--part-size", "5MiB", "--lease-ttl", "3s"],
+        ))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

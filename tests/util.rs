@@ -233,21 +233,27 @@ impl Ctx {
     }
 
     pub fn export_job(&self, job: &str, extra: &[&str]) -> Run {
-        let (src, dest) = (self.source_uri(), self.dest_uri());
-        let mut args = vec![
-            "export",
-            "--job",
-            job,
-            "--source",
-            &src,
-            "--dest",
-            &dest,
-            "--table",
-            &self.table,
-            "--json",
-        ];
+        let mut args = vec!["--json"];
         args.extend_from_slice(extra);
-        self.ferry(&args)
+        self.ferry_strs(&self.export_args(job, &self.source_uri(), &self.table, &args))
+    }
+
+    /// `ferry export` of this job from `source` with state in `table`, plus `extra` (no --json).
+    pub fn export_with(&self, source: &str, table: &str, extra: &[&str]) -> Run {
+        self.ferry_strs(&self.export_args(&self.job, source, table, extra))
+    }
+
+    /// The arguments of `ferry export --job JOB --source SOURCE --dest <dest> --table TABLE EXTRA…`.
+    pub fn export_args(&self, job: &str, source: &str, table: &str, extra: &[&str]) -> Vec<String> {
+        let dest = self.dest_uri();
+        let base = [
+            "export", "--job", job, "--source", source, "--dest", &dest, "--table", table,
+        ];
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    }
+
+    fn ferry_strs(&self, args: &[String]) -> Run {
+        self.ferry(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Export and insist it completed.

@@ -371,6 +371,16 @@ fn volumes_rotate_by_bytes_and_by_entries() {
         assert_eq!(&files[k], body);
     }
 
+    // AND an object bigger than the cap travels alone in its own volume
+    let lone = pseudo_random(3 * 1024 * 1024 / 2, 99);
+    ctx.put("zz-lone", lone.clone());
+    let r = ctx.export_ok(&["--volume-size", "1MiB"]);
+    let b = ctx.download(&ctx.job, 2);
+    assert_eq!(r["volumes"].as_array().unwrap().len(), 1);
+    assert_eq!(b.summary.volumes[0].objects, 1);
+    assert!(b.summary.volumes[0].size > 1024 * 1024);
+    assert_eq!(b.extract()["zz-lone"], lone);
+
     // AND by entries: 5 per volume → 3 volumes
     let r = ctx.export_job(&format!("{}-e", ctx.job), &["--volume-entries", "5"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -477,4 +487,31 @@ fn bad_input_fails_with_a_message_naming_it() {
     let run = ctx.export_with(&src, &ctx.table, &["--part-size", "1MiB"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("part size"), "{}", run.stderr);
+}
+
+#[test]
+fn deflate_volumes_round_trip_in_every_reader() {
+    // GIVEN compressible small objects and one large object (streamed, so it has a descriptor)
+    let ctx = Ctx::new("deflate");
+    let text = "the same line again and again\n".repeat(2000);
+    ctx.put("a.txt", text.clone());
+    let big: Vec<u8> = text
+        .as_bytes()
+        .iter()
+        .cycle()
+        .take(9 * 1024 * 1024)
+        .copied()
+        .collect();
+    ctx.put("big.log", big.clone());
+
+    // WHEN exported with --compression deflate
+    let r = ctx.export_ok(&["--compression", "deflate"]);
+
+    // THEN the volume is much smaller than the data and every reader gets the bytes back
+    let b = ctx.download(&ctx.job, 1);
+    assert!(b.summary.volumes[0].size * 10 < r["bytes"].as_u64().unwrap());
+    check_readers(&b.volume_paths()[0]);
+    let files = b.extract();
+    assert_eq!(files["a.txt"], text.as_bytes());
+    assert_eq!(files["big.log"], big);
 }

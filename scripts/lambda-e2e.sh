@@ -15,6 +15,8 @@ py() { env -u AWS_CA_BUNDLE .venv/bin/python "$@"; }
 free_port() { py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 cargo build --quiet --bin ferry -p s3-ferry
+# Build the function as `cargo lambda watch` will run it, so the first invoke does not wait on it.
+(cd functions/export && cargo build --quiet --bin ferry-export)
 moto_port=$(free_port); lambda_port=$(free_port)
 logs=$(mktemp -d)
 env -u AWS_CA_BUNDLE .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
+use aws_sdk_s3::types::StorageClass;
 
 use crate::util::{Ctx, block_on, check_readers};
 
@@ -24,52 +24,14 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 
 /// Upload `body` as a real multipart object of 5 MiB parts.
 fn put_multipart(ctx: &Ctx, key: &str, body: &[u8]) {
+    use tokio::io::AsyncWriteExt;
     block_on(async {
-        let up = ctx
-            .s3
-            .create_multipart_upload()
-            .bucket(&ctx.src)
-            .key(key)
-            .content_type("application/x-tar")
-            .send()
-            .await
-            .unwrap();
-        let id = up.upload_id().unwrap();
-        let mut parts = Vec::new();
-        for (i, chunk) in body.chunks(5 * 1024 * 1024).enumerate() {
-            let n = i as i32 + 1;
-            let out = ctx
+        let mut upload =
+            ctx.clients
                 .s3
-                .upload_part()
-                .bucket(&ctx.src)
-                .key(key)
-                .upload_id(id)
-                .part_number(n)
-                .body(ByteStream::from(chunk.to_vec()))
-                .send()
-                .await
-                .unwrap();
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(n)
-                    .set_e_tag(out.e_tag().map(str::to_string))
-                    .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
-                    .build(),
-            );
-        }
-        ctx.s3
-            .complete_multipart_upload()
-            .bucket(&ctx.src)
-            .key(key)
-            .upload_id(id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+                .multipart(&ctx.src, key, 5 * 1024 * 1024, 2, "application/x-tar");
+        upload.write_all(body).await.unwrap();
+        upload.finish().await.unwrap();
     });
 }
 

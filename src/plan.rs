@@ -200,7 +200,7 @@ pub fn estimate_volumes(puts: &[ObjectRecord], volume_size: u64, volume_entries:
     let mut volumes = 1;
     let (mut bytes, mut entries) = (0u64, 0u64);
     for p in puts {
-        let cost = p.size + crate::archive::ENTRY_OVERHEAD;
+        let cost = crate::archive::entry_cost(&p.key, p.size);
         if entries > 0 && (bytes + cost > volume_size || entries + 1 > volume_entries) {
             volumes += 1;
             bytes = 0;

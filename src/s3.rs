@@ -584,6 +584,22 @@ struct PartUploader {
 }
 
 impl PartUploader {
+    /// The result of a finished part task; a panicked task is reported with this upload's key.
+    fn joined(
+        &self,
+        done: Option<std::result::Result<Result<CompletedPart>, tokio::task::JoinError>>,
+    ) -> Result<CompletedPart> {
+        match done {
+            Some(Ok(part)) => part,
+            Some(Err(join)) => Err(Error::Stream {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                source: Box::new(join) as BoxError,
+            }),
+            None => unreachable!("join_next on a non-empty set"),
+        }
+    }
+
     async fn run(self, mut reader: DuplexStream, commit: oneshot::Receiver<()>) -> Result<()> {
         let created = self
             .client
@@ -636,7 +652,7 @@ impl PartUploader {
                 break;
             }
             while in_flight.len() >= self.parts_in_flight {
-                parts.push(joined(in_flight.join_next().await)?);
+                parts.push(self.joined(in_flight.join_next().await)?);
             }
             let req = self
                 .client
@@ -665,7 +681,7 @@ impl PartUploader {
             }
         }
         while let Some(done) = in_flight.join_next().await {
-            parts.push(joined(Some(done))?);
+            parts.push(self.joined(Some(done))?);
         }
         if commit.await.is_err() {
             return Err(Error::UploadAborted {
@@ -689,20 +705,6 @@ impl PartUploader {
             .await
             .map_err(|e| s3_err("CompleteMultipartUpload", &self.bucket, &self.key, e))?;
         Ok(())
-    }
-}
-
-fn joined(
-    done: Option<std::result::Result<Result<CompletedPart>, tokio::task::JoinError>>,
-) -> Result<CompletedPart> {
-    match done {
-        Some(Ok(part)) => part,
-        Some(Err(join)) => Err(Error::Stream {
-            bucket: String::new(),
-            key: String::new(),
-            source: Box::new(join) as BoxError,
-        }),
-        None => unreachable!("join_next on a non-empty set"),
     }
 }
 

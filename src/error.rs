@@ -128,6 +128,61 @@ pub enum Error {
         key: String,
         reason: &'static str,
     },
+    /// A file is not a readable s3-ferry volume (truncated, not a zip, unsupported feature).
+    #[error(
+        "volume `{volume}` is unreadable: {detail}: fetch it again (`ferry download`) or re-export the bundle"
+    )]
+    Archive { volume: String, detail: String },
+    /// An entry or volume does not match what the bundle says it holds.
+    #[error(
+        "verification failed: volume `{volume}`{}: {detail}: the copy is damaged or was altered; fetch it again from the export bucket (`ferry download`)",
+        entry_label(entry)
+    )]
+    Verify {
+        volume: String,
+        entry: Option<String>,
+        detail: String,
+    },
+    /// The volumes given do not make a complete, consistent bundle.
+    #[error("bundle {what} at {location}: {detail}")]
+    Bundle {
+        what: String,
+        location: String,
+        detail: String,
+    },
+    /// A bundle does not follow the last one applied to the target.
+    #[error(
+        "bundle {sequence} of job `{job}` {detail}; the last bundle applied to {target} is {applied}: import the missing bundles first (or pass --force to apply it anyway)"
+    )]
+    OutOfOrder {
+        job: String,
+        sequence: u64,
+        detail: String,
+        target: String,
+        applied: String,
+    },
+    /// A move's source in the destination is not the content the bundle expects.
+    #[error(
+        "cannot move `{from}` to `{to}` in {target}: {detail}; nothing was copied. Restore `{from}` (or import the bundle that wrote it) and run again"
+    )]
+    MoveUnconfirmed {
+        target: String,
+        from: String,
+        to: String,
+        detail: String,
+    },
+    /// The import target's state file is held by another import.
+    #[error(
+        "import state `{path}` is locked by another import (lock file `{lock}`): wait for it, or remove the lock file if no import is running"
+    )]
+    StateLocked { path: PathBuf, lock: PathBuf },
+}
+
+fn entry_label(entry: &Option<String>) -> String {
+    entry
+        .as_deref()
+        .map(|e| format!(" entry `{e}`"))
+        .unwrap_or_default()
 }
 
 impl Error {
@@ -152,4 +207,10 @@ impl Error {
             detail: detail.into(),
         }
     }
+}
+
+/// Map an I/O error on `path` to `Error::Io`.
+pub(crate) fn io_at(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_path_buf();
+    move |source| Error::Io { op, path, source }
 }

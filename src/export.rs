@@ -433,7 +433,10 @@ impl Run<'_> {
             &inventory_key,
             crate::config::MIN_PART_SIZE,
             2,
-            "application/x-ndjson",
+            &crate::manifest::ObjectHeaders {
+                content_type: Some("application/x-ndjson".into()),
+                ..Default::default()
+            },
         );
         let mut inventory = InventoryWriter::new(upload);
         let plan = make_plan(self.clients, self.cfg, previous, Some(&mut inventory)).await?;
@@ -607,7 +610,7 @@ impl Run<'_> {
             &key,
             part_size,
             PARTS_IN_FLIGHT,
-            "application/zip",
+            &zip_headers(),
         );
         OpenVolume {
             writer: VolumeWriter::new(upload, name, self.cfg.tuning.compression),
@@ -989,6 +992,13 @@ async fn fetch_one(
         bucket,
         key: rec.key,
     })
+}
+
+fn zip_headers() -> crate::manifest::ObjectHeaders {
+    crate::manifest::ObjectHeaders {
+        content_type: Some("application/zip".into()),
+        ..Default::default()
+    }
 }
 
 /// Wait helper for callers that want to bound a run by wall time from now.

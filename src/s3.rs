@@ -372,6 +372,162 @@ impl Store {
         Ok(())
     }
 
+    /// PUT an object whole with its headers and user metadata; returns its ETag.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        h: &ObjectHeaders,
+    ) -> Result<String> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .set_content_type(h.content_type.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_content_language(h.content_language.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_expires(expires(h, bucket, key))
+            .set_metadata(metadata(h))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_err("PutObject", bucket, key, e))?;
+        Ok(unquote(out.e_tag().unwrap_or_default()))
+    }
+
+    /// Server-side copy of `from` to `to` in `bucket`, headers and metadata included; returns
+    /// the copy's ETag. Objects over 5 GiB are copied part by part.
+    pub async fn copy(&self, bucket: &str, from: &str, to: &str, size: u64) -> Result<String> {
+        if size > MAX_COPY {
+            return self.copy_parts(bucket, from, to, size).await;
+        }
+        let out = self
+            .client
+            .copy_object()
+            .bucket(bucket)
+            .key(to)
+            .copy_source(copy_source(bucket, from))
+            .send()
+            .await
+            .map_err(|e| s3_err("CopyObject", bucket, to, e))?;
+        Ok(unquote(
+            out.copy_object_result()
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default(),
+        ))
+    }
+
+    async fn copy_parts(&self, bucket: &str, from: &str, to: &str, size: u64) -> Result<String> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(from)
+            .send()
+            .await
+            .map_err(|e| s3_err("HeadObject", bucket, from, e))?;
+        let h = headers_of(
+            head.content_type(),
+            head.content_encoding(),
+            head.content_disposition(),
+            head.content_language(),
+            head.cache_control(),
+            head.expires_string(),
+            head.metadata(),
+        );
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(to)
+            .set_content_type(h.content_type.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_content_language(h.content_language.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_expires(expires(&h, bucket, to))
+            .set_metadata(metadata(&h))
+            .send()
+            .await
+            .map_err(|e| s3_err("CreateMultipartUpload", bucket, to, e))?;
+        let id = created.upload_id().unwrap_or_default().to_string();
+        let mut parts = Vec::new();
+        let result: Result<String> = async {
+            for (i, start) in (0..size).step_by(COPY_PART as usize).enumerate() {
+                let end = (start + COPY_PART).min(size) - 1;
+                let out = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(bucket)
+                    .key(to)
+                    .upload_id(&id)
+                    .part_number(i as i32 + 1)
+                    .copy_source(copy_source(bucket, from))
+                    .copy_source_range(format!("bytes={start}-{end}"))
+                    .send()
+                    .await
+                    .map_err(|e| s3_err("UploadPartCopy", bucket, to, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(i as i32 + 1)
+                        .set_e_tag(out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string))
+                        .build(),
+                );
+            }
+            let done = self
+                .client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(to)
+                .upload_id(&id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map_err(|e| s3_err("CompleteMultipartUpload", bucket, to, e))?;
+            Ok(unquote(done.e_tag().unwrap_or_default()))
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(to)
+                .upload_id(&id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    /// Size and SHA-256 of an object's current bytes, streamed; `None` if it does not exist.
+    pub async fn sha256(&self, bucket: &str, key: &str) -> Result<Option<(u64, String)>> {
+        use sha2::Digest;
+        let Some(mut r) = self.reader(bucket, key).await? else {
+            return Ok(None);
+        };
+        let mut sha = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = r.read(&mut buf).await.map_err(|e| Error::Stream {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                source: Box::new(e),
+            })?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok(Some((size, hex::encode(sha.finalize()))))
+    }
+
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         self.client
             .delete_object()
@@ -448,7 +604,7 @@ impl Store {
         key: &str,
         part_size: u64,
         parts_in_flight: usize,
-        content_type: &str,
+        headers: &ObjectHeaders,
     ) -> MultipartUpload {
         let (writer, reader) = tokio::io::duplex(256 * 1024);
         let (commit_tx, commit_rx) = oneshot::channel();
@@ -458,7 +614,7 @@ impl Store {
             key: key.to_string(),
             part_size: part_size as usize,
             parts_in_flight: parts_in_flight.max(1),
-            content_type: content_type.to_string(),
+            headers: headers.clone(),
         };
         let task = tokio::spawn(job.run(reader, commit_rx));
         MultipartUpload {
@@ -480,14 +636,19 @@ impl Store {
 pub struct MultipartUpload {
     writer: Option<DuplexStream>,
     commit: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<()>>>,
+    task: Option<JoinHandle<Result<String>>>,
     bucket: String,
     key: String,
 }
 
 impl MultipartUpload {
     /// Complete the upload; returns once the object exists.
-    pub async fn finish(mut self) -> Result<()> {
+    pub async fn finish(self) -> Result<()> {
+        self.finish_etag().await.map(drop)
+    }
+
+    /// Complete the upload and return the new object's ETag.
+    pub async fn finish_etag(mut self) -> Result<String> {
         use tokio::io::AsyncWriteExt;
         if let Some(mut w) = self.writer.take() {
             // The reader may be gone if the task failed; its error is reported below.
@@ -499,7 +660,7 @@ impl MultipartUpload {
         self.join().await
     }
 
-    async fn join(&mut self) -> Result<()> {
+    async fn join(&mut self) -> Result<String> {
         match self.task.take() {
             Some(task) => task.await.unwrap_or_else(|e| {
                 Err(Error::Stream {
@@ -508,7 +669,7 @@ impl MultipartUpload {
                     source: Box::new(e),
                 })
             }),
-            None => Ok(()),
+            None => Ok(String::new()),
         }
     }
 
@@ -520,7 +681,7 @@ impl MultipartUpload {
                 self.task = None;
                 Poll::Ready(match res {
                     Ok(Err(e)) => std::io::Error::other(e),
-                    Ok(Ok(())) => io,
+                    Ok(Ok(_)) => io,
                     Err(join) => std::io::Error::other(join),
                 })
             }
@@ -580,7 +741,7 @@ struct PartUploader {
     key: String,
     part_size: usize,
     parts_in_flight: usize,
-    content_type: String,
+    headers: ObjectHeaders,
 }
 
 impl PartUploader {
@@ -600,13 +761,20 @@ impl PartUploader {
         }
     }
 
-    async fn run(self, mut reader: DuplexStream, commit: oneshot::Receiver<()>) -> Result<()> {
+    async fn run(self, mut reader: DuplexStream, commit: oneshot::Receiver<()>) -> Result<String> {
+        let h = &self.headers;
         let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
-            .content_type(&self.content_type)
+            .set_content_type(h.content_type.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_content_language(h.content_language.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_expires(expires(h, &self.bucket, &self.key))
+            .set_metadata(metadata(h))
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .send()
             .await
@@ -635,7 +803,7 @@ impl PartUploader {
         upload_id: &str,
         reader: &mut DuplexStream,
         commit: oneshot::Receiver<()>,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
         let mut parts = Vec::new();
         let mut number = 1i32;
@@ -691,7 +859,8 @@ impl PartUploader {
             });
         }
         parts.sort_by_key(|p| p.part_number());
-        self.client
+        let done = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
@@ -704,9 +873,50 @@ impl PartUploader {
             .send()
             .await
             .map_err(|e| s3_err("CompleteMultipartUpload", &self.bucket, &self.key, e))?;
-        Ok(())
+        Ok(unquote(done.e_tag().unwrap_or_default()))
     }
 }
+
+/// `Expires` as the SDK wants it (a date); an unparseable value is left out with a warning.
+fn expires(h: &ObjectHeaders, bucket: &str, key: &str) -> Option<aws_sdk_s3::primitives::DateTime> {
+    let v = h.expires.as_deref()?;
+    match aws_sdk_s3::primitives::DateTime::from_str(v, aws_sdk_s3::primitives::DateTimeFormat::HttpDate)
+        .or_else(|_| aws_sdk_s3::primitives::DateTime::from_str(v, aws_sdk_s3::primitives::DateTimeFormat::DateTime))
+    {
+        Ok(d) => Some(d),
+        Err(_) => {
+            warn!(bucket, key, expires = v, "Expires is not an HTTP date; it is not restored");
+            None
+        }
+    }
+}
+
+fn metadata(h: &ObjectHeaders) -> Option<std::collections::HashMap<String, String>> {
+    (!h.metadata.is_empty()).then(|| {
+        h.metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+}
+
+/// `bucket/key` for `x-amz-copy-source`, percent-encoded.
+fn copy_source(bucket: &str, key: &str) -> String {
+    let mut out = format!("{bucket}/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// CopyObject's limit; larger objects are copied part by part.
+const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// Part size of a multipart copy.
+const COPY_PART: u64 = 1024 * 1024 * 1024;
 
 /// Read up to `size` bytes (fewer only at end of stream).
 async fn read_part<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {

@@ -328,3 +328,116 @@ impl StateTable {
         }
     }
 }
+
+/// Attribute holding a JSON document on the import side's items.
+const DOC_ATTRIBUTE: &str = "doc";
+
+/// Generic JSON documents keyed by item key (the import side's record and key index).
+impl StateTable {
+    /// The `doc` of each of `keys` that exists (strongly consistent reads).
+    pub async fn get_docs(&self, keys: &[String]) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(100) {
+            let mut pending: Vec<HashMap<String, AttributeValue>> =
+                chunk.iter().map(|k| Self::key(k)).collect();
+            pending.dedup();
+            let mut tries = 0;
+            while !pending.is_empty() {
+                let ka = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .expect("keys given");
+                let res = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, ka)
+                    .send()
+                    .await
+                    .map_err(|e| self.err("BatchGetItem", e))?;
+                for item in res.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                    if let (Some(k), Some(d)) = (
+                        item.get(KEY_ATTRIBUTE).and_then(|v| v.as_s().ok()),
+                        item.get(DOC_ATTRIBUTE).and_then(|v| v.as_s().ok()),
+                    ) {
+                        out.insert(k.clone(), d.clone());
+                    }
+                }
+                if let Some(left) = res.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                    pending = left.keys().to_vec();
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 << tries.min(6))).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write (`Some`) or remove (`None`) documents, 25 per request, retrying throttled ones.
+    pub async fn write_docs(&self, docs: Vec<(String, Option<String>)>) -> Result<()> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
+        for chunk in docs.chunks(25) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|(k, doc)| match doc {
+                    Some(d) => WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder()
+                                .item(KEY_ATTRIBUTE, s(k))
+                                .item(DOC_ATTRIBUTE, s(d))
+                                .build()
+                                .expect("item given"),
+                        )
+                        .build(),
+                    None => WriteRequest::builder()
+                        .delete_request(
+                            DeleteRequest::builder()
+                                .set_key(Some(Self::key(k)))
+                                .build()
+                                .expect("key given"),
+                        )
+                        .build(),
+                })
+                .collect();
+            let mut tries = 0;
+            while !pending.is_empty() {
+                let res = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, std::mem::take(&mut pending))
+                    .send()
+                    .await
+                    .map_err(|e| self.err("BatchWriteItem", e))?;
+                if let Some(left) = res.unprocessed_items().and_then(|u| u.get(&self.table)) {
+                    pending = left.clone();
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 << tries.min(6))).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Set the `doc` of `key` while `owner` holds its lease.
+    pub async fn save_doc(&self, key: &str, owner: &str, doc: &str) -> Result<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(key)))
+            .update_expression("SET #doc = :d")
+            .condition_expression("lease_owner = :o")
+            .expression_attribute_names("#doc", DOC_ATTRIBUTE)
+            .expression_attribute_values(":d", s(doc))
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, "ConditionalCheckFailedException") => Err(Error::LeaseLost {
+                job: key.to_string(),
+            }),
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+}

@@ -29,7 +29,16 @@ fn put_multipart(ctx: &Ctx, key: &str, body: &[u8]) {
         let mut upload =
             ctx.clients
                 .s3
-                .multipart(&ctx.src, key, 5 * 1024 * 1024, 2, "application/x-tar");
+                .multipart(
+                    &ctx.src,
+                    key,
+                    5 * 1024 * 1024,
+                    2,
+                    &s3_ferry::manifest::ObjectHeaders {
+                        content_type: Some("application/x-tar".into()),
+                        ..Default::default()
+                    },
+                );
         upload.write_all(body).await.unwrap();
         upload.finish().await.unwrap();
     });

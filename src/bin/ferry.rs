@@ -1,7 +1,9 @@
-//! `ferry`, the operator CLI: `init`, `plan`, `export`, `status`. Parses flags into the
-//! engine's typed config, runs it, and prints a human summary or one JSON object (`--json`).
+//! `ferry`, the operator CLI: `init`, `plan`, `export`, `status` on the export side;
+//! `download`, `verify`, `import` on the far side. Parses flags into the engine's typed config,
+//! runs it, and prints a human summary or one JSON object (`--json`).
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,6 +19,10 @@ use s3_ferry::plan::PlanStats;
 const EXIT_LEASE_HELD: u8 = 3;
 /// Exit code when the deadline stopped the run: call again to continue the bundle.
 const EXIT_CONTINUE: u8 = 4;
+/// Exit code when a volume or bundle failed verification (damaged, altered or incomplete).
+const EXIT_VERIFY: u8 = 5;
+/// Exit code when a bundle does not follow the last one applied to the target.
+const EXIT_OUT_OF_ORDER: u8 = 6;
 
 #[derive(Parser)]
 #[command(name = "ferry", version, about = "Offline delta sync of S3 buckets")]
@@ -39,6 +45,18 @@ enum Command {
     Plan(JobArgs),
     /// Export the delta since the last bundle (or a baseline) into ZIP volumes.
     Export(ExportArgs),
+    /// Download complete bundles from the export bucket to a folder, verified against SHA256SUMS.
+    Download(DownloadArgs),
+    /// Verify bundles offline: every entry's CRC-32 and SHA-256, sizes, the volume set, the chain.
+    Verify {
+        /// Volume files, folders holding bundles, or s3:// bundle prefixes.
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay bundles, in order and verified, into a bucket or a directory.
+    Import(ImportArgs),
     /// Show a job's committed state.
     Status {
         #[arg(long)]
@@ -117,6 +135,73 @@ struct ExportArgs {
     lease_ttl: String,
 }
 
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("which").args(["sequence", "latest", "since"]))]
+struct DownloadArgs {
+    /// s3://BUCKET[/PREFIX] the bundles were exported to (export's --dest).
+    #[arg(long)]
+    from: String,
+    #[arg(long)]
+    job: String,
+    /// This bundle.
+    #[arg(long)]
+    sequence: Option<u64>,
+    /// The newest complete bundle (the default).
+    #[arg(long)]
+    latest: bool,
+    /// Every complete bundle after sequence N (N = the last one imported).
+    #[arg(long, value_name = "N")]
+    since: Option<u64>,
+    /// Folder to write `<job>/<sequence>/` into.
+    #[arg(long)]
+    to: PathBuf,
+    /// Ranged GETs in flight.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("target").args(["to", "to_dir"]).required(true))]
+struct ImportArgs {
+    /// Volume files, folders holding bundles, or s3:// bundle prefixes.
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<String>,
+    /// s3://BUCKET[/PREFIX] to replay into.
+    #[arg(long)]
+    to: Option<String>,
+    /// Directory to replay into.
+    #[arg(long)]
+    to_dir: Option<PathBuf>,
+    /// Import state file [default with --to-dir: DIR/.ferry/state.json].
+    #[arg(long, conflicts_with = "table")]
+    state: Option<PathBuf>,
+    /// Keep the import state in this DynamoDB table (with --job).
+    #[arg(long, requires = "job")]
+    table: Option<String>,
+    /// The job whose bundles are imported (names the state in --table).
+    #[arg(long)]
+    job: Option<String>,
+    /// Print what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Apply bundles even if they do not follow the last one applied.
+    #[arg(long)]
+    force: bool,
+    /// Objects written at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Multipart part size for large objects.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+    part_size: String,
+    /// Lease time of the import state in --table.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    lease_ttl: String,
+    #[arg(long)]
+    json: bool,
+}
+
 impl JobArgs {
     fn config(&self) -> anyhow::Result<ExportConfig> {
         let size = |what, v: &Option<String>| {
@@ -170,21 +255,35 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            let lease = e
-                .downcast_ref::<s3_ferry::Error>()
-                .is_some_and(|e| matches!(e, s3_ferry::Error::LeaseHeld { .. }));
+            use s3_ferry::Error as E;
+            let code = match e.chain().find_map(|c| c.downcast_ref::<E>()) {
+                Some(E::LeaseHeld { .. } | E::StateLocked { .. }) => EXIT_LEASE_HELD,
+                Some(E::Verify { .. } | E::Archive { .. } | E::Bundle { .. }) => EXIT_VERIFY,
+                Some(E::OutOfOrder { .. }) => EXIT_OUT_OF_ORDER,
+                Some(E::Config { .. }) => 2,
+                _ => 1,
+            };
             eprintln!("ferry: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(if lease { EXIT_LEASE_HELD } else { 1 })
+            ExitCode::from(code)
         }
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `verify` of local files needs no AWS at all.
+    if let Command::Verify { sources, json } = &cli.command
+        && sources.iter().all(|s| !s.starts_with("s3://"))
+    {
+        return far::verify(None, sources, *json).await;
+    }
     let clients = Clients::from_env(cli.path_style).await;
     match cli.command {
+        Command::Verify { sources, json } => far::verify(Some(&clients), &sources, json).await,
+        Command::Download(args) => far::download(&clients, args).await,
+        Command::Import(args) => far::import(&clients, args).await,
         Command::Init { table } => {
             let created = clients.table(&table).init().await?;
             println!(
@@ -332,6 +431,23 @@ fn print_report(r: &export::Report) {
 struct Bar(Option<ProgressBar>);
 
 impl Bar {
+    /// A byte bar of known length.
+    fn bytes(enabled: bool, total: u64, msg: &str) -> Self {
+        Bar(enabled.then(|| {
+            let pb = ProgressBar::new(total);
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            pb.set_message(msg.to_string());
+            pb.enable_steady_tick(Duration::from_millis(200));
+            pb
+        }))
+    }
+
     fn new(enabled: bool) -> Self {
         Bar(enabled.then(|| {
             let pb = ProgressBar::new_spinner();
@@ -370,5 +486,247 @@ impl Progress for Bar {
         if let Some(pb) = &self.0 {
             pb.inc(bytes);
         }
+    }
+}
+
+/// The far side: download, verify, import.
+mod far {
+    use super::*;
+    use s3_ferry::bundle::{self, Bundle};
+    use s3_ferry::download::{self, DownloadConfig, Select};
+    use s3_ferry::import::{self, BundleStatus, ImportConfig};
+    use s3_ferry::ledger::Ledger;
+    use s3_ferry::target::{STATE_DIR, Target};
+    use s3_ferry::verify;
+
+    fn short(d: &str) -> &str {
+        &d[..d.len().min(12)]
+    }
+
+    fn interactive(json: bool) -> bool {
+        !json && std::io::stderr().is_terminal()
+    }
+
+    pub async fn download(clients: &Clients, a: DownloadArgs) -> anyhow::Result<ExitCode> {
+        let cfg = DownloadConfig {
+            from: a.from.parse::<S3Location>()?,
+            job: a.job.parse::<JobName>()?.to_string(),
+            select: match (a.sequence, a.since) {
+                (Some(n), _) => Select::Sequence(n),
+                (_, Some(n)) => Select::Since(n),
+                _ => Select::Latest,
+            },
+            to: a.to.clone(),
+            concurrency: a.concurrency,
+        };
+        let total = if interactive(a.json) {
+            download::planned_bytes(&clients.s3, &cfg).await?
+        } else {
+            0
+        };
+        let bar = Bar::bytes(interactive(a.json), total, "downloading");
+        let report = download::run(&clients.s3, &cfg, &bar).await?;
+        bar.done();
+        if a.json {
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if report.bundles.is_empty() {
+            println!("{}: no complete bundle to download", report.job);
+        }
+        for b in &report.bundles {
+            println!(
+                "{} bundle {}: {} volume(s), {} in {} (digest {})",
+                report.job,
+                b.sequence,
+                b.volumes.len(),
+                human(b.bytes),
+                b.dir.display(),
+                short(&b.bundle_digest)
+            );
+            for v in &b.volumes {
+                println!("  {:<10} {}  {}  sha256 {}", v.status, v.name, human(v.size), short(&v.sha256));
+            }
+        }
+        for s in &report.incomplete {
+            println!("  bundle {s} is still being exported: not downloaded");
+        }
+        println!(
+            "total: {} bundle(s), {} ({} fetched) in {:.1}s; every volume matches SHA256SUMS",
+            report.bundles.len(),
+            human(report.bytes),
+            human(report.bytes_fetched),
+            report.duration_ms as f64 / 1000.0
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn verify(clients: Option<&Clients>, sources: &[String], json: bool) -> anyhow::Result<ExitCode> {
+        let bundles = bundle::discover(sources, clients.map(|c| &c.s3)).await?;
+        let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
+        let bar = Bar::bytes(interactive(json), total, "verifying");
+        let mut reports: Vec<verify::BundleReport> = Vec::new();
+        for b in &bundles {
+            let r = verify::verify_bundle(b, &bar).await?;
+            if let Some(prev) = reports.last()
+                && prev.job == r.job
+                && r.previous_sequence == Some(prev.sequence)
+                && r.previous_digest.as_deref() != Some(prev.bundle_digest.as_str())
+            {
+                bar.done();
+                anyhow::bail!(s3_ferry::Error::Bundle {
+                    what: format!("{} of job `{}`", r.sequence, r.job),
+                    location: r.location.clone(),
+                    detail: format!(
+                        "follows a bundle {} with digest {}, but the bundle {} given has digest {}: they are not the same chain",
+                        prev.sequence,
+                        short(r.previous_digest.as_deref().unwrap_or("-")),
+                        prev.sequence,
+                        short(&prev.bundle_digest)
+                    ),
+                });
+            }
+            reports.push(r);
+        }
+        bar.done();
+        if json {
+            println!("{}", serde_json::json!({"ok": true, "bundles": reports}));
+            return Ok(ExitCode::SUCCESS);
+        }
+        for r in &reports {
+            println!(
+                "{} bundle {}{}: OK: {} volume(s), {} objects ({}), {} deleted, {} moved; {}; digest {}{}",
+                r.job,
+                r.sequence,
+                if r.baseline { " (baseline)" } else { "" },
+                r.volumes.len(),
+                r.objects,
+                human(r.bytes),
+                r.deleted,
+                r.moved,
+                match (r.previous_sequence, &r.previous_digest) {
+                    (Some(s), Some(d)) => format!("follows bundle {s} (digest {})", short(d)),
+                    _ => "starts a chain".into(),
+                },
+                short(&r.bundle_digest),
+                if r.sha256sums { "" } else { " (no SHA256SUMS beside the volumes)" }
+            );
+            for v in &r.volumes {
+                println!("  {}  {}  {} objects  sha256 {}", v.location, human(v.size), v.objects, short(&v.sha256));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn import(clients: &Clients, a: ImportArgs) -> anyhow::Result<ExitCode> {
+        let target = match (&a.to, &a.to_dir) {
+            (Some(uri), _) => Target::S3 {
+                store: clients.s3.clone(),
+                dest: uri.parse::<S3Location>()?,
+                part_size: config::parse_size("--part-size", &a.part_size)?,
+            },
+            (None, Some(dir)) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating --to-dir `{}`", dir.display()))?;
+                Target::Dir {
+                    root: dir
+                        .canonicalize()
+                        .with_context(|| format!("resolving --to-dir `{}`", dir.display()))?,
+                }
+            }
+            (None, None) => unreachable!("clap requires --to or --to-dir"),
+        };
+        let bundles = bundle::discover(&a.sources, Some(&clients.s3)).await?;
+        if let Some(job) = &a.job
+            && let Some(b) = bundles.iter().find(|b| &b.job != job)
+        {
+            anyhow::bail!(s3_ferry::Error::Bundle {
+                what: b.label(),
+                location: b.location.clone(),
+                detail: format!("is not of --job `{job}`"),
+            });
+        }
+        let mut ledger = match (&a.state, &a.table, &a.to_dir) {
+            (Some(path), _, _) => Ledger::open_file(path).await?,
+            (None, Some(table), _) => {
+                let job = a.job.as_deref().expect("clap requires --job with --table");
+                Ledger::open_table(
+                    clients.table(table),
+                    job,
+                    config::parse_duration("--lease-ttl", &a.lease_ttl)?,
+                )
+                .await?
+            }
+            (None, None, Some(dir)) => {
+                Ledger::open_file(&dir.join(STATE_DIR).join("state.json")).await?
+            }
+            (None, None, None) => anyhow::bail!(s3_ferry::Error::Config {
+                what: "import state".into(),
+                detail: "say where it is kept: --state FILE, or --table TABLE --job NAME".into(),
+            }),
+        };
+        let cfg = ImportConfig {
+            target,
+            dry_run: a.dry_run,
+            force: a.force,
+            concurrency: a.concurrency,
+            deadline: None,
+        };
+        let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
+        let bar = Bar::bytes(interactive(a.json) && !a.dry_run, total, "importing");
+        let result = import::run(&mut ledger, &cfg, &bundles, &bar).await;
+        bar.done();
+        let closed = ledger.close().await;
+        let report = result?;
+        closed?;
+        if a.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            for b in &report.bundles {
+                let name = format!(
+                    "{} bundle {}{}",
+                    b.job,
+                    b.sequence,
+                    if b.baseline { " (baseline)" } else { "" }
+                );
+                match b.status {
+                    BundleStatus::AlreadyApplied => {
+                        println!("{name}: already applied; nothing changed")
+                    }
+                    BundleStatus::DryRun => {
+                        println!(
+                            "{name}: would write {} objects ({}; {} new, {} overwritten), delete {}, move {}, remove {} not in the baseline",
+                            b.objects, human(b.bytes), b.new, b.overwritten, b.deleted, b.moved, b.removed
+                        );
+                        for c in &b.changes {
+                            match &c.to {
+                                Some(to) => println!("  {:<9} {} -> {to}", c.op, c.key),
+                                None if c.bytes > 0 => println!("  {:<9} {} ({})", c.op, c.key, human(c.bytes)),
+                                None => println!("  {:<9} {}", c.op, c.key),
+                            }
+                        }
+                    }
+                    BundleStatus::Applied | BundleStatus::Continue => println!(
+                        "{name}: {}: {} objects ({}; {} new, {} overwritten), {} deleted, {} moved, {} removed, {} volume(s){}, {:.1}s",
+                        if b.status == BundleStatus::Applied { "applied" } else { "not finished (deadline): run again" },
+                        b.objects, human(b.bytes), b.new, b.overwritten, b.deleted, b.moved, b.removed, b.volumes,
+                        if b.volumes_resumed > 0 { format!(" ({} resumed)", b.volumes_resumed) } else { String::new() },
+                        b.duration_ms as f64 / 1000.0
+                    ),
+                }
+            }
+            if report.dry_run {
+                println!("dry run: {} unchanged", report.target);
+            } else {
+                println!(
+                    "{} holds bundle {} (digest {}); state in {}",
+                    report.target,
+                    report.sequence,
+                    short(report.bundle_digest.as_deref().unwrap_or("-")),
+                    report.state
+                );
+            }
+        }
+        Ok(if report.complete { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CONTINUE) })
     }
 }

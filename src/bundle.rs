@@ -1,0 +1,441 @@
+//! Bundles as they are found on the far side: volume files in local folders or `s3://`
+//! prefixes, grouped by job and sequence from their manifests, with their `SHA256SUMS`, and
+//! checked for completeness and consistency (every volume once, the same chain fields in every
+//! manifest, the manifest and the zip directory listing the same entries). Reading the bytes
+//! is `unzip`'s; judging them is `verify`'s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::S3Location;
+use crate::error::{Error, Result, io_at};
+use crate::manifest::{ChainLink, FORMAT, Final, MANIFEST_ENTRY, Manifest, ObjectEntry, VolumeInfo};
+use crate::s3::Store;
+use crate::unzip::{Directory, VolumeSource, read_directory, read_entry};
+
+/// A volume with its directory and manifest.
+#[derive(Debug, Clone)]
+pub struct OpenVolume {
+    pub source: VolumeSource,
+    pub dir: Directory,
+    pub manifest: Manifest,
+}
+
+/// A complete, consistent bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The folder or prefix it was found in.
+    pub location: String,
+    pub job: String,
+    pub sequence: u64,
+    pub previous: Option<ChainLink>,
+    pub baseline: bool,
+    pub source_bucket: String,
+    pub source_prefix: String,
+    /// Volumes in order (index 1..=n).
+    pub volumes: Vec<OpenVolume>,
+    pub last: Final,
+    /// The `SHA256SUMS` text, when it was found beside the volumes.
+    pub sums: Option<String>,
+}
+
+impl Bundle {
+    /// "bundle 3 of job `x`".
+    pub fn label(&self) -> String {
+        format!("{} of job `{}`", self.sequence, self.job)
+    }
+
+    /// The name volume `index` has in the export bucket (and in `SHA256SUMS`).
+    pub fn volume_name(&self, index: u32) -> String {
+        match self.last.earlier_volumes.get(index as usize - 1) {
+            Some(v) => v.name.clone(),
+            None => format!("{}-{:08}-{index:04}.zip", self.job, self.sequence),
+        }
+    }
+
+    /// Expected size and SHA-256 of volume `index`, as far as the bundle says.
+    pub fn expected(&self, index: u32) -> (Option<u64>, Option<String>) {
+        if let Some(v) = self.last.earlier_volumes.get(index as usize - 1) {
+            return (Some(v.size), Some(v.sha256.clone()));
+        }
+        let name = self.volume_name(index);
+        let sha = self.sums.as_deref().and_then(|s| {
+            s.lines().find_map(|l| {
+                let (sha, n) = l.split_once("  ")?;
+                (n == name).then(|| sha.to_string())
+            })
+        });
+        (None, sha)
+    }
+
+    /// Every object the bundle ships.
+    pub fn objects(&self) -> impl Iterator<Item = &ObjectEntry> {
+        self.volumes.iter().flat_map(|v| v.manifest.objects.iter())
+    }
+
+    /// Bytes of all object entries.
+    pub fn object_bytes(&self) -> u64 {
+        self.objects().map(|o| o.size).sum()
+    }
+
+    /// The bundle digest (SHA-256 of `SHA256SUMS`), given the last volume's SHA-256 when
+    /// `SHA256SUMS` is not at hand.
+    pub fn digest(&self, last_sha256: Option<&str>) -> Option<String> {
+        if let Some(s) = &self.sums {
+            return Some(hex::encode(Sha256::digest(s.as_bytes())));
+        }
+        let last = last_sha256?;
+        let mut infos = self.last.earlier_volumes.clone();
+        let n = self.volumes.len() as u32;
+        infos.push(VolumeInfo {
+            index: n,
+            name: self.volume_name(n),
+            size: 0,
+            sha256: last.to_string(),
+            objects: 0,
+            bytes: 0,
+        });
+        Some(crate::manifest::bundle_digest(&infos))
+    }
+
+    fn bad(&self, detail: impl Into<String>) -> Error {
+        Error::Bundle {
+            what: self.label(),
+            location: self.location.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Completeness and consistency, without reading the entries' bytes.
+    fn check(&self) -> Result<()> {
+        let n = self.last.volume_count as usize;
+        let found: Vec<u32> = self.volumes.iter().map(|v| v.manifest.volume).collect();
+        if found != (1..=n as u32).collect::<Vec<_>>() {
+            let missing: Vec<String> = (1..=n as u32)
+                .filter(|i| !found.contains(i))
+                .map(|i| format!("{i} (`{}`)", self.volume_name(i)))
+                .collect();
+            return Err(self.bad(format!(
+                "is incomplete: it has {n} volume(s); missing volume(s) {}. Copy them beside the others",
+                missing.join(", ")
+            )));
+        }
+        if self.last.earlier_volumes.len() != n - 1 {
+            return Err(self.bad("final manifest lists a different number of earlier volumes"));
+        }
+        let first = &self.volumes[0].manifest;
+        for v in &self.volumes {
+            let m = &v.manifest;
+            if m.format != FORMAT {
+                return Err(self.bad(format!(
+                    "`{}` has format `{}`; this ferry reads `{FORMAT}`",
+                    v.source.display(),
+                    m.format
+                )));
+            }
+            if m.previous != first.previous
+                || m.baseline != first.baseline
+                || m.source != first.source
+                || m.listed_at != first.listed_at
+            {
+                return Err(self.bad(format!(
+                    "`{}` disagrees with volume 1 about the bundle's chain fields",
+                    v.source.display()
+                )));
+            }
+            if m.volume as usize != n && m.last.is_some() {
+                return Err(self.bad(format!(
+                    "`{}` carries a final manifest but is not the last volume",
+                    v.source.display()
+                )));
+            }
+            if let (Some(size), _) = self.expected(m.volume)
+                && size != v.dir.len
+            {
+                return Err(Error::Verify {
+                    volume: v.source.display(),
+                    entry: None,
+                    detail: format!("{} bytes, the bundle says {size}", v.dir.len),
+                });
+            }
+            // The manifest and the zip directory must list the same entries.
+            let listed: HashMap<&str, &ObjectEntry> =
+                m.objects.iter().map(|o| (o.entry.as_str(), o)).collect();
+            if listed.len() != m.objects.len() {
+                return Err(self.bad(format!(
+                    "`{}` lists an entry twice in its manifest",
+                    v.source.display()
+                )));
+            }
+            let mut in_zip = 0;
+            for e in &v.dir.entries {
+                if e.name == MANIFEST_ENTRY {
+                    continue;
+                }
+                let Some(o) = listed.get(e.name.as_str()) else {
+                    return Err(Error::Verify {
+                        volume: v.source.display(),
+                        entry: Some(e.name.clone()),
+                        detail: "the entry is not in the volume's manifest".into(),
+                    });
+                };
+                if o.size != e.size || o.crc32 != e.crc32 {
+                    return Err(Error::Verify {
+                        volume: v.source.display(),
+                        entry: Some(e.name.clone()),
+                        detail: format!(
+                            "directory says {} bytes, CRC-32 {:08x}; manifest says {} bytes, {:08x}",
+                            e.size, e.crc32, o.size, o.crc32
+                        ),
+                    });
+                }
+                in_zip += 1;
+            }
+            if in_zip != m.objects.len() {
+                return Err(Error::Verify {
+                    volume: v.source.display(),
+                    entry: None,
+                    detail: format!(
+                        "the manifest lists {} objects, the zip holds {in_zip}",
+                        m.objects.len()
+                    ),
+                });
+            }
+        }
+        if let Some(sums) = &self.sums {
+            let names: Vec<&str> = sums
+                .lines()
+                .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
+                .collect();
+            let expected: Vec<String> = (1..=n as u32).map(|i| self.volume_name(i)).collect();
+            if names != expected {
+                return Err(self.bad(format!(
+                    "SHA256SUMS lists {names:?}, the manifests {expected:?}"
+                )));
+            }
+            for (i, v) in self.last.earlier_volumes.iter().enumerate() {
+                let (_, sha) = self.expected(i as u32 + 1);
+                if sha.as_deref() != Some(v.sha256.as_str())
+                    || !sums.contains(&format!("{}  {}", v.sha256, v.name))
+                {
+                    return Err(self.bad(format!(
+                        "SHA256SUMS and the final manifest disagree about `{}`",
+                        v.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Open a volume: directory and manifest.
+pub async fn open_volume(source: VolumeSource) -> Result<OpenVolume> {
+    let dir = read_directory(&source).await?;
+    let Some(i) = dir.find(MANIFEST_ENTRY) else {
+        return Err(Error::Archive {
+            volume: source.display(),
+            detail: format!("no `{MANIFEST_ENTRY}` entry: not an s3-ferry volume"),
+        });
+    };
+    let json = read_entry(&source, &dir, i).await?;
+    let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::Corrupt {
+        what: "volume manifest",
+        location: source.display(),
+        hint: "fetch the volume again",
+        source: Box::new(e),
+    })?;
+    Ok(OpenVolume {
+        source,
+        dir,
+        manifest,
+    })
+}
+
+/// Volume files and `SHA256SUMS` texts found in one folder or prefix.
+#[derive(Default)]
+struct Folder {
+    volumes: Vec<VolumeSource>,
+    sums: Option<String>,
+}
+
+
+fn walk_dir(dir: &Path, depth: u32, folders: &mut BTreeMap<String, Folder>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io_at("reading directory", dir))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(io_at("reading directory", dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let kind = e.file_type().map_err(io_at("reading", &path))?;
+        if kind.is_dir() {
+            if depth < 4 && !name.starts_with('.') && name != "_state" {
+                walk_dir(&path, depth + 1, folders)?;
+            }
+        } else if kind.is_file() {
+            add_local_file(&path, folders)?;
+        }
+    }
+    Ok(())
+}
+
+fn add_local_file(path: &Path, folders: &mut BTreeMap<String, Folder>) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let folder = folders.entry(parent.display().to_string()).or_default();
+    if name.ends_with(".zip") {
+        folder.volumes.push(VolumeSource::File(path.to_path_buf()));
+        let sums = parent.join("SHA256SUMS");
+        if folder.sums.is_none() && sums.is_file() {
+            folder.sums =
+                Some(std::fs::read_to_string(&sums).map_err(io_at("reading", &sums))?);
+        }
+    } else if name == "SHA256SUMS" && folder.sums.is_none() {
+        folder.sums = Some(std::fs::read_to_string(path).map_err(io_at("reading", path))?);
+    }
+    Ok(())
+}
+
+async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>) -> Result<()> {
+    let loc: S3Location = uri.parse()?;
+    let prefix = if loc.prefix.is_empty() || loc.prefix.ends_with('/') || loc.prefix.ends_with(".zip")
+    {
+        loc.prefix.clone()
+    } else {
+        format!("{}/", loc.prefix)
+    };
+    let mut lister = store.list(&loc.bucket, &prefix);
+    let mut found = 0;
+    while let Some(page) = lister.next_page().await? {
+        for rec in page {
+            let (folder_key, name) = match rec.key.rsplit_once('/') {
+                Some((f, n)) => (format!("{f}/"), n.to_string()),
+                None => (String::new(), rec.key.clone()),
+            };
+            if folder_key.contains("_state/") {
+                continue;
+            }
+            let folder = folders
+                .entry(format!("s3://{}/{folder_key}", loc.bucket))
+                .or_default();
+            if name.ends_with(".zip") {
+                found += 1;
+                folder.volumes.push(VolumeSource::S3 {
+                    store: store.clone(),
+                    bucket: loc.bucket.clone(),
+                    key: rec.key.clone(),
+                    etag: rec.etag.clone(),
+                    size: rec.size,
+                });
+            } else if name == "SHA256SUMS"
+                && let Some(text) = store.get_document(&loc.bucket, &rec.key).await?
+            {
+                folder.sums = Some(String::from_utf8_lossy(&text).into_owned());
+            }
+        }
+    }
+    if found == 0 {
+        return Err(Error::Bundle {
+            what: "volumes".into(),
+            location: uri.to_string(),
+            detail: "no .zip volume under this prefix: check the URI (s3://BUCKET/PREFIX/JOB/SEQUENCE/)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Find the bundles in `sources` (volume files, folders, `s3://` prefixes), complete and
+/// consistent, in (job, sequence) order. `store` is needed only for `s3://` sources.
+pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<Bundle>> {
+    let mut folders: BTreeMap<String, Folder> = BTreeMap::new();
+    for s in sources {
+        if s.starts_with("s3://") {
+            let store = store.ok_or_else(|| Error::config(s.as_str(), "s3:// sources need AWS access"))?;
+            add_s3(store, s, &mut folders).await?;
+            continue;
+        }
+        let path = PathBuf::from(s);
+        let meta = std::fs::metadata(&path).map_err(io_at("reading", &path))?;
+        if meta.is_dir() {
+            walk_dir(&path, 0, &mut folders)?;
+        } else {
+            add_local_file(&path, &mut folders)?;
+        }
+    }
+    // Open every volume (tail + manifest), a few at a time.
+    let mut opened: Vec<(String, Option<String>, OpenVolume)> = Vec::new();
+    for (location, folder) in folders {
+        let mut seen = std::collections::HashSet::new();
+        let sources: Vec<VolumeSource> = folder
+            .volumes
+            .into_iter()
+            .filter(|v| seen.insert(v.display()))
+            .collect();
+        let mut vols = futures::stream::iter(sources.into_iter().map(open_volume))
+            .buffered(8);
+        use futures::StreamExt;
+        while let Some(v) = vols.next().await {
+            opened.push((location.clone(), folder.sums.clone(), v?));
+        }
+    }
+    if opened.is_empty() {
+        return Err(Error::Bundle {
+            what: "volumes".into(),
+            location: sources.join(" "),
+            detail: "no .zip volume found: pass volume files, a folder holding a bundle, or an s3:// prefix".into(),
+        });
+    }
+    let mut groups: BTreeMap<(String, u64), Vec<(String, Option<String>, OpenVolume)>> =
+        BTreeMap::new();
+    for o in opened {
+        groups
+            .entry((o.2.manifest.job.clone(), o.2.manifest.sequence))
+            .or_default()
+            .push(o);
+    }
+    let mut bundles = Vec::new();
+    for ((job, sequence), mut vols) in groups {
+        vols.sort_by_key(|(_, _, v)| v.manifest.volume);
+        vols.dedup_by(|a, b| {
+            a.2.manifest.volume == b.2.manifest.volume && a.2.dir.len == b.2.dir.len
+        });
+        let location = vols[0].0.clone();
+        let Some(last) = vols.iter().find_map(|(_, _, v)| v.manifest.last.clone()) else {
+            let have: Vec<String> = vols.iter().map(|(_, _, v)| v.manifest.volume.to_string()).collect();
+            return Err(Error::Bundle {
+                what: format!("{sequence} of job `{job}`"),
+                location,
+                detail: format!(
+                    "is incomplete: the last volume (it carries the final manifest) is missing; found volume(s) {}",
+                    have.join(", ")
+                ),
+            });
+        };
+        let sums = vols.iter().find_map(|(_, s, _)| s.clone()).filter(|s| {
+            s.contains(&format!("{job}-{sequence:08}-"))
+        });
+        let first = vols[0].2.manifest.clone();
+        let bundle = Bundle {
+            location,
+            job,
+            sequence,
+            previous: first.previous,
+            baseline: first.baseline,
+            source_bucket: first.source.bucket,
+            source_prefix: first.source.prefix,
+            volumes: vols.into_iter().map(|(_, _, v)| v).collect(),
+            last,
+            sums,
+        };
+        bundle.check()?;
+        bundles.push(bundle);
+    }
+    Ok(bundles)
+}

@@ -1,0 +1,476 @@
+//! The import run: for each bundle in chain order — check it follows the last one applied
+//! (ledger) → stream every volume through the verifier into the target (objects become visible
+//! only after their bytes matched) → apply moves (confirmed copies), deletions and, for a
+//! baseline, the removal of keys it does not list → record the bundle as applied. Progress is
+//! recorded per volume, so an interrupted import resumes without redoing finished volumes.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use crate::export::Progress;
+use crate::ledger::{IndexEntry, Ledger, Pending, Record};
+use crate::state::{now_ms, rfc3339_ms};
+use crate::target::{Shared, Target, TargetSink, relative};
+use crate::verify::check_volume;
+
+/// How to import.
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    pub target: Target,
+    /// Print what would change; change nothing.
+    pub dry_run: bool,
+    /// Apply bundles that do not follow the last one applied.
+    pub force: bool,
+    /// Objects written at once.
+    pub concurrency: usize,
+    /// Stop cleanly between volumes after this instant (the Lambda's deadline).
+    pub deadline: Option<Instant>,
+}
+
+/// What happened to a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BundleStatus {
+    Applied,
+    /// It was the last bundle applied: nothing changed.
+    AlreadyApplied,
+    /// `--dry-run`: nothing changed.
+    DryRun,
+    /// The deadline came between volumes: run again to finish it.
+    Continue,
+}
+
+/// A planned or applied change, for `--dry-run` listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub op: &'static str,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub bytes: u64,
+}
+
+/// One bundle's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleOutcome {
+    pub job: String,
+    pub sequence: u64,
+    pub baseline: bool,
+    pub status: BundleStatus,
+    pub bundle_digest: String,
+    pub location: String,
+    /// Objects written (or that would be).
+    pub objects: u64,
+    pub bytes: u64,
+    pub new: u64,
+    pub overwritten: u64,
+    pub deleted: u64,
+    pub moved: u64,
+    /// Keys a baseline removed because it does not list them.
+    pub removed: u64,
+    pub volumes: u32,
+    /// Volumes already done by an earlier, interrupted run.
+    pub volumes_resumed: u32,
+    pub duration_ms: u64,
+    /// `--dry-run` only: every change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+}
+
+/// The run's summary (`ferry import --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub target: String,
+    pub state: String,
+    pub dry_run: bool,
+    /// Last bundle applied to the target after this run.
+    pub sequence: u64,
+    pub bundle_digest: Option<String>,
+    /// True when every bundle given is applied (or already was).
+    pub complete: bool,
+    pub bundles: Vec<BundleOutcome>,
+}
+
+fn short(d: &str) -> &str {
+    &d[..d.len().min(12)]
+}
+
+/// The bundle's digest: from `SHA256SUMS`, or by hashing its last volume.
+pub async fn bundle_digest(b: &Bundle) -> Result<String> {
+    if let Some(d) = b.digest(None) {
+        return Ok(d);
+    }
+    let last = b.volumes.last().expect("a bundle has volumes");
+    let sha = crate::verify::volume_sha256(&last.source).await?;
+    Ok(b.digest(Some(&sha)).expect("digest from the last volume"))
+}
+
+/// Decide whether `b` may be applied on top of `rec`.
+fn chain_check(
+    b: &Bundle,
+    digest: &str,
+    rec: &Record,
+    target: &str,
+    force: bool,
+) -> Result<Option<BundleStatus>> {
+    if let Some(job) = &rec.job
+        && job != &b.job
+        && !force
+    {
+        return Err(Error::config(
+            "import state",
+            format!(
+                "{target} receives job `{job}`; bundle {} is of job `{}`: use another state file/table item for it (or --force)",
+                b.sequence, b.job
+            ),
+        ));
+    }
+    if rec.sequence == b.sequence && rec.bundle_digest.as_deref() == Some(digest) {
+        return Ok(Some(BundleStatus::AlreadyApplied));
+    }
+    let empty = rec.sequence == 0 && rec.bundle_digest.is_none();
+    let follows = match &b.previous {
+        Some(p) => rec.sequence == p.sequence && rec.bundle_digest.as_deref() == Some(&p.bundle_digest),
+        None => empty,
+    } || (b.baseline && empty);
+    if follows {
+        return Ok(None);
+    }
+    let applied = if empty {
+        "none (the target has no bundle yet)".to_string()
+    } else {
+        format!(
+            "{} (digest {})",
+            rec.sequence,
+            short(rec.bundle_digest.as_deref().unwrap_or("-"))
+        )
+    };
+    let detail = match &b.previous {
+        _ if b.sequence <= rec.sequence && !empty => format!(
+            "(digest {}) is not newer than what the target holds",
+            short(digest)
+        ),
+        Some(p) => format!(
+            "follows bundle {} (digest {})",
+            p.sequence,
+            short(&p.bundle_digest)
+        ),
+        None => "is the baseline of a new chain".to_string(),
+    };
+    if force {
+        warn!(job = %b.job, sequence = b.sequence, %detail, %applied, "applying out of order (--force)");
+        return Ok(None);
+    }
+    Err(Error::OutOfOrder {
+        job: b.job.clone(),
+        sequence: b.sequence,
+        detail,
+        target: target.to_string(),
+        applied,
+    })
+}
+
+/// Import `bundles` (in the order given: discover sorts them) into the target.
+pub async fn run(
+    ledger: &mut Ledger,
+    cfg: &ImportConfig,
+    bundles: &[Bundle],
+    progress: &dyn Progress,
+) -> Result<ImportReport> {
+    let target_name = cfg.target.display();
+    let mut rec = ledger.record().clone();
+    let mut outcomes = Vec::new();
+    let mut complete = true;
+    for b in bundles {
+        let started = Instant::now();
+        let digest = bundle_digest(b).await?;
+        let mut out = BundleOutcome {
+            job: b.job.clone(),
+            sequence: b.sequence,
+            baseline: b.baseline,
+            status: BundleStatus::Applied,
+            bundle_digest: digest.clone(),
+            location: b.location.clone(),
+            objects: 0,
+            bytes: 0,
+            new: 0,
+            overwritten: 0,
+            deleted: 0,
+            moved: 0,
+            removed: 0,
+            volumes: b.volumes.len() as u32,
+            volumes_resumed: 0,
+            duration_ms: 0,
+            changes: Vec::new(),
+        };
+        if let Some(status) = chain_check(b, &digest, &rec, &target_name, cfg.force)? {
+            info!(job = %b.job, sequence = b.sequence, "bundle already applied: nothing to do");
+            out.status = status;
+            outcomes.push(out);
+            continue;
+        }
+        if cfg.dry_run {
+            dry_run(ledger, cfg, b, &mut out).await?;
+            rec.job = Some(b.job.clone());
+            rec.sequence = b.sequence;
+            rec.bundle_digest = Some(digest);
+            outcomes.push(out);
+            continue;
+        }
+        let status = apply(ledger, cfg, b, &digest, &mut rec, &mut out, progress).await?;
+        out.status = status;
+        out.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            job = %b.job, sequence = b.sequence, status = ?status, objects = out.objects,
+            bytes = out.bytes, deleted = out.deleted, moved = out.moved, removed = out.removed,
+            duration_ms = out.duration_ms, "bundle imported"
+        );
+        outcomes.push(out);
+        if status == BundleStatus::Continue {
+            complete = false;
+            break;
+        }
+    }
+    Ok(ImportReport {
+        target: target_name,
+        state: ledger.location(),
+        dry_run: cfg.dry_run,
+        sequence: ledger.record().sequence,
+        bundle_digest: ledger.record().bundle_digest.clone(),
+        complete,
+        bundles: outcomes,
+    })
+}
+
+fn rel_keys<'a>(b: &'a Bundle, keys: impl Iterator<Item = &'a String>) -> Vec<String> {
+    keys.map(|k| relative(k, &b.source_prefix).to_string()).collect()
+}
+
+async fn dry_run(ledger: &Ledger, cfg: &ImportConfig, b: &Bundle, out: &mut BundleOutcome) -> Result<()> {
+    let keys: Vec<String> = b.objects().map(|o| o.key.clone()).collect();
+    let known = ledger.lookup(&keys).await?;
+    for o in b.objects() {
+        let overwrite = known.contains_key(&o.key);
+        out.objects += 1;
+        out.bytes += o.size;
+        if overwrite {
+            out.overwritten += 1;
+        } else {
+            out.new += 1;
+        }
+        out.changes.push(Change {
+            op: if overwrite { "overwrite" } else { "put" },
+            key: o.key.clone(),
+            to: None,
+            bytes: o.size,
+        });
+    }
+    for m in &b.last.moved {
+        out.moved += 1;
+        out.changes.push(Change {
+            op: "move",
+            key: m.from.clone(),
+            to: Some(m.to.clone()),
+            bytes: m.size,
+        });
+    }
+    for k in b.last.deleted.iter().chain(&b.last.vanished) {
+        out.deleted += 1;
+        out.changes.push(Change {
+            op: "delete",
+            key: k.clone(),
+            to: None,
+            bytes: 0,
+        });
+    }
+    if b.baseline {
+        for stray in baseline_strays(cfg, b).await? {
+            out.removed += 1;
+            out.changes.push(Change {
+                op: "remove",
+                key: stray,
+                to: None,
+                bytes: 0,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Destination keys (or paths) a baseline does not list.
+async fn baseline_strays(cfg: &ImportConfig, b: &Bundle) -> Result<Vec<String>> {
+    let listed = rel_keys(
+        b,
+        b.objects()
+            .map(|o| &o.key)
+            .chain(b.last.skipped.iter().map(|s| &s.key)),
+    );
+    let keep: HashSet<String> = match &cfg.target {
+        Target::S3 { .. } => listed.into_iter().collect(),
+        Target::Dir { root } => listed.iter().map(|k| Target::place(root, k)).collect(),
+    };
+    cfg.target.strays(&keep).await
+}
+
+async fn apply(
+    ledger: &mut Ledger,
+    cfg: &ImportConfig,
+    b: &Bundle,
+    digest: &str,
+    rec: &mut Record,
+    out: &mut BundleOutcome,
+    progress: &dyn Progress,
+) -> Result<BundleStatus> {
+    let mut pending = match &rec.pending {
+        Some(p) if p.sequence == b.sequence && p.bundle_digest == digest => {
+            info!(job = %b.job, sequence = b.sequence, done = ?p.volumes_done, "resuming an interrupted import");
+            p.clone()
+        }
+        _ => Pending {
+            sequence: b.sequence,
+            bundle_digest: digest.to_string(),
+            volumes_done: Vec::new(),
+        },
+    };
+    rec.job = Some(b.job.clone());
+    rec.target = Some(cfg.target.display());
+    let mut progressed = false;
+    for v in &b.volumes {
+        let index = v.manifest.volume;
+        if pending.volumes_done.contains(&index) {
+            out.volumes_resumed += 1;
+            let bytes: u64 = v.manifest.objects.iter().map(|o| o.size).sum();
+            progress.object(bytes);
+            continue;
+        }
+        if progressed
+            && let Some(d) = cfg.deadline
+            && Instant::now() >= d
+        {
+            info!(job = %b.job, sequence = b.sequence, volume = index, "deadline: stopping between volumes");
+            return Ok(BundleStatus::Continue);
+        }
+        let keys: Vec<String> = v.manifest.objects.iter().map(|o| o.key.clone()).collect();
+        let known = ledger.lookup(&keys).await?;
+        let shared = Shared::new(cfg.concurrency);
+        let mut sink = TargetSink {
+            target: cfg.target.clone(),
+            source_prefix: b.source_prefix.clone(),
+            shared: shared.clone(),
+        };
+        let checked = check_volume(b, v, &mut sink, progress).await;
+        let landed = shared.drain().await;
+        let report = checked?;
+        let landed = landed?;
+        for o in &v.manifest.objects {
+            if known.contains_key(&o.key) {
+                out.overwritten += 1;
+            } else {
+                out.new += 1;
+            }
+        }
+        out.objects += report.objects;
+        out.bytes += report.bytes;
+        pending.volumes_done.push(index);
+        rec.pending = Some(pending.clone());
+        ledger
+            .save(rec.clone(), landed.into_iter().map(|(k, e)| (k, Some(e))).collect())
+            .await?;
+        info!(volume = %report.location, objects = report.objects, bytes = report.bytes, "volume imported");
+        progressed = true;
+    }
+
+    let mut changes: Vec<(String, Option<IndexEntry>)> = Vec::new();
+    // Moves: confirm the destination holds the expected content at `from`, then copy + delete.
+    if !b.last.moved.is_empty() {
+        let keys: Vec<String> = b
+            .last
+            .moved
+            .iter()
+            .flat_map(|m| [m.from.clone(), m.to.clone()])
+            .collect();
+        let known = ledger.lookup(&keys).await?;
+        for m in &b.last.moved {
+            let (from_rel, to_rel) = (
+                relative(&m.from, &b.source_prefix),
+                relative(&m.to, &b.source_prefix),
+            );
+            let unconfirmed = |detail: String| Error::MoveUnconfirmed {
+                target: cfg.target.display(),
+                from: m.from.clone(),
+                to: m.to.clone(),
+                detail,
+            };
+            let expected = known
+                .get(&m.from)
+                .filter(|e| e.etag == m.etag && e.size == m.size)
+                .cloned();
+            let moved_entry = |place: String, e: &IndexEntry| IndexEntry {
+                place,
+                ..e.clone()
+            };
+            if let Some(e) = &expected
+                && cfg.target.holds(from_rel, e).await?
+            {
+                let place = cfg.target.move_object(from_rel, e, to_rel).await?;
+                changes.push((m.to.clone(), Some(moved_entry(place, e))));
+                changes.push((m.from.clone(), None));
+            } else if let Some(t) = known.get(&m.to).filter(|t| t.etag == m.etag)
+                && cfg.target.holds(to_rel, t).await?
+            {
+                cfg.target.delete(from_rel, expected.as_ref()).await?;
+                changes.push((m.from.clone(), None));
+            } else if let Some(e) = &expected {
+                // An interrupted run may have copied it already: compare the bytes.
+                match cfg.target.holds_content(to_rel, e.size, &e.sha256).await? {
+                    Some(place) => {
+                        cfg.target.delete(from_rel, Some(e)).await?;
+                        changes.push((m.to.clone(), Some(moved_entry(place, e))));
+                        changes.push((m.from.clone(), None));
+                    }
+                    None => {
+                        return Err(unconfirmed(
+                            "the destination's object there is missing or is not the content this import wrote".into(),
+                        ));
+                    }
+                }
+            } else {
+                return Err(unconfirmed(format!(
+                    "the import state has no record of `{}` with ETag {} ({} bytes)",
+                    m.from, m.etag, m.size
+                )));
+            }
+            out.moved += 1;
+        }
+    }
+    // Deletions (and objects that vanished before the export read them).
+    let gone: Vec<String> = b.last.deleted.iter().chain(&b.last.vanished).cloned().collect();
+    if !gone.is_empty() {
+        let known = ledger.lookup(&gone).await?;
+        for k in &gone {
+            cfg.target
+                .delete(relative(k, &b.source_prefix), known.get(k))
+                .await?;
+            changes.push((k.clone(), None));
+            out.deleted += 1;
+        }
+    }
+    if b.baseline {
+        for stray in baseline_strays(cfg, b).await? {
+            info!(target = %cfg.target.display(), key = %stray, "baseline does not list it: removing");
+            cfg.target.remove_stray(&stray).await?;
+            out.removed += 1;
+        }
+    }
+    rec.sequence = b.sequence;
+    rec.bundle_digest = Some(digest.to_string());
+    rec.applied_at = Some(rfc3339_ms(now_ms()));
+    rec.pending = None;
+    ledger.save(rec.clone(), changes).await?;
+    Ok(BundleStatus::Applied)
+}

@@ -1,0 +1,535 @@
+//! Where an import lands: an S3 bucket/prefix or a local directory. Each target writes an
+//! object so that it becomes visible only once committed (S3: a PUT or a multipart upload
+//! completed on commit; directory: a temporary file renamed on commit), checks that a key holds
+//! the content the key index says, moves, deletes, and finds keys a baseline does not list.
+//! A directory target never writes outside its root: unsafe keys get escaped names.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::archive::is_safe_path;
+use crate::config::S3Location;
+use crate::error::{Error, Result, io_at};
+use crate::ledger::IndexEntry;
+use crate::manifest::{ESCAPED_DIR, ObjectEntry};
+use crate::s3::{MultipartUpload, Store};
+use crate::verify::{EntrySink, EntryWriter};
+
+/// Objects up to this size are buffered and PUT whole (several at once).
+pub const SMALL_OBJECT: u64 = 8 * 1024 * 1024;
+/// Folder of the import's own files inside a directory target (never a key's path).
+pub const STATE_DIR: &str = ".ferry";
+
+/// An import destination.
+#[derive(Debug, Clone)]
+pub enum Target {
+    S3 {
+        store: Store,
+        dest: S3Location,
+        part_size: u64,
+    },
+    Dir {
+        root: PathBuf,
+    },
+}
+
+
+/// The key relative to the source prefix (what is replayed under the destination prefix).
+pub fn relative<'k>(key: &'k str, source_prefix: &str) -> &'k str {
+    key.strip_prefix(source_prefix).unwrap_or(key)
+}
+
+impl Target {
+    /// How a user names it.
+    pub fn display(&self) -> String {
+        match self {
+            Target::S3 { dest, .. } => dest.to_string(),
+            Target::Dir { root } => root.display().to_string(),
+        }
+    }
+
+    /// The destination key of a source key (S3 targets).
+    pub fn dest_key(&self, rel: &str) -> String {
+        match self {
+            Target::S3 { dest, .. } => dest.key(rel),
+            Target::Dir { .. } => rel.to_string(),
+        }
+    }
+
+    /// The path (relative to the root) a key gets: the key itself when it is a safe relative
+    /// path that does not collide with a file, a folder or a symlink already there; else
+    /// `_escaped/<sha256 of the key>`.
+    pub fn place(root: &Path, rel: &str) -> String {
+        let first = rel.split('/').next().unwrap_or_default();
+        let escaped = format!("{ESCAPED_DIR}/{}", hex::encode(Sha256::digest(rel.as_bytes())));
+        if !is_safe_path(rel) || first == STATE_DIR || first == ESCAPED_DIR {
+            return escaped;
+        }
+        let mut p = root.to_path_buf();
+        let parts: Vec<&str> = rel.split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            p.push(part);
+            match std::fs::symlink_metadata(&p) {
+                Err(_) => return rel.to_string(),
+                Ok(m) if m.file_type().is_symlink() => return escaped,
+                Ok(m) if i + 1 < parts.len() && !m.is_dir() => return escaped,
+                Ok(m) if i + 1 == parts.len() && !m.is_file() => return escaped,
+                Ok(_) => {}
+            }
+        }
+        rel.to_string()
+    }
+
+    /// Refuse any path that could leave the root.
+    fn inside(root: &Path, place: &str) -> Result<PathBuf> {
+        let p = Path::new(place);
+        if p.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(Error::config(
+                "key index",
+                format!("path `{place}` would leave {}; the index is damaged", root.display()),
+            ));
+        }
+        Ok(root.join(p))
+    }
+
+    /// Create the folders of `place` under `root`, refusing symlinks.
+    async fn make_parents(root: &Path, place: &str) -> Result<PathBuf> {
+        let path = Self::inside(root, place)?;
+        let mut dir = root.to_path_buf();
+        let parts: Vec<&str> = place.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            dir.push(part);
+            match tokio::fs::symlink_metadata(&dir).await {
+                Ok(m) if m.is_dir() && !m.file_type().is_symlink() => {}
+                Ok(_) => {
+                    return Err(Error::config(
+                        "directory target",
+                        format!("`{}` is not a plain folder; refusing to write through it", dir.display()),
+                    ));
+                }
+                Err(_) => match tokio::fs::create_dir(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_at("creating directory", &dir)(e)),
+                },
+            }
+        }
+        Ok(path)
+    }
+
+    /// Open a writer for `obj` (its bytes become visible on commit).
+    async fn open(&self, rel: &str, obj: &ObjectEntry, shared: &Arc<Shared>) -> Result<ImportWriter> {
+        let entry = |place: String| IndexEntry {
+            etag: obj.etag.clone(),
+            sha256: obj.sha256.clone(),
+            crc32: obj.crc32,
+            size: obj.size,
+            place,
+        };
+        Ok(match self {
+            Target::S3 {
+                store,
+                dest,
+                part_size,
+            } => {
+                let key = dest.key(rel);
+                if obj.size <= SMALL_OBJECT {
+                    ImportWriter::Buffer {
+                        shared: shared.clone(),
+                        store: store.clone(),
+                        bucket: dest.bucket.clone(),
+                        key,
+                        obj: obj.clone(),
+                        buf: BytesMut::with_capacity(obj.size as usize),
+                    }
+                } else {
+                    let part = (*part_size).max(obj.size / 9_000 + 1);
+                    ImportWriter::Multipart {
+                        shared: shared.clone(),
+                        upload: store.multipart(&dest.bucket, &key, part, 4, &obj.headers),
+                        obj: obj.clone(),
+                    }
+                }
+            }
+            Target::Dir { root } => {
+                let place = Self::place(root, rel);
+                let path = Self::make_parents(root, &place).await?;
+                let tmp = path.with_file_name(format!(
+                    ".{}.ferry-{}",
+                    path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                    uuid::Uuid::new_v4().simple()
+                ));
+                let tmp_path = tmp.clone();
+                let file = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+                    .await
+                    .map_err(io_at("creating", &tmp))?;
+                ImportWriter::File {
+                    shared: shared.clone(),
+                    file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+                    tmp: TempPath(Some(tmp_path)),
+                    path,
+                    key: obj.key.clone(),
+                    entry: entry(place),
+                    mtime: time::OffsetDateTime::parse(
+                        &obj.last_modified,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .ok()
+                    .map(std::time::SystemTime::from),
+                }
+            }
+        })
+    }
+
+    /// Does the destination hold exactly `entry` for `rel`?
+    pub async fn holds(&self, rel: &str, entry: &IndexEntry) -> Result<bool> {
+        match self {
+            Target::S3 { store, dest, .. } => Ok(match store.head(&dest.bucket, &dest.key(rel)).await? {
+                Some((etag, size)) => etag == entry.place && size == entry.size,
+                None => false,
+            }),
+            Target::Dir { root } => {
+                let path = Self::inside(root, &entry.place)?;
+                Ok(file_sha256(&path).await? == Some((entry.size, entry.sha256.clone())))
+            }
+        }
+    }
+
+    /// Does `rel` hold bytes with this size and SHA-256 (read in full)? Returns where.
+    pub async fn holds_content(&self, rel: &str, size: u64, sha256: &str) -> Result<Option<String>> {
+        match self {
+            Target::S3 { store, dest, .. } => {
+                let key = dest.key(rel);
+                match store.sha256(&dest.bucket, &key).await? {
+                    Some((s, h)) if s == size && h == sha256 => {
+                        Ok(store.head(&dest.bucket, &key).await?.map(|(etag, _)| etag))
+                    }
+                    _ => Ok(None),
+                }
+            }
+            Target::Dir { root } => {
+                let place = Self::place(root, rel);
+                let path = Self::inside(root, &place)?;
+                Ok((file_sha256(&path).await? == Some((size, sha256.to_string()))).then_some(place))
+            }
+        }
+    }
+
+    /// Move `from` (holding `entry`) to `to_rel`; returns the new place.
+    pub async fn move_object(&self, from_rel: &str, entry: &IndexEntry, to_rel: &str) -> Result<String> {
+        match self {
+            Target::S3 { store, dest, .. } => {
+                let (from, to) = (dest.key(from_rel), dest.key(to_rel));
+                let etag = store.copy(&dest.bucket, &from, &to, entry.size).await?;
+                store.delete(&dest.bucket, &from).await?;
+                Ok(etag)
+            }
+            Target::Dir { root } => {
+                let from = Self::inside(root, &entry.place)?;
+                let place = Self::place(root, to_rel);
+                let to = Self::make_parents(root, &place).await?;
+                tokio::fs::rename(&from, &to).await.map_err(io_at("renaming", &from))?;
+                prune_empty(root, &from).await;
+                Ok(place)
+            }
+        }
+    }
+
+    /// Remove `rel` (at `entry`'s place when known); a missing key is fine.
+    pub async fn delete(&self, rel: &str, entry: Option<&IndexEntry>) -> Result<()> {
+        match self {
+            Target::S3 { store, dest, .. } => store.delete(&dest.bucket, &dest.key(rel)).await,
+            Target::Dir { root } => {
+                let place = match entry {
+                    Some(e) => e.place.clone(),
+                    None => Self::place(root, rel),
+                };
+                let path = Self::inside(root, &place)?;
+                match tokio::fs::symlink_metadata(&path).await {
+                    Ok(m) if m.is_file() => {
+                        tokio::fs::remove_file(&path).await.map_err(io_at("removing", &path))?;
+                        prune_empty(root, &path).await;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Everything in the destination that is not in `keep` (relative keys for S3, places
+    /// for a directory), as (relative key or place) strings.
+    pub async fn strays(&self, keep: &HashSet<String>) -> Result<Vec<String>> {
+        match self {
+            Target::S3 { store, dest, .. } => {
+                let mut out = Vec::new();
+                let mut lister = store.list(&dest.bucket, &dest.prefix);
+                while let Some(page) = lister.next_page().await? {
+                    for r in page {
+                        let rel = relative(&r.key, &dest.prefix);
+                        if !keep.contains(rel) {
+                            out.push(rel.to_string());
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Target::Dir { root } => {
+                let mut out = Vec::new();
+                let mut stack = vec![(root.clone(), String::new())];
+                while let Some((dir, rel)) = stack.pop() {
+                    let mut rd = tokio::fs::read_dir(&dir).await.map_err(io_at("reading directory", &dir))?;
+                    while let Some(e) = rd.next_entry().await.map_err(io_at("reading directory", &dir))? {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let place = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+                        if rel.is_empty() && name == STATE_DIR {
+                            continue;
+                        }
+                        let kind = e.file_type().await.map_err(io_at("reading", &e.path()))?;
+                        if kind.is_dir() {
+                            stack.push((e.path(), place));
+                        } else if !keep.contains(&place) {
+                            out.push(place);
+                        }
+                    }
+                }
+                out.sort();
+                Ok(out)
+            }
+        }
+    }
+
+    /// Remove a stray found by `strays`.
+    pub async fn remove_stray(&self, stray: &str) -> Result<()> {
+        match self {
+            Target::S3 { .. } => self.delete(stray, None).await,
+            Target::Dir { root } => {
+                let path = Self::inside(root, stray)?;
+                tokio::fs::remove_file(&path).await.map_err(io_at("removing", &path))?;
+                prune_empty(root, &path).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Remove folders left empty by a removal, up to the root.
+async fn prune_empty(root: &Path, removed: &Path) {
+    let mut dir = removed.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || tokio::fs::remove_dir(d).await.is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// Size and SHA-256 of a regular file (not through a symlink); `None` if it is not there.
+pub async fn file_sha256(path: &Path) -> Result<Option<(u64, String)>> {
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(m) if m.is_file() => {}
+        _ => return Ok(None),
+    }
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(&path).map_err(io_at("reading", &path))?;
+        let mut sha = Sha256::new();
+        let n = std::io::copy(&mut f, &mut sha).map_err(io_at("reading", &path))?;
+        Ok(Some((n, hex::encode(sha.finalize()))))
+    })
+    .await
+    .expect("hashing task")
+}
+
+/// A temporary file removed on drop unless persisted.
+pub struct TempPath(Option<PathBuf>);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// State shared by the writers of one import pass: PUTs in flight and what landed.
+pub struct Shared {
+    puts: Mutex<JoinSet<Result<(String, IndexEntry)>>>,
+    landed: Mutex<Vec<(String, IndexEntry)>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    pub fn new(concurrency: usize) -> Arc<Self> {
+        Arc::new(Shared {
+            puts: Mutex::new(JoinSet::new()),
+            landed: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+        })
+    }
+
+    fn landed(&self, key: String, entry: IndexEntry) {
+        self.landed.lock().expect("lock").push((key, entry));
+    }
+
+    /// Report a failed PUT as soon as it is known.
+    fn check(&self) -> Result<()> {
+        let mut set = self.puts.lock().expect("lock");
+        while let Some(done) = set.try_join_next() {
+            let (k, e) = done.expect("put task")?;
+            self.landed(k, e);
+        }
+        Ok(())
+    }
+
+    /// Wait for every PUT; returns what landed since the last call.
+    pub async fn drain(&self) -> Result<Vec<(String, IndexEntry)>> {
+        let mut set = std::mem::take(&mut *self.puts.lock().expect("lock"));
+        let mut first_err = None;
+        while let Some(done) = set.join_next().await {
+            match done.expect("put task") {
+                Ok((k, e)) => self.landed(k, e),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let landed = std::mem::take(&mut *self.landed.lock().expect("lock"));
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(landed),
+        }
+    }
+}
+
+/// One object on its way into the target.
+pub enum ImportWriter {
+    Buffer {
+        shared: Arc<Shared>,
+        store: Store,
+        bucket: String,
+        key: String,
+        obj: ObjectEntry,
+        buf: BytesMut,
+    },
+    Multipart {
+        shared: Arc<Shared>,
+        upload: MultipartUpload,
+        obj: ObjectEntry,
+    },
+    File {
+        shared: Arc<Shared>,
+        file: tokio::io::BufWriter<tokio::fs::File>,
+        tmp: TempPath,
+        path: PathBuf,
+        key: String,
+        entry: IndexEntry,
+        mtime: Option<std::time::SystemTime>,
+    },
+}
+
+impl EntryWriter for ImportWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        match self {
+            ImportWriter::Buffer { buf, .. } => {
+                buf.extend_from_slice(&chunk);
+                Ok(())
+            }
+            ImportWriter::Multipart { upload, obj, .. } => {
+                upload.write_all(&chunk).await.map_err(|e| Error::Stream {
+                    bucket: "destination".into(),
+                    key: obj.key.clone(),
+                    source: Box::new(e),
+                })
+            }
+            ImportWriter::File { file, tmp, .. } => {
+                let p = tmp.0.clone().unwrap_or_default();
+                file.write_all(&chunk).await.map_err(io_at("writing", &p))
+            }
+        }
+    }
+
+    async fn commit(self) -> Result<()> {
+        match self {
+            ImportWriter::Buffer {
+                shared,
+                store,
+                bucket,
+                key,
+                obj,
+                buf,
+            } => {
+                shared.check()?;
+                let permit = shared.slots.clone().acquire_owned().await.expect("open");
+                shared.puts.lock().expect("lock").spawn(async move {
+                    let etag = store.put_object(&bucket, &key, buf.freeze(), &obj.headers).await?;
+                    drop(permit);
+                    Ok((obj.key.clone(), index_entry(&obj, etag)))
+                });
+                Ok(())
+            }
+            ImportWriter::Multipart { shared, upload, obj } => {
+                let etag = upload.finish_etag().await?;
+                shared.landed(obj.key.clone(), index_entry(&obj, etag));
+                Ok(())
+            }
+            ImportWriter::File {
+                shared,
+                mut file,
+                mut tmp,
+                path,
+                key,
+                entry,
+                mtime,
+            } => {
+                let t = tmp.0.clone().unwrap_or_default();
+                file.flush().await.map_err(io_at("writing", &t))?;
+                let file = file.into_inner();
+                if let Some(m) = mtime {
+                    let std = file.into_std().await;
+                    let _ = std.set_modified(m);
+                }
+                tokio::fs::rename(&t, &path).await.map_err(io_at("renaming", &t))?;
+                tmp.0 = None;
+                shared.landed(key, entry);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn index_entry(obj: &ObjectEntry, place: String) -> IndexEntry {
+    IndexEntry {
+        etag: obj.etag.clone(),
+        sha256: obj.sha256.clone(),
+        crc32: obj.crc32,
+        size: obj.size,
+        place,
+    }
+}
+
+/// The import pass's sink: every object of a volume into the target.
+pub struct TargetSink {
+    pub target: Target,
+    pub source_prefix: String,
+    pub shared: Arc<Shared>,
+}
+
+impl EntrySink for TargetSink {
+    type Writer = ImportWriter;
+    async fn open(&mut self, obj: &ObjectEntry) -> Result<Option<ImportWriter>> {
+        self.shared.check()?;
+        let rel = relative(&obj.key, &self.source_prefix).to_string();
+        self.target.open(&rel, obj, &self.shared).await.map(Some)
+    }
+}

@@ -1,0 +1,580 @@
+//! Reading ZIP volumes: the central directory (ZIP64 aware) from the volume's tail, single
+//! entries by byte range, and `Walk`, one sequential pass over a whole volume that yields each
+//! entry's (inflated) bytes and checks its CRC-32 and size while hashing the volume itself.
+//! It reads from a `VolumeSource` (a local file, or an S3 object read by ranged GETs); what the
+//! bytes should be (the manifest) is the caller's business.
+
+use std::io::SeekFrom;
+use std::path::PathBuf;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, BufReader};
+
+use crate::error::{Error, Result};
+use crate::s3::{Got, Store};
+
+const EOCD_SIG: u32 = 0x0605_4b50;
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
+const CENTRAL_SIG: u32 = 0x0201_4b50;
+const LOCAL_SIG: u32 = 0x0403_4b50;
+const METHOD_STORED: u16 = 0;
+const METHOD_DEFLATE: u16 = 8;
+/// Bytes read per step of a walk.
+const CHUNK: usize = 256 * 1024;
+/// Ranged GETs of an S3 volume: size of each…
+const RANGE: u64 = 8 * 1024 * 1024;
+/// …and how many are in flight.
+const RANGES_IN_FLIGHT: usize = 4;
+
+/// Where a volume's bytes are.
+#[derive(Debug, Clone)]
+pub enum VolumeSource {
+    File(PathBuf),
+    S3 {
+        store: Store,
+        bucket: String,
+        key: String,
+        /// The version read (every ranged GET is conditional on it).
+        etag: String,
+        size: u64,
+    },
+}
+
+type Stream = Box<dyn AsyncRead + Unpin + Send>;
+
+impl VolumeSource {
+    /// How a user would name it.
+    pub fn display(&self) -> String {
+        match self {
+            VolumeSource::File(p) => p.display().to_string(),
+            VolumeSource::S3 { bucket, key, .. } => format!("s3://{bucket}/{key}"),
+        }
+    }
+
+    /// The volume's file name (last path segment).
+    pub fn file_name(&self) -> String {
+        match self {
+            VolumeSource::File(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            VolumeSource::S3 { key, .. } => key.rsplit('/').next().unwrap_or(key).to_string(),
+        }
+    }
+
+    fn bad(&self, detail: impl Into<String>) -> Error {
+        Error::Archive {
+            volume: self.display(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Size in bytes.
+    pub async fn len(&self) -> Result<u64> {
+        match self {
+            VolumeSource::File(p) => tokio::fs::metadata(p)
+                .await
+                .map(|m| m.len())
+                .map_err(|source| Error::Io {
+                    op: "reading",
+                    path: p.clone(),
+                    source,
+                }),
+            VolumeSource::S3 { size, .. } => Ok(*size),
+        }
+    }
+
+    /// Bytes `offset..offset+len`.
+    pub async fn read_range(&self, offset: u64, len: u64) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        match self {
+            VolumeSource::File(p) => {
+                let io = |source| Error::Io {
+                    op: "reading",
+                    path: p.clone(),
+                    source,
+                };
+                let mut f = tokio::fs::File::open(p).await.map_err(io)?;
+                f.seek(SeekFrom::Start(offset)).await.map_err(io)?;
+                let mut buf = vec![0; len as usize];
+                f.read_exact(&mut buf).await.map_err(io)?;
+                Ok(buf.into())
+            }
+            VolumeSource::S3 {
+                store,
+                bucket,
+                key,
+                etag,
+                ..
+            } => match store
+                .get(bucket, key, Some(etag), Some((offset, offset + len - 1)))
+                .await?
+            {
+                Got::Found { body, .. } if body.len() as u64 == len => Ok(body),
+                Got::Found { .. } => Err(self.bad("short ranged read")),
+                Got::Changed | Got::Gone => Err(Error::ObjectChanged {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                }),
+            },
+        }
+    }
+
+    /// The whole volume as one stream (S3: ordered, parallel ranged GETs).
+    pub async fn stream(&self) -> Result<Stream> {
+        match self {
+            VolumeSource::File(p) => {
+                let f = tokio::fs::File::open(p)
+                    .await
+                    .map_err(|source| Error::Io {
+                        op: "opening",
+                        path: p.clone(),
+                        source,
+                    })?;
+                Ok(Box::new(BufReader::with_capacity(CHUNK, f)))
+            }
+            VolumeSource::S3 { size, .. } => {
+                let size = *size;
+                let me = self.clone();
+                let chunks = futures::stream::iter((0..size).step_by(RANGE as usize))
+                    .map(move |start| {
+                        let me = me.clone();
+                        tokio::spawn(async move {
+                            me.read_range(start, RANGE.min(size - start)).await
+                        })
+                    })
+                    .buffered(RANGES_IN_FLIGHT)
+                    .map(|r| match r {
+                        Ok(Ok(b)) => Ok(b),
+                        Ok(Err(e)) => Err(std::io::Error::other(e)),
+                        Err(e) => Err(std::io::Error::other(e)),
+                    });
+                Ok(Box::new(tokio_util::io::StreamReader::new(chunks)))
+            }
+        }
+    }
+}
+
+/// One entry of the central directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CentralEntry {
+    pub name: String,
+    pub method: u16,
+    pub crc32: u32,
+    pub compressed_size: u64,
+    pub size: u64,
+    pub header_offset: u64,
+}
+
+/// A volume's central directory, entries in file order.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pub entries: Vec<CentralEntry>,
+    /// Where the central directory starts (the end of the last entry's span).
+    pub central_offset: u64,
+    pub len: u64,
+}
+
+impl Directory {
+    /// The entry named `name`.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.entries.iter().position(|e| e.name == name)
+    }
+
+    /// The byte span `start..end` of entry `i` (local header, data, descriptor).
+    pub fn span(&self, i: usize) -> (u64, u64) {
+        let start = self.entries[i].header_offset;
+        let end = self
+            .entries
+            .get(i + 1)
+            .map(|e| e.header_offset)
+            .unwrap_or(self.central_offset);
+        (start, end)
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Read and parse the central directory.
+pub async fn read_directory(src: &VolumeSource) -> Result<Directory> {
+    let len = src.len().await?;
+    if len < 22 {
+        return Err(src.bad(format!("{len} bytes is too short for a zip file")));
+    }
+    let tail_len = len.min(22 + 65_535 + 20);
+    let tail = src.read_range(len - tail_len, tail_len).await?;
+    let at = (0..=tail.len() - 22)
+        .rev()
+        .find(|&i| u32_at(&tail, i) == EOCD_SIG && i + 22 + u16_at(&tail, i + 20) as usize == tail.len())
+        .ok_or_else(|| src.bad("no end-of-central-directory record (truncated or not a zip file)"))?;
+    let eocd = &tail[at..];
+    let mut count = u16_at(eocd, 10) as u64;
+    let mut cd_size = u32_at(eocd, 12) as u64;
+    let mut cd_offset = u32_at(eocd, 16) as u64;
+    let eocd_pos = len - tail_len + at as u64;
+    if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
+        if at < 20 || u32_at(&tail, at - 20) != ZIP64_LOCATOR_SIG {
+            return Err(src.bad("zip64 end-of-central-directory locator missing"));
+        }
+        let z64_pos = u64_at(&tail, at - 20 + 8);
+        if z64_pos + 56 > eocd_pos {
+            return Err(src.bad("zip64 end-of-central-directory record out of range"));
+        }
+        let z = src.read_range(z64_pos, 56).await?;
+        if u32_at(&z, 0) != ZIP64_EOCD_SIG {
+            return Err(src.bad("zip64 end-of-central-directory record missing"));
+        }
+        count = u64_at(&z, 32);
+        cd_size = u64_at(&z, 40);
+        cd_offset = u64_at(&z, 48);
+    }
+    if cd_offset + cd_size > eocd_pos || count > cd_size / 46 + 1 {
+        return Err(src.bad("central directory out of range"));
+    }
+    let cd = src.read_range(cd_offset, cd_size).await?;
+    let mut entries = Vec::with_capacity(count as usize);
+    let mut p = 0usize;
+    for _ in 0..count {
+        if p + 46 > cd.len() || u32_at(&cd, p) != CENTRAL_SIG {
+            return Err(src.bad("corrupt central directory entry"));
+        }
+        let h = &cd[p..];
+        let (name_len, extra_len, comment_len) = (
+            u16_at(h, 28) as usize,
+            u16_at(h, 30) as usize,
+            u16_at(h, 32) as usize,
+        );
+        if p + 46 + name_len + extra_len + comment_len > cd.len() {
+            return Err(src.bad("corrupt central directory entry"));
+        }
+        let name = std::str::from_utf8(&h[46..46 + name_len])
+            .map_err(|_| src.bad("entry name is not UTF-8"))?
+            .to_string();
+        let mut e = CentralEntry {
+            name,
+            method: u16_at(h, 10),
+            crc32: u32_at(h, 16),
+            compressed_size: u32_at(h, 20) as u64,
+            size: u32_at(h, 24) as u64,
+            header_offset: u32_at(h, 42) as u64,
+        };
+        // ZIP64 extended information: only the fields that overflowed, in this order.
+        let mut extra = &h[46 + name_len..46 + name_len + extra_len];
+        while extra.len() >= 4 {
+            let (id, size) = (u16_at(extra, 0), u16_at(extra, 2) as usize);
+            let data = extra.get(4..4 + size).unwrap_or(&[]);
+            if id == 0x0001 {
+                let mut q = 0;
+                let mut take = |field: &mut u64| {
+                    if *field == 0xFFFF_FFFF && q + 8 <= data.len() {
+                        *field = u64_at(data, q);
+                        q += 8;
+                    }
+                };
+                take(&mut e.size);
+                take(&mut e.compressed_size);
+                take(&mut e.header_offset);
+            }
+            extra = extra.get(4 + size..).unwrap_or(&[]);
+        }
+        if e.method != METHOD_STORED && e.method != METHOD_DEFLATE {
+            return Err(src.bad(format!(
+                "entry `{}` uses compression method {} (only stored and deflate are written)",
+                e.name, e.method
+            )));
+        }
+        entries.push(e);
+        p += 46 + name_len + extra_len + comment_len;
+    }
+    entries.sort_by_key(|e| e.header_offset);
+    let mut end = cd_offset;
+    for e in entries.iter().rev() {
+        if e.header_offset + 30 + e.compressed_size > end {
+            return Err(src.bad(format!("entry `{}` overlaps the next one", e.name)));
+        }
+        end = e.header_offset;
+    }
+    Ok(Directory {
+        entries,
+        central_offset: cd_offset,
+        len,
+    })
+}
+
+/// Size, SHA-256 and CRC-32 of an entry's inflated bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryDigest {
+    pub size: u64,
+    pub sha256: String,
+    pub crc32: u32,
+}
+
+/// Read entry `i` whole (for the manifest and other small entries), CRC-checked.
+pub async fn read_entry(src: &VolumeSource, dir: &Directory, i: usize) -> Result<Bytes> {
+    let (start, end) = dir.span(i);
+    let bytes = src.read_range(start, end - start).await?;
+    let entries = vec![CentralEntry {
+        header_offset: 0,
+        ..dir.entries[i].clone()
+    }];
+    let one = Directory {
+        entries,
+        central_offset: end - start,
+        len: end - start,
+    };
+    let mut walk = Walk::new(src.display(), Box::new(std::io::Cursor::new(bytes)), &one);
+    walk.next_entry().await?;
+    let mut out = BytesMut::new();
+    while let Some(chunk) = walk.read_chunk().await? {
+        out.extend_from_slice(&chunk);
+    }
+    walk.end_entry()?;
+    Ok(out.freeze())
+}
+
+struct Current {
+    index: usize,
+    remaining: u64,
+    inflate: Option<flate2::Decompress>,
+    input: BytesMut,
+    input_pos: usize,
+    sha: Sha256,
+    crc: crc32fast::Hasher,
+    size: u64,
+    finished: bool,
+}
+
+/// One sequential pass over a volume: entries in file order, their inflated bytes, and the
+/// volume's SHA-256.
+pub struct Walk<'d> {
+    volume: String,
+    reader: Stream,
+    dir: &'d Directory,
+    pos: u64,
+    sha: Sha256,
+    next: usize,
+    current: Option<Current>,
+}
+
+impl<'d> Walk<'d> {
+    pub fn new(volume: String, reader: Stream, dir: &'d Directory) -> Self {
+        Walk {
+            volume,
+            reader,
+            dir,
+            pos: 0,
+            sha: Sha256::new(),
+            next: 0,
+            current: None,
+        }
+    }
+
+    fn bad(&self, detail: impl Into<String>) -> Error {
+        Error::Archive {
+            volume: self.volume.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn mismatch(&self, entry: &str, detail: String) -> Error {
+        Error::Verify {
+            volume: self.volume.clone(),
+            entry: Some(entry.to_string()),
+            detail,
+        }
+    }
+
+    async fn read_some(&mut self, max: usize) -> Result<Bytes> {
+        let mut buf = BytesMut::with_capacity(max);
+        let n = (&mut self.reader)
+            .take(max as u64)
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| self.bad(format!("read failed at byte {}: {e}", self.pos)))?;
+        if n == 0 && max > 0 {
+            return Err(self.bad(format!(
+                "ends at byte {} but the directory says it is {} bytes (truncated)",
+                self.pos, self.dir.len
+            )));
+        }
+        self.sha.update(&buf);
+        self.pos += n as u64;
+        Ok(buf.freeze())
+    }
+
+    async fn read_exact(&mut self, n: usize) -> Result<BytesMut> {
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let b = self.read_some(n - out.len()).await?;
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+
+    async fn skip_to(&mut self, offset: u64) -> Result<()> {
+        while self.pos < offset {
+            let n = (offset - self.pos).min(CHUNK as u64) as usize;
+            self.read_some(n).await?;
+        }
+        Ok(())
+    }
+
+    /// Move to the next entry; `None` after the last.
+    pub async fn next_entry(&mut self) -> Result<Option<&'d CentralEntry>> {
+        // An entry the caller did not read to its end is read (and dropped) now.
+        while self.current.is_some() && self.read_chunk().await?.is_some() {}
+        self.current = None;
+        let dir = self.dir;
+        let Some(e) = dir.entries.get(self.next) else {
+            return Ok(None);
+        };
+        self.skip_to(e.header_offset).await?;
+        let h = self.read_exact(30).await?;
+        if u32_at(&h, 0) != LOCAL_SIG {
+            return Err(self.bad(format!("no local header for `{}` at byte {}", e.name, e.header_offset)));
+        }
+        let (name_len, extra_len) = (u16_at(&h, 26) as usize, u16_at(&h, 28) as usize);
+        let name = self.read_exact(name_len).await?;
+        if name[..] != *e.name.as_bytes() {
+            return Err(self.bad(format!(
+                "local header at byte {} names `{}`, the directory `{}`",
+                e.header_offset,
+                String::from_utf8_lossy(&name),
+                e.name
+            )));
+        }
+        self.read_exact(extra_len).await?;
+        self.current = Some(Current {
+            index: self.next,
+            remaining: e.compressed_size,
+            inflate: (e.method == METHOD_DEFLATE).then(|| flate2::Decompress::new(false)),
+            input: BytesMut::new(),
+            input_pos: 0,
+            sha: Sha256::new(),
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+            finished: false,
+        });
+        self.next += 1;
+        Ok(Some(e))
+    }
+
+    /// The next piece of the current entry's (inflated) bytes; `None` at its end.
+    pub async fn read_chunk(&mut self) -> Result<Option<Bytes>> {
+        let Some(mut c) = self.current.take() else {
+            return Ok(None);
+        };
+        let res = self.read_chunk_of(&mut c).await;
+        self.current = Some(c);
+        res
+    }
+
+    async fn read_chunk_of(&mut self, c: &mut Current) -> Result<Option<Bytes>> {
+        if c.finished {
+            return Ok(None);
+        }
+        let name = &self.dir.entries[c.index].name;
+        let out = match c.inflate.as_mut() {
+            None => {
+                if c.remaining == 0 {
+                    c.finished = true;
+                    return Ok(None);
+                }
+                let n = c.remaining.min(CHUNK as u64) as usize;
+                let b = self.read_some(n).await?;
+                c.remaining -= b.len() as u64;
+                b
+            }
+            Some(_) => loop {
+                if c.input_pos == c.input.len() && c.remaining > 0 {
+                    let n = c.remaining.min(CHUNK as u64) as usize;
+                    let b = self.read_some(n).await?;
+                    c.remaining -= b.len() as u64;
+                    c.input = BytesMut::from(&b[..]);
+                    c.input_pos = 0;
+                }
+                let z = c.inflate.as_mut().expect("deflate entry");
+                let mut out = Vec::with_capacity(CHUNK);
+                let (in0, out0) = (z.total_in(), z.total_out());
+                let flush = if c.remaining == 0 {
+                    flate2::FlushDecompress::Finish
+                } else {
+                    flate2::FlushDecompress::None
+                };
+                let status = z
+                    .decompress_vec(&c.input[c.input_pos..], &mut out, flush)
+                    .map_err(|e| self.mismatch(name, format!("deflate data is corrupt: {e}")))?;
+                let consumed = (z.total_in() - in0) as usize;
+                let produced = (z.total_out() - out0) as usize;
+                c.input_pos += consumed;
+                if produced > 0 {
+                    break Bytes::from(out);
+                }
+                if status == flate2::Status::StreamEnd {
+                    c.finished = true;
+                    break Bytes::new();
+                }
+                if consumed == 0 && c.remaining == 0 {
+                    return Err(self.mismatch(name, "deflate data ends early".into()));
+                }
+            },
+        };
+        if out.is_empty() {
+            return Ok(None);
+        }
+        c.sha.update(&out);
+        c.crc.update(&out);
+        c.size += out.len() as u64;
+        Ok(Some(out))
+    }
+
+    /// Finish the current entry (its bytes must have been read to the end): checks the CRC-32
+    /// and size against the directory and returns the digest.
+    pub fn end_entry(&mut self) -> Result<EntryDigest> {
+        let mut c = self.current.take().expect("end_entry after next_entry");
+        assert!(c.finished, "end_entry before the entry was read to its end");
+        let e = &self.dir.entries[c.index];
+        let crc32 = std::mem::replace(&mut c.crc, crc32fast::Hasher::new()).finalize();
+        if c.size != e.size {
+            return Err(self.mismatch(
+                &e.name,
+                format!("{} bytes, the directory says {}", c.size, e.size),
+            ));
+        }
+        if crc32 != e.crc32 {
+            return Err(self.mismatch(
+                &e.name,
+                format!("CRC-32 {crc32:08x}, the directory says {:08x}", e.crc32),
+            ));
+        }
+        Ok(EntryDigest {
+            size: e.size,
+            sha256: hex::encode(std::mem::take(&mut c.sha).finalize()),
+            crc32,
+        })
+    }
+
+    /// Read the rest of the volume (central directory) and return its size and SHA-256.
+    pub async fn finish(mut self) -> Result<(u64, String)> {
+        let len = self.dir.len;
+        self.skip_to(len).await?;
+        let mut probe = [0u8; 1];
+        if self.reader.read(&mut probe).await.unwrap_or(0) != 0 {
+            return Err(self.bad(format!("has bytes past its end ({len})")));
+        }
+        Ok((self.pos, hex::encode(self.sha.finalize())))
+    }
+}

@@ -1,0 +1,219 @@
+//! Judging a bundle's bytes: one sequential pass per volume that checks every entry's size,
+//! CRC-32 and SHA-256 against the manifest and the volume's own size and SHA-256 against the
+//! bundle (final manifest, `SHA256SUMS`). The import rides the same pass: an `EntrySink` gets
+//! each object's bytes and is told to commit only after they matched.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::bundle::{Bundle, OpenVolume};
+use crate::error::{Error, Result};
+use crate::export::Progress;
+use crate::manifest::{MANIFEST_ENTRY, ObjectEntry};
+use crate::unzip::Walk;
+
+/// Receives each object's bytes during a volume pass.
+pub trait EntrySink: Send {
+    type Writer: EntryWriter;
+    /// A writer for `obj`, or `None` to only verify it.
+    fn open(&mut self, obj: &ObjectEntry) -> impl Future<Output = Result<Option<Self::Writer>>> + Send;
+}
+
+/// One object's bytes on their way somewhere. Dropped without `commit` (on a mismatch or an
+/// error), it must leave nothing visible.
+pub trait EntryWriter: Send {
+    fn write(&mut self, chunk: Bytes) -> impl Future<Output = Result<()>> + Send;
+    /// Called only once every byte matched the manifest.
+    fn commit(self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Verifies only.
+pub struct NoSink;
+/// The writer `NoSink` never opens.
+pub enum NoWriter {}
+
+impl EntryWriter for NoWriter {
+    async fn write(&mut self, _chunk: Bytes) -> Result<()> {
+        match *self {}
+    }
+    async fn commit(self) -> Result<()> {
+        match self {}
+    }
+}
+
+impl EntrySink for NoSink {
+    type Writer = NoWriter;
+    async fn open(&mut self, _obj: &ObjectEntry) -> Result<Option<NoWriter>> {
+        Ok(None)
+    }
+}
+
+/// A verified volume.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeReport {
+    pub index: u32,
+    pub name: String,
+    pub location: String,
+    pub size: u64,
+    pub sha256: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// A verified bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleReport {
+    pub job: String,
+    pub sequence: u64,
+    pub baseline: bool,
+    pub location: String,
+    pub previous_sequence: Option<u64>,
+    pub previous_digest: Option<String>,
+    pub bundle_digest: String,
+    /// True when `SHA256SUMS` was found and checked.
+    pub sha256sums: bool,
+    pub volumes: Vec<VolumeReport>,
+    pub objects: u64,
+    pub bytes: u64,
+    pub deleted: u64,
+    pub moved: u64,
+}
+
+/// Pass over volume `v` of `bundle`: every entry checked, objects handed to `sink`.
+pub async fn check_volume<S: EntrySink>(
+    bundle: &Bundle,
+    v: &OpenVolume,
+    sink: &mut S,
+    progress: &dyn Progress,
+) -> Result<VolumeReport> {
+    let volume = v.source.display();
+    let by_entry: HashMap<&str, &ObjectEntry> = v
+        .manifest
+        .objects
+        .iter()
+        .map(|o| (o.entry.as_str(), o))
+        .collect();
+    let mut walk = Walk::new(volume.clone(), v.source.stream().await?, &v.dir);
+    let (mut objects, mut bytes) = (0u64, 0u64);
+    while let Some(e) = walk.next_entry().await? {
+        if e.name == MANIFEST_ENTRY {
+            while walk.read_chunk().await?.is_some() {}
+            walk.end_entry()?;
+            continue;
+        }
+        let obj = by_entry.get(e.name.as_str()).ok_or_else(|| Error::Verify {
+            volume: volume.clone(),
+            entry: Some(e.name.clone()),
+            detail: "the entry is not in the volume's manifest".into(),
+        })?;
+        let mut writer = sink.open(obj).await?;
+        while let Some(chunk) = walk.read_chunk().await? {
+            progress.object(chunk.len() as u64);
+            if let Some(w) = writer.as_mut() {
+                w.write(chunk).await?;
+            }
+        }
+        let d = walk.end_entry()?;
+        let mismatch = |detail: String| Error::Verify {
+            volume: volume.clone(),
+            entry: Some(format!("{} (key `{}`)", e.name, obj.key)),
+            detail,
+        };
+        if d.size != obj.size {
+            return Err(mismatch(format!("{} bytes, the manifest says {}", d.size, obj.size)));
+        }
+        if d.crc32 != obj.crc32 {
+            return Err(mismatch(format!(
+                "CRC-32 {:08x}, the manifest says {:08x}",
+                d.crc32, obj.crc32
+            )));
+        }
+        if d.sha256 != obj.sha256 {
+            return Err(mismatch(format!(
+                "SHA-256 {}, the manifest says {}",
+                d.sha256, obj.sha256
+            )));
+        }
+        if let Some(w) = writer {
+            w.commit().await?;
+        }
+        objects += 1;
+        bytes += d.size;
+    }
+    let (size, sha256) = walk.finish().await?;
+    let (want_size, want_sha) = bundle.expected(v.manifest.volume);
+    let bad = |detail: String| Error::Verify {
+        volume: volume.clone(),
+        entry: None,
+        detail,
+    };
+    if let Some(s) = want_size
+        && s != size
+    {
+        return Err(bad(format!("{size} bytes, the bundle says {s}")));
+    }
+    if let Some(s) = want_sha
+        && s != sha256
+    {
+        return Err(bad(format!("SHA-256 {sha256}, the bundle says {s}")));
+    }
+    Ok(VolumeReport {
+        index: v.manifest.volume,
+        name: bundle.volume_name(v.manifest.volume),
+        location: volume,
+        size,
+        sha256,
+        objects,
+        bytes,
+    })
+}
+
+/// Verify every byte of `bundle`.
+pub async fn verify_bundle(bundle: &Bundle, progress: &dyn Progress) -> Result<BundleReport> {
+    let mut volumes = Vec::new();
+    for v in &bundle.volumes {
+        volumes.push(check_volume(bundle, v, &mut NoSink, progress).await?);
+    }
+    let last = volumes.last().map(|v| v.sha256.clone());
+    let digest = bundle
+        .digest(last.as_deref())
+        .expect("the last volume's digest is known");
+    Ok(BundleReport {
+        job: bundle.job.clone(),
+        sequence: bundle.sequence,
+        baseline: bundle.baseline,
+        location: bundle.location.clone(),
+        previous_sequence: bundle.previous.as_ref().map(|p| p.sequence),
+        previous_digest: bundle.previous.as_ref().map(|p| p.bundle_digest.clone()),
+        bundle_digest: digest,
+        sha256sums: bundle.sums.is_some(),
+        objects: volumes.iter().map(|v| v.objects).sum(),
+        bytes: volumes.iter().map(|v| v.bytes).sum(),
+        deleted: bundle.last.deleted.len() as u64 + bundle.last.vanished.len() as u64,
+        moved: bundle.last.moved.len() as u64,
+        volumes,
+    })
+}
+
+/// SHA-256 of a whole volume (when `SHA256SUMS` is not at hand to name the bundle).
+pub async fn volume_sha256(source: &crate::unzip::VolumeSource) -> Result<String> {
+    use sha2::Digest;
+    use tokio::io::AsyncReadExt;
+    let mut r = source.stream().await?;
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = r.read(&mut buf).await.map_err(|e| Error::Archive {
+            volume: source.display(),
+            detail: format!("read failed: {e}"),
+        })?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+    }
+    Ok(hex::encode(sha.finalize()))
+}

@@ -19,7 +19,7 @@ use crate::config::{ExportConfig, S3Location};
 use crate::error::{Error, Result};
 use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
 use crate::manifest::{
-    BundleSummary, ChainLink, FORMAT, Final, Manifest, ObjectEntry, SourceInfo, Totals, VolumeInfo,
+    BundleSummary, ChainLink, FORMAT, Final, Manifest, Move, ObjectEntry, SourceInfo, Totals, VolumeInfo,
     bundle_digest, sha256sums,
 };
 use crate::plan::{Plan, PlanStats, estimate_volumes};
@@ -650,16 +650,33 @@ impl Run<'_> {
             .await
     }
 
-    fn final_part(&self, ck: &Checkpoint, plan: &Plan) -> Final {
-        Final {
+    async fn final_part(&self, ck: &Checkpoint, plan: &Plan) -> Result<Final> {
+        // A rename may come with new headers: read them from each move's target.
+        let store = self.store();
+        let bucket = &self.cfg.source.bucket;
+        let moved: Vec<Move> = futures::stream::iter(plan.moves.iter().cloned())
+            .map(|mut m| async move {
+                if let Some(meta) = store.stat(bucket, &m.to).await?
+                    && meta.etag == m.etag
+                {
+                    m.headers = Some(meta.headers);
+                }
+                Ok::<_, Error>(m)
+            })
+            .buffered(self.cfg.tuning.concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        Ok(Final {
             volume_count: ck.volumes.len() as u32 + 1,
             earlier_volumes: ck.volumes.clone(),
             deleted: plan.deletes.clone(),
-            moved: plan.moves.clone(),
+            moved,
             skipped: plan.skipped.clone(),
             vanished: ck.vanished.clone(),
             totals: ck.totals.clone(),
-        }
+        })
     }
 
     /// Stream the plan's puts from the checkpoint's cursor into volumes.
@@ -762,7 +779,7 @@ impl Run<'_> {
             Some(v) => v,
             None => self.open_volume(ck, 0, 0),
         };
-        let last = self.final_part(ck, plan);
+        let last = self.final_part(ck, plan).await?;
         self.close_volume(ck, v, puts.len(), Some(last)).await?;
         Ok(Shipped::Done)
     }

@@ -417,7 +417,10 @@ async fn apply(
             if let Some(e) = &expected
                 && cfg.target.holds(from_rel, e).await?
             {
-                let place = cfg.target.move_object(from_rel, e, to_rel).await?;
+                let place = cfg
+                    .target
+                    .move_object(from_rel, e, to_rel, m.headers.as_ref())
+                    .await?;
                 changes.push((m.to.clone(), Some(moved_entry(place, e))));
                 changes.push((m.from.clone(), None));
             } else if let Some(t) = known.get(&m.to).filter(|t| t.etag == m.etag)

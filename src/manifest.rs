@@ -63,6 +63,10 @@ pub struct Move {
     pub etag: String,
     pub size: u64,
     pub last_modified: String,
+    /// Headers and metadata of `to` when the bundle was closed (a rename may change them);
+    /// absent when `to` could not be read then (the next bundle carries its new state).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub headers: Option<ObjectHeaders>,
 }
 
 /// An object that changed but was not shipped, and why.

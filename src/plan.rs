@@ -164,6 +164,7 @@ where
                     etag: a.etag.clone(),
                     size: a.size,
                     last_modified: rfc3339_ms(a.last_modified_ms),
+                    headers: None,
                 });
             }
             None => {

@@ -304,6 +304,31 @@ impl Store {
         })
     }
 
+    /// Metadata and headers of the current version, or `None` if the key is gone.
+    pub async fn stat(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(out) => Ok(Some(ObjectMeta {
+                etag: unquote(out.e_tag().unwrap_or_default()),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                last_modified_ms: out
+                    .last_modified()
+                    .map(|d| d.to_millis().unwrap_or(0))
+                    .unwrap_or(0),
+                headers: headers_of(
+                    out.content_type(),
+                    out.content_encoding(),
+                    out.content_disposition(),
+                    out.content_language(),
+                    out.cache_control(),
+                    out.expires_string(),
+                    out.metadata(),
+                ),
+            })),
+            Err(e) if http_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
+        }
+    }
+
     /// ETag and size of the current version, or `None` if the key is gone.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<(String, u64)>> {
         match self
@@ -399,18 +424,38 @@ impl Store {
         Ok(unquote(out.e_tag().unwrap_or_default()))
     }
 
-    /// Server-side copy of `from` to `to` in `bucket`, headers and metadata included; returns
-    /// the copy's ETag. Objects over 5 GiB are copied part by part.
-    pub async fn copy(&self, bucket: &str, from: &str, to: &str, size: u64) -> Result<String> {
+    /// Server-side copy of `from` to `to` in `bucket` with `headers` (or, when `None`, the
+    /// source's headers and metadata); returns the copy's ETag. Objects over 5 GiB are copied
+    /// part by part.
+    pub async fn copy(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        size: u64,
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<String> {
         if size > MAX_COPY {
-            return self.copy_parts(bucket, from, to, size).await;
+            return self.copy_parts(bucket, from, to, size, headers).await;
         }
-        let out = self
+        let mut req = self
             .client
             .copy_object()
             .bucket(bucket)
             .key(to)
-            .copy_source(copy_source(bucket, from))
+            .copy_source(copy_source(bucket, from));
+        if let Some(h) = headers {
+            req = req
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .set_content_type(h.content_type.clone())
+                .set_content_encoding(h.content_encoding.clone())
+                .set_content_disposition(h.content_disposition.clone())
+                .set_content_language(h.content_language.clone())
+                .set_cache_control(h.cache_control.clone())
+                .set_expires(expires(h, bucket, to))
+                .set_metadata(metadata(h));
+        }
+        let out = req
             .send()
             .await
             .map_err(|e| s3_err("CopyObject", bucket, to, e))?;
@@ -421,24 +466,26 @@ impl Store {
         ))
     }
 
-    async fn copy_parts(&self, bucket: &str, from: &str, to: &str, size: u64) -> Result<String> {
-        let head = self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(from)
-            .send()
-            .await
-            .map_err(|e| s3_err("HeadObject", bucket, from, e))?;
-        let h = headers_of(
-            head.content_type(),
-            head.content_encoding(),
-            head.content_disposition(),
-            head.content_language(),
-            head.cache_control(),
-            head.expires_string(),
-            head.metadata(),
-        );
+    async fn copy_parts(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        size: u64,
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<String> {
+        let h = match headers {
+            Some(h) => h.clone(),
+            None => match self.stat(bucket, from).await? {
+                Some(meta) => meta.headers,
+                None => {
+                    return Err(Error::ObjectChanged {
+                        bucket: bucket.to_string(),
+                        key: from.to_string(),
+                    });
+                }
+            },
+        };
         let created = self
             .client
             .create_multipart_upload()

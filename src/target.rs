@@ -18,7 +18,7 @@ use crate::archive::is_safe_path;
 use crate::config::S3Location;
 use crate::error::{Error, Result, io_at};
 use crate::ledger::IndexEntry;
-use crate::manifest::{ESCAPED_DIR, ObjectEntry};
+use crate::manifest::{ESCAPED_DIR, ObjectEntry, ObjectHeaders};
 use crate::s3::{MultipartUpload, Store};
 use crate::verify::{EntrySink, EntryWriter};
 
@@ -225,12 +225,19 @@ impl Target {
         }
     }
 
-    /// Move `from` (holding `entry`) to `to_rel`; returns the new place.
-    pub async fn move_object(&self, from_rel: &str, entry: &IndexEntry, to_rel: &str) -> Result<String> {
+    /// Move `from` (holding `entry`) to `to_rel`, with `headers` when the bundle gives them;
+    /// returns the new place.
+    pub async fn move_object(
+        &self,
+        from_rel: &str,
+        entry: &IndexEntry,
+        to_rel: &str,
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<String> {
         match self {
             Target::S3 { store, dest, .. } => {
                 let (from, to) = (dest.key(from_rel), dest.key(to_rel));
-                let etag = store.copy(&dest.bucket, &from, &to, entry.size).await?;
+                let etag = store.copy(&dest.bucket, &from, &to, entry.size, headers).await?;
                 store.delete(&dest.bucket, &from).await?;
                 Ok(etag)
             }

@@ -1,6 +1,7 @@
 //! Integration tests of s3-ferry against a local moto server (one target; a module per area).
 
 mod export;
+mod import;
 mod proxy;
 mod runs;
 mod util;

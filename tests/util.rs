@@ -511,3 +511,92 @@ pub fn check_readers(zip: &Path) {
             .arg(z),
     );
 }
+
+/// An object as a reader of the bucket sees it: bytes, HTTP headers, user metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obj {
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl Ctx {
+    /// A new empty bucket of this test.
+    pub fn bucket(&self, name: &str) -> String {
+        let b = format!("{name}-{}", &self.src[4..]);
+        block_on(self.s3.create_bucket().bucket(&b).send()).unwrap();
+        b
+    }
+
+    /// Every object under `prefix`, keyed by the key relative to `prefix`.
+    pub fn snapshot(&self, bucket: &str, prefix: &str) -> std::collections::BTreeMap<String, Obj> {
+        let keys = self.keys(bucket, prefix);
+        block_on(async {
+            let mut out = std::collections::BTreeMap::new();
+            for k in keys {
+                let o = self
+                    .s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(&k)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("GET s3://{bucket}/{k}: {e:?}"));
+                let obj = Obj {
+                    content_type: o.content_type().map(str::to_string),
+                    content_encoding: o.content_encoding().map(str::to_string),
+                    content_disposition: o.content_disposition().map(str::to_string),
+                    content_language: o.content_language().map(str::to_string),
+                    cache_control: o.cache_control().map(str::to_string),
+                    expires: o.expires_string().map(str::to_string),
+                    metadata: o
+                        .metadata()
+                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                        .unwrap_or_default(),
+                    body: o.body.collect().await.unwrap().into_bytes().to_vec(),
+                };
+                out.insert(k[prefix.len()..].to_string(), obj);
+            }
+            out
+        })
+    }
+}
+
+/// key → bytes of a directory import, through its key index (`.ferry/state.json`); panics if
+/// the directory holds a file the index does not account for.
+pub fn dir_snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".ferry/state.json")).unwrap()).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    let mut places = std::collections::BTreeSet::new();
+    for (key, e) in state["objects"].as_object().unwrap() {
+        let place = e["place"].as_str().unwrap();
+        let path = dir.join(place);
+        let body = std::fs::read(&path)
+            .unwrap_or_else(|err| panic!("key `{key}`: {} unreadable: {err}", path.display()));
+        out.insert(key.clone(), body);
+        places.insert(place.to_string());
+    }
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, rel)) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let place = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            if place == ".ferry" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push((e.path(), place));
+            } else {
+                assert!(places.contains(&place), "{} holds `{place}`, which no key accounts for", dir.display());
+            }
+        }
+    }
+    out
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Release build of the Lambda functions for arm64 with cargo-lambda (Zig as the cross linker),
+# Release build of the Lambda functions (export and import) for arm64 with cargo-lambda (Zig as the cross linker),
 # as `sam build` does. Prints the build time and the bootstrap size. If this machine cannot get
 # the aarch64 Rust target, builds x86_64 instead and says why.
 set -euo pipefail
@@ -21,7 +21,7 @@ if [ "${FERRY_FAST_RELEASE:-}" = 1 ]; then
   echo "release profile overridden for a quick check: thin LTO, 16 codegen units"
 fi
 start=$(date +%s)
-cargo lambda build --release "$arch" -p ferry-export
+cargo lambda build --release "$arch" -p ferry-export -p ferry-import
 for f in "$CARGO_TARGET_DIR"/lambda/*/bootstrap; do
   printf 'built %s (%s) in %ss: %s bytes\n' "$f" "$(file -b "$f" | cut -d, -f1-2)" "$(( $(date +%s) - start ))" "$(stat -c %s "$f")"
 done

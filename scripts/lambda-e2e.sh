@@ -5,6 +5,10 @@
 # to stop after one unit of work, so each bundle takes several hops; the function continues
 # itself through the Lambda Invoke API, which `cargo lambda watch` serves too. Each bundle must
 # carry the same content as a CLI export of the same data.
+# Then the import function (functions/import) on a second `cargo lambda watch`: bundle 2 is
+# uploaded to its import bucket first (it must wait), then bundle 1; an S3 "Object Created"
+# EventBridge event starts the import, which continues itself volume by volume and replays both
+# bundles in order; the destination must equal the source.
 # `cargo lambda watch` answers even InvocationType=Event synchronously, so locally each hop waits
 # for the next one: --concurrency gives the chain of hops enough instances.
 set -euo pipefail
@@ -17,7 +21,8 @@ free_port() { py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0));
 cargo build --quiet --bin ferry -p s3-ferry
 # Build the function as `cargo lambda watch` will run it, so the first invoke does not wait on it.
 (cd functions/export && cargo build --quiet --bin ferry-export)
-moto_port=$(free_port); lambda_port=$(free_port)
+(cd functions/import && cargo build --quiet --bin ferry-import)
+moto_port=$(free_port); lambda_port=$(free_port); import_port=$(free_port)
 logs=$(mktemp -d)
 env -u AWS_CA_BUNDLE .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
 pids=($!)
@@ -98,4 +103,51 @@ if out=$(cargo lambda invoke ferry-export --invoke-address 127.0.0.1 --invoke-po
 fi
 grep -q 'fulll' <<<"$out" || { echo "the error does not name the field: $out" >&2; exit 1; }
 echo "refused: $(grep -o 'unknown field[^(]*' <<<"$out" | head -1)"
+say "import function: bundles uploaded to an import bucket, replayed in order"
+py -c 'import boto3; s3=boto3.client("s3"); [s3.create_bucket(Bucket=b) for b in ("e2e-import", "e2e-dest")]'
+cat >"$logs/import.env" <<ENV
+FERRY_JOB=lambda
+IMPORT_BUCKET=e2e-import
+DEST_BUCKET=e2e-dest
+STATE_TABLE=e2e-state
+RUN_BUDGET=0s
+MAX_HOPS=60
+AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL
+AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$import_port
+AWS_ACCESS_KEY_ID=e2e
+AWS_SECRET_ACCESS_KEY=e2e
+AWS_REGION=us-east-1
+AWS_EC2_METADATA_DISABLED=true
+FERRY_S3_PATH_STYLE=true
+ENV
+(cd functions/import && exec cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$import_port" \
+   --concurrency 40 --env-file "$logs/import.env") >"$logs/import-watch.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 600); do curl -s "http://127.0.0.1:$import_port/" >/dev/null 2>&1 && break; sleep 0.5; done
+carry="$logs/carry"
+target/debug/ferry download --from s3://e2e-export/bundles --job lambda --since 0 --to "$carry"
+upload() { # SEQUENCE: the bundle folder, as an operator would upload it
+  py - "$carry/lambda/$(printf %08d "$1")" "lambda/$(printf %08d "$1")" <<'PY'
+import boto3, os, sys
+s3 = boto3.client("s3")
+names = sorted(os.listdir(sys.argv[1]), key=lambda n: n == "SHA256SUMS")  # SHA256SUMS last
+for n in names:
+    s3.upload_file(os.path.join(sys.argv[1], n), "e2e-import", f"{sys.argv[2]}/{n}")
+PY
+}
+import_invoke() {
+  cargo lambda invoke ferry-import --invoke-address 127.0.0.1 --invoke-port "$import_port" --data-ascii "$1" \
+    | tee -a "$logs/import-invoke.log"; echo
+}
+imported() { py -c 'import boto3,json; i=boto3.client("dynamodb").get_item(TableName="e2e-state", Key={"job": {"S": "import/lambda"}}, ConsistentRead=True).get("Item"); print(json.loads(i["doc"]["S"])["sequence"] if i and "doc" in i else 0)'; }
+upload 2
+out=$(import_invoke '{"trigger": "sweep"}')
+grep -q '"applied":\[\]' <<<"$out" || { echo "bundle 2 alone must wait for bundle 1: $out" >&2; exit 1; }
+echo "bundle 2 alone: nothing applied ($(imported) applied so far), waiting for bundle 1"
+upload 1
+import_invoke '{"version":"0","id":"e2e","detail-type":"Object Created","source":"aws.s3","account":"123456789012","time":"2026-11-25T00:00:00Z","region":"us-east-1","resources":["arn:aws:s3:::e2e-import"],"detail":{"bucket":{"name":"e2e-import"},"object":{"key":"lambda/00000001/SHA256SUMS","size":1}}}' >/dev/null
+for _ in $(seq 600); do [ "$(imported)" = 2 ] && break; sleep 0.5; done
+[ "$(imported)" = 2 ] || { echo "the import did not reach bundle 2; log:" >&2; tail -40 "$logs/import-watch.log" >&2; exit 1; }
+echo "import took $(grep -c 'continuing the import' "$logs/import-watch.log") continuation hops"
+py scripts/compare-buckets.py e2e-source e2e-dest
 say "lambda end-to-end passed"

@@ -17,8 +17,10 @@ say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 say "template checks: cfn-lint, sam validate --lint"
-env -u AWS_CA_BUNDLE cfn-lint template.yaml
-env -u AWS_CA_BUNDLE SAM_CLI_TELEMETRY=0 sam validate --lint --template template.yaml
+for t in template.yaml infra/import.yaml; do
+  env -u AWS_CA_BUNDLE cfn-lint "$t"
+  env -u AWS_CA_BUNDLE SAM_CLI_TELEMETRY=0 sam validate --lint --template "$t"
+done
 
 say "building tests"
 cargo test --workspace --all-targets --no-run

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::S3Location;
 use crate::error::{Error, Result, io_at};
-use crate::manifest::{ChainLink, FORMAT, Final, MANIFEST_ENTRY, Manifest, ObjectEntry, VolumeInfo};
+use crate::manifest::{
+    ChainLink, FORMAT, Final, MANIFEST_ENTRY, Manifest, ObjectEntry, VolumeInfo,
+};
 use crate::s3::Store;
 use crate::unzip::{Directory, VolumeSource, read_directory, read_entry};
 
@@ -254,13 +256,15 @@ pub async fn open_volume(source: VolumeSource) -> Result<OpenVolume> {
     })
 }
 
+/// A volume as found: its folder, that folder's `SHA256SUMS` text, and the opened volume.
+type Found = (String, Option<String>, OpenVolume);
+
 /// Volume files and `SHA256SUMS` texts found in one folder or prefix.
 #[derive(Default)]
 struct Folder {
     volumes: Vec<VolumeSource>,
     sums: Option<String>,
 }
-
 
 fn walk_dir(dir: &Path, depth: u32, folders: &mut BTreeMap<String, Folder>) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -294,8 +298,7 @@ fn add_local_file(path: &Path, folders: &mut BTreeMap<String, Folder>) -> Result
         folder.volumes.push(VolumeSource::File(path.to_path_buf()));
         let sums = parent.join("SHA256SUMS");
         if folder.sums.is_none() && sums.is_file() {
-            folder.sums =
-                Some(std::fs::read_to_string(&sums).map_err(io_at("reading", &sums))?);
+            folder.sums = Some(std::fs::read_to_string(&sums).map_err(io_at("reading", &sums))?);
         }
     } else if name == "SHA256SUMS" && folder.sums.is_none() {
         folder.sums = Some(std::fs::read_to_string(path).map_err(io_at("reading", path))?);
@@ -305,12 +308,12 @@ fn add_local_file(path: &Path, folders: &mut BTreeMap<String, Folder>) -> Result
 
 async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>) -> Result<()> {
     let loc: S3Location = uri.parse()?;
-    let prefix = if loc.prefix.is_empty() || loc.prefix.ends_with('/') || loc.prefix.ends_with(".zip")
-    {
-        loc.prefix.clone()
-    } else {
-        format!("{}/", loc.prefix)
-    };
+    let prefix =
+        if loc.prefix.is_empty() || loc.prefix.ends_with('/') || loc.prefix.ends_with(".zip") {
+            loc.prefix.clone()
+        } else {
+            format!("{}/", loc.prefix)
+        };
     let mut lister = store.list(&loc.bucket, &prefix);
     let mut found = 0;
     while let Some(page) = lister.next_page().await? {
@@ -345,7 +348,9 @@ async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>
         return Err(Error::Bundle {
             what: "volumes".into(),
             location: uri.to_string(),
-            detail: "no .zip volume under this prefix: check the URI (s3://BUCKET/PREFIX/JOB/SEQUENCE/)".into(),
+            detail:
+                "no .zip volume under this prefix: check the URI (s3://BUCKET/PREFIX/JOB/SEQUENCE/)"
+                    .into(),
         });
     }
     Ok(())
@@ -357,7 +362,8 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
     let mut folders: BTreeMap<String, Folder> = BTreeMap::new();
     for s in sources {
         if s.starts_with("s3://") {
-            let store = store.ok_or_else(|| Error::config(s.as_str(), "s3:// sources need AWS access"))?;
+            let store =
+                store.ok_or_else(|| Error::config(s.as_str(), "s3:// sources need AWS access"))?;
             add_s3(store, s, &mut folders).await?;
             continue;
         }
@@ -370,7 +376,7 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
         }
     }
     // Open every volume (tail + manifest), a few at a time.
-    let mut opened: Vec<(String, Option<String>, OpenVolume)> = Vec::new();
+    let mut opened: Vec<Found> = Vec::new();
     for (location, folder) in folders {
         let mut seen = std::collections::HashSet::new();
         let sources: Vec<VolumeSource> = folder
@@ -378,8 +384,7 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
             .into_iter()
             .filter(|v| seen.insert(v.display()))
             .collect();
-        let mut vols = futures::stream::iter(sources.into_iter().map(open_volume))
-            .buffered(8);
+        let mut vols = futures::stream::iter(sources.into_iter().map(open_volume)).buffered(8);
         use futures::StreamExt;
         while let Some(v) = vols.next().await {
             opened.push((location.clone(), folder.sums.clone(), v?));
@@ -392,8 +397,7 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
             detail: "no .zip volume found: pass volume files, a folder holding a bundle, or an s3:// prefix".into(),
         });
     }
-    let mut groups: BTreeMap<(String, u64), Vec<(String, Option<String>, OpenVolume)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<(String, u64), Vec<Found>> = BTreeMap::new();
     for o in opened {
         groups
             .entry((o.2.manifest.job.clone(), o.2.manifest.sequence))
@@ -408,7 +412,10 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
         });
         let location = vols[0].0.clone();
         let Some(last) = vols.iter().find_map(|(_, _, v)| v.manifest.last.clone()) else {
-            let have: Vec<String> = vols.iter().map(|(_, _, v)| v.manifest.volume.to_string()).collect();
+            let have: Vec<String> = vols
+                .iter()
+                .map(|(_, _, v)| v.manifest.volume.to_string())
+                .collect();
             return Err(Error::Bundle {
                 what: format!("{sequence} of job `{job}`"),
                 location,
@@ -418,9 +425,10 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
                 ),
             });
         };
-        let sums = vols.iter().find_map(|(_, s, _)| s.clone()).filter(|s| {
-            s.contains(&format!("{job}-{sequence:08}-"))
-        });
+        let sums = vols
+            .iter()
+            .find_map(|(_, s, _)| s.clone())
+            .filter(|s| s.contains(&format!("{job}-{sequence:08}-")));
         let first = vols[0].2.manifest.clone();
         let bundle = Bundle {
             location,

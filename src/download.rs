@@ -81,7 +81,6 @@ struct Remote {
     files: BTreeMap<String, (String, String, u64)>,
 }
 
-
 /// Bundles of the job in the export bucket, by sequence.
 async fn remote_bundles(store: &Store, cfg: &DownloadConfig) -> Result<BTreeMap<u64, Remote>> {
     let base = cfg.from.key(&format!("{}/", cfg.job));
@@ -113,12 +112,21 @@ async fn remote_bundles(store: &Store, cfg: &DownloadConfig) -> Result<BTreeMap<
 }
 
 /// Download the selected bundles.
-pub async fn run(store: &Store, cfg: &DownloadConfig, progress: &dyn Progress) -> Result<DownloadReport> {
+pub async fn run(
+    store: &Store,
+    cfg: &DownloadConfig,
+    progress: &dyn Progress,
+) -> Result<DownloadReport> {
     let started = Instant::now();
     let remote = remote_bundles(store, cfg).await?;
-    let location = format!("s3://{}/{}", cfg.from.bucket, cfg.from.key(&format!("{}/", cfg.job)));
-    let (complete, incomplete): (Vec<&Remote>, Vec<&Remote>) =
-        remote.values().partition(|r| r.files.contains_key("SHA256SUMS"));
+    let location = format!(
+        "s3://{}/{}",
+        cfg.from.bucket,
+        cfg.from.key(&format!("{}/", cfg.job))
+    );
+    let (complete, incomplete): (Vec<&Remote>, Vec<&Remote>) = remote
+        .values()
+        .partition(|r| r.files.contains_key("SHA256SUMS"));
     let incomplete: Vec<u64> = incomplete.iter().map(|r| r.sequence).collect();
     let chosen: Vec<&Remote> = match cfg.select {
         Select::Latest => complete.last().copied().into_iter().collect(),
@@ -128,7 +136,8 @@ pub async fn run(store: &Store, cfg: &DownloadConfig, progress: &dyn Progress) -
                 return Err(Error::Bundle {
                     what: format!("{n} of job `{}`", cfg.job),
                     location,
-                    detail: "is not complete yet (no SHA256SUMS): wait for the export to finish".into(),
+                    detail: "is not complete yet (no SHA256SUMS): wait for the export to finish"
+                        .into(),
                 });
             }
             None => vec![],
@@ -168,7 +177,10 @@ pub async fn run(store: &Store, cfg: &DownloadConfig, progress: &dyn Progress) -
 /// Total bytes of the volumes that `run` would fetch for these bundles (for a progress bar).
 pub async fn planned_bytes(store: &Store, cfg: &DownloadConfig) -> Result<u64> {
     let remote = remote_bundles(store, cfg).await?;
-    let complete: Vec<&Remote> = remote.values().filter(|r| r.files.contains_key("SHA256SUMS")).collect();
+    let complete: Vec<&Remote> = remote
+        .values()
+        .filter(|r| r.files.contains_key("SHA256SUMS"))
+        .collect();
     let chosen: Vec<&Remote> = match cfg.select {
         Select::Latest => complete.last().copied().into_iter().collect(),
         Select::Sequence(n) => complete.into_iter().filter(|r| r.sequence == n).collect(),
@@ -215,7 +227,18 @@ async fn download_bundle(
                 detail: format!("SHA256SUMS lists `{name}`, which is not in the bucket"),
             });
         };
-        let (status, got) = fetch_volume(store, bucket, key, etag, *size, sha, &dir.join(name), cfg.concurrency, progress).await?;
+        let (status, got) = fetch_volume(
+            store,
+            bucket,
+            key,
+            etag,
+            *size,
+            sha,
+            &dir.join(name),
+            cfg.concurrency,
+            progress,
+        )
+        .await?;
         fetched += got;
         volumes.push(VolumeFile {
             name: name.to_string(),
@@ -226,10 +249,14 @@ async fn download_bundle(
     }
     if let Some(s) = summary {
         let p = dir.join("bundle.json");
-        tokio::fs::write(&p, &s).await.map_err(io_at("writing", &p))?;
+        tokio::fs::write(&p, &s)
+            .await
+            .map_err(io_at("writing", &p))?;
     }
     let p = dir.join("SHA256SUMS");
-    tokio::fs::write(&p, &sums).await.map_err(io_at("writing", &p))?;
+    tokio::fs::write(&p, &sums)
+        .await
+        .map_err(io_at("writing", &p))?;
     let bundle = DownloadedBundle {
         sequence: r.sequence,
         bundle_digest: hex::encode(Sha256::digest(&sums)),
@@ -243,7 +270,9 @@ async fn download_bundle(
 
 /// Hash an existing file's first `len` bytes.
 async fn hash_prefix(path: &Path, sha: &mut Sha256, progress: &dyn Progress) -> Result<u64> {
-    let mut f = tokio::fs::File::open(path).await.map_err(io_at("reading", path))?;
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(io_at("reading", path))?;
     let mut buf = vec![0u8; 1024 * 1024];
     let mut n = 0u64;
     loop {
@@ -305,7 +334,9 @@ async fn fetch_volume(
         .await
         .map_err(io_at("creating", &partial))?;
     if start == 0 {
-        file.set_len(0).await.map_err(io_at("truncating", &partial))?;
+        file.set_len(0)
+            .await
+            .map_err(io_at("truncating", &partial))?;
     }
     let resumed_from = start;
     let ranges = (start..size)
@@ -313,7 +344,12 @@ async fn fetch_volume(
         .map(|s| (s, (s + RANGE).min(size) - 1));
     let mut chunks = futures::stream::iter(ranges)
         .map(|range| {
-            let (store, bucket, key, etag) = (store.clone(), bucket.to_string(), key.to_string(), etag.to_string());
+            let (store, bucket, key, etag) = (
+                store.clone(),
+                bucket.to_string(),
+                key.to_string(),
+                etag.to_string(),
+            );
             tokio::spawn(async move { store.get(&bucket, &key, Some(&etag), Some(range)).await })
         })
         .buffered(concurrency.max(1));
@@ -332,7 +368,9 @@ async fn fetch_volume(
                 });
             }
         };
-        file.write_all(&body).await.map_err(io_at("writing", &partial))?;
+        file.write_all(&body)
+            .await
+            .map_err(io_at("writing", &partial))?;
         sha.update(&body);
         progress.object(body.len() as u64);
         start += body.len() as u64;
@@ -347,6 +385,8 @@ async fn fetch_volume(
             "downloaded {start} bytes with SHA-256 {got}; SHA256SUMS says {expected} ({size} bytes). The partial file was removed: run the download again"
         )));
     }
-    tokio::fs::rename(&partial, path).await.map_err(io_at("renaming", &partial))?;
+    tokio::fs::rename(&partial, path)
+        .await
+        .map_err(io_at("renaming", &partial))?;
     Ok((status, size - resumed_from))
 }

@@ -210,7 +210,10 @@ impl Error {
 }
 
 /// Map an I/O error on `path` to `Error::Io`.
-pub(crate) fn io_at(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+pub(crate) fn io_at(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> Error + use<> {
     let path = path.to_path_buf();
     move |source| Error::Io { op, path, source }
 }

@@ -19,8 +19,8 @@ use crate::config::{ExportConfig, S3Location};
 use crate::error::{Error, Result};
 use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
 use crate::manifest::{
-    BundleSummary, ChainLink, FORMAT, Final, Manifest, Move, ObjectEntry, SourceInfo, Totals, VolumeInfo,
-    bundle_digest, sha256sums,
+    BundleSummary, ChainLink, FORMAT, Final, Manifest, Move, ObjectEntry, SourceInfo, Totals,
+    VolumeInfo, bundle_digest, sha256sums,
 };
 use crate::plan::{Plan, PlanStats, estimate_volumes};
 use crate::s3::{Got, MultipartUpload, ObjectMeta, Store};

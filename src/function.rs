@@ -189,7 +189,7 @@ pub fn working_deadline(
 }
 
 /// Lambda error classes: the function's errors carry one of these as `errorType`.
-fn diagnostic(e: &Error) -> Diagnostic {
+pub(crate) fn diagnostic(e: &Error) -> Diagnostic {
     Diagnostic {
         error_type: if e.is_retryable() {
             "Retryable"
@@ -308,37 +308,55 @@ impl Handler {
         })
         .expect("invocation serialises");
         info!(function = %self.function_name, sequence, hop, "continuing the bundle in a new invocation");
-        self.lambda
-            .invoke()
-            .function_name(&self.function_name)
-            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
-            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
-            .send()
-            .await
-            .map_err(|e| Error::Invoke {
-                function: self.function_name.clone(),
-                source: Box::new(e),
-            })?;
-        Ok(())
+        invoke_async(&self.lambda, &self.function_name, payload).await
     }
 
     async fn notify(&self, subject: &str, message: &str) {
-        let Some(topic) = &self.cfg.topic_arn else {
-            return;
-        };
-        let subject: String = subject.chars().take(99).collect();
-        if let Err(e) = self
-            .sns
-            .publish()
-            .topic_arn(topic)
-            .subject(subject)
-            .message(message)
-            .send()
-            .await
-        {
-            warn!(topic, error = %e, "could not publish the run summary");
-        }
+        publish(&self.sns, self.cfg.topic_arn.as_deref(), subject, message).await
     }
+}
+
+/// Publish a run summary to the topic, if one is configured (a failure is logged, not fatal).
+pub(crate) async fn publish(
+    sns: &aws_sdk_sns::Client,
+    topic: Option<&str>,
+    subject: &str,
+    message: &str,
+) {
+    let Some(topic) = topic else {
+        return;
+    };
+    let subject: String = subject.chars().take(99).collect();
+    if let Err(e) = sns
+        .publish()
+        .topic_arn(topic)
+        .subject(subject)
+        .message(message)
+        .send()
+        .await
+    {
+        warn!(topic, error = %e, "could not publish the run summary");
+    }
+}
+
+/// Invoke `function` asynchronously with `payload` (a continuation).
+pub(crate) async fn invoke_async(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+    payload: Vec<u8>,
+) -> Result<()> {
+    lambda
+        .invoke()
+        .function_name(function)
+        .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+        .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+        .send()
+        .await
+        .map_err(|e| Error::Invoke {
+            function: function.to_string(),
+            source: Box::new(e),
+        })?;
+    Ok(())
 }
 
 /// The SNS message of a completed bundle: where it is, its volumes, counts, and the command

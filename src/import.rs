@@ -135,7 +135,9 @@ fn chain_check(
     }
     let empty = rec.sequence == 0 && rec.bundle_digest.is_none();
     let follows = match &b.previous {
-        Some(p) => rec.sequence == p.sequence && rec.bundle_digest.as_deref() == Some(&p.bundle_digest),
+        Some(p) => {
+            rec.sequence == p.sequence && rec.bundle_digest.as_deref() == Some(&p.bundle_digest)
+        }
         None => empty,
     } || (b.baseline && empty);
     if follows {
@@ -248,10 +250,16 @@ pub async fn run(
 }
 
 fn rel_keys<'a>(b: &'a Bundle, keys: impl Iterator<Item = &'a String>) -> Vec<String> {
-    keys.map(|k| relative(k, &b.source_prefix).to_string()).collect()
+    keys.map(|k| relative(k, &b.source_prefix).to_string())
+        .collect()
 }
 
-async fn dry_run(ledger: &Ledger, cfg: &ImportConfig, b: &Bundle, out: &mut BundleOutcome) -> Result<()> {
+async fn dry_run(
+    ledger: &Ledger,
+    cfg: &ImportConfig,
+    b: &Bundle,
+    out: &mut BundleOutcome,
+) -> Result<()> {
     let keys: Vec<String> = b.objects().map(|o| o.key.clone()).collect();
     let known = ledger.lookup(&keys).await?;
     for o in b.objects() {
@@ -379,7 +387,10 @@ async fn apply(
         pending.volumes_done.push(index);
         rec.pending = Some(pending.clone());
         ledger
-            .save(rec.clone(), landed.into_iter().map(|(k, e)| (k, Some(e))).collect())
+            .save(
+                rec.clone(),
+                landed.into_iter().map(|(k, e)| (k, Some(e))).collect(),
+            )
             .await?;
         info!(volume = %report.location, objects = report.objects, bytes = report.bytes, "volume imported");
         progressed = true;
@@ -410,10 +421,7 @@ async fn apply(
                 .get(&m.from)
                 .filter(|e| e.etag == m.etag && e.size == m.size)
                 .cloned();
-            let moved_entry = |place: String, e: &IndexEntry| IndexEntry {
-                place,
-                ..e.clone()
-            };
+            let moved_entry = |place: String, e: &IndexEntry| IndexEntry { place, ..e.clone() };
             if let Some(e) = &expected
                 && cfg.target.holds(from_rel, e).await?
             {
@@ -452,7 +460,13 @@ async fn apply(
         }
     }
     // Deletions (and objects that vanished before the export read them).
-    let gone: Vec<String> = b.last.deleted.iter().chain(&b.last.vanished).cloned().collect();
+    let gone: Vec<String> = b
+        .last
+        .deleted
+        .iter()
+        .chain(&b.last.vanished)
+        .cloned()
+        .collect();
     if !gone.is_empty() {
         let known = ledger.lookup(&gone).await?;
         for k in &gone {

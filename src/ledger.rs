@@ -71,7 +71,6 @@ pub enum Ledger {
     },
 }
 
-
 impl Ledger {
     /// Open (or start) the record in a local file; takes `<file>.lock` until `close`.
     pub async fn open_file(path: &Path) -> Result<Self> {
@@ -116,7 +115,11 @@ impl Ledger {
             },
             Err(e) => return Err(io_at("reading", path)(e)),
         };
-        Ok(Ledger::File { path: path.to_path_buf(), lock, state })
+        Ok(Ledger::File {
+            path: path.to_path_buf(),
+            lock,
+            state,
+        })
     }
 
     /// Open the record of `job` in the state table, taking its import lease.
@@ -170,12 +173,13 @@ impl Ledger {
                 let ids: Vec<String> = keys.iter().map(|k| format!("{prefix}{k}")).collect();
                 let mut out = HashMap::new();
                 for (id, doc) in table.get_docs(&ids).await? {
-                    let entry: IndexEntry = serde_json::from_str(&doc).map_err(|e| Error::Corrupt {
-                        what: "import key index",
-                        location: format!("table `{}` item `{id}`", table.name()),
-                        hint: "delete the item; the next import must then be a baseline",
-                        source: Box::new(e),
-                    })?;
+                    let entry: IndexEntry =
+                        serde_json::from_str(&doc).map_err(|e| Error::Corrupt {
+                            what: "import key index",
+                            location: format!("table `{}` item `{id}`", table.name()),
+                            hint: "delete the item; the next import must then be a baseline",
+                            source: Box::new(e),
+                        })?;
                     out.insert(id[prefix.len()..].to_string(), entry);
                 }
                 Ok(out)
@@ -184,7 +188,11 @@ impl Ledger {
     }
 
     /// Apply index changes (`None` removes a key) and store `record`.
-    pub async fn save(&mut self, record: Record, changes: Vec<(String, Option<IndexEntry>)>) -> Result<()> {
+    pub async fn save(
+        &mut self,
+        record: Record,
+        changes: Vec<(String, Option<IndexEntry>)>,
+    ) -> Result<()> {
         match self {
             Ledger::File { path, state, .. } => {
                 for (k, e) in changes {
@@ -199,8 +207,12 @@ impl Ledger {
                 let mut tmp = path.as_os_str().to_owned();
                 tmp.push(".tmp");
                 let tmp = PathBuf::from(tmp);
-                tokio::fs::write(&tmp, json).await.map_err(io_at("writing", &tmp))?;
-                tokio::fs::rename(&tmp, &*path).await.map_err(io_at("replacing", path))?;
+                tokio::fs::write(&tmp, json)
+                    .await
+                    .map_err(io_at("writing", &tmp))?;
+                tokio::fs::rename(&tmp, &*path)
+                    .await
+                    .map_err(io_at("replacing", path))?;
                 Ok(())
             }
             Ledger::Table {

@@ -4,24 +4,26 @@
 
 pub mod archive;
 pub mod aws;
+pub mod bundle;
 pub mod config;
+pub mod download;
 pub mod error;
 pub mod export;
 #[cfg(feature = "lambda")]
 pub mod function;
-pub mod inventory;
-pub mod manifest;
-pub mod bundle;
-pub mod unzip;
-pub mod verify;
 pub mod import;
+#[cfg(feature = "lambda")]
+pub mod import_function;
+pub mod inventory;
 pub mod ledger;
-pub mod target;
-pub mod download;
+pub mod manifest;
 pub mod plan;
 pub mod s3;
 pub mod sink;
 pub mod state;
+pub mod target;
+pub mod unzip;
+pub mod verify;
 
 pub use error::{Error, Result};
 

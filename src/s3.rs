@@ -306,7 +306,14 @@ impl Store {
 
     /// Metadata and headers of the current version, or `None` if the key is gone.
     pub async fn stat(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
-        match self.client.head_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(ObjectMeta {
                 etag: unquote(out.e_tag().unwrap_or_default()),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -521,7 +528,11 @@ impl Store {
                 parts.push(
                     CompletedPart::builder()
                         .part_number(i as i32 + 1)
-                        .set_e_tag(out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string))
+                        .set_e_tag(
+                            out.copy_part_result()
+                                .and_then(|r| r.e_tag())
+                                .map(str::to_string),
+                        )
                         .build(),
                 );
             }
@@ -531,7 +542,11 @@ impl Store {
                 .bucket(bucket)
                 .key(to)
                 .upload_id(&id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
                 .send()
                 .await
                 .map_err(|e| s3_err("CompleteMultipartUpload", bucket, to, e))?;
@@ -927,12 +942,24 @@ impl PartUploader {
 /// `Expires` as the SDK wants it (a date); an unparseable value is left out with a warning.
 fn expires(h: &ObjectHeaders, bucket: &str, key: &str) -> Option<aws_sdk_s3::primitives::DateTime> {
     let v = h.expires.as_deref()?;
-    match aws_sdk_s3::primitives::DateTime::from_str(v, aws_sdk_s3::primitives::DateTimeFormat::HttpDate)
-        .or_else(|_| aws_sdk_s3::primitives::DateTime::from_str(v, aws_sdk_s3::primitives::DateTimeFormat::DateTime))
-    {
+    match aws_sdk_s3::primitives::DateTime::from_str(
+        v,
+        aws_sdk_s3::primitives::DateTimeFormat::HttpDate,
+    )
+    .or_else(|_| {
+        aws_sdk_s3::primitives::DateTime::from_str(
+            v,
+            aws_sdk_s3::primitives::DateTimeFormat::DateTime,
+        )
+    }) {
         Ok(d) => Some(d),
         Err(_) => {
-            warn!(bucket, key, expires = v, "Expires is not an HTTP date; it is not restored");
+            warn!(
+                bucket,
+                key,
+                expires = v,
+                "Expires is not an HTTP date; it is not restored"
+            );
             None
         }
     }

@@ -355,7 +355,12 @@ impl StateTable {
                     .send()
                     .await
                     .map_err(|e| self.err("BatchGetItem", e))?;
-                for item in res.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                for item in res
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
                     if let (Some(k), Some(d)) = (
                         item.get(KEY_ATTRIBUTE).and_then(|v| v.as_s().ok()),
                         item.get(DOC_ATTRIBUTE).and_then(|v| v.as_s().ok()),

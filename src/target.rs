@@ -40,7 +40,6 @@ pub enum Target {
     },
 }
 
-
 /// The key relative to the source prefix (what is replayed under the destination prefix).
 pub fn relative<'k>(key: &'k str, source_prefix: &str) -> &'k str {
     key.strip_prefix(source_prefix).unwrap_or(key)
@@ -68,7 +67,10 @@ impl Target {
     /// `_escaped/<sha256 of the key>`.
     pub fn place(root: &Path, rel: &str) -> String {
         let first = rel.split('/').next().unwrap_or_default();
-        let escaped = format!("{ESCAPED_DIR}/{}", hex::encode(Sha256::digest(rel.as_bytes())));
+        let escaped = format!(
+            "{ESCAPED_DIR}/{}",
+            hex::encode(Sha256::digest(rel.as_bytes()))
+        );
         if !is_safe_path(rel) || first == STATE_DIR || first == ESCAPED_DIR {
             return escaped;
         }
@@ -93,7 +95,10 @@ impl Target {
         if p.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(Error::config(
                 "key index",
-                format!("path `{place}` would leave {}; the index is damaged", root.display()),
+                format!(
+                    "path `{place}` would leave {}; the index is damaged",
+                    root.display()
+                ),
             ));
         }
         Ok(root.join(p))
@@ -111,7 +116,10 @@ impl Target {
                 Ok(_) => {
                     return Err(Error::config(
                         "directory target",
-                        format!("`{}` is not a plain folder; refusing to write through it", dir.display()),
+                        format!(
+                            "`{}` is not a plain folder; refusing to write through it",
+                            dir.display()
+                        ),
                     ));
                 }
                 Err(_) => match tokio::fs::create_dir(&dir).await {
@@ -125,7 +133,12 @@ impl Target {
     }
 
     /// Open a writer for `obj` (its bytes become visible on commit).
-    async fn open(&self, rel: &str, obj: &ObjectEntry, shared: &Arc<Shared>) -> Result<ImportWriter> {
+    async fn open(
+        &self,
+        rel: &str,
+        obj: &ObjectEntry,
+        shared: &Arc<Shared>,
+    ) -> Result<ImportWriter> {
         let entry = |place: String| IndexEntry {
             etag: obj.etag.clone(),
             sha256: obj.sha256.clone(),
@@ -163,7 +176,9 @@ impl Target {
                 let path = Self::make_parents(root, &place).await?;
                 let tmp = path.with_file_name(format!(
                     ".{}.ferry-{}",
-                    path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                    path.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default(),
                     uuid::Uuid::new_v4().simple()
                 ));
                 let tmp_path = tmp.clone();
@@ -194,10 +209,12 @@ impl Target {
     /// Does the destination hold exactly `entry` for `rel`?
     pub async fn holds(&self, rel: &str, entry: &IndexEntry) -> Result<bool> {
         match self {
-            Target::S3 { store, dest, .. } => Ok(match store.head(&dest.bucket, &dest.key(rel)).await? {
-                Some((etag, size)) => etag == entry.place && size == entry.size,
-                None => false,
-            }),
+            Target::S3 { store, dest, .. } => {
+                Ok(match store.head(&dest.bucket, &dest.key(rel)).await? {
+                    Some((etag, size)) => etag == entry.place && size == entry.size,
+                    None => false,
+                })
+            }
             Target::Dir { root } => {
                 let path = Self::inside(root, &entry.place)?;
                 Ok(file_sha256(&path).await? == Some((entry.size, entry.sha256.clone())))
@@ -206,7 +223,12 @@ impl Target {
     }
 
     /// Does `rel` hold bytes with this size and SHA-256 (read in full)? Returns where.
-    pub async fn holds_content(&self, rel: &str, size: u64, sha256: &str) -> Result<Option<String>> {
+    pub async fn holds_content(
+        &self,
+        rel: &str,
+        size: u64,
+        sha256: &str,
+    ) -> Result<Option<String>> {
         match self {
             Target::S3 { store, dest, .. } => {
                 let key = dest.key(rel);
@@ -220,7 +242,10 @@ impl Target {
             Target::Dir { root } => {
                 let place = Self::place(root, rel);
                 let path = Self::inside(root, &place)?;
-                Ok((file_sha256(&path).await? == Some((size, sha256.to_string()))).then_some(place))
+                Ok(
+                    (file_sha256(&path).await? == Some((size, sha256.to_string())))
+                        .then_some(place),
+                )
             }
         }
     }
@@ -237,7 +262,9 @@ impl Target {
         match self {
             Target::S3 { store, dest, .. } => {
                 let (from, to) = (dest.key(from_rel), dest.key(to_rel));
-                let etag = store.copy(&dest.bucket, &from, &to, entry.size, headers).await?;
+                let etag = store
+                    .copy(&dest.bucket, &from, &to, entry.size, headers)
+                    .await?;
                 store.delete(&dest.bucket, &from).await?;
                 Ok(etag)
             }
@@ -245,7 +272,9 @@ impl Target {
                 let from = Self::inside(root, &entry.place)?;
                 let place = Self::place(root, to_rel);
                 let to = Self::make_parents(root, &place).await?;
-                tokio::fs::rename(&from, &to).await.map_err(io_at("renaming", &from))?;
+                tokio::fs::rename(&from, &to)
+                    .await
+                    .map_err(io_at("renaming", &from))?;
                 prune_empty(root, &from).await;
                 Ok(place)
             }
@@ -264,7 +293,9 @@ impl Target {
                 let path = Self::inside(root, &place)?;
                 match tokio::fs::symlink_metadata(&path).await {
                     Ok(m) if m.is_file() => {
-                        tokio::fs::remove_file(&path).await.map_err(io_at("removing", &path))?;
+                        tokio::fs::remove_file(&path)
+                            .await
+                            .map_err(io_at("removing", &path))?;
                         prune_empty(root, &path).await;
                     }
                     _ => {}
@@ -295,10 +326,20 @@ impl Target {
                 let mut out = Vec::new();
                 let mut stack = vec![(root.clone(), String::new())];
                 while let Some((dir, rel)) = stack.pop() {
-                    let mut rd = tokio::fs::read_dir(&dir).await.map_err(io_at("reading directory", &dir))?;
-                    while let Some(e) = rd.next_entry().await.map_err(io_at("reading directory", &dir))? {
+                    let mut rd = tokio::fs::read_dir(&dir)
+                        .await
+                        .map_err(io_at("reading directory", &dir))?;
+                    while let Some(e) = rd
+                        .next_entry()
+                        .await
+                        .map_err(io_at("reading directory", &dir))?
+                    {
                         let name = e.file_name().to_string_lossy().into_owned();
-                        let place = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+                        let place = if rel.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{rel}/{name}")
+                        };
                         if rel.is_empty() && name == STATE_DIR {
                             continue;
                         }
@@ -322,7 +363,9 @@ impl Target {
             Target::S3 { .. } => self.delete(stray, None).await,
             Target::Dir { root } => {
                 let path = Self::inside(root, stray)?;
-                tokio::fs::remove_file(&path).await.map_err(io_at("removing", &path))?;
+                tokio::fs::remove_file(&path)
+                    .await
+                    .map_err(io_at("removing", &path))?;
                 prune_empty(root, &path).await;
                 Ok(())
             }
@@ -479,13 +522,19 @@ impl EntryWriter for ImportWriter {
                 shared.check()?;
                 let permit = shared.slots.clone().acquire_owned().await.expect("open");
                 shared.puts.lock().expect("lock").spawn(async move {
-                    let etag = store.put_object(&bucket, &key, buf.freeze(), &obj.headers).await?;
+                    let etag = store
+                        .put_object(&bucket, &key, buf.freeze(), &obj.headers)
+                        .await?;
                     drop(permit);
                     Ok((obj.key.clone(), index_entry(&obj, etag)))
                 });
                 Ok(())
             }
-            ImportWriter::Multipart { shared, upload, obj } => {
+            ImportWriter::Multipart {
+                shared,
+                upload,
+                obj,
+            } => {
                 let etag = upload.finish_etag().await?;
                 shared.landed(obj.key.clone(), index_entry(&obj, etag));
                 Ok(())
@@ -506,7 +555,9 @@ impl EntryWriter for ImportWriter {
                     let std = file.into_std().await;
                     let _ = std.set_modified(m);
                 }
-                tokio::fs::rename(&t, &path).await.map_err(io_at("renaming", &t))?;
+                tokio::fs::rename(&t, &path)
+                    .await
+                    .map_err(io_at("renaming", &t))?;
                 tmp.0 = None;
                 shared.landed(key, entry);
                 Ok(())

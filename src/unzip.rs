@@ -75,14 +75,16 @@ impl VolumeSource {
     /// Size in bytes.
     pub async fn len(&self) -> Result<u64> {
         match self {
-            VolumeSource::File(p) => tokio::fs::metadata(p)
-                .await
-                .map(|m| m.len())
-                .map_err(|source| Error::Io {
-                    op: "reading",
-                    path: p.clone(),
-                    source,
-                }),
+            VolumeSource::File(p) => {
+                tokio::fs::metadata(p)
+                    .await
+                    .map(|m| m.len())
+                    .map_err(|source| Error::Io {
+                        op: "reading",
+                        path: p.clone(),
+                        source,
+                    })
+            }
             VolumeSource::S3 { size, .. } => Ok(*size),
         }
     }
@@ -129,13 +131,11 @@ impl VolumeSource {
     pub async fn stream(&self) -> Result<Stream> {
         match self {
             VolumeSource::File(p) => {
-                let f = tokio::fs::File::open(p)
-                    .await
-                    .map_err(|source| Error::Io {
-                        op: "opening",
-                        path: p.clone(),
-                        source,
-                    })?;
+                let f = tokio::fs::File::open(p).await.map_err(|source| Error::Io {
+                    op: "opening",
+                    path: p.clone(),
+                    source,
+                })?;
                 Ok(Box::new(BufReader::with_capacity(CHUNK, f)))
             }
             VolumeSource::S3 { size, .. } => {
@@ -144,9 +144,9 @@ impl VolumeSource {
                 let chunks = futures::stream::iter((0..size).step_by(RANGE as usize))
                     .map(move |start| {
                         let me = me.clone();
-                        tokio::spawn(async move {
-                            me.read_range(start, RANGE.min(size - start)).await
-                        })
+                        tokio::spawn(
+                            async move { me.read_range(start, RANGE.min(size - start)).await },
+                        )
                     })
                     .buffered(RANGES_IN_FLIGHT)
                     .map(|r| match r {
@@ -218,8 +218,12 @@ pub async fn read_directory(src: &VolumeSource) -> Result<Directory> {
     let tail = src.read_range(len - tail_len, tail_len).await?;
     let at = (0..=tail.len() - 22)
         .rev()
-        .find(|&i| u32_at(&tail, i) == EOCD_SIG && i + 22 + u16_at(&tail, i + 20) as usize == tail.len())
-        .ok_or_else(|| src.bad("no end-of-central-directory record (truncated or not a zip file)"))?;
+        .find(|&i| {
+            u32_at(&tail, i) == EOCD_SIG && i + 22 + u16_at(&tail, i + 20) as usize == tail.len()
+        })
+        .ok_or_else(|| {
+            src.bad("no end-of-central-directory record (truncated or not a zip file)")
+        })?;
     let eocd = &tail[at..];
     let mut count = u16_at(eocd, 10) as u64;
     let mut cd_size = u32_at(eocd, 12) as u64;
@@ -444,7 +448,10 @@ impl<'d> Walk<'d> {
         self.skip_to(e.header_offset).await?;
         let h = self.read_exact(30).await?;
         if u32_at(&h, 0) != LOCAL_SIG {
-            return Err(self.bad(format!("no local header for `{}` at byte {}", e.name, e.header_offset)));
+            return Err(self.bad(format!(
+                "no local header for `{}` at byte {}",
+                e.name, e.header_offset
+            )));
         }
         let (name_len, extra_len) = (u16_at(&h, 26) as usize, u16_at(&h, 28) as usize);
         let name = self.read_exact(name_len).await?;

@@ -19,7 +19,10 @@ use crate::unzip::Walk;
 pub trait EntrySink: Send {
     type Writer: EntryWriter;
     /// A writer for `obj`, or `None` to only verify it.
-    fn open(&mut self, obj: &ObjectEntry) -> impl Future<Output = Result<Option<Self::Writer>>> + Send;
+    fn open(
+        &mut self,
+        obj: &ObjectEntry,
+    ) -> impl Future<Output = Result<Option<Self::Writer>>> + Send;
 }
 
 /// One object's bytes on their way somewhere. Dropped without `commit` (on a mismatch or an
@@ -123,7 +126,10 @@ pub async fn check_volume<S: EntrySink>(
             detail,
         };
         if d.size != obj.size {
-            return Err(mismatch(format!("{} bytes, the manifest says {}", d.size, obj.size)));
+            return Err(mismatch(format!(
+                "{} bytes, the manifest says {}",
+                d.size, obj.size
+            )));
         }
         if d.crc32 != obj.crc32 {
             return Err(mismatch(format!(

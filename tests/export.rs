@@ -26,19 +26,16 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 fn put_multipart(ctx: &Ctx, key: &str, body: &[u8]) {
     use tokio::io::AsyncWriteExt;
     block_on(async {
-        let mut upload =
-            ctx.clients
-                .s3
-                .multipart(
-                    &ctx.src,
-                    key,
-                    5 * 1024 * 1024,
-                    2,
-                    &s3_ferry::manifest::ObjectHeaders {
-                        content_type: Some("application/x-tar".into()),
-                        ..Default::default()
-                    },
-                );
+        let mut upload = ctx.clients.s3.multipart(
+            &ctx.src,
+            key,
+            5 * 1024 * 1024,
+            2,
+            &s3_ferry::manifest::ObjectHeaders {
+                content_type: Some("application/x-tar".into()),
+                ..Default::default()
+            },
+        );
         upload.write_all(body).await.unwrap();
         upload.finish().await.unwrap();
     });

@@ -207,7 +207,16 @@ impl World {
         let since = (self.sequence - 1).to_string();
         let dest = self.ctx.dest_uri();
         let r = self.ferry(&[
-            "download", "--from", &dest, "--job", &self.ctx.job, "--since", &since, "--to", &carry, "--json",
+            "download",
+            "--from",
+            &dest,
+            "--job",
+            &self.ctx.job,
+            "--since",
+            &since,
+            "--to",
+            &carry,
+            "--json",
         ]);
         assert_eq!(r.code, 0, "download: {}\n{}", r.stdout, r.stderr);
         let bundle = self
@@ -220,7 +229,15 @@ impl World {
         assert_eq!(r.code, 0, "verify: {}\n{}", r.stdout, r.stderr);
         let state = self.state_file();
         let to = format!("s3://{}/mirror", self.dst);
-        let r = self.ferry(&["import", b, "--to", &to, "--state", state.to_str().unwrap(), "--json"]);
+        let r = self.ferry(&[
+            "import",
+            b,
+            "--to",
+            &to,
+            "--state",
+            state.to_str().unwrap(),
+            "--json",
+        ]);
         assert_eq!(r.code, 0, "import to bucket: {}\n{}", r.stdout, r.stderr);
         assert_eq!(r.json()["bundles"][0]["status"], "applied", "{}", r.stdout);
         let dir = self.dir.path().to_str().unwrap();
@@ -239,7 +256,10 @@ impl World {
         for (k, s) in &src {
             let d = &dst[k];
             assert!(s.body == d.body, "{what}: bytes of `{k}` differ");
-            let strip = |o: &Obj| Obj { body: Vec::new(), ..o.clone() };
+            let strip = |o: &Obj| Obj {
+                body: Vec::new(),
+                ..o.clone()
+            };
             assert_eq!(strip(s), strip(d), "{what}: headers of `{k}` differ");
         }
         let dir = dir_snapshot(self.dir.path());
@@ -249,7 +269,10 @@ impl World {
             "{what}: directory keys differ"
         );
         for (k, body) in &dir {
-            assert!(body == &src[k].body, "{what}: directory bytes of `{k}` differ");
+            assert!(
+                body == &src[k].body,
+                "{what}: directory bytes of `{k}` differ"
+            );
         }
         src.len()
     }
@@ -305,7 +328,9 @@ fn round_trip_random_changes_keep_bucket_and_directory_equal_to_the_source() {
             let ops = w.mutate();
             w.cycle();
             let n = w.assert_mirrors(&format!("seed {seed} cycle {c} after {ops:?}"));
-            eprintln!("seed {seed} cycle {c} ({ops:?}): {n} objects compared in bucket and directory");
+            eprintln!(
+                "seed {seed} cycle {c} ({ops:?}): {n} objects compared in bucket and directory"
+            );
         }
         // AND re-applying the last bundle changes nothing
         let bundle = w
@@ -317,7 +342,13 @@ fn round_trip_random_changes_keep_bucket_and_directory_equal_to_the_source() {
         let to = format!("s3://{}/mirror", w.dst);
         let state = w.state_file();
         let r = w.ferry(&[
-            "import", bundle.to_str().unwrap(), "--to", &to, "--state", state.to_str().unwrap(), "--json",
+            "import",
+            bundle.to_str().unwrap(),
+            "--to",
+            &to,
+            "--state",
+            state.to_str().unwrap(),
+            "--json",
         ]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert_eq!(r.json()["bundles"][0]["status"], "already_applied");
@@ -340,8 +371,16 @@ fn three_bundles(name: &str) -> (Ctx, tempfile::TempDir) {
     ctx.export_ok(&[]);
     let carry = tempfile::tempdir().unwrap();
     let r = ctx.ferry(&[
-        "download", "--from", &ctx.dest_uri(), "--job", &ctx.job, "--since", "0", "--to",
-        carry.path().to_str().unwrap(), "--json",
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--since",
+        "0",
+        "--to",
+        carry.path().to_str().unwrap(),
+        "--json",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["bundles"].as_array().unwrap().len(), 3);
@@ -349,7 +388,12 @@ fn three_bundles(name: &str) -> (Ctx, tempfile::TempDir) {
 }
 
 fn bundle_dir(carry: &Path, job: &str, seq: u64) -> String {
-    carry.join(job).join(format!("{seq:08}")).to_str().unwrap().to_string()
+    carry
+        .join(job)
+        .join(format!("{seq:08}"))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -363,14 +407,30 @@ fn bundles_apply_only_in_chain_order_and_reapplying_changes_nothing() {
     // GIVEN an empty target WHEN bundle 2 comes first THEN it is refused naming both ends
     let r = ctx.ferry(&["import", &b(2), "--to", &to, "--state", st]);
     assert_eq!(r.code, 6, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("bundle 2 of job") && r.stderr.contains("follows bundle 1"), "{}", r.stderr);
-    assert!(r.stderr.contains("none (the target has no bundle yet)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("bundle 2 of job") && r.stderr.contains("follows bundle 1"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("none (the target has no bundle yet)"),
+        "{}",
+        r.stderr
+    );
     assert!(ctx.keys(&dst, "").is_empty(), "nothing may be written");
     // WHEN 1 is applied, 3 is still refused; THEN 2, 3 apply
-    assert_eq!(ctx.ferry(&["import", &b(1), "--to", &to, "--state", st]).code, 0);
+    assert_eq!(
+        ctx.ferry(&["import", &b(1), "--to", &to, "--state", st])
+            .code,
+        0
+    );
     let r = ctx.ferry(&["import", &b(3), "--to", &to, "--state", st]);
     assert_eq!(r.code, 6, "{}", r.stderr);
-    assert!(r.stderr.contains("follows bundle 2") && r.stderr.contains("is 1 (digest"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("follows bundle 2") && r.stderr.contains("is 1 (digest"),
+        "{}",
+        r.stderr
+    );
     let r = ctx.ferry(&["import", &b(2), &b(3), "--to", &to, "--state", st, "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let j = r.json();
@@ -380,24 +440,57 @@ fn bundles_apply_only_in_chain_order_and_reapplying_changes_nothing() {
     assert_eq!(ctx.snapshot(&dst, ""), ctx.snapshot(&ctx.src, ""));
     // WHEN everything is given again THEN all three are recognised and nothing changes
     let heads = ctx.keys(&dst, "");
-    let r = ctx.ferry(&["import", carry.path().to_str().unwrap(), "--to", &to, "--state", st, "--json"]);
+    let r = ctx.ferry(&[
+        "import",
+        carry.path().to_str().unwrap(),
+        "--to",
+        &to,
+        "--state",
+        st,
+        "--json",
+    ]);
     assert_eq!(r.code, 6, "an older bundle is refused: {}", r.stderr);
     let r = ctx.ferry(&["import", &b(3), "--to", &to, "--state", st, "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["bundles"][0]["status"], "already_applied");
     assert_eq!(heads, ctx.keys(&dst, ""));
     // AND --dry-run of an out-of-order bundle with --force lists changes, changes nothing
-    let r = ctx.ferry(&["import", &b(2), "--to", &to, "--state", st, "--dry-run", "--force", "--json"]);
+    let r = ctx.ferry(&[
+        "import",
+        &b(2),
+        "--to",
+        &to,
+        "--state",
+        st,
+        "--dry-run",
+        "--force",
+        "--json",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let changes = r.json()["bundles"][0]["changes"].as_array().unwrap().clone();
-    assert!(changes.iter().any(|c| c["op"] == "overwrite" && c["key"] == "f/0.txt"), "{changes:?}");
-    assert!(changes.iter().any(|c| c["op"] == "delete" && c["key"] == "f/1.txt"), "{changes:?}");
+    let changes = r.json()["bundles"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["op"] == "overwrite" && c["key"] == "f/0.txt"),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["op"] == "delete" && c["key"] == "f/1.txt"),
+        "{changes:?}"
+    );
     assert_eq!(ctx.snapshot(&dst, ""), ctx.snapshot(&ctx.src, ""));
 }
 
 /// Offset of the first occurrence of `needle` in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> usize {
-    hay.windows(needle.len()).position(|w| w == needle).expect("needle present")
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle present")
 }
 
 #[test]
@@ -410,11 +503,21 @@ fn a_tampered_volume_is_refused_and_no_corrupt_object_is_written() {
     ctx.export_ok(&[]);
     let carry = tempfile::tempdir().unwrap();
     let r = ctx.ferry(&[
-        "download", "--from", &ctx.dest_uri(), "--job", &ctx.job, "--latest", "--to",
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--latest",
+        "--to",
         carry.path().to_str().unwrap(),
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("every volume matches SHA256SUMS"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("every volume matches SHA256SUMS"),
+        "{}",
+        r.stdout
+    );
     let b = bundle_dir(carry.path(), &ctx.job, 1);
     let vol = Path::new(&b).join(format!("{}-00000001-0001.zip", ctx.job));
     let mut bytes = std::fs::read(&vol).unwrap();
@@ -424,20 +527,43 @@ fn a_tampered_volume_is_refused_and_no_corrupt_object_is_written() {
     // WHEN it is verified THEN exit 5 names the volume, the entry and the key
     let r = ctx.ferry(&["verify", &b]);
     assert_eq!(r.code, 5, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("b.txt") && r.stderr.contains("0001.zip"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("b.txt") && r.stderr.contains("0001.zip"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("CRC-32"), "{}", r.stderr);
     // WHEN it is imported THEN it is refused, `b.txt` is not written and the state is unchanged
     let dst = ctx.bucket("dst");
     let state = carry.path().join("state.json");
-    let r = ctx.ferry(&["import", &b, "--to", &format!("s3://{dst}"), "--state", state.to_str().unwrap()]);
+    let r = ctx.ferry(&[
+        "import",
+        &b,
+        "--to",
+        &format!("s3://{dst}"),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 5, "{}\n{}", r.stdout, r.stderr);
-    assert!(ctx.get(&dst, "b.txt").is_none(), "the corrupt object must not land");
+    assert!(
+        ctx.get(&dst, "b.txt").is_none(),
+        "the corrupt object must not land"
+    );
     if let Some(body) = ctx.get(&dst, "a.txt") {
         assert_eq!(body, b"alpha alpha alpha");
     }
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap_or_else(|_| b"{\"record\":{\"sequence\":0}}".to_vec())).unwrap();
-    assert_eq!(st["record"]["sequence"], 0, "the bundle must not be recorded as applied");
-    assert!(!carry.path().join("state.json.lock").exists(), "the lock is released on failure");
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&state).unwrap_or_else(|_| b"{\"record\":{\"sequence\":0}}".to_vec()),
+    )
+    .unwrap();
+    assert_eq!(
+        st["record"]["sequence"], 0,
+        "the bundle must not be recorded as applied"
+    );
+    assert!(
+        !carry.path().join("state.json.lock").exists(),
+        "the lock is released on failure"
+    );
     // AND into a directory: no file holds the tampered bytes, no temporary file is left
     let dir = tempfile::tempdir().unwrap();
     let r = ctx.ferry(&["import", &b, "--to-dir", dir.path().to_str().unwrap()]);
@@ -460,7 +586,12 @@ fn download_resumes_a_partial_volume_and_import_reads_s3_volumes_in_place() {
     // GIVEN a bundle of several volumes, one of them partly downloaded already
     let ctx = Ctx::new("resume");
     let objects: Vec<(String, Vec<u8>)> = (0..12)
-        .map(|i| (format!("d/{i:02}"), (0..300_000u32).map(|b| (b * 7 + i) as u8).collect()))
+        .map(|i| {
+            (
+                format!("d/{i:02}"),
+                (0..300_000u32).map(|b| (b * 7 + i) as u8).collect(),
+            )
+        })
         .collect();
     ctx.put_many(objects);
     let r = ctx.export_ok(&["--volume-size", "1MiB"]);
@@ -470,12 +601,26 @@ fn download_resumes_a_partial_volume_and_import_reads_s3_volumes_in_place() {
     let dir = carry.path().join(&ctx.job).join("00000001");
     std::fs::create_dir_all(&dir).unwrap();
     let first = volumes[1]["name"].as_str().unwrap();
-    let whole = ctx.get(&ctx.exp, &format!("bundles/{}/00000001/{first}", ctx.job)).unwrap();
-    std::fs::write(dir.join(format!("{first}.partial")), &whole[..whole.len() / 2]).unwrap();
+    let whole = ctx
+        .get(&ctx.exp, &format!("bundles/{}/00000001/{first}", ctx.job))
+        .unwrap();
+    std::fs::write(
+        dir.join(format!("{first}.partial")),
+        &whole[..whole.len() / 2],
+    )
+    .unwrap();
     // WHEN it is downloaded THEN that volume resumes, the others download, all verified
     let args = [
-        "download", "--from", &ctx.dest_uri(), "--job", &ctx.job, "--sequence", "1", "--to",
-        carry.path().to_str().unwrap(), "--json",
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--sequence",
+        "1",
+        "--to",
+        carry.path().to_str().unwrap(),
+        "--json",
     ];
     let r = ctx.ferry(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -487,12 +632,28 @@ fn download_resumes_a_partial_volume_and_import_reads_s3_volumes_in_place() {
         .map(|v| v["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses[1], "resumed", "{j}");
-    assert!(statuses.iter().enumerate().all(|(i, s)| i == 1 || *s == "downloaded"), "{j}");
+    assert!(
+        statuses
+            .iter()
+            .enumerate()
+            .all(|(i, s)| i == 1 || *s == "downloaded"),
+        "{j}"
+    );
     assert_eq!(std::fs::read(dir.join(first)).unwrap(), whole);
-    crate::util::run_ok(std::process::Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(&dir));
+    crate::util::run_ok(
+        std::process::Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(&dir),
+    );
     // AND again: everything is already present
     let r = ctx.ferry(&args);
-    assert!(r.json()["bundles"][0]["volumes"].as_array().unwrap().iter().all(|v| v["status"] == "present"));
+    assert!(
+        r.json()["bundles"][0]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["status"] == "present")
+    );
     assert_eq!(r.json()["bytes_fetched"], 0);
     // AND a partial file with wrong bytes is caught and removed, never renamed into place
     std::fs::remove_file(dir.join(first)).unwrap();
@@ -504,22 +665,49 @@ fn download_resumes_a_partial_volume_and_import_reads_s3_volumes_in_place() {
     let dst = ctx.bucket("dst");
     let src_uri = format!("{}/{}/00000001/", ctx.dest_uri(), ctx.job);
     let r = ctx.ferry(&[
-        "import", &src_uri, "--to", &format!("s3://{dst}/copy"), "--table", &ctx.table, "--job", &ctx.job, "--json",
+        "import",
+        &src_uri,
+        "--to",
+        &format!("s3://{dst}/copy"),
+        "--table",
+        &ctx.table,
+        "--job",
+        &ctx.job,
+        "--json",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["bundles"][0]["objects"], 12);
     assert_eq!(ctx.snapshot(&dst, "copy/"), ctx.snapshot(&ctx.src, ""));
     let r = ctx.ferry(&[
-        "import", &src_uri, "--to", &format!("s3://{dst}/copy"), "--table", &ctx.table, "--job", &ctx.job, "--json",
+        "import",
+        &src_uri,
+        "--to",
+        &format!("s3://{dst}/copy"),
+        "--table",
+        &ctx.table,
+        "--job",
+        &ctx.job,
+        "--json",
     ]);
-    assert_eq!(r.json()["bundles"][0]["status"], "already_applied", "{}", r.stderr);
+    assert_eq!(
+        r.json()["bundles"][0]["status"],
+        "already_applied",
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn a_directory_import_never_writes_outside_its_root() {
     // GIVEN hostile keys and a symlink inside the target pointing outside it
     let ctx = Ctx::new("dirsafe");
-    for k in ["../up.txt", "a/../../up2.txt", "/etc/abs.txt", "link/inside.txt", "ok/fine.txt"] {
+    for k in [
+        "../up.txt",
+        "a/../../up2.txt",
+        "/etc/abs.txt",
+        "link/inside.txt",
+        "ok/fine.txt",
+    ] {
         ctx.put(k, format!("body of {k}"));
     }
     ctx.export_ok(&[]);
@@ -535,12 +723,23 @@ fn a_directory_import_never_writes_outside_its_root() {
     // THEN nothing was written outside it or through the symlink, and every key is there
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 1);
-    assert_eq!(std::fs::read(root.join("ok/fine.txt")).unwrap(), b"body of ok/fine.txt");
+    assert_eq!(
+        std::fs::read(root.join("ok/fine.txt")).unwrap(),
+        b"body of ok/fine.txt"
+    );
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join(".ferry/state.json")).unwrap()).unwrap();
-    for k in ["../up.txt", "a/../../up2.txt", "/etc/abs.txt", "link/inside.txt"] {
+    for k in [
+        "../up.txt",
+        "a/../../up2.txt",
+        "/etc/abs.txt",
+        "link/inside.txt",
+    ] {
         let place = state["objects"][k]["place"].as_str().unwrap();
         assert!(place.starts_with("_escaped/"), "{k} → {place}");
-        assert_eq!(std::fs::read(root.join(place)).unwrap(), format!("body of {k}").as_bytes());
+        assert_eq!(
+            std::fs::read(root.join(place)).unwrap(),
+            format!("body of {k}").as_bytes()
+        );
     }
 }

@@ -587,14 +587,22 @@ pub fn dir_snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
             let name = e.file_name().to_string_lossy().into_owned();
-            let place = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let place = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
             if place == ".ferry" {
                 continue;
             }
             if e.file_type().unwrap().is_dir() {
                 stack.push((e.path(), place));
             } else {
-                assert!(places.contains(&place), "{} holds `{place}`, which no key accounts for", dir.display());
+                assert!(
+                    places.contains(&place),
+                    "{} holds `{place}`, which no key accounts for",
+                    dir.display()
+                );
             }
         }
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use s3_ferry::archive::VolumeWriter;
 use s3_ferry::config::Compression;
-use s3_ferry::manifest::{FORMAT, Manifest, SourceInfo};
+use s3_ferry::manifest::{FORMAT, Final, Manifest, ObjectEntry, SourceInfo, Totals};
 use s3_ferry::sink::FileSink;
 
 use crate::util::{Ctx, block_on, check_readers, run_ok};
@@ -41,6 +41,18 @@ fn entry_and_volume_over_4_gib_pass_every_reader() {
             !path.exists(),
             "the volume must not be visible before finish"
         );
+        let entry = |key: &str, d: &s3_ferry::archive::EntryDigest| ObjectEntry {
+            key: key.into(),
+            entry: format!("bucket/{key}"),
+            size: d.size,
+            etag: "e".into(),
+            last_modified: "2023-11-14T22:13:20Z".into(),
+            sha256: d.sha256.clone(),
+            crc32: d.crc32,
+            storage_class: "STANDARD".into(),
+            headers: Default::default(),
+            planned_etag: None,
+        };
         let manifest = Manifest {
             format: FORMAT.into(),
             job: "zip64".into(),
@@ -53,8 +65,16 @@ fn entry_and_volume_over_4_gib_pass_every_reader() {
             baseline: true,
             volume: 1,
             listed_at: "2026-01-01T00:00:00Z".into(),
-            objects: Vec::new(),
-            last: None,
+            objects: vec![entry("huge.bin", &digest), entry("after.txt", &small)],
+            last: Some(Final {
+                volume_count: 1,
+                earlier_volumes: Vec::new(),
+                deleted: Vec::new(),
+                moved: Vec::new(),
+                skipped: Vec::new(),
+                vanished: Vec::new(),
+                totals: Totals::default(),
+            }),
         };
         let written = v.finish(&manifest).await.unwrap();
         assert!(written.size > size);
@@ -75,6 +95,16 @@ fn entry_and_volume_over_4_gib_pass_every_reader() {
     );
     assert_eq!(tail, "after the big one");
     assert_eq!(small.crc32, crc32fast::hash(b"after the big one"));
+
+    // AND ferry's own reader verifies both entries (ZIP64 sizes and offsets), offline
+    let out = run_ok(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+            .args(["verify", "--json"])
+            .arg(&path),
+    );
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["bundles"][0]["objects"], 2, "{j}");
+    assert_eq!(j["bundles"][0]["bytes"], size + 17, "{j}");
 }
 
 #[test]
@@ -109,4 +139,23 @@ fn more_than_65535_entries_in_one_volume_through_s3() {
         .collect();
     assert_eq!(files.len(), n as usize);
     assert!(wrong.is_empty(), "{wrong:?}");
+
+    // AND ferry verifies it (ZIP64 entry count) and imports every entry into a directory
+    let r = ctx.ferry(&["verify", b.dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["bundles"][0]["objects"], n);
+    let dir = tempfile::tempdir().unwrap();
+    let r = ctx.ferry(&[
+        "import",
+        b.dir.path().to_str().unwrap(),
+        "--to-dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["bundles"][0]["objects"], n);
+    assert_eq!(
+        std::fs::read(dir.path().join("d7/o065507")).unwrap(),
+        b"65507"
+    );
 }

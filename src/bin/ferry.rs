@@ -545,7 +545,13 @@ mod far {
                 short(&b.bundle_digest)
             );
             for v in &b.volumes {
-                println!("  {:<10} {}  {}  sha256 {}", v.status, v.name, human(v.size), short(&v.sha256));
+                println!(
+                    "  {:<10} {}  {}  sha256 {}",
+                    v.status,
+                    v.name,
+                    human(v.size),
+                    short(&v.sha256)
+                );
             }
         }
         for s in &report.incomplete {
@@ -561,7 +567,11 @@ mod far {
         Ok(ExitCode::SUCCESS)
     }
 
-    pub async fn verify(clients: Option<&Clients>, sources: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    pub async fn verify(
+        clients: Option<&Clients>,
+        sources: &[String],
+        json: bool,
+    ) -> anyhow::Result<ExitCode> {
         let bundles = bundle::discover(sources, clients.map(|c| &c.s3)).await?;
         let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
         let bar = Bar::bytes(interactive(json), total, "verifying");
@@ -609,10 +619,20 @@ mod far {
                     _ => "starts a chain".into(),
                 },
                 short(&r.bundle_digest),
-                if r.sha256sums { "" } else { " (no SHA256SUMS beside the volumes)" }
+                if r.sha256sums {
+                    ""
+                } else {
+                    " (no SHA256SUMS beside the volumes)"
+                }
             );
             for v in &r.volumes {
-                println!("  {}  {}  {} objects  sha256 {}", v.location, human(v.size), v.objects, short(&v.sha256));
+                println!(
+                    "  {}  {}  {} objects  sha256 {}",
+                    v.location,
+                    human(v.size),
+                    v.objects,
+                    short(&v.sha256)
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -696,21 +716,44 @@ mod far {
                     BundleStatus::DryRun => {
                         println!(
                             "{name}: would write {} objects ({}; {} new, {} overwritten), delete {}, move {}, remove {} not in the baseline",
-                            b.objects, human(b.bytes), b.new, b.overwritten, b.deleted, b.moved, b.removed
+                            b.objects,
+                            human(b.bytes),
+                            b.new,
+                            b.overwritten,
+                            b.deleted,
+                            b.moved,
+                            b.removed
                         );
                         for c in &b.changes {
                             match &c.to {
                                 Some(to) => println!("  {:<9} {} -> {to}", c.op, c.key),
-                                None if c.bytes > 0 => println!("  {:<9} {} ({})", c.op, c.key, human(c.bytes)),
+                                None if c.bytes > 0 => {
+                                    println!("  {:<9} {} ({})", c.op, c.key, human(c.bytes))
+                                }
                                 None => println!("  {:<9} {}", c.op, c.key),
                             }
                         }
                     }
                     BundleStatus::Applied | BundleStatus::Continue => println!(
                         "{name}: {}: {} objects ({}; {} new, {} overwritten), {} deleted, {} moved, {} removed, {} volume(s){}, {:.1}s",
-                        if b.status == BundleStatus::Applied { "applied" } else { "not finished (deadline): run again" },
-                        b.objects, human(b.bytes), b.new, b.overwritten, b.deleted, b.moved, b.removed, b.volumes,
-                        if b.volumes_resumed > 0 { format!(" ({} resumed)", b.volumes_resumed) } else { String::new() },
+                        if b.status == BundleStatus::Applied {
+                            "applied"
+                        } else {
+                            "not finished (deadline): run again"
+                        },
+                        b.objects,
+                        human(b.bytes),
+                        b.new,
+                        b.overwritten,
+                        b.deleted,
+                        b.moved,
+                        b.removed,
+                        b.volumes,
+                        if b.volumes_resumed > 0 {
+                            format!(" ({} resumed)", b.volumes_resumed)
+                        } else {
+                            String::new()
+                        },
                         b.duration_ms as f64 / 1000.0
                     ),
                 }
@@ -727,6 +770,10 @@ mod far {
                 );
             }
         }
-        Ok(if report.complete { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CONTINUE) })
+        Ok(if report.complete {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_CONTINUE)
+        })
     }
 }

@@ -1,0 +1,21 @@
+//! The import Lambda: sets up logging, parses the configuration once (a missing or malformed
+//! variable fails the cold start naming it), builds the clients once, and hands every event
+//! (bucket notification, sweep, continuation) to the engine's import handler.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use s3_ferry::import_function::{ImportFunctionConfig, ImportHandler};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let cfg = ImportFunctionConfig::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "ferry-import".into());
+    let handler = ImportHandler::new(cfg, &sdk, name);
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        handler.handle(event)
+    }))
+    .await
+}

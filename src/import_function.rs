@@ -1,0 +1,400 @@
+//! The import Lambda's shell (the far side, when it is also AWS): configuration from the
+//! environment, the accepted events (S3 "Object Created" through EventBridge, S3 notifications,
+//! a schedule sweep, manual invokes, continuations), finding the bundles in the import bucket
+//! that are complete (`SHA256SUMS` and every volume it lists present) and follow the last one
+//! applied, importing them with the invocation's deadline, re-invoking itself to continue, and
+//! the run's SNS message.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::{Value, json};
+use tracing::{error, info, warn};
+
+use crate::aws::Clients;
+use crate::bundle::{self, Bundle};
+use crate::config::{self, JobName, S3Location};
+use crate::error::{Error, Result};
+use crate::export::NoProgress;
+use crate::function::{
+    DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, diagnostic, invoke_async, publish, working_deadline,
+};
+use crate::import::{self, BundleStatus, ImportConfig, ImportReport};
+use crate::ledger::{Ledger, Record};
+use crate::target::Target;
+
+/// Default lease of the import state (longer than one invocation may run).
+pub const DEFAULT_IMPORT_LEASE: Duration = Duration::from_secs(20 * 60);
+
+/// The import function's configuration, parsed once at cold start.
+#[derive(Debug, Clone)]
+pub struct ImportFunctionConfig {
+    pub job: JobName,
+    /// Where operators upload carried bundles.
+    pub import: S3Location,
+    /// The bucket (and prefix) the bundles are replayed into.
+    pub dest: S3Location,
+    pub table: String,
+    pub topic_arn: Option<String>,
+    pub concurrency: usize,
+    pub part_size: u64,
+    pub deadline_margin: Duration,
+    pub max_hops: u32,
+    pub run_budget: Option<Duration>,
+    pub lease_ttl: Duration,
+    pub path_style: bool,
+}
+
+impl ImportFunctionConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Parse from a variable lookup; every error names the variable.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let required = |k: &str| {
+            get(k)
+                .ok_or_else(|| Error::config(k, "is not set (see the README's table of variables)"))
+        };
+        let named = |k: &'static str, e: Error| match e {
+            Error::Config { detail, .. } => Error::config(k, detail),
+            other => other,
+        };
+        let location = |bucket: &'static str, prefix: &'static str| -> Result<S3Location> {
+            format!(
+                "s3://{}/{}",
+                required(bucket)?,
+                get(prefix).unwrap_or_default()
+            )
+            .parse()
+            .map_err(|e| named(bucket, e))
+        };
+        let duration = |k: &'static str| get(k).map(|v| config::parse_duration(k, &v)).transpose();
+        let number = |k: &'static str| {
+            get(k)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|e| Error::config(k, format!("`{v}`: {e}")))
+                })
+                .transpose()
+        };
+        Ok(ImportFunctionConfig {
+            job: required("FERRY_JOB")?
+                .parse()
+                .map_err(|e| named("FERRY_JOB", e))?,
+            import: location("IMPORT_BUCKET", "IMPORT_PREFIX")?,
+            dest: location("DEST_BUCKET", "DEST_PREFIX")?,
+            table: required("STATE_TABLE")?,
+            topic_arn: get("NOTIFY_TOPIC_ARN"),
+            concurrency: number("CONCURRENCY")?.map_or(16, |n| n.clamp(1, 256) as usize),
+            part_size: get("PART_SIZE")
+                .map(|v| config::parse_size("PART_SIZE", &v))
+                .transpose()?
+                .unwrap_or(config::DEFAULT_PART_SIZE),
+            deadline_margin: duration("DEADLINE_MARGIN")?.unwrap_or(DEFAULT_DEADLINE_MARGIN),
+            max_hops: number("MAX_HOPS")?.map_or(DEFAULT_MAX_HOPS, |n| n as u32),
+            run_budget: duration("RUN_BUDGET")?,
+            lease_ttl: duration("LEASE_TTL")?.unwrap_or(DEFAULT_IMPORT_LEASE),
+            path_style: get("FERRY_S3_PATH_STYLE").is_some_and(|v| v == "true" || v == "1"),
+        })
+    }
+}
+
+/// The continuation hop an event carries (1 for every outside trigger), and the key that
+/// triggered it, if any (for the log).
+pub fn parse_event(event: &Value) -> (u32, Option<String>) {
+    let hop = event
+        .pointer("/continuation/hop")
+        .and_then(Value::as_u64)
+        .map_or(1, |h| h as u32);
+    let key = event
+        .pointer("/detail/object/key")
+        .or_else(|| event.pointer("/Records/0/s3/object/key"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    (hop, key)
+}
+
+/// The function: clients and config built once.
+pub struct ImportHandler {
+    cfg: ImportFunctionConfig,
+    clients: Clients,
+    sns: aws_sdk_sns::Client,
+    lambda: aws_sdk_lambda::Client,
+    function_name: String,
+}
+
+impl ImportHandler {
+    pub fn new(
+        cfg: ImportFunctionConfig,
+        sdk: &aws_config::SdkConfig,
+        function_name: String,
+    ) -> Self {
+        ImportHandler {
+            clients: Clients::new(sdk, cfg.path_style),
+            sns: aws_sdk_sns::Client::new(sdk),
+            lambda: aws_sdk_lambda::Client::new(sdk),
+            cfg,
+            function_name,
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<Value>,
+    ) -> std::result::Result<Value, Diagnostic> {
+        let deadline = UNIX_EPOCH.checked_add(Duration::from_millis(event.context.deadline));
+        let (hop, key) = parse_event(&event.payload);
+        info!(job = %self.cfg.job, hop, trigger_key = key.as_deref().unwrap_or("-"), "import invoked");
+        let working = working_deadline(deadline, self.cfg.deadline_margin, self.cfg.run_budget);
+        match self.run(hop, working).await {
+            Ok(v) => Ok(v),
+            Err(Error::LeaseHeld { job, owner, until }) => {
+                info!(
+                    job,
+                    owner, until, "another invocation is importing: nothing to do"
+                );
+                Ok(json!({"status": "lease_held", "owner": owner, "until": until}))
+            }
+            Err(e) => {
+                error!(job = %self.cfg.job, error = %crate::error_chain(&e), "import failed; the destination's state is unchanged");
+                self.notify(
+                    &format!("s3-ferry {}: import FAILED", self.cfg.job),
+                    &format!(
+                        "Importing job {} into {} failed. No bundle was recorded as applied; objects already verified and written stay. Fix the cause and upload again or wait for the next sweep.\n\n{}\n",
+                        self.cfg.job,
+                        self.cfg.dest,
+                        crate::error_chain(&e)
+                    ),
+                )
+                .await;
+                Err(diagnostic(&e))
+            }
+        }
+    }
+
+    async fn notify(&self, subject: &str, message: &str) {
+        publish(&self.sns, self.cfg.topic_arn.as_deref(), subject, message).await
+    }
+
+    /// Folders in the import bucket holding a complete bundle of the job newer than `after`.
+    async fn complete_folders(&self, after: u64) -> Result<(Vec<String>, Vec<String>)> {
+        let store = &self.clients.s3;
+        let bucket = &self.cfg.import.bucket;
+        let mut folders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut lister = store.list(bucket, &self.cfg.import.prefix);
+        while let Some(page) = lister.next_page().await? {
+            for r in page {
+                let (folder, name) = r.key.rsplit_once('/').unwrap_or(("", &r.key));
+                folders
+                    .entry(folder.to_string())
+                    .or_default()
+                    .push(name.to_string());
+            }
+        }
+        let job = self.cfg.job.as_str();
+        let (mut ready, mut waiting) = (Vec::new(), Vec::new());
+        for (folder, names) in folders {
+            let prefix = if folder.is_empty() {
+                String::new()
+            } else {
+                format!("{folder}/")
+            };
+            let sequence = |n: &str| {
+                n.strip_prefix(&format!("{job}-"))?
+                    .split('-')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            };
+            let Some(seq) = names.iter().find_map(|n| sequence(n)) else {
+                continue;
+            };
+            if seq <= after {
+                continue;
+            }
+            if !names.iter().any(|n| n == "SHA256SUMS") {
+                waiting.push(format!("s3://{bucket}/{prefix}: no SHA256SUMS yet"));
+                continue;
+            }
+            let sums = store
+                .get_document(bucket, &format!("{prefix}SHA256SUMS"))
+                .await?
+                .unwrap_or_default();
+            let missing: Vec<String> = String::from_utf8_lossy(&sums)
+                .lines()
+                .filter_map(|l| l.split_once("  ").map(|(_, n)| n.to_string()))
+                .filter(|n| !names.contains(n))
+                .collect();
+            if missing.is_empty() {
+                ready.push(format!("s3://{bucket}/{prefix}"));
+            } else {
+                waiting.push(format!(
+                    "s3://{bucket}/{prefix}: waiting for {}",
+                    missing.join(", ")
+                ));
+            }
+        }
+        Ok((ready, waiting))
+    }
+
+    async fn run(&self, hop: u32, deadline: Option<Instant>) -> Result<Value> {
+        let table = self.clients.table(&self.cfg.table);
+        let mut ledger =
+            Ledger::open_table(table, self.cfg.job.as_str(), self.cfg.lease_ttl).await?;
+        let result = self.import(&mut ledger, deadline).await;
+        let closed = ledger.close().await;
+        let (report, waiting) = result?;
+        closed?;
+        let applied: Vec<u64> = report
+            .bundles
+            .iter()
+            .filter(|b| b.status == BundleStatus::Applied)
+            .map(|b| b.sequence)
+            .collect();
+        let status = if !report.complete {
+            if hop >= self.cfg.max_hops {
+                let msg = format!(
+                    "import of job {} still unfinished after {hop} invocations (MAX_HOPS): the next sweep continues it",
+                    self.cfg.job
+                );
+                warn!("{msg}");
+                self.notify(
+                    &format!("s3-ferry {}: import needs more time", self.cfg.job),
+                    &msg,
+                )
+                .await;
+            } else {
+                let payload = serde_json::to_vec(&json!({"continuation": {"hop": hop + 1}}))
+                    .expect("payload serialises");
+                info!(function = %self.function_name, hop = hop + 1, "continuing the import in a new invocation");
+                invoke_async(&self.lambda, &self.function_name, payload).await?;
+            }
+            "continue"
+        } else if applied.is_empty() {
+            "nothing_to_import"
+        } else {
+            self.notify(
+                &format!("s3-ferry {}: bundle(s) {applied:?} imported", self.cfg.job),
+                &import_message(&self.cfg, &report, &waiting),
+            )
+            .await;
+            "imported"
+        };
+        for w in &waiting {
+            info!(job = %self.cfg.job, folder = %w, "bundle not complete yet");
+        }
+        Ok(json!({"status": status, "applied": applied, "waiting": waiting, "report": report}))
+    }
+
+    async fn import(
+        &self,
+        ledger: &mut Ledger,
+        deadline: Option<Instant>,
+    ) -> Result<(ImportReport, Vec<String>)> {
+        let rec = ledger.record().clone();
+        // A bundle being applied (pending) is picked up again: it is newer than `sequence`.
+        let (ready, waiting) = self.complete_folders(rec.sequence).await?;
+        let bundles = if ready.is_empty() {
+            Vec::new()
+        } else {
+            bundle::discover(&ready, Some(&self.clients.s3)).await?
+        };
+        let (chain, mut notes) = next_in_chain(&rec, bundles).await?;
+        notes.extend(waiting);
+        let cfg = ImportConfig {
+            target: Target::S3 {
+                store: self.clients.s3.clone(),
+                dest: self.cfg.dest.clone(),
+                part_size: self.cfg.part_size,
+            },
+            dry_run: false,
+            force: false,
+            concurrency: self.cfg.concurrency,
+            deadline,
+        };
+        let report = import::run(ledger, &cfg, &chain, &NoProgress).await?;
+        Ok((report, notes))
+    }
+}
+
+/// The bundles that extend the chain from `rec`, in order; notes on the ones left waiting.
+pub async fn next_in_chain(
+    rec: &Record,
+    bundles: Vec<Bundle>,
+) -> Result<(Vec<Bundle>, Vec<String>)> {
+    let (mut seq, mut digest) = (rec.sequence, rec.bundle_digest.clone());
+    let mut chain = Vec::new();
+    let mut notes = Vec::new();
+    for b in bundles {
+        let d = import::bundle_digest(&b).await?;
+        let follows = match &b.previous {
+            Some(p) => p.sequence == seq && Some(&p.bundle_digest) == digest.as_ref(),
+            None => seq == 0,
+        } || (b.baseline && seq == 0 && digest.is_none());
+        if follows {
+            seq = b.sequence;
+            digest = Some(d);
+            chain.push(b);
+        } else {
+            notes.push(format!(
+                "bundle {} at {} does not follow bundle {seq}: waiting for the bundles between",
+                b.sequence, b.location
+            ));
+        }
+    }
+    Ok((chain, notes))
+}
+
+fn import_message(cfg: &ImportFunctionConfig, r: &ImportReport, waiting: &[String]) -> String {
+    let mut m = format!(
+        "Job {} imported into {}; it now holds bundle {}.\n\n",
+        cfg.job, cfg.dest, r.sequence
+    );
+    for b in &r.bundles {
+        m.push_str(&format!(
+            "Bundle {}: {:?}: {} objects ({} bytes), {} deleted, {} moved, {} removed, {} ms\n",
+            b.sequence, b.status, b.objects, b.bytes, b.deleted, b.moved, b.removed, b.duration_ms
+        ));
+    }
+    for w in waiting {
+        m.push_str(&format!("Waiting: {w}\n"));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_the_missing_variable_and_events_of_every_kind_parse() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let e = ImportFunctionConfig::from_lookup(env(&[("FERRY_JOB", "j")])).unwrap_err();
+        assert!(e.to_string().contains("IMPORT_BUCKET"), "{e}");
+        let c = ImportFunctionConfig::from_lookup(env(&[
+            ("FERRY_JOB", "j"),
+            ("IMPORT_BUCKET", "in"),
+            ("DEST_BUCKET", "out"),
+            ("DEST_PREFIX", "mirror/"),
+            ("STATE_TABLE", "t"),
+        ]))
+        .unwrap();
+        assert_eq!(c.dest.key("a"), "mirror/a");
+        assert_eq!(c.lease_ttl, DEFAULT_IMPORT_LEASE);
+        let eb = json!({"source": "aws.s3", "detail-type": "Object Created", "detail": {"object": {"key": "j/1/SHA256SUMS"}}});
+        assert_eq!(parse_event(&eb), (1, Some("j/1/SHA256SUMS".into())));
+        let s3 = json!({"Records": [{"s3": {"object": {"key": "k"}}}]});
+        assert_eq!(parse_event(&s3).1.as_deref(), Some("k"));
+        assert_eq!(parse_event(&json!({"continuation": {"hop": 3}})).0, 3);
+        assert_eq!(parse_event(&json!({})), (1, None));
+    }
+}

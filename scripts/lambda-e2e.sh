@@ -139,7 +139,7 @@ import_invoke() {
   cargo lambda invoke ferry-import --invoke-address 127.0.0.1 --invoke-port "$import_port" --data-ascii "$1" \
     | tee -a "$logs/import-invoke.log"; echo
 }
-imported() { py -c 'import boto3,json; i=boto3.client("dynamodb").get_item(TableName="e2e-state", Key={"job": {"S": "import/lambda"}}, ConsistentRead=True).get("Item"); print(json.loads(i["doc"]["S"])["sequence"] if i and "doc" in i else 0)'; }
+imported() { py -c 'import boto3,json; i=boto3.client("dynamodb", region_name="us-east-1").get_item(TableName="e2e-state", Key={"job": {"S": "import/lambda"}}, ConsistentRead=True).get("Item"); print(json.loads(i["doc"]["S"])["sequence"] if i and "doc" in i else 0)'; }
 upload 2
 out=$(import_invoke '{"trigger": "sweep"}')
 grep -q '"applied":\[\]' <<<"$out" || { echo "bundle 2 alone must wait for bundle 1: $out" >&2; exit 1; }

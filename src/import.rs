@@ -4,7 +4,7 @@
 //! baseline, the removal of keys it does not list → record the bundle as applied. Progress is
 //! recorded per volume, so an interrupted import resumes without redoing finished volumes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -130,7 +130,12 @@ fn chain_check(
             ),
         ));
     }
-    if rec.sequence == b.sequence && rec.bundle_digest.as_deref() == Some(digest) {
+    if (rec.sequence == b.sequence && rec.bundle_digest.as_deref() == Some(digest))
+        || rec
+            .history
+            .iter()
+            .any(|(s, d)| *s == b.sequence && d == digest)
+    {
         return Ok(Some(BundleStatus::AlreadyApplied));
     }
     let empty = rec.sequence == 0 && rec.bundle_digest.is_none();
@@ -188,6 +193,8 @@ pub async fn run(
     let mut rec = ledger.record().clone();
     let mut outcomes = Vec::new();
     let mut complete = true;
+    // `--dry-run` over several bundles: keys earlier ones would have written (true) or removed.
+    let mut simulated: HashMap<String, bool> = HashMap::new();
     for b in bundles {
         let started = Instant::now();
         let digest = bundle_digest(b).await?;
@@ -217,9 +224,11 @@ pub async fn run(
             continue;
         }
         if cfg.dry_run {
-            dry_run(ledger, cfg, b, &mut out).await?;
+            dry_run(ledger, cfg, b, &mut out, &mut simulated).await?;
+            out.status = BundleStatus::DryRun;
             rec.job = Some(b.job.clone());
             rec.sequence = b.sequence;
+            rec.history.push((b.sequence, digest.clone()));
             rec.bundle_digest = Some(digest);
             outcomes.push(out);
             continue;
@@ -259,11 +268,16 @@ async fn dry_run(
     cfg: &ImportConfig,
     b: &Bundle,
     out: &mut BundleOutcome,
+    simulated: &mut HashMap<String, bool>,
 ) -> Result<()> {
     let keys: Vec<String> = b.objects().map(|o| o.key.clone()).collect();
     let known = ledger.lookup(&keys).await?;
     for o in b.objects() {
-        let overwrite = known.contains_key(&o.key);
+        let overwrite = simulated
+            .get(&o.key)
+            .copied()
+            .unwrap_or_else(|| known.contains_key(&o.key));
+        simulated.insert(o.key.clone(), true);
         out.objects += 1;
         out.bytes += o.size;
         if overwrite {
@@ -280,6 +294,8 @@ async fn dry_run(
     }
     for m in &b.last.moved {
         out.moved += 1;
+        simulated.insert(m.from.clone(), false);
+        simulated.insert(m.to.clone(), true);
         out.changes.push(Change {
             op: "move",
             key: m.from.clone(),
@@ -289,6 +305,7 @@ async fn dry_run(
     }
     for k in b.last.deleted.iter().chain(&b.last.vanished) {
         out.deleted += 1;
+        simulated.insert(k.clone(), false);
         out.changes.push(Change {
             op: "delete",
             key: k.clone(),
@@ -488,6 +505,10 @@ async fn apply(
     rec.bundle_digest = Some(digest.to_string());
     rec.applied_at = Some(rfc3339_ms(now_ms()));
     rec.pending = None;
+    if b.baseline && b.previous.is_none() {
+        rec.history.clear();
+    }
+    rec.history.push((b.sequence, digest.to_string()));
     ledger.save(rec.clone(), changes).await?;
     Ok(BundleStatus::Applied)
 }

@@ -43,8 +43,13 @@ pub struct Record {
     pub bundle_digest: Option<String>,
     pub applied_at: Option<String>,
     pub pending: Option<Pending>,
+    /// Every bundle applied, in order: `[sequence, digest]` (an older bundle of this chain is
+    /// recognised as applied rather than refused).
+    #[serde(default)]
+    pub history: Vec<(u64, String)>,
 }
 
+/// The state file's content: the record and the key index.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StateFile {
     format: String,

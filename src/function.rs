@@ -51,63 +51,94 @@ impl FunctionConfig {
 
     /// Parse from a variable lookup; every error names the variable.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let required = |k: &str| {
-            get(k)
-                .ok_or_else(|| Error::config(k, "is not set (see the README's table of variables)"))
-        };
-        let named = |k: &'static str, e: Error| match e {
-            Error::Config { detail, .. } => Error::config(k, detail),
-            other => other,
-        };
-        let location = |bucket: &'static str, prefix: &'static str| -> Result<S3Location> {
-            let uri = format!(
-                "s3://{}/{}",
-                required(bucket)?,
-                get(prefix).unwrap_or_default()
-            );
-            uri.parse().map_err(|e| named(bucket, e))
-        };
-        let size = |k: &'static str| get(k).map(|v| config::parse_size(k, &v)).transpose();
-        let number = |k: &'static str| {
-            get(k)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .map_err(|e| Error::config(k, format!("`{v}`: {e}")))
-                })
-                .transpose()
-        };
-        let duration = |k: &'static str| get(k).map(|v| config::parse_duration(k, &v)).transpose();
-        let job: JobName = required("FERRY_JOB")?
+        let v = Vars(get);
+        let job: JobName = v
+            .required("FERRY_JOB")?
             .parse()
             .map_err(|e| named("FERRY_JOB", e))?;
         let mut export = ExportConfig::new(
             job,
-            location("SOURCE_BUCKET", "SOURCE_PREFIX")?,
-            location("EXPORT_BUCKET", "EXPORT_PREFIX")?,
-            required("STATE_TABLE")?,
+            v.location("SOURCE_BUCKET", "SOURCE_PREFIX")?,
+            v.location("EXPORT_BUCKET", "EXPORT_PREFIX")?,
+            v.required("STATE_TABLE")?,
         );
-        export.filters = Filters::new(&list(get("INCLUDE")), &list(get("EXCLUDE")), None, None)
+        export.filters = Filters::new(&list(v.get("INCLUDE")), &list(v.get("EXCLUDE")), None, None)
             .map_err(|e| named("INCLUDE/EXCLUDE", e))?;
         let defaults = Tuning::default();
         export.tuning = Tuning {
-            volume_size: size("VOLUME_SIZE")?.unwrap_or(defaults.volume_size),
-            volume_entries: number("VOLUME_ENTRIES")?.unwrap_or(defaults.volume_entries),
-            part_size: size("PART_SIZE")?.unwrap_or(defaults.part_size),
-            concurrency: number("CONCURRENCY")?.map_or(defaults.concurrency, |n| n as usize),
+            volume_size: v.size("VOLUME_SIZE")?.unwrap_or(defaults.volume_size),
+            volume_entries: v
+                .number("VOLUME_ENTRIES")?
+                .unwrap_or(defaults.volume_entries),
+            part_size: v.size("PART_SIZE")?.unwrap_or(defaults.part_size),
+            concurrency: v
+                .number("CONCURRENCY")?
+                .map_or(defaults.concurrency, |n| n as usize),
             compression: defaults.compression,
         };
         export.tuning.validate()?;
-        if let Some(ttl) = duration("LEASE_TTL")? {
+        if let Some(ttl) = v.duration("LEASE_TTL")? {
             export.lease_ttl = ttl;
         }
         Ok(FunctionConfig {
             export,
-            topic_arn: get("NOTIFY_TOPIC_ARN"),
-            deadline_margin: duration("DEADLINE_MARGIN")?.unwrap_or(DEFAULT_DEADLINE_MARGIN),
-            max_hops: number("MAX_HOPS")?.map_or(DEFAULT_MAX_HOPS, |n| n as u32),
-            run_budget: duration("RUN_BUDGET")?,
-            path_style: get("FERRY_S3_PATH_STYLE").is_some_and(|v| v == "true" || v == "1"),
+            topic_arn: v.get("NOTIFY_TOPIC_ARN"),
+            deadline_margin: v
+                .duration("DEADLINE_MARGIN")?
+                .unwrap_or(DEFAULT_DEADLINE_MARGIN),
+            max_hops: v.number("MAX_HOPS")?.map_or(DEFAULT_MAX_HOPS, |n| n as u32),
+            run_budget: v.duration("RUN_BUDGET")?,
+            path_style: v.flag("FERRY_S3_PATH_STYLE"),
         })
+    }
+}
+
+/// Typed reads of configuration variables through a lookup; every error names the variable.
+pub(crate) struct Vars<F: Fn(&str) -> Option<String>>(pub F);
+
+/// Re-label a config error with the variable it came from.
+pub(crate) fn named(k: &'static str, e: Error) -> Error {
+    match e {
+        Error::Config { detail, .. } => Error::config(k, detail),
+        other => other,
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    pub fn get(&self, k: &str) -> Option<String> {
+        (self.0)(k)
+    }
+    pub fn required(&self, k: &str) -> Result<String> {
+        self.get(k)
+            .ok_or_else(|| Error::config(k, "is not set (see the README's table of variables)"))
+    }
+    /// `s3://$BUCKET/$PREFIX`.
+    pub fn location(&self, bucket: &'static str, prefix: &'static str) -> Result<S3Location> {
+        let uri = format!(
+            "s3://{}/{}",
+            self.required(bucket)?,
+            self.get(prefix).unwrap_or_default()
+        );
+        uri.parse().map_err(|e| named(bucket, e))
+    }
+    pub fn size(&self, k: &'static str) -> Result<Option<u64>> {
+        self.get(k).map(|v| config::parse_size(k, &v)).transpose()
+    }
+    pub fn number(&self, k: &'static str) -> Result<Option<u64>> {
+        self.get(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|e| Error::config(k, format!("`{v}`: {e}")))
+            })
+            .transpose()
+    }
+    pub fn duration(&self, k: &'static str) -> Result<Option<Duration>> {
+        self.get(k)
+            .map(|v| config::parse_duration(k, &v))
+            .transpose()
+    }
+    pub fn flag(&self, k: &str) -> bool {
+        self.get(k).is_some_and(|v| v == "true" || v == "1")
     }
 }
 

@@ -18,7 +18,8 @@ use crate::config::{self, JobName, S3Location};
 use crate::error::{Error, Result};
 use crate::export::NoProgress;
 use crate::function::{
-    DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, diagnostic, invoke_async, publish, working_deadline,
+    DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, Vars, diagnostic, invoke_async, named, publish,
+    working_deadline,
 };
 use crate::import::{self, BundleStatus, ImportConfig, ImportReport};
 use crate::ledger::{Ledger, Record};
@@ -53,50 +54,27 @@ impl ImportFunctionConfig {
 
     /// Parse from a variable lookup; every error names the variable.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let required = |k: &str| {
-            get(k)
-                .ok_or_else(|| Error::config(k, "is not set (see the README's table of variables)"))
-        };
-        let named = |k: &'static str, e: Error| match e {
-            Error::Config { detail, .. } => Error::config(k, detail),
-            other => other,
-        };
-        let location = |bucket: &'static str, prefix: &'static str| -> Result<S3Location> {
-            format!(
-                "s3://{}/{}",
-                required(bucket)?,
-                get(prefix).unwrap_or_default()
-            )
-            .parse()
-            .map_err(|e| named(bucket, e))
-        };
-        let duration = |k: &'static str| get(k).map(|v| config::parse_duration(k, &v)).transpose();
-        let number = |k: &'static str| {
-            get(k)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .map_err(|e| Error::config(k, format!("`{v}`: {e}")))
-                })
-                .transpose()
-        };
+        let v = Vars(get);
         Ok(ImportFunctionConfig {
-            job: required("FERRY_JOB")?
+            job: v
+                .required("FERRY_JOB")?
                 .parse()
                 .map_err(|e| named("FERRY_JOB", e))?,
-            import: location("IMPORT_BUCKET", "IMPORT_PREFIX")?,
-            dest: location("DEST_BUCKET", "DEST_PREFIX")?,
-            table: required("STATE_TABLE")?,
-            topic_arn: get("NOTIFY_TOPIC_ARN"),
-            concurrency: number("CONCURRENCY")?.map_or(16, |n| n.clamp(1, 256) as usize),
-            part_size: get("PART_SIZE")
-                .map(|v| config::parse_size("PART_SIZE", &v))
-                .transpose()?
-                .unwrap_or(config::DEFAULT_PART_SIZE),
-            deadline_margin: duration("DEADLINE_MARGIN")?.unwrap_or(DEFAULT_DEADLINE_MARGIN),
-            max_hops: number("MAX_HOPS")?.map_or(DEFAULT_MAX_HOPS, |n| n as u32),
-            run_budget: duration("RUN_BUDGET")?,
-            lease_ttl: duration("LEASE_TTL")?.unwrap_or(DEFAULT_IMPORT_LEASE),
-            path_style: get("FERRY_S3_PATH_STYLE").is_some_and(|v| v == "true" || v == "1"),
+            import: v.location("IMPORT_BUCKET", "IMPORT_PREFIX")?,
+            dest: v.location("DEST_BUCKET", "DEST_PREFIX")?,
+            table: v.required("STATE_TABLE")?,
+            topic_arn: v.get("NOTIFY_TOPIC_ARN"),
+            concurrency: v
+                .number("CONCURRENCY")?
+                .map_or(16, |n| n.clamp(1, 256) as usize),
+            part_size: v.size("PART_SIZE")?.unwrap_or(config::DEFAULT_PART_SIZE),
+            deadline_margin: v
+                .duration("DEADLINE_MARGIN")?
+                .unwrap_or(DEFAULT_DEADLINE_MARGIN),
+            max_hops: v.number("MAX_HOPS")?.map_or(DEFAULT_MAX_HOPS, |n| n as u32),
+            run_budget: v.duration("RUN_BUDGET")?,
+            lease_ttl: v.duration("LEASE_TTL")?.unwrap_or(DEFAULT_IMPORT_LEASE),
+            path_style: v.flag("FERRY_S3_PATH_STYLE"),
         })
     }
 }
@@ -382,8 +360,8 @@ mod tests {
         assert!(e.to_string().contains("IMPORT_BUCKET"), "{e}");
         let c = ImportFunctionConfig::from_lookup(env(&[
             ("FERRY_JOB", "j"),
-            ("IMPORT_BUCKET", "in"),
-            ("DEST_BUCKET", "out"),
+            ("IMPORT_BUCKET", "inbox"),
+            ("DEST_BUCKET", "mirror"),
             ("DEST_PREFIX", "mirror/"),
             ("STATE_TABLE", "t"),
         ]))

@@ -22,6 +22,21 @@ use crate::error::{BoxError, Error, Result};
 use crate::inventory::ObjectRecord;
 use crate::manifest::ObjectHeaders;
 
+/// Set an object's HTTP headers and user metadata on a PUT, CreateMultipartUpload or CopyObject
+/// request builder (their setters share names, not a trait).
+macro_rules! with_headers {
+    ($req:expr, $h:expr, $bucket:expr, $key:expr) => {{
+        let h: &ObjectHeaders = $h;
+        $req.set_content_type(h.content_type.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_content_language(h.content_language.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_expires(expires(h, $bucket, $key))
+            .set_metadata(metadata(h))
+    }};
+}
+
 /// Build an S3 client from shared SDK config (`AWS_ENDPOINT_URL` etc. already applied).
 pub fn client(sdk: &aws_config::SdkConfig, path_style: bool) -> Client {
     let conf = aws_sdk_s3::config::Builder::from(sdk)
@@ -412,18 +427,8 @@ impl Store {
         body: Bytes,
         h: &ObjectHeaders,
     ) -> Result<String> {
-        let out = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .set_content_type(h.content_type.clone())
-            .set_content_encoding(h.content_encoding.clone())
-            .set_content_disposition(h.content_disposition.clone())
-            .set_content_language(h.content_language.clone())
-            .set_cache_control(h.cache_control.clone())
-            .set_expires(expires(h, bucket, key))
-            .set_metadata(metadata(h))
+        let req = self.client.put_object().bucket(bucket).key(key);
+        let out = with_headers!(req, h, bucket, key)
             .body(ByteStream::from(body))
             .send()
             .await
@@ -452,15 +457,8 @@ impl Store {
             .key(to)
             .copy_source(copy_source(bucket, from));
         if let Some(h) = headers {
-            req = req
-                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                .set_content_type(h.content_type.clone())
-                .set_content_encoding(h.content_encoding.clone())
-                .set_content_disposition(h.content_disposition.clone())
-                .set_content_language(h.content_language.clone())
-                .set_cache_control(h.cache_control.clone())
-                .set_expires(expires(h, bucket, to))
-                .set_metadata(metadata(h));
+            req = req.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
+            req = with_headers!(req, h, bucket, to);
         }
         let out = req
             .send()
@@ -493,18 +491,8 @@ impl Store {
                 }
             },
         };
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(to)
-            .set_content_type(h.content_type.clone())
-            .set_content_encoding(h.content_encoding.clone())
-            .set_content_disposition(h.content_disposition.clone())
-            .set_content_language(h.content_language.clone())
-            .set_cache_control(h.cache_control.clone())
-            .set_expires(expires(&h, bucket, to))
-            .set_metadata(metadata(&h))
+        let req = self.client.create_multipart_upload().bucket(bucket).key(to);
+        let created = with_headers!(req, &h, bucket, to)
             .send()
             .await
             .map_err(|e| s3_err("CreateMultipartUpload", bucket, to, e))?;
@@ -825,18 +813,12 @@ impl PartUploader {
 
     async fn run(self, mut reader: DuplexStream, commit: oneshot::Receiver<()>) -> Result<String> {
         let h = &self.headers;
-        let created = self
+        let req = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(&self.key)
-            .set_content_type(h.content_type.clone())
-            .set_content_encoding(h.content_encoding.clone())
-            .set_content_disposition(h.content_disposition.clone())
-            .set_content_language(h.content_language.clone())
-            .set_cache_control(h.cache_control.clone())
-            .set_expires(expires(h, &self.bucket, &self.key))
-            .set_metadata(metadata(h))
+            .key(&self.key);
+        let created = with_headers!(req, h, &self.bucket, &self.key)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .send()
             .await

@@ -1,0 +1,507 @@
+"""The benchmark driver (run by scripts/bench.sh): one moto server for every tool, seeded
+datasets, and the same task for every tool: from the bucket's current state to a transferable
+archive of the objects changed since the last run, in the export bucket. Tools run interleaved,
+REPS times each (the seed workflow once: one CLI process per object); medians are reported.
+
+Also: the server's own cost (one listing + parallel GETs of the changed objects + one multipart
+PUT of as many bytes, with s5cmd), ferry under a 512 MiB memory limit (cgroup), and `ferry plan`
+of 1,000,000 keys against a generated listing and inventory. Writes OUT/results.{md,json} and
+OUT/chart.png.
+"""
+import argparse
+import gzip
+import http.server
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from datetime import datetime, timezone
+from pathlib import Path
+
+import logging
+
+import boto3
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
+from moto.server import ThreadedMotoServer
+
+ROOT = Path(__file__).resolve().parent.parent
+FERRY = Path(os.environ.get("FERRY_BIN", ROOT / "target/release/ferry"))
+BIN = Path(sys.executable).parent
+KiB, MiB = 1024, 1024 * 1024
+DATASETS = {
+    "small": dict(small=10_000, small_size=16 * KiB, large=0, large_size=0, large_changed=0),
+    "large": dict(small=0, small_size=0, large=8, large_size=128 * MiB, large_changed=2),
+    "mixed": dict(small=2_000, small_size=16 * KiB, large=4, large_size=64 * MiB, large_changed=1),
+    # A quick check of the script itself.
+    "tiny": dict(small=200, small_size=16 * KiB, large=1, large_size=6 * MiB, large_changed=1),
+}
+TOOLS = ["ferry", "s5cmd+zip", "rclone+zip", "boto3+zipfile", "seed workflow"]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def say(msg):
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.env = dict(os.environ)
+        self.env.update(
+            AWS_ENDPOINT_URL=self.url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+            AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+            FERRY_S3_PATH_STYLE="true", TZ="UTC", S3_ENDPOINT_URL=self.url,
+            RCLONE_CONFIG_BENCH_TYPE="s3", RCLONE_CONFIG_BENCH_PROVIDER="Other",
+            RCLONE_CONFIG_BENCH_ENDPOINT=self.url, RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="bench",
+            RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="bench", RCLONE_CONFIG_BENCH_REGION="us-east-1",
+            RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE="true",
+            PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+        )
+        self.env.pop("AWS_CA_BUNDLE", None)
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})
+        self.s3 = boto3.client("s3")
+        self.ddb = boto3.client("dynamodb")
+        self.backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        self.work = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+        self.results = []
+        self.run(f"{FERRY} init --table bench", check=True)
+
+    # -- running and measuring -----------------------------------------------------------
+    def run(self, cmd, check=False):
+        return subprocess.run(["bash", "-c", cmd], env=self.env, check=check,
+                              capture_output=True, text=True)
+
+    def timed(self, cmd, mark=None):
+        """Run `cmd` under /usr/bin/time: wall s, CPU s (user+sys, children included), peak
+        RSS (largest process), the time the local archive was ready (if `mark` is written)."""
+        tfile = self.work / "time.txt"
+        start = time.monotonic()
+        p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(tfile), "bash", "-c", cmd],
+                           env=self.env, capture_output=True, text=True)
+        end = time.monotonic()
+        if p.returncode != 0:
+            raise RuntimeError(f"failed ({p.returncode}): {cmd}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+        wall, user, sys_, rss = tfile.read_text().split()[-4:]
+        local = None
+        if mark and Path(mark).exists():
+            local = float(Path(mark).read_text()) - (time.time() - (end - start))
+        return dict(wall=float(wall), cpu=float(user) + float(sys_), rss_mib=int(rss) / 1024,
+                    local=local, stdout=p.stdout)
+
+    # -- data -------------------------------------------------------------------------------
+    def seed(self, name, spec):
+        src, exp = f"src-{name}", f"exp-{name}"
+        for b in (src, exp):
+            self.s3.create_bucket(Bucket=b)
+        for i in range(spec["small"]):
+            self.backend.put_object(src, f"small/{i % 50:02d}/obj{i:06d}.bin", os.urandom(spec["small_size"]))
+        for i in range(spec["large"]):
+            self.backend.put_object(src, f"large/blob{i:02d}.bin", os.urandom(spec["large_size"]))
+        return src, exp
+
+    def change(self, src, spec):
+        """5% of the small objects overwritten, 1% deleted, 2% added; some large ones overwritten.
+        Returns (objects, bytes) that changed (what every tool must carry)."""
+        n = spec["small"]
+        keys = [f"small/{i % 50:02d}/obj{i:06d}.bin" for i in range(n)]
+        over, gone = keys[: n * 5 // 100], keys[n * 5 // 100: n * 6 // 100]
+        objects = bytes_ = 0
+        for k in over:
+            self.backend.put_object(src, k, os.urandom(spec["small_size"]))
+        for k in gone:
+            self.backend.delete_object(src, k)
+        for i in range(n * 2 // 100):
+            self.backend.put_object(src, f"small/new/add{i:06d}.bin", os.urandom(spec["small_size"]))
+        objects += len(over) + n * 2 // 100
+        bytes_ += (len(over) + n * 2 // 100) * spec["small_size"]
+        for i in range(spec["large_changed"]):
+            self.backend.put_object(src, f"large/blob{i:02d}.bin", os.urandom(spec["large_size"]))
+        objects += spec["large_changed"]
+        bytes_ += spec["large_changed"] * spec["large_size"]
+        return objects, bytes_
+
+    def clone_state(self, job, to):
+        item = self.ddb.get_item(TableName="bench", Key={"job": {"S": job}}, ConsistentRead=True)["Item"]
+        item["job"] = {"S": to}
+        for k in ("lease_owner", "lease_until"):
+            item.pop(k, None)
+        self.ddb.put_item(TableName="bench", Item=item)
+
+    def empty(self, bucket, prefix):
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                self.s3.delete_object(Bucket=bucket, Key=o["Key"])
+
+    # -- the tools --------------------------------------------------------------------------
+    def command(self, tool, name, src, exp, since, run):
+        stage = self.work / f"stage-{run}"
+        out = self.work / f"{run}.zip"
+        mark = self.work / f"{run}.mark"
+        mark_cmd = f"date +%s.%N > {mark}"
+        zip_cmd = f"(cd {stage} && zip -q -r -0 {out} .)"
+        t_aws = since.strftime("%Y-%m-%d %H:%M:%S")
+        t_s5 = since.strftime("%Y/%m/%d %H:%M:%S")
+        if tool == "ferry":
+            return (f"{FERRY} export --job {run} --source s3://{src} --dest s3://{exp}/ferry "
+                    f"--table bench --json"), None
+        if tool == "seed workflow":
+            return (f"set -e; mkdir -p {stage}; "
+                    f"aws s3 ls s3://{src} --recursive | awk -v t='{t_aws}' '($1\" \"$2) > t {{print $4}}' > {stage}.list; "
+                    f"while IFS= read -r key; do aws s3 cp \"s3://{src}/$key\" \"{stage}/$key\" --only-show-errors; done < {stage}.list; "
+                    f"{zip_cmd}; {mark_cmd}; aws s3 cp {out} s3://{exp}/seed/{run}.zip --only-show-errors"), mark
+        if tool == "rclone+zip":
+            age = int((datetime.now(timezone.utc) - since).total_seconds()) + 1
+            return (f"set -e; rclone copy bench:{src} {stage} --max-age {age}s --use-server-modtime "
+                    f"--transfers 16 --checkers 16 --s3-no-check-bucket -q; {zip_cmd}; {mark_cmd}; "
+                    f"rclone copyto {out} bench:{exp}/rclone/{run}.zip --s3-no-check-bucket -q"), mark
+        if tool == "s5cmd+zip":
+            return (f"set -e; mkdir -p {stage}; "
+                    f"s5cmd ls 's3://{src}/*' | awk -v t='{t_s5}' '($1\" \"$2) > t {{print \"cp s3://{src}/\" $4 \" {stage}/\" $4}}' > {stage}.cmds; "
+                    f"s5cmd run {stage}.cmds > /dev/null; {zip_cmd}; {mark_cmd}; "
+                    f"s5cmd cp {out} s3://{exp}/s5cmd/{run}.zip > /dev/null"), mark
+        if tool == "boto3+zipfile":
+            script = self.work / "boto3_zip.py"
+            script.write_text(BOTO3_PEER)
+            return (f"{sys.executable} {script} {src} {exp} '{since.isoformat()}' {out} {mark} "
+                    f"boto3/{run}.zip"), mark
+        raise ValueError(tool)
+
+    def cleanup(self, run, exp):
+        shutil.rmtree(self.work / f"stage-{run}", ignore_errors=True)
+        for suffix in (".zip", ".mark", ".list", ".cmds"):
+            for p in (self.work / f"{run}{suffix}", self.work / f"stage-{run}{suffix}"):
+                p.unlink(missing_ok=True)
+        for prefix in ("seed/", "rclone/", "s5cmd/", "boto3/", "ceiling/"):
+            self.empty(exp, prefix)
+
+    def ceiling(self, src, exp, since, changed_bytes, run):
+        """The server's own cost: one listing, parallel GETs of the changed objects, one
+        multipart PUT of as many bytes (s5cmd, 64 workers), summed."""
+        stage = Path("/dev/shm") / f"ferry-bench-{run}"
+        stage.mkdir(parents=True, exist_ok=True)
+        t_s5 = since.strftime("%Y/%m/%d %H:%M:%S")
+        listing = self.timed(f"s5cmd ls 's3://{src}/*' > {stage}/list")
+        cmds = [f"cp s3://{src}/{line.split()[-1]} {stage}/{line.split()[-1]}"
+                for line in (stage / "list").read_text().splitlines()
+                if " ".join(line.split()[:2]) > t_s5]
+        (stage / "cmds").write_text("\n".join(cmds) + "\n")
+        gets = self.timed(f"s5cmd --numworkers 64 run {stage}/cmds > /dev/null")
+        blob = stage / "blob"
+        with open(blob, "wb") as f:
+            f.truncate(changed_bytes)
+        put = self.timed(f"s5cmd cp --concurrency 8 --part-size 16 {blob} s3://{exp}/ceiling/{run} > /dev/null")
+        shutil.rmtree(stage, ignore_errors=True)
+        return dict(wall=listing["wall"] + gets["wall"] + put["wall"],
+                    cpu=listing["cpu"] + gets["cpu"] + put["cpu"],
+                    rss_mib=max(listing["rss_mib"], gets["rss_mib"], put["rss_mib"]), local=None,
+                    parts=dict(list=listing["wall"], gets=gets["wall"], put=put["wall"]))
+
+    # -- one dataset ------------------------------------------------------------------------
+    def dataset(self, name):
+        spec = DATASETS[name]
+        say(f"dataset {name}: seeding")
+        src, exp = self.seed(name, spec)
+        base = f"{name}-base"
+        say(f"dataset {name}: ferry baseline (not measured)")
+        self.run(f"{FERRY} export --job {base} --source s3://{src} --dest s3://{exp}/ferry --table bench", check=True)
+        reps = self.args.reps
+        jobs = [f"{name}-r{r}" for r in range(reps)] + [f"{name}-limited"]
+        for j in jobs:
+            self.clone_state(base, j)
+        time.sleep(1.2)
+        since = datetime.now(timezone.utc).replace(microsecond=0)
+        time.sleep(1.2)
+        objects, changed = self.change(src, spec)
+        say(f"dataset {name}: {objects} changed objects, {changed / MiB:.1f} MiB")
+        for r in range(reps):
+            for tool in TOOLS + ["server ceiling"]:
+                if tool == "seed workflow" and r > 0 and spec["small"] > 0:
+                    continue  # one CLI process per object: once is enough to know
+                run = f"{name}-r{r}" if tool == "ferry" else f"{name}-{tool.split('+')[0].split()[0]}-{r}"
+                if tool == "server ceiling":
+                    m = self.ceiling(src, exp, since, changed, run)
+                else:
+                    cmd, mark = self.command(tool, name, src, exp, since, run)
+                    m = self.timed(cmd, mark)
+                    if tool == "ferry":
+                        j = json.loads(m["stdout"])
+                        assert j["objects"] == objects, (j["objects"], objects)
+                m.pop("stdout", None)
+                self.results.append(dict(dataset=name, tool=tool, rep=r, objects=objects, bytes=changed, **m))
+                say(f"  {name} {tool} rep {r}: {m['wall']:.2f}s cpu {m['cpu']:.2f}s rss {m['rss_mib']:.0f} MiB")
+                self.cleanup(run, exp)
+        self.limited(name, src, exp, objects)
+        for b in (src, exp):
+            self.empty(b, "")
+
+    def limited(self, name, src, exp, objects):
+        """ferry export inside a 512 MiB memory cgroup (a 512 MB Lambda)."""
+        cg = Path("/sys/fs/cgroup/memory/ferry-bench")
+        try:
+            cg.mkdir(exist_ok=True)
+            (cg / "memory.limit_in_bytes").write_text(str(512 * MiB))
+        except OSError as e:
+            self.results.append(dict(dataset=name, tool="ferry (512 MiB limit)", rep=0, objects=objects,
+                                     bytes=0, wall=None, cpu=None, rss_mib=None, local=None,
+                                     note=f"cgroup not available: {e}"))
+            return
+        cmd = (f"echo $$ > {cg}/cgroup.procs && exec {FERRY} export --job {name}-limited "
+               f"--source s3://{src} --dest s3://{exp}/ferry --table bench --json")
+        try:
+            m = self.timed(cmd)
+            ok = json.loads(m["stdout"])["objects"] == objects
+            note = "completed" if ok else "wrong object count"
+        except RuntimeError as e:
+            m, note = dict(wall=None, cpu=None, rss_mib=None, local=None), f"failed: {str(e)[:200]}"
+        peak = int((cg / "memory.max_usage_in_bytes").read_text()) / MiB
+        m.pop("stdout", None)
+        self.results.append(dict(dataset=name, tool="ferry (512 MiB limit)", rep=0, objects=objects,
+                                 bytes=0, **m, note=f"{note}; cgroup peak {peak:.0f} MiB"))
+        say(f"  {name} ferry under 512 MiB: {note}, cgroup peak {peak:.0f} MiB")
+        try:
+            cg.rmdir()
+        except OSError:
+            pass
+
+    # -- plan of 1,000,000 keys -------------------------------------------------------------
+    def plan_million(self, n):
+        """`ferry plan` against a generated listing of n keys and an inventory of the previous
+        state (5% modified, 1% deleted, 2% added). S3 is a small generator server; DynamoDB is
+        moto. Reports ferry's seconds, CPU and peak RSS."""
+        say(f"plan of {n:,} keys")
+        inv_path = self.work / "inventory.jsonl.gz"
+        m_ms = 1_767_225_600_000
+        with gzip.open(inv_path, "wt", compresslevel=1) as f:
+            for i in range(n):
+                if i % 50 == 7:  # 2% added: not in the old inventory
+                    continue
+                etag = f"{i:032x}" if i % 20 != 3 else f"{i + 1:032x}"  # 5% modified
+                f.write(json.dumps({"k": f"k/{i:08d}", "s": 1000 + i % 5000, "e": etag, "m": m_ms, "c": "STANDARD"}) + "\n")
+                if i % 100 == 11:  # 1% deleted: in the old inventory only
+                    f.write(json.dumps({"k": f"k/{i:08d}x", "s": 1, "e": "d", "m": m_ms, "c": "STANDARD"}) + "\n")
+        inventory = inv_path.read_bytes()
+        handler = listing_handler(n, inventory)
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        self.ddb.put_item(TableName="bench", Item={
+            "job": {"S": "million"}, "sequence": {"N": "1"}, "version": {"N": "1"},
+            "inventory": {"S": "inventory.jsonl.gz"}, "bundle_digest": {"S": "x"},
+            "watermark": {"S": "2026-01-01T00:00:00Z"}})
+        env_save = dict(self.env)
+        self.env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+        try:
+            m = self.timed(f"{FERRY} plan --job million --source s3://big --dest s3://exp --table bench --json")
+        finally:
+            self.env = env_save
+            httpd.shutdown()
+        j = json.loads(m.pop("stdout"))
+        self.plan = dict(keys=n, wall=m["wall"], cpu=m["cpu"], rss_mib=m["rss_mib"],
+                         listed=j["listed"], modified=j["modified"], added=j["added"], deleted=j["deleted"])
+        say(f"  plan: {self.plan}")
+
+
+def listing_handler(n, inventory):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            u = urllib.parse.urlparse(self.path)
+            q = urllib.parse.parse_qs(u.query)
+            if "list-type" in q:
+                start = int(q.get("continuation-token", ["0"])[0])
+                end = min(start + 1000, n)
+                items = "".join(
+                    f"<Contents><Key>k%2F{i:08d}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>"
+                    f"<ETag>&quot;{i:032x}&quot;</ETag><Size>{1000 + i % 5000}</Size>"
+                    f"<StorageClass>STANDARD</StorageClass></Contents>" for i in range(start, end))
+                more = end < n
+                body = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                        f"<Name>big</Name><Prefix></Prefix><KeyCount>{end - start}</KeyCount><MaxKeys>1000</MaxKeys>"
+                        f"<EncodingType>url</EncodingType><IsTruncated>{'true' if more else 'false'}</IsTruncated>{items}"
+                        + (f"<NextContinuationToken>{end}</NextContinuationToken>" if more else "")
+                        + "</ListBucketResult>").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/xml")
+            elif u.path.endswith("/inventory.jsonl.gz"):
+                body = inventory
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("ETag", '"inv"')
+            else:
+                body = b"<Error><Code>NoSuchKey</Code></Error>"
+                self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+BOTO3_PEER = '''
+import sys, time, zipfile, datetime
+import boto3
+src, exp, since, out, mark, key = sys.argv[1:]
+since = datetime.datetime.fromisoformat(since)
+s3 = boto3.client("s3")
+with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=src):
+        for o in page.get("Contents", []):
+            if o["LastModified"] > since:
+                z.writestr(o["Key"], s3.get_object(Bucket=src, Key=o["Key"])["Body"].read())
+open(mark, "w").write(repr(time.time()))
+s3.upload_file(out, exp, key)
+'''
+
+
+def machine():
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    ver = lambda c: subprocess.run(["bash", "-c", c], capture_output=True, text=True).stdout.strip().splitlines()[0]
+    return dict(cpu=model, cores=os.cpu_count(), mem_gib=mem, kernel=platform.release(),
+                ferry=ver(f"{FERRY} --version"), rclone=ver("rclone version"), s5cmd=ver(f"{BIN}/s5cmd version"),
+                aws=ver(f"{BIN}/aws --version 2>&1"), moto="5.2.5")
+
+
+def median(rows, field):
+    vals = [r[field] for r in rows if r.get(field) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def report(b, out):
+    out.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    summary = {}
+    for name in b.args.datasets:
+        for tool in TOOLS + ["server ceiling"]:
+            rows = [r for r in b.results if r["dataset"] == name and r["tool"] == tool]
+            if rows:
+                summary[(name, tool)] = dict(
+                    wall=median(rows, "wall"), cpu=median(rows, "cpu"), rss=max(r["rss_mib"] for r in rows),
+                    local=median(rows, "local"), runs=len(rows), objects=rows[0]["objects"], bytes=rows[0]["bytes"])
+    lines = ["# s3-ferry benchmark", "",
+             f"Command: `REPS={b.args.reps} scripts/bench.sh` ({datetime.now(timezone.utc):%Y-%m-%d}). "
+             f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']} GiB RAM, Linux {info['kernel']}. "
+             f"Server: moto {info['moto']} (one server for every tool, on 127.0.0.1). Tools: {info['ferry']}; "
+             f"{info['s5cmd']}; {info['rclone']}; {info['aws']}; boto3 from the same venv.", "",
+             "Task, the same for every tool: from the bucket's current state to one archive of the objects "
+             "changed since the last run, in the export bucket. The change: 5% of the small objects overwritten, "
+             "1% deleted, 2% added; large objects overwritten as listed. ferry also carries the deletions "
+             "(the others cannot). Medians of the runs; `to local zip` is when a peer's archive was complete on "
+             "local disk, before its upload (ferry never writes one: it streams into the bucket).", "",
+             "| dataset | tool | changed | wall s | to local zip s | MB/s | objects/s | CPU s | peak RSS MiB | runs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, tool), s in summary.items():
+        mbs = s["bytes"] / 1e6 / s["wall"] if s["wall"] else 0
+        local = "" if s["local"] is None else "%.2f" % s["local"]
+        lines.append(f"| {name} | {tool} | {s['objects']} obj, {s['bytes'] / MiB:.1f} MiB | {s['wall']:.2f} | "
+                     f"{local} | {mbs:.1f} | {s['objects'] / s['wall']:.0f} | "
+                     f"{s['cpu']:.2f} | {s['rss']:.0f} | {s['runs']} |")
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    targets = []
+    for name in b.args.datasets:
+        f = summary.get((name, "ferry"))
+        if not f:
+            continue
+        peers = {t: summary[(name, t)]["wall"] / f["wall"] for t in TOOLS[1:] if (name, t) in summary}
+        worst = min(peers.items(), key=lambda kv: kv[1])
+        targets.append((f"{name}: faster than every peer", f"closest peer: {worst[0]} takes {worst[1]:.2f}× ferry's time", worst[1] > 1))
+        c = summary.get((name, "server ceiling"))
+        if c:
+            ratio = c["wall"] / f["wall"]
+            want = 0.9 if name == "small" else 1.0
+            targets.append((f"{name}: server's own cost / ferry wall {'≥ 90%' if name == 'small' else '> 100%'}",
+                            f"{ratio * 100:.0f}%", ratio >= want if name == "small" else ratio > want))
+        if name == "small" and (name, "seed workflow") in summary:
+            r = summary[(name, "seed workflow")]["wall"] / f["wall"]
+            targets.append(("small: ≥ 50× the seed workflow", f"{r:.0f}×", r >= 50))
+    rss = max(s["rss"] for (n, t), s in summary.items() if t == "ferry")
+    targets.append(("peak RSS ≤ 256 MiB (all datasets)", f"{rss:.0f} MiB", rss <= 256))
+    for r in b.results:
+        if r["tool"] == "ferry (512 MiB limit)":
+            targets.append((f"{r['dataset']}: completes under a 512 MiB memory limit", r["note"], r["note"].startswith("completed")))
+    if getattr(b, "plan", None):
+        p = b.plan
+        targets.append((f"plan (list + diff) of {p['keys']:,} keys: < 60 s CPU",
+                        f"{p['wall']:.1f} s wall, {p['cpu']:.1f} s CPU, {p['rss_mib']:.0f} MiB RSS "
+                        f"({p['modified']:,} modified, {p['added']:,} added, {p['deleted']:,} deleted)", p["cpu"] < 60))
+    for t, m, ok in targets:
+        lines.append(f"| {t} | {m} | {'yes' if ok else 'no'} |")
+    ceil = [(n, r["parts"]) for n in b.args.datasets for r in b.results if r["dataset"] == n and r["tool"] == "server ceiling"][:len(b.args.datasets) * 1]
+    lines += ["", "Server's own cost, split (first run): " + "; ".join(
+        f"{n}: list {p['list']:.2f} s + GETs {p['gets']:.2f} s + PUT {p['put']:.2f} s" for n, p in ceil), "",
+        "![wall time per tool](chart.png)", ""]
+    (out / "results.md").write_text("\n".join(lines))
+    (out / "results.json").write_text(json.dumps(dict(machine=info, runs=b.results, plan=getattr(b, "plan", None)), indent=1))
+    chart(summary, b.args.datasets, out / "chart.png")
+    print("\n".join(lines))
+
+
+def chart(summary, datasets, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tools = TOOLS + ["server ceiling"]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(tools)
+    for i, tool in enumerate(tools):
+        xs, ys = [], []
+        for d, name in enumerate(datasets):
+            s = summary.get((name, tool))
+            if s:
+                xs.append(d + i * width)
+                ys.append(s["wall"])
+        bars = ax.bar(xs, ys, width, label=tool)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks([d + 0.4 - width / 2 for d in range(len(datasets))], datasets)
+    ax.set_yscale("log")
+    ax.set_ylabel("wall seconds (log scale, lower is better)")
+    ax.set_title("Changed objects → archive in the export bucket (moto, 2 cores)")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--datasets", default="small,large,mixed")
+    ap.add_argument("--plan-keys", type=int, default=1_000_000)
+    ap.add_argument("--out", default="docs/bench")
+    args = ap.parse_args()
+    args.datasets = [d for d in args.datasets.split(",") if d]
+    b = Bench(args)
+    try:
+        for name in args.datasets:
+            b.dataset(name)
+        if args.plan_keys:
+            b.plan_million(args.plan_keys)
+        report(b, ROOT / args.out)
+    finally:
+        b.server.stop()
+        shutil.rmtree(b.work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The benchmark: s3-ferry against the tools people use today (the seed workflow with aws-cli,
+# rclone, s5cmd, a boto3 + zipfile script) and against the server's own cost, on one local S3
+# server (moto) started by scripts/bench.py. Self-installing: Debian's rclone and zip, the pinned
+# Python tools in .venv-bench (infra/bench-requirements.txt), a release build of ferry.
+# Writes docs/bench/results.md, results.json and chart.png.
+#   REPS=3 scripts/bench.sh            # repetitions per tool (the seed workflow runs once)
+#   DATASETS=small,large scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+missing=()
+command -v rclone >/dev/null || missing+=(rclone=1.60.1+dfsg-2+b5)
+command -v zip >/dev/null || missing+=(zip)
+[ -x /usr/bin/time ] || missing+=(time)
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+stamp=.venv-bench/.requirements.sha256
+want=$(sha256sum infra/bench-requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv-bench/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing the benchmark's Python tools into .venv-bench"
+  python3 -m venv .venv-bench
+  env -u AWS_CA_BUNDLE .venv-bench/bin/pip install -q --disable-pip-version-check -r infra/bench-requirements.txt
+  echo "$want" > "$stamp"
+fi
+say "release build of ferry"
+cargo build --release --quiet --bin ferry
+say "running the benchmark (docs/bench/)"
+exec env -u AWS_CA_BUNDLE .venv-bench/bin/python scripts/bench.py --reps "${REPS:-3}" \
+  --datasets "${DATASETS:-small,large,mixed}" --out docs/bench

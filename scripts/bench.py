@@ -389,9 +389,9 @@ def median(rows, field):
     return statistics.median(vals) if vals else None
 
 
-def report(b, out):
+def report(b, out, info=None):
     out.mkdir(parents=True, exist_ok=True)
-    info = machine()
+    info = info or machine()
     summary = {}
     for name in b.args.datasets:
         for tool in TOOLS + ["server ceiling"]:
@@ -405,6 +405,7 @@ def report(b, out):
              f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']} GiB RAM, Linux {info['kernel']}. "
              f"Server: moto {info['moto']} (one server for every tool, on 127.0.0.1). Tools: {info['ferry']}; "
              f"{info['s5cmd']}; {info['rclone']}; {info['aws']}; boto3 from the same venv.", "",
+             *([b.args.note, ""] if getattr(b.args, "note", None) else []),
              "Task, the same for every tool: from the bucket's current state to one archive of the objects "
              "changed since the last run, in the export bucket. The change: 5% of the small objects overwritten, "
              "1% deleted, 2% added; large objects overwritten as listed. ferry also carries the deletions "
@@ -448,14 +449,48 @@ def report(b, out):
                         f"({p['modified']:,} modified, {p['added']:,} added, {p['deleted']:,} deleted)", p["cpu"] < 60))
     for t, m, ok in targets:
         lines.append(f"| {t} | {m} | {'yes' if ok else 'no'} |")
-    ceil = [(n, r["parts"]) for n in b.args.datasets for r in b.results if r["dataset"] == n and r["tool"] == "server ceiling"][:len(b.args.datasets) * 1]
+    ceil = [(n, next(r["parts"] for r in b.results if r["dataset"] == n and r["tool"] == "server ceiling"))
+            for n in b.args.datasets if any(r["dataset"] == n and r["tool"] == "server ceiling" for r in b.results)]
     lines += ["", "Server's own cost, split (first run): " + "; ".join(
         f"{n}: list {p['list']:.2f} s + GETs {p['gets']:.2f} s + PUT {p['put']:.2f} s" for n, p in ceil), "",
         "![wall time per tool](chart.png)", ""]
+    lines += sizing(summary)
     (out / "results.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(dict(machine=info, runs=b.results, plan=getattr(b, "plan", None)), indent=1))
     chart(summary, b.args.datasets, out / "chart.png")
     print("\n".join(lines))
+
+
+# Lambda's network, assumed (not measured here): third-party measurements of S3 throughput
+# from one invocation grow with memory and level off around 100 MB/s.
+ASSUMED_MBPS = {1024: 70, 2048: 90, 4096: 110}
+LAMBDA_WORK_S = 900 - 90  # one invocation's working time (15 min less the deadline margin)
+
+
+def sizing(summary):
+    f = summary.get(("large", "ferry"))
+    if not f:
+        return []
+    cpu_per_gb = f["cpu"] / (f["bytes"] / 2**30)
+    lines = ["", "## Lambda sizing (from these measurements)", "",
+             f"ferry spent {cpu_per_gb:.1f} CPU seconds per GiB shipped (large dataset, hashing, zip framing, "
+             "TLS-free HTTP to moto; real S3 adds TLS). A Lambda gets one vCPU per 1,769 MB; the hashing of a "
+             "volume runs on one core, so at most one vCPU counts. S3 throughput of one invocation is an "
+             "assumption, not measured here: " + ", ".join(f"{m // 1024} GB: {v} MB/s" for m, v in ASSUMED_MBPS.items())
+             + " (third-party measurements of Lambda↔S3 transfers level off near 100 MB/s). Every byte is read "
+             "and written once, so the network carries twice the delta. Time = max(network, CPU); a hop is "
+             f"{LAMBDA_WORK_S} s of work.", "",
+             "| monthly delta | 1 GB Lambda | 2 GB Lambda | 4 GB Lambda |", "|---|---|---|---|"]
+    for gb in (1, 10, 100):
+        cells = []
+        for mem, mbps in ASSUMED_MBPS.items():
+            net = 2 * gb * 1000 / mbps
+            cpu = cpu_per_gb * gb / min(mem / 1769, 1.0)
+            t = max(net, cpu)
+            hops = int(-(-t // LAMBDA_WORK_S))
+            cells.append(f"{t / 60:.0f} min, {hops} hop{'s' if hops > 1 else ''}" if t >= 60 else f"{t:.0f} s, 1 hop")
+        lines.append(f"| {gb} GB | " + " | ".join(cells) + " |")
+    return lines
 
 
 def chart(summary, datasets, path):
@@ -489,8 +524,15 @@ def main():
     ap.add_argument("--datasets", default="small,large,mixed")
     ap.add_argument("--plan-keys", type=int, default=1_000_000)
     ap.add_argument("--out", default="docs/bench")
+    ap.add_argument("--report", help="rewrite the report from this results.json (no runs)")
+    ap.add_argument("--note", help="a line added to the report (e.g. how its runs were made)")
     args = ap.parse_args()
     args.datasets = [d for d in args.datasets.split(",") if d]
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        b = argparse.Namespace(args=args, results=saved["runs"], plan=saved["plan"])
+        report(b, ROOT / args.out, saved["machine"])
+        return
     b = Bench(args)
     try:
         for name in args.datasets:

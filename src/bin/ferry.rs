@@ -260,7 +260,6 @@ fn main() -> ExitCode {
                 Some(E::LeaseHeld { .. } | E::StateLocked { .. }) => EXIT_LEASE_HELD,
                 Some(E::Verify { .. } | E::Archive { .. } | E::Bundle { .. }) => EXIT_VERIFY,
                 Some(E::OutOfOrder { .. }) => EXIT_OUT_OF_ORDER,
-                Some(E::Config { .. }) => 2,
                 _ => 1,
             };
             eprintln!("ferry: {e}");

@@ -1,7 +1,11 @@
-"""The benchmark driver (run by scripts/bench.sh): one moto server for every tool, seeded
-datasets, and the same task for every tool: from the bucket's current state to a transferable
+"""The benchmark driver (run by scripts/bench.sh): seeded datasets, one S3 server for every tool
+on a dataset, and the same task for every tool: from the bucket's current state to a transferable
 archive of the objects changed since the last run, in the export bucket. Tools run interleaved,
 REPS times each (the seed workflow once: one CLI process per object); medians are reported.
+
+A dataset is NAME or NAME@SERVER. The servers: `moto` (moto server, in memory, Python) and
+`s3s-fs` (the file-backed S3 server of the s3s crate, Rust; S3S_FS names its binary), used where
+moto's own throughput is the limit (large objects). DynamoDB is always moto.
 
 Also: the server's own cost (one listing + parallel GETs of the changed objects + one multipart
 PUT of as many bytes, with s5cmd), ferry under a 512 MiB memory limit (cgroup), and `ferry plan`
@@ -23,6 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,6 +50,17 @@ DATASETS = {
     "tiny": dict(small=200, small_size=16 * KiB, large=1, large_size=6 * MiB, large_changed=1),
 }
 TOOLS = ["ferry", "s5cmd+zip", "rclone+zip", "boto3+zipfile", "seed workflow"]
+S3S_FS = Path(os.environ.get("S3S_FS", ROOT / ".tools/bin/s3s-fs"))
+SERVERS = {"moto": "moto 5.2.5 (in memory)", "s3s-fs": "s3s-fs 0.14.1 (files on local disk)"}
+
+
+def spec_of(name):
+    """`large@s3s-fs` → (the `large` dataset, server `s3s-fs`); a plain name runs on moto."""
+    base, _, server = name.partition("@")
+    server = server or "moto"
+    if base not in DATASETS or server not in SERVERS:
+        raise SystemExit(f"unknown dataset {name!r}: datasets {sorted(DATASETS)}, servers {sorted(SERVERS)}")
+    return DATASETS[base], server
 
 
 def free_port():
@@ -57,6 +73,36 @@ def free_port():
 
 def say(msg):
     print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+class FsServer:
+    """s3s-fs serving a fresh directory on 127.0.0.1 (started on first use)."""
+
+    def __init__(self, work):
+        if not S3S_FS.exists():
+            raise SystemExit(f"{S3S_FS} is missing: scripts/bench.sh installs it (or set S3S_FS)")
+        self.root = work / "s3s-fs"
+        self.root.mkdir()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(work / "s3s-fs.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(S3S_FS), "--host", "127.0.0.1", "--port", str(self.port), "--access-key", "bench",
+             "--secret-key", "bench", str(self.root)], stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": "warn"})
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"s3s-fs did not start on {self.url}: see {work / 's3s-fs.log'}")
+                time.sleep(0.1)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 class Bench:
@@ -79,23 +125,61 @@ class Bench:
             PATH=f"{BIN}:{os.environ.get('PATH', '')}",
         )
         self.env.pop("AWS_CA_BUNDLE", None)
+        self.work = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+        # aws-cli and the boto3 peer address buckets by path, as every other tool here does.
+        aws_config = self.work / "aws-config"
+        aws_config.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n")
+        self.env["AWS_CONFIG_FILE"] = str(aws_config)
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})
-        self.s3 = boto3.client("s3")
         self.ddb = boto3.client("dynamodb")
         self.backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-        self.work = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+        self.fs = None
         self.results = []
+        self.use_server("moto")
         self.run(f"{FERRY} init --table bench", check=True)
+
+    def use_server(self, server):
+        """Point every tool's S3 endpoint at `server` (DynamoDB stays on moto)."""
+        if server == "s3s-fs" and self.fs is None:
+            self.fs = FsServer(self.work)
+        url = self.url if server == "moto" else self.fs.url
+        self.server_name = server
+        self.env.update(AWS_ENDPOINT_URL_S3=url, S3_ENDPOINT_URL=url, RCLONE_CONFIG_BENCH_ENDPOINT=url)
+        self.s3 = boto3.client("s3", endpoint_url=url)
+
+    def put(self, bucket, key, data):
+        if self.server_name == "moto":
+            self.backend.put_object(bucket, key, data)
+        else:
+            self.s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def delete(self, bucket, key):
+        if self.server_name == "moto":
+            self.backend.delete_object(bucket, key)
+        else:
+            self.s3.delete_object(Bucket=bucket, Key=key)
 
     # -- running and measuring -----------------------------------------------------------
     def run(self, cmd, check=False):
-        return subprocess.run(["bash", "-c", cmd], env=self.env, check=check,
-                              capture_output=True, text=True)
+        p = subprocess.run(["bash", "-c", cmd], env=self.env, capture_output=True, text=True)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"failed ({p.returncode}): {cmd}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+        return p
+
+    def server_cpu(self):
+        """CPU seconds the S3 server in use has spent so far (moto runs in this process)."""
+        if self.server_name == "moto":
+            t = os.times()
+            return t.user + t.system
+        fields = Path(f"/proc/{self.fs.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def timed(self, cmd, mark=None):
         """Run `cmd` under /usr/bin/time: wall s, CPU s (user+sys, children included), peak
-        RSS (largest process), the time the local archive was ready (if `mark` is written)."""
+        RSS (largest process), the time the local archive was ready (if `mark` is written),
+        and the server's CPU seconds meanwhile."""
         tfile = self.work / "time.txt"
+        server0 = self.server_cpu()
         start = time.monotonic()
         p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(tfile), "bash", "-c", cmd],
                            env=self.env, capture_output=True, text=True)
@@ -107,7 +191,7 @@ class Bench:
         if mark and Path(mark).exists():
             local = float(Path(mark).read_text()) - (time.time() - (end - start))
         return dict(wall=float(wall), cpu=float(user) + float(sys_), rss_mib=int(rss) / 1024,
-                    local=local, stdout=p.stdout)
+                    local=local, server_cpu=round(self.server_cpu() - server0, 2), stdout=p.stdout)
 
     # -- data -------------------------------------------------------------------------------
     def seed(self, name, spec):
@@ -115,9 +199,9 @@ class Bench:
         for b in (src, exp):
             self.s3.create_bucket(Bucket=b)
         for i in range(spec["small"]):
-            self.backend.put_object(src, f"small/{i % 50:02d}/obj{i:06d}.bin", os.urandom(spec["small_size"]))
+            self.put(src, f"small/{i % 50:02d}/obj{i:06d}.bin", os.urandom(spec["small_size"]))
         for i in range(spec["large"]):
-            self.backend.put_object(src, f"large/blob{i:02d}.bin", os.urandom(spec["large_size"]))
+            self.put(src, f"large/blob{i:02d}.bin", os.urandom(spec["large_size"]))
         return src, exp
 
     def change(self, src, spec):
@@ -128,15 +212,15 @@ class Bench:
         over, gone = keys[: n * 5 // 100], keys[n * 5 // 100: n * 6 // 100]
         objects = bytes_ = 0
         for k in over:
-            self.backend.put_object(src, k, os.urandom(spec["small_size"]))
+            self.put(src, k, os.urandom(spec["small_size"]))
         for k in gone:
-            self.backend.delete_object(src, k)
+            self.delete(src, k)
         for i in range(n * 2 // 100):
-            self.backend.put_object(src, f"small/new/add{i:06d}.bin", os.urandom(spec["small_size"]))
+            self.put(src, f"small/new/add{i:06d}.bin", os.urandom(spec["small_size"]))
         objects += len(over) + n * 2 // 100
         bytes_ += (len(over) + n * 2 // 100) * spec["small_size"]
         for i in range(spec["large_changed"]):
-            self.backend.put_object(src, f"large/blob{i:02d}.bin", os.urandom(spec["large_size"]))
+            self.put(src, f"large/blob{i:02d}.bin", os.urandom(spec["large_size"]))
         objects += spec["large_changed"]
         bytes_ += spec["large_changed"] * spec["large_size"]
         return objects, bytes_
@@ -215,12 +299,15 @@ class Bench:
         return dict(wall=listing["wall"] + gets["wall"] + put["wall"],
                     cpu=listing["cpu"] + gets["cpu"] + put["cpu"],
                     rss_mib=max(listing["rss_mib"], gets["rss_mib"], put["rss_mib"]), local=None,
+                    server_cpu=listing["server_cpu"] + gets["server_cpu"] + put["server_cpu"],
                     parts=dict(list=listing["wall"], gets=gets["wall"], put=put["wall"]))
 
     # -- one dataset ------------------------------------------------------------------------
-    def dataset(self, name):
-        spec = DATASETS[name]
-        say(f"dataset {name}: seeding")
+    def dataset(self, label):
+        spec, server = spec_of(label)
+        self.use_server(server)
+        name = label.replace("@", "-")  # bucket, job and file names
+        say(f"dataset {label} on {server}: seeding")
         src, exp = self.seed(name, spec)
         base = f"{name}-base"
         say(f"dataset {name}: ferry baseline (not measured)")
@@ -236,6 +323,8 @@ class Bench:
         say(f"dataset {name}: {objects} changed objects, {changed / MiB:.1f} MiB")
         for r in range(reps):
             for tool in TOOLS + ["server ceiling"]:
+                if self.args.tools and tool not in self.args.tools:
+                    continue
                 if tool == "seed workflow" and r > 0 and spec["small"] > 0:
                     continue  # one CLI process per object: once is enough to know
                 run = f"{name}-r{r}" if tool == "ferry" else f"{name}-{tool.split('+')[0].split()[0]}-{r}"
@@ -247,22 +336,28 @@ class Bench:
                     if tool == "ferry":
                         j = json.loads(m["stdout"])
                         assert j["objects"] == objects, (j["objects"], objects)
+                    else:  # what the peer's archive holds (the seed workflow can miss objects)
+                        with zipfile.ZipFile(self.work / f"{run}.zip") as z:
+                            m["entries"] = sum(1 for i in z.infolist() if not i.is_dir())
                 m.pop("stdout", None)
-                self.results.append(dict(dataset=name, tool=tool, rep=r, objects=objects, bytes=changed, **m))
-                say(f"  {name} {tool} rep {r}: {m['wall']:.2f}s cpu {m['cpu']:.2f}s rss {m['rss_mib']:.0f} MiB")
+                self.results.append(dict(dataset=label, server=server, tool=tool, rep=r, objects=objects, bytes=changed, **m))
+                say(f"  {label} {tool} rep {r}: {m['wall']:.2f}s cpu {m['cpu']:.2f}s rss {m['rss_mib']:.0f} MiB "
+                    f"server cpu {m['server_cpu']:.2f}s")
                 self.cleanup(run, exp)
-        self.limited(name, src, exp, objects)
+        if not self.args.no_limited:
+            self.limited(label, name, src, exp, objects)
         for b in (src, exp):
             self.empty(b, "")
+        self.use_server("moto")
 
-    def limited(self, name, src, exp, objects):
+    def limited(self, label, name, src, exp, objects):
         """ferry export inside a 512 MiB memory cgroup (a 512 MB Lambda)."""
         cg = Path("/sys/fs/cgroup/memory/ferry-bench")
         try:
             cg.mkdir(exist_ok=True)
             (cg / "memory.limit_in_bytes").write_text(str(512 * MiB))
         except OSError as e:
-            self.results.append(dict(dataset=name, tool="ferry (512 MiB limit)", rep=0, objects=objects,
+            self.results.append(dict(dataset=label, tool="ferry (512 MiB limit)", rep=0, objects=objects,
                                      bytes=0, wall=None, cpu=None, rss_mib=None, local=None,
                                      note=f"cgroup not available: {e}"))
             return
@@ -276,9 +371,9 @@ class Bench:
             m, note = dict(wall=None, cpu=None, rss_mib=None, local=None), f"failed: {str(e)[:200]}"
         peak = int((cg / "memory.max_usage_in_bytes").read_text()) / MiB
         m.pop("stdout", None)
-        self.results.append(dict(dataset=name, tool="ferry (512 MiB limit)", rep=0, objects=objects,
+        self.results.append(dict(dataset=label, tool="ferry (512 MiB limit)", rep=0, objects=objects,
                                  bytes=0, **m, note=f"{note}; cgroup peak {peak:.0f} MiB"))
-        say(f"  {name} ferry under 512 MiB: {note}, cgroup peak {peak:.0f} MiB")
+        say(f"  {label} ferry under 512 MiB: {note}, cgroup peak {peak:.0f} MiB")
         try:
             cg.rmdir()
         except OSError:
@@ -399,26 +494,35 @@ def report(b, out, info=None):
             if rows:
                 summary[(name, tool)] = dict(
                     wall=median(rows, "wall"), cpu=median(rows, "cpu"), rss=max(r["rss_mib"] for r in rows),
-                    local=median(rows, "local"), runs=len(rows), objects=rows[0]["objects"], bytes=rows[0]["bytes"])
+                    local=median(rows, "local"), runs=len(rows), objects=rows[0]["objects"], bytes=rows[0]["bytes"],
+                    server_cpu=median(rows, "server_cpu"))
     lines = ["# s3-ferry benchmark", "",
              f"Command: `REPS={b.args.reps} scripts/bench.sh` ({datetime.now(timezone.utc):%Y-%m-%d}). "
              f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']} GiB RAM, Linux {info['kernel']}. "
-             f"Server: moto {info['moto']} (one server for every tool, on 127.0.0.1). Tools: {info['ferry']}; "
+             "Servers, on 127.0.0.1, one for every tool on a dataset: "
+             + "; ".join(f"`{k}` = {v}" for k, v in SERVERS.items())
+             + ". A dataset named `NAME@s3s-fs` ran on s3s-fs, the others on moto; DynamoDB is always moto. "
+             f"Tools: {info['ferry']}; "
              f"{info['s5cmd']}; {info['rclone']}; {info['aws']}; boto3 from the same venv.", "",
              *([b.args.note, ""] if getattr(b.args, "note", None) else []),
              "Task, the same for every tool: from the bucket's current state to one archive of the objects "
              "changed since the last run, in the export bucket. The change: 5% of the small objects overwritten, "
              "1% deleted, 2% added; large objects overwritten as listed. ferry also carries the deletions "
              "(the others cannot). Medians of the runs; `to local zip` is when a peer's archive was complete on "
-             "local disk, before its upload (ferry never writes one: it streams into the bucket).", "",
-             "| dataset | tool | changed | wall s | to local zip s | MB/s | objects/s | CPU s | peak RSS MiB | runs |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "local disk, before its upload (ferry never writes one: it streams into the bucket); `server CPU s` is what the S3 server spent meanwhile.", "",
+             "| dataset | tool | changed | wall s | to local zip s | MB/s | objects/s | CPU s | peak RSS MiB | server CPU s | runs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (name, tool), s in summary.items():
         mbs = s["bytes"] / 1e6 / s["wall"] if s["wall"] else 0
         local = "" if s["local"] is None else "%.2f" % s["local"]
         lines.append(f"| {name} | {tool} | {s['objects']} obj, {s['bytes'] / MiB:.1f} MiB | {s['wall']:.2f} | "
                      f"{local} | {mbs:.1f} | {s['objects'] / s['wall']:.0f} | "
-                     f"{s['cpu']:.2f} | {s['rss']:.0f} | {s['runs']} |")
+                     f"{s['cpu']:.2f} | {s['rss']:.0f} | {'' if s['server_cpu'] is None else '%.2f' % s['server_cpu']} | {s['runs']} |")
+    short = sorted({(r["dataset"], r["tool"], r["entries"]) for r in b.results
+                    if r.get("entries") is not None and r["entries"] != r["objects"]})
+    if short:
+        lines += ["", "Archives that did not hold every changed object: " + "; ".join(
+            f"{d} {t}: {e} entries" for d, t, e in short) + "."]
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     targets = []
     for name in b.args.datasets:
@@ -431,10 +535,10 @@ def report(b, out, info=None):
         c = summary.get((name, "server ceiling"))
         if c:
             ratio = c["wall"] / f["wall"]
-            want = 0.9 if name == "small" else 1.0
-            targets.append((f"{name}: server's own cost / ferry wall {'≥ 90%' if name == 'small' else '> 100%'}",
-                            f"{ratio * 100:.0f}%", ratio >= want if name == "small" else ratio > want))
-        if name == "small" and (name, "seed workflow") in summary:
+            small = name.split("@")[0] == "small"
+            targets.append((f"{name}: server's own cost / ferry wall {'≥ 90%' if small else '> 100%'}",
+                            f"{ratio * 100:.0f}%", ratio >= 0.9 if small else ratio > 1.0))
+        if name.split("@")[0] == "small" and (name, "seed workflow") in summary:
             r = summary[(name, "seed workflow")]["wall"] / f["wall"]
             targets.append(("small: ≥ 50× the seed workflow", f"{r:.0f}×", r >= 50))
     rss = max(s["rss"] for (n, t), s in summary.items() if t == "ferry")
@@ -512,7 +616,7 @@ def chart(summary, datasets, path):
     ax.set_xticks([d + 0.4 - width / 2 for d in range(len(datasets))], datasets)
     ax.set_yscale("log")
     ax.set_ylabel("wall seconds (log scale, lower is better)")
-    ax.set_title("Changed objects → archive in the export bucket (moto, 2 cores)")
+    ax.set_title("Changed objects → archive in the export bucket (2 cores; NAME@s3s-fs on s3s-fs, others on moto)")
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -521,18 +625,23 @@ def chart(summary, datasets, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--datasets", default="small,large,mixed")
+    ap.add_argument("--datasets", default="small,large,large@s3s-fs,mixed")
     ap.add_argument("--plan-keys", type=int, default=1_000_000)
+    ap.add_argument("--tools", default="", help="only these tools, comma-separated (quick checks)")
+    ap.add_argument("--no-limited", action="store_true", help="skip the 512 MiB cgroup run")
     ap.add_argument("--out", default="docs/bench")
     ap.add_argument("--report", help="rewrite the report from this results.json (no runs)")
     ap.add_argument("--note", help="a line added to the report (e.g. how its runs were made)")
     args = ap.parse_args()
     args.datasets = [d for d in args.datasets.split(",") if d]
+    args.tools = [t for t in args.tools.split(",") if t]
     if args.report:
         saved = json.loads(Path(args.report).read_text())
         b = argparse.Namespace(args=args, results=saved["runs"], plan=saved["plan"])
         report(b, ROOT / args.out, saved["machine"])
         return
+    for d in args.datasets:
+        spec_of(d)
     b = Bench(args)
     try:
         for name in args.datasets:
@@ -542,6 +651,8 @@ def main():
         report(b, ROOT / args.out)
     finally:
         b.server.stop()
+        if b.fs:
+            b.fs.stop()
         shutil.rmtree(b.work, ignore_errors=True)
 
 

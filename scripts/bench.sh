@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The benchmark: s3-ferry against the tools people use today (the seed workflow with aws-cli,
 # rclone, s5cmd, a boto3 + zipfile script) and against the server's own cost, on one local S3
-# server (moto) started by scripts/bench.py. Self-installing: Debian's rclone and zip, the pinned
-# Python tools in .venv-bench (infra/bench-requirements.txt), a release build of ferry.
+# servers started by scripts/bench.py (moto; s3s-fs, a file-backed S3 server in Rust, for the
+# large-object rows marked @s3s-fs). Self-installing: Debian's rclone and zip, the pinned Python
+# tools in .venv-bench (infra/bench-requirements.txt), s3s-fs from crates.io into .tools, a
+# release build of ferry.
 # Writes docs/bench/results.md, results.json and chart.png.
 #   REPS=3 scripts/bench.sh            # repetitions per tool (the seed workflow runs once)
-#   DATASETS=small,large scripts/bench.sh
+#   DATASETS=small,large@s3s-fs scripts/bench.sh    # NAME or NAME@SERVER (moto, s3s-fs)
+#   TOOLS=ferry,boto3+zipfile scripts/bench.sh      # a quick look at some tools only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -28,8 +31,14 @@ if [ ! -x .venv-bench/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want"
   env -u AWS_CA_BUNDLE .venv-bench/bin/pip install -q --disable-pip-version-check -r infra/bench-requirements.txt
   echo "$want" > "$stamp"
 fi
+S3S_FS_VERSION=0.14.1  # 0.17 needs rustc 1.96
+if [ "$(.tools/bin/s3s-fs --version 2>/dev/null)" != "s3s-fs $S3S_FS_VERSION" ]; then
+  say "installing s3s-fs $S3S_FS_VERSION into .tools (about 3 minutes)"
+  CARGO_TARGET_DIR=target/tools cargo install --quiet --locked --features binary --root .tools \
+    "s3s-fs@$S3S_FS_VERSION"
+fi
 say "release build of ferry"
 cargo build --release --quiet --bin ferry
 say "running the benchmark (docs/bench/)"
 exec env -u AWS_CA_BUNDLE .venv-bench/bin/python scripts/bench.py --reps "${REPS:-3}" \
-  --datasets "${DATASETS:-small,large,mixed}" --out docs/bench
+  --datasets "${DATASETS:-small,large,large@s3s-fs,mixed}" --tools "${TOOLS:-}" --out docs/bench

@@ -157,6 +157,14 @@ pub async fn run(
     for s in &incomplete {
         warn!(job = %cfg.job, sequence = s, "bundle is still being exported (no SHA256SUMS): skipped");
     }
+    progress.total(
+        chosen
+            .iter()
+            .flat_map(|r| r.files.iter())
+            .filter(|(n, _)| n.ends_with(".zip"))
+            .map(|(_, (_, _, size))| *size)
+            .sum(),
+    );
     let mut bundles = Vec::new();
     let mut fetched = 0;
     for r in chosen {
@@ -172,26 +180,6 @@ pub async fn run(
         duration_ms: started.elapsed().as_millis() as u64,
         incomplete,
     })
-}
-
-/// Total bytes of the volumes that `run` would fetch for these bundles (for a progress bar).
-pub async fn planned_bytes(store: &Store, cfg: &DownloadConfig) -> Result<u64> {
-    let remote = remote_bundles(store, cfg).await?;
-    let complete: Vec<&Remote> = remote
-        .values()
-        .filter(|r| r.files.contains_key("SHA256SUMS"))
-        .collect();
-    let chosen: Vec<&Remote> = match cfg.select {
-        Select::Latest => complete.last().copied().into_iter().collect(),
-        Select::Sequence(n) => complete.into_iter().filter(|r| r.sequence == n).collect(),
-        Select::Since(n) => complete.into_iter().filter(|r| r.sequence > n).collect(),
-    };
-    Ok(chosen
-        .iter()
-        .flat_map(|r| r.files.iter())
-        .filter(|(n, _)| n.ends_with(".zip"))
-        .map(|(_, (_, _, s))| *s)
-        .sum())
 }
 
 async fn download_bundle(

@@ -72,6 +72,8 @@ impl Layout {
 /// Progress callbacks (the CLI draws a bar; the Lambda ignores them).
 pub trait Progress: Send + Sync {
     fn planned(&self, _stats: &PlanStats) {}
+    /// The bytes a run will move, when known before it starts (downloads).
+    fn total(&self, _bytes: u64) {}
     fn resumed(&self, _objects_done: u64, _bytes_done: u64) {}
     fn object(&self, _bytes: u64) {}
 }

@@ -302,23 +302,27 @@ impl Handler {
         emf(cfg.job.as_str(), Some(&report), started.elapsed(), false);
         match report.status {
             Status::Continue => {
-                if hop >= self.cfg.max_hops {
-                    let msg = format!(
-                        "bundle {} of job {} still unfinished after {hop} invocations (MAX_HOPS): the next scheduled run continues it",
-                        report.sequence, cfg.job
-                    );
-                    warn!("{msg}");
-                    self.notify(
-                        &format!(
-                            "s3-ferry {}: bundle {} needs more time",
-                            cfg.job, report.sequence
-                        ),
-                        &msg,
-                    )
-                    .await;
-                } else {
-                    self.continue_async(report.sequence, hop + 1).await?;
+                let payload = serde_json::to_vec(&Invocation {
+                    continuation: Some(Continuation {
+                        sequence: report.sequence,
+                        hop: hop + 1,
+                    }),
+                    ..Invocation::default()
+                })
+                .expect("invocation serialises");
+                Hops {
+                    lambda: &self.lambda,
+                    sns: &self.sns,
+                    topic: self.cfg.topic_arn.as_deref(),
+                    function: &self.function_name,
+                    max: self.cfg.max_hops,
                 }
+                .next(
+                    hop,
+                    payload,
+                    &format!("bundle {} of job {}", report.sequence, cfg.job),
+                )
+                .await?;
             }
             Status::Complete => {
                 self.notify(
@@ -332,18 +336,36 @@ impl Handler {
         Ok(serde_json::to_value(&report).expect("report serialises"))
     }
 
-    async fn continue_async(&self, sequence: u64, hop: u32) -> Result<()> {
-        let payload = serde_json::to_vec(&Invocation {
-            continuation: Some(Continuation { sequence, hop }),
-            ..Invocation::default()
-        })
-        .expect("invocation serialises");
-        info!(function = %self.function_name, sequence, hop, "continuing the bundle in a new invocation");
-        invoke_async(&self.lambda, &self.function_name, payload).await
-    }
-
     async fn notify(&self, subject: &str, message: &str) {
         publish(&self.sns, self.cfg.topic_arn.as_deref(), subject, message).await
+    }
+}
+
+/// Where a run that needs more time goes on: a new asynchronous invocation of the function,
+/// or, after `max` invocations, a warning and a notification (the next run picks it up).
+pub(crate) struct Hops<'a> {
+    pub lambda: &'a aws_sdk_lambda::Client,
+    pub sns: &'a aws_sdk_sns::Client,
+    pub topic: Option<&'a str>,
+    pub function: &'a str,
+    pub max: u32,
+}
+
+impl Hops<'_> {
+    /// After invocation `hop` of the work `what`: invoke again with `payload`, or stop at `max`.
+    pub(crate) async fn next(&self, hop: u32, payload: Vec<u8>, what: &str) -> Result<()> {
+        if hop >= self.max {
+            let msg = format!(
+                "{what} still unfinished after {hop} invocations (MAX_HOPS): the next scheduled run continues it"
+            );
+            warn!("{msg}");
+            let subject = format!("s3-ferry: {what} needs more time");
+            publish(self.sns, self.topic, &subject, &msg).await;
+            Ok(())
+        } else {
+            info!(function = %self.function, hop = hop + 1, "continuing the {what} in a new invocation");
+            invoke_async(self.lambda, self.function, payload).await
+        }
     }
 }
 

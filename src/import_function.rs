@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::aws::Clients;
 use crate::bundle::{self, Bundle};
@@ -18,7 +18,7 @@ use crate::config::{self, JobName, S3Location};
 use crate::error::{Error, Result};
 use crate::export::NoProgress;
 use crate::function::{
-    DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, Vars, diagnostic, invoke_async, named, publish,
+    DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, Hops, Vars, diagnostic, named, publish,
     working_deadline,
 };
 use crate::import::{self, BundleStatus, ImportConfig, ImportReport};
@@ -232,23 +232,17 @@ impl ImportHandler {
             .map(|b| b.sequence)
             .collect();
         let status = if !report.complete {
-            if hop >= self.cfg.max_hops {
-                let msg = format!(
-                    "import of job {} still unfinished after {hop} invocations (MAX_HOPS): the next sweep continues it",
-                    self.cfg.job
-                );
-                warn!("{msg}");
-                self.notify(
-                    &format!("s3-ferry {}: import needs more time", self.cfg.job),
-                    &msg,
-                )
-                .await;
-            } else {
-                let payload = serde_json::to_vec(&json!({"continuation": {"hop": hop + 1}}))
-                    .expect("payload serialises");
-                info!(function = %self.function_name, hop = hop + 1, "continuing the import in a new invocation");
-                invoke_async(&self.lambda, &self.function_name, payload).await?;
+            let payload = serde_json::to_vec(&json!({"continuation": {"hop": hop + 1}}))
+                .expect("payload serialises");
+            Hops {
+                lambda: &self.lambda,
+                sns: &self.sns,
+                topic: self.cfg.topic_arn.as_deref(),
+                function: &self.function_name,
+                max: self.cfg.max_hops,
             }
+            .next(hop, payload, &format!("import of job {}", self.cfg.job))
+            .await?;
             "continue"
         } else if applied.is_empty() {
             "nothing_to_import"

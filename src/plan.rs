@@ -140,25 +140,49 @@ where
         old = next(&mut previous).await?;
     }
 
-    // Renames: pair each added key with a deleted key of the same ETag and size.
+    let (moves, added, deletes) = pair_renames(added, deleted, detect_moves);
+    plan.stats.added = added.len() as u64;
+    plan.moves = moves;
+    plan.puts.extend(added);
+    plan.deletes = deletes;
+    plan.puts.sort_by(|a, b| a.key.cmp(&b.key));
+    plan.stats.deleted = plan.deletes.len() as u64;
+    plan.stats.moved = plan.moves.len() as u64;
+    plan.stats.skipped = plan.skipped.len() as u64;
+    plan.stats.put_bytes = plan.puts.iter().map(|p| p.size).sum();
+    Ok(plan)
+}
+
+/// Pair each added key with a deleted key of the same ETag and size: a rename. Returns the
+/// moves, the added keys left to put and the deleted keys left to delete. A listing without
+/// ETags (some S3-compatible servers) proves nothing about content, so it pairs nothing.
+fn pair_renames(
+    added: Vec<ObjectRecord>,
+    deleted: Vec<ObjectRecord>,
+    detect_moves: bool,
+) -> (Vec<Move>, Vec<ObjectRecord>, Vec<String>) {
     let mut by_content: HashMap<(String, u64), VecDeque<usize>> = HashMap::new();
     if detect_moves {
         for (i, d) in deleted.iter().enumerate() {
-            by_content
-                .entry((d.etag.clone(), d.size))
-                .or_default()
-                .push_back(i);
+            if !d.etag.is_empty() {
+                by_content
+                    .entry((d.etag.clone(), d.size))
+                    .or_default()
+                    .push_back(i);
+            }
         }
     }
     let mut moved_from = vec![false; deleted.len()];
+    let (mut moves, mut puts) = (Vec::new(), Vec::new());
     for a in added {
         let source_index = by_content
             .get_mut(&(a.etag.clone(), a.size))
+            .filter(|_| !a.etag.is_empty())
             .and_then(VecDeque::pop_front);
         match source_index {
             Some(i) => {
                 moved_from[i] = true;
-                plan.moves.push(Move {
+                moves.push(Move {
                     from: deleted[i].key.clone(),
                     to: a.key.clone(),
                     etag: a.etag.clone(),
@@ -167,24 +191,16 @@ where
                     headers: None,
                 });
             }
-            None => {
-                plan.stats.added += 1;
-                plan.puts.push(a);
-            }
+            None => puts.push(a),
         }
     }
-    plan.deletes = deleted
+    let deletes = deleted
         .into_iter()
         .zip(moved_from)
         .filter(|(_, moved)| !moved)
         .map(|(d, _)| d.key)
         .collect();
-    plan.puts.sort_by(|a, b| a.key.cmp(&b.key));
-    plan.stats.deleted = plan.deletes.len() as u64;
-    plan.stats.moved = plan.moves.len() as u64;
-    plan.stats.skipped = plan.skipped.len() as u64;
-    plan.stats.put_bytes = plan.puts.iter().map(|p| p.size).sum();
-    Ok(plan)
+    (moves, puts, deletes)
 }
 
 async fn next<R: AsyncBufRead + Unpin>(
@@ -211,4 +227,46 @@ pub fn estimate_volumes(puts: &[ObjectRecord], volume_size: u64, volume_entries:
         entries += 1;
     }
     volumes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, etag: &str, size: u64) -> ObjectRecord {
+        ObjectRecord {
+            key: key.into(),
+            size,
+            etag: etag.into(),
+            last_modified_ms: 1,
+            storage_class: "STANDARD".into(),
+        }
+    }
+
+    #[test]
+    fn renames_pair_by_etag_and_size_but_never_without_an_etag() {
+        let added = vec![
+            rec("new/a", "e1", 5),
+            rec("new/b", "", 7),
+            rec("new/c", "e3", 9),
+        ];
+        let deleted = vec![
+            rec("old/a", "e1", 5),
+            rec("old/b", "", 7),
+            rec("old/c", "e3", 8),
+        ];
+        let (moves, puts, deletes) = pair_renames(added.clone(), deleted.clone(), true);
+        assert_eq!(moves.len(), 1);
+        assert_eq!(
+            (moves[0].from.as_str(), moves[0].to.as_str()),
+            ("old/a", "new/a")
+        );
+        let puts: Vec<_> = puts.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(puts, ["new/b", "new/c"]);
+        assert_eq!(deletes, ["old/b", "old/c"]);
+
+        let (moves, puts, deletes) = pair_renames(added, deleted, false);
+        assert!(moves.is_empty());
+        assert_eq!((puts.len(), deletes.len()), (3, 3));
+    }
 }

@@ -495,10 +495,10 @@ impl EntryWriter for ImportWriter {
                 buf.extend_from_slice(&chunk);
                 Ok(())
             }
-            ImportWriter::Multipart { upload, obj, .. } => {
+            ImportWriter::Multipart { upload, .. } => {
                 upload.write_all(&chunk).await.map_err(|e| Error::Stream {
-                    bucket: "destination".into(),
-                    key: obj.key.clone(),
+                    bucket: upload.bucket().to_string(),
+                    key: upload.key().to_string(),
                     source: Box::new(e),
                 })
             }

@@ -476,6 +476,11 @@ impl Progress for Bar {
             pb.set_message(format!("{} objects", s.added + s.modified));
         }
     }
+    fn total(&self, bytes: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_length(bytes);
+        }
+    }
     fn resumed(&self, _objects: u64, bytes: u64) {
         if let Some(pb) = &self.0 {
             pb.set_position(bytes);
@@ -518,12 +523,7 @@ mod far {
             to: a.to.clone(),
             concurrency: a.concurrency,
         };
-        let total = if interactive(a.json) {
-            download::planned_bytes(&clients.s3, &cfg).await?
-        } else {
-            0
-        };
-        let bar = Bar::bytes(interactive(a.json), total, "downloading");
+        let bar = Bar::bytes(interactive(a.json), 0, "downloading");
         let report = download::run(&clients.s3, &cfg, &bar).await?;
         bar.done();
         if a.json {

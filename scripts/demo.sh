@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 scripts/setup.sh
-say "building ferry"
-cargo build --quiet --bin ferry
+say "building ferry (a fresh clone compiles ~300 crates: 5-10 minutes on 2 cores; cargo shows its progress)"
+cargo build --bin ferry
 ferry=target/debug/ferry
 
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

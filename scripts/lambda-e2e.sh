@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# End to end on the local Lambda runtime: `cargo lambda watch` runs functions/export against a
-# moto server; `cargo lambda invoke` sends (a) an EventBridge Scheduler input (SAM ScheduleV2)
-# and (b) a classic EventBridge envelope (SAM Schedule). RUN_BUDGET=0s forces every invocation
-# to stop after one unit of work, so each bundle takes several hops; the function continues
-# itself through the Lambda Invoke API, which `cargo lambda watch` serves too. Each bundle must
-# carry the same content as a CLI export of the same data.
-# Then the import function (functions/import) on a second `cargo lambda watch`: bundle 2 is
-# uploaded to its import bucket first (it must wait), then bundle 1; an S3 "Object Created"
-# EventBridge event starts the import, which continues itself volume by volume and replays both
-# bundles in order; the destination must equal the source.
-# `cargo lambda watch` answers even InvocationType=Event synchronously, so locally each hop waits
-# for the next one: --concurrency gives the chain of hops enough instances.
+# End to end on the local Lambda runtime: `cargo lambda watch --only-lambda-apis` emulates the
+# Lambda APIs (runtime and Invoke) and the functions' debug binaries, built once by
+# scripts/test.sh with the rest of the workspace, poll it as Lambda instances would (no second
+# build with other features). Against a moto server, `cargo lambda invoke` sends (a) an
+# EventBridge Scheduler input (SAM ScheduleV2) and (b) a classic EventBridge envelope (SAM
+# Schedule) to functions/export. RUN_BUDGET=0s forces every invocation to stop after one unit of
+# work, so each bundle takes several hops; the function continues itself through the Lambda
+# Invoke API, which the emulator serves too. Each bundle must carry the same content as a CLI
+# export of the same data.
+# Then the import function (functions/import): bundle 2 is uploaded to its import bucket first
+# (it must wait), then bundle 1; an S3 "Object Created" EventBridge event starts the import,
+# which continues itself volume by volume and replays both bundles in order; the destination
+# must equal the source.
+# The emulator answers even InvocationType=Event synchronously, so locally each hop waits for
+# the next one: INSTANCES processes of each function give the chain of hops enough instances.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-export PATH="$PWD/.venv/bin:$PATH" CARGO_TARGET_DIR="$PWD/target"
+export PATH="$PWD/.venv/bin:$PATH" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 py() { env -u AWS_CA_BUNDLE .venv/bin/python "$@"; }
 free_port() { py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-cargo build --quiet --bin ferry -p s3-ferry
-# Build the function as `cargo lambda watch` will run it, so the first invoke does not wait on it.
-(cd functions/export && cargo build --quiet --bin ferry-export)
-(cd functions/import && cargo build --quiet --bin ferry-import)
-moto_port=$(free_port); lambda_port=$(free_port); import_port=$(free_port)
+instances=${INSTANCES:-40}
+bin="$CARGO_TARGET_DIR/debug"
+if [ -z "${FERRY_PREBUILT:-}" ]; then
+  # Run alone: build what it runs (scripts/test.sh has built it already and sets FERRY_PREBUILT).
+  cargo build --quiet --workspace --bins
+fi
+for b in ferry ferry-export ferry-import; do
+  [ -x "$bin/$b" ] || { echo "missing $bin/$b: build the workspace first (cargo build --workspace --bins)" >&2; exit 1; }
+done
+moto_port=$(free_port); lambda_port=$(free_port); import_port=$lambda_port
 logs=$(mktemp -d)
 env -u AWS_CA_BUNDLE .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
 pids=($!)
@@ -34,7 +41,7 @@ for _ in $(seq 100); do curl -fs "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1 &
 
 py scripts/demo-bucket.py seed e2e-source 20 >/dev/null
 py -c 'import boto3; boto3.client("s3").create_bucket(Bucket="e2e-export")'
-target/debug/ferry init --table e2e-state >/dev/null
+"$bin/ferry" init --table e2e-state >/dev/null
 
 cat >"$logs/function.env" <<ENV
 FERRY_JOB=lambda
@@ -54,13 +61,23 @@ AWS_REGION=us-east-1
 AWS_EC2_METADATA_DISABLED=true
 FERRY_S3_PATH_STYLE=true
 ENV
-say "cargo lambda watch on 127.0.0.1:$lambda_port"
-(cd functions/export && exec cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$lambda_port" \
-   --concurrency 40 --env-file "$logs/function.env") >"$logs/watch.log" 2>&1 &
+say "cargo lambda watch --only-lambda-apis on 127.0.0.1:$lambda_port, $instances instances of each function"
+cargo lambda watch --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$lambda_port" >"$logs/watch-api.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 600); do curl -s "http://127.0.0.1:$lambda_port/" >/dev/null 2>&1 && break; sleep 0.5; done
+for _ in $(seq 600); do curl -s "http://127.0.0.1:$lambda_port/" >/dev/null 2>&1 && break; sleep 0.1; done
+instances() { # FUNCTION ENV_FILE LOG: start the function's instances, polling the emulator
+  local i
+  for i in $(seq "$instances"); do
+    (set -a; . "$2"; set +a
+     export AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$lambda_port/.rt/$1" AWS_LAMBDA_FUNCTION_NAME="$1" \
+       AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024
+     exec "$bin/$1") >>"$3" 2>&1 &
+    pids+=($!)
+  done
+}
+instances ferry-export "$logs/function.env" "$logs/watch.log"
 
-status() { target/debug/ferry status --job lambda --table e2e-state --json | py -c 'import json,sys; print(json.load(sys.stdin)["sequence"])'; }
+status() { "$bin/ferry" status --job lambda --table e2e-state --json | py -c 'import json,sys; print(json.load(sys.stdin)["sequence"])'; }
 wait_for() {
   for _ in $(seq 600); do [ "$(status)" = "$1" ] && return 0; sleep 0.5; done
   echo "bundle $1 was not committed; function log:" >&2; tail -50 "$logs/watch.log" >&2; exit 1
@@ -82,7 +99,7 @@ volumes() { py -c 'import boto3,sys; r=boto3.client("s3").list_objects_v2(Bucket
 say "(a) EventBridge Scheduler input"
 invoke '{"trigger": "schedule"}'
 wait_for 1
-target/debug/ferry export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB >/dev/null
+"$bin/ferry" export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB >/dev/null
 compare 1
 echo "bundle 1 took $(grep -c 'continuing the bundle' "$logs/watch.log") continuation hops, $(volumes 1) volumes"
 
@@ -91,7 +108,7 @@ py scripts/demo-bucket.py mutate e2e-source
 hops_before=$(grep -c 'continuing the bundle' "$logs/watch.log")
 invoke '{"version":"0","id":"e2e","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-11-01T03:00:00Z","region":"us-east-1","resources":[],"detail":{}}'
 wait_for 2
-target/debug/ferry export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB >/dev/null
+"$bin/ferry" export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB >/dev/null
 compare 2
 hops=$(( $(grep -c 'continuing the bundle' "$logs/watch.log") - hops_before ))
 echo "bundle 2 took $hops continuation hops, $(volumes 2) volumes"
@@ -120,12 +137,9 @@ AWS_REGION=us-east-1
 AWS_EC2_METADATA_DISABLED=true
 FERRY_S3_PATH_STYLE=true
 ENV
-(cd functions/import && exec cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$import_port" \
-   --concurrency 40 --env-file "$logs/import.env") >"$logs/import-watch.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 600); do curl -s "http://127.0.0.1:$import_port/" >/dev/null 2>&1 && break; sleep 0.5; done
+instances ferry-import "$logs/import.env" "$logs/import-watch.log"
 carry="$logs/carry"
-target/debug/ferry download --from s3://e2e-export/bundles --job lambda --since 0 --to "$carry"
+"$bin/ferry" download --from s3://e2e-export/bundles --job lambda --since 0 --to "$carry"
 upload() { # SEQUENCE: the bundle folder, as an operator would upload it
   py - "$carry/lambda/$(printf %08d "$1")" "lambda/$(printf %08d "$1")" <<'PY'
 import boto3, os, sys

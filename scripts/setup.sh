@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the scripts and tests need and is missing: the project venv (.venv) with the
-# pinned Python tools (infra/requirements.txt), and the zip readers the tests check archives
-# with (Debian packages). Safe to run again; does nothing when all is there.
+# pinned Python tools (infra/requirements.txt: moto, cfn-lint, SAM CLI, cargo-lambda, Zig), the
+# Rust target of the arm64 Lambda functions, and the zip readers the tests check archives with
+# (Debian packages). Safe to run again; does nothing when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ command -v 7z >/dev/null || missing+=(p7zip-full)
 command -v bsdtar >/dev/null || missing+=(libarchive-tools)
 command -v java >/dev/null || missing+=(default-jdk-headless)
 command -v curl >/dev/null || missing+=(curl)
+command -v file >/dev/null || missing+=(file)
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -29,4 +31,10 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   python3 -m venv .venv
   env -u AWS_CA_BUNDLE .venv/bin/pip install -q --disable-pip-version-check -r infra/requirements.txt
   echo "$want" > "$stamp"
+fi
+
+# `sam build` cross-compiles the Lambda functions for arm64 (Zig links them).
+if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  say "adding the Rust target aarch64-unknown-linux-gnu (the Lambda functions run on arm64)"
+  rustup target add aarch64-unknown-linux-gnu
 fi

@@ -1,47 +1,66 @@
 #!/usr/bin/env bash
-# Every check: installs what is missing, then formatting, lints, the template checks, unit and
-# integration tests (they start their own moto server on a free 127.0.0.1 port), the arm64
-# release build of the Lambda (beside the tests), and the Lambda end to end on cargo lambda watch.
+# Every check, from a clean clone, in about a quarter of an hour on 2 cores: installs what is
+# missing (scripts/setup.sh), then formatting, lints, the template checks, ONE debug build of the
+# whole workspace (tests, the CLI and both Lambda functions, with one feature set), the
+# documented `sam build` of both templates (arm64, in the background with a cheaper release
+# profile), the unit and integration tests (each test process starts its own moto server on a
+# free 127.0.0.1 port, so cargo-nextest runs them in parallel), and the Lambda end to end on the
+# local Lambda emulator with the binaries already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+say() { printf '==> %s\n' "$*" >&2; }
 start=$(date +%s)
+lap=$start
+took() { local now; now=$(date +%s); say "$1 took $((now - lap))s"; lap=$now; }
 
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+took "setup"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+took "clippy"
 
 say "template checks: cfn-lint, sam validate --lint"
 for t in template.yaml infra/import.yaml; do
   env -u AWS_CA_BUNDLE cfn-lint "$t"
   env -u AWS_CA_BUNDLE SAM_CLI_TELEMETRY=0 sam validate --lint --template "$t"
 done
+took "template checks"
 
-say "building tests"
-cargo test --workspace --all-targets --no-run
+say "building the workspace once (tests, ferry, ferry-export, ferry-import)"
+# `cargo build --all-targets` builds the test binaries and the bins with one feature set (dev
+# dependencies included), so nextest and the Lambda end to end reuse it as it is.
+cargo build --workspace --all-targets --quiet
+took "debug build"
 
-say "cargo lambda build --release --arm64 (in the background, log: target/lambda-build.log)"
+say "sam build of both templates (background, log: target/sam-build.log)"
 mkdir -p target
-FERRY_FAST_RELEASE=1 scripts/build-lambda.sh >target/lambda-build.log 2>&1 &
-lambda_build=$!
+scripts/sam-build.sh >target/sam-build.log 2>&1 &
+sam_build=$!
 
-say "cargo test (unit and integration tests against moto)"
-cargo test --workspace --all-targets
+say "unit and integration tests (moto per test process)"
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --all-targets --no-fail-fast --test-threads "${TEST_THREADS:-3}"
+else
+  cargo test --workspace --all-targets
+fi
+took "tests"
 
-say "Lambda end to end (cargo lambda watch + invoke against moto)"
-scripts/lambda-e2e.sh
+say "Lambda end to end (cargo lambda watch --only-lambda-apis + the debug binaries, against moto)"
+FERRY_PREBUILT=1 scripts/lambda-e2e.sh
+took "Lambda end to end"
 
-say "waiting for the Lambda release build"
-if ! wait "$lambda_build"; then
-  tail -40 target/lambda-build.log >&2
-  echo "the Lambda release build failed" >&2
+say "waiting for sam build"
+if ! wait "$sam_build"; then
+  tail -40 target/sam-build.log >&2
+  echo "sam build failed (log: target/sam-build.log)" >&2
   exit 1
 fi
-grep '^built ' target/lambda-build.log
+grep -E '^(built|bootstrap)' target/sam-build.log
+took "sam build (after the tests)"
 
 say "all checks passed in $(( $(date +%s) - start ))s"

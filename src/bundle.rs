@@ -345,7 +345,7 @@ async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>
         }
     }
     if found == 0 {
-        return Err(Error::Bundle {
+        return Err(Error::Missing {
             what: "volumes".into(),
             location: uri.to_string(),
             detail:
@@ -391,7 +391,7 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
         }
     }
     if opened.is_empty() {
-        return Err(Error::Bundle {
+        return Err(Error::Missing {
             what: "volumes".into(),
             location: sources.join(" "),
             detail: "no .zip volume found: pass volume files, a folder holding a bundle, or an s3:// prefix".into(),

@@ -119,6 +119,8 @@ pub struct Filters {
     exclude: Option<GlobSet>,
     pub min_size: Option<u64>,
     pub max_size: Option<u64>,
+    /// Full-key prefixes of the export's own output inside the source (never exported).
+    pub own_output: Vec<String>,
 }
 
 fn glob_set(patterns: &[String]) -> Result<Option<GlobSet>> {
@@ -170,7 +172,19 @@ impl Filters {
             exclude: glob_set(exclude)?,
             min_size,
             max_size,
+            own_output: Vec::new(),
         })
+    }
+
+    /// These filters, also leaving out keys under `prefixes` (full keys).
+    pub fn leaving_out(mut self, prefixes: Vec<String>) -> Self {
+        self.own_output = prefixes;
+        self
+    }
+
+    /// Is this (full) key part of the export's own output?
+    pub fn is_own_output(&self, key: &str) -> bool {
+        self.own_output.iter().any(|p| key.starts_with(p.as_str()))
     }
 
     /// Does an object with this key (relative to the source prefix) and size take part?
@@ -216,8 +230,18 @@ impl FromStr for Compression {
 
 /// Parse a size such as `16MiB`, `4 GB` or `1048576`.
 pub fn parse_size(what: &str, s: &str) -> Result<u64> {
-    s.trim()
-        .parse::<bytesize::ByteSize>()
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic() || c.is_whitespace());
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u64>().is_err()
+    {
+        return Err(Error::config(
+            what,
+            format!("`{s}` is too large (sizes go up to 16 EiB); write e.g. 16MiB"),
+        ));
+    }
+    t.parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
         .map_err(|e| Error::config(what, format!("`{s}` is not a size ({e}); write e.g. 16MiB")))
 }
@@ -230,6 +254,78 @@ pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
             format!("`{s}` is not a duration ({e}); write e.g. 14m"),
         )
     })
+}
+
+/// The one validation policy of every tunable, shared by the CLI's flags and the Lambda
+/// functions' environment: each check names the setting (`what`) and the allowed range.
+pub mod bounds {
+    use super::*;
+
+    /// Concurrent requests of any kind: 1..=256.
+    pub const CONCURRENCY: std::ops::RangeInclusive<usize> = 1..=256;
+    /// Entries in one volume: bounds a volume's in-memory manifest.
+    pub const VOLUME_ENTRIES: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+    /// Smallest volume.
+    pub const MIN_VOLUME_SIZE: u64 = 1024 * 1024;
+    /// A lease shorter than this makes a tight renew loop (renewed every third of it).
+    pub const MIN_LEASE_TTL: Duration = Duration::from_secs(10);
+    /// Longer leases keep a crashed run's job locked for too long.
+    pub const MAX_LEASE_TTL: Duration = Duration::from_secs(12 * 3600);
+
+    pub fn part_size(what: &str, n: u64) -> Result<u64> {
+        if (MIN_PART_SIZE..=MAX_PART_SIZE).contains(&n) {
+            Ok(n)
+        } else {
+            Err(Error::config(
+                what,
+                format!(
+                    "{} is outside S3's part sizes 5 MiB..=5 GiB",
+                    bytesize::ByteSize(n).display().iec()
+                ),
+            ))
+        }
+    }
+
+    pub fn volume_size(what: &str, n: u64) -> Result<u64> {
+        if n >= MIN_VOLUME_SIZE {
+            Ok(n)
+        } else {
+            Err(Error::config(
+                what,
+                format!("{n} bytes is below the 1 MiB minimum"),
+            ))
+        }
+    }
+
+    pub fn volume_entries(what: &str, n: u64) -> Result<u64> {
+        if VOLUME_ENTRIES.contains(&n) {
+            Ok(n)
+        } else {
+            Err(Error::config(what, format!("{n} is outside 1..=1000000")))
+        }
+    }
+
+    pub fn concurrency(what: &str, n: usize) -> Result<usize> {
+        if CONCURRENCY.contains(&n) {
+            Ok(n)
+        } else {
+            Err(Error::config(what, format!("{n} is outside 1..=256")))
+        }
+    }
+
+    pub fn lease_ttl(what: &str, d: Duration) -> Result<Duration> {
+        if (MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&d) {
+            Ok(d)
+        } else {
+            Err(Error::config(
+                what,
+                format!(
+                    "{} is outside 10s..=12h (a live run renews its lease every third of it)",
+                    humantime::format_duration(d)
+                ),
+            ))
+        }
+    }
 }
 
 /// Volume layout and transfer tuning.
@@ -257,24 +353,10 @@ impl Default for Tuning {
 impl Tuning {
     /// Check the limits S3 and the format impose.
     pub fn validate(&self) -> Result<()> {
-        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
-            return Err(Error::config(
-                "part size",
-                format!("{} is outside S3's 5 MiB..5 GiB", self.part_size),
-            ));
-        }
-        if self.volume_size < 1024 * 1024 {
-            return Err(Error::config(
-                "volume size",
-                format!("{} is below the 1 MiB minimum", self.volume_size),
-            ));
-        }
-        if self.volume_entries == 0 {
-            return Err(Error::config("volume entries", "must be at least 1"));
-        }
-        if self.concurrency == 0 || self.concurrency > 256 {
-            return Err(Error::config("concurrency", "must be 1..=256"));
-        }
+        bounds::part_size("part size", self.part_size)?;
+        bounds::volume_size("volume size", self.volume_size)?;
+        bounds::volume_entries("volume entries", self.volume_entries)?;
+        bounds::concurrency("concurrency", self.concurrency)?;
         Ok(())
     }
 }
@@ -315,6 +397,40 @@ impl ExportConfig {
     }
 }
 
+impl ExportConfig {
+    /// Key prefixes of the source listing that hold this export's own output (its bundles and
+    /// `_state/`), when the export goes into the bucket it exports: they are left out of every
+    /// listing, or each run would ship the bundles before it. With a `--dest` prefix, the whole
+    /// prefix is the export's; without one, `JOB/` and `_state/`. A source that lies inside that
+    /// output is refused.
+    pub fn own_output(&self) -> Result<Vec<String>> {
+        if self.dest.bucket != self.source.bucket {
+            return Ok(Vec::new());
+        }
+        let areas = if self.dest.prefix.is_empty() {
+            vec![format!("{}/", self.job), "_state/".to_string()]
+        } else {
+            vec![self.dest.prefix.clone()]
+        };
+        let mut inside = Vec::new();
+        for area in areas {
+            if self.source.prefix.starts_with(&area) {
+                return Err(Error::config(
+                    "source",
+                    format!(
+                        "{} lies inside the export's own output s3://{}/{area}: export another prefix, or send the bundles elsewhere with --dest",
+                        self.source, self.dest.bucket
+                    ),
+                ));
+            }
+            if area.starts_with(&self.source.prefix) {
+                inside.push(area);
+            }
+        }
+        Ok(inside)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +457,53 @@ mod tests {
         assert!(!f.matches("a", 9));
         assert!(f.matches("a", 10));
         assert!(!f.matches("a", 21));
+    }
+
+    #[test]
+    fn own_output_inside_the_source_is_left_out() {
+        let cfg = |src: &str, dest: &str| {
+            ExportConfig::new(
+                "j".parse().unwrap(),
+                src.parse().unwrap(),
+                dest.parse().unwrap(),
+                "t".into(),
+            )
+        };
+        assert_eq!(
+            cfg("s3://bkt", "s3://bkt/exports").own_output().unwrap(),
+            ["exports/"]
+        );
+        assert_eq!(
+            cfg("s3://bkt", "s3://bkt").own_output().unwrap(),
+            ["j/", "_state/"]
+        );
+        assert!(
+            cfg("s3://bkt/data", "s3://bkt/exports")
+                .own_output()
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            cfg("s3://bkt", "s3://ckt/exports")
+                .own_output()
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            cfg("s3://bkt/exports/x", "s3://bkt/exports")
+                .own_output()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn sizes_and_bounds_say_what_is_wrong() {
+        let e = parse_size("--max-size", "99999999999999999999").unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
+        assert_eq!(parse_size("x", "16MiB").unwrap(), 16 * 1024 * 1024);
+        assert!(bounds::part_size("--part-size", 1024 * 1024).is_err());
+        assert!(bounds::lease_ttl("--lease-ttl", Duration::ZERO).is_err());
+        assert!(bounds::concurrency("--concurrency", 0).is_err());
     }
 
     #[test]

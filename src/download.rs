@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::S3Location;
 use crate::error::{Error, Result, io_at};
-use crate::export::Progress;
+use crate::progress::Progress;
 use crate::s3::{Got, Store};
 
 /// Bytes per ranged GET.
@@ -133,8 +133,8 @@ pub async fn run(
         Select::Sequence(n) => match remote.get(&n) {
             Some(r) if r.files.contains_key("SHA256SUMS") => vec![r],
             Some(_) => {
-                return Err(Error::Bundle {
-                    what: format!("{n} of job `{}`", cfg.job),
+                return Err(Error::Missing {
+                    what: format!("bundle {n} of job `{}`", cfg.job),
                     location,
                     detail: "is not complete yet (no SHA256SUMS): wait for the export to finish"
                         .into(),
@@ -145,10 +145,10 @@ pub async fn run(
         Select::Since(n) => complete.into_iter().filter(|r| r.sequence > n).collect(),
     };
     if chosen.is_empty() && !matches!(cfg.select, Select::Since(_)) {
-        return Err(Error::Bundle {
+        return Err(Error::Missing {
             what: match cfg.select {
-                Select::Sequence(n) => format!("{n} of job `{}`", cfg.job),
-                _ => format!("of job `{}`", cfg.job),
+                Select::Sequence(n) => format!("bundle {n} of job `{}`", cfg.job),
+                _ => format!("no complete bundle of job `{}`", cfg.job),
             },
             location,
             detail: "not found: check --from (the export bucket and prefix) and --job; `ferry status` shows the last sequence".into(),

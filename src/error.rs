@@ -39,6 +39,29 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// A service could not be reached at all (connection refused, DNS, TLS, time-out).
+    #[error(
+        "cannot reach {service} at {endpoint} ({op}): check the endpoint (AWS_ENDPOINT_URL), the region and the network"
+    )]
+    Unreachable {
+        service: &'static str,
+        endpoint: String,
+        op: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// No AWS region is configured.
+    #[error(
+        "no AWS region is set: pass --region, set AWS_REGION, or set `region` in the profile (~/.aws/config)"
+    )]
+    NoRegion,
+    /// What was asked for is not there (no bundle of that job, no volume in that folder).
+    #[error("{what} at {location}: {detail}")]
+    Missing {
+        what: String,
+        location: String,
+        detail: String,
+    },
     /// The state table is missing.
     #[error(
         "state table `{table}` not found: run `ferry init --table {table}` or deploy template.yaml"
@@ -198,6 +221,7 @@ impl Error {
                 | Error::StateConflict { .. }
                 | Error::S3 { .. }
                 | Error::Dynamo { .. }
+                | Error::Unreachable { .. }
         )
     }
 

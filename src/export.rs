@@ -22,7 +22,7 @@ use crate::manifest::{
     BundleSummary, ChainLink, FORMAT, Final, Manifest, Move, ObjectEntry, SourceInfo, Totals,
     VolumeInfo, bundle_digest, sha256sums,
 };
-use crate::plan::{Plan, PlanStats, estimate_volumes};
+use crate::plan::{Plan, estimate_volumes};
 use crate::s3::{Got, MultipartUpload, ObjectMeta, Store};
 use crate::state::{Commit, CommittedBundle, JobState, StateTable, now_ms, rfc3339_ms};
 
@@ -69,18 +69,7 @@ impl Layout {
     }
 }
 
-/// Progress callbacks (the CLI draws a bar; the Lambda ignores them).
-pub trait Progress: Send + Sync {
-    fn planned(&self, _stats: &PlanStats) {}
-    /// The bytes a run will move, when known before it starts (downloads).
-    fn total(&self, _bytes: u64) {}
-    fn resumed(&self, _objects_done: u64, _bytes_done: u64) {}
-    fn object(&self, _bytes: u64) {}
-}
-
-/// No progress output.
-pub struct NoProgress;
-impl Progress for NoProgress {}
+pub use crate::progress::{NoProgress, Progress};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +109,10 @@ pub struct Report {
     pub replaced: u64,
     pub listed: u64,
     pub unchanged: u64,
+    /// Objects left out of the listing because they are the export's own output (its bundles
+    /// and `_state/` inside the source bucket), and the `s3://` prefixes they are under.
+    pub own_output: u64,
+    pub own_output_prefixes: Vec<String>,
     /// Objects skipped and why (storage class).
     pub skipped_objects: Vec<crate::manifest::Skipped>,
     pub hops: u32,
@@ -196,16 +189,37 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
         }
         None => None,
     };
+    let own = cfg.own_output()?;
+    let filters = cfg.filters.clone().leaving_out(own.clone());
     let mut lister = store.list(&cfg.source.bucket, &cfg.source.prefix);
-    crate::plan::plan(
+    let plan = crate::plan::plan(
         &mut lister,
         &cfg.source,
-        &cfg.filters,
+        &filters,
         reader,
         cfg.moves,
         inventory,
     )
-    .await
+    .await?;
+    if plan.stats.own_output > 0 {
+        info!(
+            job = %cfg.job,
+            objects = plan.stats.own_output,
+            prefixes = ?own.iter().map(|p| format!("s3://{}/{p}", cfg.source.bucket)).collect::<Vec<_>>(),
+            "left out of the listing: the export's own output (bundles and _state/) is never exported"
+        );
+    }
+    Ok(plan)
+}
+
+/// The `s3://` prefixes of the export's own output inside its source (see
+/// [`ExportConfig::own_output`]).
+fn own_output_uris(cfg: &ExportConfig) -> Vec<String> {
+    cfg.own_output()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| format!("s3://{}/{p}", cfg.source.bucket))
+        .collect()
 }
 
 /// Run (or continue) the job's export.
@@ -277,7 +291,8 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress)
             bytes_per_sec = r.bytes_per_sec,
             "export run finished"
         ),
-        Err(e) => warn!(job, error = %e, "export run failed; state unchanged"),
+        // The caller reports the error (the CLI prints it once; the Lambda logs and notifies).
+        Err(e) => tracing::debug!(job, error = %e, "export run failed; state unchanged"),
     }
     result
 }
@@ -472,8 +487,9 @@ impl Run<'_> {
             format: FORMAT.to_string(),
             sequence: seq,
             baseline,
-            previous: match (&self.state.bundle_digest, baseline) {
-                (Some(d), false) => Some(ChainLink {
+            // A baseline links to the bundle before it too: the far side sees one chain.
+            previous: match &self.state.bundle_digest {
+                Some(d) => Some(ChainLink {
                     sequence: self.state.sequence,
                     bundle_digest: d.clone(),
                 }),
@@ -517,6 +533,8 @@ impl Run<'_> {
             skipped: plan.stats.skipped,
             listed: plan.stats.listed,
             unchanged: plan.stats.unchanged,
+            own_output: plan.stats.own_output,
+            own_output_prefixes: own_output_uris(self.cfg),
             skipped_objects: plan.skipped.clone(),
             hops: 1,
             duration_ms: self.started.elapsed().as_millis() as u64,
@@ -569,6 +587,8 @@ impl Run<'_> {
             replaced: ck.totals.replaced,
             listed: plan.stats.listed,
             unchanged: plan.stats.unchanged,
+            own_output: plan.stats.own_output,
+            own_output_prefixes: own_output_uris(self.cfg),
             skipped_objects: plan.skipped.clone(),
             hops: ck.hops,
             duration_ms,

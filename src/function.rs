@@ -78,7 +78,7 @@ impl FunctionConfig {
         };
         export.tuning.validate()?;
         if let Some(ttl) = v.duration("LEASE_TTL")? {
-            export.lease_ttl = ttl;
+            export.lease_ttl = config::bounds::lease_ttl("LEASE_TTL", ttl)?;
         }
         Ok(FunctionConfig {
             export,
@@ -437,6 +437,13 @@ pub fn completion_message(cfg: &ExportConfig, r: &Report) -> String {
     }
     for s in &r.skipped_objects {
         m.push_str(&format!("Skipped {}: {}\n", s.key, s.reason));
+    }
+    if r.own_output > 0 {
+        m.push_str(&format!(
+            "Left out {} objects under {}: the export's own output is never exported.\n",
+            r.own_output,
+            r.own_output_prefixes.join(", ")
+        ));
     }
     m.push_str(&format!(
         "\nDownload it with:\n  ferry download --from {} --job {} --sequence {} --to ./bundle-{}\n",

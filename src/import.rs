@@ -12,8 +12,8 @@ use tracing::{info, warn};
 
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
-use crate::export::Progress;
 use crate::ledger::{IndexEntry, Ledger, Pending, Record};
+use crate::progress::Progress;
 use crate::state::{now_ms, rfc3339_ms};
 use crate::target::{Shared, Target, TargetSink, relative};
 use crate::verify::check_volume;
@@ -110,6 +110,18 @@ pub async fn bundle_digest(b: &Bundle) -> Result<String> {
     Ok(b.digest(Some(&sha)).expect("digest from the last volume"))
 }
 
+/// Does `b` extend a target that holds bundle `sequence` with `digest` (0 and `None`: nothing
+/// yet)? An incremental bundle must name that bundle as its previous one; a baseline is a full
+/// snapshot and applies after any earlier bundle of its job (it removes what it does not list).
+pub fn extends(b: &Bundle, sequence: u64, digest: Option<&str>) -> bool {
+    let empty = sequence == 0 && digest.is_none();
+    let follows = match &b.previous {
+        Some(p) => sequence == p.sequence && digest == Some(p.bundle_digest.as_str()),
+        None => empty,
+    };
+    follows || (b.baseline && (empty || b.sequence > sequence))
+}
+
 /// Decide whether `b` may be applied on top of `rec`.
 fn chain_check(
     b: &Bundle,
@@ -139,13 +151,7 @@ fn chain_check(
         return Ok(Some(BundleStatus::AlreadyApplied));
     }
     let empty = rec.sequence == 0 && rec.bundle_digest.is_none();
-    let follows = match &b.previous {
-        Some(p) => {
-            rec.sequence == p.sequence && rec.bundle_digest.as_deref() == Some(&p.bundle_digest)
-        }
-        None => empty,
-    } || (b.baseline && empty);
-    if follows {
+    if extends(b, rec.sequence, rec.bundle_digest.as_deref()) {
         return Ok(None);
     }
     let applied = if empty {
@@ -498,6 +504,8 @@ async fn apply(
         for stray in baseline_strays(cfg, b).await? {
             info!(target = %cfg.target.display(), key = %stray, "baseline does not list it: removing");
             cfg.target.remove_stray(&stray).await?;
+            // A baseline over earlier bundles removes keys they wrote: out of the index too.
+            changes.push((format!("{}{stray}", b.source_prefix), None));
             out.removed += 1;
         }
     }

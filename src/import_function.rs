@@ -16,13 +16,13 @@ use crate::aws::Clients;
 use crate::bundle::{self, Bundle};
 use crate::config::{self, JobName, S3Location};
 use crate::error::{Error, Result};
-use crate::export::NoProgress;
 use crate::function::{
     DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, Hops, Vars, diagnostic, named, publish,
     working_deadline,
 };
 use crate::import::{self, BundleStatus, ImportConfig, ImportReport};
 use crate::ledger::{Ledger, Record};
+use crate::progress::NoProgress;
 use crate::target::Target;
 
 /// Default lease of the import state (longer than one invocation may run).
@@ -64,16 +64,23 @@ impl ImportFunctionConfig {
             dest: v.location("DEST_BUCKET", "DEST_PREFIX")?,
             table: v.required("STATE_TABLE")?,
             topic_arn: v.get("NOTIFY_TOPIC_ARN"),
-            concurrency: v
-                .number("CONCURRENCY")?
-                .map_or(16, |n| n.clamp(1, 256) as usize),
-            part_size: v.size("PART_SIZE")?.unwrap_or(config::DEFAULT_PART_SIZE),
+            concurrency: config::bounds::concurrency(
+                "CONCURRENCY",
+                v.number("CONCURRENCY")?.map_or(16, |n| n as usize),
+            )?,
+            part_size: config::bounds::part_size(
+                "PART_SIZE",
+                v.size("PART_SIZE")?.unwrap_or(config::DEFAULT_PART_SIZE),
+            )?,
             deadline_margin: v
                 .duration("DEADLINE_MARGIN")?
                 .unwrap_or(DEFAULT_DEADLINE_MARGIN),
             max_hops: v.number("MAX_HOPS")?.map_or(DEFAULT_MAX_HOPS, |n| n as u32),
             run_budget: v.duration("RUN_BUDGET")?,
-            lease_ttl: v.duration("LEASE_TTL")?.unwrap_or(DEFAULT_IMPORT_LEASE),
+            lease_ttl: config::bounds::lease_ttl(
+                "LEASE_TTL",
+                v.duration("LEASE_TTL")?.unwrap_or(DEFAULT_IMPORT_LEASE),
+            )?,
             path_style: v.flag("FERRY_S3_PATH_STYLE"),
         })
     }
@@ -301,11 +308,7 @@ pub async fn next_in_chain(
     let mut notes = Vec::new();
     for b in bundles {
         let d = import::bundle_digest(&b).await?;
-        let follows = match &b.previous {
-            Some(p) => p.sequence == seq && Some(&p.bundle_digest) == digest.as_ref(),
-            None => seq == 0,
-        } || (b.baseline && seq == 0 && digest.is_none());
-        if follows {
+        if import::extends(&b, seq, digest.as_deref()) {
             seq = b.sequence;
             digest = Some(d);
             chain.push(b);

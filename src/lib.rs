@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;
+pub mod progress;
 pub mod s3;
 pub mod sink;
 pub mod state;

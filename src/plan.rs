@@ -28,6 +28,9 @@ pub struct PlanStats {
     pub skipped: u64,
     /// Bytes the puts will ship.
     pub put_bytes: u64,
+    /// Objects left out because they are the export's own output (bundles, `_state/`).
+    #[serde(default)]
+    pub own_output: u64,
 }
 
 /// What a bundle must carry.
@@ -88,6 +91,10 @@ where
     };
     while let Some(page) = lister.next_page().await? {
         for rec in page {
+            if filters.is_own_output(&rec.key) {
+                plan.stats.own_output += 1;
+                continue;
+            }
             let relative = rec
                 .key
                 .strip_prefix(source.prefix.as_str())

@@ -272,6 +272,18 @@ impl Store {
         Store { client }
     }
 
+    /// Fail with [`Error::NoSuchBucket`] unless `bucket` exists and is visible (a check before
+    /// a run writes anything into it).
+    pub async fn check_bucket(&self, bucket: &str) -> Result<()> {
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if http_status(&e) == Some(404) => Err(Error::NoSuchBucket {
+                bucket: bucket.to_string(),
+            }),
+            Err(e) => Err(s3_err("HeadBucket", bucket, "", e)),
+        }
+    }
+
     /// List `bucket` under `prefix`, in key order.
     pub fn list(&self, bucket: &str, prefix: &str) -> Lister {
         Lister {

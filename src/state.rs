@@ -67,6 +67,8 @@ pub struct CommittedBundle {
 pub struct StateTable {
     client: Client,
     table: String,
+    /// Where the client sends requests (named when it cannot be reached).
+    endpoint: std::sync::Arc<str>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -98,10 +100,11 @@ fn is_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>, code: &str) -> bool {
 }
 
 impl StateTable {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: Client, table: impl Into<String>, endpoint: std::sync::Arc<str>) -> Self {
         StateTable {
             client,
             table: table.into(),
+            endpoint,
         }
     }
 
@@ -117,6 +120,14 @@ impl StateTable {
         if is_code(&e, "ResourceNotFoundException") {
             return Error::TableNotFound {
                 table: self.table.clone(),
+            };
+        }
+        if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
+            return Error::Unreachable {
+                service: "dynamodb",
+                endpoint: self.endpoint.to_string(),
+                op,
+                source: Box::new(e),
             };
         }
         Error::Dynamo {

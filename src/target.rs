@@ -394,7 +394,16 @@ pub async fn file_sha256(path: &Path) -> Result<Option<(u64, String)>> {
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&path).map_err(io_at("reading", &path))?;
         let mut sha = Sha256::new();
-        let n = std::io::copy(&mut f, &mut sha).map_err(io_at("reading", &path))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let got = std::io::Read::read(&mut f, &mut buf).map_err(io_at("reading", &path))?;
+            if got == 0 {
+                break;
+            }
+            sha.update(&buf[..got]);
+            n += got as u64;
+        }
         Ok(Some((n, hex::encode(sha.finalize()))))
     })
     .await

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::bundle::{Bundle, OpenVolume};
 use crate::error::{Error, Result};
-use crate::export::Progress;
 use crate::manifest::{MANIFEST_ENTRY, ObjectEntry};
+use crate::progress::Progress;
 use crate::unzip::Walk;
 
 /// Receives each object's bytes during a volume pass.

@@ -449,11 +449,11 @@ fn bad_input_fails_with_a_message_naming_it() {
     );
 
     let run = ctx.export_with("bucket-without-scheme", &ctx.table, &[]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "a bad flag value is a usage error");
     assert!(run.stderr.contains("s3://"), "{}", run.stderr);
 
     let run = ctx.export_with(&src, &ctx.table, &["--part-size", "1MiB"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "a bad flag value is a usage error");
     assert!(run.stderr.contains("part size"), "{}", run.stderr);
 }
 

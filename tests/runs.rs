@@ -225,7 +225,7 @@ fn killed_run_is_taken_over_after_its_lease_expires() {
             &ctx.job,
             &src,
             &ctx.table,
-            &["--part-size", "5MiB", "--lease-ttl", "3s"],
+            &["--part-size", "5MiB", "--lease-ttl", "10s"],
         ))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -259,8 +259,9 @@ fn killed_run_is_taken_over_after_its_lease_expires() {
     );
     assert_eq!(ctx.state().sequence, 0);
 
-    // AND once the lease expired, the next run takes over, cleans up and completes
-    std::thread::sleep(Duration::from_secs(4));
+    // AND once the lease expired (10 s, the shortest allowed), the next run takes over,
+    // cleans up and completes
+    std::thread::sleep(Duration::from_secs(11));
     let r = ctx.export_ok(&["--part-size", "5MiB"]);
     assert_eq!(r["sequence"], 1);
     assert_eq!(r["objects"], 3);

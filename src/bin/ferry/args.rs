@@ -1,0 +1,271 @@
+//! The command line: every subcommand, flag and help text, and the value parsers that apply
+//! the library's one validation policy (`config::bounds`) so a bad value is a usage error
+//! (exit 2) before anything runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use s3_ferry::config::{self, JobName, S3Location, bounds};
+
+use crate::exit;
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Offline delta sync of S3 buckets: export a bucket's changes as self-verifying ZIP64 \
+             volumes, carry them across, verify and replay them on the far side",
+    after_help = exit::HELP
+)]
+pub struct Cli {
+    /// Address S3 buckets path-style (needed for local emulators).
+    #[arg(long, global = true, env = "FERRY_S3_PATH_STYLE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub path_style: bool,
+    /// Named AWS profile to use (over AWS_PROFILE).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// AWS region (over AWS_REGION and the profile's region).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Print one JSON object on stdout instead of the human summary (an error too: {"ok": false, …}).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create the DynamoDB state table (does nothing if it exists).
+    Init {
+        /// Name of the DynamoDB table to create.
+        #[arg(long, value_name = "TABLE")]
+        table: String,
+    },
+    /// Show what the next export would carry; writes nothing.
+    Plan(JobArgs),
+    /// Export the delta since the last bundle (or a baseline) into ZIP volumes.
+    Export(ExportArgs),
+    /// Show a job's committed state.
+    Status {
+        /// The export job.
+        #[arg(long, value_name = "NAME", value_parser = job)]
+        job: JobName,
+        /// DynamoDB state table.
+        #[arg(long, value_name = "TABLE")]
+        table: String,
+    },
+    /// Download complete bundles from the export bucket to a folder, verified against SHA256SUMS.
+    Download(DownloadArgs),
+    /// Verify bundles offline: every entry's CRC-32 and SHA-256, sizes, the volume set, the chain.
+    Verify {
+        /// Volume files, folders holding bundles, or s3:// bundle prefixes.
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<String>,
+    },
+    /// Replay bundles, in order and verified, into a bucket or a directory.
+    Import(ImportArgs),
+    /// Print a shell completion script (e.g. `ferry completions bash > /etc/bash_completion.d/ferry`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args)]
+pub struct JobArgs {
+    /// Name of the export job (names its state and its bundles' folder).
+    #[arg(long, value_name = "NAME", value_parser = job)]
+    pub job: JobName,
+    /// s3://BUCKET[/PREFIX] to export.
+    #[arg(long, value_name = "S3_URI", value_parser = location)]
+    pub source: S3Location,
+    /// s3://BUCKET[/PREFIX] where bundles go (left out of the listing if inside --source).
+    #[arg(long, value_name = "S3_URI", value_parser = location)]
+    pub dest: S3Location,
+    /// DynamoDB state table (`ferry init --table NAME` creates it).
+    #[arg(long, value_name = "TABLE")]
+    pub table: String,
+    /// Only keys (relative to the prefix) matching one of these globs. A glob without `/`
+    /// matches the file name at any depth; `*` stays within a path segment, `**` crosses them.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out keys matching any of these globs.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Only objects of at least this size (e.g. 1KiB).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub min_size: Option<u64>,
+    /// Only objects of at most this size (e.g. 5GiB).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_size: Option<u64>,
+    /// Take a new baseline: ignore the previous inventory.
+    #[arg(long)]
+    pub full: bool,
+    /// Ship renamed objects' bytes instead of recording moves.
+    #[arg(long)]
+    pub no_moves: bool,
+    /// Byte cap of a volume (at least 1MiB) [default: 4032MiB, fits FAT32].
+    #[arg(long, value_name = "SIZE", value_parser = volume_size)]
+    pub volume_size: Option<u64>,
+    /// Entry cap of a volume (1..=1000000).
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_VOLUME_ENTRIES, value_parser = volume_entries)]
+    pub volume_entries: u64,
+    /// Multipart part size of volume uploads (5MiB..=5GiB).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = part_size)]
+    pub part_size: u64,
+    /// Concurrent GETs (1..=256).
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_CONCURRENCY, value_parser = concurrency)]
+    pub concurrency: usize,
+    /// Compression of entries.
+    #[arg(long, default_value = "stored", value_parser = ["stored", "deflate"])]
+    pub compression: String,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Stop cleanly after this long (close the volume, checkpoint, exit 4); run again to continue.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub deadline: Option<Duration>,
+    /// Lease time (10s..=12h); a live run renews it every third of it.
+    #[arg(long, value_name = "DURATION", env = "FERRY_LEASE_TTL", default_value = "5m", value_parser = lease_ttl)]
+    pub lease_ttl: Duration,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("which").args(["sequence", "latest", "since"]))]
+pub struct DownloadArgs {
+    /// s3://BUCKET[/PREFIX] the bundles were exported to (export's --dest).
+    #[arg(long, value_name = "S3_URI", value_parser = location)]
+    pub from: S3Location,
+    /// The export job whose bundles to fetch.
+    #[arg(long, value_name = "NAME", value_parser = job)]
+    pub job: JobName,
+    /// This bundle.
+    #[arg(long, value_name = "N")]
+    pub sequence: Option<u64>,
+    /// The newest complete bundle (the default).
+    #[arg(long)]
+    pub latest: bool,
+    /// Every complete bundle after sequence N (N = the last one imported).
+    #[arg(long, value_name = "N")]
+    pub since: Option<u64>,
+    /// Folder to write `<job>/<sequence>/` into.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Ranged GETs in flight (1..=256).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = concurrency)]
+    pub concurrency: usize,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("target").args(["to", "to_dir"]).required(true))]
+pub struct ImportArgs {
+    /// Volume files, folders holding bundles, or s3:// bundle prefixes.
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// s3://BUCKET[/PREFIX] to replay into.
+    #[arg(long, value_name = "S3_URI", value_parser = location)]
+    pub to: Option<S3Location>,
+    /// Directory to replay into.
+    #[arg(long, value_name = "DIR")]
+    pub to_dir: Option<PathBuf>,
+    /// Import state file [default with --to-dir: DIR/.ferry/state.json].
+    #[arg(long, value_name = "FILE", conflicts_with = "table")]
+    pub state: Option<PathBuf>,
+    /// Keep the import state in this DynamoDB table (with --job).
+    #[arg(long, value_name = "TABLE", requires = "job")]
+    pub table: Option<String>,
+    /// The job whose bundles are imported (names the state in --table).
+    #[arg(long, value_name = "NAME", value_parser = job)]
+    pub job: Option<JobName>,
+    /// Print what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply bundles even if they do not follow the last one applied.
+    #[arg(long)]
+    pub force: bool,
+    /// Objects written at once (1..=256).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = concurrency)]
+    pub concurrency: usize,
+    /// Multipart part size for large objects (5MiB..=5GiB).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = part_size)]
+    pub part_size: u64,
+    /// Lease time of the import state in --table (10s..=12h).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = lease_ttl)]
+    pub lease_ttl: Duration,
+}
+
+/// A library config error as clap's message: what is wrong with the value.
+fn detail(e: s3_ferry::Error) -> String {
+    match e {
+        s3_ferry::Error::Config { detail, .. } => detail,
+        e => e.to_string(),
+    }
+}
+
+fn job(s: &str) -> Result<JobName, String> {
+    s.parse().map_err(detail)
+}
+
+fn location(s: &str) -> Result<S3Location, String> {
+    s.parse().map_err(detail)
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    config::parse_size("size", s).map_err(detail)
+}
+
+fn part_size(s: &str) -> Result<u64, String> {
+    size(s).and_then(|n| bounds::part_size("part size", n).map_err(detail))
+}
+
+fn volume_size(s: &str) -> Result<u64, String> {
+    size(s).and_then(|n| bounds::volume_size("volume size", n).map_err(detail))
+}
+
+fn volume_entries(s: &str) -> Result<u64, String> {
+    let n: u64 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    bounds::volume_entries("volume entries", n).map_err(detail)
+}
+
+fn concurrency(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    bounds::concurrency("concurrency", n).map_err(detail)
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration("duration", s).map_err(detail)
+}
+
+fn lease_ttl(s: &str) -> Result<Duration, String> {
+    duration(s).and_then(|d| bounds::lease_ttl("lease time", d).map_err(detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_help().is_none() && !matches!(a.get_id().as_str(), "help" | "version") {
+                    missing.push(format!("{path} --{}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "ferry", &mut missing);
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,36 @@
+//! Exit codes: one table, used for the process status, `ferry --help` and README.
+
+use s3_ferry::Error as E;
+
+/// Another run holds the job's lease, or another import the state's lock.
+pub const LEASE_HELD: u8 = 3;
+/// The deadline stopped the run: call again to continue the bundle.
+pub const CONTINUE: u8 = 4;
+/// A volume or bundle failed verification (damaged, altered or incomplete).
+pub const VERIFY: u8 = 5;
+/// A bundle does not follow the last one applied to the target.
+pub const OUT_OF_ORDER: u8 = 6;
+
+/// The table `ferry --help` ends with.
+pub const HELP: &str = "\
+Exit codes:
+  0  done (also \"no changes\", \"already applied\")
+  1  error: the message names the bucket, key, table or file and what to do
+  2  bad usage: an unknown flag or a value out of range
+  3  another run holds the job's lease, or another import holds the import state's lock
+  4  the deadline was reached: the bundle is checkpointed; run the same command again
+  5  a volume or bundle failed verification (damaged, altered, truncated or incomplete)
+  6  a bundle does not follow the last one applied to the import target
+
+Environment: AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL and credentials as for the AWS CLI;
+FERRY_S3_PATH_STYLE, FERRY_LEASE_TTL, FERRY_LOG (log filter, default warn).";
+
+/// The exit code of a failed run.
+pub fn code(e: &anyhow::Error) -> u8 {
+    match e.chain().find_map(|c| c.downcast_ref::<E>()) {
+        Some(E::LeaseHeld { .. } | E::StateLocked { .. }) => LEASE_HELD,
+        Some(E::Verify { .. } | E::Archive { .. } | E::Bundle { .. }) => VERIFY,
+        Some(E::OutOfOrder { .. }) => OUT_OF_ORDER,
+        _ => 1,
+    }
+}

@@ -1,0 +1,287 @@
+//! The far side: `download`, `verify`, `import`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use s3_ferry::aws::Clients;
+use s3_ferry::bundle::{self, Bundle};
+use s3_ferry::download::{self, DownloadConfig, Select};
+use s3_ferry::import::{self, BundleStatus, ImportConfig};
+use s3_ferry::ledger::Ledger;
+use s3_ferry::target::{STATE_DIR, Target};
+use s3_ferry::verify;
+
+use crate::args::{DownloadArgs, ImportArgs};
+use crate::exit;
+use crate::output::{Bar, human, interactive, out, short};
+
+pub async fn download(clients: &Clients, a: DownloadArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = DownloadConfig {
+        from: a.from.clone(),
+        job: a.job.to_string(),
+        select: match (a.sequence, a.since) {
+            (Some(n), _) => Select::Sequence(n),
+            (_, Some(n)) => Select::Since(n),
+            _ => Select::Latest,
+        },
+        to: a.to.clone(),
+        concurrency: a.concurrency,
+    };
+    let bar = Bar::bytes(interactive(json), 0, "downloading");
+    let result = download::run(&clients.s3, &cfg, &bar).await;
+    bar.done();
+    let report = result?;
+    if json {
+        crate::output::json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if report.bundles.is_empty() {
+        out!("{}: no complete bundle to download", report.job);
+    }
+    for b in &report.bundles {
+        out!(
+            "{} bundle {}: {} volume(s), {} in {} (digest {})",
+            report.job,
+            b.sequence,
+            b.volumes.len(),
+            human(b.bytes),
+            b.dir.display(),
+            short(&b.bundle_digest)
+        );
+        for v in &b.volumes {
+            out!(
+                "  {:<10} {}  {}  sha256 {}",
+                v.status,
+                v.name,
+                human(v.size),
+                short(&v.sha256)
+            );
+        }
+    }
+    for s in &report.incomplete {
+        out!("  bundle {s} is still being exported: not downloaded");
+    }
+    out!(
+        "total: {} bundle(s), {} ({} fetched) in {:.1}s; every volume matches SHA256SUMS",
+        report.bundles.len(),
+        human(report.bytes),
+        human(report.bytes_fetched),
+        report.duration_ms as f64 / 1000.0
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn verify(
+    clients: Option<&Clients>,
+    sources: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let bundles = bundle::discover(sources, clients.map(|c| &c.s3)).await?;
+    let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
+    let bar = Bar::bytes(interactive(json), total, "verifying");
+    let mut reports: Vec<verify::BundleReport> = Vec::new();
+    for b in &bundles {
+        let r = verify::verify_bundle(b, &bar).await?;
+        if let Some(prev) = reports.last()
+            && prev.job == r.job
+            && r.previous_sequence == Some(prev.sequence)
+            && r.previous_digest.as_deref() != Some(prev.bundle_digest.as_str())
+        {
+            bar.done();
+            anyhow::bail!(s3_ferry::Error::Bundle {
+                what: format!("{} of job `{}`", r.sequence, r.job),
+                location: r.location.clone(),
+                detail: format!(
+                    "follows a bundle {} with digest {}, but the bundle {} given has digest {}: they are not the same chain",
+                    prev.sequence,
+                    short(r.previous_digest.as_deref().unwrap_or("-")),
+                    prev.sequence,
+                    short(&prev.bundle_digest)
+                ),
+            });
+        }
+        reports.push(r);
+    }
+    bar.done();
+    if json {
+        crate::output::json(&serde_json::json!({"ok": true, "bundles": reports}))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &reports {
+        out!(
+            "{} bundle {}{}: OK: {} volume(s), {} objects ({}), {} deleted, {} moved; {}; digest {}{}",
+            r.job,
+            r.sequence,
+            if r.baseline { " (baseline)" } else { "" },
+            r.volumes.len(),
+            r.objects,
+            human(r.bytes),
+            r.deleted,
+            r.moved,
+            match (r.previous_sequence, &r.previous_digest) {
+                (Some(s), Some(d)) => format!("follows bundle {s} (digest {})", short(d)),
+                _ => "starts a chain".into(),
+            },
+            short(&r.bundle_digest),
+            if r.sha256sums {
+                ""
+            } else {
+                " (no SHA256SUMS beside the volumes)"
+            }
+        );
+        for v in &r.volumes {
+            out!(
+                "  {}  {}  {} objects  sha256 {}",
+                v.location,
+                human(v.size),
+                v.objects,
+                short(&v.sha256)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn import(
+    clients: Option<&Clients>,
+    a: ImportArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let target = match (&a.to, &a.to_dir) {
+        (Some(dest), _) => {
+            let clients = clients.expect("--to needs AWS");
+            // A missing destination bucket is named before anything is read or written.
+            clients.s3.check_bucket(&dest.bucket).await?;
+            Target::S3 {
+                store: clients.s3.clone(),
+                dest: dest.clone(),
+                part_size: a.part_size,
+            }
+        }
+        (None, Some(dir)) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating --to-dir `{}`", dir.display()))?;
+            Target::Dir {
+                root: dir
+                    .canonicalize()
+                    .with_context(|| format!("resolving --to-dir `{}`", dir.display()))?,
+            }
+        }
+        (None, None) => unreachable!("clap requires --to or --to-dir"),
+    };
+    let bundles = bundle::discover(&a.sources, clients.map(|c| &c.s3)).await?;
+    if let Some(job) = &a.job
+        && let Some(b) = bundles.iter().find(|b| b.job != job.as_str())
+    {
+        anyhow::bail!(s3_ferry::Error::Bundle {
+            what: b.label(),
+            location: b.location.clone(),
+            detail: format!("is not of --job `{job}`"),
+        });
+    }
+    let mut ledger = match (&a.state, &a.table, &a.to_dir) {
+        (Some(path), _, _) => Ledger::open_file(path).await?,
+        (None, Some(table), _) => {
+            let job = a.job.as_ref().expect("clap requires --job with --table");
+            let clients = clients.expect("--table needs AWS");
+            Ledger::open_table(clients.table(table), job.as_str(), a.lease_ttl).await?
+        }
+        (None, None, Some(dir)) => {
+            Ledger::open_file(&dir.join(STATE_DIR).join("state.json")).await?
+        }
+        (None, None, None) => anyhow::bail!(s3_ferry::Error::Config {
+            what: "import state".into(),
+            detail: "say where it is kept: --state FILE, or --table TABLE --job NAME".into(),
+        }),
+    };
+    let cfg = ImportConfig {
+        target,
+        dry_run: a.dry_run,
+        force: a.force,
+        concurrency: a.concurrency,
+        deadline: None,
+    };
+    let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
+    let bar = Bar::bytes(interactive(json) && !a.dry_run, total, "importing");
+    let result = import::run(&mut ledger, &cfg, &bundles, &bar).await;
+    bar.done();
+    let closed = ledger.close().await;
+    let report = result?;
+    closed?;
+    if json {
+        crate::output::json(&report)?;
+    } else {
+        for b in &report.bundles {
+            let name = format!(
+                "{} bundle {}{}",
+                b.job,
+                b.sequence,
+                if b.baseline { " (baseline)" } else { "" }
+            );
+            match b.status {
+                BundleStatus::AlreadyApplied => {
+                    out!("{name}: already applied; nothing changed")
+                }
+                BundleStatus::DryRun => {
+                    out!(
+                        "{name}: would write {} objects ({}; {} new, {} overwritten), delete {}, move {}, remove {} not in the baseline",
+                        b.objects,
+                        human(b.bytes),
+                        b.new,
+                        b.overwritten,
+                        b.deleted,
+                        b.moved,
+                        b.removed
+                    );
+                    for c in &b.changes {
+                        match &c.to {
+                            Some(to) => out!("  {:<9} {} -> {to}", c.op, c.key),
+                            None if c.bytes > 0 => {
+                                out!("  {:<9} {} ({})", c.op, c.key, human(c.bytes))
+                            }
+                            None => out!("  {:<9} {}", c.op, c.key),
+                        }
+                    }
+                }
+                BundleStatus::Applied | BundleStatus::Continue => out!(
+                    "{name}: {}: {} objects ({}; {} new, {} overwritten), {} deleted, {} moved, {} removed, {} volume(s){}, {:.1}s",
+                    if b.status == BundleStatus::Applied {
+                        "applied"
+                    } else {
+                        "not finished (deadline): run again"
+                    },
+                    b.objects,
+                    human(b.bytes),
+                    b.new,
+                    b.overwritten,
+                    b.deleted,
+                    b.moved,
+                    b.removed,
+                    b.volumes,
+                    if b.volumes_resumed > 0 {
+                        format!(" ({} resumed)", b.volumes_resumed)
+                    } else {
+                        String::new()
+                    },
+                    b.duration_ms as f64 / 1000.0
+                ),
+            }
+        }
+        if report.dry_run {
+            out!("dry run: {} unchanged", report.target);
+        } else {
+            out!(
+                "{} holds bundle {} (digest {}); state in {}",
+                report.target,
+                report.sequence,
+                short(report.bundle_digest.as_deref().unwrap_or("-")),
+                report.state
+            );
+        }
+    }
+    Ok(if report.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::CONTINUE)
+    })
+}

@@ -1,0 +1,77 @@
+//! `ferry`, the operator CLI: `init`, `plan`, `export`, `status` on the export side;
+//! `download`, `verify`, `import` on the far side; `completions` for shells. `main` parses the
+//! flags (a usage error exits 2), runs the command and maps its outcome to an exit code
+//! (`exit.rs`); `near.rs` and `far.rs` print a human summary or one JSON object (`--json`).
+
+mod args;
+mod exit;
+mod far;
+mod near;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use s3_ferry::aws::{AwsOptions, Clients};
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logging();
+    let json = cli.json;
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(code) => code,
+        Err(e) => ExitCode::from(output::fail(&e, json)),
+    }
+}
+
+/// Commands on local files only (verify or import of volumes on the media into a directory,
+/// with a state file) need no AWS configuration at all.
+fn needs_aws(command: &Command) -> bool {
+    let remote = |sources: &[String]| sources.iter().any(|s| s.starts_with("s3://"));
+    match command {
+        Command::Verify { sources } => remote(sources),
+        Command::Import(a) => a.to.is_some() || a.table.is_some() || remote(&a.sources),
+        Command::Completions { .. } => false,
+        _ => true,
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    if let Command::Completions { shell } = cli.command {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut buf);
+        output::line(format_args!("{}", String::from_utf8_lossy(&buf).trim_end()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let clients = if needs_aws(&cli.command) {
+        Some(
+            Clients::load(&AwsOptions {
+                profile: cli.profile,
+                region: cli.region,
+                path_style: cli.path_style,
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
+    let aws = || clients.as_ref().expect("needs_aws said so");
+    match cli.command {
+        Command::Init { table } => near::init(aws(), &table, json).await,
+        Command::Status { job, table } => near::status(aws(), &job, &table, json).await,
+        Command::Plan(args) => near::plan(aws(), &args, json).await,
+        Command::Export(args) => near::export(aws(), &args, json).await,
+        Command::Download(args) => far::download(aws(), args, json).await,
+        Command::Verify { sources } => far::verify(clients.as_ref(), &sources, json).await,
+        Command::Import(args) => far::import(clients.as_ref(), args, json).await,
+        Command::Completions { .. } => unreachable!("handled above"),
+    }
+}

@@ -1,0 +1,202 @@
+//! The export side: `init`, `status`, `plan`, `export`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use s3_ferry::aws::Clients;
+use s3_ferry::config::{ExportConfig, Filters, JobName, Tuning};
+use s3_ferry::export::{self, Status};
+
+use crate::args::{ExportArgs, JobArgs};
+use crate::exit;
+use crate::output::{Bar, human, interactive, out};
+
+impl JobArgs {
+    fn config(&self) -> anyhow::Result<ExportConfig> {
+        let mut cfg = ExportConfig::new(
+            self.job.clone(),
+            self.source.clone(),
+            self.dest.clone(),
+            self.table.clone(),
+        );
+        cfg.filters = Filters::new(&self.include, &self.exclude, self.min_size, self.max_size)?;
+        cfg.full = self.full;
+        cfg.moves = !self.no_moves;
+        cfg.tuning = Tuning {
+            volume_size: self
+                .volume_size
+                .unwrap_or(s3_ferry::config::DEFAULT_VOLUME_SIZE),
+            volume_entries: self.volume_entries,
+            part_size: self.part_size,
+            concurrency: self.concurrency,
+            compression: self.compression.parse()?,
+        };
+        cfg.tuning.validate()?;
+        // A source inside the export's own output is refused before anything runs.
+        cfg.own_output()?;
+        Ok(cfg)
+    }
+}
+
+pub async fn init(clients: &Clients, table: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let created = clients.table(table).init().await?;
+    if json {
+        crate::output::json(&serde_json::json!({"ok": true, "table": table, "created": created}))?;
+    } else {
+        out!(
+            "state table `{table}` {}",
+            if created { "created" } else { "already exists" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(
+    clients: &Clients,
+    job: &JobName,
+    table: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let state = clients.table(table).load(job.as_str()).await?;
+    let exists = state.is_some();
+    let s = state.unwrap_or_else(|| s3_ferry::state::JobState {
+        job: job.to_string(),
+        ..Default::default()
+    });
+    if json {
+        // The same fields whether or not the job has run.
+        let mut v = serde_json::to_value(&s)?;
+        v["exists"] = exists.into();
+        crate::output::json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !exists {
+        out!("job `{job}` has not run yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!("job        {}", s.job);
+    out!("sequence   {}", s.sequence);
+    out!("watermark  {}", s.watermark.as_deref().unwrap_or("-"));
+    out!("inventory  {}", s.inventory.as_deref().unwrap_or("-"));
+    out!("digest     {}", s.bundle_digest.as_deref().unwrap_or("-"));
+    if let Some(owner) = &s.lease_owner {
+        out!("lease      held by {owner}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn plan(clients: &Clients, args: &JobArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = args.config()?;
+    let (state, plan, volumes) = export::plan_only(clients, &cfg).await?;
+    let s = &plan.stats;
+    if json {
+        crate::output::json(&serde_json::json!({
+            "job": cfg.job.as_str(), "last_sequence": state.sequence,
+            "baseline": cfg.full || state.inventory.is_none(),
+            "listed": s.listed, "unchanged": s.unchanged, "added": s.added,
+            "modified": s.modified, "deleted": s.deleted, "moved": s.moved,
+            "skipped": s.skipped, "bytes": s.put_bytes, "volumes": volumes,
+            "own_output": s.own_output,
+            "skipped_objects": plan.skipped,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!(
+        "{}: {} listed, {} unchanged; to ship: {} added, {} modified ({}), {} deleted, {} moved, {} skipped; ~{} volume(s)",
+        cfg.job,
+        s.listed,
+        s.unchanged,
+        s.added,
+        s.modified,
+        human(s.put_bytes),
+        s.deleted,
+        s.moved,
+        s.skipped,
+        volumes
+    );
+    if s.own_output > 0 {
+        out!(
+            "  left out {} objects of the export's own output (bundles and _state/ under --dest)",
+            s.own_output
+        );
+    }
+    for sk in &plan.skipped {
+        out!("  skipped {}: {}", sk.key, sk.reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn export(clients: &Clients, args: &ExportArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let mut cfg = args.job.config()?;
+    cfg.lease_ttl = args.lease_ttl;
+    cfg.deadline = args.deadline.map(export::deadline_in);
+    let bar = Bar::new(interactive(json));
+    let result = export::run(clients, &cfg, &bar).await;
+    bar.done();
+    let report =
+        result.with_context(|| format!("export of job `{}` failed; state unchanged", cfg.job))?;
+    if json {
+        crate::output::json(&report)?;
+    } else {
+        print_report(&report)?;
+    }
+    Ok(match report.status {
+        Status::Continue => ExitCode::from(exit::CONTINUE),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+fn print_report(r: &export::Report) -> std::io::Result<()> {
+    match r.status {
+        Status::NoChanges => out!(
+            "{}: no changes since bundle {}; nothing written",
+            r.job,
+            r.sequence
+        ),
+        Status::Continue => out!(
+            "{}: bundle {} not finished (deadline): {} volume(s) so far; run the same command again to continue",
+            r.job,
+            r.sequence,
+            r.volumes.len()
+        ),
+        Status::Complete => out!(
+            "{}: bundle {}{} complete: {} objects ({}), {} deleted, {} moved, {} skipped, {} vanished in {} volume(s), {:.1}s",
+            r.job,
+            r.sequence,
+            if r.baseline { " (baseline)" } else { "" },
+            r.objects,
+            human(r.bytes),
+            r.deleted,
+            r.moved,
+            r.skipped,
+            r.vanished,
+            r.volumes.len(),
+            r.duration_ms as f64 / 1000.0
+        ),
+    }
+    if r.own_output > 0 {
+        out!(
+            "  left out {} objects under {}: the export's own output is never exported",
+            r.own_output,
+            r.own_output_prefixes.join(", ")
+        );
+    }
+    if r.status == Status::NoChanges {
+        return Ok(());
+    }
+    for v in &r.volumes {
+        out!("  {v}");
+    }
+    for s in &r.skipped_objects {
+        out!("  skipped {}: {}", s.key, s.reason);
+    }
+    if let Some(b) = &r.bundle
+        && r.status == Status::Complete
+    {
+        out!(
+            "  bundle {b} (digest {})",
+            r.bundle_digest.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}

@@ -488,13 +488,10 @@ impl Run<'_> {
             sequence: seq,
             baseline,
             // A baseline links to the bundle before it too: the far side sees one chain.
-            previous: match &self.state.bundle_digest {
-                Some(d) => Some(ChainLink {
-                    sequence: self.state.sequence,
-                    bundle_digest: d.clone(),
-                }),
-                _ => None,
-            },
+            previous: self.state.bundle_digest.as_ref().map(|d| ChainLink {
+                sequence: self.state.sequence,
+                bundle_digest: d.clone(),
+            }),
             listed_at,
             inventory_key,
             cursor: 0,

@@ -64,7 +64,7 @@ ENV
 say "cargo lambda watch --only-lambda-apis on 127.0.0.1:$lambda_port, $instances instances of each function"
 cargo lambda watch --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$lambda_port" >"$logs/watch-api.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 600); do curl -s "http://127.0.0.1:$lambda_port/" >/dev/null 2>&1 && break; sleep 0.1; done
+until (exec 3<>"/dev/tcp/127.0.0.1/$lambda_port") 2>/dev/null; do sleep 0.1; done
 instances() { # FUNCTION ENV_FILE LOG: start the function's instances, polling the emulator
   local i
   for i in $(seq "$instances"); do

@@ -16,6 +16,7 @@ command -v bsdtar >/dev/null || missing+=(libarchive-tools)
 command -v java >/dev/null || missing+=(default-jdk-headless)
 command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
+[ -x /usr/bin/time ] || missing+=(time)
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -39,8 +39,10 @@ took "debug build"
 
 say "sam build of both templates (background, log: target/sam-build.log)"
 mkdir -p target
-scripts/sam-build.sh >target/sam-build.log 2>&1 &
+setsid scripts/sam-build.sh >target/sam-build.log 2>&1 &
 sam_build=$!
+# A failing step ends the script: the background build goes with it.
+trap 'kill -- -$sam_build 2>/dev/null || true' EXIT
 
 say "unit and integration tests (moto per test process)"
 if command -v cargo-nextest >/dev/null; then

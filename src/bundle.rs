@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::config::S3Location;
 use crate::error::{Error, Result, io_at};
 use crate::manifest::{
-    ChainLink, FORMAT, Final, MANIFEST_ENTRY, Manifest, ObjectEntry, VolumeInfo,
+    ChainLink, FORMAT, Final, MANIFEST_ENTRY, Manifest, ObjectEntry, ObjectHeaders, VolumeInfo,
+    key_problem,
 };
 use crate::s3::Store;
 use crate::unzip::{Directory, VolumeSource, read_directory, read_entry};
@@ -112,16 +113,26 @@ impl Bundle {
 
     /// Completeness and consistency, without reading the entries' bytes.
     fn check(&self) -> Result<()> {
-        let n = self.last.volume_count as usize;
+        let count = u64::from(self.last.volume_count);
+        if count == 0 || count > crate::manifest::limits::VOLUMES {
+            return Err(self.bad(format!(
+                "final manifest claims {count} volumes (a bundle has 1 to {})",
+                crate::manifest::limits::VOLUMES
+            )));
+        }
+        let n = count as usize;
         let found: Vec<u32> = self.volumes.iter().map(|v| v.manifest.volume).collect();
-        if found != (1..=n as u32).collect::<Vec<_>>() {
+        if !found.iter().copied().eq(1..=n as u32) {
             let missing: Vec<String> = (1..=n as u32)
                 .filter(|i| !found.contains(i))
+                .take(10)
                 .map(|i| format!("{i} (`{}`)", self.volume_name(i)))
                 .collect();
+            let more = (n - found.len().min(n)).saturating_sub(missing.len());
             return Err(self.bad(format!(
-                "is incomplete: it has {n} volume(s); missing volume(s) {}. Copy them beside the others",
-                missing.join(", ")
+                "is incomplete: it has {n} volume(s); missing volume(s) {}{}. Copy them beside the others",
+                missing.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
             )));
         }
         if self.last.earlier_volumes.len() != n - 1 {
@@ -161,6 +172,18 @@ impl Bundle {
                     entry: None,
                     detail: format!("{} bytes, the bundle says {size}", v.dir.len),
                 });
+            }
+            // Whatever verify accepts, import can write: keys S3 can hold, headers HTTP can carry.
+            for o in &m.objects {
+                if let Some(p) = key_problem(&o.key).or_else(|| o.headers.problem()) {
+                    return Err(Error::Verify {
+                        volume: v.source.display(),
+                        entry: Some(o.entry.clone()),
+                        detail: format!(
+                            "the manifest describes {p}: no bucket or folder can take it"
+                        ),
+                    });
+                }
             }
             // The manifest and the zip directory must list the same entries.
             let listed: HashMap<&str, &ObjectEntry> =
@@ -206,6 +229,24 @@ impl Bundle {
                 });
             }
         }
+        let last = &self.last;
+        let keys = last
+            .deleted
+            .iter()
+            .chain(&last.vanished)
+            .chain(last.moved.iter().flat_map(|m| [&m.from, &m.to]));
+        for k in keys {
+            if let Some(p) = key_problem(k) {
+                return Err(self.bad(format!("final manifest names {p}")));
+            }
+        }
+        if let Some(p) = last
+            .moved
+            .iter()
+            .find_map(|m| m.headers.as_ref().and_then(ObjectHeaders::problem))
+        {
+            return Err(self.bad(format!("a move's new headers cannot be written: {p}")));
+        }
         if let Some(sums) = &self.sums {
             let names: Vec<&str> = sums
                 .lines()
@@ -242,12 +283,11 @@ pub async fn open_volume(source: VolumeSource) -> Result<OpenVolume> {
             detail: format!("no `{MANIFEST_ENTRY}` entry: not an s3-ferry volume"),
         });
     };
-    let json = read_entry(&source, &dir, i).await?;
-    let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::Corrupt {
-        what: "volume manifest",
-        location: source.display(),
-        hint: "fetch the volume again",
-        source: Box::new(e),
+    let json = read_entry(&source, &dir, i, crate::manifest::limits::MANIFEST).await?;
+    // A manifest that does not parse is damage to the volume (exit 5), like a bad CRC.
+    let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::Archive {
+        volume: source.display(),
+        detail: format!("its manifest `{MANIFEST_ENTRY}` is not an s3-ferry manifest ({e})"),
     })?;
     Ok(OpenVolume {
         source,

@@ -263,8 +263,9 @@ pub mod bounds {
 
     /// Concurrent requests of any kind: 1..=256.
     pub const CONCURRENCY: std::ops::RangeInclusive<usize> = 1..=256;
-    /// Entries in one volume: bounds a volume's in-memory manifest.
-    pub const VOLUME_ENTRIES: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+    /// Entries in one volume: bounds a volume's in-memory manifest (readers refuse more than
+    /// `manifest::limits::ENTRIES`).
+    pub const VOLUME_ENTRIES: std::ops::RangeInclusive<u64> = 1..=200_000;
     /// Smallest volume.
     pub const MIN_VOLUME_SIZE: u64 = 1024 * 1024;
     /// A lease shorter than this makes a tight renew loop (renewed every third of it).
@@ -301,7 +302,7 @@ pub mod bounds {
         if VOLUME_ENTRIES.contains(&n) {
             Ok(n)
         } else {
-            Err(Error::config(what, format!("{n} is outside 1..=1000000")))
+            Err(Error::config(what, format!("{n} is outside 1..=200000")))
         }
     }
 

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
 use crate::manifest::{
     BundleSummary, ChainLink, FORMAT, Final, Manifest, Move, ObjectEntry, SourceInfo, Totals,
-    VolumeInfo, bundle_digest, sha256sums,
+    VolumeInfo, bundle_digest, limits, sha256sums,
 };
 use crate::plan::{Plan, estimate_volumes};
 use crate::s3::{Got, MultipartUpload, ObjectMeta, Store};
@@ -212,6 +212,16 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
     Ok(plan)
 }
 
+/// A generous estimate of what one object adds to its volume's manifest (key, entry name,
+/// headers, fixed fields) and central directory (entry name, fixed header, ZIP64 extra): the
+/// writer closes a volume before either could reach a reader's limit.
+fn metadata_cost(bucket: &str, key: &str, headers: &crate::manifest::ObjectHeaders) -> u64 {
+    let headers = serde_json::to_vec(headers).map_or(4096, |v| v.len() as u64);
+    let entry = (bucket.len() + 1 + key.len()) as u64;
+    // Manifest: key (escaped up to 6x in JSON), entry, headers, fixed fields; directory: entry.
+    6 * key.len() as u64 + 2 * entry + 2 * headers + 512
+}
+
 /// The `s3://` prefixes of the export's own output inside its source (see
 /// [`ExportConfig::own_output`]).
 fn own_output_uris(cfg: &ExportConfig) -> Vec<String> {
@@ -327,6 +337,9 @@ struct OpenVolume {
     key: String,
     objects: Vec<ObjectEntry>,
     bytes: u64,
+    /// Estimated bytes of this volume's manifest and central directory (see
+    /// [`limits::WRITER_METADATA_BUDGET`]).
+    metadata: u64,
 }
 
 impl Run<'_> {
@@ -638,6 +651,7 @@ impl Run<'_> {
             key,
             objects: Vec::new(),
             bytes: 0,
+            metadata: 0,
         }
     }
 
@@ -752,10 +766,12 @@ impl Run<'_> {
                 } => (rec, meta, body, planned_etag),
             };
             let cost = entry_cost(&rec.key, meta.size);
+            let metadata = metadata_cost(&self.cfg.source.bucket, &rec.key, &meta.headers);
             if let Some(v) = volume.as_mut()
                 && v.writer.entries() > 0
                 && (v.writer.written() + cost > tuning.volume_size
-                    || v.writer.entries() + 1 > tuning.volume_entries)
+                    || v.writer.entries() + 1 > tuning.volume_entries
+                    || v.metadata + metadata > limits::WRITER_METADATA_BUDGET)
             {
                 let v = volume.take().expect("open volume");
                 self.close_volume(ck, v, i, None).await?;
@@ -779,6 +795,7 @@ impl Run<'_> {
             ck.totals.objects += 1;
             ck.totals.bytes += digest.size;
             v.bytes += digest.size;
+            v.metadata += metadata;
             self.progress.object(digest.size);
             v.objects.push(ObjectEntry {
                 key: rec.key,

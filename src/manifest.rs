@@ -14,6 +14,25 @@ pub const MANIFEST_ENTRY: &str = "_ferry/manifest.json";
 /// Folder of entries whose key is not a safe relative path.
 pub const ESCAPED_DIR: &str = "_escaped";
 
+/// Limits a reader holds every volume to, whatever its bytes claim, so that hostile media can
+/// neither crash nor exhaust it; the writer rotates volumes well inside them.
+pub mod limits {
+    /// Bytes of a volume's central directory.
+    pub const CENTRAL_DIRECTORY: u64 = 64 * 1024 * 1024;
+    /// Entries in one volume (objects and the manifest).
+    pub const ENTRIES: u64 = 200_001;
+    /// Bytes of a volume's manifest (JSON).
+    pub const MANIFEST: u64 = 64 * 1024 * 1024;
+    /// Volumes in one bundle.
+    pub const VOLUMES: u64 = 100_000;
+    /// The writer closes a volume before its manifest or its central directory would pass this.
+    pub const WRITER_METADATA_BUDGET: u64 = 48 * 1024 * 1024;
+    /// Deflate cannot expand data more than 1032:1; a directory claiming more is forged.
+    pub const DEFLATE_RATIO: u64 = 1032;
+    /// S3's longest key.
+    pub const KEY_BYTES: usize = 1024;
+}
+
 /// HTTP headers and user metadata of an object, as S3 returned them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectHeaders {
@@ -31,6 +50,63 @@ pub struct ObjectHeaders {
     pub expires: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+}
+
+/// Why `value` cannot travel as an HTTP header value (S3 headers and metadata), if it cannot.
+fn header_value_problem(value: &str) -> Option<&'static str> {
+    value
+        .bytes()
+        .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        .then_some("holds a control character (CR, LF, NUL, …)")
+}
+
+/// Why `key` cannot be an S3 key, if it cannot.
+pub fn key_problem(key: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("an empty key".into());
+    }
+    (key.len() > limits::KEY_BYTES).then(|| {
+        format!(
+            "a key of {} bytes (S3 keys have at most {})",
+            key.len(),
+            limits::KEY_BYTES
+        )
+    })
+}
+
+impl ObjectHeaders {
+    /// Why these headers cannot be written back to S3 as they are, if they cannot: a bundle
+    /// that carries them is refused by `verify` and `import` alike, before anything is written.
+    pub fn problem(&self) -> Option<String> {
+        let fixed = [
+            ("Content-Type", &self.content_type),
+            ("Content-Encoding", &self.content_encoding),
+            ("Content-Disposition", &self.content_disposition),
+            ("Content-Language", &self.content_language),
+            ("Cache-Control", &self.cache_control),
+            ("Expires", &self.expires),
+        ];
+        for (name, value) in fixed {
+            if let Some(p) = value.as_deref().and_then(header_value_problem) {
+                return Some(format!("its {name} {p}"));
+            }
+        }
+        for (name, value) in &self.metadata {
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                return Some(format!(
+                    "its metadata name {name:?} is not an HTTP header name"
+                ));
+            }
+            if let Some(p) = header_value_problem(value) {
+                return Some(format!("its metadata `{name}` {p}"));
+            }
+        }
+        None
+    }
 }
 
 /// One shipped object.

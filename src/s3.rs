@@ -749,6 +749,17 @@ impl MultipartUpload {
         self.join().await
     }
 
+    /// Abort the upload and wait until S3 has been told (a process that exits right after an
+    /// error leaves no upload open).
+    pub async fn abort(mut self) {
+        // No more bytes, no commit: the task aborts the upload and ends.
+        self.writer.take();
+        self.commit.take();
+        if let Err(e) = self.join().await {
+            debug!(bucket = %self.bucket, key = %self.key, error = %e, "upload aborted");
+        }
+    }
+
     async fn join(&mut self) -> Result<String> {
         match self.task.take() {
             Some(task) => task.await.unwrap_or_else(|e| {
@@ -1015,9 +1026,10 @@ const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Part size of a multipart copy.
 const COPY_PART: u64 = 1024 * 1024 * 1024;
 
-/// Read up to `size` bytes (fewer only at end of stream).
+/// Read up to `size` bytes (fewer only at end of stream). The buffer grows with the bytes that
+/// really arrive, never ahead of them to a size someone declared.
 async fn read_part<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(size);
+    let mut buf = BytesMut::with_capacity(size.min(8 * 1024 * 1024));
     while buf.len() < size {
         let mut limited = (&mut *reader).take((size - buf.len()) as u64);
         if limited.read_buf(&mut buf).await? == 0 {

@@ -332,11 +332,38 @@ impl StateTable {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e) if is_code(&e, "ConditionalCheckFailedException") => Err(Error::StateConflict {
-                job: job.to_string(),
-            }),
+            Err(e) if is_code(&e, "ConditionalCheckFailedException") => {
+                // A retried request whose first attempt was applied (its response lost) fails
+                // its own condition: the state then already holds exactly this commit.
+                match self.load(job).await? {
+                    Some(now) if now.is_commit_of(version, c) => {
+                        info!(
+                            job,
+                            version = version + 1,
+                            "commit was applied (its response was lost)"
+                        );
+                        Ok(())
+                    }
+                    _ => Err(Error::StateConflict {
+                        job: job.to_string(),
+                    }),
+                }
+            }
             Err(e) => Err(self.err("UpdateItem", e)),
         }
+    }
+}
+
+impl JobState {
+    /// Is this state the result of committing `c` on top of `version` (and nothing since)?
+    fn is_commit_of(&self, version: u64, c: &Commit) -> bool {
+        self.version == version + 1
+            && self.lease_owner.is_none()
+            && self.watermark.as_deref() == Some(c.watermark.as_str())
+            && c.bundle.as_ref().is_none_or(|b| {
+                self.sequence == b.sequence
+                    && self.bundle_digest.as_deref() == Some(b.bundle_digest.as_str())
+            })
     }
 }
 

@@ -160,10 +160,13 @@ impl Target {
                         bucket: dest.bucket.clone(),
                         key,
                         obj: obj.clone(),
-                        buf: BytesMut::with_capacity(obj.size as usize),
+                        // At most SMALL_OBJECT: sized by the manifest only below that.
+                        buf: BytesMut::with_capacity(obj.size.min(SMALL_OBJECT) as usize),
                     }
                 } else {
-                    let part = (*part_size).max(obj.size / 9_000 + 1);
+                    let part = (*part_size)
+                        .max(obj.size / 9_000 + 1)
+                        .min(crate::config::MAX_PART_SIZE);
                     ImportWriter::Multipart {
                         shared: shared.clone(),
                         upload: store.multipart(&dest.bucket, &key, part, 4, &obj.headers),
@@ -571,6 +574,16 @@ impl EntryWriter for ImportWriter {
                 shared.landed(key, entry);
                 Ok(())
             }
+        }
+    }
+
+    async fn abort(self) {
+        match self {
+            // Nothing was sent yet.
+            ImportWriter::Buffer { .. } => {}
+            ImportWriter::Multipart { upload, .. } => upload.abort().await,
+            // Dropping the temporary path removes the file.
+            ImportWriter::File { .. } => {}
         }
     }
 }

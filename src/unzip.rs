@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, BufReader};
 
 use crate::error::{Error, Result};
+use crate::manifest::limits;
 use crate::s3::{Got, Store};
 
 const EOCD_SIG: u32 = 0x0605_4b50;
@@ -24,6 +25,8 @@ const METHOD_STORED: u16 = 0;
 const METHOD_DEFLATE: u16 = 8;
 /// Bytes read per step of a walk.
 const CHUNK: usize = 256 * 1024;
+/// The largest single read of a volume's structures (its central directory is capped lower).
+const MAX_RANGE: u64 = limits::CENTRAL_DIRECTORY + limits::MANIFEST;
 /// Ranged GETs of an S3 volume: size of each…
 const RANGE: u64 = 8 * 1024 * 1024;
 /// …and how many are in flight.
@@ -89,17 +92,36 @@ impl VolumeSource {
         }
     }
 
-    /// Bytes `offset..offset+len`.
+    /// Bytes `offset..offset+len`. The range must lie inside the volume and be at most
+    /// `max` bytes (what the caller can hold); a range the volume's own bytes point outside of
+    /// is damage (exit 5), never an allocation or an I/O error.
     pub async fn read_range(&self, offset: u64, len: u64) -> Result<Bytes> {
         if len == 0 {
             return Ok(Bytes::new());
         }
+        let size = self.len().await?;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(self.bad(format!(
+                "bytes {offset}+{len} lie past its end ({size} bytes): truncated or forged offsets"
+            )));
+        }
+        if len > MAX_RANGE {
+            return Err(self.bad(format!(
+                "a structure of {len} bytes is larger than any a volume holds ({MAX_RANGE})"
+            )));
+        }
         match self {
             VolumeSource::File(p) => {
-                let io = |source| Error::Io {
-                    op: "reading",
-                    path: p.clone(),
-                    source,
+                let io = |source: std::io::Error| match source.kind() {
+                    std::io::ErrorKind::UnexpectedEof => self.bad(format!(
+                        "ends before byte {} (it shrank while being read?)",
+                        offset + len
+                    )),
+                    _ => Error::Io {
+                        op: "reading",
+                        path: p.clone(),
+                        source,
+                    },
                 };
                 let mut f = tokio::fs::File::open(p).await.map_err(io)?;
                 f.seek(SeekFrom::Start(offset)).await.map_err(io)?;
@@ -234,7 +256,7 @@ pub async fn read_directory(src: &VolumeSource) -> Result<Directory> {
             return Err(src.bad("zip64 end-of-central-directory locator missing"));
         }
         let z64_pos = u64_at(&tail, at - 20 + 8);
-        if z64_pos + 56 > eocd_pos {
+        if z64_pos.checked_add(56).is_none_or(|end| end > eocd_pos) {
             return Err(src.bad("zip64 end-of-central-directory record out of range"));
         }
         let z = src.read_range(z64_pos, 56).await?;
@@ -245,8 +267,20 @@ pub async fn read_directory(src: &VolumeSource) -> Result<Directory> {
         cd_size = u64_at(&z, 40);
         cd_offset = u64_at(&z, 48);
     }
-    if cd_offset + cd_size > eocd_pos || count > cd_size / 46 + 1 {
+    if cd_offset
+        .checked_add(cd_size)
+        .is_none_or(|end| end > eocd_pos)
+        || count > cd_size / 46 + 1
+    {
         return Err(src.bad("central directory out of range"));
+    }
+    if cd_size > limits::CENTRAL_DIRECTORY || count > limits::ENTRIES {
+        return Err(src.bad(format!(
+            "central directory of {cd_size} bytes and {count} entries is larger than a volume has \
+             (at most {} bytes, {} entries)",
+            limits::CENTRAL_DIRECTORY,
+            limits::ENTRIES
+        )));
     }
     let cd = src.read_range(cd_offset, cd_size).await?;
     let mut entries = Vec::with_capacity(count as usize);
@@ -300,13 +334,34 @@ pub async fn read_directory(src: &VolumeSource) -> Result<Directory> {
                 e.name, e.method
             )));
         }
+        // Declared sizes are bounded by the bytes really there: a stored entry is as long as
+        // its data, a deflated one inflates at most 1032:1.
+        let plausible = match e.method {
+            METHOD_STORED => e.size == e.compressed_size,
+            _ => {
+                e.size
+                    <= e.compressed_size
+                        .saturating_mul(limits::DEFLATE_RATIO)
+                        .saturating_add(1024)
+            }
+        };
+        if !plausible {
+            return Err(src.bad(format!(
+                "entry `{}` declares {} bytes from {} stored bytes",
+                e.name, e.size, e.compressed_size
+            )));
+        }
         entries.push(e);
         p += 46 + name_len + extra_len + comment_len;
     }
     entries.sort_by_key(|e| e.header_offset);
     let mut end = cd_offset;
     for e in entries.iter().rev() {
-        if e.header_offset + 30 + e.compressed_size > end {
+        let entry_end = e
+            .header_offset
+            .checked_add(30)
+            .and_then(|x| x.checked_add(e.compressed_size));
+        if entry_end.is_none_or(|x| x > end) {
             return Err(src.bad(format!("entry `{}` overlaps the next one", e.name)));
         }
         end = e.header_offset;
@@ -326,9 +381,26 @@ pub struct EntryDigest {
     pub crc32: u32,
 }
 
-/// Read entry `i` whole (for the manifest and other small entries), CRC-checked.
-pub async fn read_entry(src: &VolumeSource, dir: &Directory, i: usize) -> Result<Bytes> {
+/// Read entry `i` whole (for the manifest and other small entries), CRC-checked; an entry
+/// declared (or inflating) past `max` bytes is refused.
+pub async fn read_entry(src: &VolumeSource, dir: &Directory, i: usize, max: u64) -> Result<Bytes> {
+    let e = &dir.entries[i];
+    if e.size > max || e.compressed_size > max {
+        return Err(src.bad(format!(
+            "entry `{}` declares {} bytes; at most {max} are allowed",
+            e.name, e.size
+        )));
+    }
     let (start, end) = dir.span(i);
+    // Local header (30), name and extra (each < 64 KiB), data, data descriptor (24).
+    if end - start > max + 30 + 2 * 65_535 + 24 {
+        return Err(src.bad(format!(
+            "entry `{}` spans {} bytes for {} bytes of data",
+            e.name,
+            end - start,
+            e.compressed_size
+        )));
+    }
     let bytes = src.read_range(start, end - start).await?;
     let entries = vec![CentralEntry {
         header_offset: 0,
@@ -393,6 +465,23 @@ impl<'d> Walk<'d> {
         }
     }
 
+    /// A failed read keeps its class: an S3 volume's transport or server error (carried through
+    /// the byte stream) stays retryable, a local read error is an I/O error, and only a volume
+    /// that ends early is damage.
+    fn read_error(&self, e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            return self.bad(format!("ends early, at byte {}", self.pos));
+        }
+        match e.downcast::<Error>() {
+            Ok(inner) => inner,
+            Err(e) => Error::Io {
+                op: "reading",
+                path: self.volume.clone().into(),
+                source: e,
+            },
+        }
+    }
+
     fn mismatch(&self, entry: &str, detail: String) -> Error {
         Error::Verify {
             volume: self.volume.clone(),
@@ -407,7 +496,7 @@ impl<'d> Walk<'d> {
             .take(max as u64)
             .read_buf(&mut buf)
             .await
-            .map_err(|e| self.bad(format!("read failed at byte {}: {e}", self.pos)))?;
+            .map_err(|e| self.read_error(e))?;
         if n == 0 && max > 0 {
             return Err(self.bad(format!(
                 "ends at byte {} but the directory says it is {} bytes (truncated)",
@@ -516,13 +605,14 @@ impl<'d> Walk<'d> {
                 let z = c.inflate.as_mut().expect("deflate entry");
                 let mut out = Vec::with_capacity(CHUNK);
                 let (in0, out0) = (z.total_in(), z.total_out());
-                let flush = if c.remaining == 0 {
-                    flate2::FlushDecompress::Finish
-                } else {
-                    flate2::FlushDecompress::None
-                };
+                // Never `Finish`: it needs the whole output to fit in one call, and an entry
+                // larger than one chunk would read as corrupt.
                 let status = z
-                    .decompress_vec(&c.input[c.input_pos..], &mut out, flush)
+                    .decompress_vec(
+                        &c.input[c.input_pos..],
+                        &mut out,
+                        flate2::FlushDecompress::None,
+                    )
                     .map_err(|e| self.mismatch(name, format!("deflate data is corrupt: {e}")))?;
                 let consumed = (z.total_in() - in0) as usize;
                 let produced = (z.total_out() - out0) as usize;
@@ -541,6 +631,11 @@ impl<'d> Walk<'d> {
         };
         if out.is_empty() {
             return Ok(None);
+        }
+        let declared = self.dir.entries[c.index].size;
+        if c.size + out.len() as u64 > declared {
+            // Cut off the moment it passes its declared size: nothing past it is handed on.
+            return Err(self.mismatch(name, format!("inflates past its declared {declared} bytes")));
         }
         c.sha.update(&out);
         c.crc.update(&out);

@@ -31,6 +31,9 @@ pub trait EntryWriter: Send {
     fn write(&mut self, chunk: Bytes) -> impl Future<Output = Result<()>> + Send;
     /// Called only once every byte matched the manifest.
     fn commit(self) -> impl Future<Output = Result<()>> + Send;
+    /// Called when the entry failed (bad bytes, a read error): undo what was started (abort the
+    /// multipart upload, remove the temporary file) and wait until it is undone.
+    fn abort(self) -> impl Future<Output = ()> + Send;
 }
 
 /// Verifies only.
@@ -43,6 +46,9 @@ impl EntryWriter for NoWriter {
         match *self {}
     }
     async fn commit(self) -> Result<()> {
+        match self {}
+    }
+    async fn abort(self) {
         match self {}
     }
 }
@@ -113,36 +119,50 @@ pub async fn check_volume<S: EntrySink>(
             detail: "the entry is not in the volume's manifest".into(),
         })?;
         let mut writer = sink.open(obj).await?;
-        while let Some(chunk) = walk.read_chunk().await? {
-            progress.object(chunk.len() as u64);
-            if let Some(w) = writer.as_mut() {
-                w.write(chunk).await?;
+        let checked: Result<crate::unzip::EntryDigest> = async {
+            while let Some(chunk) = walk.read_chunk().await? {
+                progress.object(chunk.len() as u64);
+                if let Some(w) = writer.as_mut() {
+                    w.write(chunk).await?;
+                }
             }
+            let d = walk.end_entry()?;
+            let mismatch = |detail: String| Error::Verify {
+                volume: volume.clone(),
+                entry: Some(format!("{} (key `{}`)", e.name, obj.key)),
+                detail,
+            };
+            if d.size != obj.size {
+                return Err(mismatch(format!(
+                    "{} bytes, the manifest says {}",
+                    d.size, obj.size
+                )));
+            }
+            if d.crc32 != obj.crc32 {
+                return Err(mismatch(format!(
+                    "CRC-32 {:08x}, the manifest says {:08x}",
+                    d.crc32, obj.crc32
+                )));
+            }
+            if d.sha256 != obj.sha256 {
+                return Err(mismatch(format!(
+                    "SHA-256 {}, the manifest says {}",
+                    d.sha256, obj.sha256
+                )));
+            }
+            Ok(d)
         }
-        let d = walk.end_entry()?;
-        let mismatch = |detail: String| Error::Verify {
-            volume: volume.clone(),
-            entry: Some(format!("{} (key `{}`)", e.name, obj.key)),
-            detail,
+        .await;
+        let d = match checked {
+            Ok(d) => d,
+            Err(e) => {
+                // Nothing of a failed entry stays: its upload is aborted (awaited) first.
+                if let Some(w) = writer {
+                    w.abort().await;
+                }
+                return Err(e);
+            }
         };
-        if d.size != obj.size {
-            return Err(mismatch(format!(
-                "{} bytes, the manifest says {}",
-                d.size, obj.size
-            )));
-        }
-        if d.crc32 != obj.crc32 {
-            return Err(mismatch(format!(
-                "CRC-32 {:08x}, the manifest says {:08x}",
-                d.crc32, obj.crc32
-            )));
-        }
-        if d.sha256 != obj.sha256 {
-            return Err(mismatch(format!(
-                "SHA-256 {}, the manifest says {}",
-                d.sha256, obj.sha256
-            )));
-        }
         if let Some(w) = writer {
             w.commit().await?;
         }

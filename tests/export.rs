@@ -482,4 +482,28 @@ fn deflate_volumes_round_trip_in_every_reader() {
     let files = b.extract();
     assert_eq!(files["a.txt"], text.as_bytes());
     assert_eq!(files["big.log"], big);
+
+    // AND ferry's own reader verifies and imports them (entries inflating past one read)
+    let dir = b.dir.path().to_str().unwrap();
+    let run = ctx.ferry(&["verify", dir]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mirror = tempfile::tempdir().unwrap();
+    let run = ctx.ferry(&["import", dir, "--to-dir", mirror.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        std::fs::read(mirror.path().join("a.txt")).unwrap(),
+        text.as_bytes()
+    );
+    assert_eq!(std::fs::read(mirror.path().join("big.log")).unwrap(), big);
+    let dest = ctx.bucket("deflate-dest");
+    let run = ctx.ferry(&[
+        "import",
+        dir,
+        "--to",
+        &format!("s3://{dest}"),
+        "--state",
+        mirror.path().join("s3-state.json").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(ctx.get(&dest, "big.log").unwrap(), big);
 }

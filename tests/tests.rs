@@ -2,6 +2,7 @@
 
 mod cli;
 mod export;
+mod hostile;
 mod import;
 mod proxy;
 mod runs;

@@ -110,7 +110,7 @@ pub struct JobArgs {
     /// Byte cap of a volume (at least 1MiB) [default: 4032MiB, fits FAT32].
     #[arg(long, value_name = "SIZE", value_parser = volume_size)]
     pub volume_size: Option<u64>,
-    /// Entry cap of a volume (1..=1000000).
+    /// Entry cap of a volume (1..=200000).
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_VOLUME_ENTRIES, value_parser = volume_entries)]
     pub volume_entries: u64,
     /// Multipart part size of volume uploads (5MiB..=5GiB).

@@ -24,6 +24,8 @@ pub struct AwsOptions {
 pub struct Clients {
     pub s3: Store,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// Signs bundles with a KMS key (used only when one is configured).
+    pub kms: aws_sdk_kms::Client,
     dynamodb_endpoint: Arc<str>,
 }
 
@@ -54,6 +56,7 @@ impl Clients {
         Clients {
             s3: Store::new(crate::s3::client(sdk, path_style)),
             dynamodb: crate::state::client(sdk),
+            kms: aws_sdk_kms::Client::new(sdk),
             dynamodb_endpoint: dynamodb_endpoint.into(),
         }
     }

@@ -16,6 +16,7 @@ use crate::manifest::{
     key_problem,
 };
 use crate::s3::Store;
+use crate::sign::TrustedKey;
 use crate::unzip::{Directory, VolumeSource, read_directory, read_entry};
 
 /// A volume with its directory and manifest.
@@ -42,6 +43,8 @@ pub struct Bundle {
     pub last: Final,
     /// The `SHA256SUMS` text, when it was found beside the volumes.
     pub sums: Option<String>,
+    /// The `SHA256SUMS.sig` bytes found beside that `SHA256SUMS`.
+    pub signature: Option<Vec<u8>>,
 }
 
 impl Bundle {
@@ -101,6 +104,29 @@ impl Bundle {
             bytes: 0,
         });
         Some(crate::manifest::bundle_digest(&infos))
+    }
+
+    /// The trusted key that signed this bundle; `None` when `trusted` is empty (no check asked
+    /// for). A bundle without a valid signature by one of `trusted` is refused (exit 5).
+    pub fn signed_by<'k>(&self, trusted: &'k [TrustedKey]) -> Result<Option<&'k TrustedKey>> {
+        if trusted.is_empty() {
+            return Ok(None);
+        }
+        let untrusted = |detail: String| Error::Untrusted {
+            what: self.label(),
+            location: self.location.clone(),
+            detail,
+        };
+        let (Some(sums), Some(sig)) = (&self.sums, &self.signature) else {
+            return Err(untrusted(format!(
+                "it carries no signature (`SHA256SUMS` and `{}` must travel beside the volumes)",
+                crate::sign::SIGNATURE_FILE
+            )));
+        };
+        let sig = crate::sign::parse(sig, crate::sign::SIGNATURE_FILE).map_err(untrusted)?;
+        crate::sign::verify(sums.as_bytes(), &sig, trusted)
+            .map(Some)
+            .map_err(untrusted)
     }
 
     fn bad(&self, detail: impl Into<String>) -> Error {
@@ -296,14 +322,54 @@ pub async fn open_volume(source: VolumeSource) -> Result<OpenVolume> {
     })
 }
 
-/// A volume as found: its folder, that folder's `SHA256SUMS` text, and the opened volume.
-type Found = (String, Option<String>, OpenVolume);
+/// A volume as found: its folder, what lay beside it, and the opened volume.
+type Found = (String, Beside, OpenVolume);
 
-/// Volume files and `SHA256SUMS` texts found in one folder or prefix.
+/// `SHA256SUMS` and `SHA256SUMS.sig` found in a folder or prefix.
+#[derive(Default, Clone)]
+struct Beside {
+    sums: Option<String>,
+    sig: Option<Vec<u8>>,
+}
+
+/// Volume files and what lies beside them in one folder or prefix.
 #[derive(Default)]
 struct Folder {
     volumes: Vec<VolumeSource>,
-    sums: Option<String>,
+    beside: Beside,
+}
+
+/// The largest `SHA256SUMS` (100,000 volumes' lines fit).
+const MAX_SUMS: u64 = 16 * 1024 * 1024;
+
+/// A small file from the media, refused (exit 5) past `max` bytes before it is read.
+fn read_small(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .map_err(io_at("reading", path))?
+        .len();
+    if len > max {
+        return Err(Error::Archive {
+            volume: path.display().to_string(),
+            detail: format!("{len} bytes; a file of this name is at most {max}"),
+        });
+    }
+    std::fs::read(path).map_err(io_at("reading", path))
+}
+
+impl Beside {
+    /// Take `SHA256SUMS` / `SHA256SUMS.sig` from a local folder (once).
+    fn read_local(&mut self, dir: &Path) -> Result<()> {
+        let sums = dir.join("SHA256SUMS");
+        if self.sums.is_none() && sums.is_file() {
+            let bytes = read_small(&sums, MAX_SUMS)?;
+            self.sums = Some(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        let sig = dir.join(crate::sign::SIGNATURE_FILE);
+        if self.sig.is_none() && sig.is_file() {
+            self.sig = Some(read_small(&sig, crate::sign::MAX_SIGNATURE_FILE)?);
+        }
+        Ok(())
+    }
 }
 
 fn walk_dir(dir: &Path, depth: u32, folders: &mut BTreeMap<String, Folder>) -> Result<()> {
@@ -336,12 +402,9 @@ fn add_local_file(path: &Path, folders: &mut BTreeMap<String, Folder>) -> Result
     let folder = folders.entry(parent.display().to_string()).or_default();
     if name.ends_with(".zip") {
         folder.volumes.push(VolumeSource::File(path.to_path_buf()));
-        let sums = parent.join("SHA256SUMS");
-        if folder.sums.is_none() && sums.is_file() {
-            folder.sums = Some(std::fs::read_to_string(&sums).map_err(io_at("reading", &sums))?);
-        }
-    } else if name == "SHA256SUMS" && folder.sums.is_none() {
-        folder.sums = Some(std::fs::read_to_string(path).map_err(io_at("reading", path))?);
+    }
+    if name.ends_with(".zip") || name == "SHA256SUMS" || name == crate::sign::SIGNATURE_FILE {
+        folder.beside.read_local(parent)?;
     }
     Ok(())
 }
@@ -378,9 +441,15 @@ async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>
                     size: rec.size,
                 });
             } else if name == "SHA256SUMS"
+                && rec.size <= MAX_SUMS
                 && let Some(text) = store.get_document(&loc.bucket, &rec.key).await?
             {
-                folder.sums = Some(String::from_utf8_lossy(&text).into_owned());
+                folder.beside.sums = Some(String::from_utf8_lossy(&text).into_owned());
+            } else if name == crate::sign::SIGNATURE_FILE
+                && rec.size <= crate::sign::MAX_SIGNATURE_FILE
+                && let Some(bytes) = store.get_document(&loc.bucket, &rec.key).await?
+            {
+                folder.beside.sig = Some(bytes.to_vec());
             }
         }
     }
@@ -427,7 +496,7 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
         let mut vols = futures::stream::iter(sources.into_iter().map(open_volume)).buffered(8);
         use futures::StreamExt;
         while let Some(v) = vols.next().await {
-            opened.push((location.clone(), folder.sums.clone(), v?));
+            opened.push((location.clone(), folder.beside.clone(), v?));
         }
     }
     if opened.is_empty() {
@@ -465,10 +534,16 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
                 ),
             });
         };
-        let sums = vols
+        let beside = vols
             .iter()
-            .find_map(|(_, s, _)| s.clone())
-            .filter(|s| s.contains(&format!("{job}-{sequence:08}-")));
+            .map(|(_, b, _)| b.clone())
+            .find(|b| b.sums.is_some())
+            .filter(|b| {
+                b.sums
+                    .as_deref()
+                    .is_some_and(|s| s.contains(&format!("{job}-{sequence:08}-")))
+            })
+            .unwrap_or_default();
         let first = vols[0].2.manifest.clone();
         let bundle = Bundle {
             location,
@@ -480,7 +555,8 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
             source_prefix: first.source.prefix,
             volumes: vols.into_iter().map(|(_, _, v)| v).collect(),
             last,
-            sums,
+            sums: beside.sums,
+            signature: beside.sig,
         };
         bundle.check()?;
         bundles.push(bundle);

@@ -378,6 +378,8 @@ pub struct ExportConfig {
     /// Stop cleanly (close the volume, checkpoint) once this instant is reached.
     pub deadline: Option<Instant>,
     pub lease_ttl: Duration,
+    /// Sign every bundle with this key (`--signing-key`, `SIGNING_KEY_ID`).
+    pub signing: Option<crate::sign::SigningKeySpec>,
 }
 
 impl ExportConfig {
@@ -394,6 +396,7 @@ impl ExportConfig {
             tuning: Tuning::default(),
             deadline: None,
             lease_ttl: DEFAULT_LEASE_TTL,
+            signing: None,
         }
     }
 }

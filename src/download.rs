@@ -241,6 +241,15 @@ async fn download_bundle(
             .await
             .map_err(io_at("writing", &p))?;
     }
+    let sig_name = crate::sign::SIGNATURE_FILE;
+    if r.files.contains_key(sig_name)
+        && let Some(sig) = store.get_document(bucket, &doc(sig_name)).await?
+    {
+        let p = dir.join(sig_name);
+        tokio::fs::write(&p, &sig)
+            .await
+            .map_err(io_at("writing", &p))?;
+    }
     let p = dir.join("SHA256SUMS");
     tokio::fs::write(&p, &sums)
         .await

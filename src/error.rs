@@ -62,6 +62,25 @@ pub enum Error {
         location: String,
         detail: String,
     },
+    /// A KMS request failed.
+    #[error(
+        "kms {op} failed for key `{key}`: check the key exists, is an ECC_NIST_P256 signing key, and the credentials allow kms:{op}"
+    )]
+    Kms {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+    /// A bundle is not signed by a key the far side trusts.
+    #[error(
+        "bundle {what} at {location} is not trusted: {detail}. Nothing of it was written; import only bundles signed by the exporter's key (`--trust KEY.pem`)"
+    )]
+    Untrusted {
+        what: String,
+        location: String,
+        detail: String,
+    },
     /// The state table is missing.
     #[error(
         "state table `{table}` not found: run `ferry init --table {table}` or deploy template.yaml"
@@ -222,6 +241,7 @@ impl Error {
                 | Error::S3 { .. }
                 | Error::Dynamo { .. }
                 | Error::Unreachable { .. }
+                | Error::Kms { .. }
         )
     }
 

@@ -235,6 +235,11 @@ fn own_output_uris(cfg: &ExportConfig) -> Vec<String> {
 /// Run (or continue) the job's export.
 pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress) -> Result<Report> {
     cfg.tuning.validate()?;
+    // A signing key that cannot be used fails the run before it takes the lease.
+    let signer = match &cfg.signing {
+        Some(spec) => Some(crate::sign::open(spec, &clients.kms).await?),
+        None => None,
+    };
     let owner = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let table = clients.table(&cfg.table);
     let job = cfg.job.as_str();
@@ -274,6 +279,7 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress)
         started: Instant::now(),
         progress,
         lost,
+        signer: signer.as_deref(),
     };
     let result = run.go().await;
     heartbeat.abort();
@@ -317,6 +323,7 @@ struct Run<'a> {
     started: Instant,
     progress: &'a dyn Progress,
     lost: Arc<AtomicBool>,
+    signer: Option<&'a dyn crate::sign::Signer>,
 }
 
 /// What planning found.
@@ -887,11 +894,19 @@ impl Run<'_> {
             }
         }
         let digest = bundle_digest(&ck.volumes);
+        let sums = sha256sums(&ck.volumes);
+        if let Some(signer) = self.signer {
+            // The signature goes first: SHA256SUMS marks the bundle complete.
+            let sig = signer.sign(sums.as_bytes()).await?;
+            info!(job = %self.layout.job, sequence = ck.sequence, key = %sig.key, "bundle signed");
+            self.put_json(&format!("{prefix}{}", crate::sign::SIGNATURE_FILE), &sig)
+                .await?;
+        }
         self.store()
             .put_document(
                 bucket,
                 &format!("{prefix}SHA256SUMS"),
-                sha256sums(&ck.volumes).into(),
+                sums.into(),
                 "text/plain",
             )
             .await?;

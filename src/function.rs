@@ -77,6 +77,9 @@ impl FunctionConfig {
             compression: defaults.compression,
         };
         export.tuning.validate()?;
+        export.signing = v
+            .get("SIGNING_KEY_ID")
+            .map(crate::sign::SigningKeySpec::Kms);
         if let Some(ttl) = v.duration("LEASE_TTL")? {
             export.lease_ttl = config::bounds::lease_ttl("LEASE_TTL", ttl)?;
         }

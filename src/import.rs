@@ -14,6 +14,7 @@ use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use crate::ledger::{IndexEntry, Ledger, Pending, Record};
 use crate::progress::Progress;
+use crate::sign::TrustedKey;
 use crate::state::{now_ms, rfc3339_ms};
 use crate::target::{Shared, Target, TargetSink, relative};
 use crate::verify::check_volume;
@@ -30,6 +31,9 @@ pub struct ImportConfig {
     pub concurrency: usize,
     /// Stop cleanly between volumes after this instant (the Lambda's deadline).
     pub deadline: Option<Instant>,
+    /// Public keys whose signatures are accepted (`--trust`); the key that signed the last
+    /// bundle applied (kept in the import state) is trusted as well.
+    pub trust: Vec<TrustedKey>,
 }
 
 /// What happened to a bundle.
@@ -201,7 +205,24 @@ pub async fn run(
     let mut complete = true;
     // `--dry-run` over several bundles: keys earlier ones would have written (true) or removed.
     let mut simulated: HashMap<String, bool> = HashMap::new();
+    // Trust is settled for every bundle before anything is written.
+    let mut trusted = cfg.trust.clone();
+    if let Some(k) = rec.signer.as_ref().map(|s| s.key()).transpose()?
+        && !trusted.contains(&k)
+    {
+        trusted.push(k);
+    }
+    let mut signers = Vec::new();
     for b in bundles {
+        signers.push(b.signed_by(&trusted)?.cloned());
+    }
+    if trusted.is_empty() && !bundles.is_empty() {
+        warn!(
+            target = %target_name,
+            "bundles are applied without a signature check: export with --signing-key and import with --trust KEY.pem (once a signed bundle is applied, the target accepts only signed ones)"
+        );
+    }
+    for (b, signer) in bundles.iter().zip(signers) {
         let started = Instant::now();
         let digest = bundle_digest(b).await?;
         let mut out = BundleOutcome {
@@ -239,7 +260,17 @@ pub async fn run(
             outcomes.push(out);
             continue;
         }
-        let status = apply(ledger, cfg, b, &digest, &mut rec, &mut out, progress).await?;
+        let status = apply(
+            ledger,
+            cfg,
+            b,
+            &digest,
+            signer.as_ref(),
+            &mut rec,
+            &mut out,
+            progress,
+        )
+        .await?;
         out.status = status;
         out.duration_ms = started.elapsed().as_millis() as u64;
         info!(
@@ -348,11 +379,13 @@ async fn baseline_strays(cfg: &ImportConfig, b: &Bundle) -> Result<Vec<String>> 
     cfg.target.strays(&keep).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     ledger: &mut Ledger,
     cfg: &ImportConfig,
     b: &Bundle,
     digest: &str,
+    signer: Option<&TrustedKey>,
     rec: &mut Record,
     out: &mut BundleOutcome,
     progress: &dyn Progress,
@@ -385,6 +418,21 @@ async fn apply(
         {
             info!(job = %b.job, sequence = b.sequence, volume = index, "deadline: stopping between volumes");
             return Ok(BundleStatus::Continue);
+        }
+        if signer.is_some() {
+            // The signature covers each volume's SHA-256 (through SHA256SUMS), not its
+            // entries one by one: a volume must match before any of its entries is written.
+            let sha = crate::verify::volume_sha256(&v.source).await?;
+            if b.expected(index).1.as_deref() != Some(sha.as_str()) {
+                return Err(Error::Untrusted {
+                    what: b.label(),
+                    location: v.source.display(),
+                    detail: format!(
+                        "volume {index} has SHA-256 {}, not the one the signed SHA256SUMS lists",
+                        short(&sha)
+                    ),
+                });
+            }
         }
         let keys: Vec<String> = v.manifest.objects.iter().map(|o| o.key.clone()).collect();
         let known = ledger.lookup(&keys).await?;
@@ -508,6 +556,10 @@ async fn apply(
             changes.push((format!("{}{stray}", b.source_prefix), None));
             out.removed += 1;
         }
+    }
+    if let Some(k) = signer {
+        // From now on this target accepts only bundles signed by a trusted key.
+        rec.signer = Some(crate::ledger::SignerRecord::of(k));
     }
     rec.sequence = b.sequence;
     rec.bundle_digest = Some(digest.to_string());

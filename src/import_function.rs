@@ -45,6 +45,8 @@ pub struct ImportFunctionConfig {
     pub run_budget: Option<Duration>,
     pub lease_ttl: Duration,
     pub path_style: bool,
+    /// Public keys whose signatures are accepted (`TRUSTED_KEYS`).
+    pub trust: Vec<crate::sign::TrustedKey>,
 }
 
 impl ImportFunctionConfig {
@@ -82,6 +84,11 @@ impl ImportFunctionConfig {
                 v.duration("LEASE_TTL")?.unwrap_or(DEFAULT_IMPORT_LEASE),
             )?,
             path_style: v.flag("FERRY_S3_PATH_STYLE"),
+            trust: match v.get("TRUSTED_KEYS") {
+                Some(text) => crate::sign::TrustedKey::parse_list(&text)
+                    .map_err(|e| named("TRUSTED_KEYS", e))?,
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -290,6 +297,7 @@ impl ImportHandler {
             },
             dry_run: false,
             force: false,
+            trust: self.cfg.trust.clone(),
             concurrency: self.cfg.concurrency,
             deadline,
         };

@@ -47,6 +47,39 @@ pub struct Record {
     /// recognised as applied rather than refused).
     #[serde(default)]
     pub history: Vec<(u64, String)>,
+    /// The key that signed the last bundle applied: once set, only signed bundles apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<SignerRecord>,
+}
+
+/// A signer as the import state remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerRecord {
+    /// SHA-256 of the public key (DER SubjectPublicKeyInfo), hex.
+    pub key: String,
+    /// The public key, PEM.
+    pub public_key: String,
+}
+
+impl SignerRecord {
+    pub fn of(k: &crate::sign::TrustedKey) -> Self {
+        SignerRecord {
+            key: k.fingerprint.clone(),
+            public_key: k.to_pem(),
+        }
+    }
+
+    /// The key itself (checked against its recorded fingerprint).
+    pub fn key(&self) -> Result<crate::sign::TrustedKey> {
+        let k = crate::sign::TrustedKey::from_pem(&self.public_key, "the import state's signer")?;
+        if k.fingerprint != self.key {
+            return Err(Error::config(
+                "import state",
+                "its recorded signer key does not match its fingerprint: the state was altered",
+            ));
+        }
+        Ok(k)
+    }
 }
 
 /// The state file's content: the record and the key index.

@@ -15,11 +15,13 @@ pub mod import;
 #[cfg(feature = "lambda")]
 pub mod import_function;
 pub mod inventory;
+pub mod kms;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;
 pub mod progress;
 pub mod s3;
+pub mod sign;
 pub mod sink;
 pub mod state;
 pub mod target;

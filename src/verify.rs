@@ -84,6 +84,8 @@ pub struct BundleReport {
     pub bundle_digest: String,
     /// True when `SHA256SUMS` was found and checked.
     pub sha256sums: bool,
+    /// SHA-256 of the trusted public key whose signature was checked (with `--trust`).
+    pub signed_by: Option<String>,
     pub volumes: Vec<VolumeReport>,
     pub objects: u64,
     pub bytes: u64,
@@ -198,7 +200,14 @@ pub async fn check_volume<S: EntrySink>(
 }
 
 /// Verify every byte of `bundle`.
-pub async fn verify_bundle(bundle: &Bundle, progress: &dyn Progress) -> Result<BundleReport> {
+/// Verify every byte of `bundle`; with `trusted` keys, first its signature (a bundle no trusted
+/// key signed is refused before any volume is read).
+pub async fn verify_bundle(
+    bundle: &Bundle,
+    trusted: &[crate::sign::TrustedKey],
+    progress: &dyn Progress,
+) -> Result<BundleReport> {
+    let signed_by = bundle.signed_by(trusted)?.map(|k| k.fingerprint.clone());
     let mut volumes = Vec::new();
     for v in &bundle.volumes {
         volumes.push(check_volume(bundle, v, &mut NoSink, progress).await?);
@@ -216,6 +225,7 @@ pub async fn verify_bundle(bundle: &Bundle, progress: &dyn Progress) -> Result<B
         previous_digest: bundle.previous.as_ref().map(|p| p.bundle_digest.clone()),
         bundle_digest: digest,
         sha256sums: bundle.sums.is_some(),
+        signed_by,
         objects: volumes.iter().map(|v| v.objects).sum(),
         bytes: volumes.iter().map(|v| v.bytes).sum(),
         deleted: bundle.last.deleted.len() as u64 + bundle.last.vanished.len() as u64,
@@ -232,10 +242,18 @@ pub async fn volume_sha256(source: &crate::unzip::VolumeSource) -> Result<String
     let mut sha = sha2::Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = r.read(&mut buf).await.map_err(|e| Error::Archive {
-            volume: source.display(),
-            detail: format!("read failed: {e}"),
-        })?;
+        let n = r
+            .read(&mut buf)
+            .await
+            .map_err(|e| match e.downcast::<Error>() {
+                // An S3 volume's transport error stays what it is (retryable).
+                Ok(inner) => inner,
+                Err(e) => Error::Io {
+                    op: "reading",
+                    path: source.display().into(),
+                    source: e,
+                },
+            })?;
         if n == 0 {
             break;
         }

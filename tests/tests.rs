@@ -6,5 +6,6 @@ mod hostile;
 mod import;
 mod proxy;
 mod runs;
+mod trust;
 mod util;
 mod zip64;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use s3_ferry::config::{self, JobName, S3Location, bounds};
+use s3_ferry::sign::{SigningKeySpec, TrustedKey};
 
 use crate::exit;
 
@@ -63,6 +64,21 @@ pub enum Command {
         /// Volume files, folders holding bundles, or s3:// bundle prefixes.
         #[arg(required = true, value_name = "SOURCE")]
         sources: Vec<String>,
+        /// Require a valid signature by this public key (PEM; repeat for several keys).
+        #[arg(long, value_name = "PEM", value_parser = trusted_key)]
+        trust: Vec<TrustedKey>,
+    },
+    /// Make a P-256 signing key pair: FILE (PKCS#8 private key, mode 0600) and FILE.pub.
+    Keygen {
+        /// Where the private key goes (the public key goes to FILE.pub).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the public key (PEM) the far side trusts for a signing key.
+    PublicKey {
+        /// kms:KEY_ID_OR_ARN_OR_ALIAS or file:PATH.
+        #[arg(long, value_name = "SPEC", value_parser = signing_key)]
+        signing_key: SigningKeySpec,
     },
     /// Replay bundles, in order and verified, into a bucket or a directory.
     Import(ImportArgs),
@@ -134,6 +150,10 @@ pub struct ExportArgs {
     /// Lease time (10s..=12h); a live run renews it every third of it.
     #[arg(long, value_name = "DURATION", env = "FERRY_LEASE_TTL", default_value = "5m", value_parser = lease_ttl)]
     pub lease_ttl: Duration,
+    /// Sign every bundle: kms:KEY_ID_OR_ARN_OR_ALIAS (an ECC_NIST_P256 KMS key) or file:PATH
+    /// (a PKCS#8 PEM from `ferry keygen`).
+    #[arg(long, value_name = "SPEC", env = "FERRY_SIGNING_KEY", value_parser = signing_key)]
+    pub signing_key: Option<SigningKeySpec>,
 }
 
 #[derive(Args)]
@@ -198,6 +218,10 @@ pub struct ImportArgs {
     /// Lease time of the import state in --table (10s..=12h).
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = lease_ttl)]
     pub lease_ttl: Duration,
+    /// Accept only bundles signed by this public key (PEM; repeat for several keys). Once a
+    /// signed bundle is applied, the target accepts only bundles signed by its key.
+    #[arg(long, value_name = "PEM", value_parser = trusted_key)]
+    pub trust: Vec<TrustedKey>,
 }
 
 /// A library config error as clap's message: what is wrong with the value.
@@ -206,6 +230,17 @@ fn detail(e: s3_ferry::Error) -> String {
         s3_ferry::Error::Config { detail, .. } => detail,
         e => e.to_string(),
     }
+}
+
+fn trusted_key(s: &str) -> Result<TrustedKey, String> {
+    TrustedKey::from_pem_file(std::path::Path::new(s)).map_err(|e| match e {
+        s3_ferry::Error::Io { source, .. } => format!("cannot read `{s}`: {source}"),
+        e => detail(e),
+    })
+}
+
+fn signing_key(s: &str) -> Result<SigningKeySpec, String> {
+    s.parse().map_err(detail)
 }
 
 fn job(s: &str) -> Result<JobName, String> {

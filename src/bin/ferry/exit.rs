@@ -19,7 +19,8 @@ Exit codes:
   2  bad usage: an unknown flag or a value out of range
   3  another run holds the job's lease, or another import holds the import state's lock
   4  the deadline was reached: the bundle is checkpointed; run the same command again
-  5  a volume or bundle failed verification (damaged, altered, truncated or incomplete)
+  5  a volume or bundle failed verification (damaged, altered, truncated, incomplete, or not
+     signed by a trusted key)
   6  a bundle does not follow the last one applied to the import target
 
 Environment: AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL and credentials as for the AWS CLI;
@@ -29,7 +30,9 @@ FERRY_S3_PATH_STYLE, FERRY_LEASE_TTL, FERRY_LOG (log filter, default warn).";
 pub fn code(e: &anyhow::Error) -> u8 {
     match e.chain().find_map(|c| c.downcast_ref::<E>()) {
         Some(E::LeaseHeld { .. } | E::StateLocked { .. }) => LEASE_HELD,
-        Some(E::Verify { .. } | E::Archive { .. } | E::Bundle { .. }) => VERIFY,
+        Some(E::Verify { .. } | E::Archive { .. } | E::Bundle { .. } | E::Untrusted { .. }) => {
+            VERIFY
+        }
         Some(E::OutOfOrder { .. }) => OUT_OF_ORDER,
         _ => 1,
     }

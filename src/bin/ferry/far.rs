@@ -74,6 +74,7 @@ pub async fn download(clients: &Clients, a: DownloadArgs, json: bool) -> anyhow:
 pub async fn verify(
     clients: Option<&Clients>,
     sources: &[String],
+    trust: &[s3_ferry::sign::TrustedKey],
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let bundles = bundle::discover(sources, clients.map(|c| &c.s3)).await?;
@@ -81,7 +82,7 @@ pub async fn verify(
     let bar = Bar::bytes(interactive(json), total, "verifying");
     let mut reports: Vec<verify::BundleReport> = Vec::new();
     for b in &bundles {
-        let r = verify::verify_bundle(b, &bar).await?;
+        let r = verify::verify_bundle(b, trust, &bar).await?;
         if let Some(prev) = reports.last()
             && prev.job == r.job
             && r.previous_sequence == Some(prev.sequence)
@@ -123,10 +124,10 @@ pub async fn verify(
                 _ => "starts a chain".into(),
             },
             short(&r.bundle_digest),
-            if r.sha256sums {
-                ""
-            } else {
-                " (no SHA256SUMS beside the volumes)"
+            match (&r.signed_by, r.sha256sums) {
+                (Some(k), _) => format!("; signed by trusted key {}", short(k)),
+                (None, true) => String::new(),
+                (None, false) => " (no SHA256SUMS beside the volumes)".into(),
             }
         );
         for v in &r.volumes {
@@ -200,6 +201,7 @@ pub async fn import(
         force: a.force,
         concurrency: a.concurrency,
         deadline: None,
+        trust: a.trust.clone(),
     };
     let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
     let bar = Bar::bytes(interactive(json) && !a.dry_run, total, "importing");

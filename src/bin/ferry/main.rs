@@ -36,7 +36,11 @@ fn main() -> ExitCode {
 fn needs_aws(command: &Command) -> bool {
     let remote = |sources: &[String]| sources.iter().any(|s| s.starts_with("s3://"));
     match command {
-        Command::Verify { sources } => remote(sources),
+        Command::Verify { sources, .. } => remote(sources),
+        Command::Keygen { .. } => false,
+        Command::PublicKey { signing_key } => {
+            matches!(signing_key, s3_ferry::sign::SigningKeySpec::Kms(_))
+        }
         Command::Import(a) => a.to.is_some() || a.table.is_some() || remote(&a.sources),
         Command::Completions { .. } => false,
         _ => true,
@@ -70,7 +74,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => near::plan(aws(), &args, json).await,
         Command::Export(args) => near::export(aws(), &args, json).await,
         Command::Download(args) => far::download(aws(), args, json).await,
-        Command::Verify { sources } => far::verify(clients.as_ref(), &sources, json).await,
+        Command::Verify { sources, trust } => {
+            far::verify(clients.as_ref(), &sources, &trust, json).await
+        }
+        Command::Keygen { out } => near::keygen(&out, json),
+        Command::PublicKey { signing_key } => {
+            near::public_key(clients.as_ref(), &signing_key, json).await
+        }
         Command::Import(args) => far::import(clients.as_ref(), args, json).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }

@@ -126,9 +126,82 @@ pub async fn plan(clients: &Clients, args: &JobArgs, json: bool) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ferry keygen --out FILE`: a P-256 key pair for signing bundles without KMS.
+pub fn keygen(out: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let (private, public) = s3_ferry::sign::generate()?;
+    let mut public_path = out.as_os_str().to_owned();
+    public_path.push(".pub");
+    let public_path = std::path::PathBuf::from(public_path);
+    for p in [out, public_path.as_path()] {
+        anyhow::ensure!(
+            !p.exists(),
+            "`{}` exists: keygen never overwrites a key",
+            p.display()
+        );
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(out)
+        .with_context(|| format!("creating `{}`", out.display()))?;
+    f.write_all(private.as_bytes())?;
+    f.sync_all()?;
+    std::fs::write(&public_path, &public)
+        .with_context(|| format!("writing `{}`", public_path.display()))?;
+    let key = s3_ferry::sign::TrustedKey::from_pem(&public, "the new key")?;
+    if json {
+        crate::output::json(&serde_json::json!({
+            "ok": true, "private_key": out, "public_key": public_path, "key": key.fingerprint,
+        }))?;
+    } else {
+        out!(
+            "private key {} (keep it secret; sign with --signing-key file:{})",
+            out.display(),
+            out.display()
+        );
+        out!(
+            "public key  {} (the far side trusts it: --trust {})",
+            public_path.display(),
+            public_path.display()
+        );
+        out!("key         {}", key.fingerprint);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry public-key --signing-key SPEC`: the PEM the far side passes to `--trust`.
+pub async fn public_key(
+    clients: Option<&Clients>,
+    spec: &s3_ferry::sign::SigningKeySpec,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let key = match spec {
+        s3_ferry::sign::SigningKeySpec::File(p) => {
+            s3_ferry::sign::Signer::public_key(&s3_ferry::sign::FileSigner::open(p)?).clone()
+        }
+        s3_ferry::sign::SigningKeySpec::Kms(id) => {
+            let kms = clients.expect("kms needs AWS").kms.clone();
+            s3_ferry::sign::Signer::public_key(&s3_ferry::kms::KmsSigner::open(kms, id).await?)
+                .clone()
+        }
+    };
+    if json {
+        crate::output::json(
+            &serde_json::json!({"ok": true, "key": key.fingerprint, "pem": key.to_pem()}),
+        )?;
+    } else {
+        out!("{}", key.to_pem().trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn export(clients: &Clients, args: &ExportArgs, json: bool) -> anyhow::Result<ExitCode> {
     let mut cfg = args.job.config()?;
     cfg.lease_ttl = args.lease_ttl;
+    cfg.signing = args.signing_key.clone();
     cfg.deadline = args.deadline.map(export::deadline_in);
     let bar = Bar::new(interactive(json));
     let result = export::run(clients, &cfg, &bar).await;

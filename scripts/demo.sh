@@ -33,18 +33,24 @@ $ferry init --table ferry-state
 
 say "ferry plan (baseline)"
 $ferry plan "${job[@]}"
-say "ferry export (baseline)"
-$ferry export "${job[@]}"
+say "a KMS signing key (ECC_NIST_P256) signs every bundle; the far side trusts its public key"
+key_id=$(py -c 'import boto3; print(boto3.client("kms").create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"])')
+sign=(--signing-key "kms:$key_id")
+trusted=$(mktemp)
+$ferry public-key "${sign[@]}" | tee "$trusted"
+
+say "ferry export (baseline, signed)"
+$ferry export "${job[@]}" "${sign[@]}"
 
 say "changing the bucket"
 py scripts/demo-bucket.py mutate demo-source
 say "ferry plan (delta)"
 $ferry plan "${job[@]}"
-say "ferry export (delta)"
-$ferry export "${job[@]}" --json | py -m json.tool
+say "ferry export (delta, signed)"
+$ferry export "${job[@]}" "${sign[@]}" --json | py -m json.tool
 
 say "ferry export again: nothing changed"
-$ferry export "${job[@]}"
+$ferry export "${job[@]}" "${sign[@]}"
 say "ferry status"
 $ferry status --job demo --table ferry-state
 
@@ -66,19 +72,19 @@ rm -rf "$tmp"
 
 say "carrying it across: ferry download (every bundle since 0)"
 carry=$(mktemp -d)
-trap 'kill $moto 2>/dev/null || true; rm -rf "$log" "$carry"' EXIT
+trap 'kill $moto 2>/dev/null || true; rm -rf "$log" "$carry" "$trusted"' EXIT
 $ferry download --from s3://demo-export/bundles --job demo --since 0 --to "$carry"
-say "ferry verify (offline)"
-$ferry verify "$carry/demo"
+say "ferry verify (offline, no AWS: every byte, and the signature by the trusted key)"
+env -i "$ferry" verify "$carry/demo" --trust "$trusted"
 py -c 'import boto3; boto3.client("s3").create_bucket(Bucket="demo-dest")'
 say "ferry import --dry-run into s3://demo-dest"
-$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --dry-run | grep -v '^  put ' | head -20
+$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --dry-run --trust "$trusted" | grep -v '^  put ' | head -20
 say "ferry import into s3://demo-dest"
-$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json"
+$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --trust "$trusted"
 say "ferry import again: both bundles already applied"
 $ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json"
 say "ferry import into a directory"
-$ferry import "$carry/demo" --to-dir "$carry/mirror"
+$ferry import "$carry/demo" --to-dir "$carry/mirror" --trust "$trusted"
 echo "$(find "$carry/mirror" -type f -not -path '*/.ferry/*' | wc -l) files in $carry/mirror"
 say "source and destination"
 py scripts/compare-buckets.py demo-source demo-dest

@@ -315,6 +315,19 @@ pub async fn open_volume(source: VolumeSource) -> Result<OpenVolume> {
         volume: source.display(),
         detail: format!("its manifest `{MANIFEST_ENTRY}` is not an s3-ferry manifest ({e})"),
     })?;
+    // Checked here, not only in `check()`: a manifest cannot describe more objects than the
+    // volume's directory holds, so memory follows the volume's real size.
+    if manifest.objects.len() + 1 != dir.entries.len() {
+        return Err(Error::Verify {
+            volume: source.display(),
+            entry: None,
+            detail: format!(
+                "the manifest lists {} objects, the zip holds {}",
+                manifest.objects.len(),
+                dir.entries.len() - 1
+            ),
+        });
+    }
     Ok(OpenVolume {
         source,
         dir,

@@ -74,7 +74,7 @@ pub enum Error {
     },
     /// A bundle is not signed by a key the far side trusts.
     #[error(
-        "bundle {what} at {location} is not trusted: {detail}. Nothing of it was written; import only bundles signed by the exporter's key (`--trust KEY.pem`)"
+        "bundle {what} at {location} is not trusted: {detail}. It was not applied; import only bundles signed by the exporter's key (`--trust KEY.pem`)"
     )]
     Untrusted {
         what: String,

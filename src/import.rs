@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use crate::ledger::{IndexEntry, Ledger, Pending, Record};
+use crate::manifest::short;
 use crate::progress::Progress;
 use crate::sign::TrustedKey;
 use crate::state::{now_ms, rfc3339_ms};
@@ -98,10 +99,6 @@ pub struct ImportReport {
     /// True when every bundle given is applied (or already was).
     pub complete: bool,
     pub bundles: Vec<BundleOutcome>,
-}
-
-fn short(d: &str) -> &str {
-    &d[..d.len().min(12)]
 }
 
 /// The bundle's digest: from `SHA256SUMS`, or by hashing its last volume.
@@ -205,24 +202,15 @@ pub async fn run(
     let mut complete = true;
     // `--dry-run` over several bundles: keys earlier ones would have written (true) or removed.
     let mut simulated: HashMap<String, bool> = HashMap::new();
-    // Trust is settled for every bundle before anything is written.
+    // Keys given with --trust, and the one that signed the last bundle applied here.
     let mut trusted = cfg.trust.clone();
     if let Some(k) = rec.signer.as_ref().map(|s| s.key()).transpose()?
         && !trusted.contains(&k)
     {
         trusted.push(k);
     }
-    let mut signers = Vec::new();
+    let mut warned = false;
     for b in bundles {
-        signers.push(b.signed_by(&trusted)?.cloned());
-    }
-    if trusted.is_empty() && !bundles.is_empty() {
-        warn!(
-            target = %target_name,
-            "bundles are applied without a signature check: export with --signing-key and import with --trust KEY.pem (once a signed bundle is applied, the target accepts only signed ones)"
-        );
-    }
-    for (b, signer) in bundles.iter().zip(signers) {
         let started = Instant::now();
         let digest = bundle_digest(b).await?;
         let mut out = BundleOutcome {
@@ -249,6 +237,19 @@ pub async fn run(
             out.status = status;
             outcomes.push(out);
             continue;
+        }
+        // Trust is settled before anything of the bundle is used: its signature, then every
+        // volume's SHA-256 against the signed SHA256SUMS (volumes a resumed import finished
+        // too, since their manifests' deletions, moves and baseline flag still apply).
+        let signer = b.signed_by(&trusted)?.cloned();
+        if signer.is_some() {
+            check_signed_volumes(b).await?;
+        } else if !warned {
+            warned = true;
+            warn!(
+                target = %target_name,
+                "bundles are applied without a signature check: export with --signing-key and import with --trust KEY.pem (once a signed bundle is applied, the target accepts only signed ones)"
+            );
         }
         if cfg.dry_run {
             dry_run(ledger, cfg, b, &mut out, &mut simulated).await?;
@@ -364,6 +365,26 @@ async fn dry_run(
     Ok(())
 }
 
+/// Every volume's SHA-256 against the signed `SHA256SUMS` (the signature covers the volumes
+/// whole, not their entries one by one).
+async fn check_signed_volumes(b: &Bundle) -> Result<()> {
+    for v in &b.volumes {
+        let index = v.manifest.volume;
+        let sha = crate::verify::volume_sha256(&v.source).await?;
+        if b.expected(index).1.as_deref() != Some(sha.as_str()) {
+            return Err(Error::Untrusted {
+                what: b.label(),
+                location: v.source.display(),
+                detail: format!(
+                    "volume {index} has SHA-256 {}, not the one the signed SHA256SUMS lists",
+                    short(&sha)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Destination keys (or paths) a baseline does not list.
 async fn baseline_strays(cfg: &ImportConfig, b: &Bundle) -> Result<Vec<String>> {
     let listed = rel_keys(
@@ -418,21 +439,6 @@ async fn apply(
         {
             info!(job = %b.job, sequence = b.sequence, volume = index, "deadline: stopping between volumes");
             return Ok(BundleStatus::Continue);
-        }
-        if signer.is_some() {
-            // The signature covers each volume's SHA-256 (through SHA256SUMS), not its
-            // entries one by one: a volume must match before any of its entries is written.
-            let sha = crate::verify::volume_sha256(&v.source).await?;
-            if b.expected(index).1.as_deref() != Some(sha.as_str()) {
-                return Err(Error::Untrusted {
-                    what: b.label(),
-                    location: v.source.display(),
-                    detail: format!(
-                        "volume {index} has SHA-256 {}, not the one the signed SHA256SUMS lists",
-                        short(&sha)
-                    ),
-                });
-            }
         }
         let keys: Vec<String> = v.manifest.objects.iter().map(|o| o.key.clone()).collect();
         let known = ledger.lookup(&keys).await?;

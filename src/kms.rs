@@ -35,11 +35,15 @@ impl KmsSigner {
             .map(|b| b.as_ref().to_vec())
             .unwrap_or_default();
         let public = TrustedKey::from_der(spki, &format!("KMS key `{key_id}`"))?;
-        Ok(KmsSigner {
+        let signer = KmsSigner {
             client,
             key_id: key_id.to_string(),
             public,
-        })
+        };
+        // One probe signature now, so a key that cannot sign (usage, permissions) fails the run
+        // before it takes the lease, not after every volume is uploaded.
+        signer.sign(b"s3-ferry signing probe").await?;
+        Ok(signer)
     }
 }
 

@@ -52,6 +52,15 @@ pub struct ObjectHeaders {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The first 12 characters of a digest, for messages. Digests read from media may be anything:
+/// this never splits a character.
+pub fn short(d: &str) -> &str {
+    match d.char_indices().nth(12) {
+        Some((i, _)) => &d[..i],
+        None => d,
+    }
+}
+
 /// Why `value` cannot travel as an HTTP header value (S3 headers and metadata), if it cannot.
 fn header_value_problem(value: &str) -> Option<&'static str> {
     value

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, io_at};
+use crate::manifest::short;
 
 /// The signature file beside `SHA256SUMS`.
 pub const SIGNATURE_FILE: &str = "SHA256SUMS.sig";
@@ -166,10 +167,6 @@ pub fn parse(bytes: &[u8], location: &str) -> std::result::Result<SignatureFile,
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| format!("{location} is not a signature file: {e}"))
-}
-
-fn short(d: &str) -> &str {
-    &d[..d.len().min(12)]
 }
 
 /// Where the exporter's private key is.

@@ -354,6 +354,10 @@ pub async fn read_directory(src: &VolumeSource) -> Result<Directory> {
         entries.push(e);
         p += 46 + name_len + extra_len + comment_len;
     }
+    let mut names = std::collections::HashSet::with_capacity(entries.len());
+    if let Some(e) = entries.iter().find(|e| !names.insert(e.name.as_str())) {
+        return Err(src.bad(format!("entry `{}` appears twice", e.name)));
+    }
     entries.sort_by_key(|e| e.header_offset);
     let mut end = cd_offset;
     for e in entries.iter().rev() {

@@ -365,6 +365,37 @@ fn a_new_baseline_imports_after_earlier_bundles() {
 }
 
 #[test]
+fn a_baseline_applies_over_a_gap_in_the_chain() {
+    // GIVEN bundles 1 and 2, then a new baseline 3; only 1 and 3 reach the far side
+    let ctx = Ctx::new("cligap");
+    ctx.put("a.txt", "a");
+    ctx.put("b.txt", "b");
+    ctx.export_ok(&[]);
+    ctx.delete("a.txt");
+    ctx.export_ok(&[]);
+    ctx.put("c.txt", "c");
+    let r = ctx.export_ok(&["--full"]);
+    assert_eq!(
+        (r["sequence"].as_u64(), r["baseline"].as_bool()),
+        (Some(3), Some(true))
+    );
+    let (b1, b3) = (ctx.download(&ctx.job, 1), ctx.download(&ctx.job, 3));
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap();
+    // WHEN 1 then 3 are imported THEN 3 applies without --force and mirrors the source
+    for b in [&b1, &b3] {
+        let run = ctx.ferry(&["import", b.dir.path().to_str().unwrap(), "--to-dir", to]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    }
+    let names: Vec<String> = dir_snapshot(dir.path()).into_keys().collect();
+    assert_eq!(names, ["b.txt", "c.txt"]);
+    // AND an incremental bundle 2 after it is refused as not newer (exit 6)
+    let b2 = ctx.download(&ctx.job, 2);
+    let run = ctx.ferry(&["import", b2.dir.path().to_str().unwrap(), "--to-dir", to]);
+    assert_eq!(run.code, 6, "{}", run.stderr);
+}
+
+#[test]
 fn an_export_prefix_inside_the_source_is_never_exported() {
     // GIVEN bundles going into the bucket they export (--dest s3://SRC/exports)
     let ctx = Ctx::new("cliownprefix");

@@ -99,7 +99,33 @@ fn signed_bundles_verify_and_import_and_forgeries_are_refused() {
     .unwrap();
     let run = ctx.ferry(&["verify", s(forged.path()), "--trust", s(&public)]);
     assert_eq!(run.code, 5, "{}", run.stderr);
-    assert!(run.stderr.contains("not trusted"), "{}", run.stderr);
+    assert!(run.stderr.contains("SHA256SUMS has"), "{}", run.stderr);
+    // AND so is one whose digest field was rewritten to match: the signature itself fails
+    let sig_path = forged.path().join("SHA256SUMS.sig");
+    let mut sig: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sig_path).unwrap()).unwrap();
+    use sha2::Digest;
+    let sums1 = std::fs::read(b1.join("SHA256SUMS")).unwrap();
+    sig["bundle_digest"] = hex::encode(sha2::Sha256::digest(&sums1)).into();
+    std::fs::write(&sig_path, serde_json::to_vec(&sig).unwrap()).unwrap();
+    let run = ctx.ferry(&["verify", s(forged.path()), "--trust", s(&public)]);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("does not match SHA256SUMS"),
+        "{}",
+        run.stderr
+    );
+
+    // AND altered sums are refused (the signature is over the digest of the genuine ones)
+    let altered_sums = tempfile::tempdir().unwrap();
+    copy_dir(&b1, altered_sums.path());
+    let sums_path = altered_sums.path().join("SHA256SUMS");
+    let mut sums = std::fs::read(&sums_path).unwrap();
+    sums[0] = if sums[0] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&sums_path, sums).unwrap();
+    let run = ctx.ferry(&["verify", s(altered_sums.path()), "--trust", s(&public)]);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(run.stderr.contains("SHA256SUMS has"), "{}", run.stderr);
 
     // AND a bundle without its signature is refused when trust is asked for
     let unsigned = tempfile::tempdir().unwrap();

@@ -88,10 +88,7 @@ pub fn human(bytes: u64) -> String {
     bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
-/// The first 12 hex digits of a digest.
-pub fn short(d: &str) -> &str {
-    &d[..d.len().min(12)]
-}
+pub use s3_ferry::manifest::short;
 
 /// Bars only when a person watches: stderr is a terminal and the output is not JSON.
 pub fn interactive(json: bool) -> bool {

@@ -34,7 +34,7 @@ $ferry init --table ferry-state
 say "ferry plan (baseline)"
 $ferry plan "${job[@]}"
 say "a KMS signing key (ECC_NIST_P256) signs every bundle; the far side trusts its public key"
-key_id=$(py -c 'import boto3; print(boto3.client("kms").create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"])')
+key_id=$(py -c 'import boto3; print(boto3.client("kms", region_name="us-east-1").create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"])')
 sign=(--signing-key "kms:$key_id")
 trusted=$(mktemp)
 $ferry public-key "${sign[@]}" | tee "$trusted"

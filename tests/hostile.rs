@@ -45,6 +45,17 @@ fn ferry(args: &[&std::ffi::OsStr]) -> Outcome {
     }
 }
 
+/// The crafted corpus (`tests/hostile/corpus.py`) in a fresh temporary folder.
+fn corpus() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new(python())
+            .arg(Path::new(crate::util::ROOT).join("tests/hostile/corpus.py"))
+            .arg(dir.path()),
+    );
+    dir
+}
+
 /// Files below `dir` other than the import state (`.ferry/`).
 fn written(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -124,12 +135,7 @@ fn check(volume: &Path, expect: Option<i32>, genuine: &HashSet<Vec<u8>>) -> i32 
 #[test]
 fn crafted_volumes_get_the_outcome_they_must() {
     // GIVEN the corpus of crafted volumes
-    let dir = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new(python())
-            .arg(Path::new(crate::util::ROOT).join("tests/hostile/corpus.py"))
-            .arg(dir.path()),
-    );
+    let dir = corpus();
     let expected: BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(&std::fs::read(dir.path().join("expected.json")).unwrap()).unwrap();
     assert!(expected.len() >= 20, "{expected:?}");
@@ -157,12 +163,7 @@ impl Rng {
 #[test]
 fn mutated_volumes_never_crash_or_exhaust_the_reader() {
     // GIVEN genuine volumes (stored and deflate) from the corpus
-    let dir = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new(python())
-            .arg(Path::new(crate::util::ROOT).join("tests/hostile/corpus.py"))
-            .arg(dir.path()),
-    );
+    let dir = corpus();
     let names = ["valid-stored.zip", "valid-deflate.zip"];
     let originals: Vec<Vec<u8>> = names
         .iter()
@@ -245,12 +246,7 @@ fn mutated_volumes_never_crash_or_exhaust_the_reader() {
 #[test]
 fn a_refused_import_into_a_bucket_leaves_no_upload_open() {
     // GIVEN a deflate bomb declaring 9 MiB (a multipart upload) that inflates to 1 GiB
-    let dir = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new(python())
-            .arg(Path::new(crate::util::ROOT).join("tests/hostile/corpus.py"))
-            .arg(dir.path()),
-    );
+    let dir = corpus();
     let ctx = crate::util::Ctx::new("bombs3");
     let dest = ctx.bucket("bomb-dest");
     // WHEN it is imported into a bucket

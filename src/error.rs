@@ -215,7 +215,7 @@ pub enum Error {
     },
     /// The import target's state file is held by another import.
     #[error(
-        "import state `{path}` is locked by another import (lock file `{lock}`): wait for it, or remove the lock file if no import is running"
+        "import state `{path}` is in use by another running import (it holds the OS lock on `{lock}`): wait for it to finish; the lock goes away with that process"
     )]
     StateLocked { path: PathBuf, lock: PathBuf },
 }

@@ -120,24 +120,32 @@ impl Ledger {
         let mut lock = path.as_os_str().to_owned();
         lock.push(".lock");
         let lock = PathBuf::from(lock);
-        match std::fs::OpenOptions::new()
+        // An OS lock on `<file>.lock`: it dies with the process holding it (a killed import
+        // needs no hand work), and the file itself stays (removing it would let two imports
+        // lock two different files).
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .open(&lock)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                let _ = writeln!(f, "{}", std::process::id());
+            .map_err(io_at("opening", &lock))?;
+        match file.try_lock() {
+            Ok(()) => {
+                use std::io::{Seek, Write};
+                let _ = file.set_len(0);
+                let _ = file.seek(std::io::SeekFrom::Start(0));
+                let _ = writeln!(file, "{}", std::process::id());
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(Error::StateLocked {
                     path: path.to_path_buf(),
                     lock,
                 });
             }
-            Err(e) => return Err(io_at("creating", &lock)(e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_at("locking", &lock)(e)),
         }
-        let lock = LockFile(lock);
+        let lock = LockFile(file);
         let state = match tokio::fs::read(path).await {
             Ok(bytes) => serde_json::from_slice::<StateFile>(&bytes).map_err(|e| {
                 Error::Corrupt {
@@ -294,10 +302,5 @@ impl Ledger {
 }
 
 /// A lock file, removed when dropped (also when an import fails).
-pub struct LockFile(PathBuf);
-
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+/// The open, OS-locked `<file>.lock`; closing it (or the process ending) releases the lock.
+pub struct LockFile(#[allow(dead_code)] std::fs::File);

@@ -6,7 +6,11 @@
 
 use std::process::{Command, Stdio};
 
-use crate::util::{Ctx, Run, dir_snapshot, free_port};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proxy::{self, Action};
+use crate::util::{Ctx, Run, dir_snapshot, free_port, moto};
 
 /// `ferry ARGS` with no AWS at all (nothing here may need it).
 fn offline(args: &[&str]) -> Run {
@@ -448,4 +452,65 @@ fn an_export_prefix_inside_the_source_is_never_exported() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_killed_import_leaves_no_lock_behind() {
+    // GIVEN a bundle in a bucket, and an import from it that hangs on its first volume read
+    let ctx = Ctx::new("clikill");
+    ctx.put("a.txt", "a");
+    ctx.export_ok(&[]);
+    let proxy = proxy::start(
+        &moto().endpoint,
+        Arc::new(|m: &hyper::Method, pq: &str| {
+            if m == hyper::Method::GET && pq.contains(".zip") {
+                Action::Hang
+            } else {
+                Action::Forward
+            }
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let bundle = format!("s3://{}/bundles/{}/00000001/", ctx.exp, ctx.job);
+    let args = [
+        "import",
+        bundle.as_str(),
+        "--to-dir",
+        dir.path().to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    let mut hung = ctx
+        .via(&proxy.endpoint)
+        .ferry_cmd()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join("state.json.lock");
+    let waited = std::time::Instant::now();
+    while !lock.exists() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the import never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // WHEN another import runs meanwhile THEN it is refused (exit 3) naming the state
+    let run = ctx.ferry(&args);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("in use by another running import"),
+        "{}",
+        run.stderr
+    );
+    // WHEN the first is killed (-9) THEN the next import needs no hand work
+    hung.kill().unwrap();
+    hung.wait().unwrap();
+    let run = ctx.ferry(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"a");
 }

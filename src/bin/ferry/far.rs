@@ -170,16 +170,6 @@ pub async fn import(
         }
         (None, None) => unreachable!("clap requires --to or --to-dir"),
     };
-    let bundles = bundle::discover(&a.sources, clients.map(|c| &c.s3)).await?;
-    if let Some(job) = &a.job
-        && let Some(b) = bundles.iter().find(|b| b.job != job.as_str())
-    {
-        anyhow::bail!(s3_ferry::Error::Bundle {
-            what: b.label(),
-            location: b.location.clone(),
-            detail: format!("is not of --job `{job}`"),
-        });
-    }
     let mut ledger = match (&a.state, &a.table, &a.to_dir) {
         (Some(path), _, _) => Ledger::open_file(path).await?,
         (None, Some(table), _) => {
@@ -203,10 +193,26 @@ pub async fn import(
         deadline: None,
         trust: a.trust.clone(),
     };
-    let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
-    let bar = Bar::bytes(interactive(json) && !a.dry_run, total, "importing");
-    let result = import::run(&mut ledger, &cfg, &bundles, &bar).await;
-    bar.done();
+    // The state is locked first, then the bundles are read; the lock (or lease) is given back
+    // whatever happens.
+    let result = async {
+        let bundles = bundle::discover(&a.sources, clients.map(|c| &c.s3)).await?;
+        if let Some(job) = &a.job
+            && let Some(b) = bundles.iter().find(|b| b.job != job.as_str())
+        {
+            return Err(s3_ferry::Error::Bundle {
+                what: b.label(),
+                location: b.location.clone(),
+                detail: format!("is not of --job `{job}`"),
+            });
+        }
+        let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
+        let bar = Bar::bytes(interactive(json) && !a.dry_run, total, "importing");
+        let result = import::run(&mut ledger, &cfg, &bundles, &bar).await;
+        bar.done();
+        result
+    }
+    .await;
     let closed = ledger.close().await;
     let report = result?;
     closed?;

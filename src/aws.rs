@@ -3,13 +3,20 @@
 //! CLI's `--profile` and `--region` taking precedence.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::s3::Store;
 use crate::state::StateTable;
 
+/// Default time to set up a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time one attempt may wait for a response after sending its request (a part upload
+/// sends its body within it): a silent server fails the attempt, and the SDK retries it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// What the caller chose over the SDK's own chain (the CLI's global flags).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AwsOptions {
     /// A named profile of `~/.aws/config` (over `AWS_PROFILE`).
     pub profile: Option<String>,
@@ -17,6 +24,37 @@ pub struct AwsOptions {
     pub region: Option<String>,
     /// Path-style S3 addressing (emulators).
     pub path_style: bool,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        AwsOptions {
+            profile: None,
+            region: None,
+            path_style: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// The SDK configuration: the standard chain, `opts` over it, and time-outs on every call.
+pub async fn sdk_config(opts: &AwsOptions) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.request_timeout)
+            .build(),
+    );
+    if let Some(p) = &opts.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(r) = &opts.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    loader.load().await
 }
 
 /// The clients a run needs.
@@ -32,14 +70,7 @@ pub struct Clients {
 impl Clients {
     /// Load the standard AWS configuration, with `opts` over it. Fails when no region is set.
     pub async fn load(opts: &AwsOptions) -> Result<Self> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(p) = &opts.profile {
-            loader = loader.profile_name(p);
-        }
-        if let Some(r) = &opts.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_config(opts).await;
         if sdk.region().is_none() {
             return Err(Error::NoRegion);
         }

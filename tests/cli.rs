@@ -514,3 +514,53 @@ fn a_killed_import_leaves_no_lock_behind() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"a");
 }
+
+#[test]
+fn a_silent_server_fails_the_run_within_the_request_timeout() {
+    // GIVEN an endpoint that accepts connections and never answers
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    // WHEN `ferry status` runs against it with a 1 s request time-out
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .args([
+            "status",
+            "--job",
+            "j",
+            "--table",
+            "t",
+            "--request-timeout",
+            "1s",
+        ])
+        .envs(crate::util::aws_env(&endpoint))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("ferry still waits on a silent server after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // THEN it fails in seconds (3 attempts), naming the endpoint and the operation
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains(&format!("cannot reach dynamodb at {endpoint} (GetItem)")),
+        "{stderr}"
+    );
+}

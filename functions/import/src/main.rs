@@ -10,7 +10,7 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let cfg = ImportFunctionConfig::from_env()?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = s3_ferry::aws::sdk_config(&Default::default()).await;
     let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "ferry-import".into());
     let handler = ImportHandler::new(cfg, &sdk, name);
     let handler = &handler;

@@ -29,6 +29,13 @@ pub struct Cli {
     /// AWS region (over AWS_REGION and the profile's region).
     #[arg(long, global = true, value_name = "REGION")]
     pub region: Option<String>,
+    /// Time to set up a connection to AWS before the attempt fails (and is retried).
+    #[arg(long, global = true, value_name = "DURATION", env = "FERRY_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub connect_timeout: Duration,
+    /// Time one request may wait for its response (a part upload sends its body within it)
+    /// before the attempt fails and is retried.
+    #[arg(long, global = true, value_name = "DURATION", env = "FERRY_REQUEST_TIMEOUT", default_value = "5m", value_parser = duration)]
+    pub request_timeout: Duration,
     /// Print one JSON object on stdout instead of the human summary (an error too: {"ok": false, …}).
     #[arg(long, global = true)]
     pub json: bool,

@@ -61,6 +61,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 profile: cli.profile,
                 region: cli.region,
                 path_style: cli.path_style,
+                connect_timeout: cli.connect_timeout,
+                request_timeout: cli.request_timeout,
             })
             .await?,
         )

@@ -12,6 +12,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 missing=()
 command -v unzip >/dev/null || missing+=(unzip)
 command -v 7z >/dev/null || missing+=(p7zip-full)
+command -v age >/dev/null || missing+=(age)
 command -v bsdtar >/dev/null || missing+=(libarchive-tools)
 command -v java >/dev/null || missing+=(default-jdk-headless)
 command -v curl >/dev/null || missing+=(curl)

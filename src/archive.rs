@@ -17,6 +17,7 @@ use tokio_util::compat::Compat;
 use crate::config::Compression;
 use crate::error::{Error, Result};
 use crate::manifest::{ESCAPED_DIR, MANIFEST_ENTRY, Manifest};
+use crate::seal::{Recipients, Sealer};
 use crate::sink::VolumeSink;
 
 /// Bytes a volume spends per entry beyond the object's own (headers, descriptor, central
@@ -113,28 +114,39 @@ pub struct Written {
 
 /// Writes one ZIP volume into a sink.
 pub struct VolumeWriter<S: VolumeSink> {
-    zip: ZipFileWriter<Tee<S>>,
+    zip: ZipFileWriter<Sealer<Tee<S>>>,
     name: String,
     compression: ZipCompression,
     entries: u64,
 }
 
 impl<S: VolumeSink> VolumeWriter<S> {
-    pub fn new(sink: S, name: impl Into<String>, compression: Compression) -> Self {
+    /// A volume into `sink`, sealed with age to `seal` when given (the tee under the seal
+    /// counts and hashes what reaches the sink: the ciphertext).
+    pub fn new(
+        sink: S,
+        name: impl Into<String>,
+        compression: Compression,
+        seal: Option<&Recipients>,
+    ) -> Result<Self> {
         let tee = Tee {
             inner: sink,
             hasher: Sha256::new(),
             written: 0,
         };
-        VolumeWriter {
-            zip: ZipFileWriter::with_tokio(tee),
+        let layer = match seal {
+            Some(r) => r.seal(tee)?,
+            None => Sealer::plain(tee),
+        };
+        Ok(VolumeWriter {
+            zip: ZipFileWriter::with_tokio(layer),
             name: name.into(),
             compression: match compression {
                 Compression::Stored => ZipCompression::Stored,
                 Compression::Deflate => ZipCompression::Deflate,
             },
             entries: 0,
-        }
+        })
     }
 
     /// The volume's file name.
@@ -144,7 +156,7 @@ impl<S: VolumeSink> VolumeWriter<S> {
 
     /// Bytes written to the sink so far.
     pub fn written(&mut self) -> u64 {
-        self.zip.inner_mut().get_ref().written
+        self.zip.inner_mut().get_ref().get_ref().written
     }
 
     /// Object entries written so far.
@@ -221,19 +233,21 @@ impl<S: VolumeSink> VolumeWriter<S> {
             .await
             .map_err(|e| self.zip_err(e))?;
         let name = self.name.clone();
-        let compat: Compat<Tee<S>> = self.zip.close().await.map_err(|source| Error::Zip {
-            volume: name.clone(),
-            source,
-        })?;
-        let mut tee = compat.into_inner();
+        let compat: Compat<Sealer<Tee<S>>> =
+            self.zip.close().await.map_err(|source| Error::Zip {
+                volume: name.clone(),
+                source,
+            })?;
+        let mut layer = compat.into_inner();
         let io = |source| Error::Io {
             op: "finishing volume",
             path: name.clone().into(),
             source,
         };
-        tokio::io::AsyncWriteExt::shutdown(&mut tee)
+        tokio::io::AsyncWriteExt::shutdown(&mut layer)
             .await
             .map_err(io)?;
+        let tee = layer.into_inner();
         let written = Written {
             size: tee.written,
             sha256: hex::encode(tee.hasher.finalize()),
@@ -245,7 +259,7 @@ impl<S: VolumeSink> VolumeWriter<S> {
 
 /// An entry being streamed into a volume.
 pub struct StreamEntry<'a, S: VolumeSink> {
-    writer: EntryStreamWriter<'a, Compat<Tee<S>>>,
+    writer: EntryStreamWriter<'a, Compat<Sealer<Tee<S>>>>,
     volume: String,
     sha: Sha256,
     crc: crc32fast::Hasher,

@@ -16,15 +16,18 @@ use crate::manifest::{
     key_problem,
 };
 use crate::s3::Store;
+use crate::seal::Identities;
 use crate::sign::TrustedKey;
-use crate::unzip::{Directory, VolumeSource, read_directory, read_entry};
+use crate::unzip::{Directory, Volume, VolumeSource, read_directory, read_entry};
 
 /// A volume with its directory and manifest.
 #[derive(Debug, Clone)]
 pub struct OpenVolume {
-    pub source: VolumeSource,
+    pub source: Volume,
     pub dir: Directory,
     pub manifest: Manifest,
+    /// Bytes on the media (the zip's, or for a sealed volume its ciphertext's).
+    pub media_len: u64,
 }
 
 /// A complete, consistent bundle.
@@ -57,7 +60,16 @@ impl Bundle {
     pub fn volume_name(&self, index: u32) -> String {
         match self.last.earlier_volumes.get(index as usize - 1) {
             Some(v) => v.name.clone(),
-            None => format!("{}-{:08}-{index:04}.zip", self.job, self.sequence),
+            None => format!(
+                "{}-{:08}-{index:04}.zip{}",
+                self.job,
+                self.sequence,
+                if self.sealed() {
+                    crate::seal::SUFFIX
+                } else {
+                    ""
+                }
+            ),
         }
     }
 
@@ -74,6 +86,11 @@ impl Bundle {
             })
         });
         (None, sha)
+    }
+
+    /// True when its volumes are sealed (age-encrypted).
+    pub fn sealed(&self) -> bool {
+        self.volumes.iter().any(|v| v.source.is_sealed())
     }
 
     /// Every object the bundle ships.
@@ -139,6 +156,11 @@ impl Bundle {
 
     /// Completeness and consistency, without reading the entries' bytes.
     fn check(&self) -> Result<()> {
+        if self.sealed() && self.volumes.iter().any(|v| !v.source.is_sealed()) {
+            return Err(self.bad(
+                "mixes encrypted (.zip.age) and plain (.zip) volumes: a bundle is one or the other",
+            ));
+        }
         let count = u64::from(self.last.volume_count);
         if count == 0 || count > crate::manifest::limits::VOLUMES {
             return Err(self.bad(format!(
@@ -191,12 +213,12 @@ impl Bundle {
                 )));
             }
             if let (Some(size), _) = self.expected(m.volume)
-                && size != v.dir.len
+                && size != v.media_len
             {
                 return Err(Error::Verify {
                     volume: v.source.display(),
                     entry: None,
-                    detail: format!("{} bytes, the bundle says {size}", v.dir.len),
+                    detail: format!("{} bytes, the bundle says {size}", v.media_len),
                 });
             }
             // Whatever verify accepts, import can write: keys S3 can hold, headers HTTP can carry.
@@ -301,7 +323,7 @@ impl Bundle {
 }
 
 /// Open a volume: directory and manifest.
-pub async fn open_volume(source: VolumeSource) -> Result<OpenVolume> {
+pub async fn open_volume(source: Volume) -> Result<OpenVolume> {
     let dir = read_directory(&source).await?;
     let Some(i) = dir.find(MANIFEST_ENTRY) else {
         return Err(Error::Archive {
@@ -329,6 +351,7 @@ pub async fn open_volume(source: VolumeSource) -> Result<OpenVolume> {
         });
     }
     Ok(OpenVolume {
+        media_len: source.media.len().await?,
         source,
         dir,
         manifest,
@@ -413,10 +436,13 @@ fn add_local_file(path: &Path, folders: &mut BTreeMap<String, Folder>) -> Result
         .unwrap_or_default();
     let parent = path.parent().unwrap_or(Path::new("."));
     let folder = folders.entry(parent.display().to_string()).or_default();
-    if name.ends_with(".zip") {
+    if crate::seal::is_volume_name(&name) {
         folder.volumes.push(VolumeSource::File(path.to_path_buf()));
     }
-    if name.ends_with(".zip") || name == "SHA256SUMS" || name == crate::sign::SIGNATURE_FILE {
+    if crate::seal::is_volume_name(&name)
+        || name == "SHA256SUMS"
+        || name == crate::sign::SIGNATURE_FILE
+    {
         folder.beside.read_local(parent)?;
     }
     Ok(())
@@ -424,12 +450,14 @@ fn add_local_file(path: &Path, folders: &mut BTreeMap<String, Folder>) -> Result
 
 async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>) -> Result<()> {
     let loc: S3Location = uri.parse()?;
-    let prefix =
-        if loc.prefix.is_empty() || loc.prefix.ends_with('/') || loc.prefix.ends_with(".zip") {
-            loc.prefix.clone()
-        } else {
-            format!("{}/", loc.prefix)
-        };
+    let prefix = if loc.prefix.is_empty()
+        || loc.prefix.ends_with('/')
+        || crate::seal::is_volume_name(&loc.prefix)
+    {
+        loc.prefix.clone()
+    } else {
+        format!("{}/", loc.prefix)
+    };
     let mut lister = store.list(&loc.bucket, &prefix);
     let mut found = 0;
     while let Some(page) = lister.next_page().await? {
@@ -444,7 +472,7 @@ async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>
             let folder = folders
                 .entry(format!("s3://{}/{folder_key}", loc.bucket))
                 .or_default();
-            if name.ends_with(".zip") {
+            if crate::seal::is_volume_name(&name) {
                 found += 1;
                 folder.volumes.push(VolumeSource::S3 {
                     store: store.clone(),
@@ -480,7 +508,93 @@ async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>
 
 /// Find the bundles in `sources` (volume files, folders, `s3://` prefixes), complete and
 /// consistent, in (job, sequence) order. `store` is needed only for `s3://` sources.
-pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<Bundle>> {
+/// Sealed (`.zip.age`) volumes are opened with `identities`; without them they are refused
+/// (`Error::Sealed`: `media_check` is what can be checked without a secret).
+pub async fn discover(
+    sources: &[String],
+    store: Option<&Store>,
+    identities: Option<&Identities>,
+) -> Result<Vec<Bundle>> {
+    let folders = find(sources, store).await?;
+    // Open every volume (tail + manifest), a few at a time.
+    let mut opened: Vec<Found> = Vec::new();
+    for (location, folder) in folders {
+        let mut seen = std::collections::HashSet::new();
+        let mut volumes = Vec::new();
+        for media in folder.volumes {
+            if !seen.insert(media.display()) {
+                continue;
+            }
+            if crate::seal::is_sealed_name(&media.file_name()) {
+                let Some(ids) = identities else {
+                    return Err(Error::Sealed {
+                        volume: media.display(),
+                        detail: "no identity was given".into(),
+                    });
+                };
+                volumes.push(Volume::sealed(media, ids.clone()));
+            } else {
+                volumes.push(Volume::plain(media));
+            }
+        }
+        let mut vols = futures::stream::iter(volumes.into_iter().map(open_volume)).buffered(8);
+        use futures::StreamExt;
+        while let Some(v) = vols.next().await {
+            opened.push((location.clone(), folder.beside.clone(), v?));
+        }
+    }
+    if opened.is_empty() {
+        return Err(Error::Missing {
+            what: "volumes".into(),
+            location: sources.join(" "),
+            detail: "no .zip volume found: pass volume files, a folder holding a bundle, or an s3:// prefix".into(),
+        });
+    }
+    group(opened)
+}
+
+/// A folder (or prefix) of volumes as it lies on the media, unopened.
+pub struct MediaFolder {
+    pub location: String,
+    pub volumes: Vec<VolumeSource>,
+    pub sums: Option<String>,
+    pub signature: Option<Vec<u8>>,
+}
+
+/// The folders holding volumes among `sources`, without opening any volume (what can be
+/// checked of sealed volumes without a secret).
+pub async fn media_folders(sources: &[String], store: Option<&Store>) -> Result<Vec<MediaFolder>> {
+    Ok(find(sources, store)
+        .await?
+        .into_iter()
+        .filter(|(_, f)| !f.volumes.is_empty())
+        .map(|(location, f)| {
+            let mut seen = std::collections::HashSet::new();
+            MediaFolder {
+                location,
+                volumes: f
+                    .volumes
+                    .into_iter()
+                    .filter(|v| seen.insert(v.display()))
+                    .collect(),
+                sums: f.beside.sums,
+                signature: f.beside.sig,
+            }
+        })
+        .collect())
+}
+
+/// True when any volume among `sources` is sealed (`.zip.age`).
+pub async fn any_sealed(sources: &[String], store: Option<&Store>) -> Result<bool> {
+    Ok(find(sources, store).await?.values().any(|f| {
+        f.volumes
+            .iter()
+            .any(|v| crate::seal::is_sealed_name(&v.file_name()))
+    }))
+}
+
+/// The folders (or prefixes) holding volumes among `sources`.
+async fn find(sources: &[String], store: Option<&Store>) -> Result<BTreeMap<String, Folder>> {
     let mut folders: BTreeMap<String, Folder> = BTreeMap::new();
     for s in sources {
         if s.starts_with("s3://") {
@@ -497,28 +611,11 @@ pub async fn discover(sources: &[String], store: Option<&Store>) -> Result<Vec<B
             add_local_file(&path, &mut folders)?;
         }
     }
-    // Open every volume (tail + manifest), a few at a time.
-    let mut opened: Vec<Found> = Vec::new();
-    for (location, folder) in folders {
-        let mut seen = std::collections::HashSet::new();
-        let sources: Vec<VolumeSource> = folder
-            .volumes
-            .into_iter()
-            .filter(|v| seen.insert(v.display()))
-            .collect();
-        let mut vols = futures::stream::iter(sources.into_iter().map(open_volume)).buffered(8);
-        use futures::StreamExt;
-        while let Some(v) = vols.next().await {
-            opened.push((location.clone(), folder.beside.clone(), v?));
-        }
-    }
-    if opened.is_empty() {
-        return Err(Error::Missing {
-            what: "volumes".into(),
-            location: sources.join(" "),
-            detail: "no .zip volume found: pass volume files, a folder holding a bundle, or an s3:// prefix".into(),
-        });
-    }
+    Ok(folders)
+}
+
+/// Opened volumes grouped into complete, consistent bundles.
+fn group(opened: Vec<Found>) -> Result<Vec<Bundle>> {
     let mut groups: BTreeMap<(String, u64), Vec<Found>> = BTreeMap::new();
     for o in opened {
         groups

@@ -380,6 +380,8 @@ pub struct ExportConfig {
     pub lease_ttl: Duration,
     /// Sign every bundle with this key (`--signing-key`, `SIGNING_KEY_ID`).
     pub signing: Option<crate::sign::SigningKeySpec>,
+    /// Seal every volume with age to these recipients (`--encrypt-to`, `AGE_RECIPIENTS`).
+    pub encrypt_to: Option<crate::seal::Recipients>,
 }
 
 impl ExportConfig {
@@ -397,6 +399,7 @@ impl ExportConfig {
             deadline: None,
             lease_ttl: DEFAULT_LEASE_TTL,
             signing: None,
+            encrypt_to: None,
         }
     }
 }

@@ -161,7 +161,7 @@ pub async fn run(
         chosen
             .iter()
             .flat_map(|r| r.files.iter())
-            .filter(|(n, _)| n.ends_with(".zip"))
+            .filter(|(n, _)| crate::seal::is_volume_name(n))
             .map(|(_, (_, _, size))| *size)
             .sum(),
     );
@@ -235,7 +235,10 @@ async fn download_bundle(
             status,
         });
     }
-    if let Some(s) = summary {
+    // A sealed bundle's summary (source bucket, counts) stays in the export bucket: the media
+    // carries only ciphertext, SHA256SUMS and the signature.
+    let sealed = volumes.iter().any(|v| crate::seal::is_sealed_name(&v.name));
+    if let Some(s) = summary.filter(|_| !sealed) {
         let p = dir.join("bundle.json");
         tokio::fs::write(&p, &s)
             .await

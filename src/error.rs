@@ -72,6 +72,15 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// A Secrets Manager request failed.
+    #[error(
+        "secretsmanager GetSecretValue failed for secret `{id}`: check the secret exists and the credentials allow secretsmanager:GetSecretValue on it"
+    )]
+    Secret {
+        id: String,
+        #[source]
+        source: BoxError,
+    },
     /// A bundle is not signed by a key the far side trusts.
     #[error(
         "bundle {what} at {location} is not trusted: {detail}. It was not applied; import only bundles signed by the exporter's key (`--trust KEY.pem`)"
@@ -81,6 +90,11 @@ pub enum Error {
         location: String,
         detail: String,
     },
+    /// A volume is sealed (age-encrypted) and cannot be opened with what was given.
+    #[error(
+        "volume `{volume}` is encrypted (age): {detail}. Pass `--identity FILE` with the age identity (secret key) it was encrypted to; `ferry verify` without one checks SHA256SUMS and the signature only"
+    )]
+    Sealed { volume: String, detail: String },
     /// The state table is missing.
     #[error(
         "state table `{table}` not found: run `ferry init --table {table}` or deploy template.yaml"
@@ -242,6 +256,7 @@ impl Error {
                 | Error::Dynamo { .. }
                 | Error::Unreachable { .. }
                 | Error::Kms { .. }
+                | Error::Secret { .. }
         )
     }
 

@@ -43,6 +43,8 @@ pub const PARTS_IN_FLIGHT: usize = 3;
 pub struct Layout {
     pub dest: S3Location,
     pub job: String,
+    /// Volumes are sealed with age (`.zip.age`).
+    pub sealed: bool,
 }
 
 impl Layout {
@@ -50,7 +52,8 @@ impl Layout {
         self.dest.key(&format!("{}/{seq:08}/", self.job))
     }
     pub fn volume_name(&self, seq: u64, index: u32) -> String {
-        format!("{}-{seq:08}-{index:04}.zip", self.job)
+        let suffix = if self.sealed { crate::seal::SUFFIX } else { "" };
+        format!("{}-{seq:08}-{index:04}.zip{suffix}", self.job)
     }
     pub fn state_prefix(&self, seq: u64) -> String {
         self.dest.key(&format!("_state/{}/{seq:08}/", self.job))
@@ -136,6 +139,9 @@ struct Checkpoint {
     vanished: Vec<String>,
     /// The last volume is complete; only the summary files and the commit remain.
     shipped: bool,
+    /// The volumes are sealed with age (a bundle is sealed throughout or not at all).
+    #[serde(default)]
+    sealed: bool,
     hops: u32,
 }
 
@@ -275,6 +281,7 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress)
         layout: Layout {
             dest: cfg.dest.clone(),
             job: job.to_string(),
+            sealed: cfg.encrypt_to.is_some(),
         },
         started: Instant::now(),
         progress,
@@ -428,6 +435,21 @@ impl Run<'_> {
                         hint: "it is missing; run the export with --full",
                         source: "not found".into(),
                     })?;
+                if ck.sealed != self.layout.sealed {
+                    return Err(Error::config(
+                        "encryption",
+                        format!(
+                            "bundle {seq} of job `{}` was started {} age encryption and must be finished the same way: {}",
+                            self.layout.job,
+                            if ck.sealed { "with" } else { "without" },
+                            if ck.sealed {
+                                "pass the same --encrypt-to (AGE_RECIPIENTS) again"
+                            } else {
+                                "run without --encrypt-to to finish it, or start over with --full"
+                            }
+                        ),
+                    ));
+                }
                 ck.hops += 1;
                 info!(job = %self.layout.job, sequence = seq, cursor = ck.cursor, volumes = ck.volumes.len(), "resuming bundle");
                 self.progress.planned(&plan.stats);
@@ -524,6 +546,7 @@ impl Run<'_> {
             },
             vanished: Vec::new(),
             shipped: false,
+            sealed: self.layout.sealed,
             hops: 1,
         };
         self.put_json(&self.layout.checkpoint_key(seq), &ck).await?;
@@ -634,7 +657,7 @@ impl Run<'_> {
     /// Start volume `ck.volumes.len() + 1`. `first` is the size of its first object and
     /// `remaining` the bytes still to ship: they size the parts so that even a lone huge
     /// object stays within S3's 10,000 parts.
-    fn open_volume(&self, ck: &Checkpoint, first: u64, remaining: u64) -> OpenVolume {
+    fn open_volume(&self, ck: &Checkpoint, first: u64, remaining: u64) -> Result<OpenVolume> {
         let index = ck.volumes.len() as u32 + 1;
         let name = self.layout.volume_name(ck.sequence, index);
         let key = format!("{}{}", self.layout.bundle_prefix(ck.sequence), name);
@@ -652,14 +675,19 @@ impl Run<'_> {
             PARTS_IN_FLIGHT,
             &zip_headers(),
         );
-        OpenVolume {
-            writer: VolumeWriter::new(upload, name, self.cfg.tuning.compression),
+        Ok(OpenVolume {
+            writer: VolumeWriter::new(
+                upload,
+                name,
+                self.cfg.tuning.compression,
+                self.cfg.encrypt_to.as_ref(),
+            )?,
             index,
             key,
             objects: Vec::new(),
             bytes: 0,
             metadata: 0,
-        }
+        })
     }
 
     /// Close `v` with its manifest (the final one when `last` is given) and checkpoint.
@@ -785,7 +813,7 @@ impl Run<'_> {
             }
             let v = match volume.as_mut() {
                 Some(v) => v,
-                None => volume.insert(self.open_volume(ck, meta.size, remaining + meta.size)),
+                None => volume.insert(self.open_volume(ck, meta.size, remaining + meta.size)?),
             };
             let entry = entry_name(&self.cfg.source.bucket, &rec.key);
             let digest = match body {
@@ -821,7 +849,7 @@ impl Run<'_> {
         }
         let v = match volume.take() {
             Some(v) => v,
-            None => self.open_volume(ck, 0, 0),
+            None => self.open_volume(ck, 0, 0)?,
         };
         let last = self.final_part(ck, plan).await?;
         self.close_volume(ck, v, puts.len(), Some(last)).await?;
@@ -888,7 +916,7 @@ impl Run<'_> {
         let names: Vec<&str> = ck.volumes.iter().map(|v| v.name.as_str()).collect();
         for key in self.store().keys(bucket, &prefix).await? {
             let name = &key[prefix.len()..];
-            if name.ends_with(".zip") && !names.contains(&name) {
+            if crate::seal::is_volume_name(name) && !names.contains(&name) {
                 warn!(key, "removing a volume left by an interrupted run");
                 self.store().delete(bucket, &key).await?;
             }

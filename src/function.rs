@@ -80,6 +80,10 @@ impl FunctionConfig {
         export.signing = v
             .get("SIGNING_KEY_ID")
             .map(crate::sign::SigningKeySpec::Kms);
+        export.encrypt_to = match v.get("AGE_RECIPIENTS") {
+            Some(r) => crate::seal::Recipients::from_env(&r)?,
+            None => None,
+        };
         if let Some(ttl) = v.duration("LEASE_TTL")? {
             export.lease_ttl = config::bounds::lease_ttl("LEASE_TTL", ttl)?;
         }

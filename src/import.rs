@@ -107,7 +107,7 @@ pub async fn bundle_digest(b: &Bundle) -> Result<String> {
         return Ok(d);
     }
     let last = b.volumes.last().expect("a bundle has volumes");
-    let sha = crate::verify::volume_sha256(&last.source).await?;
+    let sha = crate::verify::volume_sha256(&last.source.media).await?;
     Ok(b.digest(Some(&sha)).expect("digest from the last volume"))
 }
 
@@ -370,7 +370,7 @@ async fn dry_run(
 async fn check_signed_volumes(b: &Bundle) -> Result<()> {
     for v in &b.volumes {
         let index = v.manifest.volume;
-        let sha = crate::verify::volume_sha256(&v.source).await?;
+        let sha = crate::verify::volume_sha256(&v.source.media).await?;
         if b.expected(index).1.as_deref() != Some(sha.as_str()) {
             return Err(Error::Untrusted {
                 what: b.label(),

@@ -47,6 +47,9 @@ pub struct ImportFunctionConfig {
     pub path_style: bool,
     /// Public keys whose signatures are accepted (`TRUSTED_KEYS`).
     pub trust: Vec<crate::sign::TrustedKey>,
+    /// The Secrets Manager secret (name or ARN) holding the age identity that opens sealed
+    /// volumes (`AGE_IDENTITY_SECRET`); never the identity itself.
+    pub identity_secret: Option<String>,
 }
 
 impl ImportFunctionConfig {
@@ -89,6 +92,7 @@ impl ImportFunctionConfig {
                     .map_err(|e| named("TRUSTED_KEYS", e))?,
                 None => Vec::new(),
             },
+            identity_secret: v.get("AGE_IDENTITY_SECRET"),
         })
     }
 }
@@ -114,6 +118,9 @@ pub struct ImportHandler {
     clients: Clients,
     sns: aws_sdk_sns::Client,
     lambda: aws_sdk_lambda::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    /// The age identity, read from the secret on first need and kept for the container's life.
+    identities: tokio::sync::OnceCell<Option<crate::seal::Identities>>,
     function_name: String,
 }
 
@@ -127,6 +134,8 @@ impl ImportHandler {
             clients: Clients::new(sdk, cfg.path_style),
             sns: aws_sdk_sns::Client::new(sdk),
             lambda: aws_sdk_lambda::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            identities: tokio::sync::OnceCell::new(),
             cfg,
             function_name,
         }
@@ -285,7 +294,16 @@ impl ImportHandler {
         let bundles = if ready.is_empty() {
             Vec::new()
         } else {
-            bundle::discover(&ready, Some(&self.clients.s3)).await?
+            let ids = self
+                .identities
+                .get_or_try_init(|| async {
+                    match &self.cfg.identity_secret {
+                        Some(id) => crate::secrets::identity(&self.secrets, id).await.map(Some),
+                        None => Ok(None),
+                    }
+                })
+                .await?;
+            bundle::discover(&ready, Some(&self.clients.s3), ids.as_ref()).await?
         };
         let (chain, mut notes) = next_in_chain(&rec, bundles).await?;
         notes.extend(waiting);

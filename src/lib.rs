@@ -21,6 +21,9 @@ pub mod manifest;
 pub mod plan;
 pub mod progress;
 pub mod s3;
+pub mod seal;
+#[cfg(feature = "lambda")]
+pub mod secrets;
 pub mod sign;
 pub mod sink;
 pub mod state;

@@ -9,11 +9,12 @@ use std::future::Future;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::bundle::{Bundle, OpenVolume};
+use crate::bundle::{Bundle, MediaFolder, OpenVolume};
 use crate::error::{Error, Result};
 use crate::manifest::{MANIFEST_ENTRY, ObjectEntry};
 use crate::progress::Progress;
-use crate::unzip::Walk;
+use crate::unzip::{VolumeSource, Walk};
+use sha2::Digest;
 
 /// Receives each object's bytes during a volume pass.
 pub trait EntrySink: Send {
@@ -86,6 +87,11 @@ pub struct BundleReport {
     pub sha256sums: bool,
     /// SHA-256 of the trusted public key whose signature was checked (with `--trust`).
     pub signed_by: Option<String>,
+    /// The volumes are sealed with age (`.zip.age`).
+    pub encrypted: bool,
+    /// Every entry was read and checked against its manifest (false when sealed volumes were
+    /// checked without an identity: then only `SHA256SUMS` and the signature were).
+    pub contents_checked: bool,
     pub volumes: Vec<VolumeReport>,
     pub objects: u64,
     pub bytes: u64,
@@ -107,7 +113,8 @@ pub async fn check_volume<S: EntrySink>(
         .iter()
         .map(|o| (o.entry.as_str(), o))
         .collect();
-    let mut walk = Walk::new(volume.clone(), v.source.stream().await?, &v.dir);
+    let (reader, tap) = v.source.stream().await?;
+    let mut walk = Walk::new(volume.clone(), reader, &v.dir);
     let (mut objects, mut bytes) = (0u64, 0u64);
     while let Some(e) = walk.next_entry().await? {
         if e.name == MANIFEST_ENTRY {
@@ -171,7 +178,11 @@ pub async fn check_volume<S: EntrySink>(
         objects += 1;
         bytes += d.size;
     }
-    let (size, sha256) = walk.finish().await?;
+    let (mut size, mut sha256) = walk.finish().await?;
+    if let Some(tap) = tap {
+        // A sealed volume: the bundle names its ciphertext.
+        (size, sha256) = tap.finish(&volume, v.source.media.len().await?)?;
+    }
     let (want_size, want_sha) = bundle.expected(v.manifest.volume);
     let bad = |detail: String| Error::Verify {
         volume: volume.clone(),
@@ -226,6 +237,8 @@ pub async fn verify_bundle(
         bundle_digest: digest,
         sha256sums: bundle.sums.is_some(),
         signed_by,
+        encrypted: bundle.sealed(),
+        contents_checked: true,
         objects: volumes.iter().map(|v| v.objects).sum(),
         bytes: volumes.iter().map(|v| v.bytes).sum(),
         deleted: bundle.last.deleted.len() as u64 + bundle.last.vanished.len() as u64,
@@ -235,7 +248,7 @@ pub async fn verify_bundle(
 }
 
 /// SHA-256 of a whole volume (when `SHA256SUMS` is not at hand to name the bundle).
-pub async fn volume_sha256(source: &crate::unzip::VolumeSource) -> Result<String> {
+pub async fn volume_sha256(source: &VolumeSource) -> Result<String> {
     use sha2::Digest;
     use tokio::io::AsyncReadExt;
     let mut r = source.stream().await?;
@@ -260,4 +273,129 @@ pub async fn volume_sha256(source: &crate::unzip::VolumeSource) -> Result<String
         sha.update(&buf[..n]);
     }
     Ok(hex::encode(sha.finalize()))
+}
+
+/// What can be checked of bundles without opening their volumes (sealed volumes without an
+/// identity): every volume in a folder is listed in its `SHA256SUMS` and matches it, and, with
+/// `trusted` keys, `SHA256SUMS` carries a valid signature by one of them.
+pub async fn verify_media(
+    folders: &[MediaFolder],
+    trusted: &[crate::sign::TrustedKey],
+    progress: &dyn Progress,
+) -> Result<Vec<BundleReport>> {
+    let mut out = Vec::new();
+    for f in folders {
+        let bad = |detail: String| Error::Bundle {
+            what: "of sealed volumes".into(),
+            location: f.location.clone(),
+            detail,
+        };
+        let Some(sums) = &f.sums else {
+            return Err(bad(
+                "no SHA256SUMS beside the volumes: without it (or an --identity to open them) nothing can be checked".into(),
+            ));
+        };
+        let mut listed = Vec::new();
+        for line in sums.lines().filter(|l| !l.trim().is_empty()) {
+            let Some((sha, name)) = line.split_once("  ") else {
+                return Err(bad(format!(
+                    "SHA256SUMS line `{}` is not `<sha256>  <name>`",
+                    crate::manifest::short(line)
+                )));
+            };
+            listed.push((sha, name));
+        }
+        for v in &f.volumes {
+            if !listed.iter().any(|(_, n)| *n == v.file_name()) {
+                return Err(bad(format!(
+                    "`{}` is not listed in SHA256SUMS",
+                    v.file_name()
+                )));
+            }
+        }
+        let (job, sequence) = listed
+            .first()
+            .and_then(|(_, n)| name_parts(n))
+            .unwrap_or_default();
+        let label = format!("{sequence} of job `{job}`");
+        let signed_by = if trusted.is_empty() {
+            None
+        } else {
+            let untrusted = |detail: String| Error::Untrusted {
+                what: label.clone(),
+                location: f.location.clone(),
+                detail,
+            };
+            let Some(sig) = &f.signature else {
+                return Err(untrusted(format!(
+                    "it carries no signature (`SHA256SUMS` and `{}` must travel beside the volumes)",
+                    crate::sign::SIGNATURE_FILE
+                )));
+            };
+            let sig = crate::sign::parse(sig, crate::sign::SIGNATURE_FILE).map_err(untrusted)?;
+            let k = crate::sign::verify(sums.as_bytes(), &sig, trusted).map_err(untrusted)?;
+            Some(k.fingerprint.clone())
+        };
+        let mut volumes = Vec::new();
+        for (i, (sha, name)) in listed.iter().enumerate() {
+            let Some(v) = f.volumes.iter().find(|v| v.file_name() == *name) else {
+                return Err(bad(format!(
+                    "SHA256SUMS lists `{name}`, which is not there: copy the whole bundle folder"
+                )));
+            };
+            let size = v.len().await?;
+            let got = volume_sha256(v).await?;
+            progress.object(size);
+            if got != *sha {
+                return Err(Error::Verify {
+                    volume: v.display(),
+                    entry: None,
+                    detail: format!("SHA-256 {got}, SHA256SUMS says {sha}"),
+                });
+            }
+            volumes.push(VolumeReport {
+                index: i as u32 + 1,
+                name: name.to_string(),
+                location: v.display(),
+                size,
+                sha256: got,
+                objects: 0,
+                bytes: 0,
+            });
+        }
+        out.push(BundleReport {
+            job,
+            sequence,
+            baseline: false,
+            location: f.location.clone(),
+            previous_sequence: None,
+            previous_digest: None,
+            bundle_digest: hex::encode(sha2::Sha256::digest(sums.as_bytes())),
+            sha256sums: true,
+            signed_by,
+            encrypted: f
+                .volumes
+                .iter()
+                .any(|v| crate::seal::is_sealed_name(&v.file_name())),
+            contents_checked: false,
+            volumes,
+            objects: 0,
+            bytes: 0,
+            deleted: 0,
+            moved: 0,
+        });
+    }
+    Ok(out)
+}
+
+/// Job and sequence from a volume name `JOB-SEQUENCE-INDEX.zip[.age]`.
+fn name_parts(name: &str) -> Option<(String, u64)> {
+    let stem = name
+        .strip_suffix(".age")
+        .unwrap_or(name)
+        .strip_suffix(".zip")?;
+    let mut it = stem.rsplitn(3, '-');
+    let _index = it.next()?;
+    let sequence = it.next()?.parse().ok()?;
+    Some((it.next()?.to_string(), sequence))
 }

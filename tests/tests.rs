@@ -6,6 +6,7 @@ mod hostile;
 mod import;
 mod proxy;
 mod runs;
+mod sealed;
 mod trust;
 mod util;
 mod zip64;

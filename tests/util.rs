@@ -369,7 +369,12 @@ impl Ctx {
 
     /// Multipart uploads still open in the export bucket.
     pub fn open_uploads(&self) -> usize {
-        block_on(self.s3.list_multipart_uploads().bucket(&self.exp).send())
+        self.open_uploads_in(&self.exp)
+    }
+
+    /// Multipart uploads still open in `bucket`.
+    pub fn open_uploads_in(&self, bucket: &str) -> usize {
+        block_on(self.s3.list_multipart_uploads().bucket(bucket).send())
             .unwrap()
             .uploads()
             .len()

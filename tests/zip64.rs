@@ -73,7 +73,7 @@ fn entry_and_volume_over_4_gib_pass_every_reader() {
     let size = 4 * GIB + GIB / 2;
     let (digest, small) = block_on(async {
         let sink = FileSink::create(&path).await.unwrap();
-        let mut v = VolumeWriter::new(sink, "big.zip", Compression::Stored);
+        let mut v = VolumeWriter::new(sink, "big.zip", Compression::Stored, None).unwrap();
         let chunk: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
         let mut e = v.begin_stream("bucket/huge.bin", MTIME_MS).await.unwrap();
         let mut left = size;
@@ -128,7 +128,7 @@ fn more_than_65535_entries_in_one_volume() {
     let key = |i: u64| format!("d{}/o{i:06}", i % 100);
     block_on(async {
         let sink = FileSink::create(&path).await.unwrap();
-        let mut v = VolumeWriter::new(sink, "many.zip", Compression::Stored);
+        let mut v = VolumeWriter::new(sink, "many.zip", Compression::Stored, None).unwrap();
         let mut objects = Vec::new();
         for i in 0..n {
             let d = v

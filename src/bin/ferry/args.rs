@@ -74,6 +74,10 @@ pub enum Command {
         /// Require a valid signature by this public key (PEM; repeat for several keys).
         #[arg(long, value_name = "PEM", value_parser = trusted_key)]
         trust: Vec<TrustedKey>,
+        /// Open sealed (.zip.age) volumes with this age identity file and check every entry;
+        /// without one, sealed volumes are checked against SHA256SUMS (and --trust) only.
+        #[arg(long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
     },
     /// Make a P-256 signing key pair: FILE (PKCS#8 private key, mode 0600) and FILE.pub.
     Keygen {
@@ -161,6 +165,13 @@ pub struct ExportArgs {
     /// (a PKCS#8 PEM from `ferry keygen`).
     #[arg(long, value_name = "SPEC", env = "FERRY_SIGNING_KEY", value_parser = signing_key)]
     pub signing_key: Option<SigningKeySpec>,
+    /// Seal every volume with age to this recipient (age1…, from `age-keygen`; repeat for
+    /// several). Volumes become NAME.zip.age; only the holders of the identities can read them.
+    #[arg(long, value_name = "RECIPIENT", value_parser = recipient)]
+    pub encrypt_to: Vec<String>,
+    /// Seal to every recipient listed in this file (one per line, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub encrypt_to_file: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -229,6 +240,9 @@ pub struct ImportArgs {
     /// signed bundle is applied, the target accepts only bundles signed by its key.
     #[arg(long, value_name = "PEM", value_parser = trusted_key)]
     pub trust: Vec<TrustedKey>,
+    /// Open sealed (.zip.age) volumes with this age identity file (repeat for several).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
 }
 
 /// A library config error as clap's message: what is wrong with the value.
@@ -244,6 +258,12 @@ fn trusted_key(s: &str) -> Result<TrustedKey, String> {
         s3_ferry::Error::Io { source, .. } => format!("cannot read `{s}`: {source}"),
         e => detail(e),
     })
+}
+
+fn recipient(s: &str) -> Result<String, String> {
+    s3_ferry::seal::Recipients::from_env(s)
+        .map_err(detail)
+        .map(|_| s.trim().to_string())
 }
 
 fn signing_key(s: &str) -> Result<SigningKeySpec, String> {

@@ -8,6 +8,7 @@ use s3_ferry::bundle::{self, Bundle};
 use s3_ferry::download::{self, DownloadConfig, Select};
 use s3_ferry::import::{self, BundleStatus, ImportConfig};
 use s3_ferry::ledger::Ledger;
+use s3_ferry::seal::Identities;
 use s3_ferry::target::{STATE_DIR, Target};
 use s3_ferry::verify;
 
@@ -75,12 +76,24 @@ pub async fn verify(
     clients: Option<&Clients>,
     sources: &[String],
     trust: &[s3_ferry::sign::TrustedKey],
+    identity: &[std::path::PathBuf],
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let bundles = bundle::discover(sources, clients.map(|c| &c.s3)).await?;
+    let store = clients.map(|c| &c.s3);
+    let ids = Identities::from_files(identity)?;
+    let mut reports: Vec<verify::BundleReport> = Vec::new();
+    if ids.is_none() && bundle::any_sealed(sources, store).await? {
+        // Sealed volumes and no secret: what the media can prove without one.
+        let folders = bundle::media_folders(sources, store).await?;
+        let bar = Bar::bytes(interactive(json), 0, "verifying");
+        let result = verify::verify_media(&folders, trust, &bar).await;
+        bar.done();
+        reports = result?;
+        return print_verified(&reports, json);
+    }
+    let bundles = bundle::discover(sources, store, ids.as_ref()).await?;
     let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
     let bar = Bar::bytes(interactive(json), total, "verifying");
-    let mut reports: Vec<verify::BundleReport> = Vec::new();
     for b in &bundles {
         let r = verify::verify_bundle(b, trust, &bar).await?;
         if let Some(prev) = reports.last()
@@ -104,11 +117,38 @@ pub async fn verify(
         reports.push(r);
     }
     bar.done();
+    print_verified(&reports, json)
+}
+
+fn print_verified(reports: &[verify::BundleReport], json: bool) -> anyhow::Result<ExitCode> {
     if json {
         crate::output::json(&serde_json::json!({"ok": true, "bundles": reports}))?;
         return Ok(ExitCode::SUCCESS);
     }
-    for r in &reports {
+    for r in reports {
+        if !r.contents_checked {
+            out!(
+                "{} bundle {}: OK (media only): {} sealed volume(s) match SHA256SUMS{}; digest {}; \
+                 contents not opened (pass --identity to check every entry)",
+                r.job,
+                r.sequence,
+                r.volumes.len(),
+                match &r.signed_by {
+                    Some(k) => format!(", signed by trusted key {}", short(k)),
+                    None => String::new(),
+                },
+                short(&r.bundle_digest)
+            );
+            for v in &r.volumes {
+                out!(
+                    "  {}  {}  sha256 {}",
+                    v.location,
+                    human(v.size),
+                    short(&v.sha256)
+                );
+            }
+            continue;
+        }
         out!(
             "{} bundle {}{}: OK: {} volume(s), {} objects ({}), {} deleted, {} moved; {}; digest {}{}",
             r.job,
@@ -196,7 +236,8 @@ pub async fn import(
     // The state is locked first, then the bundles are read; the lock (or lease) is given back
     // whatever happens.
     let result = async {
-        let bundles = bundle::discover(&a.sources, clients.map(|c| &c.s3)).await?;
+        let ids = Identities::from_files(&a.identity)?;
+        let bundles = bundle::discover(&a.sources, clients.map(|c| &c.s3), ids.as_ref()).await?;
         if let Some(job) = &a.job
             && let Some(b) = bundles.iter().find(|b| b.job != job.as_str())
         {

@@ -76,9 +76,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => near::plan(aws(), &args, json).await,
         Command::Export(args) => near::export(aws(), &args, json).await,
         Command::Download(args) => far::download(aws(), args, json).await,
-        Command::Verify { sources, trust } => {
-            far::verify(clients.as_ref(), &sources, &trust, json).await
-        }
+        Command::Verify {
+            sources,
+            trust,
+            identity,
+        } => far::verify(clients.as_ref(), &sources, &trust, &identity, json).await,
         Command::Keygen { out } => near::keygen(&out, json),
         Command::PublicKey { signing_key } => {
             near::public_key(clients.as_ref(), &signing_key, json).await

@@ -202,6 +202,7 @@ pub async fn export(clients: &Clients, args: &ExportArgs, json: bool) -> anyhow:
     let mut cfg = args.job.config()?;
     cfg.lease_ttl = args.lease_ttl;
     cfg.signing = args.signing_key.clone();
+    cfg.encrypt_to = s3_ferry::seal::Recipients::parse(&args.encrypt_to, &args.encrypt_to_file)?;
     cfg.deadline = args.deadline.map(export::deadline_in);
     let bar = Bar::new(interactive(json));
     let result = export::run(clients, &cfg, &bar).await;

@@ -1,0 +1,312 @@
+//! Sealed (age-encrypted) bundles across the boundary: exported with `--encrypt-to` and signed
+//! by a KMS key, the media holds only ciphertext (no key, no byte of any object), checks out
+//! against `SHA256SUMS` and the signature without any secret, opens with the real `age` tool,
+//! and verifies and imports into a bucket and a directory with `--identity`; a wrong identity,
+//! a missing one, or an altered byte are refused before anything is written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{Ctx, block_on, dir_snapshot};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `age-keygen` (the real tool): the identity file and its recipient.
+fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let out = Command::new("age-keygen")
+        .args(["-o", s(&key)])
+        .output()
+        .expect("age-keygen is installed by scripts/setup.sh");
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new("age-keygen")
+        .args(["-y", s(&key)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    (
+        key,
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn sealed_bundles_hide_everything_and_round_trip_with_the_identity() {
+    // GIVEN objects with recognisable bytes and names, a KMS signing key and an age key pair
+    let ctx = Ctx::new("sealed");
+    let sdk = crate::util::sdk_config(&ctx.endpoint);
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    let key = block_on(
+        kms.create_key()
+            .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+            .send(),
+    )
+    .unwrap();
+    let key_id = key.key_metadata().unwrap().key_id().to_string();
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, recipient) = age_keygen(keys.path(), "age.key");
+    let (stranger, _) = age_keygen(keys.path(), "stranger.key");
+    let secret = b"TOP-SECRET-PAYLOAD-0123456789";
+    let mut big = Vec::with_capacity(9 << 20);
+    while big.len() < 9 << 20 {
+        big.extend_from_slice(secret);
+    }
+    ctx.put("classified/plans.txt", secret.to_vec());
+    ctx.put("classified/big.bin", big.clone());
+    ctx.set_metadata("classified/plans.txt", "text/x-secret", &[("owner", "ops")]);
+    ctx.put("readme.md", "hello across the gap");
+
+    // WHEN exported signed and sealed, in volumes of 1 MiB
+    let r = ctx.export_ok(&[
+        "--signing-key",
+        &format!("kms:{key_id}"),
+        "--encrypt-to",
+        &recipient,
+        "--volume-size",
+        "1MiB",
+    ]);
+    assert_eq!(r["status"], "complete");
+    let names: Vec<String> = r["volume_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.len() >= 2, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".zip.age")), "{names:?}");
+
+    // AND downloaded onto the media
+    let media = tempfile::tempdir().unwrap();
+    let run = ctx.ferry(&[
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--to",
+        s(media.path()),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let bundle = media.path().join(&ctx.job).join("00000001");
+
+    // THEN the media holds ciphertext only: no object's bytes, no key, no summary
+    let mut files: Vec<String> = std::fs::read_dir(&bundle)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut expected = names.clone();
+    expected.extend(["SHA256SUMS".into(), "SHA256SUMS.sig".into()]);
+    expected.sort();
+    assert_eq!(files, expected);
+    for f in &files {
+        let bytes = std::fs::read(bundle.join(f)).unwrap();
+        for needle in [
+            &secret[..],
+            b"classified",
+            b"plans.txt",
+            b"owner",
+            b"manifest.json",
+        ] {
+            assert!(
+                !contains(&bytes, needle),
+                "{f} reveals `{}`",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    let out = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // AND without any secret, verify checks the media and the signature (no AWS either)
+    let public = keys.path().join("kms.pub");
+    let run = ctx.ferry(&["public-key", "--signing-key", &format!("kms:{key_id}")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    std::fs::write(&public, &run.stdout).unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .args(["verify", s(&bundle), "--trust", s(&public), "--json"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bundles"][0]["contents_checked"], false, "{v}");
+    assert_eq!(v["bundles"][0]["encrypted"], true, "{v}");
+    assert!(v["bundles"][0]["signed_by"].is_string(), "{v}");
+
+    // AND the real age tool opens a volume that a real zip reader lists
+    let first = bundle.join(&names[0]);
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "age -d -i '{}' '{}' | bsdtar -tf -",
+                identity.display(),
+                first.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains(s3_ferry::manifest::MANIFEST_ENTRY),
+        "{listing}"
+    );
+
+    // AND with the identity every entry is checked
+    let run = ctx.ferry(&[
+        "verify",
+        s(&bundle),
+        "--trust",
+        s(&public),
+        "--identity",
+        s(&identity),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["bundles"][0]["contents_checked"], true, "{v}");
+    assert_eq!(v["bundles"][0]["objects"], 3, "{v}");
+
+    // AND import without an identity, or with a stranger's, is refused and writes nothing
+    let dir = tempfile::tempdir().unwrap();
+    let run = ctx.ferry(&["import", s(&bundle), "--to-dir", s(dir.path())]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("--identity"), "{}", run.stderr);
+    let run = ctx.ferry(&[
+        "import",
+        s(&bundle),
+        "--to-dir",
+        s(dir.path()),
+        "--identity",
+        s(&stranger),
+    ]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("other recipients"), "{}", run.stderr);
+    assert!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .all(|e| e.unwrap().file_name() == ".ferry"),
+        "a refused import wrote files"
+    );
+
+    // AND import with the identity replays every byte into a directory…
+    let run = ctx.ferry(&[
+        "import",
+        s(&bundle),
+        "--to-dir",
+        s(dir.path()),
+        "--identity",
+        s(&identity),
+        "--trust",
+        s(&public),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got = dir_snapshot(dir.path());
+    assert_eq!(got["classified/plans.txt"], secret.to_vec());
+    assert_eq!(got["classified/big.bin"], big);
+    assert_eq!(got["readme.md"], b"hello across the gap".to_vec());
+
+    // …and into a bucket, headers included
+    let dest = ctx.bucket("sealed-dest");
+    let run = ctx.ferry(&[
+        "import",
+        s(&bundle),
+        "--to",
+        &format!("s3://{dest}"),
+        "--state",
+        s(&keys.path().join("bucket-state.json")),
+        "--identity",
+        s(&identity),
+        "--trust",
+        s(&public),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let snap = ctx.snapshot(&dest, "");
+    assert_eq!(snap.len(), 3);
+    assert_eq!(snap["classified/big.bin"].body, big);
+    assert_eq!(
+        snap["classified/plans.txt"].content_type.as_deref(),
+        Some("text/x-secret")
+    );
+    assert_eq!(snap["classified/plans.txt"].metadata["owner"], "ops");
+    assert_eq!(ctx.open_uploads_in(&dest), 0);
+}
+
+#[test]
+fn an_altered_sealed_volume_is_refused() {
+    // GIVEN a sealed bundle on the media, without SHA256SUMS (only the encryption can tell)
+    let ctx = Ctx::new("sealedbad");
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, recipient) = age_keygen(keys.path(), "age.key");
+    ctx.put("a.txt", vec![b'a'; 300_000]);
+    ctx.export_ok(&["--encrypt-to", &recipient]);
+    let media = tempfile::tempdir().unwrap();
+    let run = ctx.ferry(&[
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--to",
+        s(media.path()),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let bundle = media.path().join(&ctx.job).join("00000001");
+    std::fs::remove_file(bundle.join("SHA256SUMS")).unwrap();
+    let volume = std::fs::read_dir(&bundle)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".zip.age"))
+        .unwrap();
+    let good = std::fs::read(&volume).unwrap();
+
+    // WHEN one byte in the middle, or the tail, of the ciphertext is altered
+    for (what, bytes) in [
+        ("flipped", {
+            let mut b = good.clone();
+            let mid = b.len() / 2;
+            b[mid] ^= 1;
+            b
+        }),
+        ("truncated", good[..good.len() - 100].to_vec()),
+        ("extended", {
+            let mut b = good.clone();
+            b.extend_from_slice(&[0u8; 64]);
+            b
+        }),
+    ] {
+        std::fs::write(&volume, &bytes).unwrap();
+        // THEN verify and import exit 5 and nothing is written
+        let run = ctx.ferry(&["verify", s(&bundle), "--identity", s(&identity)]);
+        assert_eq!(run.code, 5, "{what}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("encryption does not check out"),
+            "{what}: {}",
+            run.stderr
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let run = ctx.ferry(&[
+            "import",
+            s(&bundle),
+            "--to-dir",
+            s(dir.path()),
+            "--identity",
+            s(&identity),
+        ]);
+        assert_eq!(run.code, 5, "{what}: {}", run.stderr);
+        assert!(!dir.path().join("a.txt").exists(), "{what}: a.txt written");
+    }
+}

@@ -50,6 +50,9 @@ DATASETS = {
     "tiny": dict(small=200, small_size=16 * KiB, large=1, large_size=6 * MiB, large_changed=1),
 }
 TOOLS = ["ferry", "s5cmd+zip", "rclone+zip", "boto3+zipfile", "seed workflow"]
+# ferry with the trust features on: every volume sealed with age and the bundle signed (a key
+# file). Not a peer: its row is compared with plain ferry's (the cost of the protection).
+SEALED = "ferry sealed+signed"
 S3S_FS = Path(os.environ.get("S3S_FS", ROOT / ".tools/bin/s3s-fs"))
 SERVERS = {"moto": "moto 5.2.5 (in memory)", "s3s-fs": "s3s-fs 0.14.1 (files on local disk)"}
 
@@ -137,6 +140,13 @@ class Bench:
         self.results = []
         self.use_server("moto")
         self.run(f"{FERRY} init --table bench", check=True)
+        # The keys of the sealed+signed row: an age recipient and a P-256 key file.
+        age_key = self.work / "age.key"
+        subprocess.run(["age-keygen", "-o", str(age_key)], check=True, capture_output=True)
+        self.recipient = subprocess.run(["age-keygen", "-y", str(age_key)], check=True,
+                                        capture_output=True, text=True).stdout.strip()
+        self.signing_key = self.work / "sign.key"
+        self.run(f"{FERRY} keygen --out {self.signing_key}", check=True)
 
     def use_server(self, server):
         """Point every tool's S3 endpoint at `server` (DynamoDB stays on moto)."""
@@ -249,6 +259,10 @@ class Bench:
         if tool == "ferry":
             return (f"{FERRY} export --job {run} --source s3://{src} --dest s3://{exp}/ferry "
                     f"--table bench --json"), None
+        if tool == SEALED:
+            return (f"{FERRY} export --job {run} --source s3://{src} --dest s3://{exp}/ferry "
+                    f"--table bench --json --encrypt-to {self.recipient} "
+                    f"--signing-key file:{self.signing_key}"), None
         if tool == "seed workflow":
             return (f"set -e; mkdir -p {stage}; "
                     f"aws s3 ls s3://{src} --recursive | awk -v t='{t_aws}' '($1\" \"$2) > t {{print $4}}' > {stage}.list; "
@@ -313,7 +327,8 @@ class Bench:
         say(f"dataset {name}: ferry baseline (not measured)")
         self.run(f"{FERRY} export --job {base} --source s3://{src} --dest s3://{exp}/ferry --table bench", check=True)
         reps = self.args.reps
-        jobs = [f"{name}-r{r}" for r in range(reps)] + [f"{name}-limited"]
+        jobs = ([f"{name}-r{r}" for r in range(reps)] + [f"{name}-s{r}" for r in range(reps)]
+                + [f"{name}-limited"])
         for j in jobs:
             self.clone_state(base, j)
         time.sleep(1.2)
@@ -322,18 +337,19 @@ class Bench:
         objects, changed = self.change(src, spec)
         say(f"dataset {name}: {objects} changed objects, {changed / MiB:.1f} MiB")
         for r in range(reps):
-            for tool in TOOLS + ["server ceiling"]:
+            for tool in TOOLS + [SEALED, "server ceiling"]:
                 if self.args.tools and tool not in self.args.tools:
                     continue
                 if tool == "seed workflow" and r > 0 and spec["small"] > 0:
                     continue  # one CLI process per object: once is enough to know
-                run = f"{name}-r{r}" if tool == "ferry" else f"{name}-{tool.split('+')[0].split()[0]}-{r}"
+                run = (f"{name}-r{r}" if tool == "ferry" else f"{name}-s{r}" if tool == SEALED
+                       else f"{name}-{tool.split('+')[0].split()[0]}-{r}")
                 if tool == "server ceiling":
                     m = self.ceiling(src, exp, since, changed, run)
                 else:
                     cmd, mark = self.command(tool, name, src, exp, since, run)
                     m = self.timed(cmd, mark)
-                    if tool == "ferry":
+                    if tool in ("ferry", SEALED):
                         j = json.loads(m["stdout"])
                         assert j["objects"] == objects, (j["objects"], objects)
                     else:  # what the peer's archive holds (the seed workflow can miss objects)
@@ -489,7 +505,7 @@ def report(b, out, info=None):
     info = info or machine()
     summary = {}
     for name in b.args.datasets:
-        for tool in TOOLS + ["server ceiling"]:
+        for tool in TOOLS + [SEALED, "server ceiling"]:
             rows = [r for r in b.results if r["dataset"] == name and r["tool"] == tool]
             if rows:
                 summary[(name, tool)] = dict(
@@ -532,6 +548,12 @@ def report(b, out, info=None):
         peers = {t: summary[(name, t)]["wall"] / f["wall"] for t in TOOLS[1:] if (name, t) in summary}
         worst = min(peers.items(), key=lambda kv: kv[1])
         targets.append((f"{name}: faster than every peer", f"closest peer: {worst[0]} takes {worst[1]:.2f}× ferry's time", worst[1] > 1))
+        sealed = summary.get((name, SEALED))
+        if sealed:
+            over = sealed["wall"] / f["wall"] - 1
+            targets.append((f"{name}: sealing (age) and signing add ≤ 5% to the export",
+                            f"{over * 100:+.1f}% wall ({sealed['wall']:.2f} s vs {f['wall']:.2f} s), "
+                            f"CPU {sealed['cpu']:.2f} s vs {f['cpu']:.2f} s", over <= 0.05))
         c = summary.get((name, "server ceiling"))
         if c:
             ratio = c["wall"] / f["wall"]

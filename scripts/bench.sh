@@ -16,6 +16,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 missing=()
 command -v rclone >/dev/null || missing+=(rclone=1.60.1+dfsg-2+b5)
 command -v zip >/dev/null || missing+=(zip)
+command -v age-keygen >/dev/null || missing+=(age)
 [ -x /usr/bin/time ] || missing+=(time)
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"

@@ -1,8 +1,11 @@
 """Print what a bundle carries, independent of how it is cut into volumes: objects (key, size,
 sha256, content type, metadata), deletions and moves, as canonical JSON. Used to compare two
-exports of the same data.  Usage: bundle-content.py BUCKET PREFIX/JOB SEQUENCE"""
+exports of the same data.  Usage: bundle-content.py BUCKET PREFIX/JOB SEQUENCE
+Sealed volumes (.zip.age) are opened with `age -d -i $AGE_IDENTITY_FILE`."""
 import io
 import json
+import os
+import subprocess
 import sys
 import zipfile
 
@@ -15,6 +18,9 @@ summary = json.load(s3.get_object(Bucket=bucket, Key=prefix + "bundle.json")["Bo
 objects, last = [], None
 for v in summary["volumes"]:
     body = s3.get_object(Bucket=bucket, Key=prefix + v["name"])["Body"].read()
+    if v["name"].endswith(".age"):
+        body = subprocess.run(["age", "-d", "-i", os.environ["AGE_IDENTITY_FILE"]], input=body,
+                              check=True, capture_output=True).stdout
     manifest = json.loads(zipfile.ZipFile(io.BytesIO(body)).read("_ferry/manifest.json"))
     objects += [{k: o.get(k) for k in ("key", "size", "sha256", "content_type", "metadata")}
                 for o in manifest["objects"]]

@@ -3,7 +3,8 @@
 # bucket (add, overwrite, delete, rename, metadata-only), export the delta, show both summaries
 # and the bundle listing; then the far side: download both bundles, verify them, import them
 # (dry run first) into a destination bucket and a directory, and show that the destination
-# equals the source. Everything runs against a moto server on 127.0.0.1 started here.
+# equals the source. Every bundle is signed by a KMS key and sealed with age: the media carries
+# only ciphertext. Everything runs against a moto server on 127.0.0.1 started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -35,18 +36,23 @@ say "ferry plan (baseline)"
 $ferry plan "${job[@]}"
 say "a KMS signing key (ECC_NIST_P256) signs every bundle; the far side trusts its public key"
 key_id=$(py -c 'import boto3; print(boto3.client("kms", region_name="us-east-1").create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"])')
-sign=(--signing-key "kms:$key_id")
 trusted=$(mktemp)
-$ferry public-key "${sign[@]}" | tee "$trusted"
+$ferry public-key --signing-key "kms:$key_id" | tee "$trusted"
+say "an age key pair (age-keygen): the export seals every volume to its recipient; the identity stays on the far side"
+identity=$(mktemp -u)
+age-keygen -o "$identity" 2>/dev/null
+recipient=$(age-keygen -y "$identity")
+echo "recipient $recipient"
+sign=(--signing-key "kms:$key_id" --encrypt-to "$recipient")
 
-say "ferry export (baseline, signed)"
+say "ferry export (baseline, signed and sealed)"
 $ferry export "${job[@]}" "${sign[@]}"
 
 say "changing the bucket"
 py scripts/demo-bucket.py mutate demo-source
 say "ferry plan (delta)"
 $ferry plan "${job[@]}"
-say "ferry export (delta, signed)"
+say "ferry export (delta, signed and sealed)"
 $ferry export "${job[@]}" "${sign[@]}" --json | py -m json.tool
 
 say "ferry export again: nothing changed"
@@ -60,31 +66,37 @@ import boto3
 for o in boto3.client("s3").list_objects_v2(Bucket="demo-export", Prefix="bundles/demo/")["Contents"]:
     print(f"{o['Size']:>12,}  s3://demo-export/{o['Key']}")
 PY
-say "the delta bundle's volume, as unzip sees it"
+say "the delta bundle's volume: ciphertext; the age tool and the identity open it, then unzip reads it"
 tmp=$(mktemp -d)
 py - "$tmp" <<'PY'
 import boto3, sys
-boto3.client("s3").download_file("demo-export", "bundles/demo/00000002/demo-00000002-0001.zip", sys.argv[1] + "/v.zip")
+boto3.client("s3").download_file("demo-export", "bundles/demo/00000002/demo-00000002-0001.zip.age", sys.argv[1] + "/v.zip.age")
 PY
+head -c 22 "$tmp/v.zip.age"; echo " … (an age file)"
+age -d -i "$identity" "$tmp/v.zip.age" | bsdtar -tf - | sed -n 1,5p
+age -d -i "$identity" -o "$tmp/v.zip" "$tmp/v.zip.age"
 unzip -l "$tmp/v.zip"
 unzip -p "$tmp/v.zip" _ferry/manifest.json | py -c 'import json,sys; m=json.load(sys.stdin); f=m["final"]; print("deleted:", f["deleted"]); print("moved:", [(x["from"], x["to"]) for x in f["moved"]]); print("totals:", f["totals"])'
 rm -rf "$tmp"
 
 say "carrying it across: ferry download (every bundle since 0)"
 carry=$(mktemp -d)
-trap 'kill $moto 2>/dev/null || true; rm -rf "$log" "$carry" "$trusted"' EXIT
+trap 'kill $moto 2>/dev/null || true; rm -rf "$log" "$carry" "$trusted" "$identity"' EXIT
 $ferry download --from s3://demo-export/bundles --job demo --since 0 --to "$carry"
-say "ferry verify (offline, no AWS: every byte, and the signature by the trusted key)"
+echo "on the media:"; (cd "$carry" && find . -type f | sort)
+say "ferry verify without a secret (offline, no AWS: the ciphertext against SHA256SUMS, the signature by the trusted key)"
 env -i "$ferry" verify "$carry/demo" --trust "$trusted"
+say "ferry verify --identity (offline: every entry of every volume, and the signature)"
+env -i "$ferry" verify "$carry/demo" --trust "$trusted" --identity "$identity"
 py -c 'import boto3; boto3.client("s3").create_bucket(Bucket="demo-dest")'
 say "ferry import --dry-run into s3://demo-dest"
-$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --dry-run --trust "$trusted" | grep -v '^  put ' | head -20
+$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --dry-run --trust "$trusted" --identity "$identity" | grep -v '^  put ' | head -20
 say "ferry import into s3://demo-dest"
-$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --trust "$trusted"
+$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --trust "$trusted" --identity "$identity"
 say "ferry import again: both bundles already applied"
-$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json"
+$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --identity "$identity"
 say "ferry import into a directory"
-$ferry import "$carry/demo" --to-dir "$carry/mirror" --trust "$trusted"
+$ferry import "$carry/demo" --to-dir "$carry/mirror" --trust "$trusted" --identity "$identity"
 echo "$(find "$carry/mirror" -type f -not -path '*/.ferry/*' | wc -l) files in $carry/mirror"
 say "source and destination"
 py scripts/compare-buckets.py demo-source demo-dest

@@ -12,6 +12,8 @@
 # (it must wait), then bundle 1; an S3 "Object Created" EventBridge event starts the import,
 # which continues itself volume by volume and replays both bundles in order; the destination
 # must equal the source.
+# Every bundle is sealed with age: the export function gets the recipient (AGE_RECIPIENTS), the
+# import function reads the identity from a Secrets Manager secret (AGE_IDENTITY_SECRET).
 # The emulator answers even InvocationType=Event synchronously, so locally each hop waits for
 # the next one: INSTANCES processes of each function give the chain of hops enough instances.
 set -euo pipefail
@@ -42,6 +44,9 @@ for _ in $(seq 100); do curl -fs "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1 &
 py scripts/demo-bucket.py seed e2e-source 20 >/dev/null
 py -c 'import boto3; boto3.client("s3").create_bucket(Bucket="e2e-export")'
 "$bin/ferry" init --table e2e-state >/dev/null
+age-keygen -o "$logs/age.key" 2>/dev/null
+recipient=$(age-keygen -y "$logs/age.key")
+export AGE_IDENTITY_FILE="$logs/age.key" # for scripts/bundle-content.py
 
 cat >"$logs/function.env" <<ENV
 FERRY_JOB=lambda
@@ -49,6 +54,7 @@ SOURCE_BUCKET=e2e-source
 EXPORT_BUCKET=e2e-export
 EXPORT_PREFIX=bundles
 STATE_TABLE=e2e-state
+AGE_RECIPIENTS=$recipient
 VOLUME_SIZE=8MiB
 PART_SIZE=5MiB
 RUN_BUDGET=0s
@@ -94,12 +100,12 @@ compare() { # SEQUENCE
   fi
   py -c 'import json,sys; c=json.load(open(sys.argv[1])); print("bundle %d: %d objects, %d deleted, %d moved: identical to the CLI export" % (c["sequence"], len(c["objects"]), len(c["deleted"]), len(c["moved"])))' "$logs/lambda-$1.json"
 }
-volumes() { py -c 'import boto3,sys; r=boto3.client("s3").list_objects_v2(Bucket="e2e-export", Prefix=f"bundles/lambda/{int(sys.argv[1]):08d}/"); print(sum(o["Key"].endswith(".zip") for o in r.get("Contents", [])))' "$1"; }
+volumes() { py -c 'import boto3,sys; r=boto3.client("s3").list_objects_v2(Bucket="e2e-export", Prefix=f"bundles/lambda/{int(sys.argv[1]):08d}/"); print(sum(o["Key"].endswith(".zip.age") for o in r.get("Contents", [])))' "$1"; }
 
 say "(a) EventBridge Scheduler input"
 invoke '{"trigger": "schedule"}'
 wait_for 1
-"$bin/ferry" export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB >/dev/null
+"$bin/ferry" export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB --encrypt-to "$recipient" >/dev/null
 compare 1
 echo "bundle 1 took $(grep -c 'continuing the bundle' "$logs/watch.log") continuation hops, $(volumes 1) volumes"
 
@@ -108,7 +114,7 @@ py scripts/demo-bucket.py mutate e2e-source
 hops_before=$(grep -c 'continuing the bundle' "$logs/watch.log")
 invoke '{"version":"0","id":"e2e","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-11-01T03:00:00Z","region":"us-east-1","resources":[],"detail":{}}'
 wait_for 2
-"$bin/ferry" export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB >/dev/null
+"$bin/ferry" export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB --encrypt-to "$recipient" >/dev/null
 compare 2
 hops=$(( $(grep -c 'continuing the bundle' "$logs/watch.log") - hops_before ))
 echo "bundle 2 took $hops continuation hops, $(volumes 2) volumes"
@@ -122,9 +128,11 @@ grep -q 'fulll' <<<"$out" || { echo "the error does not name the field: $out" >&
 echo "refused: $(grep -o 'unknown field[^(]*' <<<"$out" | head -1)"
 say "import function: bundles uploaded to an import bucket, replayed in order"
 py -c 'import boto3; s3=boto3.client("s3"); [s3.create_bucket(Bucket=b) for b in ("e2e-import", "e2e-dest")]'
+secret=$(py -c 'import boto3,sys; print(boto3.client("secretsmanager", region_name="us-east-1").create_secret(Name="ferry-age-identity", SecretString=open(sys.argv[1]).read())["ARN"])' "$logs/age.key")
 cat >"$logs/import.env" <<ENV
 FERRY_JOB=lambda
 IMPORT_BUCKET=e2e-import
+AGE_IDENTITY_SECRET=$secret
 DEST_BUCKET=e2e-dest
 STATE_TABLE=e2e-state
 RUN_BUDGET=0s
@@ -140,6 +148,7 @@ ENV
 instances ferry-import "$logs/import.env" "$logs/import-watch.log"
 carry="$logs/carry"
 "$bin/ferry" download --from s3://e2e-export/bundles --job lambda --since 0 --to "$carry"
+"$bin/ferry" verify "$carry/lambda" # no identity: SHA256SUMS of the sealed volumes only
 upload() { # SEQUENCE: the bundle folder, as an operator would upload it
   py - "$carry/lambda/$(printf %08d "$1")" "lambda/$(printf %08d "$1")" <<'PY'
 import boto3, os, sys

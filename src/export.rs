@@ -1,7 +1,8 @@
 //! The export run: lease → plan (listing ⋈ last inventory) → volumes (zip entries → multipart
-//! parts) → manifest → SHA256SUMS and bundle.json → commit. Checkpoints after every volume so
-//! a run stopped by its deadline (or killed) resumes the same bundle without re-shipping a
-//! completed volume or skipping a key.
+//! parts) → manifest → signature, bundle.json and the run's report → commit → SHA256SUMS (the
+//! far side's "complete" marker, so only a committed bundle has one). Checkpoints after every
+//! volume so a run stopped by its deadline (or killed) resumes the same bundle without
+//! re-shipping a completed volume or skipping a key.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -409,6 +410,7 @@ impl Run<'_> {
     }
 
     async fn go(&self) -> Result<Report> {
+        self.publish_committed().await?;
         let seq = self.state.sequence + 1;
         let bucket = &self.cfg.dest.bucket;
         // We hold the lease: uploads still open under our prefixes were left by a killed run.
@@ -580,6 +582,27 @@ impl Run<'_> {
             duration_ms: self.started.elapsed().as_millis() as u64,
             bytes_per_sec: 0,
         };
+        let report_key = format!(
+            "{}no-changes-report.json",
+            self.layout.state_prefix(self.state.sequence)
+        );
+        self.commit_run(None, listed_at, &report, &report_key)
+            .await?;
+        Ok(report)
+    }
+
+    /// Write the run's full report beside its state (`report_key`), then commit the state with a
+    /// bounded summary of it (counters and a pointer): the DynamoDB item stays small whatever the
+    /// bucket holds (thousands of archived objects, thousands of volumes).
+    async fn commit_run(
+        &self,
+        bundle: Option<CommittedBundle>,
+        watermark: String,
+        report: &Report,
+        report_key: &str,
+    ) -> Result<()> {
+        self.check_lease()?;
+        self.put_json(report_key, report).await?;
         self.check_lease()?;
         self.table
             .commit(
@@ -587,13 +610,12 @@ impl Run<'_> {
                 self.owner,
                 self.state.version,
                 &Commit {
-                    bundle: None,
-                    watermark: listed_at,
-                    last_run: serde_json::to_value(&report).expect("report serialises"),
+                    bundle,
+                    watermark,
+                    last_run: run_summary(report, &self.layout.uri(report_key)),
                 },
             )
-            .await?;
-        Ok(report)
+            .await
     }
 
     fn report(&self, ck: &Checkpoint, plan: &Plan, status: Status) -> Report {
@@ -924,20 +946,12 @@ impl Run<'_> {
         let digest = bundle_digest(&ck.volumes);
         let sums = sha256sums(&ck.volumes);
         if let Some(signer) = self.signer {
-            // The signature goes first: SHA256SUMS marks the bundle complete.
+            // The signature goes before SHA256SUMS: SHA256SUMS marks the bundle complete.
             let sig = signer.sign(sums.as_bytes()).await?;
             info!(job = %self.layout.job, sequence = ck.sequence, key = %sig.key, "bundle signed");
             self.put_json(&format!("{prefix}{}", crate::sign::SIGNATURE_FILE), &sig)
                 .await?;
         }
-        self.store()
-            .put_document(
-                bucket,
-                &format!("{prefix}SHA256SUMS"),
-                sums.into(),
-                "text/plain",
-            )
-            .await?;
         let report = self.report(ck, plan, Status::Complete);
         let summary = BundleSummary {
             format: FORMAT.to_string(),
@@ -957,32 +971,105 @@ impl Run<'_> {
         };
         self.put_json(&format!("{prefix}bundle.json"), &summary)
             .await?;
-        self.check_lease()?;
-        self.table
-            .commit(
-                &self.layout.job,
-                self.owner,
-                self.state.version,
-                &Commit {
-                    bundle: Some(CommittedBundle {
-                        sequence: ck.sequence,
-                        inventory: ck.inventory_key.clone(),
-                        bundle_digest: digest,
-                    }),
-                    watermark: ck.listed_at.clone(),
-                    last_run: serde_json::to_value(&report).expect("report serialises"),
-                },
-            )
-            .await?;
-        if let Err(e) = self
-            .store()
-            .delete(bucket, &self.layout.checkpoint_key(ck.sequence))
-            .await
-        {
-            warn!(error = %e, "committed, but the checkpoint could not be removed (it is ignored from now on)");
+        self.commit_run(
+            Some(CommittedBundle {
+                sequence: ck.sequence,
+                inventory: ck.inventory_key.clone(),
+                bundle_digest: digest,
+            }),
+            ck.listed_at.clone(),
+            &report,
+            &format!("{}report.json", self.layout.state_prefix(ck.sequence)),
+        )
+        .await?;
+        // Only a committed bundle is published: SHA256SUMS, the far side's "complete" marker,
+        // is written after the commit. Should it fail now, the next run publishes it.
+        if let Err(e) = self.publish(ck.sequence, &sums).await {
+            warn!(job = %self.layout.job, sequence = ck.sequence, error = %crate::error_chain(&e),
+                  "committed, but SHA256SUMS could not be written: the next run writes it (the far side waits for it)");
         }
         Ok(report)
     }
+
+    /// Write the committed bundle's `SHA256SUMS`, then drop its checkpoint.
+    async fn publish(&self, seq: u64, sums: &str) -> Result<()> {
+        let bucket = &self.cfg.dest.bucket;
+        self.store()
+            .put_document(
+                bucket,
+                &format!("{}SHA256SUMS", self.layout.bundle_prefix(seq)),
+                sums.to_string().into(),
+                "text/plain",
+            )
+            .await?;
+        info!(job = %self.layout.job, sequence = seq, "bundle published (SHA256SUMS written)");
+        if let Err(e) = self
+            .store()
+            .delete(bucket, &self.layout.checkpoint_key(seq))
+            .await
+        {
+            warn!(error = %e, "the checkpoint could not be removed (it is ignored from now on)");
+        }
+        Ok(())
+    }
+
+    /// The last committed bundle without its `SHA256SUMS` (the run that committed it stopped
+    /// before writing it): write it now, from the checkpoint or `bundle.json`, once its digest
+    /// is the committed one.
+    async fn publish_committed(&self) -> Result<()> {
+        let seq = self.state.sequence;
+        let Some(want) = self.state.bundle_digest.as_deref() else {
+            return Ok(());
+        };
+        let prefix = self.layout.bundle_prefix(seq);
+        let bucket = &self.cfg.dest.bucket;
+        if self
+            .store()
+            .stat(bucket, &format!("{prefix}SHA256SUMS"))
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let volumes = match self
+            .get_json::<Checkpoint>(&self.layout.checkpoint_key(seq), "checkpoint")
+            .await?
+        {
+            Some(ck) => Some(ck.volumes),
+            None => self
+                .get_json::<BundleSummary>(&format!("{prefix}bundle.json"), "bundle summary")
+                .await?
+                .map(|b| b.volumes),
+        };
+        match volumes {
+            Some(v) if bundle_digest(&v) == want => {
+                warn!(job = %self.layout.job, sequence = seq, "bundle was committed but not published: writing its SHA256SUMS now");
+                self.publish(seq, &sha256sums(&v)).await
+            }
+            _ => {
+                warn!(job = %self.layout.job, sequence = seq, uri = %self.layout.uri(&prefix),
+                      "the last committed bundle has no SHA256SUMS and nothing it can be rebuilt from: it cannot be published");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What the state item keeps of a run's report: its counters, and where the full report is.
+fn run_summary(report: &Report, report_uri: &str) -> serde_json::Value {
+    let mut v = serde_json::to_value(report).expect("report serialises");
+    if let Some(m) = v.as_object_mut() {
+        for list in [
+            "volumes",
+            "volume_details",
+            "skipped_objects",
+            "own_output_prefixes",
+        ] {
+            m.remove(list);
+        }
+        m.insert("report".into(), report_uri.into());
+    }
+    v
 }
 
 enum Body {

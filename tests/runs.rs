@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::Method;
 
 use crate::proxy::{self, Action};
-use crate::util::{Ctx, check_readers, moto};
+use crate::util::{Ctx, block_on, check_readers, moto};
 
 fn seed(ctx: &Ctx, n: usize, size: usize) {
     ctx.put_many(
@@ -329,4 +329,116 @@ fn status_reports_the_committed_state() {
             .unwrap()
             .ends_with("inventory.jsonl.gz")
     );
+}
+
+#[test]
+fn thousands_of_archived_objects_commit_and_keep_the_state_item_small() {
+    // GIVEN a bucket where 5,000 objects went straight to DEEP_ARCHIVE (a DynamoDB item holds
+    // at most 400 KB; listing each of them in the state item made the commit fail for good)
+    let ctx = Ctx::new("archived");
+    ctx.put("hot.txt", "shipped");
+    ctx.put_many_in_class(
+        (0..5_000)
+            .map(|i| (format!("cold/{i:05}.bin"), b"frozen".to_vec()))
+            .collect(),
+        Some(aws_sdk_s3::types::StorageClass::DeepArchive),
+    );
+
+    // WHEN exported, twice (the second run finds nothing new)
+    let first = ctx.export_ok(&[]);
+    let second = ctx.export_ok(&[]);
+
+    // THEN both runs commit, each reporting the 5,000 skipped objects
+    assert_eq!(first["status"], "complete");
+    assert_eq!(first["skipped"], 5_000);
+    assert_eq!(second["status"], "no_changes");
+    assert_eq!(second["skipped"], 5_000);
+    assert_eq!(second["skipped_objects"].as_array().unwrap().len(), 5_000);
+    let state = ctx.state();
+    assert_eq!(state.sequence, 1);
+    // AND the state item keeps counters and a pointer; the full report is in S3
+    let last = state.last_run.expect("last run summary");
+    assert!(
+        last.to_string().len() < 4_096,
+        "state item's last_run is {} bytes",
+        last.to_string().len()
+    );
+    assert_eq!(last["skipped"], 5_000);
+    let uri = last["report"].as_str().expect("report pointer");
+    let key = uri
+        .strip_prefix(&format!("s3://{}/", ctx.exp))
+        .expect("report in the export bucket");
+    let report: serde_json::Value =
+        serde_json::from_slice(&ctx.get(&ctx.exp, key).expect("report object")).unwrap();
+    assert_eq!(report["skipped_objects"].as_array().unwrap().len(), 5_000);
+}
+
+#[test]
+fn an_uncommitted_bundle_is_never_published() {
+    // GIVEN a bucket to export, through a proxy that fails every DynamoDB request once the run
+    // has written its report (so its commit fails: the volumes, bundle.json and signature exist)
+    let ctx = Ctx::new("unpublished");
+    for k in ["a", "b", "c"] {
+        ctx.put(k, format!("object {k}"));
+    }
+    let reported = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = reported.clone();
+    let proxy = proxy::start(
+        &moto().endpoint,
+        Arc::new(move |m: &Method, pq: &str| {
+            use std::sync::atomic::Ordering::SeqCst;
+            if m == Method::PUT && pq.contains("/report.json") {
+                seen.store(true, SeqCst);
+            }
+            if m == Method::POST && pq == "/" && seen.load(SeqCst) {
+                Action::Fail(500)
+            } else {
+                Action::Forward
+            }
+        }),
+    );
+
+    // WHEN the export's commit fails
+    let run = ctx.via(&proxy.endpoint).export(&["--volume-entries", "1"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(reported.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(ctx.state().sequence, 0);
+
+    // THEN the far side's "complete" marker does not exist, and download refuses the bundle
+    let prefix = "bundles/".to_string() + &ctx.job + "/00000001/";
+    let keys = ctx.keys(&ctx.exp, &prefix);
+    assert!(keys.iter().any(|k| k.ends_with(".zip")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.ends_with("SHA256SUMS")), "{keys:?}");
+    let media = tempfile::tempdir().unwrap();
+    let run = ctx.ferry(&[
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--sequence",
+        "1",
+        "--to",
+        media.path().to_str().unwrap(),
+    ]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("not complete"), "{}", run.stderr);
+}
+
+#[test]
+fn a_committed_bundle_missing_its_sha256sums_is_published_by_the_next_run() {
+    // GIVEN a committed bundle whose run stopped before writing SHA256SUMS
+    let ctx = Ctx::new("republish");
+    ctx.put("a", "object a");
+    ctx.export_ok(&[]);
+    let key = format!("bundles/{}/00000001/SHA256SUMS", ctx.job);
+    let sums = ctx.get(&ctx.exp, &key).expect("SHA256SUMS");
+    block_on(ctx.s3.delete_object().bucket(&ctx.exp).key(&key).send()).unwrap();
+
+    // WHEN the next run starts (it finds nothing to ship)
+    let r = ctx.export_ok(&[]);
+    assert_eq!(r["status"], "no_changes");
+
+    // THEN the bundle is published again, with the committed digest
+    assert_eq!(ctx.get(&ctx.exp, &key).as_deref(), Some(&sums[..]));
 }

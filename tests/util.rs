@@ -300,17 +300,27 @@ impl Ctx {
 
     /// Put many objects concurrently.
     pub fn put_many(&self, objects: Vec<(String, Vec<u8>)>) {
+        self.put_many_in_class(objects, None)
+    }
+
+    /// Put many objects concurrently, in `class` (e.g. DEEP_ARCHIVE).
+    pub fn put_many_in_class(
+        &self,
+        objects: Vec<(String, Vec<u8>)>,
+        class: Option<aws_sdk_s3::types::StorageClass>,
+    ) {
         block_on(async {
             let mut set = tokio::task::JoinSet::new();
             for (key, body) in objects {
                 while set.len() >= 32 {
                     set.join_next().await.unwrap().unwrap();
                 }
-                let (s3, bucket) = (self.s3.clone(), self.src.clone());
+                let (s3, bucket, class) = (self.s3.clone(), self.src.clone(), class.clone());
                 set.spawn(async move {
                     s3.put_object()
                         .bucket(bucket)
                         .key(key)
+                        .set_storage_class(class)
                         .body(ByteStream::from(body))
                         .send()
                         .await

@@ -546,8 +546,9 @@ def report(b, out, info=None):
         if not f:
             continue
         peers = {t: summary[(name, t)]["wall"] / f["wall"] for t in TOOLS[1:] if (name, t) in summary}
-        worst = min(peers.items(), key=lambda kv: kv[1])
-        targets.append((f"{name}: faster than every peer", f"closest peer: {worst[0]} takes {worst[1]:.2f}× ferry's time", worst[1] > 1))
+        if peers:
+            worst = min(peers.items(), key=lambda kv: kv[1])
+            targets.append((f"{name}: faster than every peer", f"closest peer: {worst[0]} takes {worst[1]:.2f}× ferry's time", worst[1] > 1))
         sealed = summary.get((name, SEALED))
         if sealed:
             over = sealed["wall"] / f["wall"] - 1
@@ -623,7 +624,7 @@ def chart(summary, datasets, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    tools = TOOLS + ["server ceiling"]
+    tools = TOOLS + [SEALED, "server ceiling"]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(tools)
     for i, tool in enumerate(tools):

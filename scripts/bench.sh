@@ -9,6 +9,7 @@
 #   REPS=3 scripts/bench.sh            # repetitions per tool (the seed workflow runs once)
 #   DATASETS=small,large@s3s-fs scripts/bench.sh    # NAME or NAME@SERVER (moto, s3s-fs)
 #   TOOLS=ferry,boto3+zipfile scripts/bench.sh      # a quick look at some tools only
+#   OUT=/tmp/b scripts/bench.sh                     # results elsewhere than docs/bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -42,4 +43,4 @@ say "release build of ferry"
 cargo build --release --quiet --bin ferry
 say "running the benchmark (docs/bench/)"
 exec env -u AWS_CA_BUNDLE .venv-bench/bin/python scripts/bench.py --reps "${REPS:-3}" \
-  --datasets "${DATASETS:-small,large,large@s3s-fs,mixed}" --tools "${TOOLS:-}" --out docs/bench
+  --datasets "${DATASETS:-small,large,large@s3s-fs,mixed}" --tools "${TOOLS:-}" --out "${OUT:-docs/bench}"

@@ -239,24 +239,16 @@ async fn download_bundle(
     // carries only ciphertext, SHA256SUMS and the signature.
     let sealed = volumes.iter().any(|v| crate::seal::is_sealed_name(&v.name));
     if let Some(s) = summary.filter(|_| !sealed) {
-        let p = dir.join("bundle.json");
-        tokio::fs::write(&p, &s)
-            .await
-            .map_err(io_at("writing", &p))?;
+        crate::durable::replace(&dir.join("bundle.json"), s.to_vec()).await?;
     }
     let sig_name = crate::sign::SIGNATURE_FILE;
     if r.files.contains_key(sig_name)
         && let Some(sig) = store.get_document(bucket, &doc(sig_name)).await?
     {
-        let p = dir.join(sig_name);
-        tokio::fs::write(&p, &sig)
-            .await
-            .map_err(io_at("writing", &p))?;
+        crate::durable::replace(&dir.join(sig_name), sig.to_vec()).await?;
     }
-    let p = dir.join("SHA256SUMS");
-    tokio::fs::write(&p, &sums)
-        .await
-        .map_err(io_at("writing", &p))?;
+    // Written last, durably: its presence on the media says the bundle is complete.
+    crate::durable::replace(&dir.join("SHA256SUMS"), sums.to_vec()).await?;
     let bundle = DownloadedBundle {
         sequence: r.sequence,
         bundle_digest: hex::encode(Sha256::digest(&sums)),
@@ -354,6 +346,11 @@ async fn fetch_volume(
         })
         .buffered(concurrency.max(1));
     while let Some(got) = chunks.next().await {
+        // A stop request leaves the partial file to be resumed by the next download.
+        if let Err(e) = crate::interrupt::check() {
+            file.flush().await.map_err(io_at("writing", &partial))?;
+            return Err(e);
+        }
         let got = got.map_err(|e| Error::Stream {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -388,5 +385,6 @@ async fn fetch_volume(
     tokio::fs::rename(&partial, path)
         .await
         .map_err(io_at("renaming", &partial))?;
+    crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     Ok((status, size - resumed_from))
 }

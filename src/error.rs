@@ -95,6 +95,11 @@ pub enum Error {
         "volume `{volume}` is encrypted (age): {detail}. Pass `--identity FILE` with the age identity (secret key) it was encrypted to; `ferry verify` without one checks SHA256SUMS and the signature only"
     )]
     Sealed { volume: String, detail: String },
+    /// A stop signal ended the work at a safe point.
+    #[error(
+        "interrupted by {signal}: stopped cleanly (uploads aborted, lease or lock released, an export's bundle checkpointed); run the same command again to continue"
+    )]
+    Interrupted { signal: &'static str },
     /// The state table is missing.
     #[error(
         "state table `{table}` not found: run `ferry init --table {table}` or deploy template.yaml"

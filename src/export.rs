@@ -260,9 +260,22 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress)
             cfg.lease_ttl,
             lost.clone(),
         );
+        let since = now_ms();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
+                // A run that moves no data (a request that never returns) stops renewing: its
+                // lease expires and another run can take the job over; this one will not commit.
+                let idle = crate::progress::idle_for(since);
+                if stalled(idle, ttl) {
+                    warn!(
+                        job,
+                        idle_s = idle.as_secs(),
+                        "no data moved for too long: letting the lease expire"
+                    );
+                    lost.store(true, Ordering::SeqCst);
+                    return;
+                }
                 if let Err(e) = table.renew(&job, &owner, ttl).await {
                     warn!(job, error = %e, "lease renewal failed");
                     if matches!(e, Error::LeaseLost { .. }) {
@@ -785,10 +798,12 @@ impl Run<'_> {
         let mut progressed = false;
         let mut i = ck.cursor;
         while i < puts.len() {
-            if progressed && self.past_deadline() {
+            let stop = crate::interrupt::requested();
+            if (progressed && self.past_deadline()) || stop.is_some() {
                 info!(
                     cursor = i,
-                    "deadline reached: closing the volume and checkpointing"
+                    signal = stop.map(|s| s.name()),
+                    "deadline reached or stop requested: closing the volume and checkpointing"
                 );
                 match volume.take() {
                     Some(v) => self.close_volume(ck, v, i, None).await?,
@@ -1055,6 +1070,17 @@ impl Run<'_> {
     }
 }
 
+/// How long a run may move no data (no listing page, no GET, no uploaded part) before its
+/// heartbeat stops renewing the lease: three lease times, at least ten minutes (longer than
+/// one request may wait for its response, 5 min by default).
+pub fn stall_limit(lease_ttl: Duration) -> Duration {
+    (lease_ttl * 3).max(Duration::from_secs(600))
+}
+
+fn stalled(idle: Duration, lease_ttl: Duration) -> bool {
+    idle > stall_limit(lease_ttl)
+}
+
 /// What the state item keeps of a run's report: its counters, and where the full report is.
 fn run_summary(report: &Report, report_uri: &str) -> serde_json::Value {
     let mut v = serde_json::to_value(report).expect("report serialises");
@@ -1188,4 +1214,21 @@ fn zip_headers() -> crate::manifest::ObjectHeaders {
 /// Wait helper for callers that want to bound a run by wall time from now.
 pub fn deadline_in(d: Duration) -> Instant {
     Instant::now() + d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_gives_up_only_after_the_stall_limit() {
+        let ttl = Duration::from_secs(300);
+        assert_eq!(stall_limit(ttl), Duration::from_secs(900));
+        assert_eq!(
+            stall_limit(Duration::from_secs(10)),
+            Duration::from_secs(600)
+        );
+        assert!(!stalled(Duration::from_secs(899), ttl));
+        assert!(stalled(Duration::from_secs(901), ttl));
+    }
 }

@@ -210,6 +210,17 @@ pub async fn run(
         trusted.push(k);
     }
     let mut warned = false;
+    // The state is ours (lock or lease held): uploads still open under the destination prefix
+    // were left by an import that was killed, so they are aborted before anything is written.
+    if let Target::S3 { store, dest, .. } = &cfg.target
+        && !cfg.dry_run
+        && !bundles.is_empty()
+    {
+        let n = store.abort_uploads(&dest.bucket, &dest.prefix).await?;
+        if n > 0 {
+            warn!(target = %target_name, uploads = n, "aborted multipart uploads left by an interrupted import");
+        }
+    }
     for b in bundles {
         let started = Instant::now();
         let digest = bundle_digest(b).await?;
@@ -463,6 +474,7 @@ async fn apply(
         out.bytes += report.bytes;
         pending.volumes_done.push(index);
         rec.pending = Some(pending.clone());
+        cfg.target.make_durable().await?;
         ledger
             .save(
                 rec.clone(),
@@ -575,6 +587,7 @@ async fn apply(
         rec.history.clear();
     }
     rec.history.push((b.sequence, digest.to_string()));
+    cfg.target.make_durable().await?;
     ledger.save(rec.clone(), changes).await?;
     Ok(BundleStatus::Applied)
 }

@@ -250,16 +250,7 @@ impl Ledger {
                 state.record = record;
                 state.format = FILE_FORMAT.into();
                 let json = serde_json::to_vec(state).expect("state serialises");
-                let mut tmp = path.as_os_str().to_owned();
-                tmp.push(".tmp");
-                let tmp = PathBuf::from(tmp);
-                tokio::fs::write(&tmp, json)
-                    .await
-                    .map_err(io_at("writing", &tmp))?;
-                tokio::fs::rename(&tmp, &*path)
-                    .await
-                    .map_err(io_at("replacing", path))?;
-                Ok(())
+                crate::durable::replace(path, json).await
             }
             Ledger::Table {
                 table,

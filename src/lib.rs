@@ -7,6 +7,7 @@ pub mod aws;
 pub mod bundle;
 pub mod config;
 pub mod download;
+pub mod durable;
 pub mod error;
 pub mod export;
 #[cfg(feature = "lambda")]
@@ -14,6 +15,7 @@ pub mod function;
 pub mod import;
 #[cfg(feature = "lambda")]
 pub mod import_function;
+pub mod interrupt;
 pub mod inventory;
 pub mod kms;
 pub mod ledger;

@@ -90,6 +90,7 @@ where
         None => None,
     };
     while let Some(page) = lister.next_page().await? {
+        crate::interrupt::check()?;
         for rec in page {
             if filters.is_own_output(&rec.key) {
                 plan.stats.own_output += 1;

@@ -194,6 +194,7 @@ impl Lister {
             .send()
             .await
             .map_err(|e| s3_err("ListObjectsV2", &self.bucket, &self.prefix, e))?;
+        crate::progress::tick();
         let encoded = out.encoding_type() == Some(&EncodingType::Url);
         let mut page = Vec::with_capacity(out.contents().len());
         for o in out.contents() {
@@ -337,6 +338,7 @@ impl Store {
             key: key.to_string(),
             source: Box::new(e),
         })?;
+        crate::progress::tick();
         Ok(Got::Found {
             meta,
             body: body.into_bytes(),
@@ -695,7 +697,7 @@ impl Store {
             parts_in_flight: parts_in_flight.max(1),
             headers: headers.clone(),
         };
-        let task = tokio::spawn(job.run(reader, commit_rx));
+        let task = UPLOADS.spawn(job.run(reader, commit_rx));
         MultipartUpload {
             writer: Some(writer),
             commit: Some(commit_tx),
@@ -704,6 +706,20 @@ impl Store {
             key: key.to_string(),
         }
     }
+}
+
+/// Every multipart upload's task, so that a process can wait for the aborts of the uploads it
+/// dropped (an error path, a stop request) before it exits.
+static UPLOADS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Wait (at most `limit`) until every multipart upload this process started has completed or
+/// been aborted: call before exiting, so that no upload is left open by a dropped writer.
+pub async fn settle_uploads(limit: std::time::Duration) -> bool {
+    UPLOADS.close();
+    let settled = tokio::time::timeout(limit, UPLOADS.wait()).await.is_ok();
+    UPLOADS.reopen();
+    settled
 }
 
 /// A streaming writer into an S3 multipart upload.
@@ -933,6 +949,7 @@ impl PartUploader {
                     .send()
                     .await
                     .map_err(|e| s3_err("UploadPart", &bucket, &key, e))?;
+                crate::progress::tick();
                 Ok(CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(out.e_tag().map(str::to_string))

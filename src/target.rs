@@ -46,6 +46,15 @@ pub fn relative<'k>(key: &'k str, source_prefix: &str) -> &'k str {
 }
 
 impl Target {
+    /// Make what was written so far durable before the import state records it (a directory:
+    /// one filesystem sync; a bucket: nothing to do, S3 acknowledges only durable writes).
+    pub async fn make_durable(&self) -> Result<()> {
+        match self {
+            Target::S3 { .. } => Ok(()),
+            Target::Dir { root } => crate::durable::sync_filesystem(root).await,
+        }
+    }
+
     /// How a user names it.
     pub fn display(&self) -> String {
         match self {

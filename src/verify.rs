@@ -117,6 +117,8 @@ pub async fn check_volume<S: EntrySink>(
     let mut walk = Walk::new(volume.clone(), reader, &v.dir);
     let (mut objects, mut bytes) = (0u64, 0u64);
     while let Some(e) = walk.next_entry().await? {
+        // A stop request ends the pass between entries (nothing of an entry is half-written).
+        crate::interrupt::check()?;
         if e.name == MANIFEST_ENTRY {
             while walk.read_chunk().await?.is_some() {}
             walk.end_entry()?;

@@ -24,6 +24,8 @@ pub enum Action {
     Forward,
     Fail(u16),
     Hang,
+    /// Forward after this many milliseconds.
+    Delay(u64),
 }
 
 pub type Rule = Arc<dyn Fn(&Method, &str) -> Action + Send + Sync>;
@@ -82,20 +84,31 @@ async fn handle(
                 .unwrap()
         }
         Action::Hang => std::future::pending().await,
-        Action::Forward => {
-            let (mut parts, body) = req.into_parts();
-            parts.uri = format!("{upstream}{pq}").parse().unwrap();
-            match client.request(Request::from_parts(parts, body)).await {
-                Ok(resp) => resp.map(|b| b.map_err(|e| Box::new(e) as _).boxed()),
-                Err(e) => Response::builder()
-                    .status(502)
-                    .body(
-                        Full::new(Bytes::from(e.to_string()))
-                            .map_err(|e| match e {})
-                            .boxed(),
-                    )
-                    .unwrap(),
-            }
+        Action::Delay(ms) => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            forward(req, pq, client, upstream).await
         }
+        Action::Forward => forward(req, pq, client, upstream).await,
+    }
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    pq: String,
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Incoming>,
+    upstream: &str,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = format!("{upstream}{pq}").parse().unwrap();
+    match client.request(Request::from_parts(parts, body)).await {
+        Ok(resp) => resp.map(|b| b.map_err(|e| Box::new(e) as _).boxed()),
+        Err(e) => Response::builder()
+            .status(502)
+            .body(
+                Full::new(Bytes::from(e.to_string()))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            )
+            .unwrap(),
     }
 }

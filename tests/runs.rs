@@ -442,3 +442,170 @@ fn a_committed_bundle_missing_its_sha256sums_is_published_by_the_next_run() {
     // THEN the bundle is published again, with the committed digest
     assert_eq!(ctx.get(&ctx.exp, &key).as_deref(), Some(&sums[..]));
 }
+
+#[test]
+fn ctrl_c_stops_an_export_cleanly_and_the_next_run_continues_it() {
+    // GIVEN 60 objects whose reads are slow (every GET of the source delayed 100 ms)
+    let ctx = Ctx::new("sigint");
+    seed(&ctx, 60, 2_000);
+    let src = format!("/{}/", ctx.src);
+    let proxy = proxy::start(
+        &moto().endpoint,
+        Arc::new(move |m: &Method, pq: &str| {
+            if m == Method::GET && pq.starts_with(&src) && !pq.contains("list-type") {
+                Action::Delay(100)
+            } else {
+                Action::Forward
+            }
+        }),
+    );
+    let slow = ctx.via(&proxy.endpoint);
+    let args = slow.export_args(
+        &ctx.job,
+        &ctx.source_uri(),
+        &ctx.table,
+        &["--volume-entries", "10", "--concurrency", "2", "--json"],
+    );
+
+    // WHEN `ferry export` gets SIGINT once its first volume is written
+    let child = slow
+        .ferry_cmd()
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prefix = format!("bundles/{}/00000001/", ctx.job);
+    let started = std::time::Instant::now();
+    while !ctx
+        .keys(&ctx.exp, &prefix)
+        .iter()
+        .any(|k| k.ends_with(".zip"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no volume written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    // THEN it exits 130 having given back the lease, with no upload left open and nothing
+    // published, the bundle checkpointed
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let state = ctx.state();
+    assert_eq!(state.sequence, 0);
+    assert!(state.lease_owner.is_none(), "the lease is still held");
+    assert_eq!(ctx.open_uploads(), 0);
+    let keys = ctx.keys(&ctx.exp, &prefix);
+    assert!(!keys.iter().any(|k| k.ends_with("SHA256SUMS")), "{keys:?}");
+
+    // AND the next run (at once: no lease to wait for) continues the bundle and completes it
+    let r = ctx.export_ok(&["--volume-entries", "10"]);
+    assert_eq!(r["status"], "complete");
+    assert_eq!(r["objects"], 60);
+    assert!(r["hops"].as_u64().unwrap() >= 2, "{r}");
+}
+
+#[test]
+fn sigterm_stops_an_import_cleanly_and_the_next_import_finishes_it() {
+    // GIVEN a bundle of 40 objects, some large enough for multipart uploads, and a destination
+    // whose writes are slow (every PUT delayed 150 ms)
+    let ctx = Ctx::new("sigterm");
+    ctx.put_many(
+        (0..40)
+            .map(|i| {
+                let size = if i % 10 == 0 { 6 << 20 } else { 50_000 };
+                (format!("k/{i:02}"), vec![i as u8; size])
+            })
+            .collect(),
+    );
+    ctx.export_ok(&[]);
+    let bundle = ctx.download(&ctx.job, 1);
+    let dest = ctx.bucket("sigterm-dest");
+    let dest_path = format!("/{dest}/");
+    let proxy = proxy::start(
+        &moto().endpoint,
+        Arc::new(move |m: &Method, pq: &str| {
+            if m == Method::PUT && pq.starts_with(&dest_path) {
+                Action::Delay(150)
+            } else {
+                Action::Forward
+            }
+        }),
+    );
+    let slow = ctx.via(&proxy.endpoint);
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("state.json");
+    let args = [
+        "import",
+        bundle.dir.path().to_str().unwrap(),
+        "--to",
+        &format!("s3://{dest}"),
+        "--state",
+        state_file.to_str().unwrap(),
+        "--part-size",
+        "5MiB",
+        "--concurrency",
+        "4",
+    ];
+
+    // WHEN `ferry import` gets SIGTERM once it has written a few objects
+    let child = slow
+        .ferry_cmd()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while ctx.keys(&dest, "").len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing imported"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    // THEN it exits 143 with no multipart upload left open in the destination
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        ctx.keys(&dest, "").len() < 40,
+        "the import was not stopped early"
+    );
+    assert_eq!(ctx.open_uploads_in(&dest), 0, "{stderr}");
+
+    // AND the next import (the lock went with the process) finishes the bundle exactly, and
+    // aborts what a killed import would have left open under the destination
+    block_on(
+        ctx.s3
+            .create_multipart_upload()
+            .bucket(&dest)
+            .key("k/left-by-a-killed-import")
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(ctx.open_uploads_in(&dest), 1);
+    let run = ctx.ferry(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(ctx.open_uploads_in(&dest), 0, "{}", run.stderr);
+    let got = ctx.snapshot(&dest, "");
+    assert_eq!(got.len(), 40);
+    for (k, o) in &got {
+        let i: usize = k[2..].parse().unwrap();
+        assert!(o.body.iter().all(|&b| b == i as u8), "{k}");
+    }
+}

@@ -22,6 +22,8 @@ Exit codes:
   5  a volume or bundle failed verification (damaged, altered, truncated, incomplete, or not
      signed by a trusted key)
   6  a bundle does not follow the last one applied to the import target
+  130, 143  stopped cleanly by SIGINT (Ctrl-C) or SIGTERM: uploads aborted, lease or lock
+     released, an export's bundle checkpointed; run the same command again to continue
 
 Environment: AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL and credentials as for the AWS CLI;
 FERRY_S3_PATH_STYLE, FERRY_LEASE_TTL, FERRY_LOG (log filter, default warn).";
@@ -34,6 +36,8 @@ pub fn code(e: &anyhow::Error) -> u8 {
             VERIFY
         }
         Some(E::OutOfOrder { .. }) => OUT_OF_ORDER,
+        Some(E::Interrupted { signal }) if *signal == "SIGTERM" => 143,
+        Some(E::Interrupted { .. }) => 130,
         _ => 1,
     }
 }

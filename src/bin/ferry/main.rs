@@ -24,10 +24,46 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(cli)));
+        .and_then(|rt| rt.block_on(supervised(cli)));
     match result {
         Ok(code) => code,
         Err(e) => ExitCode::from(output::fail(&e, json)),
+    }
+}
+
+/// Run the command; SIGINT/SIGTERM ask it to stop at its next safe point (a second one stops
+/// at once). Before exiting, wait for the aborts of any multipart upload it dropped.
+async fn supervised(cli: Cli) -> anyhow::Result<ExitCode> {
+    use s3_ferry::interrupt::{self, Signal};
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let work = run(cli);
+    tokio::pin!(work);
+    let outcome = loop {
+        let sig = tokio::select! {
+            r = &mut work => break r,
+            _ = int.recv() => Signal::Interrupt,
+            _ = term.recv() => Signal::Terminate,
+        };
+        if interrupt::requested().is_some() {
+            eprintln!("ferry: {} again: stopping now", sig.name());
+            s3_ferry::s3::settle_uploads(std::time::Duration::from_secs(10)).await;
+            return Ok(ExitCode::from(sig.exit_code()));
+        }
+        interrupt::request(sig);
+        eprintln!(
+            "ferry: {}: stopping cleanly after the current step (send it again to stop at once)",
+            sig.name()
+        );
+    };
+    if !s3_ferry::s3::settle_uploads(std::time::Duration::from_secs(60)).await {
+        tracing::warn!("some multipart uploads were still being aborted at exit");
+    }
+    match (outcome, interrupt::requested()) {
+        // Stopped early by the signal (an export checkpointed): the shell's status for it.
+        (Ok(code), Some(sig)) if code != ExitCode::SUCCESS => Ok(ExitCode::from(sig.exit_code())),
+        (outcome, _) => outcome,
     }
 }
 

@@ -72,6 +72,8 @@ pub struct DownloadReport {
     pub duration_ms: u64,
     /// Bundles of the job still being exported (no `SHA256SUMS` yet), skipped.
     pub incomplete: Vec<u64>,
+    /// Ranged GETs that broke mid-body and were resumed from where they broke.
+    pub read_resumes: u64,
 }
 
 struct Remote {
@@ -173,6 +175,7 @@ pub async fn run(
         bundles.push(b);
     }
     Ok(DownloadReport {
+        read_resumes: crate::s3::read_resumes(),
         job: cfg.job.clone(),
         bytes: bundles.iter().map(|b| b.bytes).sum(),
         bundles,

@@ -122,6 +122,9 @@ pub struct Report {
     pub hops: u32,
     pub duration_ms: u64,
     pub bytes_per_sec: u64,
+    /// GETs that broke mid-body and were resumed from where they broke (this process).
+    #[serde(default)]
+    pub read_resumes: u64,
 }
 
 /// The resumable progress of a bundle, stored beside the plan in the export bucket.
@@ -594,6 +597,7 @@ impl Run<'_> {
             hops: 1,
             duration_ms: self.started.elapsed().as_millis() as u64,
             bytes_per_sec: 0,
+            read_resumes: crate::s3::read_resumes(),
         };
         let report_key = format!(
             "{}no-changes-report.json",
@@ -668,6 +672,7 @@ impl Run<'_> {
             hops: ck.hops,
             duration_ms,
             bytes_per_sec: ck.totals.bytes * 1000 / duration_ms.max(1),
+            read_resumes: crate::s3::read_resumes(),
         }
     }
 

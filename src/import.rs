@@ -99,6 +99,8 @@ pub struct ImportReport {
     /// True when every bundle given is applied (or already was).
     pub complete: bool,
     pub bundles: Vec<BundleOutcome>,
+    /// Reads of `s3://` volumes that broke mid-body and were resumed from where they broke.
+    pub read_resumes: u64,
 }
 
 /// The bundle's digest: from `SHA256SUMS`, or by hashing its last volume.
@@ -297,6 +299,7 @@ pub async fn run(
         }
     }
     Ok(ImportReport {
+        read_resumes: crate::s3::read_resumes(),
         target: target_name,
         state: ledger.location(),
         dry_run: cfg.dry_run,

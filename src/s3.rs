@@ -151,15 +151,26 @@ pub struct ObjectMeta {
 /// Result of a conditional read.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // returned once per read, never stored
-pub enum Got {
+pub enum Got<B = Bytes> {
     Found {
         meta: ObjectMeta,
-        body: Bytes,
+        body: B,
     },
     /// If-Match failed: the object has a new version.
     Changed,
     /// The key no longer exists.
     Gone,
+}
+
+/// How many times a broken body is asked for again (from where it broke) before the read fails.
+const BODY_RESUMES: u32 = 3;
+
+/// Reads resumed mid-body by this process (reported in `--json` as `read_resumes`).
+static READ_RESUMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Reads resumed mid-body so far by this process.
+pub fn read_resumes() -> u64 {
+    READ_RESUMES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// S3 operations the engine uses.
@@ -306,6 +317,73 @@ impl Store {
         if_match: Option<&str>,
         range: Option<(u64, u64)>,
     ) -> Result<Got> {
+        let first = self.get_once(bucket, key, if_match, range).await?;
+        let Got::Found {
+            meta,
+            body: mut stream,
+        } = first
+        else {
+            return Ok(match first {
+                Got::Changed => Got::Changed,
+                _ => Got::Gone,
+            });
+        };
+        // The bytes asked for: the range, or the whole object.
+        let (start, want) = match range {
+            Some((s, e)) => (s, e - s + 1),
+            None => (0, meta.size),
+        };
+        let mut body = bytes::BytesMut::with_capacity(want.min(64 << 20) as usize);
+        let mut resumed = 0;
+        loop {
+            match stream.next().await {
+                Some(Ok(chunk)) => body.extend_from_slice(&chunk),
+                None => break,
+                Some(Err(e)) => {
+                    // A body that broke mid-way is asked for again from the byte it stopped at,
+                    // pinned to the same version (If-Match its ETag), a few times.
+                    let got = body.len() as u64;
+                    if resumed >= BODY_RESUMES || got >= want {
+                        return Err(Error::Stream {
+                            bucket: bucket.to_string(),
+                            key: key.to_string(),
+                            source: Box::new(e),
+                        });
+                    }
+                    resumed += 1;
+                    READ_RESUMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    warn!(bucket, key, at = start + got, attempt = resumed, error = %e, "read broke mid-body: resuming from there");
+                    let etag = if meta.etag.is_empty() {
+                        if_match
+                    } else {
+                        Some(meta.etag.as_str())
+                    };
+                    match self
+                        .get_once(bucket, key, etag, Some((start + got, start + want - 1)))
+                        .await?
+                    {
+                        Got::Found { body: rest, .. } => stream = rest,
+                        Got::Changed => return Ok(Got::Changed),
+                        Got::Gone => return Ok(Got::Gone),
+                    }
+                }
+            }
+        }
+        crate::progress::tick();
+        Ok(Got::Found {
+            meta,
+            body: body.freeze(),
+        })
+    }
+
+    /// One GetObject: its metadata and its body as a stream.
+    async fn get_once(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Got<ByteStream>> {
         let mut req = self.client.get_object().bucket(bucket).key(key);
         // A server that lists no ETags gives nothing to match.
         if let Some(etag) = if_match.filter(|e| !e.is_empty()) {
@@ -333,15 +411,9 @@ impl Store {
         }
         .unwrap_or(0);
         let meta = object_meta!(out, size);
-        let body = out.body.collect().await.map_err(|e| Error::Stream {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            source: Box::new(e),
-        })?;
-        crate::progress::tick();
         Ok(Got::Found {
             meta,
-            body: body.into_bytes(),
+            body: out.body,
         })
     }
 

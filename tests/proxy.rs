@@ -26,6 +26,8 @@ pub enum Action {
     Hang,
     /// Forward after this many milliseconds.
     Delay(u64),
+    /// Forward, but break the response body's connection after this many bytes.
+    CutBody(usize),
 }
 
 pub type Rule = Arc<dyn Fn(&Method, &str) -> Action + Send + Sync>;
@@ -89,6 +91,32 @@ async fn handle(
             forward(req, pq, client, upstream).await
         }
         Action::Forward => forward(req, pq, client, upstream).await,
+        Action::CutBody(n) => {
+            let resp = forward(req, pq, client, upstream).await;
+            let (parts, body) = resp.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let head = bytes.slice(..n.min(bytes.len()));
+            type Item = Result<hyper::body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+            use futures::StreamExt;
+            // The head goes out first (flushed), then the connection breaks.
+            let frames =
+                futures::stream::iter([Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    hyper::body::Frame::data(head),
+                )])
+                .chain(futures::stream::once(async {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    Err::<hyper::body::Frame<Bytes>, _>(
+                        "connection reset by the fault proxy".into(),
+                    )
+                }))
+                .map(|i: Item| i);
+            let body = http_body_util::StreamBody::new(frames);
+            Response::from_parts(parts, BodyExt::boxed(body))
+        }
     }
 }
 

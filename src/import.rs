@@ -20,6 +20,9 @@ use crate::state::{now_ms, rfc3339_ms};
 use crate::target::{Shared, Target, TargetSink, relative};
 use crate::verify::check_volume;
 
+/// Deletions applied per step of an import's tail (one DeleteObjects request per 1,000).
+const DELETE_BATCH: usize = 4_000;
+
 /// How to import.
 #[derive(Debug, Clone)]
 pub struct ImportConfig {
@@ -559,15 +562,27 @@ async fn apply(
         .chain(&b.last.vanished)
         .cloned()
         .collect();
-    if !gone.is_empty() {
-        let known = ledger.lookup(&gone).await?;
-        for k in &gone {
-            cfg.target
-                .delete(relative(k, &b.source_prefix), known.get(k))
+    // In batches (DeleteObjects of 1,000 keys; a directory 16 files at a time); between batches
+    // the deadline may stop the tail: what was removed is saved, and the next call goes on.
+    for batch in gone.chunks(DELETE_BATCH) {
+        if let Some(d) = cfg.deadline
+            && Instant::now() >= d
+        {
+            info!(job = %b.job, sequence = b.sequence, deleted = out.deleted, "deadline: stopping between deletions");
+            cfg.target.make_durable().await?;
+            ledger
+                .save(rec.clone(), std::mem::take(&mut changes))
                 .await?;
-            changes.push((k.clone(), None));
-            out.deleted += 1;
+            return Ok(BundleStatus::Continue);
         }
+        let known = ledger.lookup(batch).await?;
+        let items: Vec<(&str, Option<&IndexEntry>)> = batch
+            .iter()
+            .map(|k| (relative(k, &b.source_prefix), known.get(k)))
+            .collect();
+        cfg.target.delete_many(&items).await?;
+        changes.extend(batch.iter().map(|k| (k.clone(), None)));
+        out.deleted += batch.len() as u64;
     }
     if b.baseline {
         for stray in baseline_strays(cfg, b).await? {

@@ -65,6 +65,20 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
+fn s3_build_err(
+    op: &'static str,
+    bucket: &str,
+    key: &str,
+    e: aws_sdk_s3::error::BuildError,
+) -> Error {
+    Error::S3 {
+        op,
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        source: Box::new(e),
+    }
+}
+
 fn s3_err<E>(
     op: &'static str,
     bucket: &str,
@@ -675,6 +689,47 @@ impl Store {
             .send()
             .await
             .map_err(|e| s3_err("DeleteObject", bucket, key, e))?;
+        Ok(())
+    }
+
+    /// Delete up to 1,000 keys in one DeleteObjects request; missing keys are fine. A key the
+    /// server reports it could not delete fails the call, naming it.
+    pub async fn delete_batch(&self, bucket: &str, keys: &[String]) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| s3_build_err("DeleteObjects", bucket, &keys[0], e))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| s3_build_err("DeleteObjects", bucket, &keys[0], e))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| s3_err("DeleteObjects", bucket, &keys[0], e))?;
+        if let Some(e) = out.errors().iter().find(|e| e.code() != Some("NoSuchKey")) {
+            return Err(Error::S3 {
+                op: "DeleteObjects",
+                bucket: bucket.to_string(),
+                key: e.key().unwrap_or_default().to_string(),
+                source: format!(
+                    "{}: {}",
+                    e.code().unwrap_or("error"),
+                    e.message().unwrap_or_default()
+                )
+                .into(),
+            });
+        }
         Ok(())
     }
 

@@ -317,6 +317,29 @@ impl Target {
         }
     }
 
+    /// Remove many keys (each at its entry's place when known): a bucket by DeleteObjects of
+    /// up to 1,000 keys, a directory several files at a time. Missing keys are fine.
+    pub async fn delete_many(&self, items: &[(&str, Option<&IndexEntry>)]) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        match self {
+            Target::S3 { store, dest, .. } => {
+                let keys: Vec<String> = items.iter().map(|(rel, _)| dest.key(rel)).collect();
+                futures::stream::iter(keys.chunks(1000))
+                    .map(|chunk| store.delete_batch(&dest.bucket, chunk))
+                    .buffer_unordered(4)
+                    .try_collect::<Vec<()>>()
+                    .await
+                    .map(drop)
+            }
+            Target::Dir { .. } => futures::stream::iter(items.iter())
+                .map(|(rel, e)| self.delete(rel, *e))
+                .buffer_unordered(16)
+                .try_collect::<Vec<()>>()
+                .await
+                .map(drop),
+        }
+    }
+
     /// Everything in the destination that is not in `keep` (relative keys for S3, places
     /// for a directory), as (relative key or place) strings.
     pub async fn strays(&self, keep: &HashSet<String>) -> Result<Vec<String>> {

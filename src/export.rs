@@ -1,6 +1,6 @@
 //! The export run: lease → plan (listing ⋈ last inventory) → volumes (zip entries → multipart
-//! parts) → manifest → signature, bundle.json and the run's report → commit → SHA256SUMS (the
-//! far side's "complete" marker, so only a committed bundle has one). Checkpoints after every
+//! parts) → manifest → bundle.json and the run's report → commit → signature and SHA256SUMS
+//! (the far side's "complete" marker: only a committed bundle has them). Checkpoints after every
 //! volume so a run stopped by its deadline (or killed) resumes the same bundle without
 //! re-shipping a completed volume or skipping a key.
 
@@ -864,7 +864,9 @@ impl Run<'_> {
                         .add_whole(&entry, meta.last_modified_ms, &data)
                         .await?
                 }
-                Body::Ranged(first) => self.stream_large(v, &entry, &rec.key, &meta, first).await?,
+                Body::Ranged(first, _permit) => {
+                    self.stream_large(v, &entry, &rec.key, &meta, first).await?
+                }
             };
             if planned_etag.is_some() {
                 ck.totals.replaced += 1;
@@ -965,13 +967,6 @@ impl Run<'_> {
         }
         let digest = bundle_digest(&ck.volumes);
         let sums = sha256sums(&ck.volumes);
-        if let Some(signer) = self.signer {
-            // The signature goes before SHA256SUMS: SHA256SUMS marks the bundle complete.
-            let sig = signer.sign(sums.as_bytes()).await?;
-            info!(job = %self.layout.job, sequence = ck.sequence, key = %sig.key, "bundle signed");
-            self.put_json(&format!("{prefix}{}", crate::sign::SIGNATURE_FILE), &sig)
-                .await?;
-        }
         let report = self.report(ck, plan, Status::Complete);
         let summary = BundleSummary {
             format: FORMAT.to_string(),
@@ -1011,9 +1006,24 @@ impl Run<'_> {
         Ok(report)
     }
 
-    /// Write the committed bundle's `SHA256SUMS`, then drop its checkpoint.
+    /// Sign the committed bundle and write its `SHA256SUMS`, then drop its checkpoint. Only a
+    /// run whose commit succeeded gets here: a run that lost its lease never writes either.
     async fn publish(&self, seq: u64, sums: &str) -> Result<()> {
         let bucket = &self.cfg.dest.bucket;
+        if let Some(signer) = self.signer {
+            // The signature goes before SHA256SUMS: SHA256SUMS marks the bundle complete.
+            let sig = signer.sign(sums.as_bytes()).await?;
+            info!(job = %self.layout.job, sequence = seq, key = %sig.key, "bundle signed");
+            self.put_json(
+                &format!(
+                    "{}{}",
+                    self.layout.bundle_prefix(seq),
+                    crate::sign::SIGNATURE_FILE
+                ),
+                &sig,
+            )
+            .await?;
+        }
         self.store()
             .put_document(
                 bucket,
@@ -1103,9 +1113,10 @@ fn run_summary(report: &Report, report_uri: &str) -> serde_json::Value {
     v
 }
 
+/// A fetched body and its share of the prefetch budget (given back when the body is dropped).
 enum Body {
     Whole(Bytes, #[allow(dead_code)] OwnedSemaphorePermit),
-    Ranged(Bytes),
+    Ranged(Bytes, #[allow(dead_code)] OwnedSemaphorePermit),
 }
 
 // Items travel through a short channel one at a time; boxing the metadata buys nothing.
@@ -1140,8 +1151,14 @@ fn spawn_fetcher(
             .then(|rec| {
                 let (store, bucket, budget) = (store.clone(), bucket.clone(), budget.clone());
                 async move {
-                    let kib =
-                        (rec.size.min(SMALL_OBJECT).min(PREFETCH_BUDGET) / 1024).max(1) as u32;
+                    // What the fetch will hold: the whole small object, or a large one's first
+                    // chunk (held until the volume writer takes it).
+                    let held = if rec.size > SMALL_OBJECT {
+                        CHUNK
+                    } else {
+                        rec.size
+                    };
+                    let kib = (held.min(PREFETCH_BUDGET) / 1024).max(1) as u32;
                     let permit = budget
                         .acquire_many_owned(kib)
                         .await
@@ -1181,7 +1198,7 @@ async fn fetch_one(
         match store.get(&bucket, &rec.key, Some(&etag), range).await? {
             Got::Found { meta, body } => {
                 let body = match range {
-                    Some(_) => Body::Ranged(body),
+                    Some(_) => Body::Ranged(body, permit),
                     None => Body::Whole(body, permit),
                 };
                 return Ok(Fetched::Found {

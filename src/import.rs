@@ -437,6 +437,7 @@ async fn apply(
             sequence: b.sequence,
             bundle_digest: digest.to_string(),
             volumes_done: Vec::new(),
+            deletions_done: 0,
         },
     };
     rec.job = Some(b.job.clone());
@@ -564,11 +565,18 @@ async fn apply(
         .collect();
     // In batches (DeleteObjects of 1,000 keys; a directory 16 files at a time); between batches
     // the deadline may stop the tail: what was removed is saved, and the next call goes on.
-    for batch in gone.chunks(DELETE_BATCH) {
-        if let Some(d) = cfg.deadline
+    // Each call applies at least one batch (or a volume) before the deadline may stop it, and
+    // a resumed call starts after the deletions already applied.
+    let done = (pending.deletions_done as usize).min(gone.len());
+    out.deleted += done as u64;
+    for (i, batch) in gone[done..].chunks(DELETE_BATCH).enumerate() {
+        if (i > 0 || progressed)
+            && let Some(d) = cfg.deadline
             && Instant::now() >= d
         {
             info!(job = %b.job, sequence = b.sequence, deleted = out.deleted, "deadline: stopping between deletions");
+            pending.deletions_done = out.deleted;
+            rec.pending = Some(pending.clone());
             cfg.target.make_durable().await?;
             ledger
                 .save(rec.clone(), std::mem::take(&mut changes))

@@ -31,6 +31,9 @@ pub struct Pending {
     pub bundle_digest: String,
     /// Volumes whose objects are all in place.
     pub volumes_done: Vec<u32>,
+    /// Deletions of the bundle's tail already applied (in the bundle's order).
+    #[serde(default)]
+    pub deletions_done: u64,
 }
 
 /// The target's record.

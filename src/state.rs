@@ -62,6 +62,9 @@ pub struct CommittedBundle {
     pub bundle_digest: String,
 }
 
+/// Requests of one batch (its unprocessed items sent again) before a batch read or write fails.
+const BATCH_TRIES: u32 = 10;
+
 /// The state table.
 #[derive(Clone, Debug)]
 pub struct StateTable {
@@ -110,6 +113,18 @@ impl StateTable {
 
     pub fn name(&self) -> &str {
         &self.table
+    }
+
+    /// A batch whose items stayed unprocessed (throttled) through every try: retryable.
+    fn unprocessed(&self, op: &'static str, left: usize) -> Error {
+        Error::Dynamo {
+            op,
+            table: self.table.clone(),
+            source: format!(
+                "{left} items still unprocessed after {BATCH_TRIES} requests (the table is throttled)"
+            )
+            .into(),
+        }
     }
 
     fn err<E, R>(&self, op: &'static str, e: SdkError<E, R>) -> Error
@@ -409,6 +424,9 @@ impl StateTable {
                 if let Some(left) = res.unprocessed_keys().and_then(|u| u.get(&self.table)) {
                     pending = left.keys().to_vec();
                     tries += 1;
+                    if tries >= BATCH_TRIES && !pending.is_empty() {
+                        return Err(self.unprocessed("BatchGetItem", pending.len()));
+                    }
                     tokio::time::sleep(Duration::from_millis(50 << tries.min(6))).await;
                 }
             }
@@ -454,6 +472,9 @@ impl StateTable {
                 if let Some(left) = res.unprocessed_items().and_then(|u| u.get(&self.table)) {
                     pending = left.clone();
                     tries += 1;
+                    if tries >= BATCH_TRIES && !pending.is_empty() {
+                        return Err(self.unprocessed("BatchWriteItem", pending.len()));
+                    }
                     tokio::time::sleep(Duration::from_millis(50 << tries.min(6))).await;
                 }
             }

@@ -410,17 +410,7 @@ fn an_uncommitted_bundle_is_never_published() {
     assert!(keys.iter().any(|k| k.ends_with(".zip")), "{keys:?}");
     assert!(!keys.iter().any(|k| k.ends_with("SHA256SUMS")), "{keys:?}");
     let media = tempfile::tempdir().unwrap();
-    let run = ctx.ferry(&[
-        "download",
-        "--from",
-        &ctx.dest_uri(),
-        "--job",
-        &ctx.job,
-        "--sequence",
-        "1",
-        "--to",
-        media.path().to_str().unwrap(),
-    ]);
+    let run = ctx.ferry_download(media.path(), &["--sequence", "1"]);
     assert_ne!(run.code, 0, "{}", run.stdout);
     assert!(run.stderr.contains("not complete"), "{}", run.stderr);
 }
@@ -468,37 +458,17 @@ fn ctrl_c_stops_an_export_cleanly_and_the_next_run_continues_it() {
     );
 
     // WHEN `ferry export` gets SIGINT once its first volume is written
-    let child = slow
-        .ferry_cmd()
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let prefix = format!("bundles/{}/00000001/", ctx.job);
-    let started = std::time::Instant::now();
-    while !ctx
-        .keys(&ctx.exp, &prefix)
-        .iter()
-        .any(|k| k.ends_with(".zip"))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no volume written"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let volume_written = || {
+        ctx.keys(&ctx.exp, &prefix)
+            .iter()
+            .any(|k| k.ends_with(".zip"))
+    };
+    let (code, stderr) = slow.ferry_signalled(&args, volume_written, "INT");
 
     // THEN it exits 130 having given back the lease, with no upload left open and nothing
     // published, the bundle checkpointed
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(code, Some(130), "{stderr}");
     let state = ctx.state();
     assert_eq!(state.sequence, 0);
     assert!(state.lease_owner.is_none(), "the lease is still held");
@@ -557,31 +527,11 @@ fn sigterm_stops_an_import_cleanly_and_the_next_import_finishes_it() {
     ];
 
     // WHEN `ferry import` gets SIGTERM once it has written a few objects
-    let child = slow
-        .ferry_cmd()
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while ctx.keys(&dest, "").len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "nothing imported"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (code, stderr) = slow.ferry_signalled(&args, || ctx.keys(&dest, "").len() >= 3, "TERM");
 
     // THEN it exits 143 with no multipart upload left open in the destination
-    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert_eq!(code, Some(143), "{stderr}");
     assert!(
         ctx.keys(&dest, "").len() < 40,
         "the import was not stopped early"
@@ -599,7 +549,7 @@ fn sigterm_stops_an_import_cleanly_and_the_next_import_finishes_it() {
     )
     .unwrap();
     assert_eq!(ctx.open_uploads_in(&dest), 1);
-    let run = ctx.ferry(&args);
+    let run = ctx.ferry(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ctx.open_uploads_in(&dest), 0, "{}", run.stderr);
     let got = ctx.snapshot(&dest, "");
@@ -653,16 +603,9 @@ fn a_read_broken_mid_body_resumes_from_where_it_broke() {
 
     // AND `ferry download` and `ferry import s3://…` resume their broken reads the same way
     let media = tempfile::tempdir().unwrap();
-    let run = ctx.via(&proxy.endpoint).ferry(&[
-        "download",
-        "--from",
-        &ctx.dest_uri(),
-        "--job",
-        &ctx.job,
-        "--to",
-        media.path().to_str().unwrap(),
-        "--json",
-    ]);
+    let run = ctx
+        .via(&proxy.endpoint)
+        .ferry_download(media.path(), &["--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.json()["read_resumes"].as_u64().unwrap() >= 1,

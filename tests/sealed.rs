@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{Ctx, block_on, dir_snapshot};
+use crate::util::{Ctx, dir_snapshot};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -40,16 +40,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn sealed_bundles_hide_everything_and_round_trip_with_the_identity() {
     // GIVEN objects with recognisable bytes and names, a KMS signing key and an age key pair
     let ctx = Ctx::new("sealed");
-    let sdk = crate::util::sdk_config(&ctx.endpoint);
-    let kms = aws_sdk_kms::Client::new(&sdk);
-    let key = block_on(
-        kms.create_key()
-            .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
-            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
-            .send(),
-    )
-    .unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_string();
+    let key_id = ctx.kms_signing_key();
     let keys = tempfile::tempdir().unwrap();
     let (identity, recipient) = age_keygen(keys.path(), "age.key");
     let (stranger, _) = age_keygen(keys.path(), "stranger.key");
@@ -84,15 +75,7 @@ fn sealed_bundles_hide_everything_and_round_trip_with_the_identity() {
 
     // AND downloaded onto the media
     let media = tempfile::tempdir().unwrap();
-    let run = ctx.ferry(&[
-        "download",
-        "--from",
-        &ctx.dest_uri(),
-        "--job",
-        &ctx.job,
-        "--to",
-        s(media.path()),
-    ]);
+    let run = ctx.ferry_download(media.path(), &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let bundle = media.path().join(&ctx.job).join("00000001");
 
@@ -254,15 +237,7 @@ fn an_altered_sealed_volume_is_refused() {
     ctx.put("a.txt", vec![b'a'; 300_000]);
     ctx.export_ok(&["--encrypt-to", &recipient]);
     let media = tempfile::tempdir().unwrap();
-    let run = ctx.ferry(&[
-        "download",
-        "--from",
-        &ctx.dest_uri(),
-        "--job",
-        &ctx.job,
-        "--to",
-        s(media.path()),
-    ]);
+    let run = ctx.ferry_download(media.path(), &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let bundle = media.path().join(&ctx.job).join("00000001");
     std::fs::remove_file(bundle.join("SHA256SUMS")).unwrap();

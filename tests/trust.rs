@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{Ctx, Run, block_on};
+use crate::util::{Ctx, Run};
 
 /// `ferry keygen` into `dir`: (private key, public key).
 fn keygen(ctx: &Ctx, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -209,16 +209,7 @@ fn a_target_that_applied_a_signed_bundle_refuses_unsigned_ones() {
 fn a_kms_key_signs_and_its_public_key_verifies_offline() {
     // GIVEN an ECC_NIST_P256 signing key in KMS (moto)
     let ctx = Ctx::new("kmssigned");
-    let sdk = crate::util::sdk_config(&ctx.endpoint);
-    let kms = aws_sdk_kms::Client::new(&sdk);
-    let key = block_on(
-        kms.create_key()
-            .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
-            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
-            .send(),
-    )
-    .unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_string();
+    let key_id = ctx.kms_signing_key();
     ctx.put("a.txt", "signed in kms");
 
     // WHEN a bundle is exported with --signing-key kms:ID

@@ -377,6 +377,70 @@ impl Ctx {
             .map(|b| b.to_vec())
     }
 
+    /// `ferry download --from <dest> --job <job> --to TO` plus `extra` flags.
+    pub fn ferry_download(&self, to: &std::path::Path, extra: &[&str]) -> Run {
+        let dest = self.dest_uri();
+        let mut args = vec![
+            "download",
+            "--from",
+            &dest,
+            "--job",
+            &self.job,
+            "--to",
+            to.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.ferry(&args)
+    }
+
+    /// Start `ferry ARGS`, wait until `ready()` holds (at most 60 s), send it `signal` (`INT`,
+    /// `TERM`) and wait for it to end: its exit code and stderr.
+    pub fn ferry_signalled(
+        &self,
+        args: &[String],
+        ready: impl Fn() -> bool,
+        signal: &str,
+    ) -> (Option<i32>, String) {
+        let child = self
+            .ferry_cmd()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !ready() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "not ready within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let kill = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A new ECC_NIST_P256 signing key in KMS: its id.
+    pub fn kms_signing_key(&self) -> String {
+        let kms = aws_sdk_kms::Client::new(&sdk_config(&self.endpoint));
+        let key = block_on(
+            kms.create_key()
+                .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+                .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+                .send(),
+        )
+        .unwrap();
+        key.key_metadata().unwrap().key_id().to_string()
+    }
+
     /// Multipart uploads still open in the export bucket.
     pub fn open_uploads(&self) -> usize {
         self.open_uploads_in(&self.exp)

@@ -2,6 +2,7 @@
 
 mod cli;
 mod export;
+mod faults;
 mod hostile;
 mod import;
 mod proxy;

@@ -1,0 +1,120 @@
+//! The fault suite: for each kind of request an export makes, one fault is injected into the
+//! first request of that kind — a 503, silence until the request time-out, or (for reads) a
+//! body broken mid-way — and the run must still end with a complete bundle whose bytes verify
+//! and no multipart upload left open. A failure here says which request kind and fault broke.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hyper::Method;
+
+use crate::proxy::{self, Action};
+use crate::util::{Ctx, moto};
+
+/// The request kinds of an export, told apart by method and path as the proxy sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    List,
+    Get,
+    CreateUpload,
+    UploadPart,
+    Complete,
+    PutDocument,
+    DynamoDb,
+}
+
+fn kind_of(m: &Method, pq: &str, src: &str) -> Option<Kind> {
+    let object_get = m == Method::GET && pq.starts_with(src) && !pq.contains("list-type");
+    match () {
+        _ if m == Method::GET && pq.contains("list-type=2") => Some(Kind::List),
+        _ if object_get => Some(Kind::Get),
+        _ if m == Method::POST && pq.contains("?uploads") => Some(Kind::CreateUpload),
+        _ if m == Method::PUT && pq.contains("partNumber=") => Some(Kind::UploadPart),
+        _ if m == Method::POST && pq.contains("uploadId=") => Some(Kind::Complete),
+        _ if m == Method::PUT && !pq.contains("uploadId=") && !pq.contains("partNumber") => {
+            Some(Kind::PutDocument)
+        }
+        _ if m == Method::POST && pq == "/" => Some(Kind::DynamoDb),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Status503,
+    Silence,
+    BodyCut,
+}
+
+#[test]
+fn every_request_kind_survives_a_503_silence_or_broken_body() {
+    let mut outcomes = Vec::new();
+    let cases: Vec<(Kind, Fault)> = [
+        Kind::List,
+        Kind::Get,
+        Kind::CreateUpload,
+        Kind::UploadPart,
+        Kind::Complete,
+        Kind::PutDocument,
+        Kind::DynamoDb,
+    ]
+    .into_iter()
+    .flat_map(|k| {
+        let mut f = vec![(k, Fault::Status503), (k, Fault::Silence)];
+        if k == Kind::Get {
+            f.push((k, Fault::BodyCut));
+        }
+        f
+    })
+    .collect();
+    for (kind, fault) in cases {
+        // GIVEN a bucket with small objects and one that is read in ranges
+        let ctx = Ctx::new("fault");
+        ctx.put("a.txt", "small object a");
+        ctx.put("b/c.txt", "small object c");
+        ctx.put("big.bin", vec![9u8; 10 << 20]);
+        let src = format!("/{}/", ctx.src);
+        let fired = Arc::new(AtomicBool::new(false));
+        let once = fired.clone();
+        let proxy = proxy::start(
+            &moto().endpoint,
+            Arc::new(move |m: &Method, pq: &str| {
+                if kind_of(m, pq, &src) == Some(kind) && !once.swap(true, Ordering::SeqCst) {
+                    return match fault {
+                        Fault::Status503 => Action::Fail(503),
+                        Fault::Silence => Action::Hang,
+                        Fault::BodyCut => Action::CutBody(100_000),
+                    };
+                }
+                Action::Forward
+            }),
+        );
+
+        // WHEN the first request of that kind meets the fault
+        let run =
+            ctx.via(&proxy.endpoint)
+                .export(&["--request-timeout", "2s", "--part-size", "5MiB"]);
+
+        // THEN the export completes, its bundle verifies, and no upload is left open
+        let outcome = if run.code == 0 {
+            let b = ctx.download(&ctx.job, 1);
+            let got = b.extract();
+            assert_eq!(got.len(), 3, "{kind:?} × {fault:?}");
+            assert_eq!(ctx.open_uploads(), 0, "{kind:?} × {fault:?}");
+            "complete"
+        } else {
+            "failed"
+        };
+        assert!(
+            fired.load(Ordering::SeqCst),
+            "{kind:?} × {fault:?}: no such request"
+        );
+        outcomes.push(format!("{kind:?} × {fault:?}: {outcome}"));
+        assert_eq!(
+            run.code, 0,
+            "{kind:?} × {fault:?}: {}\n{}",
+            run.stdout, run.stderr
+        );
+    }
+    eprintln!("{}", outcomes.join("\n"));
+}

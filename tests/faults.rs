@@ -1,7 +1,8 @@
-//! The fault suite: for each kind of request an export makes, one fault is injected into the
-//! first request of that kind — a 503, silence until the request time-out, or (for reads) a
-//! body broken mid-way — and the run must still end with a complete bundle whose bytes verify
-//! and no multipart upload left open. A failure here says which request kind and fault broke.
+//! The fault suite: for each kind of request an export (and an import from `s3://`) makes, one
+//! fault is injected into the first request of that kind — a 503, silence until the request
+//! time-out, or (for reads) a body broken mid-way — and the run must still end with a complete
+//! bundle (or mirror) whose bytes check out and no multipart upload left open. A failure here
+//! says which request kind and fault broke.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,6 +116,87 @@ fn every_request_kind_survives_a_503_silence_or_broken_body() {
             "{kind:?} × {fault:?}: {}\n{}",
             run.stdout, run.stderr
         );
+    }
+    eprintln!("{}", outcomes.join("\n"));
+}
+
+#[test]
+fn an_import_from_s3_survives_a_503_silence_or_broken_body_on_every_request_kind() {
+    // GIVEN one exported bundle (small objects and one large enough for a multipart upload)
+    let ctx = Ctx::new("ifault");
+    ctx.put("a.txt", "small object a");
+    ctx.put("b/c.txt", "small object c");
+    ctx.put("big.bin", vec![7u8; 12 << 20]);
+    ctx.export_ok(&[]);
+    let bundle = format!("{}/{}/00000001/", ctx.dest_uri(), ctx.job);
+    let exp = format!("/{}/", ctx.exp);
+    let mut outcomes = Vec::new();
+    let cases: Vec<(Kind, Fault)> = [
+        Kind::List,
+        Kind::Get,
+        Kind::CreateUpload,
+        Kind::UploadPart,
+        Kind::Complete,
+        Kind::PutDocument,
+    ]
+    .into_iter()
+    .flat_map(|k| {
+        let mut f = vec![(k, Fault::Status503), (k, Fault::Silence)];
+        if k == Kind::Get {
+            f.push((k, Fault::BodyCut));
+        }
+        f
+    })
+    .collect();
+    for (kind, fault) in cases {
+        let dest = ctx.bucket(&format!("if{}", outcomes.len()));
+        let fired = Arc::new(AtomicBool::new(false));
+        let once = fired.clone();
+        let exp = exp.clone();
+        let proxy = proxy::start(
+            &moto().endpoint,
+            Arc::new(move |m: &Method, pq: &str| {
+                if kind_of(m, pq, &exp) == Some(kind) && !once.swap(true, Ordering::SeqCst) {
+                    return match fault {
+                        Fault::Status503 => Action::Fail(503),
+                        Fault::Silence => Action::Hang,
+                        Fault::BodyCut => Action::CutBody(100_000),
+                    };
+                }
+                Action::Forward
+            }),
+        );
+
+        // WHEN `ferry import s3://…` meets the fault on its first request of that kind
+        let state = tempfile::tempdir().unwrap();
+        let run = ctx.via(&proxy.endpoint).ferry(&[
+            "import",
+            &bundle,
+            "--to",
+            &format!("s3://{dest}"),
+            "--state",
+            state.path().join("s.json").to_str().unwrap(),
+            "--part-size",
+            "5MiB",
+            "--request-timeout",
+            "2s",
+        ]);
+
+        // THEN every object arrives whole and no upload is left open
+        assert!(
+            fired.load(Ordering::SeqCst),
+            "{kind:?} × {fault:?}: no such request"
+        );
+        assert_eq!(
+            run.code, 0,
+            "{kind:?} × {fault:?}: {}\n{}",
+            run.stdout, run.stderr
+        );
+        let got = ctx.snapshot(&dest, "");
+        assert_eq!(got.len(), 3, "{kind:?} × {fault:?}");
+        assert_eq!(got["big.bin"].body, vec![7u8; 12 << 20]);
+        assert_eq!(ctx.open_uploads_in(&dest), 0, "{kind:?} × {fault:?}");
+        outcomes.push(format!("{kind:?} × {fault:?}: complete"));
     }
     eprintln!("{}", outcomes.join("\n"));
 }

@@ -47,10 +47,46 @@ enum Fault {
     BodyCut,
 }
 
+/// Every (kind, fault) case for these request kinds: a 503 and silence for each, and a body
+/// broken mid-way for GETs.
+fn cases(kinds: &[Kind]) -> Vec<(Kind, Fault)> {
+    kinds
+        .iter()
+        .flat_map(|&k| {
+            let mut f = vec![(k, Fault::Status503), (k, Fault::Silence)];
+            if k == Kind::Get {
+                f.push((k, Fault::BodyCut));
+            }
+            f
+        })
+        .collect()
+}
+
+/// A proxy that gives the first request of `kind` (objects under `objects`, a `/bucket/`
+/// path) the `fault`; the flag says whether it fired.
+fn faulty_proxy(kind: Kind, fault: Fault, objects: String) -> (proxy::Proxy, Arc<AtomicBool>) {
+    let fired = Arc::new(AtomicBool::new(false));
+    let once = fired.clone();
+    let proxy = proxy::start(
+        &moto().endpoint,
+        Arc::new(move |m: &Method, pq: &str| {
+            if kind_of(m, pq, &objects) == Some(kind) && !once.swap(true, Ordering::SeqCst) {
+                return match fault {
+                    Fault::Status503 => Action::Fail(503),
+                    Fault::Silence => Action::Hang,
+                    Fault::BodyCut => Action::CutBody(100_000),
+                };
+            }
+            Action::Forward
+        }),
+    );
+    (proxy, fired)
+}
+
 #[test]
 fn every_request_kind_survives_a_503_silence_or_broken_body() {
     let mut outcomes = Vec::new();
-    let cases: Vec<(Kind, Fault)> = [
+    let cases = cases(&[
         Kind::List,
         Kind::Get,
         Kind::CreateUpload,
@@ -58,38 +94,14 @@ fn every_request_kind_survives_a_503_silence_or_broken_body() {
         Kind::Complete,
         Kind::PutDocument,
         Kind::DynamoDb,
-    ]
-    .into_iter()
-    .flat_map(|k| {
-        let mut f = vec![(k, Fault::Status503), (k, Fault::Silence)];
-        if k == Kind::Get {
-            f.push((k, Fault::BodyCut));
-        }
-        f
-    })
-    .collect();
+    ]);
     for (kind, fault) in cases {
         // GIVEN a bucket with small objects and one that is read in ranges
         let ctx = Ctx::new("fault");
         ctx.put("a.txt", "small object a");
         ctx.put("b/c.txt", "small object c");
         ctx.put("big.bin", vec![9u8; 10 << 20]);
-        let src = format!("/{}/", ctx.src);
-        let fired = Arc::new(AtomicBool::new(false));
-        let once = fired.clone();
-        let proxy = proxy::start(
-            &moto().endpoint,
-            Arc::new(move |m: &Method, pq: &str| {
-                if kind_of(m, pq, &src) == Some(kind) && !once.swap(true, Ordering::SeqCst) {
-                    return match fault {
-                        Fault::Status503 => Action::Fail(503),
-                        Fault::Silence => Action::Hang,
-                        Fault::BodyCut => Action::CutBody(100_000),
-                    };
-                }
-                Action::Forward
-            }),
-        );
+        let (proxy, fired) = faulty_proxy(kind, fault, format!("/{}/", ctx.src));
 
         // WHEN the first request of that kind meets the fault
         let run =
@@ -131,41 +143,17 @@ fn an_import_from_s3_survives_a_503_silence_or_broken_body_on_every_request_kind
     let bundle = format!("{}/{}/00000001/", ctx.dest_uri(), ctx.job);
     let exp = format!("/{}/", ctx.exp);
     let mut outcomes = Vec::new();
-    let cases: Vec<(Kind, Fault)> = [
+    let cases = cases(&[
         Kind::List,
         Kind::Get,
         Kind::CreateUpload,
         Kind::UploadPart,
         Kind::Complete,
         Kind::PutDocument,
-    ]
-    .into_iter()
-    .flat_map(|k| {
-        let mut f = vec![(k, Fault::Status503), (k, Fault::Silence)];
-        if k == Kind::Get {
-            f.push((k, Fault::BodyCut));
-        }
-        f
-    })
-    .collect();
+    ]);
     for (kind, fault) in cases {
         let dest = ctx.bucket(&format!("if{}", outcomes.len()));
-        let fired = Arc::new(AtomicBool::new(false));
-        let once = fired.clone();
-        let exp = exp.clone();
-        let proxy = proxy::start(
-            &moto().endpoint,
-            Arc::new(move |m: &Method, pq: &str| {
-                if kind_of(m, pq, &exp) == Some(kind) && !once.swap(true, Ordering::SeqCst) {
-                    return match fault {
-                        Fault::Status503 => Action::Fail(503),
-                        Fault::Silence => Action::Hang,
-                        Fault::BodyCut => Action::CutBody(100_000),
-                    };
-                }
-                Action::Forward
-            }),
-        );
+        let (proxy, fired) = faulty_proxy(kind, fault, exp.clone());
 
         // WHEN `ferry import s3://…` meets the fault on its first request of that kind
         let state = tempfile::tempdir().unwrap();

@@ -33,17 +33,7 @@ fn keygen(ctx: &Ctx, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// `ferry download` of every bundle of the job into `to`; the folder of bundle `seq`.
 fn download(ctx: &Ctx, to: &Path, seq: u64) -> PathBuf {
-    let run = ctx.ferry(&[
-        "download",
-        "--from",
-        &ctx.dest_uri(),
-        "--job",
-        &ctx.job,
-        "--sequence",
-        &seq.to_string(),
-        "--to",
-        to.to_str().unwrap(),
-    ]);
+    let run = ctx.ferry_download(to, &["--sequence", &seq.to_string()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     to.join(&ctx.job).join(format!("{seq:08}"))
 }

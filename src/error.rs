@@ -173,6 +173,16 @@ pub enum Error {
         "state of job `{job}` changed during the run (version conflict): nothing was committed; run again"
     )]
     StateConflict { job: String },
+    /// A commit went unanswered and the state could not be read back to tell whether it
+    /// was applied.
+    #[error(
+        "the commit of job `{job}` may or may not have been applied (the state table did not answer, and reading it back failed too): run `ferry status --job {job}` to see; running the export again is safe (a run never commits twice)"
+    )]
+    CommitUnknown {
+        job: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// The function could not re-invoke itself to continue a bundle.
     #[error(
         "could not invoke `{function}` to continue the bundle: check lambda:InvokeFunction on itself; the next scheduled run continues it"
@@ -257,6 +267,7 @@ impl Error {
                 | Error::Stream { .. }
                 | Error::ObjectChanged { .. }
                 | Error::StateConflict { .. }
+                | Error::CommitUnknown { .. }
                 | Error::S3 { .. }
                 | Error::Dynamo { .. }
                 | Error::Unreachable { .. }

@@ -428,14 +428,8 @@ impl Run<'_> {
     async fn go(&self) -> Result<Report> {
         self.publish_committed().await?;
         let seq = self.state.sequence + 1;
-        let bucket = &self.cfg.dest.bucket;
         // We hold the lease: uploads still open under our prefixes were left by a killed run.
-        for prefix in [
-            self.layout.bundle_prefix(seq),
-            self.layout.state_prefix(seq),
-        ] {
-            self.store().abort_uploads(bucket, &prefix).await?;
-        }
+        self.sweep_uploads(seq).await?;
         let resumed = if self.cfg.full {
             None
         } else {
@@ -608,6 +602,21 @@ impl Run<'_> {
         Ok(report)
     }
 
+    /// Abort every multipart upload still open under the bundle's and the state's folders of
+    /// sequence `seq`. At the start of a run they were left by a killed run; before the commit
+    /// (every upload of this run is finished by then) they are uploads whose creation was
+    /// applied but whose answer was lost, so the SDK's retry opened another.
+    async fn sweep_uploads(&self, seq: u64) -> Result<()> {
+        let bucket = &self.cfg.dest.bucket;
+        for prefix in [
+            self.layout.bundle_prefix(seq),
+            self.layout.state_prefix(seq),
+        ] {
+            self.store().abort_uploads(bucket, &prefix).await?;
+        }
+        Ok(())
+    }
+
     /// Write the run's full report beside its state (`report_key`), then commit the state with a
     /// bounded summary of it (counters and a pointer): the DynamoDB item stays small whatever the
     /// bucket holds (thousands of archived objects, thousands of volumes).
@@ -619,6 +628,7 @@ impl Run<'_> {
         report_key: &str,
     ) -> Result<()> {
         self.check_lease()?;
+        self.sweep_uploads(self.state.sequence + 1).await?;
         self.put_json(report_key, report).await?;
         self.check_lease()?;
         self.table

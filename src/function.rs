@@ -277,13 +277,19 @@ impl Handler {
                 Ok(json!({"status": "lease_held", "job": job, "owner": owner, "until": until}))
             }
             Err(e) => {
-                error!(job = %self.cfg.export.job, error = %crate::error_chain(&e), retryable = e.is_retryable(), "export failed; state unchanged");
+                let unconfirmed = matches!(e, Error::CommitUnknown { .. });
+                error!(job = %self.cfg.export.job, error = %crate::error_chain(&e), retryable = e.is_retryable(), commit_unconfirmed = unconfirmed, "export failed");
                 emf(self.cfg.export.job.as_str(), None, started.elapsed(), true);
                 self.notify(
                     &format!("s3-ferry {}: export FAILED", self.cfg.export.job),
                     &format!(
-                        "The export of job {} failed; nothing was committed and the next run retries.\n\n{}\n",
+                        "The export of job {} failed; {} and the next run retries.\n\n{}\n",
                         self.cfg.export.job,
+                        if unconfirmed {
+                            "whether its commit was applied could not be confirmed (`ferry status` tells)"
+                        } else {
+                            "nothing was committed"
+                        },
                         crate::error_chain(&e)
                     ),
                 )

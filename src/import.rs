@@ -217,15 +217,7 @@ pub async fn run(
     let mut warned = false;
     // The state is ours (lock or lease held): uploads still open under the destination prefix
     // were left by an import that was killed, so they are aborted before anything is written.
-    if let Target::S3 { store, dest, .. } = &cfg.target
-        && !cfg.dry_run
-        && !bundles.is_empty()
-    {
-        let n = store.abort_uploads(&dest.bucket, &dest.prefix).await?;
-        if n > 0 {
-            warn!(target = %target_name, uploads = n, "aborted multipart uploads left by an interrupted import");
-        }
-    }
+    sweep_uploads(cfg, bundles).await?;
     for b in bundles {
         let started = Instant::now();
         let digest = bundle_digest(b).await?;
@@ -301,6 +293,9 @@ pub async fn run(
             break;
         }
     }
+    // Every upload of this import is finished: one still open is an upload whose creation was
+    // applied but whose answer was lost (the SDK's retry opened another).
+    sweep_uploads(cfg, bundles).await?;
     Ok(ImportReport {
         read_resumes: crate::s3::read_resumes(),
         target: target_name,
@@ -311,6 +306,21 @@ pub async fn run(
         complete,
         bundles: outcomes,
     })
+}
+
+/// Abort the multipart uploads open under an S3 target's prefix (the import holds its state's
+/// lock or lease, so any there are its own or a killed import's).
+async fn sweep_uploads(cfg: &ImportConfig, bundles: &[Bundle]) -> Result<()> {
+    if let Target::S3 { store, dest, .. } = &cfg.target
+        && !cfg.dry_run
+        && !bundles.is_empty()
+    {
+        let n = store.abort_uploads(&dest.bucket, &dest.prefix).await?;
+        if n > 0 {
+            warn!(target = %cfg.target.display(), uploads = n, "aborted multipart uploads left open (by an interrupted import, or a creation whose answer was lost)");
+        }
+    }
+    Ok(())
 }
 
 fn rel_keys<'a>(b: &'a Bundle, keys: impl Iterator<Item = &'a String>) -> Vec<String> {

@@ -644,15 +644,10 @@ impl Store {
             Ok(unquote(done.e_tag().unwrap_or_default()))
         }
         .await;
-        if result.is_err() {
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(to)
-                .upload_id(&id)
-                .send()
-                .await;
+        if result.is_err()
+            && let Err(e) = abort_upload(&self.client, bucket, to, &id).await
+        {
+            warn!(bucket, key = to, error = %e, "could not abort the copy's multipart upload; the next import or the bucket's lifecycle rule will");
         }
         result
     }
@@ -776,14 +771,7 @@ impl Store {
                 let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
                     continue;
                 };
-                self.client
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| s3_err("AbortMultipartUpload", bucket, key, e))?;
+                abort_upload(&self.client, bucket, key, id).await?;
                 warn!(
                     bucket,
                     key,
@@ -1020,14 +1008,7 @@ impl PartUploader {
         let result = self.upload_parts(&upload_id, &mut reader, commit).await;
         drop(reader);
         if result.is_err() {
-            let aborted = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            let aborted = abort_upload(&self.client, &self.bucket, &self.key, &upload_id).await;
             if let Err(e) = aborted {
                 warn!(bucket = %self.bucket, key = %self.key, error = %e, "could not abort multipart upload; the bucket's lifecycle rule or the next run will");
             }
@@ -1153,6 +1134,26 @@ fn metadata(h: &ObjectHeaders) -> Option<std::collections::HashMap<String, Strin
 }
 
 /// `bucket/key` for `x-amz-copy-source`, percent-encoded.
+/// Abort one multipart upload. One that is already gone counts as aborted: an earlier
+/// attempt's answer was lost, so the SDK's retry finds `NoSuchUpload`.
+async fn abort_upload(client: &Client, bucket: &str, key: &str, id: &str) -> Result<()> {
+    match client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("NoSuchUpload") => {
+            debug!(bucket, key, upload_id = id, "upload already gone");
+            Ok(())
+        }
+        Err(e) => Err(s3_err("AbortMultipartUpload", bucket, key, e)),
+    }
+}
+
 fn copy_source(bucket: &str, key: &str) -> String {
     let mut out = format!("{bucket}/");
     for b in key.bytes() {

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus,
 };
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 
@@ -244,7 +244,11 @@ impl StateTable {
             .table_name(&self.table)
             .set_key(Some(Self::key(job)))
             .update_expression("SET lease_owner = :o, lease_until = :u")
-            .condition_expression("attribute_not_exists(lease_owner) OR lease_until < :now")
+            // Our own name passes too: a retried request whose first attempt took the lease
+            // (its answer lost) must not find the lease "held" by this very run.
+            .condition_expression(
+                "attribute_not_exists(lease_owner) OR lease_until < :now OR lease_owner = :o",
+            )
             .expression_attribute_values(":o", s(owner))
             .expression_attribute_values(":u", n(now + ttl.as_millis() as i64))
             .expression_attribute_values(":now", n(now))
@@ -364,7 +368,29 @@ impl StateTable {
                     }),
                 }
             }
-            Err(e) => Err(self.err("UpdateItem", e)),
+            Err(e) => {
+                // No answer (time-out, lost connection, 5xx after every retry): the write may
+                // have been applied all the same. The state says which; report that.
+                let failed = self.err("UpdateItem", e);
+                match self.load(job).await {
+                    Ok(Some(now)) if now.is_commit_of(version, c) => {
+                        info!(
+                            job,
+                            version = version + 1,
+                            "commit was applied (its answer never came)"
+                        );
+                        Ok(())
+                    }
+                    Ok(_) => Err(failed),
+                    Err(read) => {
+                        warn!(job, error = %read, "could not read the state back after an unanswered commit");
+                        Err(Error::CommitUnknown {
+                            job: job.to_string(),
+                            source: Box::new(failed),
+                        })
+                    }
+                }
+            }
         }
     }
 }

@@ -298,6 +298,20 @@ impl Ctx {
         });
     }
 
+    /// Put one object into another bucket.
+    pub fn put_in(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>) {
+        let body = body.into();
+        block_on(
+            self.s3
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(ByteStream::from(body))
+                .send(),
+        )
+        .unwrap();
+    }
+
     /// Put many objects concurrently.
     pub fn put_many(&self, objects: Vec<(String, Vec<u8>)>) {
         self.put_many_in_class(objects, None)
@@ -594,7 +608,7 @@ pub fn check_readers(zip: &Path) {
 }
 
 /// An object as a reader of the bucket sees it: bytes, HTTP headers, user metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Obj {
     pub body: Vec<u8>,
     pub content_type: Option<String>,
@@ -604,6 +618,27 @@ pub struct Obj {
     pub cache_control: Option<String>,
     pub expires: Option<String>,
     pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// Shows the body as its length and SHA-256, so that a failed comparison stays readable.
+impl std::fmt::Debug for Obj {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(&self.body));
+        f.debug_struct("Obj")
+            .field(
+                "body",
+                &format_args!("{} bytes, sha256 {}", self.body.len(), &sha[..16]),
+            )
+            .field("content_type", &self.content_type)
+            .field("content_encoding", &self.content_encoding)
+            .field("content_disposition", &self.content_disposition)
+            .field("content_language", &self.content_language)
+            .field("cache_control", &self.cache_control)
+            .field("expires", &self.expires)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
 }
 
 impl Ctx {

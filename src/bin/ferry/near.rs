@@ -207,8 +207,16 @@ pub async fn export(clients: &Clients, args: &ExportArgs, json: bool) -> anyhow:
     let bar = Bar::new(interactive(json));
     let result = export::run(clients, &cfg, &bar).await;
     bar.done();
-    let report =
-        result.with_context(|| format!("export of job `{}` failed; state unchanged", cfg.job))?;
+    let report = result.map_err(|e| {
+        // Only an unanswered commit leaves the outcome open; every other failure leaves the
+        // state as it was.
+        let outcome = if matches!(e, s3_ferry::Error::CommitUnknown { .. }) {
+            "its commit is unconfirmed"
+        } else {
+            "state unchanged"
+        };
+        anyhow::Error::new(e).context(format!("export of job `{}` failed; {outcome}", cfg.job))
+    })?;
     if json {
         crate::output::json(&report)?;
     } else {

@@ -1,5 +1,6 @@
 //! Integration tests of s3-ferry against a local moto server (one target; a module per area).
 
+mod chaos;
 mod cli;
 mod export;
 mod faults;

@@ -183,6 +183,12 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// Another run took over: this run's claim on its checkpoint is gone, so it writes
+    /// nothing more.
+    #[error(
+        "s3://{bucket}/{key} was taken over by another run (this run's lease expired while it was stalled): it stopped without writing anything more; the other run finishes the bundle"
+    )]
+    Fenced { bucket: String, key: String },
     /// The function could not re-invoke itself to continue a bundle.
     #[error(
         "could not invoke `{function}` to continue the bundle: check lambda:InvokeFunction on itself; the next scheduled run continues it"
@@ -268,6 +274,7 @@ impl Error {
                 | Error::ObjectChanged { .. }
                 | Error::StateConflict { .. }
                 | Error::CommitUnknown { .. }
+                | Error::Fenced { .. }
                 | Error::S3 { .. }
                 | Error::Dynamo { .. }
                 | Error::Unreachable { .. }

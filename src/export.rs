@@ -62,10 +62,16 @@ impl Layout {
     pub fn uri(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.dest.bucket)
     }
-    fn inventory_key(&self, seq: u64) -> String {
-        format!("{}inventory.jsonl.gz", self.state_prefix(seq))
+    /// The inventory and the plan a run writes carry its name: a run that lost its lease
+    /// while planning cannot overwrite the new holder's.
+    fn inventory_key(&self, seq: u64, owner: &str) -> String {
+        format!("{}inventory-{owner}.jsonl.gz", self.state_prefix(seq))
     }
-    fn plan_key(&self, seq: u64) -> String {
+    fn plan_key(&self, seq: u64, owner: &str) -> String {
+        format!("{}plan-{owner}.json", self.state_prefix(seq))
+    }
+    /// Where checkpoints written before plans carried their run's name kept the plan.
+    fn legacy_plan_key(&self, seq: u64) -> String {
         format!("{}plan.json", self.state_prefix(seq))
     }
     fn checkpoint_key(&self, seq: u64) -> String {
@@ -147,6 +153,13 @@ struct Checkpoint {
     #[serde(default)]
     sealed: bool,
     hops: u32,
+    /// The run that wrote this checkpoint last (a run taking the bundle over writes its own
+    /// name first: that is what fences the old run's writes off).
+    #[serde(default)]
+    writer: String,
+    /// The plan's key (absent in older checkpoints: `plan.json`).
+    #[serde(default)]
+    plan_key: Option<String>,
 }
 
 /// Plan what the next bundle would carry, writing nothing (`ferry plan`).
@@ -304,6 +317,7 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress)
         progress,
         lost,
         signer: signer.as_deref(),
+        fence: std::sync::OnceLock::new(),
     };
     let result = run.go().await;
     heartbeat.abort();
@@ -348,6 +362,8 @@ struct Run<'a> {
     progress: &'a dyn Progress,
     lost: Arc<AtomicBool>,
     signer: Option<&'a dyn crate::sign::Signer>,
+    /// This run's claim on the bundle's checkpoint (set when the bundle is opened).
+    fence: std::sync::OnceLock<Arc<crate::s3::Fence>>,
 }
 
 /// What planning found.
@@ -391,6 +407,42 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Write the checkpoint under this run's fence: `Fenced` once another run took over.
+    async fn save_checkpoint(&self, ck: &Checkpoint) -> Result<()> {
+        let key = self.layout.checkpoint_key(ck.sequence);
+        let fence = self
+            .fence
+            .get()
+            .expect("the fence is set when the bundle is opened");
+        let body = serde_json::to_vec_pretty(ck).expect("serialisable");
+        if fence.write(Bytes::from(body), "application/json").await? {
+            Ok(())
+        } else {
+            self.lost.store(true, Ordering::SeqCst);
+            Err(Error::Fenced {
+                bucket: self.cfg.dest.bucket.clone(),
+                key,
+            })
+        }
+    }
+
+    /// Check that no other run has taken the bundle over (the checkpoint is still ours).
+    async fn confirm_fence(&self, seq: u64) -> Result<()> {
+        let fence = self
+            .fence
+            .get()
+            .expect("the fence is set when the bundle is opened");
+        if fence.confirm().await? {
+            Ok(())
+        } else {
+            self.lost.store(true, Ordering::SeqCst);
+            Err(Error::Fenced {
+                bucket: self.cfg.dest.bucket.clone(),
+                key: self.layout.checkpoint_key(seq),
+            })
+        }
+    }
+
     async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let body = serde_json::to_vec_pretty(value).expect("serialisable");
         self.store()
@@ -430,23 +482,43 @@ impl Run<'_> {
         let seq = self.state.sequence + 1;
         // We hold the lease: uploads still open under our prefixes were left by a killed run.
         self.sweep_uploads(seq).await?;
-        let resumed = if self.cfg.full {
-            None
-        } else {
-            self.get_json::<Checkpoint>(&self.layout.checkpoint_key(seq), "checkpoint")
-                .await?
+        let ck_key = self.layout.checkpoint_key(seq);
+        let found = self
+            .store()
+            .get_document_tagged(&self.cfg.dest.bucket, &ck_key)
+            .await?;
+        let _ = self.fence.set(Arc::new(crate::s3::Fence::new(
+            self.store(),
+            &self.cfg.dest.bucket,
+            &ck_key,
+            found.as_ref().map(|(_, etag)| etag.clone()),
+        )));
+        let resumed = match found {
+            Some((body, _)) if !self.cfg.full => Some(
+                serde_json::from_slice::<Checkpoint>(&body).map_err(|e| Error::Corrupt {
+                    what: "checkpoint",
+                    location: self.layout.uri(&ck_key),
+                    hint: "run the export with --full to start a new baseline bundle",
+                    source: Box::new(e),
+                })?,
+            ),
+            _ => None,
         };
         let (mut ck, plan) = match resumed {
             Some(mut ck) => {
-                let plan: Plan = self
-                    .get_json(&self.layout.plan_key(seq), "plan")
-                    .await?
-                    .ok_or_else(|| Error::Corrupt {
-                        what: "plan",
-                        location: self.layout.uri(&self.layout.plan_key(seq)),
-                        hint: "it is missing; run the export with --full",
-                        source: "not found".into(),
-                    })?;
+                let plan_key = ck
+                    .plan_key
+                    .clone()
+                    .unwrap_or_else(|| self.layout.legacy_plan_key(seq));
+                let plan: Plan =
+                    self.get_json(&plan_key, "plan")
+                        .await?
+                        .ok_or_else(|| Error::Corrupt {
+                            what: "plan",
+                            location: self.layout.uri(&plan_key),
+                            hint: "it is missing; run the export with --full",
+                            source: "not found".into(),
+                        })?;
                 if ck.sealed != self.layout.sealed {
                     return Err(Error::config(
                         "encryption",
@@ -463,6 +535,10 @@ impl Run<'_> {
                     ));
                 }
                 ck.hops += 1;
+                // Take the bundle over: from this write on, the run that wrote it before
+                // (killed, or stalled past its lease) cannot write the checkpoint or a volume.
+                ck.writer = self.owner.to_string();
+                self.save_checkpoint(&ck).await?;
                 info!(job = %self.layout.job, sequence = seq, cursor = ck.cursor, volumes = ck.volumes.len(), "resuming bundle");
                 self.progress.planned(&plan.stats);
                 self.progress.resumed(ck.totals.objects, ck.totals.bytes);
@@ -499,7 +575,7 @@ impl Run<'_> {
         } else {
             self.state.inventory.as_deref()
         };
-        let inventory_key = self.layout.inventory_key(seq);
+        let inventory_key = self.layout.inventory_key(seq, self.owner);
         let upload = self.store().multipart(
             &self.cfg.dest.bucket,
             &inventory_key,
@@ -529,10 +605,11 @@ impl Run<'_> {
         upload.finish().await?;
         info!(key = %inventory_key, records, "inventory written");
         let plan_body = serde_json::to_vec(&plan).expect("plan serialises");
+        let plan_key = self.layout.plan_key(seq, self.owner);
         self.store()
             .put_document(
                 &self.cfg.dest.bucket,
-                &self.layout.plan_key(seq),
+                &plan_key,
                 plan_body.into(),
                 "application/json",
             )
@@ -560,8 +637,10 @@ impl Run<'_> {
             shipped: false,
             sealed: self.layout.sealed,
             hops: 1,
+            writer: self.owner.to_string(),
+            plan_key: Some(plan_key),
         };
-        self.put_json(&self.layout.checkpoint_key(seq), &ck).await?;
+        self.save_checkpoint(&ck).await?;
         Ok(Planned::Bundle(Box::new(ck), plan))
     }
 
@@ -718,12 +797,15 @@ impl Run<'_> {
             .part_size
             .max(expected / 9_000 + 1)
             .min(crate::config::MAX_PART_SIZE);
-        let upload = self.store().multipart(
+        // Create-only, under the fence: a run that lost its lease cannot replace this run's
+        // volume, nor this run a volume while another holds the bundle.
+        let upload = self.store().multipart_fenced(
             &self.cfg.dest.bucket,
             &key,
             part_size,
             PARTS_IN_FLIGHT,
             &zip_headers(),
+            self.fence.get().cloned(),
         );
         Ok(OpenVolume {
             writer: VolumeWriter::new(
@@ -765,8 +847,7 @@ impl Run<'_> {
         ck.cursor = cursor;
         ck.shipped = manifest.last.is_some();
         self.check_lease()?;
-        self.put_json(&self.layout.checkpoint_key(ck.sequence), ck)
-            .await
+        self.save_checkpoint(ck).await
     }
 
     async fn final_part(&self, ck: &Checkpoint, plan: &Plan) -> Result<Final> {
@@ -824,8 +905,7 @@ impl Run<'_> {
                     Some(v) => self.close_volume(ck, v, i, None).await?,
                     None => {
                         ck.cursor = i;
-                        self.put_json(&self.layout.checkpoint_key(ck.sequence), ck)
-                            .await?;
+                        self.save_checkpoint(ck).await?;
                     }
                 }
                 return Ok(Shipped::Deadline);
@@ -994,6 +1074,7 @@ impl Run<'_> {
             volumes: ck.volumes.clone(),
             totals: ck.totals.clone(),
         };
+        self.confirm_fence(ck.sequence).await?;
         self.put_json(&format!("{prefix}bundle.json"), &summary)
             .await?;
         self.commit_run(

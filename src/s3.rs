@@ -478,6 +478,19 @@ impl Store {
         }
     }
 
+    /// Read a small document whole with its ETag; `None` if it does not exist.
+    pub async fn get_document_tagged(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Bytes, String)>> {
+        match self.get(bucket, key, None, None).await? {
+            Got::Found { body, meta } => Ok(Some((body, meta.etag))),
+            Got::Gone => Ok(None),
+            Got::Changed => unreachable!("no If-Match was sent"),
+        }
+    }
+
     /// A streaming reader of an object (for inventories); `None` if it does not exist.
     pub async fn reader(
         &self,
@@ -802,6 +815,21 @@ impl Store {
         parts_in_flight: usize,
         headers: &ObjectHeaders,
     ) -> MultipartUpload {
+        self.multipart_fenced(bucket, key, part_size, parts_in_flight, headers, None)
+    }
+
+    /// A multipart upload that only creates its object (`If-None-Match: *` on completion)
+    /// while `fence` holds: an object already there is replaced only after the fence is
+    /// confirmed (a run that lost its lease never overwrites the new holder's object).
+    pub fn multipart_fenced(
+        &self,
+        bucket: &str,
+        key: &str,
+        part_size: u64,
+        parts_in_flight: usize,
+        headers: &ObjectHeaders,
+        fence: Option<std::sync::Arc<Fence>>,
+    ) -> MultipartUpload {
         let (writer, reader) = tokio::io::duplex(256 * 1024);
         let (commit_tx, commit_rx) = oneshot::channel();
         let job = PartUploader {
@@ -811,6 +839,7 @@ impl Store {
             part_size: part_size as usize,
             parts_in_flight: parts_in_flight.max(1),
             headers: headers.clone(),
+            fence,
         };
         let task = UPLOADS.spawn(job.run(reader, commit_rx));
         MultipartUpload {
@@ -973,6 +1002,7 @@ struct PartUploader {
     part_size: usize,
     parts_in_flight: usize,
     headers: ObjectHeaders,
+    fence: Option<std::sync::Arc<Fence>>,
 }
 
 impl PartUploader {
@@ -1080,7 +1110,49 @@ impl PartUploader {
             });
         }
         parts.sort_by_key(|p| p.part_number());
-        let done = self
+        let Some(fence) = &self.fence else {
+            return self
+                .complete(upload_id, parts, false)
+                .await
+                .map(|e| e.unwrap_or_default());
+        };
+        if let Some(etag) = self.complete(upload_id, parts.clone(), true).await? {
+            return Ok(etag);
+        }
+        // Something is at the key already. Our own object, if an earlier attempt's answer was
+        // lost: its ETag is the one S3 gives these parts.
+        let expected = multipart_etag(&parts);
+        let store = Store::new(self.client.clone());
+        if let Some((etag, _)) = store.head(&self.bucket, &self.key).await?
+            && Some(&etag) == expected.as_ref()
+        {
+            return Ok(etag);
+        }
+        // Another run's: replaced only while this run still holds its fence.
+        if !fence.confirm().await? {
+            return Err(Error::Fenced {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+            });
+        }
+        warn!(bucket = %self.bucket, key = %self.key, "replacing an object written by a run that lost its lease");
+        store.delete(&self.bucket, &self.key).await?;
+        self.complete(upload_id, parts, true)
+            .await?
+            .ok_or_else(|| Error::Fenced {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+            })
+    }
+
+    /// Complete the upload; `None` when `create_only` and the key exists already.
+    async fn complete(
+        &self,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+        create_only: bool,
+    ) -> Result<Option<String>> {
+        let mut req = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -1090,11 +1162,111 @@ impl PartUploader {
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| s3_err("CompleteMultipartUpload", &self.bucket, &self.key, e))?;
-        Ok(unquote(done.e_tag().unwrap_or_default()))
+            );
+        if create_only {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(done) => Ok(Some(unquote(done.e_tag().unwrap_or_default()))),
+            Err(e) if create_only && http_status(&e).is_some_and(|s| s == 412 || s == 409) => {
+                Ok(None)
+            }
+            Err(e) => Err(s3_err(
+                "CompleteMultipartUpload",
+                &self.bucket,
+                &self.key,
+                e,
+            )),
+        }
+    }
+}
+
+/// The ETag S3 gives a multipart object made of `parts`: the MD5 of the parts' binary MD5s,
+/// a dash, and the part count (`None` if a part's ETag is not a plain MD5).
+fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    use md5::Digest;
+    let mut md5 = md5::Md5::new();
+    for p in parts {
+        md5.update(hex::decode(unquote(p.e_tag()?)).ok()?);
+    }
+    Some(format!("{}-{}", hex::encode(md5.finalize()), parts.len()))
+}
+
+/// A run's claim on its checkpoint document: every write is conditional on the ETag this run
+/// last wrote (or on there being none), so once another run has taken the job over — and
+/// rewritten the checkpoint with its own name — every write of the old run fails and it
+/// stops. This is the fencing token of the run's S3 writes.
+pub struct Fence {
+    client: Client,
+    bucket: String,
+    key: String,
+    held: tokio::sync::Mutex<Held>,
+}
+
+struct Held {
+    etag: Option<String>,
+    body: Bytes,
+}
+
+impl Fence {
+    /// A fence over `bucket/key`, as read with `etag` (`None`: the document does not exist).
+    pub fn new(store: &Store, bucket: &str, key: &str, etag: Option<String>) -> Self {
+        Fence {
+            client: store.client.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            held: tokio::sync::Mutex::new(Held {
+                etag,
+                body: Bytes::new(),
+            }),
+        }
+    }
+
+    /// Write `body` if the document is still the one this run last saw. `false`: another run
+    /// wrote it since (this run is fenced off and must stop).
+    pub async fn write(&self, body: Bytes, content_type: &str) -> Result<bool> {
+        let mut held = self.held.lock().await;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type(content_type)
+            .body(ByteStream::from(body.clone()));
+        req = match &held.etag {
+            Some(etag) => req.if_match(format!("\"{etag}\"")),
+            None => req.if_none_match("*"),
+        };
+        match req.send().await {
+            Ok(out) => {
+                held.etag = out.e_tag().map(unquote);
+                held.body = body;
+                Ok(true)
+            }
+            // 412/409: written by another since; 404: removed since (published by another).
+            Err(e) if http_status(&e).is_some_and(|s| s == 412 || s == 409 || s == 404) => {
+                // Our own write, if an earlier attempt's answer was lost: the body is ours.
+                let store = Store::new(self.client.clone());
+                match store.get(&self.bucket, &self.key, None, None).await? {
+                    Got::Found { body: now, meta } if now == body => {
+                        held.etag = Some(meta.etag);
+                        held.body = body;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            }
+            Err(e) => Err(s3_err("PutObject", &self.bucket, &self.key, e)),
+        }
+    }
+
+    /// Confirm the claim still holds by writing the last body again under the same condition.
+    pub async fn confirm(&self) -> Result<bool> {
+        let body = self.held.lock().await.body.clone();
+        if body.is_empty() {
+            return Ok(false);
+        }
+        self.write(body, "application/json").await
     }
 }
 

@@ -16,6 +16,18 @@ const EXPORT_KILLS: u32 = 1;
 const IMPORT_KILLS: u32 = 3;
 const SEED: u64 = 0x5eed_c4a0;
 
+/// One side's settings and counters across rounds.
+struct Side {
+    /// Kills per round.
+    kills: u32,
+    /// Kills attempted so far (every other one waits for an open upload).
+    aimed: u32,
+    /// The last successful run's duration, ms.
+    typical: u64,
+    runs: u32,
+    lease_waits: u32,
+}
+
 #[derive(Default, Debug)]
 struct Tally {
     export_kills: u32,
@@ -44,12 +56,16 @@ fn until_done(
     args: &[String],
     uploads_in: &str,
     rng: &mut fastrand::Rng,
-    mut kills: u32,
-    aimed: &mut u32,
-    typical: &mut u64,
-    runs: &mut u32,
-    lease_waits: &mut u32,
+    side: &mut Side,
 ) -> (Run, u32) {
+    let Side {
+        kills,
+        aimed,
+        typical,
+        runs,
+        lease_waits,
+    } = side;
+    let mut kills = *kills;
     let started = Instant::now();
     let mut killed = 0;
     loop {
@@ -149,8 +165,14 @@ fn kill_9_at_random_moments_on_both_sides_ends_in_an_exact_mirror() {
         ],
     );
     let mut t = Tally::default();
-    let (mut export_ms, mut import_ms) = (1500, 1500);
-    let (mut export_aims, mut import_aims) = (0, 0);
+    let side = |kills| Side {
+        kills,
+        aimed: 0,
+        typical: 1500,
+        runs: 0,
+        lease_waits: 0,
+    };
+    let (mut exports, mut imports) = (side(EXPORT_KILLS), side(IMPORT_KILLS));
     let mut next = 1000;
     for round in 0..ROUNDS {
         // WHEN the source changes (new, overwritten, deleted and renamed keys; a big object
@@ -183,17 +205,8 @@ fn kill_9_at_random_moments_on_both_sides_ends_in_an_exact_mirror() {
             );
         }
         // … AND exports are killed at random moments until one completes
-        let (run, kills) = until_done(
-            &ctx,
-            &export_args,
-            &ctx.exp,
-            &mut rng,
-            EXPORT_KILLS,
-            &mut export_aims,
-            &mut export_ms,
-            &mut t.export_runs,
-            &mut t.lease_waits,
-        );
+        let (run, kills) = until_done(&ctx, &export_args, &ctx.exp, &mut rng, &mut exports);
+        (t.export_runs, t.lease_waits) = (exports.runs, exports.lease_waits + imports.lease_waits);
         t.export_kills += kills;
         let sequence = run.json()["sequence"].as_u64().unwrap();
         assert_eq!(sequence, round as u64 + 1, "{}", run.stdout);
@@ -213,17 +226,8 @@ fn kill_9_at_random_moments_on_both_sides_ends_in_an_exact_mirror() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let (run, kills) = until_done(
-            &ctx,
-            &import_args,
-            &dest,
-            &mut rng,
-            IMPORT_KILLS,
-            &mut import_aims,
-            &mut import_ms,
-            &mut t.import_runs,
-            &mut t.lease_waits,
-        );
+        let (run, kills) = until_done(&ctx, &import_args, &dest, &mut rng, &mut imports);
+        (t.import_runs, t.lease_waits) = (imports.runs, exports.lease_waits + imports.lease_waits);
         t.import_kills += kills;
         assert_eq!(run.json()["sequence"], sequence, "{}", run.stdout);
         t.bundles += 1;

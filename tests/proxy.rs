@@ -29,6 +29,8 @@ pub enum Action {
     Hang,
     /// Forward after this many milliseconds.
     Delay(u64),
+    /// Hold the request until the flag is set, then forward it.
+    Gate(Arc<std::sync::atomic::AtomicBool>),
     /// Forward, but break the response body's connection after this many bytes (at most half
     /// the body, so that it is always cut short).
     CutBody(usize),
@@ -162,6 +164,12 @@ async fn handle(
             Ok(forward(req, pq, client, upstream).await)
         }
         Action::Forward => Ok(forward(req, pq, client, upstream).await),
+        Action::Gate(open) => {
+            while !open.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Ok(forward(req, pq, client, upstream).await)
+        }
         Action::CutBody(n) => {
             let resp = forward(req, pq, client, upstream).await;
             let (parts, body) = resp.into_parts();

@@ -285,3 +285,140 @@ fn an_altered_sealed_volume_is_refused() {
         assert!(!dir.path().join("a.txt").exists(), "{what}: a.txt written");
     }
 }
+
+#[test]
+fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    // GIVEN objects that each fill a sealed volume of their own (age gives every volume a
+    // fresh file key: a volume written twice never has the same bytes)
+    let ctx = Ctx::new("fence");
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, recipient) = age_keygen(keys.path(), "age.key");
+    for i in 0..6u8 {
+        ctx.put(&format!("obj-{i}.bin"), vec![i; 3 << 20]);
+    }
+    let args = |extra: &'static str| {
+        let mut a = vec![
+            "--lease-ttl",
+            "10s",
+            "--volume-size",
+            "1MiB",
+            "--encrypt-to",
+            recipient.as_str(),
+        ];
+        a.push(extra);
+        a
+    };
+    // AND run A, stalled (SIGSTOP, as a laptop that sleeps) while it opens its second volume
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (gate, stalled, slow_db) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (g, st, sd) = (gate.clone(), stalled.clone(), slow_db.clone());
+    let proxy = crate::proxy::start(
+        &crate::util::moto().endpoint,
+        Arc::new(move |m: &hyper::Method, pq: &str| {
+            if m == hyper::Method::POST && pq.contains("-0002.zip") && pq.contains("?uploads") {
+                st.store(true, Ordering::SeqCst);
+                crate::proxy::Action::Gate(g.clone())
+            } else if m == hyper::Method::POST && pq == "/" && sd.load(Ordering::SeqCst) {
+                // After the wake-up, A learns late that its lease is gone: fencing must
+                // not depend on how soon the heartbeat notices.
+                crate::proxy::Action::Delay(3000)
+            } else {
+                crate::proxy::Action::Forward
+            }
+        }),
+    );
+    let prefix = format!("bundles/{}/00000001/", ctx.job);
+    let checkpoint = format!("bundles/_state/{}/00000001/checkpoint.json", ctx.job);
+    let a_args = ctx.export_args(&ctx.job, &ctx.source_uri(), &ctx.table, &args("--no-moves"));
+    let mut a = ctx
+        .via(&proxy.endpoint)
+        .ferry_cmd()
+        .args(&a_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !stalled.load(Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A never got going"
+        );
+        assert!(
+            a.try_wait().unwrap().is_none(),
+            "A finished before it was stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &a.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    // WHEN A's lease expires and run B takes the bundle over and completes it
+    std::thread::sleep(Duration::from_secs(11));
+    let b = ctx.export_with(&ctx.source_uri(), &ctx.table, &args("--json"));
+    assert_eq!(b.code, 0, "B: {}\n{}", b.stdout, b.stderr);
+    let digest = ctx.state().bundle_digest.clone();
+    // AND A wakes up and carries on
+    slow_db.store(true, Ordering::SeqCst);
+    gate.store(true, Ordering::SeqCst);
+    signal("-CONT");
+    let out = a.wait_with_output().unwrap();
+    let a_err = String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // THEN A stops without committing, saying another run took over …
+    assert_ne!(out.status.code(), Some(0), "A: {a_err}");
+    assert!(
+        a_err.contains("another run") || a_err.contains("lease was lost"),
+        "A: {a_err}"
+    );
+    // … AND B's bundle is exactly as B committed it: every volume matches SHA256SUMS, the
+    // state is B's, no checkpoint was recreated and no upload is left open
+    let state = ctx.state();
+    assert_eq!((state.sequence, state.bundle_digest), (1, digest));
+    assert!(
+        ctx.get(&ctx.exp, &checkpoint).is_none(),
+        "A recreated the checkpoint"
+    );
+    assert_eq!(ctx.open_uploads(), 0);
+    let media = tempfile::tempdir().unwrap();
+    for key in ctx.keys(&ctx.exp, &prefix) {
+        let body = ctx.get(&ctx.exp, &key).unwrap();
+        std::fs::write(media.path().join(&key[prefix.len()..]), body).unwrap();
+    }
+    crate::util::run_ok(
+        Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(media.path()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let r = ctx.ferry(&[
+        "import",
+        s(media.path()),
+        "--to-dir",
+        s(dir.path()),
+        "--identity",
+        s(&identity),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got = dir_snapshot(dir.path());
+    assert_eq!(got.len(), 6);
+    for i in 0..6u8 {
+        assert!(
+            got[&format!("obj-{i}.bin")] == vec![i; 3 << 20],
+            "obj-{i}.bin"
+        );
+    }
+}

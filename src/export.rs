@@ -409,38 +409,33 @@ impl Run<'_> {
 
     /// Write the checkpoint under this run's fence: `Fenced` once another run took over.
     async fn save_checkpoint(&self, ck: &Checkpoint) -> Result<()> {
-        let key = self.layout.checkpoint_key(ck.sequence);
-        let fence = self
-            .fence
-            .get()
-            .expect("the fence is set when the bundle is opened");
         let body = serde_json::to_vec_pretty(ck).expect("serialisable");
-        if fence.write(Bytes::from(body), "application/json").await? {
-            Ok(())
-        } else {
-            self.lost.store(true, Ordering::SeqCst);
-            Err(Error::Fenced {
-                bucket: self.cfg.dest.bucket.clone(),
-                key,
-            })
-        }
+        let held = self.fence().write(Bytes::from(body)).await?;
+        self.still_held(held, ck.sequence)
     }
 
     /// Check that no other run has taken the bundle over (the checkpoint is still ours).
     async fn confirm_fence(&self, seq: u64) -> Result<()> {
-        let fence = self
-            .fence
+        let held = self.fence().confirm().await?;
+        self.still_held(held, seq)
+    }
+
+    fn fence(&self) -> &crate::s3::Fence {
+        self.fence
             .get()
-            .expect("the fence is set when the bundle is opened");
-        if fence.confirm().await? {
-            Ok(())
-        } else {
-            self.lost.store(true, Ordering::SeqCst);
-            Err(Error::Fenced {
-                bucket: self.cfg.dest.bucket.clone(),
-                key: self.layout.checkpoint_key(seq),
-            })
+            .expect("the fence is set when the bundle is opened")
+    }
+
+    /// `Fenced` (and the run marked as having lost its lease) when the claim is gone.
+    fn still_held(&self, held: bool, seq: u64) -> Result<()> {
+        if held {
+            return Ok(());
         }
+        self.lost.store(true, Ordering::SeqCst);
+        Err(Error::Fenced {
+            bucket: self.cfg.dest.bucket.clone(),
+            key: self.layout.checkpoint_key(seq),
+        })
     }
 
     async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
@@ -467,14 +462,22 @@ impl Run<'_> {
         else {
             return Ok(None);
         };
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| Error::Corrupt {
-                what,
-                location: self.layout.uri(key),
-                hint: "run the export with --full to start a new baseline bundle",
-                source: Box::new(e),
-            })
+        self.parse_json(&body, key, what).map(Some)
+    }
+
+    /// A stored document of ours, parsed (`Corrupt`, naming it, if it does not parse).
+    fn parse_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        body: &[u8],
+        key: &str,
+        what: &'static str,
+    ) -> Result<T> {
+        serde_json::from_slice(body).map_err(|e| Error::Corrupt {
+            what,
+            location: self.layout.uri(key),
+            hint: "run the export with --full to start a new baseline bundle",
+            source: Box::new(e),
+        })
     }
 
     async fn go(&self) -> Result<Report> {
@@ -494,14 +497,9 @@ impl Run<'_> {
             found.as_ref().map(|(_, etag)| etag.clone()),
         )));
         let resumed = match found {
-            Some((body, _)) if !self.cfg.full => Some(
-                serde_json::from_slice::<Checkpoint>(&body).map_err(|e| Error::Corrupt {
-                    what: "checkpoint",
-                    location: self.layout.uri(&ck_key),
-                    hint: "run the export with --full to start a new baseline bundle",
-                    source: Box::new(e),
-                })?,
-            ),
+            Some((body, _)) if !self.cfg.full => {
+                Some(self.parse_json::<Checkpoint>(&body, &ck_key, "checkpoint")?)
+            }
             _ => None,
         };
         let (mut ck, plan) = match resumed {

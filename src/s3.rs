@@ -1114,7 +1114,7 @@ impl PartUploader {
             return self
                 .complete(upload_id, parts, false)
                 .await
-                .map(|e| e.unwrap_or_default());
+                .map(|etag| etag.unwrap_or_default());
         };
         if let Some(etag) = self.complete(upload_id, parts.clone(), true).await? {
             return Ok(etag);
@@ -1197,7 +1197,7 @@ fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
 /// rewritten the checkpoint with its own name — every write of the old run fails and it
 /// stops. This is the fencing token of the run's S3 writes.
 pub struct Fence {
-    client: Client,
+    store: Store,
     bucket: String,
     key: String,
     held: tokio::sync::Mutex<Held>,
@@ -1212,7 +1212,7 @@ impl Fence {
     /// A fence over `bucket/key`, as read with `etag` (`None`: the document does not exist).
     pub fn new(store: &Store, bucket: &str, key: &str, etag: Option<String>) -> Self {
         Fence {
-            client: store.client.clone(),
+            store: store.clone(),
             bucket: bucket.to_string(),
             key: key.to_string(),
             held: tokio::sync::Mutex::new(Held {
@@ -1222,16 +1222,17 @@ impl Fence {
         }
     }
 
-    /// Write `body` if the document is still the one this run last saw. `false`: another run
-    /// wrote it since (this run is fenced off and must stop).
-    pub async fn write(&self, body: Bytes, content_type: &str) -> Result<bool> {
+    /// Write the JSON document `body` if it is still the one this run last saw. `false`:
+    /// another run wrote it since (this run is fenced off and must stop).
+    pub async fn write(&self, body: Bytes) -> Result<bool> {
         let mut held = self.held.lock().await;
         let mut req = self
+            .store
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(&self.key)
-            .content_type(content_type)
+            .content_type("application/json")
             .body(ByteStream::from(body.clone()));
         req = match &held.etag {
             Some(etag) => req.if_match(format!("\"{etag}\"")),
@@ -1246,8 +1247,7 @@ impl Fence {
             // 412/409: written by another since; 404: removed since (published by another).
             Err(e) if http_status(&e).is_some_and(|s| s == 412 || s == 409 || s == 404) => {
                 // Our own write, if an earlier attempt's answer was lost: the body is ours.
-                let store = Store::new(self.client.clone());
-                match store.get(&self.bucket, &self.key, None, None).await? {
+                match self.store.get(&self.bucket, &self.key, None, None).await? {
                     Got::Found { body: now, meta } if now == body => {
                         held.etag = Some(meta.etag);
                         held.body = body;
@@ -1266,7 +1266,7 @@ impl Fence {
         if body.is_empty() {
             return Ok(false);
         }
-        self.write(body, "application/json").await
+        self.write(body).await
     }
 }
 
@@ -1305,7 +1305,6 @@ fn metadata(h: &ObjectHeaders) -> Option<std::collections::HashMap<String, Strin
     })
 }
 
-/// `bucket/key` for `x-amz-copy-source`, percent-encoded.
 /// Abort one multipart upload. One that is already gone counts as aborted: an earlier
 /// attempt's answer was lost, so the SDK's retry finds `NoSuchUpload`.
 async fn abort_upload(client: &Client, bucket: &str, key: &str, id: &str) -> Result<()> {
@@ -1326,6 +1325,7 @@ async fn abort_upload(client: &Client, bucket: &str, key: &str, id: &str) -> Res
     }
 }
 
+/// `bucket/key` for `x-amz-copy-source`, percent-encoded.
 fn copy_source(bucket: &str, key: &str) -> String {
     let mut out = format!("{bucket}/");
     for b in key.bytes() {

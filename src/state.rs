@@ -349,47 +349,36 @@ impl StateTable {
             .condition_expression(condition)
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if is_code(&e, "ConditionalCheckFailedException") => {
-                // A retried request whose first attempt was applied (its response lost) fails
-                // its own condition: the state then already holds exactly this commit.
-                match self.load(job).await? {
-                    Some(now) if now.is_commit_of(version, c) => {
-                        info!(
-                            job,
-                            version = version + 1,
-                            "commit was applied (its response was lost)"
-                        );
-                        Ok(())
-                    }
-                    _ => Err(Error::StateConflict {
-                        job: job.to_string(),
-                    }),
-                }
+        let Err(e) = out else {
+            return Ok(());
+        };
+        // A failed commit may have been applied all the same: a retried request whose first
+        // attempt was applied (its answer lost) fails its own condition, and one that got no
+        // answer at all (time-out, lost connection, 5xx after every retry) says nothing. The
+        // state says which; report that.
+        let failed = if is_code(&e, "ConditionalCheckFailedException") {
+            Error::StateConflict {
+                job: job.to_string(),
             }
-            Err(e) => {
-                // No answer (time-out, lost connection, 5xx after every retry): the write may
-                // have been applied all the same. The state says which; report that.
-                let failed = self.err("UpdateItem", e);
-                match self.load(job).await {
-                    Ok(Some(now)) if now.is_commit_of(version, c) => {
-                        info!(
-                            job,
-                            version = version + 1,
-                            "commit was applied (its answer never came)"
-                        );
-                        Ok(())
-                    }
-                    Ok(_) => Err(failed),
-                    Err(read) => {
-                        warn!(job, error = %read, "could not read the state back after an unanswered commit");
-                        Err(Error::CommitUnknown {
-                            job: job.to_string(),
-                            source: Box::new(failed),
-                        })
-                    }
-                }
+        } else {
+            self.err("UpdateItem", e)
+        };
+        match self.load(job).await {
+            Ok(Some(now)) if now.is_commit_of(version, c) => {
+                info!(
+                    job,
+                    version = version + 1,
+                    "commit was applied (its answer was lost)"
+                );
+                Ok(())
+            }
+            Ok(_) => Err(failed),
+            Err(read) => {
+                warn!(job, error = %read, "could not read the state back after a failed commit");
+                Err(Error::CommitUnknown {
+                    job: job.to_string(),
+                    source: Box::new(failed),
+                })
             }
         }
     }

@@ -333,7 +333,6 @@ fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
             }
         }),
     );
-    let prefix = format!("bundles/{}/00000001/", ctx.job);
     let checkpoint = format!("bundles/_state/{}/00000001/checkpoint.json", ctx.job);
     let a_args = ctx.export_args(&ctx.job, &ctx.source_uri(), &ctx.table, &args("--no-moves"));
     let mut a = ctx
@@ -394,19 +393,18 @@ fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
     );
     assert_eq!(ctx.open_uploads(), 0);
     let media = tempfile::tempdir().unwrap();
-    for key in ctx.keys(&ctx.exp, &prefix) {
-        let body = ctx.get(&ctx.exp, &key).unwrap();
-        std::fs::write(media.path().join(&key[prefix.len()..]), body).unwrap();
-    }
+    let run = ctx.ferry_download(media.path(), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let bundle = media.path().join(&ctx.job).join("00000001");
     crate::util::run_ok(
         Command::new("sha256sum")
             .args(["-c", "SHA256SUMS"])
-            .current_dir(media.path()),
+            .current_dir(&bundle),
     );
     let dir = tempfile::tempdir().unwrap();
     let r = ctx.ferry(&[
         "import",
-        s(media.path()),
+        s(&bundle),
         "--to-dir",
         s(dir.path()),
         "--identity",

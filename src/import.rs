@@ -22,6 +22,8 @@ use crate::verify::check_volume;
 
 /// Deletions applied per step of an import's tail (one DeleteObjects request per 1,000).
 const DELETE_BATCH: usize = 4_000;
+/// Moves applied per step of an import's tail.
+const MOVE_BATCH: usize = 1_000;
 
 /// How to import.
 #[derive(Debug, Clone)]
@@ -447,6 +449,7 @@ async fn apply(
             sequence: b.sequence,
             bundle_digest: digest.to_string(),
             volumes_done: Vec::new(),
+            moves_done: 0,
             deletions_done: 0,
         },
     };
@@ -502,69 +505,30 @@ async fn apply(
         progressed = true;
     }
 
-    let mut changes: Vec<(String, Option<IndexEntry>)> = Vec::new();
-    // Moves: confirm the destination holds the expected content at `from`, then copy + delete.
-    if !b.last.moved.is_empty() {
-        let keys: Vec<String> = b
-            .last
-            .moved
-            .iter()
-            .flat_map(|m| [m.from.clone(), m.to.clone()])
-            .collect();
-        let known = ledger.lookup(&keys).await?;
-        for m in &b.last.moved {
-            let (from_rel, to_rel) = (
-                relative(&m.from, &b.source_prefix),
-                relative(&m.to, &b.source_prefix),
-            );
-            let unconfirmed = |detail: String| Error::MoveUnconfirmed {
-                target: cfg.target.display(),
-                from: m.from.clone(),
-                to: m.to.clone(),
-                detail,
-            };
-            let expected = known
-                .get(&m.from)
-                .filter(|e| e.etag == m.etag && e.size == m.size)
-                .cloned();
-            let moved_entry = |place: String, e: &IndexEntry| IndexEntry { place, ..e.clone() };
-            if let Some(e) = &expected
-                && cfg.target.holds(from_rel, e).await?
-            {
-                let place = cfg
-                    .target
-                    .move_object(from_rel, e, to_rel, m.headers.as_ref())
-                    .await?;
-                changes.push((m.to.clone(), Some(moved_entry(place, e))));
-                changes.push((m.from.clone(), None));
-            } else if let Some(t) = known.get(&m.to).filter(|t| t.etag == m.etag)
-                && cfg.target.holds(to_rel, t).await?
-            {
-                cfg.target.delete(from_rel, expected.as_ref()).await?;
-                changes.push((m.from.clone(), None));
-            } else if let Some(e) = &expected {
-                // An interrupted run may have copied it already: compare the bytes.
-                match cfg.target.holds_content(to_rel, e.size, &e.sha256).await? {
-                    Some(place) => {
-                        cfg.target.delete(from_rel, Some(e)).await?;
-                        changes.push((m.to.clone(), Some(moved_entry(place, e))));
-                        changes.push((m.from.clone(), None));
-                    }
-                    None => {
-                        return Err(unconfirmed(
-                            "the destination's object there is missing or is not the content this import wrote".into(),
-                        ));
-                    }
-                }
-            } else {
-                return Err(unconfirmed(format!(
-                    "the import state has no record of `{}` with ETag {} ({} bytes)",
-                    m.from, m.etag, m.size
-                )));
-            }
-            out.moved += 1;
+    // Moves, MOVE_BATCH at a time: each is confirmed against the key index (the original still
+    // holds the content this import wrote there, or the copy is recorded and in place: a HEAD
+    // on S3, never a re-read), copied (several at once), the copies recorded, then the
+    // originals removed and that recorded. Between batches the deadline may stop the tail; a
+    // resumed call starts after the moves already applied.
+    let moves = &b.last.moved;
+    let done = (pending.moves_done as usize).min(moves.len());
+    out.moved += done as u64;
+    for (i, batch) in moves[done..].chunks(MOVE_BATCH).enumerate() {
+        if (i > 0 || progressed)
+            && let Some(d) = cfg.deadline
+            && Instant::now() >= d
+        {
+            info!(job = %b.job, sequence = b.sequence, moved = out.moved, "deadline: stopping between moves");
+            return Ok(BundleStatus::Continue);
         }
+        apply_moves(ledger, cfg, b, batch).await?;
+        out.moved += batch.len() as u64;
+        pending.moves_done = out.moved;
+        rec.pending = Some(pending.clone());
+        ledger.save(rec.clone(), Vec::new()).await?;
+        progressed = true;
     }
+    let mut changes: Vec<(String, Option<IndexEntry>)> = Vec::new();
     // Deletions (and objects that vanished before the export read them).
     let gone: Vec<String> = b
         .last
@@ -626,4 +590,97 @@ async fn apply(
     cfg.target.make_durable().await?;
     ledger.save(rec.clone(), changes).await?;
     Ok(BundleStatus::Applied)
+}
+
+/// Apply one batch of moves: confirm each, copy them (several at once), record the copies,
+/// remove the originals, record that.
+async fn apply_moves(
+    ledger: &mut Ledger,
+    cfg: &ImportConfig,
+    b: &Bundle,
+    batch: &[crate::manifest::Move],
+) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let keys: Vec<String> = batch
+        .iter()
+        .flat_map(|m| [m.from.clone(), m.to.clone()])
+        .collect();
+    let known = ledger.lookup(&keys).await?;
+    let known = &known;
+    // (move, the original's entry when it is still to be removed, the copy's entry when new)
+    let copied: Vec<(&crate::manifest::Move, Option<IndexEntry>, Option<IndexEntry>)> =
+        futures::stream::iter(batch)
+            .map(|m| async move {
+                let (from_rel, to_rel) = (
+                    relative(&m.from, &b.source_prefix),
+                    relative(&m.to, &b.source_prefix),
+                );
+                let expected = known
+                    .get(&m.from)
+                    .filter(|e| e.etag == m.etag && e.size == m.size)
+                    .cloned();
+                if let Some(e) = &expected
+                    && cfg.target.holds(from_rel, e).await?
+                {
+                    let place = cfg
+                        .target
+                        .move_object(from_rel, e, to_rel, m.headers.as_ref())
+                        .await?;
+                    let copy = IndexEntry { place, ..e.clone() };
+                    return Ok((m, expected, Some(copy)));
+                }
+                if let Some(t) = known.get(&m.to).filter(|t| t.etag == m.etag)
+                    && cfg.target.holds(to_rel, t).await?
+                {
+                    // Copied and recorded by an earlier, interrupted call.
+                    return Ok((m, expected, None));
+                }
+                if let Some(e) = &expected
+                    && let Some(place) = cfg.target.moved_unrecorded(to_rel, e).await?
+                {
+                    let copy = IndexEntry { place, ..e.clone() };
+                    return Ok((m, expected, Some(copy)));
+                }
+                Err(Error::MoveUnconfirmed {
+                    target: cfg.target.display(),
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                    detail: match &expected {
+                        Some(_) => "neither the original nor a recorded copy holds the content this import wrote".into(),
+                        None => format!(
+                            "the import state has no record of `{}` with ETag {} ({} bytes)",
+                            m.from, m.etag, m.size
+                        ),
+                    },
+                })
+            })
+            .buffer_unordered(cfg.concurrency.max(1))
+            .try_collect()
+            .await?;
+    let record = ledger.record().clone();
+    cfg.target.make_durable().await?;
+    ledger
+        .save(
+            record.clone(),
+            copied
+                .iter()
+                .filter_map(|(m, _, c)| c.clone().map(|c| (m.to.clone(), Some(c))))
+                .collect(),
+        )
+        .await?;
+    let originals: Vec<(&str, Option<&IndexEntry>)> = copied
+        .iter()
+        .map(|(m, e, _)| (relative(&m.from, &b.source_prefix), e.as_ref()))
+        .collect();
+    cfg.target.delete_many(&originals).await?;
+    cfg.target.make_durable().await?;
+    ledger
+        .save(
+            record,
+            copied
+                .iter()
+                .map(|(m, _, _)| (m.from.clone(), None))
+                .collect(),
+        )
+        .await
 }

@@ -31,6 +31,9 @@ pub struct Pending {
     pub bundle_digest: String,
     /// Volumes whose objects are all in place.
     pub volumes_done: Vec<u32>,
+    /// Moves of the bundle's tail already applied (in the bundle's order).
+    #[serde(default)]
+    pub moves_done: u64,
     /// Deletions of the bundle's tail already applied (in the bundle's order).
     #[serde(default)]
     pub deletions_done: u64,
@@ -107,6 +110,8 @@ pub enum Ledger {
         table: StateTable,
         item: String,
         owner: String,
+        /// The lease's fencing token: every key-index write is conditional on it.
+        fence: u64,
         ttl: Duration,
         record: Record,
     },
@@ -175,7 +180,7 @@ impl Ledger {
     pub async fn open_table(table: StateTable, job: &str, ttl: Duration) -> Result<Self> {
         let item = format!("import/{job}");
         let owner = uuid::Uuid::new_v4().to_string();
-        table.acquire(&item, &owner, ttl).await?;
+        let fence = table.acquire(&item, &owner, ttl).await?.lease_epoch;
         let docs = table.get_docs(std::slice::from_ref(&item)).await?;
         let record = match docs.get(&item) {
             Some(d) => serde_json::from_str(d).map_err(|e| Error::Corrupt {
@@ -190,6 +195,7 @@ impl Ledger {
             table,
             item,
             owner,
+            fence,
             ttl,
             record,
         })
@@ -259,6 +265,7 @@ impl Ledger {
                 table,
                 item,
                 owner,
+                fence,
                 ttl,
                 record: current,
             } => {
@@ -272,7 +279,7 @@ impl Ledger {
                         )
                     })
                     .collect();
-                table.write_docs(docs).await?;
+                table.write_docs(item, *fence, docs).await?;
                 let doc = serde_json::to_string(&record).expect("record serialises");
                 table.save_doc(item, owner, &doc).await?;
                 *current = record;

@@ -665,30 +665,6 @@ impl Store {
         result
     }
 
-    /// Size and SHA-256 of an object's current bytes, streamed; `None` if it does not exist.
-    pub async fn sha256(&self, bucket: &str, key: &str) -> Result<Option<(u64, String)>> {
-        use sha2::Digest;
-        let Some(mut r) = self.reader(bucket, key).await? else {
-            return Ok(None);
-        };
-        let mut sha = sha2::Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = r.read(&mut buf).await.map_err(|e| Error::Stream {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                source: Box::new(e),
-            })?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            size += n as u64;
-        }
-        Ok(Some((size, hex::encode(sha.finalize()))))
-    }
-
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         self.client
             .delete_object()

@@ -43,6 +43,8 @@ pub struct JobState {
     pub lease_owner: Option<String>,
     /// Lease expiry, ms since the epoch.
     pub lease_until_ms: Option<i64>,
+    /// Fencing token: +1 every time the lease is taken, so the latest holder has the largest.
+    pub lease_epoch: u64,
 }
 
 /// What a successful run commits.
@@ -218,6 +220,7 @@ impl StateTable {
             version: get_n("version").unwrap_or(0).max(0) as u64,
             lease_owner: get_s("lease_owner"),
             lease_until_ms: get_n("lease_until"),
+            lease_epoch: get_n("lease_epoch").unwrap_or(0).max(0) as u64,
         }
     }
 
@@ -243,7 +246,7 @@ impl StateTable {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(job)))
-            .update_expression("SET lease_owner = :o, lease_until = :u")
+            .update_expression("SET lease_owner = :o, lease_until = :u ADD lease_epoch :one")
             // Our own name passes too: a retried request whose first attempt took the lease
             // (its answer lost) must not find the lease "held" by this very run.
             .condition_expression(
@@ -252,6 +255,7 @@ impl StateTable {
             .expression_attribute_values(":o", s(owner))
             .expression_attribute_values(":u", n(now + ttl.as_millis() as i64))
             .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -399,6 +403,10 @@ impl JobState {
 
 /// Attribute holding a JSON document on the import side's items.
 const DOC_ATTRIBUTE: &str = "doc";
+/// Attribute holding the fencing token of the lease holder that wrote an item.
+const FENCE_ATTRIBUTE: &str = "fence";
+/// Conditional document writes in flight at once.
+const DOC_WRITES_IN_FLIGHT: usize = 16;
 
 /// Generic JSON documents keyed by item key (the import side's record and key index).
 impl StateTable {
@@ -449,52 +457,75 @@ impl StateTable {
         Ok(out)
     }
 
-    /// Write (`Some`) or remove (`None`) documents, 25 per request, retrying throttled ones.
-    pub async fn write_docs(&self, docs: Vec<(String, Option<String>)>) -> Result<()> {
-        use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
-        for chunk in docs.chunks(25) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|(k, doc)| match doc {
-                    Some(d) => WriteRequest::builder()
-                        .put_request(
-                            PutRequest::builder()
-                                .item(KEY_ATTRIBUTE, s(k))
-                                .item(DOC_ATTRIBUTE, s(d))
-                                .build()
-                                .expect("item given"),
-                        )
-                        .build(),
-                    None => WriteRequest::builder()
-                        .delete_request(
-                            DeleteRequest::builder()
-                                .set_key(Some(Self::key(k)))
-                                .build()
-                                .expect("key given"),
-                        )
-                        .build(),
-                })
-                .collect();
-            let mut tries = 0;
-            while !pending.is_empty() {
-                let res = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, std::mem::take(&mut pending))
-                    .send()
-                    .await
-                    .map_err(|e| self.err("BatchWriteItem", e))?;
-                if let Some(left) = res.unprocessed_items().and_then(|u| u.get(&self.table)) {
-                    pending = left.clone();
-                    tries += 1;
-                    if tries >= BATCH_TRIES && !pending.is_empty() {
-                        return Err(self.unprocessed("BatchWriteItem", pending.len()));
-                    }
-                    tokio::time::sleep(Duration::from_millis(50 << tries.min(6))).await;
-                }
-            }
+    /// Write (`Some`) or remove (`None`) documents as the lease holder whose fencing token is
+    /// `fence` (its `lease_epoch`). Each write is conditional: it lands only on an item that no
+    /// later holder has written (`fence` ≤ ours), so a run that lost its lease and wakes up late
+    /// cannot overwrite what the run that took over wrote (`LeaseLost` for `lease_item`). A key
+    /// given twice keeps its last value. Several writes are in flight at once.
+    pub async fn write_docs(
+        &self,
+        lease_item: &str,
+        fence: u64,
+        docs: Vec<(String, Option<String>)>,
+    ) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut last: HashMap<String, Option<String>> = HashMap::with_capacity(docs.len());
+        for (k, d) in docs {
+            last.insert(k, d);
         }
-        Ok(())
+        futures::stream::iter(last)
+            .map(|(k, d)| self.write_doc(lease_item, fence, k, d))
+            .buffer_unordered(DOC_WRITES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
+    }
+
+    async fn write_doc(
+        &self,
+        lease_item: &str,
+        fence: u64,
+        key: String,
+        doc: Option<String>,
+    ) -> Result<()> {
+        const CONDITION: &str = "attribute_not_exists(#f) OR #f <= :f";
+        let lost = || Error::LeaseLost {
+            job: lease_item.to_string(),
+        };
+        match doc {
+            Some(d) => match self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item(KEY_ATTRIBUTE, s(&key))
+                .item(DOC_ATTRIBUTE, s(&d))
+                .item(FENCE_ATTRIBUTE, n(fence as i64))
+                .condition_expression(CONDITION)
+                .expression_attribute_names("#f", FENCE_ATTRIBUTE)
+                .expression_attribute_values(":f", n(fence as i64))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_code(&e, "ConditionalCheckFailedException") => Err(lost()),
+                Err(e) => Err(self.err("PutItem", e)),
+            },
+            None => match self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(&key)))
+                .condition_expression(CONDITION)
+                .expression_attribute_names("#f", FENCE_ATTRIBUTE)
+                .expression_attribute_values(":f", n(fence as i64))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_code(&e, "ConditionalCheckFailedException") => Err(lost()),
+                Err(e) => Err(self.err("DeleteItem", e)),
+            },
+        }
     }
 
     /// Set the `doc` of `key` while `owner` holds its lease.

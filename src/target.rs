@@ -234,36 +234,31 @@ impl Target {
         }
     }
 
-    /// Does `rel` hold bytes with this size and SHA-256 (read in full)? Returns where.
-    pub async fn holds_content(
+    /// Where a move to `to_rel` of `entry`'s content landed when its record was lost (an
+    /// interrupted call, the original already gone). A directory renames, so the file at
+    /// `to_rel` is hashed. A bucket never gets here: the copy is recorded before the original
+    /// is removed, so an unrecorded copy without its original is not this import's.
+    pub async fn moved_unrecorded(
         &self,
-        rel: &str,
-        size: u64,
-        sha256: &str,
+        to_rel: &str,
+        entry: &IndexEntry,
     ) -> Result<Option<String>> {
         match self {
-            Target::S3 { store, dest, .. } => {
-                let key = dest.key(rel);
-                match store.sha256(&dest.bucket, &key).await? {
-                    Some((s, h)) if s == size && h == sha256 => {
-                        Ok(store.head(&dest.bucket, &key).await?.map(|(etag, _)| etag))
-                    }
-                    _ => Ok(None),
-                }
-            }
+            Target::S3 { .. } => Ok(None),
             Target::Dir { root } => {
-                let place = Self::place(root, rel);
+                let place = Self::place(root, to_rel);
                 let path = Self::inside(root, &place)?;
                 Ok(
-                    (file_sha256(&path).await? == Some((size, sha256.to_string())))
+                    (file_sha256(&path).await? == Some((entry.size, entry.sha256.clone())))
                         .then_some(place),
                 )
             }
         }
     }
 
-    /// Move `from` (holding `entry`) to `to_rel`, with `headers` when the bundle gives them;
-    /// returns the new place.
+    /// Put the content of `from` (holding `entry`) at `to_rel`, with `headers` when the bundle
+    /// gives them; returns the new place. A bucket copies (the caller removes the original once
+    /// the copy is recorded); a directory renames.
     pub async fn move_object(
         &self,
         from_rel: &str,
@@ -274,11 +269,9 @@ impl Target {
         match self {
             Target::S3 { store, dest, .. } => {
                 let (from, to) = (dest.key(from_rel), dest.key(to_rel));
-                let etag = store
+                store
                     .copy(&dest.bucket, &from, &to, entry.size, headers)
-                    .await?;
-                store.delete(&dest.bucket, &from).await?;
-                Ok(etag)
+                    .await
             }
             Target::Dir { root } => {
                 let from = Self::inside(root, &entry.place)?;

@@ -37,7 +37,10 @@ enum Kind {
     /// UpdateItem that gives a lease back.
     DbRelease,
     DbBatchGet,
-    DbBatchWrite,
+    /// PutItem of a key-index entry (conditional on the lease's fencing token).
+    DbDocPut,
+    /// DeleteItem of a key-index entry (conditional likewise).
+    DbDocDelete,
 }
 
 fn kind_of(r: &Req, objects: &str) -> Option<Kind> {
@@ -46,7 +49,8 @@ fn kind_of(r: &Req, objects: &str) -> Option<Kind> {
         return match op {
             "GetItem" => Some(Kind::DbGet),
             "BatchGetItem" => Some(Kind::DbBatchGet),
-            "BatchWriteItem" => Some(Kind::DbBatchWrite),
+            "PutItem" => Some(Kind::DbDocPut),
+            "DeleteItem" => Some(Kind::DbDocDelete),
             "UpdateItem" if r.body_has("attribute_not_exists(lease_owner)") => Some(Kind::DbLease),
             "UpdateItem" if r.body_has("watermark") => Some(Kind::DbCommit),
             "UpdateItem" if r.body_has("#doc") => Some(Kind::DbSave),
@@ -320,7 +324,8 @@ fn an_import_with_table_state_survives_every_fault_on_the_state_table() {
         &[
             Kind::DbLease,
             Kind::DbBatchGet,
-            Kind::DbBatchWrite,
+            Kind::DbDocPut,
+            Kind::DbDocDelete,
             Kind::DbSave,
             Kind::DbRelease,
         ],

@@ -420,3 +420,153 @@ fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
         );
     }
 }
+
+/// The import side's key index, item by item: key → (fence, doc).
+fn key_index(
+    ctx: &Ctx,
+    table: &str,
+    job: &str,
+) -> std::collections::BTreeMap<String, (i64, String)> {
+    let prefix = format!("import/{job}/k/");
+    let client = aws_sdk_dynamodb::Client::new(&crate::util::sdk_config(&ctx.endpoint));
+    crate::util::block_on(async {
+        let mut out = std::collections::BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = client
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            for item in page.items() {
+                let key = item[s3_ferry::state::KEY_ATTRIBUTE].as_s().unwrap();
+                if let Some(k) = key.strip_prefix(&prefix) {
+                    let fence = item
+                        .get("fence")
+                        .map_or(-1, |f| f.as_n().unwrap().parse().unwrap());
+                    out.insert(k.to_string(), (fence, item["doc"].as_s().unwrap().clone()));
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => break,
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn an_import_stalled_past_its_lease_changes_nothing_in_the_key_index_of_the_run_that_took_over() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    // GIVEN a bundle of 30 objects on the media
+    let ctx = Ctx::new("ifence");
+    for i in 0..30u8 {
+        ctx.put(&format!("k/obj-{i:02}"), vec![i; 1000 + i as usize]);
+    }
+    ctx.export_ok(&[]);
+    let media = tempfile::tempdir().unwrap();
+    assert_eq!(ctx.ferry_download(media.path(), &[]).code, 0);
+    let bundle = media.path().join(&ctx.job).join("00000001");
+    let dest = format!("s3://{}", ctx.bucket("ifence-to"));
+    let args = [
+        "import",
+        s(&bundle),
+        "--to",
+        &dest,
+        "--table",
+        &ctx.table,
+        "--job",
+        &ctx.job,
+        "--lease-ttl",
+        "10s",
+    ];
+    // AND import A, stalled (SIGSTOP) while its first key-index write is on the wire
+    let (gate, stalled) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (g, st) = (gate.clone(), stalled.clone());
+    let proxy = crate::proxy::start_full(
+        &crate::util::moto().endpoint,
+        Arc::new(move |r: &crate::proxy::Req| {
+            if r.dynamo_op() == Some("PutItem") && !st.swap(true, Ordering::SeqCst) {
+                crate::proxy::Action::Gate(g.clone())
+            } else {
+                crate::proxy::Action::Forward
+            }
+        }),
+    );
+    let mut a = ctx
+        .via(&proxy.endpoint)
+        .ferry_cmd()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !stalled.load(Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A never got going"
+        );
+        assert!(
+            a.try_wait().unwrap().is_none(),
+            "A finished before it was stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &a.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    // WHEN A's lease expires and import B takes over and applies the bundle
+    std::thread::sleep(Duration::from_secs(11));
+    let b = ctx.ferry(&args);
+    assert_eq!(b.code, 0, "B: {}", b.stderr);
+    let written_by_b = key_index(&ctx, &ctx.table, &ctx.job);
+    assert_eq!(written_by_b.len(), 30);
+    let b_fence = written_by_b.values().next().unwrap().0;
+    assert!(written_by_b.values().all(|(f, _)| *f == b_fence && *f > 0));
+    // AND A wakes up: its held write goes on
+    gate.store(true, Ordering::SeqCst);
+    signal("-CONT");
+    let out = a.wait_with_output().unwrap();
+    let a_err = String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // THEN A stops, saying another run took over …
+    assert_ne!(out.status.code(), Some(0), "A: {a_err}");
+    assert!(a_err.contains("lease was lost"), "A: {a_err}");
+    // … AND the key index is exactly as B wrote it, and the import record is B's
+    let after = key_index(&ctx, &ctx.table, &ctx.job);
+    let changed: Vec<(&String, i64)> = after
+        .iter()
+        .filter(|(k, v)| written_by_b.get(*k) != Some(*v))
+        .map(|(k, (f, _))| (k, *f))
+        .collect();
+    assert!(
+        changed.is_empty() && after.len() == written_by_b.len(),
+        "A rewrote key-index entries B owns (key, fence; B's fence is {b_fence}): {changed:?}"
+    );
+    let item = format!("import/{}", ctx.job);
+    let docs = crate::util::block_on(
+        ctx.clients
+            .table(&ctx.table)
+            .get_docs(std::slice::from_ref(&item)),
+    )
+    .unwrap();
+    let record: s3_ferry::ledger::Record = serde_json::from_str(&docs[&item]).unwrap();
+    assert_eq!((record.sequence, record.pending), (1, None));
+}

@@ -3,12 +3,15 @@
   demo-bucket.py seed BUCKET [N] N (default 300) objects with headers and metadata, an index
                                  page, and one 12 MiB multipart object
   demo-bucket.py mutate BUCKET   add, overwrite, delete, rename and a metadata-only change
+  demo-bucket.py many BUCKET N   N tiny objects (many/NNNNNNN), 32 writers at once
+  demo-bucket.py thin BUCKET K R keep K of the `many` objects, rename R of them, delete the rest
 """
 import io
 import os
 import random
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -38,6 +41,27 @@ if cmd == "seed":
                       Config=TransferConfig(multipart_threshold=5 * 1024 * 1024,
                                             multipart_chunksize=5 * 1024 * 1024))
     print(f"seeded s3://{bucket}: {count + 2} objects (one 12 MiB multipart upload)")
+elif cmd == "many":
+    s3.create_bucket(Bucket=bucket)
+    count = int(sys.argv[3])
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"many/{i:07d}",
+                                              Body=f"object {i}\n".encode()), range(count)))
+    print(f"seeded s3://{bucket}: {count} tiny objects")
+elif cmd == "thin":
+    time.sleep(1.1)  # listings show LastModified to the second
+    keep, renames = int(sys.argv[3]), int(sys.argv[4])
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="many/")
+            for o in page.get("Contents", [])]
+    moved = keys[keep:keep + renames]
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda k: s3.copy_object(Bucket=bucket, Key="renamed/" + k,
+                                               CopySource={"Bucket": bucket, "Key": k}), moved))
+    gone = keys[keep:]
+    for i in range(0, len(gone), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in gone[i:i + 1000]],
+                                                  "Quiet": True})
+    print(f"thinned s3://{bucket}: {keep} kept, {len(moved)} renamed, {len(gone) - len(moved)} deleted")
 elif cmd == "mutate":
     time.sleep(1.1)  # listings show LastModified to the second
     s3.put_object(Bucket=bucket, Key="reports/2026/new-report.csv", Body=b"a,b\n1,2\n",

@@ -71,11 +71,11 @@ say "cargo lambda watch --only-lambda-apis on 127.0.0.1:$lambda_port, $instances
 cargo lambda watch --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$lambda_port" >"$logs/watch-api.log" 2>&1 &
 pids+=($!)
 until (exec 3<>"/dev/tcp/127.0.0.1/$lambda_port") 2>/dev/null; do sleep 0.1; done
-instances() { # FUNCTION ENV_FILE LOG: start the function's instances, polling the emulator
+instances() { # FUNCTION ENV_FILE LOG [COUNT [PORT]]: start the function's instances, polling the emulator
   local i
-  for i in $(seq "$instances"); do
+  for i in $(seq "${4:-$instances}"); do
     (set -a; . "$2"; set +a
-     export AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$lambda_port/.rt/$1" AWS_LAMBDA_FUNCTION_NAME="$1" \
+     export AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:${5:-$lambda_port}/.rt/$1" AWS_LAMBDA_FUNCTION_NAME="$1" \
        AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024
      exec "$bin/$1") >>"$3" 2>&1 &
     pids+=($!)
@@ -149,20 +149,23 @@ instances ferry-import "$logs/import.env" "$logs/import-watch.log"
 carry="$logs/carry"
 "$bin/ferry" download --from s3://e2e-export/bundles --job lambda --since 0 --to "$carry"
 "$bin/ferry" verify "$carry/lambda" # no identity: SHA256SUMS of the sealed volumes only
-upload() { # SEQUENCE: the bundle folder, as an operator would upload it
-  py - "$carry/lambda/$(printf %08d "$1")" "lambda/$(printf %08d "$1")" <<'PY'
+upload() { # SEQUENCE [JOB BUCKET]: the bundle folder, as an operator would upload it
+  local job=${2:-lambda}
+  py - "$carry/$job/$(printf %08d "$1")" "$job/$(printf %08d "$1")" "${3:-e2e-import}" <<'PY'
 import boto3, os, sys
 s3 = boto3.client("s3")
 names = sorted(os.listdir(sys.argv[1]), key=lambda n: n == "SHA256SUMS")  # SHA256SUMS last
 for n in names:
-    s3.upload_file(os.path.join(sys.argv[1], n), "e2e-import", f"{sys.argv[2]}/{n}")
+    s3.upload_file(os.path.join(sys.argv[1], n), sys.argv[3], f"{sys.argv[2]}/{n}")
 PY
 }
 import_invoke() {
   cargo lambda invoke ferry-import --invoke-address 127.0.0.1 --invoke-port "$import_port" --data-ascii "$1" \
     | tee -a "$logs/import-invoke.log"; echo
 }
-imported() { py -c 'import boto3,json; i=boto3.client("dynamodb", region_name="us-east-1").get_item(TableName="e2e-state", Key={"job": {"S": "import/lambda"}}, ConsistentRead=True).get("Item"); print(json.loads(i["doc"]["S"])["sequence"] if i and "doc" in i else 0)'; }
+imported() { # [JOB]
+  py -c 'import boto3,json,sys; i=boto3.client("dynamodb", region_name="us-east-1").get_item(TableName="e2e-state", Key={"job": {"S": "import/" + sys.argv[1]}}, ConsistentRead=True).get("Item"); print(json.loads(i["doc"]["S"])["sequence"] if i and "doc" in i else 0)' "${1:-lambda}"
+}
 upload 2
 out=$(import_invoke '{"trigger": "sweep"}')
 grep -q '"applied":\[\]' <<<"$out" || { echo "bundle 2 alone must wait for bundle 1: $out" >&2; exit 1; }
@@ -173,4 +176,41 @@ for _ in $(seq 600); do [ "$(imported)" = 2 ] && break; sleep 0.5; done
 [ "$(imported)" = 2 ] || { echo "the import did not reach bundle 2; log:" >&2; tail -40 "$logs/import-watch.log" >&2; exit 1; }
 echo "import took $(grep -c 'continuing the import' "$logs/import-watch.log") continuation hops"
 py scripts/compare-buckets.py e2e-source e2e-dest
+
+# A long tail: TAIL_OBJECTS tiny objects, then all but TAIL_KEEP of them deleted and TAIL_MOVES
+# of those renamed. The import function applies the second bundle's deletions (4,000 per
+# step) and moves (1,000 per step) over several hops, one step per hop (RUN_BUDGET=0s),
+# saving its progress in the table between hops.
+tail_objects=${TAIL_OBJECTS:-5000} tail_keep=${TAIL_KEEP:-200} tail_moves=${TAIL_MOVES:-300}
+say "import function: a bundle of $((tail_objects - tail_keep - tail_moves)) deletions and $tail_moves moves, in hops"
+t0=$SECONDS
+py scripts/demo-bucket.py many e2e-tail-src "$tail_objects"
+py -c 'import boto3; s3=boto3.client("s3"); [s3.create_bucket(Bucket=b) for b in ("e2e-tail-import", "e2e-tail-dest")]'
+tail_export() {
+  "$bin/ferry" export --job tail --source s3://e2e-tail-src --dest s3://e2e-export/bundles --table e2e-state \
+    --encrypt-to "$recipient" --json | py -c 'import json,sys; r=json.load(sys.stdin); print("exported bundle %s: %s objects, %s deleted, %s moved" % (r.get("sequence"), r.get("objects"), r.get("deleted"), r.get("moved")))'
+}
+tail_export
+py scripts/demo-bucket.py thin e2e-tail-src "$tail_keep" "$tail_moves"
+tail_export
+"$bin/ferry" download --from s3://e2e-export/bundles --job tail --since 0 --to "$carry" >/dev/null
+# The same function with another configuration: a second emulator, so it keeps its name.
+tail_port=$(free_port)
+cargo lambda watch --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$tail_port" >"$logs/watch-tail-api.log" 2>&1 &
+pids+=($!)
+until (exec 3<>"/dev/tcp/127.0.0.1/$tail_port") 2>/dev/null; do sleep 0.1; done
+sed -e 's/^FERRY_JOB=.*/FERRY_JOB=tail/' -e 's/^IMPORT_BUCKET=.*/IMPORT_BUCKET=e2e-tail-import/' \
+  -e 's/^DEST_BUCKET=.*/DEST_BUCKET=e2e-tail-dest/' -e 's/^MAX_HOPS=.*/MAX_HOPS=200/' \
+  -e "s|^AWS_ENDPOINT_URL_LAMBDA=.*|AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$tail_port|" \
+  "$logs/import.env" >"$logs/tail.env"
+instances ferry-import "$logs/tail.env" "$logs/tail-watch.log" "${TAIL_INSTANCES:-16}" "$tail_port"
+upload 1 tail e2e-tail-import
+upload 2 tail e2e-tail-import
+echo "set up in $((SECONDS - t0)) s"; t0=$SECONDS
+cargo lambda invoke ferry-import --invoke-address 127.0.0.1 --invoke-port "$tail_port" \
+  --data-ascii '{"trigger": "sweep"}' >"$logs/tail-invoke.log"
+for _ in $(seq 1200); do [ "$(imported tail)" = 2 ] && break; sleep 0.5; done
+[ "$(imported tail)" = 2 ] || { echo "the tail import did not reach bundle 2; log:" >&2; tail -40 "$logs/tail-watch.log" >&2; exit 1; }
+echo "imported in $((SECONDS - t0)) s: $(grep -c 'import invoked' "$logs/tail-watch.log") invocations, $(grep -c 'deadline: stopping between deletions' "$logs/tail-watch.log") stops between deletions, $(grep -c 'deadline: stopping between moves' "$logs/tail-watch.log") between moves"
+py scripts/compare-buckets.py e2e-tail-src e2e-tail-dest
 say "lambda end-to-end passed"

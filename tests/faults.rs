@@ -402,3 +402,67 @@ fn a_commit_whose_answer_never_comes_is_reported_as_the_state_says() {
     );
     assert!(!published(&ctx));
 }
+
+/// Network trouble on the far side is not damage: an `s3://` import whose volume reads keep
+/// failing (every answer a 503, or every body cut short, past all retries and resumes) exits 1
+/// with a retryable error that names the volume, never 5 ("failed verification"), writes
+/// nothing half-done, and the same command succeeds once the network is back.
+#[test]
+fn far_side_transport_failures_are_retryable_not_damage() {
+    let ctx = two_bundles("farnet");
+    let volumes = format!("/{}/", ctx.exp);
+    for fault in [Fault::Status503, Fault::BodyCut] {
+        // GIVEN a destination and a network that fails every read of a volume's bytes
+        let dest = ctx.bucket(&format!("fn{}", fault as u8));
+        let state = tempfile::tempdir().unwrap();
+        let state_file = state.path().join("s.json");
+        let vols = volumes.clone();
+        let proxy = proxy::start_full(
+            &moto().endpoint,
+            Arc::new(move |r: &Req| {
+                if kind_of(r, &vols) == Some(Kind::Get) && r.pq.contains(".zip") {
+                    match fault {
+                        Fault::BodyCut => Action::CutBody(50_000),
+                        _ => Action::Fail(503),
+                    }
+                } else {
+                    Action::Forward
+                }
+            }),
+        );
+        let b1 = format!("{}/{}/00000001/", ctx.dest_uri(), ctx.job);
+        let to = format!("s3://{dest}");
+        let args = [
+            "import",
+            &b1,
+            "--to",
+            &to,
+            "--state",
+            state_file.to_str().unwrap(),
+            "--json",
+        ];
+        // WHEN the import runs
+        let run = ctx.via(&proxy.endpoint).ferry(&args);
+        // THEN it exits 1 (retry), not 5 (damaged), naming the volume, with nothing applied
+        let case = format!("{fault:?}: {}\n{}", run.stdout, run.stderr);
+        assert_eq!(run.code, 1, "{case}");
+        let out = run.json();
+        assert_eq!(out["exit_code"], 1, "{case}");
+        let error = out["error"].as_str().unwrap().to_string() + &out["causes"].to_string();
+        assert!(error.contains(".zip"), "the error names no volume: {case}");
+        assert!(
+            !error.contains("verification") && !error.contains("damaged"),
+            "a network failure reads as damage: {case}"
+        );
+        assert_eq!(ctx.open_uploads_in(&dest), 0, "{case}");
+        // AND once the network is back, the same command applies the bundle
+        let run = ctx.ferry(&args);
+        assert_eq!(run.code, 0, "{fault:?}: {}", run.stderr);
+        assert_eq!(
+            ctx.keys(&dest, "").len(),
+            5,
+            "{fault:?}: {:?}",
+            ctx.keys(&dest, "")
+        );
+    }
+}

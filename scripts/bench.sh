@@ -43,4 +43,4 @@ say "release build of ferry"
 cargo build --release --quiet --bin ferry
 say "running the benchmark (docs/bench/)"
 exec env -u AWS_CA_BUNDLE .venv-bench/bin/python scripts/bench.py --reps "${REPS:-3}" \
-  --datasets "${DATASETS:-small,large,large@s3s-fs,mixed}" --tools "${TOOLS:-}" --out "${OUT:-docs/bench}"
+  --datasets "${DATASETS:-small,small@s3s-fs,large,large@s3s-fs,mixed}" --tools "${TOOLS:-}" --out "${OUT:-docs/bench}"

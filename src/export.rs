@@ -1,9 +1,11 @@
-//! The export run: lease → plan (listing ⋈ last inventory) → volumes (zip entries → multipart
+//! The export run: lease → plan (listing ⋈ last inventory; small changed objects are fetched
+//! while the listing runs) → volumes (zip entries → multipart
 //! parts) → manifest → bundle.json and the run's report → commit → signature and SHA256SUMS
 //! (the far side's "complete" marker: only a committed bundle has them). Checkpoints after every
 //! volume so a run stopped by its deadline (or killed) resumes the same bundle without
 //! re-shipping a completed volume or skipping a key.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -174,7 +176,8 @@ pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobStat
     } else {
         state.inventory.clone()
     };
-    let plan = make_plan::<MultipartUpload>(clients, cfg, previous.as_deref(), None).await?;
+    let plan =
+        make_plan::<MultipartUpload>(clients, cfg, previous.as_deref(), None, &mut |_| {}).await?;
     let volumes = if plan.is_empty() {
         0
     } else {
@@ -192,6 +195,7 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
     cfg: &ExportConfig,
     previous: Option<&str>,
     inventory: Option<&mut InventoryWriter<W>>,
+    changed: &mut (dyn FnMut(&ObjectRecord) + Send),
 ) -> Result<Plan> {
     let store = &clients.s3;
     let reader = match previous {
@@ -222,6 +226,7 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
         reader,
         cfg.moves,
         inventory,
+        changed,
     )
     .await?;
     if plan.stats.own_output > 0 {
@@ -318,6 +323,7 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress)
         lost,
         signer: signer.as_deref(),
         fence: std::sync::OnceLock::new(),
+        warm: Warm::default(),
     };
     let result = run.go().await;
     heartbeat.abort();
@@ -364,6 +370,8 @@ struct Run<'a> {
     signer: Option<&'a dyn crate::sign::Signer>,
     /// This run's claim on the bundle's checkpoint (set when the bundle is opened).
     fence: std::sync::OnceLock<Arc<crate::s3::Fence>>,
+    /// Objects fetched while the listing ran, for the ship loop.
+    warm: Warm,
 }
 
 /// What planning found.
@@ -585,7 +593,24 @@ impl Run<'_> {
             },
         );
         let mut inventory = InventoryWriter::new(upload);
-        let plan = make_plan(self.clients, self.cfg, previous, Some(&mut inventory)).await?;
+        // Small changed objects are fetched while the listing still runs (shipping needs the
+        // whole plan: renames pair an added key with a deleted one seen later).
+        let warmer = Warmer::start(
+            self.store().clone(),
+            self.cfg.source.bucket.clone(),
+            self.cfg.tuning.concurrency,
+            self.warm.clone(),
+        );
+        let planned = make_plan(
+            self.clients,
+            self.cfg,
+            previous,
+            Some(&mut inventory),
+            &mut |rec| warmer.offer(rec),
+        )
+        .await;
+        warmer.stop().await;
+        let plan = planned?;
         let records = inventory.count;
         let upload = inventory.finish().await.map_err(|e| Error::Stream {
             bucket: self.cfg.dest.bucket.clone(),
@@ -887,6 +912,7 @@ impl Run<'_> {
             self.cfg.source.bucket.clone(),
             puts[ck.cursor..].to_vec(),
             tuning.concurrency,
+            self.warm.take(),
         );
         let mut volume: Option<OpenVolume> = None;
         let mut progressed = false;
@@ -1222,6 +1248,95 @@ enum Fetched {
     },
 }
 
+/// Bytes of small changed objects fetched while the listing runs, held at most this much.
+pub const WARM_BUDGET: u64 = 16 * 1024 * 1024;
+
+/// A fetch started while the listing ran: the listed version and the spawned fetch (which
+/// holds its bytes and a permit of [`WARM_BUDGET`] until the volume writer takes them).
+struct WarmFetch {
+    etag: String,
+    task: tokio::task::JoinHandle<Result<Fetched>>,
+}
+
+/// The fetches a run started during its listing, by key, for its ship loop.
+#[derive(Clone, Default)]
+struct Warm(Arc<std::sync::Mutex<HashMap<String, WarmFetch>>>);
+
+impl Warm {
+    fn insert(&self, key: String, fetch: WarmFetch) {
+        self.0.lock().expect("warm map").insert(key, fetch);
+    }
+
+    fn take(&self) -> HashMap<String, WarmFetch> {
+        std::mem::take(&mut *self.0.lock().expect("warm map"))
+    }
+}
+
+/// Fetches small changed objects as the listing finds them: a bounded queue (a full one drops
+/// the offer: that object is fetched in plan order later), at most `concurrency` GETs at once,
+/// at most [`WARM_BUDGET`] bytes held (past it, offers are dropped). Stopped when the plan is
+/// complete, before shipping starts, so no object is fetched twice.
+struct Warmer {
+    tx: mpsc::Sender<ObjectRecord>,
+    stopped: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Warmer {
+    fn start(store: Store, bucket: String, concurrency: usize, warm: Warm) -> Self {
+        let (tx, mut rx) = mpsc::channel::<ObjectRecord>(1024);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stop = stopped.clone();
+        let budget = Arc::new(Semaphore::new((WARM_BUDGET / 1024) as usize));
+        let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+        let task = tokio::spawn(async move {
+            while let Some(rec) = rx.recv().await {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let kib = (rec.size / 1024).max(1) as u32;
+                let Ok(permit) = budget.clone().try_acquire_many_owned(kib) else {
+                    continue; // the budget is spent: this one is fetched in plan order
+                };
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let (store, bucket, key, etag) = (
+                    store.clone(),
+                    bucket.clone(),
+                    rec.key.clone(),
+                    rec.etag.clone(),
+                );
+                let task = tokio::spawn(async move {
+                    let fetched = fetch_one(store, bucket, rec, permit).await;
+                    drop(slot);
+                    fetched
+                });
+                warm.insert(key, WarmFetch { etag, task });
+            }
+        });
+        Warmer { tx, stopped, task }
+    }
+
+    /// The listing found a changed object (an added one may still be a rename: its fetch is
+    /// then simply dropped).
+    fn offer(&self, rec: &ObjectRecord) {
+        if rec.size <= SMALL_OBJECT && !self.stopped.load(Ordering::SeqCst) {
+            let _ = self.tx.try_send(rec.clone());
+        }
+    }
+
+    /// No more fetches start; the ones started stay in the map.
+    async fn stop(self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
 /// Fetch the puts in order, several at a time: small objects whole, large ones' first chunk.
 /// Memory is bounded by `PREFETCH_BUDGET`; results arrive in plan order.
 fn spawn_fetcher(
@@ -1229,6 +1344,7 @@ fn spawn_fetcher(
     bucket: String,
     puts: Vec<ObjectRecord>,
     concurrency: usize,
+    mut warm: HashMap<String, WarmFetch>,
 ) -> mpsc::Receiver<Result<Fetched>> {
     let (tx, rx) = mpsc::channel(concurrency.max(1));
     let budget = Arc::new(Semaphore::new((PREFETCH_BUDGET / 1024) as usize));
@@ -1239,7 +1355,15 @@ fn spawn_fetcher(
         let results = futures::stream::iter(puts)
             .then(|rec| {
                 let (store, bucket, budget) = (store.clone(), bucket.clone(), budget.clone());
+                // Fetched while the listing ran (the same listed version, its own budget).
+                let early = warm
+                    .remove(&rec.key)
+                    .filter(|w| w.etag == rec.etag)
+                    .map(|w| w.task);
                 async move {
+                    if let Some(task) = early {
+                        return task;
+                    }
                     // What the fetch will hold: the whole small object, or a large one's first
                     // chunk (held until the volume writer takes it).
                     let held = if rec.size > SMALL_OBJECT {

@@ -64,7 +64,9 @@ fn skip(rec: &ObjectRecord) -> Skipped {
 }
 
 /// Diff the listing against `previous` (or take a baseline when `None`). When `inventory` is
-/// given, the new inventory snapshot is written to it as the listing streams by.
+/// given, the new inventory snapshot is written to it as the listing streams by. `changed` sees
+/// each added or modified object as soon as the listing shows it (an added one may still turn
+/// out to be a rename), so its bytes can be fetched while the listing runs.
 pub async fn plan<R, W>(
     lister: &mut Lister,
     source: &S3Location,
@@ -72,6 +74,7 @@ pub async fn plan<R, W>(
     mut previous: Option<InventoryReader<R>>,
     detect_moves: bool,
     mut inventory: Option<&mut InventoryWriter<W>>,
+    changed: &mut (dyn FnMut(&ObjectRecord) + Send),
 ) -> Result<Plan>
 where
     R: AsyncBufRead + Unpin,
@@ -126,6 +129,7 @@ where
                 }
                 Some(_) => {
                     plan.stats.modified += 1;
+                    changed(&rec);
                     plan.puts.push(rec.clone());
                     Some(rec)
                 }
@@ -134,6 +138,7 @@ where
                     None
                 }
                 None => {
+                    changed(&rec);
                     added.push(rec.clone());
                     Some(rec)
                 }

@@ -507,3 +507,51 @@ fn deflate_volumes_round_trip_in_every_reader() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ctx.get(&dest, "big.log").unwrap(), big);
 }
+
+#[test]
+fn small_changed_objects_are_fetched_while_the_listing_still_runs() {
+    use std::sync::{Arc, Mutex};
+    // GIVEN 2,500 new objects: three listing pages of 1,000
+    let ctx = Ctx::new("overlap");
+    ctx.put_many(
+        (0..2_500)
+            .map(|i| (format!("k/{i:05}"), format!("object {i}").into_bytes()))
+            .collect(),
+    );
+    // AND a proxy that notes, in order, the listing pages asked for and the objects read
+    let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let (log, objects, source) = (
+        seen.clone(),
+        format!("/{}/k/", ctx.src),
+        [format!("/{}?", ctx.src), format!("/{}/?", ctx.src)],
+    );
+    let proxy = crate::proxy::start(
+        &crate::util::moto().endpoint,
+        Arc::new(move |m: &hyper::Method, pq: &str| {
+            let of_source = source.iter().any(|p| pq.starts_with(p.as_str()));
+            if m == hyper::Method::GET && of_source && pq.contains("list-type=2") {
+                log.lock().unwrap().push("list");
+            } else if m == hyper::Method::GET && pq.starts_with(&objects) {
+                log.lock().unwrap().push("get");
+            }
+            crate::proxy::Action::Forward
+        }),
+    );
+
+    // WHEN exported
+    let run = ctx.via(&proxy.endpoint).export(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["objects"], 2_500);
+
+    // THEN objects were read before the listing's last page was asked for
+    let seen = seen.lock().unwrap();
+    let pages = seen.iter().filter(|s| **s == "list").count();
+    let last_page = seen.iter().rposition(|s| *s == "list").unwrap();
+    let first_read = seen.iter().position(|s| *s == "get").unwrap();
+    assert!(pages >= 3, "{pages} listing pages");
+    assert!(
+        first_read < last_page,
+        "the first object was read after the last of {pages} listing pages (request {first_read} of {})",
+        seen.len()
+    );
+}

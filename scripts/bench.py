@@ -655,7 +655,7 @@ def headline(name):
 
 
 def shown(name):
-    return name if headline(name) else f"{name} (no target: {server_bound(name)})"
+    return name if headline(name) else f"{name} †"
 
 
 def far_targets(summary, name):
@@ -783,6 +783,10 @@ def report(b, out, info=None):
     if short:
         lines += ["", "Archives that did not hold every changed object: " + "; ".join(
             f"{d} {t}: {e} entries" for d, t, e in short) + "."]
+    marked = [n for n in b.args.datasets if not headline(n)]
+    if marked:
+        lines += ["", "† No target counts on this row: " + "; ".join(
+            f"{n}: {server_bound(n)}" for n in marked) + "."]
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     targets = []
     for name in b.args.datasets:

@@ -42,6 +42,13 @@ pub struct ImportConfig {
     pub trust: Vec<TrustedKey>,
 }
 
+impl ImportConfig {
+    /// Has the deadline (if any) come?
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
 /// What happened to a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -464,10 +471,7 @@ async fn apply(
             progress.object(bytes);
             continue;
         }
-        if progressed
-            && let Some(d) = cfg.deadline
-            && Instant::now() >= d
-        {
+        if progressed && cfg.past_deadline() {
             info!(job = %b.job, sequence = b.sequence, volume = index, "deadline: stopping between volumes");
             return Ok(BundleStatus::Continue);
         }
@@ -514,18 +518,15 @@ async fn apply(
     let done = (pending.moves_done as usize).min(moves.len());
     out.moved += done as u64;
     for (i, batch) in moves[done..].chunks(MOVE_BATCH).enumerate() {
-        if (i > 0 || progressed)
-            && let Some(d) = cfg.deadline
-            && Instant::now() >= d
-        {
+        if (i > 0 || progressed) && cfg.past_deadline() {
             info!(job = %b.job, sequence = b.sequence, moved = out.moved, "deadline: stopping between moves");
             return Ok(BundleStatus::Continue);
         }
-        apply_moves(ledger, cfg, b, batch).await?;
         out.moved += batch.len() as u64;
         pending.moves_done = out.moved;
         rec.pending = Some(pending.clone());
-        ledger.save(rec.clone(), Vec::new()).await?;
+        // (saves `rec`, with this batch counted, once the batch is applied)
+        apply_moves(ledger, cfg, b, batch, rec).await?;
         progressed = true;
     }
     let mut changes: Vec<(String, Option<IndexEntry>)> = Vec::new();
@@ -544,10 +545,7 @@ async fn apply(
     let done = (pending.deletions_done as usize).min(gone.len());
     out.deleted += done as u64;
     for (i, batch) in gone[done..].chunks(DELETE_BATCH).enumerate() {
-        if (i > 0 || progressed)
-            && let Some(d) = cfg.deadline
-            && Instant::now() >= d
-        {
+        if (i > 0 || progressed) && cfg.past_deadline() {
             info!(job = %b.job, sequence = b.sequence, deleted = out.deleted, "deadline: stopping between deletions");
             pending.deletions_done = out.deleted;
             rec.pending = Some(pending.clone());
@@ -593,12 +591,14 @@ async fn apply(
 }
 
 /// Apply one batch of moves: confirm each, copy them (several at once), record the copies,
-/// remove the originals, record that.
+/// remove the originals, then record that together with `done` (the record counting this
+/// batch as applied).
 async fn apply_moves(
     ledger: &mut Ledger,
     cfg: &ImportConfig,
     b: &Bundle,
     batch: &[crate::manifest::Move],
+    done: &Record,
 ) -> Result<()> {
     use futures::{StreamExt, TryStreamExt};
     let keys: Vec<String> = batch
@@ -661,7 +661,7 @@ async fn apply_moves(
     cfg.target.make_durable().await?;
     ledger
         .save(
-            record.clone(),
+            record,
             copied
                 .iter()
                 .filter_map(|(m, _, c)| c.clone().map(|c| (m.to.clone(), Some(c))))
@@ -676,7 +676,7 @@ async fn apply_moves(
     cfg.target.make_durable().await?;
     ledger
         .save(
-            record,
+            done.clone(),
             copied
                 .iter()
                 .map(|(m, _, _)| (m.from.clone(), None))

@@ -489,42 +489,55 @@ impl StateTable {
         doc: Option<String>,
     ) -> Result<()> {
         const CONDITION: &str = "attribute_not_exists(#f) OR #f <= :f";
-        let lost = || Error::LeaseLost {
-            job: lease_item.to_string(),
-        };
         match doc {
-            Some(d) => match self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item(KEY_ATTRIBUTE, s(&key))
-                .item(DOC_ATTRIBUTE, s(&d))
-                .item(FENCE_ATTRIBUTE, n(fence as i64))
-                .condition_expression(CONDITION)
-                .expression_attribute_names("#f", FENCE_ATTRIBUTE)
-                .expression_attribute_values(":f", n(fence as i64))
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if is_code(&e, "ConditionalCheckFailedException") => Err(lost()),
-                Err(e) => Err(self.err("PutItem", e)),
-            },
-            None => match self
-                .client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(&key)))
-                .condition_expression(CONDITION)
-                .expression_attribute_names("#f", FENCE_ATTRIBUTE)
-                .expression_attribute_values(":f", n(fence as i64))
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if is_code(&e, "ConditionalCheckFailedException") => Err(lost()),
-                Err(e) => Err(self.err("DeleteItem", e)),
-            },
+            Some(d) => {
+                let out = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .item(KEY_ATTRIBUTE, s(&key))
+                    .item(DOC_ATTRIBUTE, s(&d))
+                    .item(FENCE_ATTRIBUTE, n(fence as i64))
+                    .condition_expression(CONDITION)
+                    .expression_attribute_names("#f", FENCE_ATTRIBUTE)
+                    .expression_attribute_values(":f", n(fence as i64))
+                    .send()
+                    .await;
+                self.fenced("PutItem", lease_item, out)
+            }
+            None => {
+                let out = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(&key)))
+                    .condition_expression(CONDITION)
+                    .expression_attribute_names("#f", FENCE_ATTRIBUTE)
+                    .expression_attribute_values(":f", n(fence as i64))
+                    .send()
+                    .await;
+                self.fenced("DeleteItem", lease_item, out)
+            }
+        }
+    }
+
+    /// The outcome of a fenced write: a failed condition means a later lease holder wrote it.
+    fn fenced<T, E, R>(
+        &self,
+        op: &'static str,
+        lease_item: &str,
+        out: std::result::Result<T, SdkError<E, R>>,
+    ) -> Result<()>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, "ConditionalCheckFailedException") => Err(Error::LeaseLost {
+                job: lease_item.to_string(),
+            }),
+            Err(e) => Err(self.err(op, e)),
         }
     }
 

@@ -289,7 +289,7 @@ fn an_altered_sealed_volume_is_refused() {
 #[test]
 fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     // GIVEN objects that each fill a sealed volume of their own (age gives every volume a
     // fresh file key: a volume written twice never has the same bytes)
     let ctx = Ctx::new("fence");
@@ -335,36 +335,7 @@ fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
     );
     let checkpoint = format!("bundles/_state/{}/00000001/checkpoint.json", ctx.job);
     let a_args = ctx.export_args(&ctx.job, &ctx.source_uri(), &ctx.table, &args("--no-moves"));
-    let mut a = ctx
-        .via(&proxy.endpoint)
-        .ferry_cmd()
-        .args(&a_args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !stalled.load(Ordering::SeqCst) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "A never got going"
-        );
-        assert!(
-            a.try_wait().unwrap().is_none(),
-            "A finished before it was stopped"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let signal = |sig: &str| {
-        assert!(
-            Command::new("kill")
-                .args([sig, &a.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
-    signal("-STOP");
+    let a = start_stalled(ctx.via(&proxy.endpoint).ferry_cmd().args(&a_args), &stalled);
     // WHEN A's lease expires and run B takes the bundle over and completes it
     std::thread::sleep(Duration::from_secs(11));
     let b = ctx.export_with(&ctx.source_uri(), &ctx.table, &args("--json"));
@@ -373,7 +344,7 @@ fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
     // AND A wakes up and carries on
     slow_db.store(true, Ordering::SeqCst);
     gate.store(true, Ordering::SeqCst);
-    signal("-CONT");
+    signal(&a, "-CONT");
     let out = a.wait_with_output().unwrap();
     let a_err = String::from_utf8_lossy(&out.stderr).into_owned();
 
@@ -421,6 +392,45 @@ fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
     }
 }
 
+/// Start `cmd` (run A), wait (at most 60 s) until its request is held (`stalled`), then stop it
+/// with SIGSTOP, as a laptop that sleeps.
+fn start_stalled(
+    cmd: &mut Command,
+    stalled: &std::sync::atomic::AtomicBool,
+) -> std::process::Child {
+    use std::time::{Duration, Instant};
+    let mut a = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !stalled.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A never got going"
+        );
+        assert!(
+            a.try_wait().unwrap().is_none(),
+            "A finished before it was stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&a, "-STOP");
+    a
+}
+
+/// Send `sig` (`-STOP`, `-CONT`) to `child`.
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    )
+}
+
 /// The import side's key index, item by item: key → (fence, doc).
 fn key_index(
     ctx: &Ctx,
@@ -463,7 +473,7 @@ fn key_index(
 fn an_import_stalled_past_its_lease_changes_nothing_in_the_key_index_of_the_run_that_took_over() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     // GIVEN a bundle of 30 objects on the media
     let ctx = Ctx::new("ifence");
     for i in 0..30u8 {
@@ -502,36 +512,7 @@ fn an_import_stalled_past_its_lease_changes_nothing_in_the_key_index_of_the_run_
             }
         }),
     );
-    let mut a = ctx
-        .via(&proxy.endpoint)
-        .ferry_cmd()
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !stalled.load(Ordering::SeqCst) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "A never got going"
-        );
-        assert!(
-            a.try_wait().unwrap().is_none(),
-            "A finished before it was stopped"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let signal = |sig: &str| {
-        assert!(
-            Command::new("kill")
-                .args([sig, &a.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
-    signal("-STOP");
+    let a = start_stalled(ctx.via(&proxy.endpoint).ferry_cmd().args(args), &stalled);
     // WHEN A's lease expires and import B takes over and applies the bundle
     std::thread::sleep(Duration::from_secs(11));
     let b = ctx.ferry(&args);
@@ -542,7 +523,7 @@ fn an_import_stalled_past_its_lease_changes_nothing_in_the_key_index_of_the_run_
     assert!(written_by_b.values().all(|(f, _)| *f == b_fence && *f > 0));
     // AND A wakes up: its held write goes on
     gate.store(true, Ordering::SeqCst);
-    signal("-CONT");
+    signal(&a, "-CONT");
     let out = a.wait_with_output().unwrap();
     let a_err = String::from_utf8_lossy(&out.stderr).into_owned();
 

@@ -1,17 +1,22 @@
 //! Fetching bundles from the export bucket to a local folder for carrying: picks the complete
-//! bundles of a job (those with `SHA256SUMS`), downloads each volume with parallel ranged GETs
-//! into `<name>.partial` (resuming one left by an interrupted download), checks it against
-//! `SHA256SUMS` and only then renames it. `SHA256SUMS` and `bundle.json` are written last.
+//! bundles of a job (those with `SHA256SUMS`), downloads several volumes at once, each with
+//! parallel ranged GETs streamed to their place in `<name>.partial` (one budget of GETs for
+//! all), while a hasher follows the contiguous written prefix in order; `<name>.partial.at`
+//! records how far that prefix is hashed, so an interrupted download resumes from there. A
+//! volume is renamed into place only once its SHA-256 matches `SHA256SUMS`. `SHA256SUMS` and
+//! `bundle.json` are written last.
 //! Layout on disk: `<DIR>/<job>/<sequence>/`, as in the bucket.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::config::S3Location;
@@ -20,7 +25,16 @@ use crate::progress::Progress;
 use crate::s3::{Got, Store};
 
 /// Bytes per ranged GET.
-pub const RANGE: u64 = 8 * 1024 * 1024;
+pub const RANGE: u64 = 64 * 1024 * 1024;
+
+/// Bytes a ranged GET gathers before writing them to the file (and a hasher reads at once).
+const WRITE_CHUNK: usize = 1024 * 1024;
+
+/// How often (in hashed bytes) `<name>.partial.at` records the hashed prefix.
+const AT_EVERY: u64 = 8 * 1024 * 1024;
+
+/// Volumes fetched at once (their GETs share the `--concurrency` budget, first volume first).
+const VOLUMES_AT_ONCE: usize = 4;
 
 /// Which bundles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,8 +217,7 @@ async fn download_bundle(
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(io_at("creating directory", &dir))?;
-    let mut volumes = Vec::new();
-    let mut fetched = 0;
+    let mut wanted = Vec::new();
     for line in sums_text.lines().filter(|l| !l.trim().is_empty()) {
         let (sha, name) = line.split_once("  ").ok_or_else(|| Error::Bundle {
             what: format!("{} of job `{}`", r.sequence, cfg.job),
@@ -218,26 +231,39 @@ async fn download_bundle(
                 detail: format!("SHA256SUMS lists `{name}`, which is not in the bucket"),
             });
         };
-        let (status, got) = fetch_volume(
-            store,
+        wanted.push(Wanted {
             bucket,
             key,
             etag,
-            *size,
-            sha,
-            &dir.join(name),
-            cfg.concurrency,
-            progress,
-        )
-        .await?;
-        fetched += got;
-        volumes.push(VolumeFile {
-            name: name.to_string(),
             size: *size,
-            sha256: sha.to_string(),
-            status,
+            sha256: sha,
+            path: dir.join(name),
+            name,
         });
     }
+    let gets = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let got: Vec<(VolumeFile, u64)> = futures::stream::iter(wanted.iter())
+        .map(|w| {
+            let gets = gets.clone();
+            async move {
+                let (status, fetched) =
+                    fetch_volume(store, w, gets, cfg.concurrency, progress).await?;
+                Ok::<_, Error>((
+                    VolumeFile {
+                        name: w.name.to_string(),
+                        size: w.size,
+                        sha256: w.sha256.to_string(),
+                        status,
+                    },
+                    fetched,
+                ))
+            }
+        })
+        .buffered(VOLUMES_AT_ONCE)
+        .try_collect()
+        .await?;
+    let fetched = got.iter().map(|(_, f)| f).sum();
+    let volumes: Vec<VolumeFile> = got.into_iter().map(|(v, _)| v).collect();
     // A sealed bundle's summary (source bucket, counts) stays in the export bucket: the media
     // carries only ciphertext, SHA256SUMS and the signature.
     let sealed = volumes.iter().any(|v| crate::seal::is_sealed_name(&v.name));
@@ -263,131 +289,256 @@ async fn download_bundle(
     Ok((bundle, fetched))
 }
 
-/// Hash an existing file's first `len` bytes.
-async fn hash_prefix(path: &Path, sha: &mut Sha256, progress: &dyn Progress) -> Result<u64> {
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(io_at("reading", path))?;
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut n = 0u64;
-    loop {
-        let got = f.read(&mut buf).await.map_err(io_at("reading", path))?;
-        if got == 0 {
-            return Ok(n);
-        }
-        sha.update(&buf[..got]);
-        progress.object(got as u64);
-        n += got as u64;
+/// One volume to fetch.
+struct Wanted<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    etag: &'a str,
+    size: u64,
+    sha256: &'a str,
+    name: &'a str,
+    path: PathBuf,
+}
+
+/// Run blocking file I/O on a blocking thread; errors name `op` and `path`.
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    path: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(io_at(op, path)),
+        Err(e) => Err(Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        }),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Hash `file`'s bytes `from..to` into `sha`.
+async fn hash_range(
+    file: &Arc<std::fs::File>,
+    path: &Path,
+    mut sha: Sha256,
+    from: u64,
+    to: u64,
+) -> Result<Sha256> {
+    let file = file.clone();
+    blocking("reading", path, move || {
+        let mut buf = vec![0u8; WRITE_CHUNK.min(to.saturating_sub(from) as usize)];
+        let mut at = from;
+        while at < to {
+            let n = buf.len().min((to - at) as usize);
+            file.read_exact_at(&mut buf[..n], at)?;
+            sha.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(sha)
+    })
+    .await
+}
+
+/// How much of each range is on disk, and so the end of the contiguous written prefix.
+struct Written {
+    /// (start, length, written) of each range, in order.
+    ranges: Vec<(u64, u64, u64)>,
+    /// The first range not yet complete.
+    first: usize,
+}
+
+impl Written {
+    fn wrote(&mut self, range: usize, n: u64) -> u64 {
+        self.ranges[range].2 += n;
+        while self
+            .ranges
+            .get(self.first)
+            .is_some_and(|(_, len, done)| done == len)
+        {
+            self.first += 1;
+        }
+        match self.ranges.get(self.first) {
+            Some((start, _, done)) => start + done,
+            None => self.ranges.last().map_or(0, |(s, l, _)| s + l),
+        }
+    }
+}
+
+/// `<name>.partial` and `<name>.partial.at` (how much of the partial file is known hashed).
+fn partial_paths(path: &Path) -> (PathBuf, PathBuf) {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let mut at = partial.clone();
+    at.push(".at");
+    (PathBuf::from(partial), PathBuf::from(at))
+}
+
+/// Where a partial download can resume: the hashed prefix its `.at` file records, if that
+/// is a number no larger than the partial file and the volume (anything else starts over).
+fn resume_point(partial: &Path, at: &Path, size: u64) -> u64 {
+    let len = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    let text = std::fs::read(at).unwrap_or_default();
+    std::str::from_utf8(&text[..text.len().min(24)])
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|n| *n <= len && *n <= size)
+        .unwrap_or(0)
+}
+
 async fn fetch_volume(
     store: &Store,
-    bucket: &str,
-    key: &str,
-    etag: &str,
-    size: u64,
-    expected: &str,
-    path: &Path,
+    w: &Wanted<'_>,
+    gets: Arc<Semaphore>,
     concurrency: usize,
     progress: &dyn Progress,
 ) -> Result<(&'static str, u64)> {
+    let (path, size) = (w.path.as_path(), w.size);
     let bad = |detail: String| Error::Verify {
         volume: path.display().to_string(),
         entry: None,
         detail,
     };
+    let open = |p: &Path, create: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(create)
+            .create(create)
+            .truncate(false)
+            .open(p)
+            .map(Arc::new)
+            .map_err(io_at(if create { "creating" } else { "reading" }, p))
+    };
     // Already complete?
     if let Ok(m) = tokio::fs::metadata(path).await
         && m.len() == size
     {
-        let mut sha = Sha256::new();
-        hash_prefix(path, &mut sha, progress).await?;
-        if hex::encode(sha.finalize()) == expected {
+        let sha = hash_range(&open(path, false)?, path, Sha256::new(), 0, size).await?;
+        progress.object(size);
+        if hex::encode(sha.finalize()) == w.sha256 {
             info!(path = %path.display(), "already downloaded and verified");
             return Ok(("present", 0));
         }
         warn!(path = %path.display(), "existing file does not match SHA256SUMS: downloading it again");
     }
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let mut sha = Sha256::new();
-    let mut start = match tokio::fs::metadata(&partial).await {
-        Ok(m) if m.len() <= size => hash_prefix(&partial, &mut sha, progress).await?,
-        _ => 0,
-    };
+    let (partial, at_file) = partial_paths(path);
+    let start = resume_point(&partial, &at_file, size);
+    let file = open(&partial, true)?;
+    // Whatever lies past the hashed prefix (ranges that were in flight) is fetched again.
+    file.set_len(start).map_err(io_at("truncating", &partial))?;
+    let mut sha = hash_range(&file, &partial, Sha256::new(), 0, start).await?;
+    progress.object(start);
     let status = if start > 0 { "resumed" } else { "downloaded" };
-    if start == 0 {
-        sha = Sha256::new();
-    }
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&partial)
-        .await
-        .map_err(io_at("creating", &partial))?;
-    if start == 0 {
-        file.set_len(0)
-            .await
-            .map_err(io_at("truncating", &partial))?;
-    }
-    let resumed_from = start;
-    let ranges = (start..size)
+    let ranges: Vec<(u64, u64, u64)> = (start..size)
         .step_by(RANGE as usize)
-        .map(|s| (s, (s + RANGE).min(size) - 1));
-    let mut chunks = futures::stream::iter(ranges)
-        .map(|range| {
-            let (store, bucket, key, etag) = (
-                store.clone(),
-                bucket.to_string(),
-                key.to_string(),
-                etag.to_string(),
-            );
-            tokio::spawn(async move { store.get(&bucket, &key, Some(&etag), Some(range)).await })
-        })
-        .buffered(concurrency.max(1));
-    while let Some(got) = chunks.next().await {
-        // A stop request leaves the partial file to be resumed by the next download.
-        if let Err(e) = crate::interrupt::check() {
-            file.flush().await.map_err(io_at("writing", &partial))?;
-            return Err(e);
-        }
-        let got = got.map_err(|e| Error::Stream {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            source: Box::new(e),
-        })??;
-        let body = match got {
-            Got::Found { body, .. } => body,
-            Got::Changed | Got::Gone => {
-                return Err(Error::ObjectChanged {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                });
+        .map(|s| (s, RANGE.min(size - s), 0))
+        .collect();
+    let written = Mutex::new(Written {
+        ranges: ranges.clone(),
+        first: 0,
+    });
+    let (mark, mut marks) = watch::channel(start);
+    // Ranged GETs, each streamed to its place in the file.
+    let writers = futures::stream::iter(ranges.iter().enumerate())
+        .map(|(i, &(from, len, _))| {
+            let (gets, file, partial, written, mark) =
+                (gets.clone(), file.clone(), &partial, &written, &mark);
+            async move {
+                // (the semaphore is never closed)
+                let _permit = gets
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| bad("the download's GET budget was closed".into()))?;
+                let got = store
+                    .get_body(w.bucket, w.key, Some(w.etag), Some((from, from + len - 1)))
+                    .await?;
+                let changed = || Error::ObjectChanged {
+                    bucket: w.bucket.to_string(),
+                    key: w.key.to_string(),
+                };
+                let Got::Found { mut body, .. } = got else {
+                    return Err(changed());
+                };
+                let mut at = from;
+                let mut buf = bytes::BytesMut::with_capacity(WRITE_CHUNK);
+                loop {
+                    let chunk = body.chunk().await?;
+                    if let Some(c) = &chunk {
+                        buf.extend_from_slice(c);
+                    }
+                    if buf.len() >= WRITE_CHUNK || (chunk.is_none() && !buf.is_empty()) {
+                        let data = buf.split().freeze();
+                        let n = data.len() as u64;
+                        if at + n > from + len {
+                            return Err(bad(format!(
+                                "the server sent more than the {len} bytes asked for at offset {from}"
+                            )));
+                        }
+                        let file = file.clone();
+                        blocking("writing", partial, move || file.write_all_at(&data, at)).await?;
+                        at += n;
+                        progress.object(n);
+                        let m = written.lock().map_err(|_| bad("a writer panicked".into()))?.wrote(i, n);
+                        mark.send_replace(m);
+                    }
+                    if chunk.is_none() {
+                        break;
+                    }
+                }
+                if body.lost.is_some() {
+                    return Err(changed());
+                }
+                if at != from + len {
+                    return Err(bad(format!(
+                        "the server sent {} of the {len} bytes asked for at offset {from}: run the download again",
+                        at - from
+                    )));
+                }
+                Ok(())
             }
-        };
-        file.write_all(&body)
-            .await
-            .map_err(io_at("writing", &partial))?;
-        sha.update(&body);
-        progress.object(body.len() as u64);
-        start += body.len() as u64;
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<()>();
+    // The hasher follows the contiguous written prefix, in order.
+    let hasher = async {
+        let mut hashed = start;
+        while hashed < size {
+            let upto = *marks
+                .wait_for(|m| *m > hashed)
+                .await
+                .map_err(|_| bad("the writers stopped early".into()))?;
+            sha = hash_range(&file, &partial, sha.clone(), hashed, upto).await?;
+            let crossed = hashed / AT_EVERY != upto / AT_EVERY;
+            hashed = upto;
+            if crossed {
+                std::fs::write(&at_file, hashed.to_string()).map_err(io_at("writing", &at_file))?;
+            }
+        }
+        Ok::<_, Error>(())
+    };
+    // A stop request drops the GETs in flight (they may be waiting on a slow network); the
+    // hashed prefix recorded in `.partial.at` is where the next download resumes.
+    tokio::select! {
+        done = async { futures::try_join!(writers, hasher) } => { done?; }
+        signal = crate::interrupt::stopped() => {
+            return Err(Error::Interrupted { signal: signal.name() });
+        }
     }
-    file.flush().await.map_err(io_at("writing", &partial))?;
-    file.sync_all().await.map_err(io_at("syncing", &partial))?;
-    drop(file);
     let got = hex::encode(sha.finalize());
-    if start != size || got != expected {
-        let _ = tokio::fs::remove_file(&partial).await;
+    if got != w.sha256 {
+        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(&at_file);
         return Err(bad(format!(
-            "downloaded {start} bytes with SHA-256 {got}; SHA256SUMS says {expected} ({size} bytes). The partial file was removed: run the download again"
+            "downloaded {size} bytes with SHA-256 {got}; SHA256SUMS says {} ({size} bytes). The partial file was removed: run the download again",
+            w.sha256
         )));
     }
+    let f = file.clone();
+    blocking("syncing", &partial, move || f.sync_all()).await?;
+    drop(file);
     tokio::fs::rename(&partial, path)
         .await
         .map_err(io_at("renaming", &partial))?;
+    let _ = std::fs::remove_file(&at_file);
     crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    Ok((status, size - resumed_from))
+    Ok((status, size - start))
 }

@@ -61,3 +61,14 @@ pub fn check() -> Result<()> {
         None => Ok(()),
     }
 }
+
+/// Resolves once a stop was asked for (checked every 100 ms): for work that waits on the network
+/// and has no safe point to reach, so it can be dropped at once.
+pub async fn stopped() -> Signal {
+    loop {
+        if let Some(s) = requested() {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -176,6 +176,64 @@ pub enum Got<B = Bytes> {
     Gone,
 }
 
+/// The body of one read, chunk by chunk, resuming a broken body from the byte it stopped at
+/// (pinned to the version first read, at most [`BODY_RESUMES`] times).
+pub struct Body {
+    store: Store,
+    bucket: String,
+    key: String,
+    etag: Option<String>,
+    start: u64,
+    want: u64,
+    got: u64,
+    resumed: u32,
+    stream: ByteStream,
+    /// Set when the object changed or vanished before a resumed read: the body is cut short.
+    pub lost: Option<Got>,
+}
+
+impl Body {
+    /// The next chunk, or `None` at the end (check [`Body::lost`] then).
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if self.lost.is_some() {
+                return Ok(None);
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => {
+                    self.got += chunk.len() as u64;
+                    return Ok(Some(chunk));
+                }
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    let (bucket, key) = (self.bucket.as_str(), self.key.as_str());
+                    if self.resumed >= BODY_RESUMES || self.got >= self.want {
+                        return Err(Error::Stream {
+                            bucket: bucket.to_string(),
+                            key: key.to_string(),
+                            source: Box::new(e),
+                        });
+                    }
+                    self.resumed += 1;
+                    READ_RESUMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let at = self.start + self.got;
+                    warn!(bucket, key, at, attempt = self.resumed, error = %e, "read broke mid-body: resuming from there");
+                    let range = Some((at, self.start + self.want - 1));
+                    match self
+                        .store
+                        .get_once(bucket, key, self.etag.as_deref(), range)
+                        .await?
+                    {
+                        Got::Found { body, .. } => self.stream = body,
+                        Got::Changed => self.lost = Some(Got::Changed),
+                        Got::Gone => self.lost = Some(Got::Gone),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// How many times a broken body is asked for again (from where it broke) before the read fails.
 const BODY_RESUMES: u32 = 3;
 
@@ -331,12 +389,38 @@ impl Store {
         if_match: Option<&str>,
         range: Option<(u64, u64)>,
     ) -> Result<Got> {
+        let (meta, mut reader) = match self.get_body(bucket, key, if_match, range).await? {
+            Got::Found { meta, body } => (meta, body),
+            Got::Changed => return Ok(Got::Changed),
+            Got::Gone => return Ok(Got::Gone),
+        };
+        let mut body = BytesMut::with_capacity(reader.want.min(64 << 20) as usize);
+        while let Some(chunk) = reader.chunk().await? {
+            body.extend_from_slice(&chunk);
+        }
+        match reader.lost {
+            Some(lost) => Ok(lost),
+            None => {
+                crate::progress::tick();
+                Ok(Got::Found {
+                    meta,
+                    body: body.freeze(),
+                })
+            }
+        }
+    }
+
+    /// Like [`Store::get`], but the body comes chunk by chunk as it arrives (nothing is
+    /// buffered): a body that breaks mid-way is asked for again from the byte it stopped at.
+    pub async fn get_body(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Got<Body>> {
         let first = self.get_once(bucket, key, if_match, range).await?;
-        let Got::Found {
-            meta,
-            body: mut stream,
-        } = first
-        else {
+        let Got::Found { meta, body: stream } = first else {
             return Ok(match first {
                 Got::Changed => Got::Changed,
                 _ => Got::Gone,
@@ -347,47 +431,25 @@ impl Store {
             Some((s, e)) => (s, e - s + 1),
             None => (0, meta.size),
         };
-        let mut body = bytes::BytesMut::with_capacity(want.min(64 << 20) as usize);
-        let mut resumed = 0;
-        loop {
-            match stream.next().await {
-                Some(Ok(chunk)) => body.extend_from_slice(&chunk),
-                None => break,
-                Some(Err(e)) => {
-                    // A body that broke mid-way is asked for again from the byte it stopped at,
-                    // pinned to the same version (If-Match its ETag), a few times.
-                    let got = body.len() as u64;
-                    if resumed >= BODY_RESUMES || got >= want {
-                        return Err(Error::Stream {
-                            bucket: bucket.to_string(),
-                            key: key.to_string(),
-                            source: Box::new(e),
-                        });
-                    }
-                    resumed += 1;
-                    READ_RESUMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    warn!(bucket, key, at = start + got, attempt = resumed, error = %e, "read broke mid-body: resuming from there");
-                    let etag = if meta.etag.is_empty() {
-                        if_match
-                    } else {
-                        Some(meta.etag.as_str())
-                    };
-                    match self
-                        .get_once(bucket, key, etag, Some((start + got, start + want - 1)))
-                        .await?
-                    {
-                        Got::Found { body: rest, .. } => stream = rest,
-                        Got::Changed => return Ok(Got::Changed),
-                        Got::Gone => return Ok(Got::Gone),
-                    }
-                }
-            }
-        }
-        crate::progress::tick();
-        Ok(Got::Found {
-            meta,
-            body: body.freeze(),
-        })
+        // Resumed reads are pinned to the version first read.
+        let etag = if meta.etag.is_empty() {
+            if_match.map(str::to_string)
+        } else {
+            Some(meta.etag.clone())
+        };
+        let body = Body {
+            store: self.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag,
+            start,
+            want,
+            got: 0,
+            resumed: 0,
+            stream,
+            lost: None,
+        };
+        Ok(Got::Found { meta, body })
     }
 
     /// One GetObject: its metadata and its body as a stream.

@@ -624,11 +624,15 @@ fn download_resumes_a_partial_volume_and_import_reads_s3_volumes_in_place() {
     let whole = ctx
         .get(&ctx.exp, &format!("bundles/{}/00000001/{first}", ctx.job))
         .unwrap();
-    std::fs::write(
-        dir.join(format!("{first}.partial")),
-        &whole[..whole.len() / 2],
-    )
-    .unwrap();
+    // (ranges land out of order: the partial file holds the first half, then a hole where a
+    // range was still in flight, then bytes of a later range; `.partial.at` says how much of
+    // it is hashed and contiguous)
+    let half = whole.len() / 2;
+    let mut partial = whole[..half].to_vec();
+    partial.resize(whole.len() - 1000, 0);
+    partial.extend_from_slice(&whole[whole.len() - 1000..]);
+    std::fs::write(dir.join(format!("{first}.partial")), &partial).unwrap();
+    std::fs::write(dir.join(format!("{first}.partial.at")), half.to_string()).unwrap();
     // WHEN it is downloaded THEN that volume resumes, the others download, all verified
     let args = [
         "download",
@@ -678,9 +682,18 @@ fn download_resumes_a_partial_volume_and_import_reads_s3_volumes_in_place() {
     // AND a partial file with wrong bytes is caught and removed, never renamed into place
     std::fs::remove_file(dir.join(first)).unwrap();
     std::fs::write(dir.join(format!("{first}.partial")), vec![0u8; 1000]).unwrap();
+    std::fs::write(dir.join(format!("{first}.partial.at")), "1000").unwrap();
     let r = ctx.ferry(&args);
     assert_eq!(r.code, 5, "{}", r.stderr);
     assert!(!dir.join(first).exists() && !dir.join(format!("{first}.partial")).exists());
+    // AND nothing but the carried files is left beside them
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".partial"))
+        .collect();
+    names.sort();
+    assert!(names.is_empty(), "{names:?}");
     // WHEN imported straight from the export bucket with state in the table THEN it mirrors
     let dst = ctx.bucket("dst");
     let src_uri = format!("{}/{}/00000001/", ctx.dest_uri(), ctx.job);

@@ -644,3 +644,96 @@ fn a_read_broken_mid_body_resumes_from_where_it_broke() {
     let mirror = crate::util::dir_snapshot(dir.path());
     assert_eq!(mirror["big.bin"], big);
 }
+
+#[test]
+fn ctrl_c_stops_a_stalled_download_and_the_next_download_resumes_it() {
+    // GIVEN a bundle of one 40 MiB volume (bytes that do not compress), and a network that
+    // breaks the volume's body after 20 MiB and then never answers the read that resumes it
+    let ctx = Ctx::new("dl-int");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<u8> = (0..40u32 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    ctx.put("big.bin", big);
+    let r = ctx.export_ok(&[]);
+    let volume = r["volume_details"][0]["name"].as_str().unwrap().to_string();
+    let size = r["volume_details"][0]["size"].as_u64().unwrap();
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = reads.clone();
+    let exp = format!("/{}/", ctx.exp);
+    let proxy = proxy::start(
+        &moto().endpoint,
+        Arc::new(move |m: &Method, pq: &str| {
+            let path = pq.split('?').next().unwrap_or(pq);
+            if m == Method::GET && pq.starts_with(&exp) && path.ends_with(".zip") {
+                return match seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 => Action::CutBody(20 << 20),
+                    _ => Action::Hang,
+                };
+            }
+            Action::Forward
+        }),
+    );
+    let media = tempfile::tempdir().unwrap();
+    let dir = media.path().join(&ctx.job).join("00000001");
+    let at = dir.join(format!("{volume}.partial.at"));
+    let hashed = || {
+        std::fs::read_to_string(&at)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let args: Vec<String> = [
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--to",
+        media.path().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+
+    // WHEN `ferry download` is stuck on the resumed read and gets SIGINT
+    let (code, stderr) = ctx.via(&proxy.endpoint).ferry_signalled(
+        &args,
+        || reads.load(std::sync::atomic::Ordering::SeqCst) >= 2 && hashed() >= Some(16 << 20),
+        "INT",
+    );
+
+    // THEN it stops at once with 130, the volume is not in place, and the hashed prefix is kept
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(!dir.join(&volume).exists());
+    assert!(dir.join(format!("{volume}.partial")).exists());
+    assert!(!dir.join("SHA256SUMS").exists(), "{stderr}");
+    let kept = hashed().unwrap();
+
+    // AND the next download resumes from it, fetching only the rest, and the volume verifies
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push("--json");
+    let run = ctx.ferry(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    assert_eq!(j["bundles"][0]["volumes"][0]["status"], "resumed", "{j}");
+    assert_eq!(j["bytes_fetched"].as_u64().unwrap(), size - kept, "{j}");
+    crate::util::run_ok(
+        std::process::Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(&dir),
+    );
+    assert!(!at.exists() && !dir.join(format!("{volume}.partial")).exists());
+    let carried = std::fs::read(dir.join(&volume)).unwrap();
+    let shipped = ctx
+        .get(&ctx.exp, &format!("bundles/{}/00000001/{volume}", ctx.job))
+        .unwrap();
+    assert!(
+        carried == shipped,
+        "the carried volume differs from the shipped one"
+    );
+}

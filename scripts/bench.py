@@ -67,6 +67,9 @@ SEALED_IMPORT = "ferry import sealed+signed"
 FAR_TOOLS = [f"{stage}: {tool}" for stage, tools in FAR.items() for tool in tools] + [
     f"import to bucket: {SEALED_IMPORT}"]
 S3S_FS = Path(os.environ.get("S3S_FS", ROOT / ".tools/bin/s3s-fs"))
+# Seconds a generated listing page takes in the plan measurement's second part (S3's own
+# ListObjectsV2 pages of 1,000 keys take tens of milliseconds).
+LIST_LATENCY = 0.05
 SERVERS = {"moto": "moto 5.2.5 (in memory)", "s3s-fs": "s3s-fs 0.14.1 (files on local disk)"}
 
 
@@ -521,37 +524,54 @@ class Bench:
     def plan_million(self, n):
         """`ferry plan` against a generated listing of n keys and an inventory of the previous
         state (5% modified, 1% deleted, 2% added). S3 is a small generator server; DynamoDB is
-        moto. Reports ferry's seconds, CPU and peak RSS."""
+        moto. Reports ferry's seconds, CPU and peak RSS: once as one listing stream with no
+        delay, then with LIST_LATENCY seconds a page (as S3's own) as one stream and as key
+        ranges cut at the inventory's index."""
         say(f"plan of {n:,} keys")
         inv_path = self.work / "inventory.jsonl.gz"
         m_ms = 1_767_225_600_000
+        index_keys, records = [], 0
         with gzip.open(inv_path, "wt", compresslevel=1) as f:
+            def write(key, size, etag):
+                nonlocal records
+                f.write(json.dumps({"k": key, "s": size, "e": etag, "m": m_ms, "c": "STANDARD"}) + "\n")
+                records += 1
+                if records % 1000 == 0:
+                    index_keys.append(key)
             for i in range(n):
                 if i % 50 == 7:  # 2% added: not in the old inventory
                     continue
                 etag = f"{i:032x}" if i % 20 != 3 else f"{i + 1:032x}"  # 5% modified
-                f.write(json.dumps({"k": f"k/{i:08d}", "s": 1000 + i % 5000, "e": etag, "m": m_ms, "c": "STANDARD"}) + "\n")
+                write(f"k/{i:08d}", 1000 + i % 5000, etag)
                 if i % 100 == 11:  # 1% deleted: in the old inventory only
-                    f.write(json.dumps({"k": f"k/{i:08d}x", "s": 1, "e": "d", "m": m_ms, "c": "STANDARD"}) + "\n")
+                    write(f"k/{i:08d}x", 1, "d")
         inventory = inv_path.read_bytes()
-        handler = listing_handler(n, inventory)
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        index = json.dumps({"records": records, "every": 1000, "keys": index_keys}).encode()
         self.ddb.put_item(TableName="bench", Item={
             "job": {"S": "million"}, "sequence": {"N": "1"}, "version": {"N": "1"},
             "inventory": {"S": "inventory.jsonl.gz"}, "bundle_digest": {"S": "x"},
             "watermark": {"S": "2026-01-01T00:00:00Z"}})
-        env_save = dict(self.env)
-        self.env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{httpd.server_address[1]}"
-        try:
-            m = self.timed(f"{FERRY} plan --job million --source s3://big --dest s3://exp --table bench --json")
-        finally:
-            self.env = env_save
-            httpd.shutdown()
-        j = json.loads(m.pop("stdout"))
-        self.plan = dict(keys=n, wall=m["wall"], cpu=m["cpu"], rss_mib=m["rss_mib"],
-                         listed=j["listed"], modified=j["modified"], added=j["added"], deleted=j["deleted"])
-        say(f"  plan: {self.plan}")
+
+        def one(latency, ranges):
+            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), listing_handler(n, inventory, index, latency))
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            env_save = dict(self.env)
+            self.env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+            try:
+                m = self.timed(f"{FERRY} plan --job million --source s3://big --dest s3://exp --table bench "
+                               f"--list-ranges {ranges} --json")
+            finally:
+                self.env = env_save
+                httpd.shutdown()
+            j = json.loads(m.pop("stdout"))
+            r = dict(keys=n, wall=m["wall"], cpu=m["cpu"], rss_mib=m["rss_mib"], latency_ms=round(latency * 1000),
+                     list_ranges=j.get("list_ranges", 1), listed=j["listed"], modified=j["modified"],
+                     added=j["added"], deleted=j["deleted"])
+            say(f"  plan: {r}")
+            return r
+
+        self.plan = one(0, 1)
+        self.plan["ranged"] = [one(LIST_LATENCY, 1), one(LIST_LATENCY, 8)]
 
 
 def tree_digests(root, skip=()):
@@ -569,16 +589,38 @@ def tree_digests(root, skip=()):
     return out
 
 
-def listing_handler(n, inventory):
+def listing_handler(n, inventory, index, latency):
+    """A generated bucket of n keys (`k/00000000`…) that answers ListObjectsV2 (continuation
+    token and StartAfter) after `latency` seconds a page, and serves the inventory and its
+    index."""
+    import bisect
+    docs = {"/inventory.jsonl.gz": (inventory, "application/octet-stream"),
+            "/inventory.index.json": (index, "application/json")}
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *a):
             pass
+
+        def doc(self, path):
+            return next((d for suffix, d in docs.items() if path.endswith(suffix)), None)
+
+        def do_HEAD(self):
+            d = self.doc(urllib.parse.urlparse(self.path).path)
+            self.send_response(200 if d else 404)
+            self.send_header("Content-Length", str(len(d[0]) if d else 0))
+            self.send_header("ETag", '"doc"')
+            self.end_headers()
 
         def do_GET(self):
             u = urllib.parse.urlparse(self.path)
             q = urllib.parse.parse_qs(u.query)
             if "list-type" in q:
-                start = int(q.get("continuation-token", ["0"])[0])
+                time.sleep(latency)
+                if "continuation-token" in q:
+                    start = int(q["continuation-token"][0])
+                else:
+                    after = q.get("start-after", [""])[0]
+                    start = bisect.bisect_right(range(n), after, key=lambda i: f"k/{i:08d}")
                 end = min(start + 1000, n)
                 items = "".join(
                     f"<Contents><Key>k%2F{i:08d}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>"
@@ -592,11 +634,11 @@ def listing_handler(n, inventory):
                         + "</ListBucketResult>").encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/xml")
-            elif u.path.endswith("/inventory.jsonl.gz"):
-                body = inventory
+            elif self.doc(u.path):
+                body, ctype = self.doc(u.path)
                 self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("ETag", '"inv"')
+                self.send_header("Content-Type", ctype)
+                self.send_header("ETag", '"doc"')
             else:
                 body = b"<Error><Code>NoSuchKey</Code></Error>"
                 self.send_response(404)
@@ -845,6 +887,16 @@ def report(b, out, info=None):
         targets.append((f"plan (list + diff) of {p['keys']:,} keys: < 60 s CPU",
                         f"{p['wall']:.1f} s wall, {p['cpu']:.1f} s CPU, {p['rss_mib']:.0f} MiB RSS "
                         f"({p['modified']:,} modified, {p['added']:,} added, {p['deleted']:,} deleted)", p["cpu"] < 60))
+        ranged = p.get("ranged") or []
+        if len(ranged) == 2 and all(r["listed"] == p["listed"] and r["deleted"] == p["deleted"] for r in ranged):
+            one, many = ranged
+            targets.append((f"plan of {p['keys']:,} keys at {one['latency_ms']} ms a listing page: key ranges "
+                            "listed at once beat one stream",
+                            f"{many['list_ranges']} ranges {many['wall']:.1f} s vs one stream {one['wall']:.1f} s "
+                            f"({one['wall'] / many['wall']:.1f}×; same counts; RSS {many['rss_mib']:.0f} vs "
+                            f"{one['rss_mib']:.0f} MiB)", many["wall"] < one["wall"]))
+        elif ranged:
+            targets.append(("plan as key ranges: the same counts as one stream", "counts differ", False))
     for t, m, ok in targets:
         lines.append(f"| {t} | {m} | {'yes' if ok else 'no'} |")
     ceil = [(n, next(r["parts"] for r in b.results if r["dataset"] == n and r["tool"] == "server ceiling"))

@@ -21,6 +21,8 @@ pub const DEFAULT_VOLUME_SIZE: u64 = 4 * 1024 * 1024 * 1024 - 64 * 1024 * 1024;
 pub const DEFAULT_VOLUME_ENTRIES: u64 = 50_000;
 /// Default number of concurrent GETs.
 pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Default most key ranges listed at once.
+pub const DEFAULT_LIST_RANGES: usize = 8;
 /// Default lease time; a live run renews it every third of this.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
 
@@ -314,6 +316,14 @@ pub mod bounds {
         }
     }
 
+    pub fn list_ranges(what: &str, n: usize) -> Result<usize> {
+        if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(Error::config(what, format!("{n} is outside 1..=64")))
+        }
+    }
+
     pub fn lease_ttl(what: &str, d: Duration) -> Result<Duration> {
         if (MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&d) {
             Ok(d)
@@ -337,6 +347,9 @@ pub struct Tuning {
     pub part_size: u64,
     pub concurrency: usize,
     pub compression: Compression,
+    /// Key ranges of the source listed at once, at most (cut at the previous inventory's
+    /// index; never under 2,000 keys a range).
+    pub list_ranges: usize,
 }
 
 impl Default for Tuning {
@@ -347,6 +360,7 @@ impl Default for Tuning {
             part_size: DEFAULT_PART_SIZE,
             concurrency: DEFAULT_CONCURRENCY,
             compression: Compression::Stored,
+            list_ranges: DEFAULT_LIST_RANGES,
         }
     }
 }
@@ -358,6 +372,7 @@ impl Tuning {
         bounds::volume_size("volume size", self.volume_size)?;
         bounds::volume_entries("volume entries", self.volume_entries)?;
         bounds::concurrency("concurrency", self.concurrency)?;
+        bounds::list_ranges("list ranges", self.list_ranges)?;
         Ok(())
     }
 }

@@ -20,7 +20,8 @@ use crate::archive::{VolumeWriter, entry_cost, entry_name};
 use crate::aws::Clients;
 use crate::config::{ExportConfig, S3Location};
 use crate::error::{Error, Result};
-use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
+use crate::inventory::{InventoryIndex, InventoryReader, InventoryWriter, ObjectRecord};
+use crate::listing::Pages;
 use crate::manifest::{
     BundleSummary, ChainLink, FORMAT, Final, Manifest, Move, ObjectEntry, SourceInfo, Totals,
     VolumeInfo, bundle_digest, limits, sha256sums,
@@ -133,6 +134,9 @@ pub struct Report {
     /// GETs that broke mid-body and were resumed from where they broke (this process).
     #[serde(default)]
     pub read_resumes: u64,
+    /// Key ranges the listing ran as at once (1: one stream).
+    #[serde(default)]
+    pub list_ranges: u64,
 }
 
 /// The resumable progress of a bundle, stored beside the plan in the export bucket.
@@ -218,9 +222,21 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
     };
     let own = cfg.own_output()?;
     let filters = cfg.filters.clone().leaving_out(own.clone());
-    let mut lister = store.list(&cfg.source.bucket, &cfg.source.prefix);
-    let plan = crate::plan::plan(
-        &mut lister,
+    let splits = match previous {
+        Some(key) if cfg.tuning.list_ranges > 1 => {
+            list_splits(store, &cfg.dest.bucket, key, cfg.tuning.list_ranges).await
+        }
+        _ => Vec::new(),
+    };
+    let (bucket, prefix) = (&cfg.source.bucket, &cfg.source.prefix);
+    let mut pages: Box<dyn Pages> = if splits.is_empty() {
+        Box::new(store.list(bucket, prefix))
+    } else {
+        info!(job = %cfg.job, ranges = splits.len() + 1, "listing the source as key ranges at once");
+        Box::new(crate::listing::ranged(store, bucket, prefix, &splits))
+    };
+    let mut plan = crate::plan::plan(
+        pages.as_mut(),
         &cfg.source,
         &filters,
         reader,
@@ -229,6 +245,7 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
         changed,
     )
     .await?;
+    plan.stats.list_ranges = splits.len() as u64 + 1;
     if plan.stats.own_output > 0 {
         info!(
             job = %cfg.job,
@@ -238,6 +255,30 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
         );
     }
     Ok(plan)
+}
+
+/// Where to cut the listing, from the index beside the previous inventory. The index is only
+/// a hint: missing, too large or unreadable, the listing runs as one stream.
+async fn list_splits(store: &Store, bucket: &str, inventory: &str, ranges: usize) -> Vec<String> {
+    let key = InventoryIndex::key_for(inventory);
+    let index = async {
+        match store.head(bucket, &key).await? {
+            Some((_, size)) if size <= crate::inventory::MAX_INDEX => {}
+            _ => return Ok(None),
+        }
+        Ok::<_, Error>(match store.get_document(bucket, &key).await? {
+            Some(body) => serde_json::from_slice::<InventoryIndex>(&body).ok(),
+            None => None,
+        })
+    };
+    match index.await {
+        Ok(Some(ix)) => crate::listing::split_keys(&ix.keys, ix.records, ranges),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            warn!(bucket, key, error = %e, "inventory index unreadable: listing as one stream");
+            Vec::new()
+        }
+    }
 }
 
 /// A generous estimate of what one object adds to its volume's manifest (key, entry name,
@@ -612,6 +653,7 @@ impl Run<'_> {
         warmer.stop().await;
         let plan = planned?;
         let records = inventory.count;
+        let index = inventory.index();
         let upload = inventory.finish().await.map_err(|e| Error::Stream {
             bucket: self.cfg.dest.bucket.clone(),
             key: inventory_key.clone(),
@@ -627,6 +669,15 @@ impl Run<'_> {
         }
         upload.finish().await?;
         info!(key = %inventory_key, records, "inventory written");
+        // Its index (every 1,000th key), for the next run to cut its listing into ranges.
+        self.store()
+            .put_document(
+                &self.cfg.dest.bucket,
+                &InventoryIndex::key_for(&inventory_key),
+                serde_json::to_vec(&index).expect("index serialises").into(),
+                "application/json",
+            )
+            .await?;
         let plan_body = serde_json::to_vec(&plan).expect("plan serialises");
         let plan_key = self.layout.plan_key(seq, self.owner);
         self.store()
@@ -688,6 +739,7 @@ impl Run<'_> {
             listed: plan.stats.listed,
             unchanged: plan.stats.unchanged,
             own_output: plan.stats.own_output,
+            list_ranges: plan.stats.list_ranges,
             own_output_prefixes: own_output_uris(self.cfg),
             skipped_objects: plan.skipped.clone(),
             hops: 1,
@@ -779,6 +831,7 @@ impl Run<'_> {
             listed: plan.stats.listed,
             unchanged: plan.stats.unchanged,
             own_output: plan.stats.own_output,
+            list_ranges: plan.stats.list_ranges,
             own_output_prefixes: own_output_uris(self.cfg),
             skipped_objects: plan.skipped.clone(),
             hops: ck.hops,

@@ -75,6 +75,9 @@ impl FunctionConfig {
                 .number("CONCURRENCY")?
                 .map_or(defaults.concurrency, |n| n as usize),
             compression: defaults.compression,
+            list_ranges: v
+                .number("LIST_RANGES")?
+                .map_or(defaults.list_ranges, |n| n as usize),
         };
         export.tuning.validate()?;
         export.signing = v

@@ -93,11 +93,39 @@ impl<R: AsyncBufRead + Unpin> InventoryReader<R> {
     }
 }
 
+/// Every how many records the index keeps a key.
+pub const INDEX_EVERY: u64 = 1_000;
+
+/// The most index bytes a run reads (a larger one is ignored: it is only a hint).
+pub const MAX_INDEX: u64 = 64 * 1024 * 1024;
+
+/// An inventory's index, stored beside it: every [`INDEX_EVERY`]-th key and the record count.
+/// The next run cuts its listing into key ranges with it; it is never trusted for anything
+/// else (a missing, damaged or unsorted index only means one listing stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryIndex {
+    pub records: u64,
+    pub every: u64,
+    pub keys: Vec<String>,
+}
+
+impl InventoryIndex {
+    /// The index's key beside the inventory `key` (`….jsonl.gz` → `….index.json`).
+    pub fn key_for(inventory: &str) -> String {
+        format!(
+            "{}.index.json",
+            inventory.strip_suffix(".jsonl.gz").unwrap_or(inventory)
+        )
+    }
+}
+
 /// Writes records as gzip JSON lines.
 pub struct InventoryWriter<W: AsyncWrite + Unpin> {
     encoder: GzipEncoder<W>,
     line: Vec<u8>,
     pub count: u64,
+    /// Every [`INDEX_EVERY`]-th key written.
+    pub index: Vec<String>,
 }
 
 impl<W: AsyncWrite + Unpin> InventoryWriter<W> {
@@ -106,6 +134,7 @@ impl<W: AsyncWrite + Unpin> InventoryWriter<W> {
             encoder: GzipEncoder::new(writer),
             line: Vec::with_capacity(256),
             count: 0,
+            index: Vec::new(),
         }
     }
 
@@ -114,7 +143,19 @@ impl<W: AsyncWrite + Unpin> InventoryWriter<W> {
         serde_json::to_writer(&mut self.line, rec)?;
         self.line.push(b'\n');
         self.count += 1;
+        if self.count.is_multiple_of(INDEX_EVERY) {
+            self.index.push(rec.key.clone());
+        }
         self.encoder.write_all(&self.line).await
+    }
+
+    /// What the index of this inventory holds so far.
+    pub fn index(&self) -> InventoryIndex {
+        InventoryIndex {
+            records: self.count,
+            every: INDEX_EVERY,
+            keys: self.index.clone(),
+        }
     }
 
     /// Flush the gzip trailer and shut the inner writer down; returns it.

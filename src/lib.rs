@@ -19,6 +19,7 @@ pub mod interrupt;
 pub mod inventory;
 pub mod kms;
 pub mod ledger;
+pub mod listing;
 pub mod manifest;
 pub mod plan;
 pub mod progress;

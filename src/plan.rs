@@ -11,8 +11,8 @@ use tokio::io::{AsyncBufRead, AsyncWrite};
 use crate::config::{Filters, S3Location};
 use crate::error::{Error, Result};
 use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
+use crate::listing::Pages;
 use crate::manifest::{Move, Skipped};
-use crate::s3::Lister;
 use crate::state::rfc3339_ms;
 
 /// Counts of a plan.
@@ -31,6 +31,10 @@ pub struct PlanStats {
     /// Objects left out because they are the export's own output (bundles, `_state/`).
     #[serde(default)]
     pub own_output: u64,
+    /// Key ranges the listing ran as at once (cut at the previous inventory's index; 1: one
+    /// stream).
+    #[serde(default)]
+    pub list_ranges: u64,
 }
 
 /// What a bundle must carry.
@@ -68,7 +72,7 @@ fn skip(rec: &ObjectRecord) -> Skipped {
 /// each added or modified object as soon as the listing shows it (an added one may still turn
 /// out to be a rename), so its bytes can be fetched while the listing runs.
 pub async fn plan<R, W>(
-    lister: &mut Lister,
+    lister: &mut dyn Pages,
     source: &S3Location,
     filters: &Filters,
     mut previous: Option<InventoryReader<R>>,

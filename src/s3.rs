@@ -251,7 +251,8 @@ pub struct Store {
     client: Client,
 }
 
-/// A ListObjectsV2 listing, page by page, as inventory records in key order.
+/// A ListObjectsV2 listing, page by page, as inventory records in key order: the whole
+/// prefix, or one key range of it (after one key, up to and including another).
 pub struct Lister {
     client: Client,
     bucket: String,
@@ -259,6 +260,11 @@ pub struct Lister {
     token: Option<String>,
     done: bool,
     previous: Option<String>,
+    /// Keys after this one only (`StartAfter`, sent with the first request; keys at or before
+    /// it are dropped too, should a server ignore it).
+    floor: Option<String>,
+    /// Keys up to and including this one only (the listing stops past it).
+    until: Option<String>,
 }
 
 impl Lister {
@@ -273,6 +279,11 @@ impl Lister {
             .bucket(&self.bucket)
             .prefix(&self.prefix)
             .encoding_type(EncodingType::Url)
+            .set_start_after(if self.token.is_none() {
+                self.floor.clone()
+            } else {
+                None
+            })
             .set_continuation_token(self.token.take())
             .send()
             .await
@@ -295,6 +306,22 @@ impl Lister {
                     previous: prev.clone(),
                     key,
                 });
+            }
+            if self
+                .floor
+                .as_ref()
+                .is_some_and(|f| key.as_str() <= f.as_str())
+            {
+                continue;
+            }
+            if self
+                .until
+                .as_ref()
+                .is_some_and(|u| key.as_str() > u.as_str())
+            {
+                // Past the range: the rest belongs to the next one.
+                self.done = true;
+                return Ok(Some(page));
             }
             self.previous = Some(key.clone());
             page.push(ObjectRecord {
@@ -370,6 +397,18 @@ impl Store {
 
     /// List `bucket` under `prefix`, in key order.
     pub fn list(&self, bucket: &str, prefix: &str) -> Lister {
+        self.list_range(bucket, prefix, None, None)
+    }
+
+    /// List the keys of `bucket` under `prefix` that sort after `after` and no later than
+    /// `until` (either open when `None`), in key order.
+    pub fn list_range(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<String>,
+        until: Option<String>,
+    ) -> Lister {
         Lister {
             client: self.client.clone(),
             bucket: bucket.to_string(),
@@ -377,6 +416,8 @@ impl Store {
             token: None,
             done: false,
             previous: None,
+            floor: after,
+            until,
         }
     }
 

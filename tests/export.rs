@@ -555,3 +555,95 @@ fn small_changed_objects_are_fetched_while_the_listing_still_runs() {
         seen.len()
     );
 }
+
+#[test]
+fn a_large_listing_runs_as_key_ranges_cut_at_the_last_inventory_and_misses_nothing() {
+    // GIVEN 5,000 objects exported once: the inventory's index holds every 1,000th key
+    let ctx = Ctx::new("ranges");
+    ctx.put_many(
+        (0..5_000)
+            .map(|i| (format!("k/{i:05}"), vec![b'x'; 8]))
+            .collect(),
+    );
+    let first = ctx.export_ok(&[]);
+    assert_eq!(first["list_ranges"], 1, "a baseline lists as one stream");
+    let inventory = ctx.state().inventory.unwrap();
+    let index: serde_json::Value = serde_json::from_slice(
+        &ctx.get(&ctx.exp, &inventory.replace(".jsonl.gz", ".index.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(index["records"], 5_000);
+    assert_eq!(index["keys"].as_array().unwrap().len(), 5);
+    // (5,000 records make 2 ranges of at least 2,000: cut at the middle index key)
+    let cut = index["keys"][2].as_str().unwrap().to_string();
+    assert_eq!(cut, "k/02999");
+
+    // WHEN the keys around the cut and at both ends change: the cut key itself and the one
+    // before it rewritten, the one after it deleted, a key added just after the cut, the first
+    // key deleted and a key added after the last
+    ctx.put("k/02999", "cut key, rewritten");
+    ctx.put("k/02998", "before the cut, rewritten");
+    ctx.delete("k/03000");
+    ctx.put("k/02999a", "added just after the cut");
+    ctx.delete("k/00000");
+    ctx.put("k/99999", "added at the end");
+
+    // THEN a plan listed as one stream and one listed as ranges agree
+    let (src, dest) = (ctx.source_uri(), ctx.dest_uri());
+    let plan = |ranges: &str| {
+        let run = ctx.ferry(&[
+            "plan",
+            "--job",
+            &ctx.job,
+            "--source",
+            &src,
+            "--dest",
+            &dest,
+            "--table",
+            &ctx.table,
+            "--list-ranges",
+            ranges,
+            "--json",
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.json()
+    };
+    let (one, many) = (plan("1"), plan("8"));
+    assert_eq!(
+        (one["list_ranges"].as_u64(), many["list_ranges"].as_u64()),
+        (Some(1), Some(2))
+    );
+    for k in [
+        "listed",
+        "unchanged",
+        "added",
+        "modified",
+        "deleted",
+        "moved",
+        "bytes",
+    ] {
+        assert_eq!(one[k], many[k], "{k}: {one} vs {many}");
+    }
+    assert_eq!(
+        (
+            many["listed"].as_u64(),
+            many["added"].as_u64(),
+            many["modified"].as_u64(),
+            many["deleted"].as_u64()
+        ),
+        (Some(5_000), Some(2), Some(2), Some(2)),
+        "{many}"
+    );
+
+    // AND the export, listed as ranges, carries exactly those changes
+    let r = ctx.export_ok(&[]);
+    assert_eq!(r["list_ranges"], 2, "{r}");
+    let b = ctx.download(&ctx.job, 2);
+    let mut shipped: Vec<String> = b.objects().into_iter().map(|o| o.key).collect();
+    shipped.sort();
+    assert_eq!(shipped, ["k/02998", "k/02999", "k/02999a", "k/99999"]);
+    let mut deleted = b.last().deleted.clone();
+    deleted.sort();
+    assert_eq!(deleted, ["k/00000", "k/03000"]);
+}

@@ -146,6 +146,10 @@ pub struct JobArgs {
     /// Concurrent GETs (1..=256).
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_CONCURRENCY, value_parser = concurrency)]
     pub concurrency: usize,
+    /// Key ranges of the source listed at once, at most (1..=64; cut at the previous
+    /// inventory's index, never under 2,000 keys a range; 1: one listing stream).
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_LIST_RANGES, value_parser = list_ranges)]
+    pub list_ranges: usize,
     /// Compression of entries.
     #[arg(long, default_value = "stored", value_parser = ["stored", "deflate"])]
     pub compression: String,
@@ -293,6 +297,11 @@ fn volume_size(s: &str) -> Result<u64, String> {
 fn volume_entries(s: &str) -> Result<u64, String> {
     let n: u64 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
     bounds::volume_entries("volume entries", n).map_err(detail)
+}
+
+fn list_ranges(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    bounds::list_ranges("list ranges", n).map_err(detail)
 }
 
 fn concurrency(s: &str) -> Result<usize, String> {

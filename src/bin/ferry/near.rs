@@ -30,6 +30,7 @@ impl JobArgs {
             part_size: self.part_size,
             concurrency: self.concurrency,
             compression: self.compression.parse()?,
+            list_ranges: self.list_ranges,
         };
         cfg.tuning.validate()?;
         // A source inside the export's own output is refused before anything runs.
@@ -96,7 +97,7 @@ pub async fn plan(clients: &Clients, args: &JobArgs, json: bool) -> anyhow::Resu
             "listed": s.listed, "unchanged": s.unchanged, "added": s.added,
             "modified": s.modified, "deleted": s.deleted, "moved": s.moved,
             "skipped": s.skipped, "bytes": s.put_bytes, "volumes": volumes,
-            "own_output": s.own_output,
+            "own_output": s.own_output, "list_ranges": s.list_ranges,
             "skipped_objects": plan.skipped,
         }))?;
         return Ok(ExitCode::SUCCESS);

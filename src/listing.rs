@@ -1,13 +1,18 @@
 //! Listing a source as pages of records in key order, from one ListObjectsV2 stream or from
 //! several key ranges listed at once. The ranges come from the previous inventory's index
 //! (every [`crate::inventory::INDEX_EVERY`]-th key): each range is its own listing (StartAfter
-//! its first bound, stopping past its last), a few pages ahead, and the pages are handed on
-//! range after range, so the result is the same sequence one listing would give.
+//! its first bound, stopping past its last), and the pages are handed on range after range, so
+//! the result is the same sequence one listing would give. Every range may run [`AHEAD`] pages
+//! ahead of the reader; past that, the ranges not being read yet hold their pages within one
+//! budget of [`BUDGET`] records for all, so listing runs in parallel with memory bounded.
 
 use std::collections::VecDeque;
 
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
@@ -17,8 +22,24 @@ use crate::s3::{Lister, Store};
 /// Records at least one range holds: a smaller listing is not split.
 pub const MIN_RANGE_RECORDS: u64 = 2_000;
 
-/// Pages of a listing each range may fetch ahead of the one being handed on.
+/// Pages each range may hold whatever the budget.
 const AHEAD: usize = 4;
+
+/// Records the ranges may hold beyond that, all together (about 64 MiB).
+const BUDGET: usize = 250_000;
+
+/// A page on its way, with its share of the budget (given back once it is handed on).
+type Sent = (
+    Result<Option<Vec<ObjectRecord>>>,
+    Option<OwnedSemaphorePermit>,
+);
+
+/// One range being listed: its pages, and how many wait in the channel.
+struct Range {
+    pages: mpsc::UnboundedReceiver<Sent>,
+    queued: Arc<AtomicUsize>,
+    taken: Arc<Notify>,
+}
 
 /// A listing, page by page, in key order.
 pub trait Pages: Send {
@@ -61,13 +82,14 @@ pub fn ranged(store: &Store, bucket: &str, prefix: &str, splits: &[String]) -> R
             .map(|(a, u)| Box::new(store.list_range(bucket, prefix, a, u)) as Box<dyn Pages>)
             .collect(),
         format!("s3://{bucket}/{prefix}"),
+        BUDGET,
     )
 }
 
 /// Several listings run at once, handed on one after the other.
 pub struct Ranged {
     /// Each range's pages; `Ok(None)` marks its end.
-    ranges: VecDeque<mpsc::Receiver<Result<Option<Vec<ObjectRecord>>>>>,
+    ranges: VecDeque<Range>,
     /// The listing tasks (stopped when this is dropped).
     _tasks: JoinSet<()>,
     location: String,
@@ -76,22 +98,53 @@ pub struct Ranged {
 }
 
 impl Ranged {
-    /// Start every listing, each at most [`AHEAD`] pages ahead.
-    pub fn spawn(listings: Vec<Box<dyn Pages>>, location: String) -> Ranged {
+    /// Start every listing, the ranges not being read holding at most `budget` records beyond
+    /// their free slots.
+    pub fn spawn(listings: Vec<Box<dyn Pages>>, location: String, budget: usize) -> Ranged {
+        let cap = budget.max(1);
+        let budget = Arc::new(Semaphore::new(cap));
         let mut tasks = JoinSet::new();
         let mut ranges = VecDeque::with_capacity(listings.len());
         for mut pages in listings {
-            let (tx, rx) = mpsc::channel(AHEAD);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            let taken = Arc::new(Notify::new());
+            let (q, t, budget) = (queued.clone(), taken.clone(), budget.clone());
             tasks.spawn(async move {
                 loop {
                     let page = pages.next_page().await;
                     let end = !matches!(page, Ok(Some(_)));
-                    if tx.send(page).await.is_err() || end {
+                    let n = match &page {
+                        Ok(Some(p)) => p.len().clamp(1, cap),
+                        _ => 1,
+                    };
+                    // A free slot, or a share of the budget, whichever comes first: the range
+                    // being read always gets on through its free slots.
+                    let mut permit = None;
+                    loop {
+                        let drained = t.notified();
+                        if q.load(Ordering::SeqCst) < AHEAD {
+                            break;
+                        }
+                        tokio::select! {
+                            p = budget.clone().acquire_many_owned(n as u32) => {
+                                permit = p.ok();
+                                break;
+                            }
+                            _ = drained => {}
+                        }
+                    }
+                    q.fetch_add(1, Ordering::SeqCst);
+                    if tx.send((page, permit)).is_err() || end {
                         return;
                     }
                 }
             });
-            ranges.push_back(rx);
+            ranges.push_back(Range {
+                pages: rx,
+                queued,
+                taken,
+            });
         }
         Ranged {
             count: ranges.len(),
@@ -109,7 +162,12 @@ impl Pages for Ranged {
                 let Some(range) = self.ranges.front_mut() else {
                     return Ok(None);
                 };
-                match range.recv().await {
+                let got = range.pages.recv().await.map(|(page, _permit)| page);
+                if got.is_some() {
+                    range.queued.fetch_sub(1, Ordering::SeqCst);
+                    range.taken.notify_one();
+                }
+                match got {
                     Some(Ok(Some(page))) => return Ok(Some(page)),
                     Some(Ok(None)) => {
                         self.ranges.pop_front();
@@ -185,11 +243,43 @@ mod tests {
                 pages(&[&["d"], &["e", "f"], &["g"], &["h"], &["i"], &["j"]]),
             ],
             "mem".into(),
+            BUDGET,
         );
         assert_eq!(
             all(&mut r).await.unwrap(),
             ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
         );
+    }
+
+    #[tokio::test]
+    async fn ranges_past_their_free_slots_share_the_budget_and_never_stall_the_reader() {
+        // 4 ranges of 20 pages of 2 keys, a budget of 3 records: the ranges not being read
+        // fill their free slots and exhaust the budget, the one being read still gets on
+        let names: Vec<Vec<Vec<String>>> = (0..4)
+            .map(|r| {
+                (0..20)
+                    .map(|p| (0..2).map(|k| format!("{r}/{p:02}/{k}")).collect())
+                    .collect()
+            })
+            .collect();
+        let listings = names
+            .iter()
+            .map(|pages_of| {
+                let refs: Vec<Vec<&str>> = pages_of
+                    .iter()
+                    .map(|p| p.iter().map(String::as_str).collect())
+                    .collect();
+                let slices: Vec<&[&str]> = refs.iter().map(Vec::as_slice).collect();
+                pages(&slices)
+            })
+            .collect();
+        let mut r = Ranged::spawn(listings, "mem".into(), 3);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), all(&mut r))
+            .await
+            .expect("the listing stalled")
+            .unwrap();
+        let want: Vec<String> = names.into_iter().flatten().flatten().collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]
@@ -202,12 +292,13 @@ mod tests {
                 detail: "boom".into(),
             }),
         ])));
-        let mut r = Ranged::spawn(vec![pages(&[&["a"]]), failing], "mem".into());
+        let mut r = Ranged::spawn(vec![pages(&[&["a"]]), failing], "mem".into(), BUDGET);
         assert!(all(&mut r).await.is_err());
         // (a listing that panics drops its sender without an end mark)
         let mut r = Ranged::spawn(
             vec![Box::new(Fake(VecDeque::from([Ok(Some(vec![rec("a")]))])))],
             "mem".into(),
+            BUDGET,
         );
         let e = all(&mut r).await.unwrap_err();
         assert!(e.to_string().contains("stopped before its end"), "{e}");

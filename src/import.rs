@@ -624,7 +624,7 @@ async fn apply_moves(
                 {
                     let place = cfg
                         .target
-                        .move_object(from_rel, e, to_rel, m.headers.as_ref())
+                        .move_object(from_rel, e, to_rel, m.headers.as_ref(), &m.last_modified)
                         .await?;
                     let copy = IndexEntry { place, ..e.clone() };
                     return Ok((m, expected, Some(copy)));

@@ -24,6 +24,10 @@ use crate::verify::{EntrySink, EntryWriter};
 
 /// Objects up to this size are buffered and PUT whole (several at once).
 pub const SMALL_OBJECT: u64 = 8 * 1024 * 1024;
+
+/// Files up to this size are held in memory until verified and written with one blocking call
+/// (create, write, mtime, rename), rather than a round trip to a blocking thread per step.
+pub const SMALL_FILE: u64 = 1024 * 1024;
 /// Folder of the import's own files inside a directory target (never a key's path).
 pub const STATE_DIR: &str = ".ferry";
 
@@ -115,12 +119,25 @@ impl Target {
 
     /// Create the folders of `place` under `root`, refusing symlinks.
     async fn make_parents(root: &Path, place: &str) -> Result<PathBuf> {
+        let (root, place) = (root.to_path_buf(), place.to_string());
+        let at = root.clone();
+        tokio::task::spawn_blocking(move || Self::make_parents_now(&root, &place))
+            .await
+            .map_err(|e| Error::Io {
+                op: "creating directory",
+                path: at,
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    /// [`Target::make_parents`], on the calling (blocking) thread.
+    fn make_parents_now(root: &Path, place: &str) -> Result<PathBuf> {
         let path = Self::inside(root, place)?;
         let mut dir = root.to_path_buf();
         let parts: Vec<&str> = place.split('/').collect();
         for part in &parts[..parts.len() - 1] {
             dir.push(part);
-            match tokio::fs::symlink_metadata(&dir).await {
+            match std::fs::symlink_metadata(&dir) {
                 Ok(m) if m.is_dir() && !m.file_type().is_symlink() => {}
                 Ok(_) => {
                     return Err(Error::config(
@@ -131,7 +148,7 @@ impl Target {
                         ),
                     ));
                 }
-                Err(_) => match tokio::fs::create_dir(&dir).await {
+                Err(_) => match std::fs::create_dir(&dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(io_at("creating directory", &dir)(e)),
@@ -139,6 +156,17 @@ impl Target {
             }
         }
         Ok(path)
+    }
+
+    /// The temporary name a file is written under before it is renamed into place.
+    fn temp_name(path: &Path) -> PathBuf {
+        path.with_file_name(format!(
+            ".{}.ferry-{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            uuid::Uuid::new_v4().simple()
+        ))
     }
 
     /// Open a writer for `obj` (its bytes become visible on commit).
@@ -185,14 +213,27 @@ impl Target {
             }
             Target::Dir { root } => {
                 let place = Self::place(root, rel);
+                let mtime = time::OffsetDateTime::parse(
+                    &obj.last_modified,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+                .map(std::time::SystemTime::from);
+                if obj.size <= SMALL_FILE {
+                    // Held until verified, then written in one go on a blocking thread.
+                    Self::inside(root, &place)?;
+                    return Ok(ImportWriter::SmallFile {
+                        shared: shared.clone(),
+                        root: root.clone(),
+                        key: obj.key.clone(),
+                        buf: BytesMut::with_capacity(obj.size as usize),
+                        entry: entry(place.clone()),
+                        place,
+                        mtime,
+                    });
+                }
                 let path = Self::make_parents(root, &place).await?;
-                let tmp = path.with_file_name(format!(
-                    ".{}.ferry-{}",
-                    path.file_name()
-                        .map(|n| n.to_string_lossy())
-                        .unwrap_or_default(),
-                    uuid::Uuid::new_v4().simple()
-                ));
+                let tmp = Self::temp_name(&path);
                 let tmp_path = tmp.clone();
                 let file = tokio::fs::OpenOptions::new()
                     .write(true)
@@ -207,12 +248,7 @@ impl Target {
                     path,
                     key: obj.key.clone(),
                     entry: entry(place),
-                    mtime: time::OffsetDateTime::parse(
-                        &obj.last_modified,
-                        &time::format_description::well_known::Rfc3339,
-                    )
-                    .ok()
-                    .map(std::time::SystemTime::from),
+                    mtime,
                 }
             }
         })
@@ -258,13 +294,14 @@ impl Target {
 
     /// Put the content of `from` (holding `entry`) at `to_rel`, with `headers` when the bundle
     /// gives them; returns the new place. A bucket copies (the caller removes the original once
-    /// the copy is recorded); a directory renames.
+    /// the copy is recorded); a directory renames, and gives the file `to`'s LastModified.
     pub async fn move_object(
         &self,
         from_rel: &str,
         entry: &IndexEntry,
         to_rel: &str,
         headers: Option<&ObjectHeaders>,
+        last_modified: &str,
     ) -> Result<String> {
         match self {
             Target::S3 { store, dest, .. } => {
@@ -280,6 +317,19 @@ impl Target {
                 tokio::fs::rename(&from, &to)
                     .await
                     .map_err(io_at("renaming", &from))?;
+                if let Ok(m) = time::OffsetDateTime::parse(
+                    last_modified,
+                    &time::format_description::well_known::Rfc3339,
+                ) {
+                    let (to, m) = (to.clone(), std::time::SystemTime::from(m));
+                    let _ = tokio::task::spawn_blocking(move || {
+                        std::fs::File::options()
+                            .write(true)
+                            .open(&to)
+                            .and_then(|f| f.set_modified(m))
+                    })
+                    .await;
+                }
                 prune_empty(root, &from).await;
                 Ok(place)
             }
@@ -523,12 +573,21 @@ pub enum ImportWriter {
         entry: IndexEntry,
         mtime: Option<std::time::SystemTime>,
     },
+    SmallFile {
+        shared: Arc<Shared>,
+        root: PathBuf,
+        place: String,
+        key: String,
+        buf: BytesMut,
+        entry: IndexEntry,
+        mtime: Option<std::time::SystemTime>,
+    },
 }
 
 impl EntryWriter for ImportWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         match self {
-            ImportWriter::Buffer { buf, .. } => {
+            ImportWriter::Buffer { buf, .. } | ImportWriter::SmallFile { buf, .. } => {
                 buf.extend_from_slice(&chunk);
                 Ok(())
             }
@@ -599,6 +658,44 @@ impl EntryWriter for ImportWriter {
                 shared.landed(key, entry);
                 Ok(())
             }
+            ImportWriter::SmallFile {
+                shared,
+                root,
+                place,
+                key,
+                buf,
+                entry,
+                mtime,
+            } => {
+                let at = root.join(&place);
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let path = Target::make_parents_now(&root, &place)?;
+                    let mut tmp = TempPath(Some(Target::temp_name(&path)));
+                    let t = tmp.0.clone().unwrap_or_default();
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&t)
+                        .map_err(io_at("creating", &t))?;
+                    f.write_all(&buf).map_err(io_at("writing", &t))?;
+                    if let Some(m) = mtime {
+                        let _ = f.set_modified(m);
+                    }
+                    drop(f);
+                    std::fs::rename(&t, &path).map_err(io_at("renaming", &t))?;
+                    tmp.0 = None;
+                    Ok::<_, Error>(())
+                })
+                .await
+                .map_err(|e| Error::Io {
+                    op: "writing",
+                    path: at,
+                    source: std::io::Error::other(e),
+                })??;
+                shared.landed(key, entry);
+                Ok(())
+            }
         }
     }
 
@@ -607,8 +704,8 @@ impl EntryWriter for ImportWriter {
             // Nothing was sent yet.
             ImportWriter::Buffer { .. } => {}
             ImportWriter::Multipart { upload, .. } => upload.abort().await,
-            // Dropping the temporary path removes the file.
-            ImportWriter::File { .. } => {}
+            // Dropping the temporary path removes the file; a small file was never written.
+            ImportWriter::File { .. } | ImportWriter::SmallFile { .. } => {}
         }
     }
 }

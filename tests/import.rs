@@ -272,11 +272,35 @@ impl World {
             src_keys,
             "{what}: directory keys differ"
         );
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.dir.path().join(".ferry/state.json")).unwrap(),
+        )
+        .unwrap();
         for (k, body) in &dir {
             assert!(
                 body == &src[k].body,
                 "{what}: directory bytes of `{k}` differ"
             );
+            // the file's mtime is the object's LastModified (to the second S3 lists it at)
+            let head = crate::util::block_on(
+                self.ctx
+                    .s3
+                    .head_object()
+                    .bucket(&self.ctx.src)
+                    .key(k)
+                    .send(),
+            )
+            .unwrap();
+            let listed = head.last_modified().unwrap().secs();
+            let place = state["objects"][k.as_str()]["place"].as_str().unwrap();
+            let mtime = std::fs::metadata(self.dir.path().join(place))
+                .unwrap()
+                .modified()
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            assert_eq!(mtime, listed, "{what}: mtime of `{k}`");
         }
         src.len()
     }

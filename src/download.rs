@@ -324,6 +324,9 @@ async fn hash_range(
     from: u64,
     to: u64,
 ) -> Result<Sha256> {
+    if from >= to {
+        return Ok(sha);
+    }
     let file = file.clone();
     blocking("reading", path, move || {
         let mut buf = vec![0u8; WRITE_CHUNK.min(to.saturating_sub(from) as usize)];
@@ -506,11 +509,12 @@ async fn fetch_volume(
                 .wait_for(|m| *m > hashed)
                 .await
                 .map_err(|_| bad("the writers stopped early".into()))?;
-            sha = hash_range(&file, &partial, sha.clone(), hashed, upto).await?;
+            sha = hash_range(&file, &partial, std::mem::take(&mut sha), hashed, upto).await?;
             let crossed = hashed / AT_EVERY != upto / AT_EVERY;
             hashed = upto;
             if crossed {
-                std::fs::write(&at_file, hashed.to_string()).map_err(io_at("writing", &at_file))?;
+                let (at, text) = (at_file.clone(), hashed.to_string());
+                blocking("writing", &at_file, move || std::fs::write(at, text)).await?;
             }
         }
         Ok::<_, Error>(())

@@ -93,8 +93,6 @@ pub struct Ranged {
     /// The listing tasks (stopped when this is dropped).
     _tasks: JoinSet<()>,
     location: String,
-    /// How many ranges the listing was cut into.
-    pub count: usize,
 }
 
 impl Ranged {
@@ -147,7 +145,6 @@ impl Ranged {
             });
         }
         Ranged {
-            count: ranges.len(),
             ranges,
             _tasks: tasks,
             location,

@@ -574,6 +574,54 @@ class Bench:
         self.plan["ranged"] = [one(LIST_LATENCY, 1), one(LIST_LATENCY, 8)]
 
 
+    # -- memory in the object count -----------------------------------------------------------
+    def scale(self, counts):
+        """Baseline exports of a generated bucket of n small objects (n in `counts`), then the
+        import of that bundle into a folder: wall, CPU and peak RSS of each, so memory can be
+        read against the object count. The source is a generator (listing and GETs of `k/…`
+        keys, bodies made from the key); every other request (the export bucket) is passed to
+        s3s-fs. DynamoDB is moto."""
+        self.use_server("s3s-fs")
+        self.s3.create_bucket(Bucket="scale-exp")
+        rows = []
+        for n in counts:
+            say(f"scale: export and import of {n:,} objects")
+            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), generator_handler(n, self.fs.port))
+            httpd.daemon_threads = True
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            env_save = dict(self.env)
+            self.env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+            job = f"scale{n}"
+            try:
+                m = self.timed(f"{FERRY} export --job {job} --source s3://big --dest s3://scale-exp/ferry "
+                               f"--table bench --json")
+                j = json.loads(m.pop("stdout"))
+                assert j["objects"] == n, (j["objects"], n)
+                media, out = self.work / "scale-media", self.work / "scale-out"
+                for d in (media, out):
+                    shutil.rmtree(d, ignore_errors=True)
+                self.run(f"{FERRY} download --from s3://scale-exp/ferry --job {job} --sequence 1 --to {media}",
+                         check=True)
+                i = self.timed(f"{FERRY} import {media}/{job}/{1:08d} --to-dir {out} --json")
+                i.pop("stdout")
+                files = sum(len(f) for _, _, f in os.walk(out / "k"))
+                assert files == n, (files, n)
+            finally:
+                self.env = env_save
+                httpd.shutdown()
+                httpd.server_close()
+            for d in (media, out):
+                shutil.rmtree(d, ignore_errors=True)
+            self.empty("scale-exp", f"ferry/{job}/")
+            self.empty("scale-exp", f"ferry/_state/{job}/")
+            r = dict(objects=n, volumes=len(j["volumes"]), export_wall=m["wall"], export_cpu=m["cpu"],
+                     export_rss_mib=m["rss_mib"], import_wall=i["wall"], import_cpu=i["cpu"],
+                     import_rss_mib=i["rss_mib"])
+            say(f"  scale: {r}")
+            rows.append(r)
+        self.scale_rows = rows
+
+
 def tree_digests(root, skip=()):
     """relative path → (size, SHA-256) of every file under `root`, but those under `skip`."""
     out = {}
@@ -587,6 +635,115 @@ def tree_digests(root, skip=()):
                     h.update(chunk)
             out[rel] = (p.stat().st_size, h.hexdigest())
     return out
+
+
+def generator_handler(n, fs_port):
+    """A generated bucket `big` of n small objects (`k/00000000`…, 64–127 bytes made from the
+    key, real MD5 ETags) that answers ListObjectsV2 (continuation token and StartAfter), GET and
+    HEAD; every other request is passed as it is (signature and all) to s3s-fs on `fs_port`."""
+    import bisect
+    import http.client
+
+    def body_of(i):
+        key = f"k/{i:08d}".encode()
+        return (key * 16)[:64 + i % 64]
+
+    stamp = "Thu, 01 Jan 2026 00:00:00 GMT"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def reply(self, status, headers, body, send_body=True):
+            self.send_response(status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def generated(self, send_body):
+            u = urllib.parse.urlparse(self.path)
+            q = urllib.parse.parse_qs(u.query)
+            if u.path in ("/big", "/big/") and "list-type" in q:
+                if "continuation-token" in q:
+                    start = int(q["continuation-token"][0])
+                else:
+                    after = q.get("start-after", [""])[0]
+                    start = bisect.bisect_right(range(n), after, key=lambda i: f"k/{i:08d}")
+                end = min(start + 1000, n)
+                items = "".join(
+                    f"<Contents><Key>k%2F{i:08d}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>"
+                    f"<ETag>&quot;{hashlib.md5(body_of(i)).hexdigest()}&quot;</ETag><Size>{64 + i % 64}</Size>"
+                    f"<StorageClass>STANDARD</StorageClass></Contents>" for i in range(start, end))
+                more = end < n
+                body = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                        f"<Name>big</Name><Prefix></Prefix><KeyCount>{end - start}</KeyCount><MaxKeys>1000</MaxKeys>"
+                        f"<EncodingType>url</EncodingType><IsTruncated>{'true' if more else 'false'}</IsTruncated>{items}"
+                        + (f"<NextContinuationToken>{end}</NextContinuationToken>" if more else "")
+                        + "</ListBucketResult>").encode()
+                return self.reply(200, [("Content-Type", "application/xml")], body)
+            if u.path in ("/big", "/big/"):
+                return self.reply(200, [("Content-Type", "application/xml")], b"", send_body)
+            key = urllib.parse.unquote(u.path[len("/big/"):])
+            try:
+                i = int(key[2:]) if key.startswith("k/") and len(key) == 10 else -1
+            except ValueError:
+                i = -1
+            if not 0 <= i < n:
+                return self.reply(404, [("Content-Type", "application/xml")],
+                                  b"<Error><Code>NoSuchKey</Code></Error>", send_body)
+            data = body_of(i)
+            headers = [("ETag", f'"{hashlib.md5(data).hexdigest()}"'), ("Last-Modified", stamp),
+                       ("Content-Type", "application/octet-stream")]
+            if not send_body:
+                self.send_response(200)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                return
+            self.reply(200, headers, data)
+
+        def forward(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            data = self.rfile.read(length) if length else None
+            c = http.client.HTTPConnection("127.0.0.1", fs_port, timeout=300)
+            try:
+                c.request(self.command, self.path, body=data, headers=dict(self.headers.items()))
+                r = c.getresponse()
+                body = r.read()
+                headers = [(k, v) for k, v in r.getheaders()
+                           if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+                self.reply(r.status, headers, body, self.command != "HEAD")
+            finally:
+                c.close()
+
+        def route(self, send_body=True):
+            if self.path.startswith(("/big/", "/big?")) or self.path == "/big":
+                self.generated(send_body)
+            else:
+                self.forward()
+
+        def do_GET(self):
+            self.route()
+
+        def do_HEAD(self):
+            self.route(send_body=False)
+
+        def do_PUT(self):
+            self.forward()
+
+        def do_POST(self):
+            self.forward()
+
+        def do_DELETE(self):
+            self.forward()
+
+    return Handler
 
 
 def listing_handler(n, inventory, index, latency):
@@ -897,8 +1054,23 @@ def report(b, out, info=None):
                             f"{one['rss_mib']:.0f} MiB)", many["wall"] < one["wall"]))
         elif ranged:
             targets.append(("plan as key ranges: the same counts as one stream", "counts differ", False))
+    scale = getattr(b, "scale_rows", None) or []
+    if scale:
+        worst = max(max(r["export_rss_mib"], r["import_rss_mib"]) for r in scale)
+        targets.append((f"peak RSS ≤ 256 MiB at any object count (export and import of "
+                        f"{', '.join(f'{r['objects']:,}' for r in scale)} objects)",
+                        f"largest {worst:.0f} MiB", worst <= 256))
     for t, m, ok in targets:
         lines.append(f"| {t} | {m} | {'yes' if ok else 'no'} |")
+    if scale:
+        lines += ["", "## Memory in the object count", "",
+                  "Baseline export of a generated bucket of small objects (64–127 bytes; listing and GETs from a "
+                  "generator, the export bucket on s3s-fs), then `ferry import --to-dir` of that bundle:", "",
+                  "| objects | volumes | export wall s | export CPU s | export peak RSS MiB | import wall s | "
+                  "import CPU s | import peak RSS MiB |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['objects']:,} | {r['volumes']} | {r['export_wall']:.1f} | {r['export_cpu']:.1f} | "
+                  f"{r['export_rss_mib']:.0f} | {r['import_wall']:.1f} | {r['import_cpu']:.1f} | "
+                  f"{r['import_rss_mib']:.0f} |" for r in scale]
     ceil = [(n, next(r["parts"] for r in b.results if r["dataset"] == n and r["tool"] == "server ceiling"))
             for n in b.args.datasets if any(r["dataset"] == n and r["tool"] == "server ceiling" for r in b.results)]
     lines += ["", "Server's own cost, split (first run): " + "; ".join(
@@ -914,7 +1086,8 @@ def report(b, out, info=None):
             lines += [f"![{shown(n)}: the whole trip]({png})", ""]
     lines += sizing(summary)
     (out / "results.md").write_text("\n".join(lines))
-    (out / "results.json").write_text(json.dumps(dict(machine=info, runs=b.results, plan=getattr(b, "plan", None)), indent=1))
+    (out / "results.json").write_text(json.dumps(dict(machine=info, runs=b.results, plan=getattr(b, "plan", None),
+                                                      scale=scale), indent=1))
     chart(summary, b.args.datasets, out / "chart.png")
     print("\n".join(lines))
 
@@ -981,6 +1154,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--datasets", default="small,small@s3s-fs,large,large@s3s-fs,mixed")
     ap.add_argument("--plan-keys", type=int, default=1_000_000)
+    ap.add_argument("--scale-objects", default="200000,1000000,2000000",
+                    help="object counts of the memory-in-the-object-count runs (empty: skip)")
     ap.add_argument("--tools", default="", help="only these tools, comma-separated (quick checks)")
     ap.add_argument("--no-limited", action="store_true", help="skip the 512 MiB cgroup run")
     ap.add_argument("--no-far", action="store_true", help="skip the far side (download, verify, import)")
@@ -992,7 +1167,7 @@ def main():
     args.tools = [t for t in args.tools.split(",") if t]
     if args.report:
         saved = json.loads(Path(args.report).read_text())
-        b = argparse.Namespace(args=args, results=saved["runs"], plan=saved["plan"])
+        b = argparse.Namespace(args=args, results=saved["runs"], plan=saved["plan"], scale_rows=saved.get("scale"))
         report(b, ROOT / args.out, saved["machine"])
         return
     for d in args.datasets:
@@ -1006,6 +1181,9 @@ def main():
                 json.dumps(dict(machine=machine(), runs=b.results, plan=None), indent=1))
         if args.plan_keys:
             b.plan_million(args.plan_keys)
+        scale = [int(n) for n in args.scale_objects.split(",") if n]
+        if scale:
+            b.scale(scale)
         report(b, ROOT / args.out)
     finally:
         b.server.stop()

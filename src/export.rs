@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncSeekExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{info, warn};
 
@@ -26,7 +27,7 @@ use crate::manifest::{
     BundleSummary, ChainLink, FORMAT, Final, Manifest, Move, ObjectEntry, SourceInfo, Totals,
     VolumeInfo, bundle_digest, limits, sha256sums,
 };
-use crate::plan::{Plan, estimate_volumes};
+use crate::plan::{Listed, Plan, Puts, StoredPlan, VolumeEstimate};
 use crate::s3::{Got, MultipartUpload, ObjectMeta, Store};
 use crate::state::{Commit, CommittedBundle, JobState, StateTable, now_ms, rfc3339_ms};
 
@@ -72,6 +73,14 @@ impl Layout {
     }
     fn plan_key(&self, seq: u64, owner: &str) -> String {
         format!("{}plan-{owner}.json", self.state_prefix(seq))
+    }
+    /// Every put candidate as the listing found it (renames not yet paired).
+    fn candidates_key(&self, seq: u64, owner: &str) -> String {
+        format!("{}plan-{owner}.candidates.jsonl.gz", self.state_prefix(seq))
+    }
+    /// The plan's puts once renames are paired.
+    fn puts_key(&self, seq: u64, owner: &str) -> String {
+        format!("{}plan-{owner}.puts.jsonl.gz", self.state_prefix(seq))
     }
     /// Where checkpoints written before plans carried their run's name kept the plan.
     fn legacy_plan_key(&self, seq: u64) -> String {
@@ -150,6 +159,9 @@ struct Checkpoint {
     inventory_key: String,
     /// Index into the plan's puts of the first object not in a completed volume.
     cursor: usize,
+    /// Planned bytes of the puts before `cursor` (sizes the parts of the next volume).
+    #[serde(default)]
+    cursor_bytes: u64,
     volumes: Vec<VolumeInfo>,
     totals: Totals,
     vanished: Vec<String>,
@@ -168,7 +180,8 @@ struct Checkpoint {
     plan_key: Option<String>,
 }
 
-/// Plan what the next bundle would carry, writing nothing (`ferry plan`).
+/// Plan what the next bundle would carry, writing nothing to S3 (`ferry plan`): the puts go
+/// through a local temporary file (for rename pairing and the volume estimate) and are dropped.
 pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobState, Plan, u64)> {
     let state = clients
         .table(&cfg.table)
@@ -180,27 +193,58 @@ pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobStat
     } else {
         state.inventory.clone()
     };
-    let plan =
-        make_plan::<MultipartUpload>(clients, cfg, previous.as_deref(), None, &mut |_| {}).await?;
+    let local = |e: std::io::Error| Error::Stream {
+        bucket: String::new(),
+        key: "a temporary file for the plan".into(),
+        source: Box::new(e),
+    };
+    let spill = tokio::fs::File::from_std(tempfile::tempfile().map_err(local)?);
+    let mut candidates = InventoryWriter::new(tokio::io::BufWriter::new(spill));
+    let listed = make_plan::<MultipartUpload, _>(
+        clients,
+        cfg,
+        previous.as_deref(),
+        None,
+        &mut candidates,
+        &mut |_| {},
+    )
+    .await?;
+    let mut spill = candidates.finish().await.map_err(local)?.into_inner();
+    spill
+        .seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(local)?;
+    let mut estimate = VolumeEstimate::new(cfg.tuning.volume_size, cfg.tuning.volume_entries);
+    let plan = crate::plan::pair_renames(
+        &mut InventoryReader::new(tokio::io::BufReader::new(spill), "plan candidates".into()),
+        listed,
+        cfg.moves,
+        &mut InventoryWriter::new(tokio::io::sink()),
+        &mut estimate,
+    )
+    .await?;
     let volumes = if plan.is_empty() {
         0
     } else {
-        estimate_volumes(
-            &plan.puts,
-            cfg.tuning.volume_size,
-            cfg.tuning.volume_entries,
-        )
+        estimate.volumes()
     };
     Ok((state, plan, volumes))
 }
 
-async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
+/// List and diff (see [`crate::plan::plan`]): candidates go to `candidates`, the new inventory
+/// (when given) to `inventory`.
+async fn make_plan<W, C>(
     clients: &Clients,
     cfg: &ExportConfig,
     previous: Option<&str>,
     inventory: Option<&mut InventoryWriter<W>>,
+    candidates: &mut InventoryWriter<C>,
     changed: &mut (dyn FnMut(&ObjectRecord) + Send),
-) -> Result<Plan> {
+) -> Result<Listed>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    C: tokio::io::AsyncWrite + Unpin,
+{
     let store = &clients.s3;
     let reader = match previous {
         Some(key) => {
@@ -235,26 +279,26 @@ async fn make_plan<W: tokio::io::AsyncWrite + Unpin>(
         info!(job = %cfg.job, ranges = splits.len() + 1, "listing the source as key ranges at once");
         Box::new(crate::listing::ranged(store, bucket, prefix, &splits))
     };
-    let mut plan = crate::plan::plan(
+    let mut listed = crate::plan::plan(
         pages.as_mut(),
         &cfg.source,
         &filters,
         reader,
-        cfg.moves,
         inventory,
+        candidates,
         changed,
     )
     .await?;
-    plan.stats.list_ranges = splits.len() as u64 + 1;
-    if plan.stats.own_output > 0 {
+    listed.stats.list_ranges = splits.len() as u64 + 1;
+    if listed.stats.own_output > 0 {
         info!(
             job = %cfg.job,
-            objects = plan.stats.own_output,
+            objects = listed.stats.own_output,
             prefixes = ?own.iter().map(|p| format!("s3://{}/{p}", cfg.source.bucket)).collect::<Vec<_>>(),
             "left out of the listing: the export's own output (bundles and _state/) is never exported"
         );
     }
-    Ok(plan)
+    Ok(listed)
 }
 
 /// Where to cut the listing, from the index beside the previous inventory. The index is only
@@ -417,7 +461,7 @@ struct Run<'a> {
 
 /// What planning found.
 enum Planned {
-    Bundle(Box<Checkpoint>, Plan),
+    Bundle(Box<Checkpoint>, StoredPlan),
     Empty { plan: Plan, listed_at: String },
 }
 
@@ -557,7 +601,7 @@ impl Run<'_> {
                     .plan_key
                     .clone()
                     .unwrap_or_else(|| self.layout.legacy_plan_key(seq));
-                let plan: Plan =
+                let plan: StoredPlan =
                     self.get_json(&plan_key, "plan")
                         .await?
                         .ok_or_else(|| Error::Corrupt {
@@ -587,7 +631,7 @@ impl Run<'_> {
                 ck.writer = self.owner.to_string();
                 self.save_checkpoint(&ck).await?;
                 info!(job = %self.layout.job, sequence = seq, cursor = ck.cursor, volumes = ck.volumes.len(), "resuming bundle");
-                self.progress.planned(&plan.stats);
+                self.progress.planned(&plan.plan.stats);
                 self.progress.resumed(ck.totals.objects, ck.totals.bytes);
                 (ck, plan)
             }
@@ -599,18 +643,18 @@ impl Run<'_> {
                     }
                 };
                 if self.past_deadline() {
-                    return Ok(self.report(&ck, &plan, Status::Continue));
+                    return Ok(self.report(&ck, &plan.plan, Status::Continue));
                 }
                 (ck, plan)
             }
         };
         if !ck.shipped {
             match self.ship(&mut ck, &plan).await? {
-                Shipped::Deadline => return Ok(self.report(&ck, &plan, Status::Continue)),
+                Shipped::Deadline => return Ok(self.report(&ck, &plan.plan, Status::Continue)),
                 Shipped::Done => {}
             }
         }
-        self.finalize(&ck, &plan).await
+        self.finalize(&ck, &plan.plan).await
     }
 
     /// List, diff and write the new inventory, the plan and the first checkpoint.
@@ -634,6 +678,14 @@ impl Run<'_> {
             },
         );
         let mut inventory = InventoryWriter::new(upload);
+        let candidates_key = self.layout.candidates_key(seq, self.owner);
+        let mut candidates = InventoryWriter::new(self.store().multipart(
+            &self.cfg.dest.bucket,
+            &candidates_key,
+            crate::config::MIN_PART_SIZE,
+            2,
+            &jsonl_headers(),
+        ));
         // Small changed objects are fetched while the listing still runs (shipping needs the
         // whole plan: renames pair an added key with a deleted one seen later).
         let warmer = Warmer::start(
@@ -647,26 +699,48 @@ impl Run<'_> {
             self.cfg,
             previous,
             Some(&mut inventory),
+            &mut candidates,
             &mut |rec| warmer.offer(rec),
         )
         .await;
         warmer.stop().await;
-        let plan = planned?;
+        let listed = planned?;
+        let stream_err = |key: &str, e: std::io::Error| Error::Stream {
+            bucket: self.cfg.dest.bucket.clone(),
+            key: key.to_string(),
+            source: Box::new(e),
+        };
         let records = inventory.count;
         let index = inventory.index();
-        let upload = inventory.finish().await.map_err(|e| Error::Stream {
-            bucket: self.cfg.dest.bucket.clone(),
-            key: inventory_key.clone(),
-            source: Box::new(e),
-        })?;
+        let upload = inventory
+            .finish()
+            .await
+            .map_err(|e| stream_err(&inventory_key, e))?;
+        let candidates = candidates
+            .finish()
+            .await
+            .map_err(|e| stream_err(&candidates_key, e))?;
+        if listed.stats.added == 0
+            && listed.stats.modified == 0
+            && listed.deleted.is_empty()
+            && !baseline
+        {
+            drop(upload); // aborts: the inventory is unchanged
+            drop(candidates);
+            let plan = listed.into_plan();
+            self.progress.planned(&plan.stats);
+            return Ok(Planned::Empty { plan, listed_at });
+        }
+        candidates.finish().await?;
+        let (plan, puts_key) = if listed.needs_pairing(self.cfg.moves) {
+            self.pair(seq, listed, &candidates_key).await?
+        } else {
+            (listed.into_plan(), candidates_key)
+        };
         self.progress.planned(&plan.stats);
         info!(job = %self.layout.job, listed = plan.stats.listed, added = plan.stats.added, modified = plan.stats.modified,
               deleted = plan.stats.deleted, moved = plan.stats.moved, skipped = plan.stats.skipped,
               put_bytes = plan.stats.put_bytes, "planned");
-        if plan.is_empty() && !baseline {
-            drop(upload); // aborts: the inventory is unchanged
-            return Ok(Planned::Empty { plan, listed_at });
-        }
         upload.finish().await?;
         info!(key = %inventory_key, records, "inventory written");
         // Its index (every 1,000th key), for the next run to cut its listing into ranges.
@@ -678,16 +752,16 @@ impl Run<'_> {
                 "application/json",
             )
             .await?;
-        let plan_body = serde_json::to_vec(&plan).expect("plan serialises");
+        let stored = StoredPlan {
+            puts: Puts::Stored {
+                key: puts_key,
+                count: plan.put_count(),
+            },
+            plan,
+        };
         let plan_key = self.layout.plan_key(seq, self.owner);
-        self.store()
-            .put_document(
-                &self.cfg.dest.bucket,
-                &plan_key,
-                plan_body.into(),
-                "application/json",
-            )
-            .await?;
+        self.put_json(&plan_key, &stored).await?;
+        let plan = &stored.plan;
         let ck = Checkpoint {
             format: FORMAT.to_string(),
             sequence: seq,
@@ -700,6 +774,7 @@ impl Run<'_> {
             listed_at,
             inventory_key,
             cursor: 0,
+            cursor_bytes: 0,
             volumes: Vec::new(),
             totals: Totals {
                 deleted: plan.stats.deleted,
@@ -715,7 +790,52 @@ impl Run<'_> {
             plan_key: Some(plan_key),
         };
         self.save_checkpoint(&ck).await?;
-        Ok(Planned::Bundle(Box::new(ck), plan))
+        Ok(Planned::Bundle(Box::new(ck), stored))
+    }
+
+    /// Read the candidates back, pair renames and write the puts left as the plan's puts file
+    /// (the candidates file is removed after).
+    async fn pair(&self, seq: u64, listed: Listed, candidates_key: &str) -> Result<(Plan, String)> {
+        let bucket = &self.cfg.dest.bucket;
+        let reader = self
+            .store()
+            .reader(bucket, candidates_key)
+            .await?
+            .ok_or_else(|| Error::Corrupt {
+                what: "plan candidates",
+                location: self.layout.uri(candidates_key),
+                hint: "it was just written and is gone: run the export again",
+                source: "not found".into(),
+            })?;
+        let puts_key = self.layout.puts_key(seq, self.owner);
+        let mut puts = InventoryWriter::new(self.store().multipart(
+            bucket,
+            &puts_key,
+            crate::config::MIN_PART_SIZE,
+            2,
+            &jsonl_headers(),
+        ));
+        let plan = crate::plan::pair_renames(
+            &mut InventoryReader::new(reader, self.layout.uri(candidates_key)),
+            listed,
+            self.cfg.moves,
+            &mut puts,
+            &mut VolumeEstimate::new(u64::MAX, u64::MAX),
+        )
+        .await?;
+        puts.finish()
+            .await
+            .map_err(|e| Error::Stream {
+                bucket: bucket.clone(),
+                key: puts_key.clone(),
+                source: Box::new(e),
+            })?
+            .finish()
+            .await?;
+        if let Err(e) = self.store().delete(bucket, candidates_key).await {
+            warn!(key = candidates_key, error = %e, "the plan's candidates file could not be removed");
+        }
+        Ok((plan, puts_key))
     }
 
     async fn no_changes(&self, plan: &Plan, listed_at: String) -> Result<Report> {
@@ -956,21 +1076,32 @@ impl Run<'_> {
     }
 
     /// Stream the plan's puts from the checkpoint's cursor into volumes.
-    async fn ship(&self, ck: &mut Checkpoint, plan: &Plan) -> Result<Shipped> {
+    async fn ship(&self, ck: &mut Checkpoint, stored: &StoredPlan) -> Result<Shipped> {
         let tuning = &self.cfg.tuning;
-        let puts = &plan.puts;
-        let mut remaining: u64 = puts[ck.cursor..].iter().map(|p| p.size).sum();
+        let plan = &stored.plan;
+        let total = match &stored.puts {
+            Puts::Stored { count, .. } => *count,
+            Puts::Inline(v) => v.len() as u64,
+        };
+        let total = usize::try_from(total).map_err(|_| Error::Corrupt {
+            what: "plan",
+            location: self.layout.uri(&self.layout.checkpoint_key(ck.sequence)),
+            hint: "run the export with --full",
+            source: "more puts than this machine can count".into(),
+        })?;
+        let mut remaining = plan.stats.put_bytes.saturating_sub(ck.cursor_bytes);
         let mut fetched = spawn_fetcher(
             self.store().clone(),
             self.cfg.source.bucket.clone(),
-            puts[ck.cursor..].to_vec(),
+            self.puts_from(&stored.puts, ck.cursor).await?,
             tuning.concurrency,
             self.warm.take(),
         );
         let mut volume: Option<OpenVolume> = None;
         let mut progressed = false;
         let mut i = ck.cursor;
-        while i < puts.len() {
+        let mut done_bytes = ck.cursor_bytes;
+        while i < total {
             let stop = crate::interrupt::requested();
             if (progressed && self.past_deadline()) || stop.is_some() {
                 info!(
@@ -978,6 +1109,7 @@ impl Run<'_> {
                     signal = stop.map(|s| s.name()),
                     "deadline reached or stop requested: closing the volume and checkpointing"
                 );
+                ck.cursor_bytes = done_bytes;
                 match volume.take() {
                     Some(v) => self.close_volume(ck, v, i, None).await?,
                     None => {
@@ -988,17 +1120,23 @@ impl Run<'_> {
                 return Ok(Shipped::Deadline);
             }
             self.check_lease()?;
-            let item = fetched
-                .recv()
-                .await
-                .unwrap_or_else(|| unreachable!("fetcher ends only after the last put"))?;
-            remaining = remaining.saturating_sub(puts[i].size);
+            let item = fetched.recv().await.ok_or_else(|| Error::Corrupt {
+                what: "plan",
+                location: self.layout.uri(&self.layout.checkpoint_key(ck.sequence)),
+                hint: "its puts file ends before the count the plan gives: run the export with --full",
+                source: format!("{i} of {total} puts read").into(),
+            })??;
+            let planned = match &item {
+                Fetched::Gone { rec } | Fetched::Found { rec, .. } => rec.size,
+            };
+            remaining = remaining.saturating_sub(planned);
             let (rec, meta, body, planned_etag) = match item {
                 Fetched::Gone { rec } => {
                     info!(key = %rec.key, "object vanished before it was read: recorded as deleted");
                     ck.vanished.push(rec.key);
                     ck.totals.vanished += 1;
                     i += 1;
+                    done_bytes += planned;
                     progressed = true;
                     continue;
                 }
@@ -1018,6 +1156,7 @@ impl Run<'_> {
                     || v.metadata + metadata > limits::WRITER_METADATA_BUDGET)
             {
                 let v = volume.take().expect("open volume");
+                ck.cursor_bytes = done_bytes;
                 self.close_volume(ck, v, i, None).await?;
             }
             let v = match volume.as_mut() {
@@ -1056,6 +1195,7 @@ impl Run<'_> {
                 planned_etag,
             });
             i += 1;
+            done_bytes += planned;
             progressed = true;
         }
         let v = match volume.take() {
@@ -1063,8 +1203,65 @@ impl Run<'_> {
             None => self.open_volume(ck, 0, 0)?,
         };
         let last = self.final_part(ck, plan).await?;
-        self.close_volume(ck, v, puts.len(), Some(last)).await?;
+        ck.cursor_bytes = done_bytes;
+        self.close_volume(ck, v, total, Some(last)).await?;
         Ok(Shipped::Done)
+    }
+
+    /// The plan's puts from index `skip` on, read in order by a task (a stored plan streams
+    /// from its file: memory holds a channel's worth).
+    async fn puts_from(
+        &self,
+        puts: &Puts,
+        skip: usize,
+    ) -> Result<mpsc::Receiver<Result<ObjectRecord>>> {
+        let (tx, rx) = mpsc::channel(1024);
+        match puts {
+            Puts::Inline(v) => {
+                let v = v.get(skip..).unwrap_or_default().to_vec();
+                tokio::spawn(async move {
+                    for rec in v {
+                        if tx.send(Ok(rec)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Puts::Stored { key, .. } => {
+                let bucket = &self.cfg.dest.bucket;
+                let location = self.layout.uri(key);
+                let reader =
+                    self.store()
+                        .reader(bucket, key)
+                        .await?
+                        .ok_or_else(|| Error::Corrupt {
+                            what: "plan",
+                            location: location.clone(),
+                            hint: "its puts file is missing: run the export with --full",
+                            source: "not found".into(),
+                        })?;
+                let mut reader = InventoryReader::new(reader, location);
+                tokio::spawn(async move {
+                    let mut index = 0usize;
+                    loop {
+                        match reader.next().await {
+                            Ok(None) => return,
+                            Ok(Some(rec)) => {
+                                if index >= skip && tx.send(Ok(rec)).await.is_err() {
+                                    return;
+                                }
+                                index += 1;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        Ok(rx)
     }
 
     async fn stream_large(
@@ -1395,7 +1592,7 @@ impl Warmer {
 fn spawn_fetcher(
     store: Store,
     bucket: String,
-    puts: Vec<ObjectRecord>,
+    mut puts: mpsc::Receiver<Result<ObjectRecord>>,
     concurrency: usize,
     mut warm: HashMap<String, WarmFetch>,
 ) -> mpsc::Receiver<Result<Fetched>> {
@@ -1405,15 +1602,21 @@ fn spawn_fetcher(
         // Each item is a spawned fetch (so fetches proceed while the channel is full); permits
         // are taken in plan order, so the byte budget can never deadlock the ordered stream.
         #[allow(clippy::async_yields_async)]
-        let results = futures::stream::iter(puts)
+        let results = futures::stream::poll_fn(move |cx| puts.poll_recv(cx))
             .then(|rec| {
                 let (store, bucket, budget) = (store.clone(), bucket.clone(), budget.clone());
                 // Fetched while the listing ran (the same listed version, its own budget).
-                let early = warm
-                    .remove(&rec.key)
-                    .filter(|w| w.etag == rec.etag)
-                    .map(|w| w.task);
+                let early = rec.as_ref().ok().and_then(|rec| {
+                    warm.remove(&rec.key)
+                        .filter(|w| w.etag == rec.etag)
+                        .map(|w| w.task)
+                });
                 async move {
+                    // The plan's puts file failed to read: that error ends the stream.
+                    let rec = match rec {
+                        Ok(rec) => rec,
+                        Err(e) => return tokio::spawn(async move { Err(e) }),
+                    };
                     if let Some(task) = early {
                         return task;
                     }
@@ -1490,6 +1693,13 @@ async fn fetch_one(
         bucket,
         key: rec.key,
     })
+}
+
+fn jsonl_headers() -> crate::manifest::ObjectHeaders {
+    crate::manifest::ObjectHeaders {
+        content_type: Some("application/x-ndjson".into()),
+        ..Default::default()
+    }
 }
 
 fn zip_headers() -> crate::manifest::ObjectHeaders {

@@ -70,6 +70,14 @@ impl<R: AsyncBufRead + Unpin> InventoryReader<R> {
 
     /// The next record, in key order; `None` at the end.
     pub async fn next(&mut self) -> Result<Option<ObjectRecord>> {
+        self.next_as::<ObjectRecord>(|r| &r.key).await
+    }
+
+    /// The next line as a `T` (keyed by `key`, checked to be in key order); `None` at the end.
+    pub async fn next_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        key: fn(&T) -> &str,
+    ) -> Result<Option<T>> {
         loop {
             let line = self
                 .lines
@@ -80,14 +88,14 @@ impl<R: AsyncBufRead + Unpin> InventoryReader<R> {
             if line.is_empty() {
                 continue;
             }
-            let rec: ObjectRecord =
-                serde_json::from_str(&line).map_err(|e| self.corrupt(e.into()))?;
+            let rec: T = serde_json::from_str(&line).map_err(|e| self.corrupt(e.into()))?;
+            let k = key(&rec);
             if let Some(prev) = &self.previous
-                && prev.as_str() >= rec.key.as_str()
+                && prev.as_str() >= k
             {
-                return Err(self.corrupt(format!("`{}` out of order", rec.key).into()));
+                return Err(self.corrupt(format!("`{k}` out of order").into()));
             }
-            self.previous = Some(rec.key.clone());
+            self.previous = Some(k.to_string());
             return Ok(Some(rec));
         }
     }
@@ -139,12 +147,17 @@ impl<W: AsyncWrite + Unpin> InventoryWriter<W> {
     }
 
     pub async fn push(&mut self, rec: &ObjectRecord) -> std::io::Result<()> {
+        self.push_as(rec, &rec.key).await
+    }
+
+    /// Write any record keyed by `key` (the plan's candidates carry a flag beside the record).
+    pub async fn push_as<T: Serialize>(&mut self, value: &T, key: &str) -> std::io::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, rec)?;
+        serde_json::to_writer(&mut self.line, value)?;
         self.line.push(b'\n');
         self.count += 1;
         if self.count.is_multiple_of(INDEX_EVERY) {
-            self.index.push(rec.key.clone());
+            self.index.push(key.to_string());
         }
         self.encoder.write_all(&self.line).await
     }

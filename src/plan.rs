@@ -1,7 +1,8 @@
 //! The delta: a streaming merge of the source listing with the previous inventory (both
 //! key-sorted) into puts (added or modified), deletions, moves (renames: a deleted and an added
 //! key with the same ETag and size) and skipped objects, while the new inventory is written out.
-//! Memory holds the delta only, never the whole bucket.
+//! The puts stream out to a file as the listing finds them; memory holds the deletions and skips
+//! only (what the last volume's manifest lists), never the puts nor the bucket.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -37,11 +38,11 @@ pub struct PlanStats {
     pub list_ranges: u64,
 }
 
-/// What a bundle must carry.
+/// What a bundle carries besides its objects: the puts themselves are not held here but
+/// streamed, in key order, to a gzip JSON-lines file (see [`StoredPlan`]); this holds what the
+/// last volume's manifest lists anyway.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Plan {
-    /// Objects to ship, in key order.
-    pub puts: Vec<ObjectRecord>,
     pub deletes: Vec<String>,
     pub moves: Vec<Move>,
     pub skipped: Vec<Skipped>,
@@ -51,7 +52,76 @@ pub struct Plan {
 impl Plan {
     /// Nothing to carry.
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.deletes.is_empty() && self.moves.is_empty()
+        self.stats.added == 0
+            && self.stats.modified == 0
+            && self.deletes.is_empty()
+            && self.moves.is_empty()
+    }
+
+    /// Objects to ship.
+    pub fn put_count(&self) -> u64 {
+        self.stats.added + self.stats.modified
+    }
+}
+
+/// Where a stored plan's puts are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Puts {
+    /// A gzip JSON-lines file of inventory records, in key order, in the export bucket.
+    Stored { key: String, count: u64 },
+    /// Inline (plans written before puts were spilled to a file).
+    Inline(Vec<ObjectRecord>),
+}
+
+/// The plan as the export keeps it beside its checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPlan {
+    #[serde(flatten)]
+    pub plan: Plan,
+    pub puts: Puts,
+}
+
+/// A changed object as the listing writes it out: its record and whether its key is new (an
+/// added key may still turn out to be a rename). Read as an [`ObjectRecord`] the flag is
+/// ignored, so a candidates file without renames to pair is already the plan's puts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Candidate {
+    #[serde(flatten)]
+    pub rec: ObjectRecord,
+    #[serde(rename = "a", default, skip_serializing_if = "std::ops::Not::not")]
+    pub added: bool,
+}
+
+/// What the listing found, the put candidates aside (those were written out as it ran).
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// `added` and `put_bytes` count every candidate, renames included.
+    pub stats: PlanStats,
+    /// Keys of the previous inventory that are gone (renames among them), in key order.
+    pub deleted: Vec<ObjectRecord>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Listed {
+    /// Some added key may be a rename of a deleted one: the candidates must go through
+    /// [`pair_renames`]. Otherwise they are the puts as written.
+    pub fn needs_pairing(&self, detect_moves: bool) -> bool {
+        detect_moves && self.stats.added > 0 && self.deleted.iter().any(|d| !d.etag.is_empty())
+    }
+
+    /// The plan when there is nothing to pair: the candidates are the puts.
+    pub fn into_plan(self) -> Plan {
+        let mut stats = self.stats;
+        stats.deleted = self.deleted.len() as u64;
+        stats.moved = 0;
+        stats.skipped = self.skipped.len() as u64;
+        Plan {
+            deletes: self.deleted.into_iter().map(|d| d.key).collect(),
+            moves: Vec::new(),
+            skipped: self.skipped,
+            stats,
+        }
     }
 }
 
@@ -67,31 +137,32 @@ fn skip(rec: &ObjectRecord) -> Skipped {
     }
 }
 
-/// Diff the listing against `previous` (or take a baseline when `None`). When `inventory` is
-/// given, the new inventory snapshot is written to it as the listing streams by. `changed` sees
-/// each added or modified object as soon as the listing shows it (an added one may still turn
-/// out to be a rename), so its bytes can be fetched while the listing runs.
-pub async fn plan<R, W>(
+/// Diff the listing against `previous` (or take a baseline when `None`). Every added or
+/// modified object is written to `candidates` in key order as the listing shows it, so memory
+/// holds the deletions and skips only, never the puts. When `inventory` is given, the new
+/// inventory snapshot is written to it as the listing streams by. `changed` sees each
+/// candidate too, so its bytes can be fetched while the listing runs.
+pub async fn plan<R, W, C>(
     lister: &mut dyn Pages,
     source: &S3Location,
     filters: &Filters,
     mut previous: Option<InventoryReader<R>>,
-    detect_moves: bool,
     mut inventory: Option<&mut InventoryWriter<W>>,
+    candidates: &mut InventoryWriter<C>,
     changed: &mut (dyn FnMut(&ObjectRecord) + Send),
-) -> Result<Plan>
+) -> Result<Listed>
 where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
+    C: AsyncWrite + Unpin,
 {
-    let inv_err = |e: std::io::Error| Error::Stream {
+    let inv_err = |what: &str, e: std::io::Error| Error::Stream {
         bucket: source.bucket.clone(),
-        key: "inventory".into(),
+        key: what.into(),
         source: Box::new(e),
     };
-    let mut plan = Plan::default();
-    let mut added: Vec<ObjectRecord> = Vec::new();
-    let mut deleted: Vec<ObjectRecord> = Vec::new();
+    let mut listed = Listed::default();
+    let stats = &mut listed.stats;
     let mut old = match previous.as_mut() {
         Some(p) => p.next().await?,
         None => None,
@@ -100,7 +171,7 @@ where
         crate::interrupt::check()?;
         for rec in page {
             if filters.is_own_output(&rec.key) {
-                plan.stats.own_output += 1;
+                stats.own_output += 1;
                 continue;
             }
             let relative = rec
@@ -110,9 +181,9 @@ where
             if !filters.matches(relative, rec.size) {
                 continue;
             }
-            plan.stats.listed += 1;
+            stats.listed += 1;
             while let Some(o) = old.take_if(|o| o.key < rec.key) {
-                deleted.push(o);
+                listed.deleted.push(o);
                 old = next(&mut previous).await?;
             }
             let before = match old.take_if(|o| o.key == rec.key) {
@@ -122,62 +193,69 @@ where
                 }
                 None => None,
             };
-            let keep = match before {
+            let (keep, candidate) = match before {
                 Some(b) if b.same_version(&rec) => {
-                    plan.stats.unchanged += 1;
-                    Some(rec)
+                    stats.unchanged += 1;
+                    (Some(rec), None)
                 }
                 Some(b) if rec.needs_restore() => {
-                    plan.skipped.push(skip(&rec));
-                    Some(b)
+                    listed.skipped.push(skip(&rec));
+                    (Some(b), None)
                 }
                 Some(_) => {
-                    plan.stats.modified += 1;
-                    changed(&rec);
-                    plan.puts.push(rec.clone());
-                    Some(rec)
+                    stats.modified += 1;
+                    (Some(rec.clone()), Some(Candidate { rec, added: false }))
                 }
                 None if rec.needs_restore() => {
-                    plan.skipped.push(skip(&rec));
-                    None
+                    listed.skipped.push(skip(&rec));
+                    (None, None)
                 }
                 None => {
-                    changed(&rec);
-                    added.push(rec.clone());
-                    Some(rec)
+                    stats.added += 1;
+                    (Some(rec.clone()), Some(Candidate { rec, added: true }))
                 }
             };
+            if let Some(c) = candidate {
+                changed(&c.rec);
+                stats.put_bytes += c.rec.size;
+                candidates
+                    .push_as(&c, &c.rec.key)
+                    .await
+                    .map_err(|e| inv_err("plan candidates", e))?;
+            }
             if let (Some(inv), Some(r)) = (inventory.as_deref_mut(), keep) {
-                inv.push(&r).await.map_err(inv_err)?;
+                inv.push(&r).await.map_err(|e| inv_err("inventory", e))?;
             }
         }
     }
     while let Some(o) = old.take() {
-        deleted.push(o);
+        listed.deleted.push(o);
         old = next(&mut previous).await?;
     }
-
-    let (moves, added, deletes) = pair_renames(added, deleted, detect_moves);
-    plan.stats.added = added.len() as u64;
-    plan.moves = moves;
-    plan.puts.extend(added);
-    plan.deletes = deletes;
-    plan.puts.sort_by(|a, b| a.key.cmp(&b.key));
-    plan.stats.deleted = plan.deletes.len() as u64;
-    plan.stats.moved = plan.moves.len() as u64;
-    plan.stats.skipped = plan.skipped.len() as u64;
-    plan.stats.put_bytes = plan.puts.iter().map(|p| p.size).sum();
-    Ok(plan)
+    Ok(listed)
 }
 
-/// Pair each added key with a deleted key of the same ETag and size: a rename. Returns the
-/// moves, the added keys left to put and the deleted keys left to delete. A listing without
+/// Pair each added candidate with a deleted key of the same ETag and size: a rename (the
+/// first deleted key in key order for the first added one, and so on). Reads the candidates
+/// back in key order and writes the puts left to `puts` (and to `estimate`). A listing without
 /// ETags (some S3-compatible servers) proves nothing about content, so it pairs nothing.
-fn pair_renames(
-    added: Vec<ObjectRecord>,
-    deleted: Vec<ObjectRecord>,
+/// Memory holds the deleted keys, as the last manifest does, never the puts.
+pub async fn pair_renames<R, W>(
+    candidates: &mut InventoryReader<R>,
+    listed: Listed,
     detect_moves: bool,
-) -> (Vec<Move>, Vec<ObjectRecord>, Vec<String>) {
+    puts: &mut InventoryWriter<W>,
+    estimate: &mut VolumeEstimate,
+) -> Result<Plan>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Listed {
+        mut stats,
+        deleted,
+        skipped,
+    } = listed;
     let mut by_content: HashMap<(String, u64), VecDeque<usize>> = HashMap::new();
     if detect_moves {
         for (i, d) in deleted.iter().enumerate() {
@@ -190,12 +268,17 @@ fn pair_renames(
         }
     }
     let mut moved_from = vec![false; deleted.len()];
-    let (mut moves, mut puts) = (Vec::new(), Vec::new());
-    for a in added {
-        let source_index = by_content
-            .get_mut(&(a.etag.clone(), a.size))
-            .filter(|_| !a.etag.is_empty())
-            .and_then(VecDeque::pop_front);
+    let mut moves = Vec::new();
+    let (mut added, mut put_bytes) = (0u64, 0u64);
+    while let Some(c) = candidates.next_as::<Candidate>(|c| &c.rec.key).await? {
+        let a = &c.rec;
+        let source_index = if c.added && !a.etag.is_empty() {
+            by_content
+                .get_mut(&(a.etag.clone(), a.size))
+                .and_then(VecDeque::pop_front)
+        } else {
+            None
+        };
         match source_index {
             Some(i) => {
                 moved_from[i] = true;
@@ -208,16 +291,36 @@ fn pair_renames(
                     headers: None,
                 });
             }
-            None => puts.push(a),
+            None => {
+                added += u64::from(c.added);
+                put_bytes += a.size;
+                estimate.push(a);
+                puts.push(a).await.map_err(|e| Error::Stream {
+                    bucket: String::new(),
+                    key: "plan puts".into(),
+                    source: Box::new(e),
+                })?;
+            }
         }
     }
-    let deletes = deleted
+    drop(by_content);
+    let deletes: Vec<String> = deleted
         .into_iter()
         .zip(moved_from)
         .filter(|(_, moved)| !moved)
         .map(|(d, _)| d.key)
         .collect();
-    (moves, puts, deletes)
+    stats.added = added;
+    stats.put_bytes = put_bytes;
+    stats.deleted = deletes.len() as u64;
+    stats.moved = moves.len() as u64;
+    stats.skipped = skipped.len() as u64;
+    Ok(Plan {
+        deletes,
+        moves,
+        skipped,
+        stats,
+    })
 }
 
 async fn next<R: AsyncBufRead + Unpin>(
@@ -229,21 +332,45 @@ async fn next<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// How many volumes the puts need under the given caps (the same packing `export` does).
-pub fn estimate_volumes(puts: &[ObjectRecord], volume_size: u64, volume_entries: u64) -> u64 {
-    let mut volumes = 1;
-    let (mut bytes, mut entries) = (0u64, 0u64);
-    for p in puts {
-        let cost = crate::archive::entry_cost(&p.key, p.size);
-        if entries > 0 && (bytes + cost > volume_size || entries + 1 > volume_entries) {
-            volumes += 1;
-            bytes = 0;
-            entries = 0;
+/// How many volumes the puts need under the given caps (the same packing `export` does), fed
+/// one put at a time.
+#[derive(Debug, Clone)]
+pub struct VolumeEstimate {
+    volume_size: u64,
+    volume_entries: u64,
+    volumes: u64,
+    bytes: u64,
+    entries: u64,
+}
+
+impl VolumeEstimate {
+    pub fn new(volume_size: u64, volume_entries: u64) -> Self {
+        VolumeEstimate {
+            volume_size,
+            volume_entries,
+            volumes: 1,
+            bytes: 0,
+            entries: 0,
         }
-        bytes += cost;
-        entries += 1;
     }
-    volumes
+
+    pub fn push(&mut self, p: &ObjectRecord) {
+        let cost = crate::archive::entry_cost(&p.key, p.size);
+        if self.entries > 0
+            && (self.bytes.saturating_add(cost) > self.volume_size
+                || self.entries + 1 > self.volume_entries)
+        {
+            self.volumes += 1;
+            self.bytes = 0;
+            self.entries = 0;
+        }
+        self.bytes = self.bytes.saturating_add(cost);
+        self.entries += 1;
+    }
+
+    pub fn volumes(&self) -> u64 {
+        self.volumes
+    }
 }
 
 #[cfg(test)]
@@ -260,8 +387,61 @@ mod tests {
         }
     }
 
-    #[test]
-    fn renames_pair_by_etag_and_size_but_never_without_an_etag() {
+    async fn pair(
+        added: &[ObjectRecord],
+        deleted: &[ObjectRecord],
+        detect: bool,
+    ) -> (Plan, Vec<ObjectRecord>) {
+        let mut w = InventoryWriter::new(Vec::new());
+        // A modified key, in key order among the added ones: never a rename.
+        let mut all: Vec<Candidate> = added
+            .iter()
+            .map(|r| Candidate {
+                rec: r.clone(),
+                added: true,
+            })
+            .collect();
+        all.push(Candidate {
+            rec: rec("new/m", "e1", 5),
+            added: false,
+        });
+        all.sort_by(|a, b| a.rec.key.cmp(&b.rec.key));
+        for c in &all {
+            w.push_as(c, &c.rec.key).await.unwrap();
+        }
+        let bytes = w.finish().await.unwrap();
+        let listed = Listed {
+            stats: PlanStats {
+                added: added.len() as u64,
+                modified: 1,
+                ..Default::default()
+            },
+            deleted: deleted.to_vec(),
+            skipped: Vec::new(),
+        };
+        let mut out = InventoryWriter::new(Vec::new());
+        let mut est = VolumeEstimate::new(u64::MAX, 2);
+        let plan = pair_renames(
+            &mut InventoryReader::new(&bytes[..], "mem".into()),
+            listed,
+            detect,
+            &mut out,
+            &mut est,
+        )
+        .await
+        .unwrap();
+        let out = out.finish().await.unwrap();
+        let mut r = InventoryReader::new(&out[..], "mem".into());
+        let mut puts = Vec::new();
+        while let Some(p) = r.next().await.unwrap() {
+            puts.push(p);
+        }
+        assert_eq!(est.volumes(), puts.len().div_ceil(2) as u64);
+        (plan, puts)
+    }
+
+    #[tokio::test]
+    async fn renames_pair_by_etag_and_size_but_never_without_an_etag() {
         let added = vec![
             rec("new/a", "e1", 5),
             rec("new/b", "", 7),
@@ -272,18 +452,22 @@ mod tests {
             rec("old/b", "", 7),
             rec("old/c", "e3", 8),
         ];
-        let (moves, puts, deletes) = pair_renames(added.clone(), deleted.clone(), true);
-        assert_eq!(moves.len(), 1);
+        let (plan, puts) = pair(&added, &deleted, true).await;
+        assert_eq!(plan.moves.len(), 1);
         assert_eq!(
-            (moves[0].from.as_str(), moves[0].to.as_str()),
+            (plan.moves[0].from.as_str(), plan.moves[0].to.as_str()),
             ("old/a", "new/a")
         );
         let puts: Vec<_> = puts.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(puts, ["new/b", "new/c"]);
-        assert_eq!(deletes, ["old/b", "old/c"]);
+        assert_eq!(puts, ["new/b", "new/c", "new/m"]);
+        assert_eq!(plan.deletes, ["old/b", "old/c"]);
+        assert_eq!(
+            (plan.stats.added, plan.stats.moved, plan.stats.put_bytes),
+            (2, 1, 21)
+        );
 
-        let (moves, puts, deletes) = pair_renames(added, deleted, false);
-        assert!(moves.is_empty());
-        assert_eq!((puts.len(), deletes.len()), (3, 3));
+        let (plan, puts) = pair(&added, &deleted, false).await;
+        assert!(plan.moves.is_empty());
+        assert_eq!((puts.len(), plan.deletes.len()), (4, 3));
     }
 }

@@ -592,8 +592,9 @@ class Bench:
             env_save = dict(self.env)
             self.env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{httpd.server_address[1]}"
             job = f"scale{n}"
+            wrap = os.environ.get("SCALE_WRAP", "")  # e.g. a heap profiler
             try:
-                m = self.timed(f"{FERRY} export --job {job} --source s3://big --dest s3://scale-exp/ferry "
+                m = self.timed(f"{wrap} {FERRY} export --job {job} --source s3://big --dest s3://scale-exp/ferry "
                                f"--table bench --json")
                 j = json.loads(m.pop("stdout"))
                 assert j["objects"] == n, (j["objects"], n)
@@ -602,7 +603,7 @@ class Bench:
                     shutil.rmtree(d, ignore_errors=True)
                 self.run(f"{FERRY} download --from s3://scale-exp/ferry --job {job} --sequence 1 --to {media}",
                          check=True)
-                i = self.timed(f"{FERRY} import {media}/{job}/{1:08d} --to-dir {out} --json")
+                i = self.timed(f"{wrap} {FERRY} import {media}/{job}/{1:08d} --to-dir {out} --json")
                 i.pop("stdout")
                 files = sum(len(f) for _, _, f in os.walk(out / "k"))
                 assert files == n, (files, n)
@@ -652,6 +653,7 @@ def generator_handler(n, fs_port):
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes
 
         def log_message(self, *a):
             pass
@@ -1057,8 +1059,8 @@ def report(b, out, info=None):
     scale = getattr(b, "scale_rows", None) or []
     if scale:
         worst = max(max(r["export_rss_mib"], r["import_rss_mib"]) for r in scale)
-        targets.append((f"peak RSS ≤ 256 MiB at any object count (export and import of "
-                        f"{', '.join(f'{r['objects']:,}' for r in scale)} objects)",
+        targets.append(("peak RSS ≤ 256 MiB at any object count (export and import of "
+                        + ", ".join(f"{r['objects']:,}" for r in scale) + " objects)",
                         f"largest {worst:.0f} MiB", worst <= 256))
     for t, m, ok in targets:
         lines.append(f"| {t} | {m} | {'yes' if ok else 'no'} |")
@@ -1088,7 +1090,8 @@ def report(b, out, info=None):
     (out / "results.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(dict(machine=info, runs=b.results, plan=getattr(b, "plan", None),
                                                       scale=scale), indent=1))
-    chart(summary, b.args.datasets, out / "chart.png")
+    if summary:
+        chart(summary, b.args.datasets, out / "chart.png")
     print("\n".join(lines))
 
 

@@ -222,14 +222,20 @@ impl<S: VolumeSink> VolumeWriter<S> {
 
     /// Write the manifest as the last entry, close the archive and finish the sink (the
     /// volume becomes visible only now).
-    pub async fn finish(mut self, manifest: &Manifest) -> Result<Written> {
+    pub async fn finish(self, manifest: &Manifest) -> Result<Written> {
         let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+        self.finish_json(&json).await
+    }
+
+    /// [`VolumeWriter::finish`] with the manifest already serialised (see
+    /// [`crate::manifest::ManifestJson`]).
+    pub async fn finish_json(mut self, json: &[u8]) -> Result<Written> {
         let builder =
             ZipEntryBuilder::new(MANIFEST_ENTRY.to_string().into(), ZipCompression::Stored)
                 .last_modification_date(zip_time(crate::state::now_ms()))
                 .unix_permissions(0o644);
         self.zip
-            .write_entry_whole(builder, &json)
+            .write_entry_whole(builder, json)
             .await
             .map_err(|e| self.zip_err(e))?;
         let name = self.name.clone();

@@ -20,14 +20,52 @@ use crate::seal::Identities;
 use crate::sign::TrustedKey;
 use crate::unzip::{Directory, Volume, VolumeSource, read_directory, read_entry};
 
-/// A volume with its directory and manifest.
+/// A volume as the bundle keeps it: where it is, its manifest's header (the objects emptied:
+/// memory holds one volume's objects at a time, read again by [`OpenVolume::contents`]) and
+/// what that manifest said in numbers.
 #[derive(Debug, Clone)]
 pub struct OpenVolume {
     pub source: Volume,
-    pub dir: Directory,
+    /// The manifest with `objects` emptied (counted in `objects` and `bytes`).
     pub manifest: Manifest,
     /// Bytes on the media (the zip's, or for a sealed volume its ciphertext's).
     pub media_len: u64,
+    /// Length of the zip (the plaintext's, for a sealed volume).
+    pub zip_len: u64,
+    /// Objects the manifest lists, and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
+    /// SHA-256 of the manifest's bytes as first read: a second read must give the same.
+    manifest_sha256: [u8; 32],
+}
+
+/// A volume's directory and objects, read (and checked) again when its turn comes.
+#[derive(Debug)]
+pub struct Contents {
+    pub dir: Directory,
+    pub objects: Vec<ObjectEntry>,
+}
+
+impl OpenVolume {
+    /// The directory and the manifest's objects, read again from the media and checked as at
+    /// opening; refused when the manifest's bytes changed since (media is not trusted to hold
+    /// still).
+    pub async fn contents(&self) -> Result<Contents> {
+        let (dir, manifest, sha) = read_checked(&self.source).await?;
+        if sha != self.manifest_sha256 || dir.len != self.zip_len {
+            return Err(Error::Verify {
+                volume: self.source.display(),
+                entry: Some(MANIFEST_ENTRY.into()),
+                detail: "the volume changed while it was being imported: its manifest or directory \
+                         differs from when it was first read. Copy the bundle again"
+                    .into(),
+            });
+        }
+        Ok(Contents {
+            dir,
+            objects: manifest.objects,
+        })
+    }
 }
 
 /// A complete, consistent bundle.
@@ -93,14 +131,14 @@ impl Bundle {
         self.volumes.iter().any(|v| v.source.is_sealed())
     }
 
-    /// Every object the bundle ships.
-    pub fn objects(&self) -> impl Iterator<Item = &ObjectEntry> {
-        self.volumes.iter().flat_map(|v| v.manifest.objects.iter())
-    }
-
     /// Bytes of all object entries.
     pub fn object_bytes(&self) -> u64 {
-        self.objects().map(|o| o.size).sum()
+        self.volumes.iter().map(|v| v.bytes).sum()
+    }
+
+    /// Objects of all volumes.
+    pub fn object_count(&self) -> u64 {
+        self.volumes.iter().map(|v| v.objects).sum()
     }
 
     /// The bundle digest (SHA-256 of `SHA256SUMS`), given the last volume's SHA-256 when
@@ -189,13 +227,6 @@ impl Bundle {
         let first = &self.volumes[0].manifest;
         for v in &self.volumes {
             let m = &v.manifest;
-            if m.format != FORMAT {
-                return Err(self.bad(format!(
-                    "`{}` has format `{}`; this ferry reads `{FORMAT}`",
-                    v.source.display(),
-                    m.format
-                )));
-            }
             if m.previous != first.previous
                 || m.baseline != first.baseline
                 || m.source != first.source
@@ -219,61 +250,6 @@ impl Bundle {
                     volume: v.source.display(),
                     entry: None,
                     detail: format!("{} bytes, the bundle says {size}", v.media_len),
-                });
-            }
-            // Whatever verify accepts, import can write: keys S3 can hold, headers HTTP can carry.
-            for o in &m.objects {
-                if let Some(p) = key_problem(&o.key).or_else(|| o.headers.problem()) {
-                    return Err(Error::Verify {
-                        volume: v.source.display(),
-                        entry: Some(o.entry.clone()),
-                        detail: format!(
-                            "the manifest describes {p}: no bucket or folder can take it"
-                        ),
-                    });
-                }
-            }
-            // The manifest and the zip directory must list the same entries.
-            let listed: HashMap<&str, &ObjectEntry> =
-                m.objects.iter().map(|o| (o.entry.as_str(), o)).collect();
-            if listed.len() != m.objects.len() {
-                return Err(self.bad(format!(
-                    "`{}` lists an entry twice in its manifest",
-                    v.source.display()
-                )));
-            }
-            let mut in_zip = 0;
-            for e in &v.dir.entries {
-                if e.name == MANIFEST_ENTRY {
-                    continue;
-                }
-                let Some(o) = listed.get(e.name.as_str()) else {
-                    return Err(Error::Verify {
-                        volume: v.source.display(),
-                        entry: Some(e.name.clone()),
-                        detail: "the entry is not in the volume's manifest".into(),
-                    });
-                };
-                if o.size != e.size || o.crc32 != e.crc32 {
-                    return Err(Error::Verify {
-                        volume: v.source.display(),
-                        entry: Some(e.name.clone()),
-                        detail: format!(
-                            "directory says {} bytes, CRC-32 {:08x}; manifest says {} bytes, {:08x}",
-                            e.size, e.crc32, o.size, o.crc32
-                        ),
-                    });
-                }
-                in_zip += 1;
-            }
-            if in_zip != m.objects.len() {
-                return Err(Error::Verify {
-                    volume: v.source.display(),
-                    entry: None,
-                    detail: format!(
-                        "the manifest lists {} objects, the zip holds {in_zip}",
-                        m.objects.len()
-                    ),
                 });
             }
         }
@@ -322,40 +298,134 @@ impl Bundle {
     }
 }
 
-/// Open a volume: directory and manifest.
+/// Open a volume: its directory and manifest read and checked against each other, the
+/// objects counted, and only the manifest's header kept.
 pub async fn open_volume(source: Volume) -> Result<OpenVolume> {
-    let dir = read_directory(&source).await?;
+    let (dir, mut manifest, manifest_sha256) = read_checked(&source).await?;
+    let objects = std::mem::take(&mut manifest.objects);
+    let bytes = objects
+        .iter()
+        .try_fold(0u64, |sum, o| sum.checked_add(o.size))
+        .ok_or_else(|| Error::Verify {
+            volume: source.display(),
+            entry: None,
+            detail: "the manifest's object sizes add up past 2^64 bytes".into(),
+        })?;
+    Ok(OpenVolume {
+        media_len: source.media.len().await?,
+        zip_len: dir.len,
+        objects: objects.len() as u64,
+        bytes,
+        source,
+        manifest,
+        manifest_sha256,
+    })
+}
+
+/// Read a volume's directory and manifest and check them on their own: the format, keys and
+/// headers an import can write, and the manifest and the directory listing the same entries
+/// with the same sizes and CRC-32s. Also gives the SHA-256 of the manifest's bytes.
+async fn read_checked(source: &Volume) -> Result<(Directory, Manifest, [u8; 32])> {
+    let dir = read_directory(source).await?;
     let Some(i) = dir.find(MANIFEST_ENTRY) else {
         return Err(Error::Archive {
             volume: source.display(),
             detail: format!("no `{MANIFEST_ENTRY}` entry: not an s3-ferry volume"),
         });
     };
-    let json = read_entry(&source, &dir, i, crate::manifest::limits::MANIFEST).await?;
+    let json = read_entry(source, &dir, i, crate::manifest::limits::MANIFEST).await?;
+    let sha: [u8; 32] = Sha256::digest(&json).into();
     // A manifest that does not parse is damage to the volume (exit 5), like a bad CRC.
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::Archive {
         volume: source.display(),
         detail: format!("its manifest `{MANIFEST_ENTRY}` is not an s3-ferry manifest ({e})"),
     })?;
-    // Checked here, not only in `check()`: a manifest cannot describe more objects than the
-    // volume's directory holds, so memory follows the volume's real size.
-    if manifest.objects.len() + 1 != dir.entries.len() {
+    drop(json);
+    check_contents(source, &dir, &manifest)?;
+    Ok((dir, manifest, sha))
+}
+
+/// One volume's own consistency (what needs its objects; the bundle's checks need only headers).
+fn check_contents(source: &Volume, dir: &Directory, m: &Manifest) -> Result<()> {
+    // A manifest cannot describe more objects than the volume's directory holds, so memory
+    // follows the volume's real size.
+    if m.objects.len() + 1 != dir.entries.len() {
         return Err(Error::Verify {
             volume: source.display(),
             entry: None,
             detail: format!(
                 "the manifest lists {} objects, the zip holds {}",
-                manifest.objects.len(),
+                m.objects.len(),
                 dir.entries.len() - 1
             ),
         });
     }
-    Ok(OpenVolume {
-        media_len: source.media.len().await?,
-        source,
-        dir,
-        manifest,
-    })
+    if m.format != FORMAT {
+        return Err(Error::Bundle {
+            what: format!("{} of job `{}`", m.sequence, m.job),
+            location: source.display(),
+            detail: format!(
+                "`{}` has format `{}`; this ferry reads `{FORMAT}`",
+                source.display(),
+                m.format
+            ),
+        });
+    }
+    // Whatever verify accepts, import can write: keys S3 can hold, headers HTTP can carry.
+    for o in &m.objects {
+        if let Some(p) = key_problem(&o.key).or_else(|| o.headers.problem()) {
+            return Err(Error::Verify {
+                volume: source.display(),
+                entry: Some(o.entry.clone()),
+                detail: format!("the manifest describes {p}: no bucket or folder can take it"),
+            });
+        }
+    }
+    // The manifest and the zip directory must list the same entries.
+    let listed: HashMap<&str, &ObjectEntry> =
+        m.objects.iter().map(|o| (o.entry.as_str(), o)).collect();
+    if listed.len() != m.objects.len() {
+        return Err(Error::Bundle {
+            what: format!("{} of job `{}`", m.sequence, m.job),
+            location: source.display(),
+            detail: format!("`{}` lists an entry twice in its manifest", source.display()),
+        });
+    }
+    let mut in_zip = 0;
+    for e in &dir.entries {
+        if e.name == MANIFEST_ENTRY {
+            continue;
+        }
+        let Some(o) = listed.get(e.name.as_str()) else {
+            return Err(Error::Verify {
+                volume: source.display(),
+                entry: Some(e.name.clone()),
+                detail: "the entry is not in the volume's manifest".into(),
+            });
+        };
+        if o.size != e.size || o.crc32 != e.crc32 {
+            return Err(Error::Verify {
+                volume: source.display(),
+                entry: Some(e.name.clone()),
+                detail: format!(
+                    "directory says {} bytes, CRC-32 {:08x}; manifest says {} bytes, {:08x}",
+                    e.size, e.crc32, o.size, o.crc32
+                ),
+            });
+        }
+        in_zip += 1;
+    }
+    if in_zip != m.objects.len() {
+        return Err(Error::Verify {
+            volume: source.display(),
+            entry: None,
+            detail: format!(
+                "the manifest lists {} objects, the zip holds {in_zip}",
+                m.objects.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A volume as found: its folder, what lay beside it, and the opened volume.
@@ -627,7 +697,7 @@ fn group(opened: Vec<Found>) -> Result<Vec<Bundle>> {
     for ((job, sequence), mut vols) in groups {
         vols.sort_by_key(|(_, _, v)| v.manifest.volume);
         vols.dedup_by(|a, b| {
-            a.2.manifest.volume == b.2.manifest.volume && a.2.dir.len == b.2.dir.len
+            a.2.manifest.volume == b.2.manifest.volume && a.2.zip_len == b.2.zip_len
         });
         let location = vols[0].0.clone();
         let Some(last) = vols.iter().find_map(|(_, _, v)| v.manifest.last.clone()) else {

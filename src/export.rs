@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::inventory::{InventoryIndex, InventoryReader, InventoryWriter, ObjectRecord};
 use crate::listing::Pages;
 use crate::manifest::{
-    BundleSummary, ChainLink, FORMAT, Final, Manifest, Move, ObjectEntry, SourceInfo, Totals,
+    BundleSummary, ChainLink, FORMAT, Final, Manifest, ManifestJson, Move, ObjectEntry, SourceInfo,
+    Totals,
     VolumeInfo, bundle_digest, limits, sha256sums,
 };
 use crate::plan::{Listed, Plan, Puts, StoredPlan, VolumeEstimate};
@@ -475,7 +476,8 @@ struct OpenVolume {
     writer: VolumeWriter<MultipartUpload>,
     index: u32,
     key: String,
-    objects: Vec<ObjectEntry>,
+    /// Its manifest so far (compact JSON, object by object).
+    objects: ManifestJson,
     bytes: u64,
     /// Estimated bytes of this volume's manifest and central directory (see
     /// [`limits::WRITER_METADATA_BUDGET`]).
@@ -1012,7 +1014,7 @@ impl Run<'_> {
             )?,
             index,
             key,
-            objects: Vec::new(),
+            objects: ManifestJson::start(&self.manifest(ck, index, Vec::new())),
             bytes: 0,
             metadata: 0,
         })
@@ -1026,11 +1028,12 @@ impl Run<'_> {
         cursor: usize,
         last: Option<Final>,
     ) -> Result<()> {
-        let objects = v.objects.len() as u64;
-        let mut manifest = self.manifest(ck, v.index, v.objects);
-        manifest.last = last;
+        let objects = v.objects.count();
+        let shipped = last.is_some();
+        let json = v.objects.finish(last.as_ref());
         let name = v.writer.name().to_string();
-        let written = v.writer.finish(&manifest).await?;
+        let written = v.writer.finish_json(&json).await?;
+        drop(json);
         info!(key = %v.key, size = written.size, sha256 = %written.sha256, objects, "volume complete");
         ck.volumes.push(VolumeInfo {
             index: v.index,
@@ -1041,7 +1044,7 @@ impl Run<'_> {
             bytes: v.bytes,
         });
         ck.cursor = cursor;
-        ck.shipped = manifest.last.is_some();
+        ck.shipped = shipped;
         self.check_lease()?;
         self.save_checkpoint(ck).await
     }
@@ -1182,7 +1185,7 @@ impl Run<'_> {
             v.bytes += digest.size;
             v.metadata += metadata;
             self.progress.object(digest.size);
-            v.objects.push(ObjectEntry {
+            v.objects.push(&ObjectEntry {
                 key: rec.key,
                 entry,
                 size: digest.size,
@@ -1500,6 +1503,8 @@ enum Fetched {
 
 /// Bytes of small changed objects fetched while the listing runs, held at most this much.
 pub const WARM_BUDGET: u64 = 16 * 1024 * 1024;
+/// What one early fetch is charged at least (its task and metadata): at most 2,048 are held.
+const WARM_MIN: u64 = 8 * 1024;
 
 /// A fetch started while the listing ran: the listed version and the spawned fetch (which
 /// holds its bytes and a permit of [`WARM_BUDGET`] until the volume writer takes them).
@@ -1544,7 +1549,10 @@ impl Warmer {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let kib = (rec.size / 1024).max(1) as u32;
+                // A fetch costs its bytes, and its task and metadata (a few KiB) however
+                // small the object: charged at least WARM_MIN, so tiny objects cannot pile up
+                // tens of thousands of finished tasks.
+                let kib = (rec.size.max(WARM_MIN) / 1024) as u32;
                 let Ok(permit) = budget.clone().try_acquire_many_owned(kib) else {
                     continue; // the budget is spent: this one is fetched in plan order
                 };

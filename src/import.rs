@@ -4,7 +4,7 @@
 //! baseline, the removal of keys it does not list → record the bundle as applied. Progress is
 //! recorded per volume, so an interrupted import resumes without redoing finished volumes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -205,7 +205,7 @@ fn chain_check(
 
 /// Import `bundles` (in the order given: discover sorts them) into the target.
 pub async fn run(
-    ledger: &mut Ledger,
+    ledger: &mut dyn Ledger,
     cfg: &ImportConfig,
     bundles: &[Bundle],
     progress: &dyn Progress,
@@ -332,21 +332,30 @@ async fn sweep_uploads(cfg: &ImportConfig, bundles: &[Bundle]) -> Result<()> {
     Ok(())
 }
 
-fn rel_keys<'a>(b: &'a Bundle, keys: impl Iterator<Item = &'a String>) -> Vec<String> {
-    keys.map(|k| relative(k, &b.source_prefix).to_string())
-        .collect()
-}
-
 async fn dry_run(
-    ledger: &Ledger,
+    ledger: &dyn Ledger,
     cfg: &ImportConfig,
     b: &Bundle,
     out: &mut BundleOutcome,
     simulated: &mut HashMap<String, bool>,
 ) -> Result<()> {
-    let keys: Vec<String> = b.objects().map(|o| o.key.clone()).collect();
+    for v in &b.volumes {
+        let contents = v.contents().await?;
+        dry_run_volume(ledger, &contents, out, simulated).await?;
+    }
+    dry_run_tail(cfg, b, out, simulated).await
+}
+
+/// What a dry run reports of one volume's objects.
+async fn dry_run_volume(
+    ledger: &dyn Ledger,
+    contents: &crate::bundle::Contents,
+    out: &mut BundleOutcome,
+    simulated: &mut HashMap<String, bool>,
+) -> Result<()> {
+    let keys: Vec<String> = contents.objects.iter().map(|o| o.key.clone()).collect();
     let known = ledger.lookup(&keys).await?;
-    for o in b.objects() {
+    for o in &contents.objects {
         let overwrite = simulated
             .get(&o.key)
             .copied()
@@ -366,6 +375,16 @@ async fn dry_run(
             bytes: o.size,
         });
     }
+    Ok(())
+}
+
+/// What a dry run reports of a bundle's moves, deletions and (baseline) removals.
+async fn dry_run_tail(
+    cfg: &ImportConfig,
+    b: &Bundle,
+    out: &mut BundleOutcome,
+    simulated: &mut HashMap<String, bool>,
+) -> Result<()> {
     for m in &b.last.moved {
         out.moved += 1;
         simulated.insert(m.from.clone(), false);
@@ -421,24 +440,30 @@ async fn check_signed_volumes(b: &Bundle) -> Result<()> {
     Ok(())
 }
 
-/// Destination keys (or paths) a baseline does not list.
+/// Destination keys (or paths) a baseline does not list. What it lists is held as 128-bit
+/// digests (16 bytes a key, read one volume at a time), not as strings.
 async fn baseline_strays(cfg: &ImportConfig, b: &Bundle) -> Result<Vec<String>> {
-    let listed = rel_keys(
-        b,
-        b.objects()
-            .map(|o| &o.key)
-            .chain(b.last.skipped.iter().map(|s| &s.key)),
-    );
-    let keep: HashSet<String> = match &cfg.target {
-        Target::S3 { .. } => listed.into_iter().collect(),
-        Target::Dir { root } => listed.iter().map(|k| Target::place(root, k)).collect(),
+    let mut keep = crate::target::KeepSet::default();
+    let mut add = |keys: &mut dyn Iterator<Item = &String>| {
+        for k in keys {
+            let rel = relative(k, &b.source_prefix);
+            match &cfg.target {
+                Target::S3 { .. } => keep.insert(rel),
+                Target::Dir { root } => keep.insert(&Target::place(root, rel)),
+            }
+        }
     };
+    for v in &b.volumes {
+        let contents = v.contents().await?;
+        add(&mut contents.objects.iter().map(|o| &o.key));
+    }
+    add(&mut b.last.skipped.iter().map(|s| &s.key));
     cfg.target.strays(&keep).await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn apply(
-    ledger: &mut Ledger,
+    ledger: &mut dyn Ledger,
     cfg: &ImportConfig,
     b: &Bundle,
     digest: &str,
@@ -467,15 +492,15 @@ async fn apply(
         let index = v.manifest.volume;
         if pending.volumes_done.contains(&index) {
             out.volumes_resumed += 1;
-            let bytes: u64 = v.manifest.objects.iter().map(|o| o.size).sum();
-            progress.object(bytes);
+            progress.object(v.bytes);
             continue;
         }
         if progressed && cfg.past_deadline() {
             info!(job = %b.job, sequence = b.sequence, volume = index, "deadline: stopping between volumes");
             return Ok(BundleStatus::Continue);
         }
-        let keys: Vec<String> = v.manifest.objects.iter().map(|o| o.key.clone()).collect();
+        let contents = v.contents().await?;
+        let keys: Vec<String> = contents.objects.iter().map(|o| o.key.clone()).collect();
         let known = ledger.lookup(&keys).await?;
         let shared = Shared::new(cfg.concurrency);
         let mut sink = TargetSink {
@@ -483,11 +508,11 @@ async fn apply(
             source_prefix: b.source_prefix.clone(),
             shared: shared.clone(),
         };
-        let checked = check_volume(b, v, &mut sink, progress).await;
+        let checked = check_volume(b, v, &contents, &mut sink, progress).await;
         let landed = shared.drain().await;
         let report = checked?;
         let landed = landed?;
-        for o in &v.manifest.objects {
+        for o in &contents.objects {
             if known.contains_key(&o.key) {
                 out.overwritten += 1;
             } else {
@@ -594,7 +619,7 @@ async fn apply(
 /// remove the originals, then record that together with `done` (the record counting this
 /// batch as applied).
 async fn apply_moves(
-    ledger: &mut Ledger,
+    ledger: &mut dyn Ledger,
     cfg: &ImportConfig,
     b: &Bundle,
     batch: &[crate::manifest::Move],

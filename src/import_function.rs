@@ -21,7 +21,7 @@ use crate::function::{
     working_deadline,
 };
 use crate::import::{self, BundleStatus, ImportConfig, ImportReport};
-use crate::ledger::{Ledger, Record};
+use crate::ledger::{Ledger, Record, TableLedger};
 use crate::progress::NoProgress;
 use crate::target::Target;
 
@@ -243,8 +243,8 @@ impl ImportHandler {
     async fn run(&self, hop: u32, deadline: Option<Instant>) -> Result<Value> {
         let table = self.clients.table(&self.cfg.table);
         let mut ledger =
-            Ledger::open_table(table, self.cfg.job.as_str(), self.cfg.lease_ttl).await?;
-        let result = self.import(&mut ledger, deadline).await;
+            TableLedger::open(table, self.cfg.job.as_str(), self.cfg.lease_ttl).await?;
+        let result = self.import(ledger.as_mut(), deadline).await;
         let closed = ledger.close().await;
         let (report, waiting) = result?;
         closed?;
@@ -285,7 +285,7 @@ impl ImportHandler {
 
     async fn import(
         &self,
-        ledger: &mut Ledger,
+        ledger: &mut dyn Ledger,
         deadline: Option<Instant>,
     ) -> Result<(ImportReport, Vec<String>)> {
         let rec = ledger.record().clone();

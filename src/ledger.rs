@@ -1,12 +1,17 @@
 //! The import side's record of a target: the last bundle applied (job, sequence, digest), the
 //! progress of a bundle being applied (volumes done), and the key index (what content each
-//! destination key holds and where). Kept in a local JSON file guarded by a lock file, or in the
-//! state table (a leased item per job plus one item per key). The chain rules are `import`'s.
+//! destination key holds and where). Two kinds behind one trait, [`Ledger`]: a local JSON file
+//! (the record) with its key index in an embedded database beside it (`FILE.index`, redb: memory
+//! stays flat however many keys), guarded by a lock file; or the state table (a leased item per
+//! job plus one item per key). The chain rules are `import`'s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, io_at};
@@ -88,38 +93,73 @@ impl SignerRecord {
     }
 }
 
-/// The state file's content: the record and the key index.
+/// Where the import's record and key index live.
+pub trait Ledger: Send + Sync {
+    /// Where the record is, for messages.
+    fn location(&self) -> String;
+
+    fn record(&self) -> &Record;
+
+    /// Index entries of those `keys` that have one.
+    fn lookup<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, IndexEntry>>>;
+
+    /// Apply index changes (`None` removes a key), then store `record`: a crash between the
+    /// two leaves the index ahead of the record, which the import's resume tolerates (it redoes
+    /// a volume or move the record does not list as done, and they are idempotent).
+    fn save(
+        &mut self,
+        record: Record,
+        changes: Vec<(String, Option<IndexEntry>)>,
+    ) -> BoxFuture<'_, Result<()>>;
+
+    /// Release the lock or lease.
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+}
+
+/// The state file's content: the record, and the generation of the key index it goes with.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct StateFile {
+struct StateFile {
     format: String,
     record: Record,
-    objects: BTreeMap<String, IndexEntry>,
+    /// Saves so far; the index stores the same number (or one more, after a crash between the
+    /// index's commit and this file's).
+    #[serde(default)]
+    generation: u64,
+    /// Format 1 kept the key index here; it moves into the index database when opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    objects: Option<BTreeMap<String, IndexEntry>>,
 }
 
-const FILE_FORMAT: &str = "s3-ferry-import/1";
+const FILE_FORMAT: &str = "s3-ferry-import/2";
+const FILE_FORMAT_1: &str = "s3-ferry-import/1";
 
-/// Where the record lives.
-pub enum Ledger {
-    File {
-        path: PathBuf,
-        #[allow(dead_code)] // held for its Drop
-        lock: LockFile,
-        state: StateFile,
-    },
-    Table {
-        table: StateTable,
-        item: String,
-        owner: String,
-        /// The lease's fencing token: every key-index write is conditional on it.
-        fence: u64,
-        ttl: Duration,
-        record: Record,
-    },
+/// Destination key → its [`IndexEntry`] (JSON).
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// `generation` → the save count.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The record in a local JSON file, the key index in `FILE.index` beside it.
+pub struct FileLedger {
+    path: PathBuf,
+    index_path: PathBuf,
+    #[allow(dead_code)] // held for its Drop
+    lock: LockFile,
+    state: StateFile,
+    index: Arc<redb::Database>,
 }
 
-impl Ledger {
+fn index_err(path: &Path, e: impl Into<redb::Error>) -> Error {
+    Error::Corrupt {
+        what: "import key index",
+        location: path.display().to_string(),
+        hint: "restore it and the state file from the same backup; without them the next import must be a baseline applied with --force",
+        source: Box::new(e.into()),
+    }
+}
+
+impl FileLedger {
     /// Open (or start) the record in a local file; takes `<file>.lock` until `close`.
-    pub async fn open_file(path: &Path) -> Result<Self> {
+    pub async fn open(path: &Path) -> Result<Box<dyn Ledger>> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -154,30 +194,230 @@ impl Ledger {
             Err(std::fs::TryLockError::Error(e)) => return Err(io_at("locking", &lock)(e)),
         }
         let lock = LockFile(file);
-        let state = match tokio::fs::read(path).await {
-            Ok(bytes) => serde_json::from_slice::<StateFile>(&bytes).map_err(|e| {
-                Error::Corrupt {
-                    what: "import state",
-                    location: path.display().to_string(),
-                    hint: "restore it from a backup; without it the next import must be a baseline applied with --force",
-                    source: Box::new(e),
-                }
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile {
-                format: FILE_FORMAT.into(),
-                ..Default::default()
-            },
+        let corrupt = |e: serde_json::Error| Error::Corrupt {
+            what: "import state",
+            location: path.display().to_string(),
+            hint: "restore it from a backup; without it the next import must be a baseline applied with --force",
+            source: Box::new(e),
+        };
+        let (state, existed) = match tokio::fs::read(path).await {
+            Ok(bytes) => (serde_json::from_slice::<StateFile>(&bytes).map_err(corrupt)?, true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                StateFile {
+                    format: FILE_FORMAT.into(),
+                    ..Default::default()
+                },
+                false,
+            ),
             Err(e) => return Err(io_at("reading", path)(e)),
         };
-        Ok(Ledger::File {
+        if state.format != FILE_FORMAT && state.format != FILE_FORMAT_1 {
+            return Err(Error::config(
+                path.display().to_string(),
+                format!(
+                    "import state format `{}`: this ferry reads `{FILE_FORMAT}` (and `{FILE_FORMAT_1}`)",
+                    state.format
+                ),
+            ));
+        }
+        let mut index_path = path.as_os_str().to_owned();
+        index_path.push(".index");
+        let index_path = PathBuf::from(index_path);
+        let had_index = index_path.exists();
+        if existed && state.format == FILE_FORMAT && !had_index && state.generation > 0 {
+            return Err(Error::Corrupt {
+                what: "import key index",
+                location: index_path.display().to_string(),
+                hint: "copy it back beside the state file (it travels with it); without it the next import must be a baseline applied with --force",
+                source: "missing".into(),
+            });
+        }
+        let ip = index_path.clone();
+        let index = tokio::task::spawn_blocking(move || {
+            redb::Database::create(&ip).map_err(|e| index_err(&ip, e))
+        })
+        .await
+        .expect("index open task")?;
+        let mut ledger = FileLedger {
             path: path.to_path_buf(),
+            index_path,
             lock,
             state,
+            index: Arc::new(index),
+        };
+        let stored = ledger.generation().await?;
+        let legacy = ledger.state.objects.take();
+        if let Some(objects) = legacy {
+            // Format 1: its key index moves into the database (again, if a move was cut off).
+            let record = ledger.state.record.clone();
+            ledger.state.generation = stored;
+            let changes = objects.into_iter().map(|(k, e)| (k, Some(e))).collect();
+            ledger.save(record, changes).await?;
+        } else if stored != ledger.state.generation && stored != ledger.state.generation + 1 {
+            return Err(Error::Corrupt {
+                what: "import key index",
+                location: ledger.index_path.display().to_string(),
+                hint: "the index and the state file come from different times: restore both from the same backup, or start again with a baseline applied with --force",
+                source: format!(
+                    "index generation {stored}, state file generation {}",
+                    ledger.state.generation
+                )
+                .into(),
+            });
+        }
+        Ok(Box::new(ledger))
+    }
+
+    async fn generation(&self) -> Result<u64> {
+        let db = self.index.clone();
+        let path = self.index_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_read().map_err(|e| index_err(&path, e))?;
+            match tx.open_table(META) {
+                Ok(t) => Ok(t
+                    .get("generation")
+                    .map_err(|e| index_err(&path, e))?
+                    .map(|g| g.value())
+                    .unwrap_or(0)),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+                Err(e) => Err(index_err(&path, e)),
+            }
+        })
+        .await
+        .expect("index read task")
+    }
+}
+
+/// Every entry of a state file's key index (`FILE.index`), in key order: for inspection and
+/// tests; the import itself looks keys up a volume at a time.
+pub fn file_index_entries(state: &Path) -> Result<BTreeMap<String, IndexEntry>> {
+    let mut p = state.as_os_str().to_owned();
+    p.push(".index");
+    let path = PathBuf::from(p);
+    let db = redb::Database::open(&path).map_err(|e| index_err(&path, e))?;
+    let tx = db.begin_read().map_err(|e| index_err(&path, e))?;
+    let table = match tx.open_table(KEYS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(index_err(&path, e)),
+    };
+    let mut out = BTreeMap::new();
+    for row in table.iter().map_err(|e| index_err(&path, e))? {
+        let (k, v) = row.map_err(|e| index_err(&path, e))?;
+        let e: IndexEntry = serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt {
+            what: "import key index",
+            location: format!("{} key `{}`", path.display(), k.value()),
+            hint: "restore it from a backup",
+            source: Box::new(e),
+        })?;
+        out.insert(k.value().to_string(), e);
+    }
+    Ok(out)
+}
+
+impl Ledger for FileLedger {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn record(&self) -> &Record {
+        &self.state.record
+    }
+
+    fn lookup<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, IndexEntry>>> {
+        let db = self.index.clone();
+        let path = self.index_path.clone();
+        let keys = keys.to_vec();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let tx = db.begin_read().map_err(|e| index_err(&path, e))?;
+                let table = match tx.open_table(KEYS) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+                    Err(e) => return Err(index_err(&path, e)),
+                };
+                let mut out = HashMap::new();
+                for k in keys {
+                    if let Some(v) = table.get(k.as_str()).map_err(|e| index_err(&path, e))? {
+                        let e: IndexEntry =
+                            serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt {
+                                what: "import key index",
+                                location: format!("{} key `{k}`", path.display()),
+                                hint: "restore it from a backup; the next import must then be a baseline applied with --force",
+                                source: Box::new(e),
+                            })?;
+                        out.insert(k, e);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .expect("index read task")
         })
     }
 
+    fn save(
+        &mut self,
+        record: Record,
+        changes: Vec<(String, Option<IndexEntry>)>,
+    ) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let generation = self.state.generation + 1;
+            let db = self.index.clone();
+            let path = self.index_path.clone();
+            tokio::task::spawn_blocking(move || {
+                let err = |e: redb::Error| index_err(&path, e);
+                let tx = db.begin_write().map_err(|e| err(e.into()))?;
+                {
+                    let mut keys = tx.open_table(KEYS).map_err(|e| err(e.into()))?;
+                    for (k, e) in changes {
+                        match e {
+                            Some(e) => {
+                                let v = serde_json::to_vec(&e).expect("entry serialises");
+                                keys.insert(k.as_str(), v.as_slice()).map_err(|e| err(e.into()))?;
+                            }
+                            None => {
+                                keys.remove(k.as_str()).map_err(|e| err(e.into()))?;
+                            }
+                        }
+                    }
+                    let mut meta = tx.open_table(META).map_err(|e| err(e.into()))?;
+                    meta.insert("generation", generation)
+                        .map_err(|e| err(e.into()))?;
+                }
+                // Durable on return (redb's default durability syncs the commit).
+                tx.commit().map_err(|e| err(e.into()))
+            })
+            .await
+            .expect("index write task")?;
+            self.state.record = record;
+            self.state.format = FILE_FORMAT.into();
+            self.state.generation = generation;
+            let json = serde_json::to_vec(&self.state).expect("state serialises");
+            crate::durable::replace(&self.path, json).await
+        })
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        drop(self);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The record in the state table: a leased item per job, one item per key.
+pub struct TableLedger {
+    table: StateTable,
+    item: String,
+    owner: String,
+    /// The lease's fencing token: every key-index write is conditional on it.
+    fence: u64,
+    ttl: Duration,
+    record: Record,
+}
+
+impl TableLedger {
     /// Open the record of `job` in the state table, taking its import lease.
-    pub async fn open_table(table: StateTable, job: &str, ttl: Duration) -> Result<Self> {
+    pub async fn open(table: StateTable, job: &str, ttl: Duration) -> Result<Box<dyn Ledger>> {
         let item = format!("import/{job}");
         let owner = uuid::Uuid::new_v4().to_string();
         let fence = table.acquire(&item, &owner, ttl).await?.lease_epoch;
@@ -191,117 +431,167 @@ impl Ledger {
             })?,
             None => Record::default(),
         };
-        Ok(Ledger::Table {
+        Ok(Box::new(TableLedger {
             table,
             item,
             owner,
             fence,
             ttl,
             record,
+        }))
+    }
+}
+
+impl Ledger for TableLedger {
+    fn location(&self) -> String {
+        format!("table `{}` item `{}`", self.table.name(), self.item)
+    }
+
+    fn record(&self) -> &Record {
+        &self.record
+    }
+
+    fn lookup<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, IndexEntry>>> {
+        Box::pin(async move {
+            let prefix = format!("{}/k/", self.item);
+            let ids: Vec<String> = keys.iter().map(|k| format!("{prefix}{k}")).collect();
+            let mut out = HashMap::new();
+            for (id, doc) in self.table.get_docs(&ids).await? {
+                let entry: IndexEntry = serde_json::from_str(&doc).map_err(|e| Error::Corrupt {
+                    what: "import key index",
+                    location: format!("table `{}` item `{id}`", self.table.name()),
+                    hint: "delete the item; the next import must then be a baseline",
+                    source: Box::new(e),
+                })?;
+                out.insert(id[prefix.len()..].to_string(), entry);
+            }
+            Ok(out)
         })
     }
 
-    /// Where the record is, for messages.
-    pub fn location(&self) -> String {
-        match self {
-            Ledger::File { path, .. } => path.display().to_string(),
-            Ledger::Table { table, item, .. } => format!("table `{}` item `{item}`", table.name()),
-        }
-    }
-
-    pub fn record(&self) -> &Record {
-        match self {
-            Ledger::File { state, .. } => &state.record,
-            Ledger::Table { record, .. } => record,
-        }
-    }
-
-    /// Index entries of those `keys` that have one.
-    pub async fn lookup(&self, keys: &[String]) -> Result<HashMap<String, IndexEntry>> {
-        match self {
-            Ledger::File { state, .. } => Ok(keys
-                .iter()
-                .filter_map(|k| state.objects.get(k).map(|e| (k.clone(), e.clone())))
-                .collect()),
-            Ledger::Table { table, item, .. } => {
-                let prefix = format!("{item}/k/");
-                let ids: Vec<String> = keys.iter().map(|k| format!("{prefix}{k}")).collect();
-                let mut out = HashMap::new();
-                for (id, doc) in table.get_docs(&ids).await? {
-                    let entry: IndexEntry =
-                        serde_json::from_str(&doc).map_err(|e| Error::Corrupt {
-                            what: "import key index",
-                            location: format!("table `{}` item `{id}`", table.name()),
-                            hint: "delete the item; the next import must then be a baseline",
-                            source: Box::new(e),
-                        })?;
-                    out.insert(id[prefix.len()..].to_string(), entry);
-                }
-                Ok(out)
-            }
-        }
-    }
-
-    /// Apply index changes (`None` removes a key) and store `record`.
-    pub async fn save(
+    fn save(
         &mut self,
         record: Record,
         changes: Vec<(String, Option<IndexEntry>)>,
-    ) -> Result<()> {
-        match self {
-            Ledger::File { path, state, .. } => {
-                for (k, e) in changes {
-                    match e {
-                        Some(e) => state.objects.insert(k, e),
-                        None => state.objects.remove(&k),
-                    };
-                }
-                state.record = record;
-                state.format = FILE_FORMAT.into();
-                let json = serde_json::to_vec(state).expect("state serialises");
-                crate::durable::replace(path, json).await
-            }
-            Ledger::Table {
-                table,
-                item,
-                owner,
-                fence,
-                ttl,
-                record: current,
-            } => {
-                table.renew(item, owner, *ttl).await?;
-                let docs = changes
-                    .into_iter()
-                    .map(|(k, e)| {
-                        (
-                            format!("{item}/k/{k}"),
-                            e.map(|e| serde_json::to_string(&e).expect("entry serialises")),
-                        )
-                    })
-                    .collect();
-                table.write_docs(item, *fence, docs).await?;
-                let doc = serde_json::to_string(&record).expect("record serialises");
-                table.save_doc(item, owner, &doc).await?;
-                *current = record;
-                Ok(())
-            }
-        }
+    ) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.table.renew(&self.item, &self.owner, self.ttl).await?;
+            let docs = changes
+                .into_iter()
+                .map(|(k, e)| {
+                    (
+                        format!("{}/k/{k}", self.item),
+                        e.map(|e| serde_json::to_string(&e).expect("entry serialises")),
+                    )
+                })
+                .collect();
+            self.table.write_docs(&self.item, self.fence, docs).await?;
+            let doc = serde_json::to_string(&record).expect("record serialises");
+            self.table.save_doc(&self.item, &self.owner, &doc).await?;
+            self.record = record;
+            Ok(())
+        })
     }
 
-    /// Release the lock or lease.
-    pub async fn close(self) -> Result<()> {
-        match self {
-            Ledger::File { lock, .. } => {
-                drop(lock);
-                Ok(())
-            }
-            Ledger::Table {
-                table, item, owner, ..
-            } => table.release(&item, &owner).await,
-        }
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move { self.table.release(&self.item, &self.owner).await })
     }
 }
 
 /// A lock file, removed when dropped (also when an import fails).
 /// The open, OS-locked `<file>.lock`; closing it (or the process ending) releases the lock.
 pub struct LockFile(#[allow(dead_code)] std::fs::File);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u32) -> IndexEntry {
+        IndexEntry {
+            etag: format!("\"e{n}\""),
+            sha256: "00".repeat(32),
+            crc32: n,
+            size: u64::from(n),
+            place: format!("k{n}"),
+        }
+    }
+
+    fn record(sequence: u64) -> Record {
+        Record {
+            sequence,
+            bundle_digest: Some("d".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_key_index_lives_beside_the_state_file_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut l = FileLedger::open(&path).await.unwrap();
+        l.save(record(1), vec![("a".into(), Some(entry(1))), ("b".into(), Some(entry(2)))])
+            .await
+            .unwrap();
+        l.save(record(2), vec![("a".into(), None)]).await.unwrap();
+        l.close().await.unwrap();
+        let l = FileLedger::open(&path).await.unwrap();
+        assert_eq!(l.record().sequence, 2);
+        let keys = ["a".to_string(), "b".to_string()];
+        let found = l.lookup(&keys).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found["b"], entry(2));
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(state["format"], FILE_FORMAT);
+        assert!(state.get("objects").is_none(), "{state}");
+        drop(l);
+        assert_eq!(file_index_entries(&path).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_format_1_state_file_moves_its_keys_into_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let old = serde_json::json!({
+            "format": FILE_FORMAT_1,
+            "record": record(3),
+            "objects": {"x/y": entry(7)},
+        });
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let l = FileLedger::open(&path).await.unwrap();
+        assert_eq!(l.record().sequence, 3);
+        let found = l.lookup(&["x/y".to_string()]).await.unwrap();
+        assert_eq!(found["x/y"], entry(7));
+        drop(l);
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(state["format"], FILE_FORMAT);
+        assert!(state.get("objects").is_none(), "{state}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_foreign_index_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut l = FileLedger::open(&path).await.unwrap();
+        for s in 1..=3 {
+            l.save(record(s), vec![(format!("k{s}"), Some(entry(s as u32)))])
+                .await
+                .unwrap();
+        }
+        drop(l);
+        // the state file from an earlier time (a backup) with today's index
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut old = state.clone();
+        old["generation"] = 1.into();
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let err = FileLedger::open(&path).await.err().unwrap().to_string();
+        assert!(err.contains("different times"), "{err}");
+        // the state file without its index
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        std::fs::remove_file(dir.path().join("state.json.index")).unwrap();
+        let err = FileLedger::open(&path).await.err().unwrap().to_string();
+        assert!(err.contains("state.json.index"), "{err}");
+    }
+}

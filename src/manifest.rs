@@ -234,6 +234,51 @@ pub struct Manifest {
     pub last: Option<Final>,
 }
 
+/// A volume's manifest built as its objects are written: compact JSON appended object by
+/// object into the one buffer that becomes the manifest entry (memory: the entry's bytes, once,
+/// not a list of objects plus its serialisation).
+pub struct ManifestJson {
+    buf: Vec<u8>,
+    count: u64,
+}
+
+impl ManifestJson {
+    /// Start from `head`: every field but `objects` (empty here) and `final` (given to
+    /// [`ManifestJson::finish`]).
+    pub fn start(head: &Manifest) -> Self {
+        debug_assert!(head.objects.is_empty() && head.last.is_none());
+        let mut buf = serde_json::to_vec(head).expect("manifest serialises");
+        // `objects` is the last field serialised when `final` is absent: `..."objects":[]}`.
+        debug_assert!(buf.ends_with(b"\"objects\":[]}"));
+        buf.truncate(buf.len() - 2);
+        ManifestJson { buf, count: 0 }
+    }
+
+    pub fn push(&mut self, o: &ObjectEntry) {
+        if self.count > 0 {
+            self.buf.push(b',');
+        }
+        serde_json::to_writer(&mut self.buf, o).expect("object entry serialises");
+        self.count += 1;
+    }
+
+    /// Objects pushed so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The manifest's bytes, with `last` as its `final` part.
+    pub fn finish(mut self, last: Option<&Final>) -> Vec<u8> {
+        self.buf.push(b']');
+        if let Some(last) = last {
+            self.buf.extend_from_slice(b",\"final\":");
+            serde_json::to_writer(&mut self.buf, last).expect("final manifest serialises");
+        }
+        self.buf.push(b'}');
+        self.buf
+    }
+}
+
 /// `bundle.json`: the summary written beside the volumes once all are complete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleSummary {
@@ -263,4 +308,73 @@ pub fn sha256sums(volumes: &[VolumeInfo]) -> String {
 pub fn bundle_digest(volumes: &[VolumeInfo]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(sha256sums(volumes).as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str) -> ObjectEntry {
+        ObjectEntry {
+            key: key.into(),
+            entry: format!("b/{key}"),
+            size: 3,
+            etag: "e".into(),
+            last_modified: "2026-01-01T00:00:00.000Z".into(),
+            sha256: "00".repeat(32),
+            crc32: 7,
+            storage_class: "STANDARD".into(),
+            headers: ObjectHeaders {
+                content_type: Some("text/plain".into()),
+                ..Default::default()
+            },
+            planned_etag: None,
+        }
+    }
+
+    #[test]
+    fn a_manifest_built_object_by_object_reads_back_as_the_whole_one() {
+        let head = Manifest {
+            format: FORMAT.into(),
+            job: "j\"objects\":[]".into(),
+            source: SourceInfo {
+                bucket: "b".into(),
+                prefix: String::new(),
+            },
+            sequence: 2,
+            previous: None,
+            baseline: true,
+            volume: 1,
+            listed_at: "t".into(),
+            objects: Vec::new(),
+            last: None,
+        };
+        for (keys, last) in [
+            (vec![], None),
+            (vec!["a", "b\"c"], None),
+            (
+                vec!["x"],
+                Some(Final {
+                    volume_count: 1,
+                    earlier_volumes: Vec::new(),
+                    deleted: vec!["gone".into()],
+                    moved: Vec::new(),
+                    skipped: Vec::new(),
+                    vanished: Vec::new(),
+                    totals: Totals::default(),
+                }),
+            ),
+        ] {
+            let mut m = ManifestJson::start(&head);
+            let mut whole = head.clone();
+            for k in &keys {
+                m.push(&entry(k));
+                whole.objects.push(entry(k));
+            }
+            assert_eq!(m.count(), keys.len() as u64);
+            whole.last = last.clone();
+            let read: Manifest = serde_json::from_slice(&m.finish(last.as_ref())).unwrap();
+            assert_eq!(read, whole);
+        }
+    }
 }

@@ -385,7 +385,7 @@ impl Target {
 
     /// Everything in the destination that is not in `keep` (relative keys for S3, places
     /// for a directory), as (relative key or place) strings.
-    pub async fn strays(&self, keep: &HashSet<String>) -> Result<Vec<String>> {
+    pub async fn strays(&self, keep: &KeepSet) -> Result<Vec<String>> {
         match self {
             Target::S3 { store, dest, .. } => {
                 let mut out = Vec::new();
@@ -735,3 +735,25 @@ impl EntrySink for TargetSink {
         self.target.open(&rel, obj, &self.shared).await.map(Some)
     }
 }
+/// Keys (or paths) to keep, as the first 128 bits of their SHA-256: 16 bytes a key however
+/// long it is, and no collision anyone can find.
+#[derive(Default)]
+pub struct KeepSet(HashSet<[u8; 16]>);
+
+impl KeepSet {
+    fn digest(key: &str) -> [u8; 16] {
+        let d = Sha256::digest(key.as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&d[..16]);
+        out
+    }
+
+    pub fn insert(&mut self, key: &str) {
+        self.0.insert(Self::digest(key));
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains(&Self::digest(key))
+    }
+}
+

@@ -9,7 +9,7 @@ use std::future::Future;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::bundle::{Bundle, MediaFolder, OpenVolume};
+use crate::bundle::{Bundle, Contents, MediaFolder, OpenVolume};
 use crate::error::{Error, Result};
 use crate::manifest::{MANIFEST_ENTRY, ObjectEntry};
 use crate::progress::Progress;
@@ -99,22 +99,23 @@ pub struct BundleReport {
     pub moved: u64,
 }
 
-/// Pass over volume `v` of `bundle`: every entry checked, objects handed to `sink`.
+/// Pass over volume `v` of `bundle` (its `contents`, read again for this pass): every entry
+/// checked, objects handed to `sink`.
 pub async fn check_volume<S: EntrySink>(
     bundle: &Bundle,
     v: &OpenVolume,
+    contents: &Contents,
     sink: &mut S,
     progress: &dyn Progress,
 ) -> Result<VolumeReport> {
     let volume = v.source.display();
-    let by_entry: HashMap<&str, &ObjectEntry> = v
-        .manifest
+    let by_entry: HashMap<&str, &ObjectEntry> = contents
         .objects
         .iter()
         .map(|o| (o.entry.as_str(), o))
         .collect();
     let (reader, tap) = v.source.stream().await?;
-    let mut walk = Walk::new(volume.clone(), reader, &v.dir);
+    let mut walk = Walk::new(volume.clone(), reader, &contents.dir);
     let (mut objects, mut bytes) = (0u64, 0u64);
     while let Some(e) = walk.next_entry().await? {
         // A stop request ends the pass between entries (nothing of an entry is half-written).
@@ -223,7 +224,8 @@ pub async fn verify_bundle(
     let signed_by = bundle.signed_by(trusted)?.map(|k| k.fingerprint.clone());
     let mut volumes = Vec::new();
     for v in &bundle.volumes {
-        volumes.push(check_volume(bundle, v, &mut NoSink, progress).await?);
+        let contents = v.contents().await?;
+        volumes.push(check_volume(bundle, v, &contents, &mut NoSink, progress).await?);
     }
     let last = volumes.last().map(|v| v.sha256.clone());
     let digest = bundle

@@ -686,12 +686,11 @@ impl Ctx {
 /// key → bytes of a directory import, through its key index (`.ferry/state.json`); panics if
 /// the directory holds a file the index does not account for.
 pub fn dir_snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(".ferry/state.json")).unwrap()).unwrap();
+    let index = s3_ferry::ledger::file_index_entries(&dir.join(".ferry/state.json")).unwrap();
     let mut out = std::collections::BTreeMap::new();
     let mut places = std::collections::BTreeSet::new();
-    for (key, e) in state["objects"].as_object().unwrap() {
-        let place = e["place"].as_str().unwrap();
+    for (key, e) in &index {
+        let place = e.place.as_str();
         let path = dir.join(place);
         let body = std::fs::read(&path)
             .unwrap_or_else(|err| panic!("key `{key}`: {} unreadable: {err}", path.display()));

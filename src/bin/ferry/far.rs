@@ -7,7 +7,7 @@ use s3_ferry::aws::Clients;
 use s3_ferry::bundle::{self, Bundle};
 use s3_ferry::download::{self, DownloadConfig, Select};
 use s3_ferry::import::{self, BundleStatus, ImportConfig};
-use s3_ferry::ledger::Ledger;
+use s3_ferry::ledger::{FileLedger, TableLedger};
 use s3_ferry::seal::Identities;
 use s3_ferry::target::{STATE_DIR, Target};
 use s3_ferry::verify;
@@ -211,14 +211,14 @@ pub async fn import(
         (None, None) => unreachable!("clap requires --to or --to-dir"),
     };
     let mut ledger = match (&a.state, &a.table, &a.to_dir) {
-        (Some(path), _, _) => Ledger::open_file(path).await?,
+        (Some(path), _, _) => FileLedger::open(path).await?,
         (None, Some(table), _) => {
             let job = a.job.as_ref().expect("clap requires --job with --table");
             let clients = clients.expect("--table needs AWS");
-            Ledger::open_table(clients.table(table), job.as_str(), a.lease_ttl).await?
+            TableLedger::open(clients.table(table), job.as_str(), a.lease_ttl).await?
         }
         (None, None, Some(dir)) => {
-            Ledger::open_file(&dir.join(STATE_DIR).join("state.json")).await?
+            FileLedger::open(&dir.join(STATE_DIR).join("state.json")).await?
         }
         (None, None, None) => anyhow::bail!(s3_ferry::Error::Config {
             what: "import state".into(),
@@ -249,7 +249,7 @@ pub async fn import(
         }
         let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
         let bar = Bar::bytes(interactive(json) && !a.dry_run, total, "importing");
-        let result = import::run(&mut ledger, &cfg, &bundles, &bar).await;
+        let result = import::run(ledger.as_mut(), &cfg, &bundles, &bar).await;
         bar.done();
         result
     }

@@ -56,9 +56,10 @@ impl OpenVolume {
             return Err(Error::Verify {
                 volume: self.source.display(),
                 entry: Some(MANIFEST_ENTRY.into()),
-                detail: "the volume changed while it was being imported: its manifest or directory \
+                detail:
+                    "the volume changed while it was being imported: its manifest or directory \
                          differs from when it was first read. Copy the bundle again"
-                    .into(),
+                        .into(),
             });
         }
         Ok(Contents {
@@ -388,7 +389,10 @@ fn check_contents(source: &Volume, dir: &Directory, m: &Manifest) -> Result<()> 
         return Err(Error::Bundle {
             what: format!("{} of job `{}`", m.sequence, m.job),
             location: source.display(),
-            detail: format!("`{}` lists an entry twice in its manifest", source.display()),
+            detail: format!(
+                "`{}` lists an entry twice in its manifest",
+                source.display()
+            ),
         });
     }
     let mut in_zip = 0;

@@ -316,6 +316,14 @@ pub mod bounds {
         }
     }
 
+    pub fn shards(what: &str, n: usize) -> Result<usize> {
+        if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(Error::config(what, format!("{n} is outside 1..=64")))
+        }
+    }
+
     pub fn list_ranges(what: &str, n: usize) -> Result<usize> {
         if (1..=64).contains(&n) {
             Ok(n)
@@ -350,6 +358,9 @@ pub struct Tuning {
     /// Key ranges of the source listed at once, at most (cut at the previous inventory's
     /// index; never under 2,000 keys a range).
     pub list_ranges: usize,
+    /// Key-range shards the puts are cut into and shipped at once (each with its own fetches,
+    /// volumes and cursor).
+    pub shards: usize,
 }
 
 impl Default for Tuning {
@@ -361,6 +372,7 @@ impl Default for Tuning {
             concurrency: DEFAULT_CONCURRENCY,
             compression: Compression::Stored,
             list_ranges: DEFAULT_LIST_RANGES,
+            shards: 1,
         }
     }
 }
@@ -372,6 +384,7 @@ impl Tuning {
         bounds::volume_size("volume size", self.volume_size)?;
         bounds::volume_entries("volume entries", self.volume_entries)?;
         bounds::concurrency("concurrency", self.concurrency)?;
+        bounds::shards("shards", self.shards)?;
         bounds::list_ranges("list ranges", self.list_ranges)?;
         Ok(())
     }

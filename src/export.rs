@@ -6,9 +6,11 @@
 //! re-shipping a completed volume or skipping a key.
 
 use std::collections::HashMap;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -25,8 +27,7 @@ use crate::inventory::{InventoryIndex, InventoryReader, InventoryWriter, ObjectR
 use crate::listing::Pages;
 use crate::manifest::{
     BundleSummary, ChainLink, FORMAT, Final, Manifest, ManifestJson, Move, ObjectEntry, SourceInfo,
-    Totals,
-    VolumeInfo, bundle_digest, limits, sha256sums,
+    Totals, VolumeInfo, bundle_digest, limits, sha256sums,
 };
 use crate::plan::{Listed, Plan, Puts, StoredPlan, VolumeEstimate};
 use crate::s3::{Got, MultipartUpload, ObjectMeta, Store};
@@ -43,6 +44,9 @@ pub const CHUNKS_IN_FLIGHT: usize = 4;
 pub const PREFETCH_BUDGET: u64 = 64 * 1024 * 1024;
 /// Volume parts uploading at once.
 pub const PARTS_IN_FLIGHT: usize = 3;
+/// What one object weighs when the puts are cut into shards, beyond its bytes: about what a
+/// GET's round trip costs in transfer time.
+pub const OBJECT_WEIGHT: u64 = 1024 * 1024;
 
 /// Where a job's bundles and state objects live in the export bucket.
 #[derive(Debug, Clone)]
@@ -84,6 +88,14 @@ impl Layout {
         format!("{}plan-{owner}.puts.jsonl.gz", self.state_prefix(seq))
     }
     /// Where checkpoints written before plans carried their run's name kept the plan.
+    /// Shard `k`'s puts (a contiguous key range of the plan's).
+    fn shard_puts_key(&self, seq: u64, owner: &str, k: u32) -> String {
+        format!(
+            "{}plan-{owner}.shard-{k:04}.jsonl.gz",
+            self.state_prefix(seq)
+        )
+    }
+
     fn legacy_plan_key(&self, seq: u64) -> String {
         format!("{}plan.json", self.state_prefix(seq))
     }
@@ -147,6 +159,9 @@ pub struct Report {
     /// Key ranges the listing ran as at once (1: one stream).
     #[serde(default)]
     pub list_ranges: u64,
+    /// Key-range shards the bundle's objects were shipped in (0: nothing to ship).
+    #[serde(default)]
+    pub shards: u64,
 }
 
 /// The resumable progress of a bundle, stored beside the plan in the export bucket.
@@ -179,6 +194,93 @@ struct Checkpoint {
     /// The plan's key (absent in older checkpoints: `plan.json`).
     #[serde(default)]
     plan_key: Option<String>,
+    /// The key-range shards the puts were cut into, each with its own cursor (empty in older
+    /// checkpoints: one shard, `cursor` and `cursor_bytes`).
+    #[serde(default)]
+    shards: Vec<ShardState>,
+    /// The next volume index to hand out (0 in older checkpoints: after `volumes`). Shards
+    /// claim indices as they open volumes; one claimed by a volume that never completed is
+    /// filled with an empty volume when the bundle is sealed.
+    #[serde(default)]
+    next_volume: u32,
+}
+
+/// One shard of a bundle's puts: a contiguous key range, shipped by its own worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ShardState {
+    /// Its puts file (`None`: the plan's own puts, when there is one shard).
+    #[serde(default)]
+    puts_key: Option<String>,
+    count: u64,
+    bytes: u64,
+    /// Index into the shard's puts of the first object not in a completed volume.
+    cursor: u64,
+    /// Planned bytes of the puts before `cursor`.
+    cursor_bytes: u64,
+    /// Every put is in a completed volume.
+    done: bool,
+}
+
+/// What a shard shipped since its last checkpoint: its cursor, and the counts and vanished
+/// keys of its open volume (added to the checkpoint's when that volume completes, so a shard
+/// that stops mid-volume never counts an object twice).
+struct ShardDone {
+    shard: usize,
+    cursor: u64,
+    cursor_bytes: u64,
+    totals: Totals,
+    vanished: Vec<String>,
+}
+
+impl ShardDone {
+    fn advance(&mut self, cursor: usize, planned: u64) {
+        self.cursor = cursor as u64;
+        self.cursor_bytes += planned;
+    }
+
+    /// The counts so far, leaving this one at the same cursor with none.
+    fn take(&mut self) -> ShardDone {
+        ShardDone {
+            shard: self.shard,
+            cursor: self.cursor,
+            cursor_bytes: self.cursor_bytes,
+            totals: std::mem::take(&mut self.totals),
+            vanished: std::mem::take(&mut self.vanished),
+        }
+    }
+
+    /// `totals` with this shard's counts added.
+    fn add_to(&self, totals: &Totals) -> Totals {
+        Totals {
+            objects: totals.objects + self.totals.objects,
+            bytes: totals.bytes + self.totals.bytes,
+            replaced: totals.replaced + self.totals.replaced,
+            vanished: totals.vanished + self.totals.vanished,
+            ..totals.clone()
+        }
+    }
+
+    /// Into the checkpoint: the shard's cursor, the counts, the vanished keys.
+    fn record(self, ck: &mut Checkpoint) {
+        ck.totals = self.add_to(&ck.totals);
+        ck.vanished.extend(self.vanished);
+        let s = &mut ck.shards[self.shard];
+        s.cursor = self.cursor;
+        s.cursor_bytes = self.cursor_bytes;
+        s.done = s.cursor == s.count;
+    }
+}
+
+impl Checkpoint {
+    /// Claim the next volume index.
+    fn claim_volume(&mut self) -> u32 {
+        if self.next_volume == 0 {
+            self.next_volume = self.volumes.len() as u32 + 1;
+        }
+        let i = self.next_volume;
+        self.next_volume += 1;
+        i
+    }
 }
 
 /// Plan what the next bundle would carry, writing nothing to S3 (`ferry plan`): the puts go
@@ -632,7 +734,7 @@ impl Run<'_> {
                 // (killed, or stalled past its lease) cannot write the checkpoint or a volume.
                 ck.writer = self.owner.to_string();
                 self.save_checkpoint(&ck).await?;
-                info!(job = %self.layout.job, sequence = seq, cursor = ck.cursor, volumes = ck.volumes.len(), "resuming bundle");
+                info!(job = %self.layout.job, sequence = seq, shards = ck.shards.len(), cursors = ?ck.shards.iter().map(|s| s.cursor).collect::<Vec<_>>(), volumes = ck.volumes.len(), "resuming bundle");
                 self.progress.planned(&plan.plan.stats);
                 self.progress.resumed(ck.totals.objects, ck.totals.bytes);
                 (ck, plan)
@@ -651,9 +753,11 @@ impl Run<'_> {
             }
         };
         if !ck.shipped {
-            match self.ship(&mut ck, &plan).await? {
-                Shipped::Deadline => return Ok(self.report(&ck, &plan.plan, Status::Continue)),
-                Shipped::Done => {}
+            self.prepare_shards(&mut ck, &plan).await?;
+            let shipped;
+            (ck, shipped) = self.ship(ck, &plan).await?;
+            if let Shipped::Deadline = shipped {
+                return Ok(self.report(&ck, &plan.plan, Status::Continue));
             }
         }
         self.finalize(&ck, &plan.plan).await
@@ -790,6 +894,8 @@ impl Run<'_> {
             hops: 1,
             writer: self.owner.to_string(),
             plan_key: Some(plan_key),
+            shards: Vec::new(),
+            next_volume: 1,
         };
         self.save_checkpoint(&ck).await?;
         Ok(Planned::Bundle(Box::new(ck), stored))
@@ -862,6 +968,7 @@ impl Run<'_> {
             unchanged: plan.stats.unchanged,
             own_output: plan.stats.own_output,
             list_ranges: plan.stats.list_ranges,
+            shards: 0,
             own_output_prefixes: own_output_uris(self.cfg),
             skipped_objects: plan.skipped.clone(),
             hops: 1,
@@ -954,6 +1061,7 @@ impl Run<'_> {
             unchanged: plan.stats.unchanged,
             own_output: plan.stats.own_output,
             list_ranges: plan.stats.list_ranges,
+            shards: ck.shards.len() as u64,
             own_output_prefixes: own_output_uris(self.cfg),
             skipped_objects: plan.skipped.clone(),
             hops: ck.hops,
@@ -981,11 +1089,16 @@ impl Run<'_> {
         }
     }
 
-    /// Start volume `ck.volumes.len() + 1`. `first` is the size of its first object and
+    /// Start volume `index`. `first` is the size of its first object and
     /// `remaining` the bytes still to ship: they size the parts so that even a lone huge
     /// object stays within S3's 10,000 parts.
-    fn open_volume(&self, ck: &Checkpoint, first: u64, remaining: u64) -> Result<OpenVolume> {
-        let index = ck.volumes.len() as u32 + 1;
+    fn open_volume(
+        &self,
+        ck: &Checkpoint,
+        index: u32,
+        first: u64,
+        remaining: u64,
+    ) -> Result<OpenVolume> {
         let name = self.layout.volume_name(ck.sequence, index);
         let key = format!("{}{}", self.layout.bundle_prefix(ck.sequence), name);
         let expected = first.max(remaining.min(self.cfg.tuning.volume_size));
@@ -1020,12 +1133,13 @@ impl Run<'_> {
         })
     }
 
-    /// Close `v` with its manifest (the final one when `last` is given) and checkpoint.
+    /// Close `v` with its manifest (the final one when `last` is given), record it and the
+    /// cursor of `shard` (if any) in the checkpoint, and save it.
     async fn close_volume(
         &self,
-        ck: &mut Checkpoint,
+        ck: &Mutex<Checkpoint>,
         v: OpenVolume,
-        cursor: usize,
+        shard: Option<ShardDone>,
         last: Option<Final>,
     ) -> Result<()> {
         let objects = v.objects.count();
@@ -1035,21 +1149,34 @@ impl Run<'_> {
         let written = v.writer.finish_json(&json).await?;
         drop(json);
         info!(key = %v.key, size = written.size, sha256 = %written.sha256, objects, "volume complete");
-        ck.volumes.push(VolumeInfo {
-            index: v.index,
-            name,
-            size: written.size,
-            sha256: written.sha256,
-            objects,
-            bytes: v.bytes,
-        });
-        ck.cursor = cursor;
+        let mut ck = ck.lock().await;
+        let at = ck.volumes.partition_point(|e| e.index < v.index);
+        ck.volumes.insert(
+            at,
+            VolumeInfo {
+                index: v.index,
+                name,
+                size: written.size,
+                sha256: written.sha256,
+                objects,
+                bytes: v.bytes,
+            },
+        );
+        if let Some(d) = shard {
+            d.record(&mut ck);
+        }
         ck.shipped = shipped;
         self.check_lease()?;
-        self.save_checkpoint(ck).await
+        self.save_checkpoint(&ck).await
     }
 
-    async fn final_part(&self, ck: &Checkpoint, plan: &Plan) -> Result<Final> {
+    /// The final manifest: `pending` is what the last volume (not yet in the checkpoint) adds.
+    async fn final_part(
+        &self,
+        ck: &Checkpoint,
+        plan: &Plan,
+        pending: Option<&ShardDone>,
+    ) -> Result<Final> {
         // A rename may come with new headers: read them from each move's target.
         let store = self.store();
         let bucket = &self.cfg.source.bucket;
@@ -1073,51 +1200,257 @@ impl Run<'_> {
             deleted: plan.deletes.clone(),
             moved,
             skipped: plan.skipped.clone(),
-            vanished: ck.vanished.clone(),
-            totals: ck.totals.clone(),
+            vanished: ck
+                .vanished
+                .iter()
+                .chain(pending.iter().flat_map(|p| &p.vanished))
+                .cloned()
+                .collect(),
+            totals: match pending {
+                Some(p) => p.add_to(&ck.totals),
+                None => ck.totals.clone(),
+            },
         })
     }
 
-    /// Stream the plan's puts from the checkpoint's cursor into volumes.
-    async fn ship(&self, ck: &mut Checkpoint, stored: &StoredPlan) -> Result<Shipped> {
-        let tuning = &self.cfg.tuning;
-        let plan = &stored.plan;
-        let total = match &stored.puts {
+    /// Cut the puts into key-range shards when the bundle first ships (one shard: the plan's
+    /// own puts file). A checkpoint written before shards existed is one shard at its cursor.
+    async fn prepare_shards(&self, ck: &mut Checkpoint, stored: &StoredPlan) -> Result<()> {
+        if !ck.shards.is_empty() {
+            return Ok(());
+        }
+        let count = match &stored.puts {
             Puts::Stored { count, .. } => *count,
             Puts::Inline(v) => v.len() as u64,
         };
-        let total = usize::try_from(total).map_err(|_| Error::Corrupt {
+        let fresh = ck.cursor == 0 && ck.volumes.is_empty();
+        let n = (self.cfg.tuning.shards as u64).min(count).max(1);
+        ck.shards = match (&stored.puts, n) {
+            (Puts::Stored { key, .. }, 2..) if fresh => {
+                self.split_puts(ck.sequence, key, count, stored.plan.stats.put_bytes, n)
+                    .await?
+            }
+            _ => vec![ShardState {
+                puts_key: None,
+                count,
+                bytes: stored.plan.stats.put_bytes,
+                cursor: ck.cursor as u64,
+                cursor_bytes: ck.cursor_bytes,
+                done: false,
+            }],
+        };
+        if ck.next_volume == 0 {
+            ck.next_volume = ck.volumes.len() as u32 + 1;
+        }
+        info!(job = %self.layout.job, sequence = ck.sequence, shards = ck.shards.len(),
+              counts = ?ck.shards.iter().map(|s| s.count).collect::<Vec<_>>(), "shards planned");
+        self.save_checkpoint(ck).await
+    }
+
+    /// Cut the puts file (in key order) into `n` contiguous shards of about equal weight, a
+    /// put weighing its bytes plus [`OBJECT_WEIGHT`] (a GET's fixed cost), each written to its
+    /// own puts file; every shard gets at least one put.
+    async fn split_puts(
+        &self,
+        seq: u64,
+        key: &str,
+        count: u64,
+        bytes: u64,
+        n: u64,
+    ) -> Result<Vec<ShardState>> {
+        let bucket = &self.cfg.dest.bucket;
+        let location = self.layout.uri(key);
+        let reader = self
+            .store()
+            .reader(bucket, key)
+            .await?
+            .ok_or_else(|| Error::Corrupt {
+                what: "plan",
+                location: location.clone(),
+                hint: "its puts file is missing: run the export with --full",
+                source: "not found".into(),
+            })?;
+        let mut reader = InventoryReader::new(reader, location.clone());
+        let weight = |size: u64| u128::from(size) + u128::from(OBJECT_WEIGHT);
+        let total = u128::from(bytes) + u128::from(count) * u128::from(OBJECT_WEIGHT);
+        let mut shards = Vec::new();
+        let (mut seen, mut so_far) = (0u64, 0u128);
+        while (shards.len() as u64) < n {
+            let k = shards.len() as u64;
+            let shard_key = self.layout.shard_puts_key(seq, self.owner, k as u32);
+            let mut w = InventoryWriter::new(self.store().multipart(
+                bucket,
+                &shard_key,
+                crate::config::MIN_PART_SIZE,
+                2,
+                &jsonl_headers(),
+            ));
+            let target = total * u128::from(k + 1) / u128::from(n);
+            let (mut c, mut b) = (0u64, 0u64);
+            // Leave at least one put for each shard after this one.
+            let keep_back = n - k - 1;
+            while seen < count - keep_back {
+                if c > 0 && so_far >= target && k + 1 < n {
+                    break;
+                }
+                let rec = reader.next().await?.ok_or_else(|| Error::Corrupt {
+                    what: "plan",
+                    location: location.clone(),
+                    hint: "its puts file ends before the count the plan gives: run the export with --full",
+                    source: format!("{seen} of {count} puts read").into(),
+                })?;
+                w.push(&rec).await.map_err(|e| Error::Stream {
+                    bucket: bucket.clone(),
+                    key: shard_key.clone(),
+                    source: Box::new(e),
+                })?;
+                so_far += weight(rec.size);
+                seen += 1;
+                c += 1;
+                b += rec.size;
+            }
+            w.finish()
+                .await
+                .map_err(|e| Error::Stream {
+                    bucket: bucket.clone(),
+                    key: shard_key.clone(),
+                    source: Box::new(e),
+                })?
+                .finish()
+                .await?;
+            shards.push(ShardState {
+                puts_key: Some(shard_key),
+                count: c,
+                bytes: b,
+                cursor: 0,
+                cursor_bytes: 0,
+                done: false,
+            });
+        }
+        Ok(shards)
+    }
+
+    /// Ship every shard not done yet, all at once, each from its cursor. Several shards then
+    /// seal the bundle's volume list (see [`Run::seal`]); a lone shard closes its own last
+    /// volume with the final manifest.
+    async fn ship(&self, ck: Checkpoint, stored: &StoredPlan) -> Result<(Checkpoint, Shipped)> {
+        let only = ck.shards.len() == 1;
+        let pending: Vec<usize> = (0..ck.shards.len())
+            .filter(|&i| !ck.shards[i].done)
+            .collect();
+        let shared = Mutex::new(ck);
+        let shipped = futures::future::try_join_all(
+            pending
+                .into_iter()
+                .map(|i| self.ship_shard(&shared, i, stored, only)),
+        )
+        .await?;
+        let ck = shared.into_inner();
+        if shipped.iter().any(|s| matches!(s, Shipped::Deadline)) {
+            return Ok((ck, Shipped::Deadline));
+        }
+        if ck.shipped {
+            return Ok((ck, Shipped::Done));
+        }
+        Ok((self.seal(ck, &stored.plan).await?, Shipped::Done))
+    }
+
+    /// Give every volume index handed out but never completed (a shard stopped with that
+    /// volume open) an empty volume, then write the last volume: no objects, the final
+    /// manifest. The far side then finds volumes 1..=n, the last one carrying `final`, whatever
+    /// the number of shards.
+    async fn seal(&self, ck: Checkpoint, plan: &Plan) -> Result<Checkpoint> {
+        let shared = Mutex::new(ck);
+        let (gaps, last_index) = {
+            let mut ck = shared.lock().await;
+            let have: std::collections::HashSet<u32> = ck.volumes.iter().map(|v| v.index).collect();
+            let top = ck.claim_volume();
+            (
+                (1..top).filter(|i| !have.contains(i)).collect::<Vec<_>>(),
+                top,
+            )
+        };
+        for i in gaps {
+            info!(job = %self.layout.job, volume = i, "an interrupted volume's index gets an empty volume");
+            let v = self.open_volume(&*shared.lock().await, i, 0, 0)?;
+            self.close_volume(&shared, v, None, None).await?;
+        }
+        let last = {
+            let ck = shared.lock().await;
+            self.final_part(&ck, plan, None).await?
+        };
+        let v = self.open_volume(&*shared.lock().await, last_index, 0, 0)?;
+        self.close_volume(&shared, v, None, Some(last)).await?;
+        Ok(shared.into_inner())
+    }
+
+    /// Stream shard `shard`'s puts from its cursor into volumes. `only`: the bundle's one
+    /// shard, whose last volume carries the final manifest.
+    async fn ship_shard(
+        &self,
+        shared: &Mutex<Checkpoint>,
+        shard: usize,
+        stored: &StoredPlan,
+        only: bool,
+    ) -> Result<Shipped> {
+        let tuning = &self.cfg.tuning;
+        let plan = &stored.plan;
+        let (state, seq) = {
+            let ck = shared.lock().await;
+            (ck.shards[shard].clone(), ck.sequence)
+        };
+        let too_many = || Error::Corrupt {
             what: "plan",
-            location: self.layout.uri(&self.layout.checkpoint_key(ck.sequence)),
+            location: self.layout.uri(&self.layout.checkpoint_key(seq)),
             hint: "run the export with --full",
             source: "more puts than this machine can count".into(),
-        })?;
-        let mut remaining = plan.stats.put_bytes.saturating_sub(ck.cursor_bytes);
+        };
+        let total = usize::try_from(state.count).map_err(|_| too_many())?;
+        let skip = usize::try_from(state.cursor).map_err(|_| too_many())?;
+        let own;
+        let puts = match &state.puts_key {
+            Some(key) => {
+                own = Puts::Stored {
+                    key: key.clone(),
+                    count: state.count,
+                };
+                &own
+            }
+            None => &stored.puts,
+        };
+        let mut remaining = state.bytes.saturating_sub(state.cursor_bytes);
         let mut fetched = spawn_fetcher(
             self.store().clone(),
             self.cfg.source.bucket.clone(),
-            self.puts_from(&stored.puts, ck.cursor).await?,
+            self.puts_from(puts, skip).await?,
             tuning.concurrency,
-            self.warm.take(),
+            self.warm.clone(),
         );
         let mut volume: Option<OpenVolume> = None;
         let mut progressed = false;
-        let mut i = ck.cursor;
-        let mut done_bytes = ck.cursor_bytes;
+        let mut done = ShardDone {
+            shard,
+            cursor: state.cursor,
+            cursor_bytes: state.cursor_bytes,
+            totals: Totals::default(),
+            vanished: Vec::new(),
+        };
+        let mut i = skip;
         while i < total {
             let stop = crate::interrupt::requested();
             if (progressed && self.past_deadline()) || stop.is_some() {
                 info!(
+                    shard,
                     cursor = i,
                     signal = stop.map(|s| s.name()),
                     "deadline reached or stop requested: closing the volume and checkpointing"
                 );
-                ck.cursor_bytes = done_bytes;
                 match volume.take() {
-                    Some(v) => self.close_volume(ck, v, i, None).await?,
+                    Some(v) => self.close_volume(shared, v, Some(done), None).await?,
                     None => {
-                        ck.cursor = i;
-                        self.save_checkpoint(ck).await?;
+                        let mut ck = shared.lock().await;
+                        done.record(&mut ck);
+                        self.save_checkpoint(&ck).await?;
                     }
                 }
                 return Ok(Shipped::Deadline);
@@ -1125,9 +1458,9 @@ impl Run<'_> {
             self.check_lease()?;
             let item = fetched.recv().await.ok_or_else(|| Error::Corrupt {
                 what: "plan",
-                location: self.layout.uri(&self.layout.checkpoint_key(ck.sequence)),
+                location: self.layout.uri(&self.layout.checkpoint_key(seq)),
                 hint: "its puts file ends before the count the plan gives: run the export with --full",
-                source: format!("{i} of {total} puts read").into(),
+                source: format!("{i} of {total} puts read (shard {shard})").into(),
             })??;
             let planned = match &item {
                 Fetched::Gone { rec } | Fetched::Found { rec, .. } => rec.size,
@@ -1136,10 +1469,10 @@ impl Run<'_> {
             let (rec, meta, body, planned_etag) = match item {
                 Fetched::Gone { rec } => {
                     info!(key = %rec.key, "object vanished before it was read: recorded as deleted");
-                    ck.vanished.push(rec.key);
-                    ck.totals.vanished += 1;
+                    done.vanished.push(rec.key);
+                    done.totals.vanished += 1;
                     i += 1;
-                    done_bytes += planned;
+                    done.advance(i, planned);
                     progressed = true;
                     continue;
                 }
@@ -1159,12 +1492,16 @@ impl Run<'_> {
                     || v.metadata + metadata > limits::WRITER_METADATA_BUDGET)
             {
                 let v = volume.take().expect("open volume");
-                ck.cursor_bytes = done_bytes;
-                self.close_volume(ck, v, i, None).await?;
+                self.close_volume(shared, v, Some(done.take()), None)
+                    .await?;
             }
             let v = match volume.as_mut() {
                 Some(v) => v,
-                None => volume.insert(self.open_volume(ck, meta.size, remaining + meta.size)?),
+                None => {
+                    let mut ck = shared.lock().await;
+                    let index = ck.claim_volume();
+                    volume.insert(self.open_volume(&ck, index, meta.size, remaining + meta.size)?)
+                }
             };
             let entry = entry_name(&self.cfg.source.bucket, &rec.key);
             let digest = match body {
@@ -1178,10 +1515,10 @@ impl Run<'_> {
                 }
             };
             if planned_etag.is_some() {
-                ck.totals.replaced += 1;
+                done.totals.replaced += 1;
             }
-            ck.totals.objects += 1;
-            ck.totals.bytes += digest.size;
+            done.totals.objects += 1;
+            done.totals.bytes += digest.size;
             v.bytes += digest.size;
             v.metadata += metadata;
             self.progress.object(digest.size);
@@ -1198,16 +1535,43 @@ impl Run<'_> {
                 planned_etag,
             });
             i += 1;
-            done_bytes += planned;
+            done.advance(i, planned);
             progressed = true;
         }
-        let v = match volume.take() {
-            Some(v) => v,
-            None => self.open_volume(ck, 0, 0)?,
-        };
-        let last = self.final_part(ck, plan).await?;
-        ck.cursor_bytes = done_bytes;
-        self.close_volume(ck, v, total, Some(last)).await?;
+        if only {
+            let v = match volume.take() {
+                Some(v) => v,
+                None => {
+                    let mut ck = shared.lock().await;
+                    let index = ck.claim_volume();
+                    self.open_volume(&ck, index, 0, 0)?
+                }
+            };
+            let last = {
+                let ck = shared.lock().await;
+                if v.index != ck.volumes.len() as u32 + 1 {
+                    return Err(Error::Corrupt {
+                        what: "checkpoint",
+                        location: self.layout.uri(&self.layout.checkpoint_key(seq)),
+                        hint: "run the export with --full",
+                        source: format!(
+                            "the last volume is {} but {} volumes come before it",
+                            v.index,
+                            ck.volumes.len()
+                        )
+                        .into(),
+                    });
+                }
+                self.final_part(&ck, plan, Some(&done)).await?
+            };
+            self.close_volume(shared, v, Some(done), Some(last)).await?;
+        } else if let Some(v) = volume.take() {
+            self.close_volume(shared, v, Some(done), None).await?;
+        } else {
+            let mut ck = shared.lock().await;
+            done.record(&mut ck);
+            self.save_checkpoint(&ck).await?;
+        }
         Ok(Shipped::Done)
     }
 
@@ -1522,8 +1886,9 @@ impl Warm {
         self.0.lock().expect("warm map").insert(key, fetch);
     }
 
-    fn take(&self) -> HashMap<String, WarmFetch> {
-        std::mem::take(&mut *self.0.lock().expect("warm map"))
+    /// The fetch of `key`, if one was started (each shard takes its own keys).
+    fn remove(&self, key: &str) -> Option<WarmFetch> {
+        self.0.lock().expect("warm map").remove(key)
     }
 }
 
@@ -1602,7 +1967,7 @@ fn spawn_fetcher(
     bucket: String,
     mut puts: mpsc::Receiver<Result<ObjectRecord>>,
     concurrency: usize,
-    mut warm: HashMap<String, WarmFetch>,
+    warm: Warm,
 ) -> mpsc::Receiver<Result<Fetched>> {
     let (tx, rx) = mpsc::channel(concurrency.max(1));
     let budget = Arc::new(Semaphore::new((PREFETCH_BUDGET / 1024) as usize));

@@ -78,6 +78,7 @@ impl FunctionConfig {
             list_ranges: v
                 .number("LIST_RANGES")?
                 .map_or(defaults.list_ranges, |n| n as usize),
+            shards: v.number("SHARDS")?.map_or(defaults.shards, |n| n as usize),
         };
         export.tuning.validate()?;
         export.signing = v

@@ -101,7 +101,10 @@ pub trait Ledger: Send + Sync {
     fn record(&self) -> &Record;
 
     /// Index entries of those `keys` that have one.
-    fn lookup<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, IndexEntry>>>;
+    fn lookup<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, IndexEntry>>>;
 
     /// Apply index changes (`None` removes a key), then store `record`: a crash between the
     /// two leaves the index ahead of the record, which the import's resume tolerates (it redoes
@@ -201,7 +204,10 @@ impl FileLedger {
             source: Box::new(e),
         };
         let (state, existed) = match tokio::fs::read(path).await {
-            Ok(bytes) => (serde_json::from_slice::<StateFile>(&bytes).map_err(corrupt)?, true),
+            Ok(bytes) => (
+                serde_json::from_slice::<StateFile>(&bytes).map_err(corrupt)?,
+                true,
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
                 StateFile {
                     format: FILE_FORMAT.into(),
@@ -324,7 +330,10 @@ impl Ledger for FileLedger {
         &self.state.record
     }
 
-    fn lookup<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, IndexEntry>>> {
+    fn lookup<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, IndexEntry>>> {
         let db = self.index.clone();
         let path = self.index_path.clone();
         let keys = keys.to_vec();
@@ -374,7 +383,8 @@ impl Ledger for FileLedger {
                         match e {
                             Some(e) => {
                                 let v = serde_json::to_vec(&e).expect("entry serialises");
-                                keys.insert(k.as_str(), v.as_slice()).map_err(|e| err(e.into()))?;
+                                keys.insert(k.as_str(), v.as_slice())
+                                    .map_err(|e| err(e.into()))?;
                             }
                             None => {
                                 keys.remove(k.as_str()).map_err(|e| err(e.into()))?;
@@ -451,7 +461,10 @@ impl Ledger for TableLedger {
         &self.record
     }
 
-    fn lookup<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, IndexEntry>>> {
+    fn lookup<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, IndexEntry>>> {
         Box::pin(async move {
             let prefix = format!("{}/k/", self.item);
             let ids: Vec<String> = keys.iter().map(|k| format!("{prefix}{k}")).collect();
@@ -529,9 +542,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let mut l = FileLedger::open(&path).await.unwrap();
-        l.save(record(1), vec![("a".into(), Some(entry(1))), ("b".into(), Some(entry(2)))])
-            .await
-            .unwrap();
+        l.save(
+            record(1),
+            vec![("a".into(), Some(entry(1))), ("b".into(), Some(entry(2)))],
+        )
+        .await
+        .unwrap();
         l.save(record(2), vec![("a".into(), None)]).await.unwrap();
         l.close().await.unwrap();
         let l = FileLedger::open(&path).await.unwrap();

@@ -756,4 +756,3 @@ impl KeepSet {
         self.0.contains(&Self::digest(key))
     }
 }
-

@@ -162,6 +162,70 @@ fn deadline_continuation_equals_one_uninterrupted_run() {
 }
 
 #[test]
+fn sharded_exports_carry_what_one_shard_carries() {
+    // GIVEN two jobs over the same bucket: one cut into shards, one in a single stream
+    let ctx = Ctx::new("shards");
+    seed(&ctx, 60, 2_000);
+    let other = format!("{}-one", ctx.job);
+    let small = ["--volume-entries", "4"];
+    let r = ctx.export(&[&small[..], &["--shards", "8"]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["shards"], 8);
+    assert_eq!(ctx.export_job(&other, &small).code, 0);
+    let check = |seq: u64| {
+        let split = ctx.download(&ctx.job, seq);
+        let one = ctx.download(&other, seq);
+        assert_eq!(content(&split), content(&one), "bundle {seq}");
+        assert_eq!(split.extract(), one.extract(), "bundle {seq}");
+        split.sha256sum_check();
+        // the far side takes it as it takes any bundle: volumes 1..=n, the last one final
+        let v = ctx.ferry(&["verify", split.dir.path().to_str().unwrap(), "--json"]);
+        assert_eq!(v.code, 0, "verify bundle {seq}: {}\n{}", v.stdout, v.stderr);
+        for (i, m) in split.manifests.iter().enumerate() {
+            assert_eq!(m.volume as usize, i + 1);
+        }
+        split
+    };
+    let first = check(1);
+    assert!(
+        first.summary.volumes.len() > 60 / 4,
+        "{}",
+        first.summary.volumes.len()
+    );
+    // shards seal the bundle with an objects-less last volume carrying the final manifest
+    assert!(first.manifests.last().unwrap().objects.is_empty());
+
+    // WHEN a delta with every kind of change is exported in 4 shards, stopped at every deadline
+    ctx.put("k/new", vec![7; 20_000]);
+    ctx.put("k/0001", "changed");
+    ctx.delete("k/0002");
+    ctx.rename("k/0003", "moved/0003");
+    for i in 10..30 {
+        ctx.put(&format!("k/{i:04}"), format!("v2 {i}"));
+    }
+    let mut hops = 0;
+    let last = loop {
+        hops += 1;
+        assert!(hops < 40, "continuation does not converge");
+        let run = ctx.export(&[&small[..], &["--shards", "4", "--deadline", "0s"]].concat());
+        match run.code {
+            4 => {}
+            0 => break run.json(),
+            c => panic!("exit {c}: {}", run.stderr),
+        }
+    };
+    assert_eq!(ctx.export_job(&other, &small).code, 0);
+
+    // THEN it took several hops and the bundle carries what the one-stream bundle carries
+    assert!(hops >= 3, "only {hops} hops");
+    assert_eq!(last["objects"], 22);
+    assert_eq!(last["shards"], 4);
+    check(2);
+    assert_eq!(ctx.state().sequence, 2);
+    assert_eq!(ctx.open_uploads(), 0);
+}
+
+#[test]
 fn failure_mid_volume_leaves_nothing_visible_and_state_unchanged() {
     // GIVEN a committed baseline and a delta whose volume needs three parts
     let ctx = Ctx::new("inject");

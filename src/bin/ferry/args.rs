@@ -150,6 +150,10 @@ pub struct JobArgs {
     /// inventory's index, never under 2,000 keys a range; 1: one listing stream).
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_LIST_RANGES, value_parser = list_ranges)]
     pub list_ranges: usize,
+    /// Key-range shards the changed objects are cut into and shipped at once, each with its
+    /// own fetches and volumes (1..=64; the same bundle format whatever the number).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = shards)]
+    pub shards: usize,
     /// Compression of entries.
     #[arg(long, default_value = "stored", value_parser = ["stored", "deflate"])]
     pub compression: String,
@@ -297,6 +301,11 @@ fn volume_size(s: &str) -> Result<u64, String> {
 fn volume_entries(s: &str) -> Result<u64, String> {
     let n: u64 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
     bounds::volume_entries("volume entries", n).map_err(detail)
+}
+
+fn shards(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    bounds::shards("shards", n).map_err(detail)
 }
 
 fn list_ranges(s: &str) -> Result<usize, String> {

@@ -31,6 +31,7 @@ impl JobArgs {
             concurrency: self.concurrency,
             compression: self.compression.parse()?,
             list_ranges: self.list_ranges,
+            shards: self.shards,
         };
         cfg.tuning.validate()?;
         // A source inside the export's own output is refused before anything runs.

@@ -623,6 +623,39 @@ class Bench:
         self.scale_rows = rows
 
 
+    def shard_scaling(self, n, counts):
+        """Baseline exports of one generated bucket of n small objects with --shards k for each
+        k in `counts` (shards in one process, as `ferry export --shards` runs them): wall, CPU,
+        peak RSS, volumes. Same generator and servers as `scale`."""
+        self.use_server("s3s-fs")
+        self.s3.create_bucket(Bucket="scale-exp")
+        rows = []
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), generator_handler(n, self.fs.port))
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        env_save = dict(self.env)
+        self.env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+        try:
+            for k in counts:
+                say(f"shards: export of {n:,} objects in {k} shard(s)")
+                job = f"shards{k}"
+                m = self.timed(f"{FERRY} export --job {job} --source s3://big --dest s3://scale-exp/ferry "
+                               f"--table bench --shards {k} --json")
+                j = json.loads(m.pop("stdout"))
+                assert j["objects"] == n and j["shards"] == k, (j["objects"], j["shards"])
+                self.empty("scale-exp", f"ferry/{job}/")
+                self.empty("scale-exp", f"ferry/_state/{job}/")
+                r = dict(objects=n, shards=k, volumes=len(j["volumes"]), wall=m["wall"], cpu=m["cpu"],
+                         rss_mib=m["rss_mib"])
+                say(f"  shards: {r}")
+                rows.append(r)
+        finally:
+            self.env = env_save
+            httpd.shutdown()
+            httpd.server_close()
+        self.shard_rows = rows
+
+
 def tree_digests(root, skip=()):
     """relative path → (size, SHA-256) of every file under `root`, but those under `skip`."""
     out = {}
@@ -1062,8 +1095,18 @@ def report(b, out, info=None):
         targets.append(("peak RSS ≤ 256 MiB at any object count (export and import of "
                         + ", ".join(f"{r['objects']:,}" for r in scale) + " objects)",
                         f"largest {worst:.0f} MiB", worst <= 256))
+    shard_rows = getattr(b, "shard_rows", None) or []
     for t, m, ok in targets:
         lines.append(f"| {t} | {m} | {'yes' if ok else 'no'} |")
+    if shard_rows:
+        base = shard_rows[0]["wall"]
+        lines += ["", "## Shards", "",
+                  f"Baseline export of {shard_rows[0]['objects']:,} generated small objects with `--shards N` (the "
+                  "shards run in one process on this machine's cores; the generator and s3s-fs share them):", "",
+                  "| shards | volumes | wall s | speed-up | CPU s | peak RSS MiB | RSS per shard MiB |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['shards']} | {r['volumes']} | {r['wall']:.1f} | {base / r['wall']:.2f}× | {r['cpu']:.1f} | "
+                  f"{r['rss_mib']:.0f} | {r['rss_mib'] / r['shards']:.0f} |" for r in shard_rows]
     if scale:
         lines += ["", "## Memory in the object count", "",
                   "Baseline export of a generated bucket of small objects (64–127 bytes; listing and GETs from a "
@@ -1089,7 +1132,7 @@ def report(b, out, info=None):
     lines += sizing(summary)
     (out / "results.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(dict(machine=info, runs=b.results, plan=getattr(b, "plan", None),
-                                                      scale=scale), indent=1))
+                                                      scale=scale, shards=shard_rows), indent=1))
     if summary:
         chart(summary, b.args.datasets, out / "chart.png")
     print("\n".join(lines))
@@ -1159,6 +1202,9 @@ def main():
     ap.add_argument("--plan-keys", type=int, default=1_000_000)
     ap.add_argument("--scale-objects", default="200000,1000000,2000000",
                     help="object counts of the memory-in-the-object-count runs (empty: skip)")
+    ap.add_argument("--shard-objects", type=int, default=200000,
+                    help="objects of the shard-scaling runs (0: skip)")
+    ap.add_argument("--shard-counts", default="1,2,4,8", help="shard counts of the shard-scaling runs")
     ap.add_argument("--tools", default="", help="only these tools, comma-separated (quick checks)")
     ap.add_argument("--no-limited", action="store_true", help="skip the 512 MiB cgroup run")
     ap.add_argument("--no-far", action="store_true", help="skip the far side (download, verify, import)")
@@ -1170,7 +1216,8 @@ def main():
     args.tools = [t for t in args.tools.split(",") if t]
     if args.report:
         saved = json.loads(Path(args.report).read_text())
-        b = argparse.Namespace(args=args, results=saved["runs"], plan=saved["plan"], scale_rows=saved.get("scale"))
+        b = argparse.Namespace(args=args, results=saved["runs"], plan=saved["plan"], scale_rows=saved.get("scale"),
+                               shard_rows=saved.get("shards"))
         report(b, ROOT / args.out, saved["machine"])
         return
     for d in args.datasets:
@@ -1187,6 +1234,9 @@ def main():
         scale = [int(n) for n in args.scale_objects.split(",") if n]
         if scale:
             b.scale(scale)
+        shards = [int(k) for k in args.shard_counts.split(",") if k]
+        if args.shard_objects and shards:
+            b.shard_scaling(args.shard_objects, shards)
         report(b, ROOT / args.out)
     finally:
         b.server.stop()

@@ -138,6 +138,9 @@ const FILE_FORMAT_1: &str = "s3-ferry-import/1";
 
 /// Destination key → its [`IndexEntry`] (JSON).
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// The index's page cache (redb's default is 1 GiB, which a big index would fill: memory would
+/// grow with the key count). Lookups come a volume at a time, so a small cache costs little.
+const INDEX_CACHE: usize = 16 * 1024 * 1024;
 /// `generation` → the save count.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -240,7 +243,10 @@ impl FileLedger {
         }
         let ip = index_path.clone();
         let index = tokio::task::spawn_blocking(move || {
-            redb::Database::create(&ip).map_err(|e| index_err(&ip, e))
+            redb::Builder::new()
+                .set_cache_size(INDEX_CACHE)
+                .create(&ip)
+                .map_err(|e| index_err(&ip, e))
         })
         .await
         .expect("index open task")?;
@@ -300,7 +306,10 @@ pub fn file_index_entries(state: &Path) -> Result<BTreeMap<String, IndexEntry>> 
     let mut p = state.as_os_str().to_owned();
     p.push(".index");
     let path = PathBuf::from(p);
-    let db = redb::Database::open(&path).map_err(|e| index_err(&path, e))?;
+    let db = redb::Builder::new()
+        .set_cache_size(INDEX_CACHE)
+        .open(&path)
+        .map_err(|e| index_err(&path, e))?;
     let tx = db.begin_read().map_err(|e| index_err(&path, e))?;
     let table = match tx.open_table(KEYS) {
         Ok(t) => t,

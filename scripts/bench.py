@@ -623,37 +623,39 @@ class Bench:
         self.scale_rows = rows
 
 
-    def shard_scaling(self, n, counts):
+    def shard_scaling(self, n, counts, get_latency=0.0):
         """Baseline exports of one generated bucket of n small objects with --shards k for each
         k in `counts` (shards in one process, as `ferry export --shards` runs them): wall, CPU,
         peak RSS, volumes. Same generator and servers as `scale`."""
         self.use_server("s3s-fs")
         self.s3.create_bucket(Bucket="scale-exp")
         rows = []
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), generator_handler(n, self.fs.port))
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                generator_handler(n, self.fs.port, get_latency))
         httpd.daemon_threads = True
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         env_save = dict(self.env)
         self.env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+        ms = round(get_latency * 1000)
         try:
             for k in counts:
-                say(f"shards: export of {n:,} objects in {k} shard(s)")
-                job = f"shards{k}"
+                say(f"shards: export of {n:,} objects in {k} shard(s), GET latency {ms} ms")
+                job = f"shards{k}l{ms}"
                 m = self.timed(f"{FERRY} export --job {job} --source s3://big --dest s3://scale-exp/ferry "
                                f"--table bench --shards {k} --json")
                 j = json.loads(m.pop("stdout"))
                 assert j["objects"] == n and j["shards"] == k, (j["objects"], j["shards"])
                 self.empty("scale-exp", f"ferry/{job}/")
                 self.empty("scale-exp", f"ferry/_state/{job}/")
-                r = dict(objects=n, shards=k, volumes=len(j["volumes"]), wall=m["wall"], cpu=m["cpu"],
-                         rss_mib=m["rss_mib"])
+                r = dict(objects=n, shards=k, get_latency_ms=ms, volumes=len(j["volumes"]), wall=m["wall"],
+                         cpu=m["cpu"], rss_mib=m["rss_mib"])
                 say(f"  shards: {r}")
                 rows.append(r)
         finally:
             self.env = env_save
             httpd.shutdown()
             httpd.server_close()
-        self.shard_rows = rows
+        self.shard_rows = getattr(self, "shard_rows", []) + rows
 
 
 def tree_digests(root, skip=()):
@@ -671,7 +673,7 @@ def tree_digests(root, skip=()):
     return out
 
 
-def generator_handler(n, fs_port):
+def generator_handler(n, fs_port, get_latency=0.0):
     """A generated bucket `big` of n small objects (`k/00000000`…, 64–127 bytes made from the
     key, real MD5 ETags) that answers ListObjectsV2 (continuation token and StartAfter), GET and
     HEAD; every other request is passed as it is (signature and all) to s3s-fs on `fs_port`."""
@@ -731,6 +733,8 @@ def generator_handler(n, fs_port):
             if not 0 <= i < n:
                 return self.reply(404, [("Content-Type", "application/xml")],
                                   b"<Error><Code>NoSuchKey</Code></Error>", send_body)
+            if get_latency:
+                time.sleep(get_latency)  # S3's time to first byte, modelled
             data = body_of(i)
             headers = [("ETag", f'"{hashlib.md5(data).hexdigest()}"'), ("Last-Modified", stamp),
                        ("Content-Type", "application/octet-stream")]
@@ -1098,15 +1102,17 @@ def report(b, out, info=None):
     shard_rows = getattr(b, "shard_rows", None) or []
     for t, m, ok in targets:
         lines.append(f"| {t} | {m} | {'yes' if ok else 'no'} |")
-    if shard_rows:
-        base = shard_rows[0]["wall"]
-        lines += ["", "## Shards", "",
-                  f"Baseline export of {shard_rows[0]['objects']:,} generated small objects with `--shards N` (the "
-                  "shards run in one process on this machine's cores; the generator and s3s-fs share them):", "",
+    for ms in sorted({r.get("get_latency_ms", 0) for r in shard_rows}):
+        rows = [r for r in shard_rows if r.get("get_latency_ms", 0) == ms]
+        base = rows[0]["wall"]
+        lines += ["", f"## Shards ({'no GET latency' if not ms else f'{ms} ms a GET'})", "",
+                  f"Baseline export of {rows[0]['objects']:,} generated small objects with `--shards N` (the "
+                  "shards run in one process on this machine's cores; the generator and s3s-fs share them"
+                  + (f"; every GET waits {ms} ms before its first byte, as S3's do" if ms else "") + "):", "",
                   "| shards | volumes | wall s | speed-up | CPU s | peak RSS MiB | RSS per shard MiB |",
                   "|---:|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['shards']} | {r['volumes']} | {r['wall']:.1f} | {base / r['wall']:.2f}× | {r['cpu']:.1f} | "
-                  f"{r['rss_mib']:.0f} | {r['rss_mib'] / r['shards']:.0f} |" for r in shard_rows]
+                  f"{r['rss_mib']:.0f} | {r['rss_mib'] / r['shards']:.0f} |" for r in rows]
     if scale:
         lines += ["", "## Memory in the object count", "",
                   "Baseline export of a generated bucket of small objects (64–127 bytes; listing and GETs from a "
@@ -1205,6 +1211,10 @@ def main():
     ap.add_argument("--shard-objects", type=int, default=200000,
                     help="objects of the shard-scaling runs (0: skip)")
     ap.add_argument("--shard-counts", default="1,2,4,8", help="shard counts of the shard-scaling runs")
+    ap.add_argument("--shard-latency-objects", type=int, default=50000,
+                    help="objects of the shard-scaling runs with GET latency (0: skip)")
+    ap.add_argument("--shard-get-latency-ms", type=float, default=15.0,
+                    help="time to first byte of every generated GET in those runs")
     ap.add_argument("--tools", default="", help="only these tools, comma-separated (quick checks)")
     ap.add_argument("--no-limited", action="store_true", help="skip the 512 MiB cgroup run")
     ap.add_argument("--no-far", action="store_true", help="skip the far side (download, verify, import)")
@@ -1237,6 +1247,8 @@ def main():
         shards = [int(k) for k in args.shard_counts.split(",") if k]
         if args.shard_objects and shards:
             b.shard_scaling(args.shard_objects, shards)
+        if args.shard_latency_objects and shards:
+            b.shard_scaling(args.shard_latency_objects, shards, args.shard_get_latency_ms / 1000)
         report(b, ROOT / args.out)
     finally:
         b.server.stop()

@@ -673,11 +673,33 @@ def tree_digests(root, skip=()):
     return out
 
 
+def list_page(n, q, etag, size):
+    """One ListObjectsV2 page (1,000 keys, url-encoded) of a generated bucket `big` of n keys
+    `k/00000000`…, from the query `q` (continuation token or StartAfter); `etag(i)` and `size(i)`
+    describe key i."""
+    import bisect
+    if "continuation-token" in q:
+        start = int(q["continuation-token"][0])
+    else:
+        after = q.get("start-after", [""])[0]
+        start = bisect.bisect_right(range(n), after, key=lambda i: f"k/{i:08d}")
+    end = min(start + 1000, n)
+    items = "".join(
+        f"<Contents><Key>k%2F{i:08d}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>"
+        f"<ETag>&quot;{etag(i)}&quot;</ETag><Size>{size(i)}</Size>"
+        f"<StorageClass>STANDARD</StorageClass></Contents>" for i in range(start, end))
+    more = end < n
+    return ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>big</Name><Prefix></Prefix><KeyCount>{end - start}</KeyCount><MaxKeys>1000</MaxKeys>"
+            f"<EncodingType>url</EncodingType><IsTruncated>{'true' if more else 'false'}</IsTruncated>{items}"
+            + (f"<NextContinuationToken>{end}</NextContinuationToken>" if more else "")
+            + "</ListBucketResult>").encode()
+
+
 def generator_handler(n, fs_port, get_latency=0.0):
     """A generated bucket `big` of n small objects (`k/00000000`…, 64–127 bytes made from the
     key, real MD5 ETags) that answers ListObjectsV2 (continuation token and StartAfter), GET and
     HEAD; every other request is passed as it is (signature and all) to s3s-fs on `fs_port`."""
-    import bisect
     import http.client
 
     def body_of(i):
@@ -706,22 +728,7 @@ def generator_handler(n, fs_port, get_latency=0.0):
             u = urllib.parse.urlparse(self.path)
             q = urllib.parse.parse_qs(u.query)
             if u.path in ("/big", "/big/") and "list-type" in q:
-                if "continuation-token" in q:
-                    start = int(q["continuation-token"][0])
-                else:
-                    after = q.get("start-after", [""])[0]
-                    start = bisect.bisect_right(range(n), after, key=lambda i: f"k/{i:08d}")
-                end = min(start + 1000, n)
-                items = "".join(
-                    f"<Contents><Key>k%2F{i:08d}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>"
-                    f"<ETag>&quot;{hashlib.md5(body_of(i)).hexdigest()}&quot;</ETag><Size>{64 + i % 64}</Size>"
-                    f"<StorageClass>STANDARD</StorageClass></Contents>" for i in range(start, end))
-                more = end < n
-                body = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-                        f"<Name>big</Name><Prefix></Prefix><KeyCount>{end - start}</KeyCount><MaxKeys>1000</MaxKeys>"
-                        f"<EncodingType>url</EncodingType><IsTruncated>{'true' if more else 'false'}</IsTruncated>{items}"
-                        + (f"<NextContinuationToken>{end}</NextContinuationToken>" if more else "")
-                        + "</ListBucketResult>").encode()
+                body = list_page(n, q, lambda i: hashlib.md5(body_of(i)).hexdigest(), lambda i: 64 + i % 64)
                 return self.reply(200, [("Content-Type", "application/xml")], body)
             if u.path in ("/big", "/big/"):
                 return self.reply(200, [("Content-Type", "application/xml")], b"", send_body)
@@ -789,7 +796,6 @@ def listing_handler(n, inventory, index, latency):
     """A generated bucket of n keys (`k/00000000`…) that answers ListObjectsV2 (continuation
     token and StartAfter) after `latency` seconds a page, and serves the inventory and its
     index."""
-    import bisect
     docs = {"/inventory.jsonl.gz": (inventory, "application/octet-stream"),
             "/inventory.index.json": (index, "application/json")}
 
@@ -812,22 +818,7 @@ def listing_handler(n, inventory, index, latency):
             q = urllib.parse.parse_qs(u.query)
             if "list-type" in q:
                 time.sleep(latency)
-                if "continuation-token" in q:
-                    start = int(q["continuation-token"][0])
-                else:
-                    after = q.get("start-after", [""])[0]
-                    start = bisect.bisect_right(range(n), after, key=lambda i: f"k/{i:08d}")
-                end = min(start + 1000, n)
-                items = "".join(
-                    f"<Contents><Key>k%2F{i:08d}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>"
-                    f"<ETag>&quot;{i:032x}&quot;</ETag><Size>{1000 + i % 5000}</Size>"
-                    f"<StorageClass>STANDARD</StorageClass></Contents>" for i in range(start, end))
-                more = end < n
-                body = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-                        f"<Name>big</Name><Prefix></Prefix><KeyCount>{end - start}</KeyCount><MaxKeys>1000</MaxKeys>"
-                        f"<EncodingType>url</EncodingType><IsTruncated>{'true' if more else 'false'}</IsTruncated>{items}"
-                        + (f"<NextContinuationToken>{end}</NextContinuationToken>" if more else "")
-                        + "</ListBucketResult>").encode()
+                body = list_page(n, q, lambda i: f"{i:032x}", lambda i: 1000 + i % 5000)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/xml")
             elif self.doc(u.path):

@@ -173,7 +173,8 @@ struct Checkpoint {
     previous: Option<ChainLink>,
     listed_at: String,
     inventory_key: String,
-    /// Index into the plan's puts of the first object not in a completed volume.
+    /// Index into the plan's puts of the first object not in a completed volume (older
+    /// checkpoints; cursors now live in `shards`).
     cursor: usize,
     /// Planned bytes of the puts before `cursor` (sizes the parts of the next volume).
     #[serde(default)]
@@ -1260,17 +1261,7 @@ impl Run<'_> {
     ) -> Result<Vec<ShardState>> {
         let bucket = &self.cfg.dest.bucket;
         let location = self.layout.uri(key);
-        let reader = self
-            .store()
-            .reader(bucket, key)
-            .await?
-            .ok_or_else(|| Error::Corrupt {
-                what: "plan",
-                location: location.clone(),
-                hint: "its puts file is missing: run the export with --full",
-                source: "not found".into(),
-            })?;
-        let mut reader = InventoryReader::new(reader, location.clone());
+        let mut reader = self.puts_reader(key).await?;
         let weight = |size: u64| u128::from(size) + u128::from(OBJECT_WEIGHT);
         let total = u128::from(bytes) + u128::from(count) * u128::from(OBJECT_WEIGHT);
         let mut shards = Vec::new();
@@ -1575,6 +1566,25 @@ impl Run<'_> {
         Ok(Shipped::Done)
     }
 
+    /// A puts file of the plan (or of a shard), read in order.
+    async fn puts_reader(
+        &self,
+        key: &str,
+    ) -> Result<InventoryReader<impl tokio::io::AsyncBufRead + Unpin + Send + 'static>> {
+        let location = self.layout.uri(key);
+        let reader = self
+            .store()
+            .reader(&self.cfg.dest.bucket, key)
+            .await?
+            .ok_or_else(|| Error::Corrupt {
+                what: "plan",
+                location: location.clone(),
+                hint: "its puts file is missing: run the export with --full",
+                source: "not found".into(),
+            })?;
+        Ok(InventoryReader::new(reader, location))
+    }
+
     /// The plan's puts from index `skip` on, read in order by a task (a stored plan streams
     /// from its file: memory holds a channel's worth).
     async fn puts_from(
@@ -1595,19 +1605,7 @@ impl Run<'_> {
                 });
             }
             Puts::Stored { key, .. } => {
-                let bucket = &self.cfg.dest.bucket;
-                let location = self.layout.uri(key);
-                let reader =
-                    self.store()
-                        .reader(bucket, key)
-                        .await?
-                        .ok_or_else(|| Error::Corrupt {
-                            what: "plan",
-                            location: location.clone(),
-                            hint: "its puts file is missing: run the export with --full",
-                            source: "not found".into(),
-                        })?;
-                let mut reader = InventoryReader::new(reader, location);
+                let mut reader = self.puts_reader(key).await?;
                 tokio::spawn(async move {
                     let mut index = 0usize;
                     loop {

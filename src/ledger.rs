@@ -310,24 +310,41 @@ pub fn file_index_entries(state: &Path) -> Result<BTreeMap<String, IndexEntry>> 
         .set_cache_size(INDEX_CACHE)
         .open(&path)
         .map_err(|e| index_err(&path, e))?;
-    let tx = db.begin_read().map_err(|e| index_err(&path, e))?;
-    let table = match tx.open_table(KEYS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-        Err(e) => return Err(index_err(&path, e)),
-    };
     let mut out = BTreeMap::new();
+    let Some(table) = keys_table(&db, &path)? else {
+        return Ok(out);
+    };
     for row in table.iter().map_err(|e| index_err(&path, e))? {
         let (k, v) = row.map_err(|e| index_err(&path, e))?;
-        let e: IndexEntry = serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt {
-            what: "import key index",
-            location: format!("{} key `{}`", path.display(), k.value()),
-            hint: "restore it from a backup",
-            source: Box::new(e),
-        })?;
-        out.insert(k.value().to_string(), e);
+        out.insert(
+            k.value().to_string(),
+            parse_entry(&path, k.value(), v.value())?,
+        );
     }
     Ok(out)
+}
+
+/// The index's key table for reading; `None` before the first save.
+fn keys_table(
+    db: &redb::Database,
+    path: &Path,
+) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>> {
+    let tx = db.begin_read().map_err(|e| index_err(path, e))?;
+    match tx.open_table(KEYS) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(index_err(path, e)),
+    }
+}
+
+/// One index entry, decoded.
+fn parse_entry(path: &Path, key: &str, bytes: &[u8]) -> Result<IndexEntry> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        what: "import key index",
+        location: format!("{} key `{key}`", path.display()),
+        hint: "restore it from a backup; the next import must then be a baseline applied with --force",
+        source: Box::new(e),
+    })
 }
 
 impl Ledger for FileLedger {
@@ -348,22 +365,13 @@ impl Ledger for FileLedger {
         let keys = keys.to_vec();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let tx = db.begin_read().map_err(|e| index_err(&path, e))?;
-                let table = match tx.open_table(KEYS) {
-                    Ok(t) => t,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
-                    Err(e) => return Err(index_err(&path, e)),
-                };
                 let mut out = HashMap::new();
+                let Some(table) = keys_table(&db, &path)? else {
+                    return Ok(out);
+                };
                 for k in keys {
                     if let Some(v) = table.get(k.as_str()).map_err(|e| index_err(&path, e))? {
-                        let e: IndexEntry =
-                            serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt {
-                                what: "import key index",
-                                location: format!("{} key `{k}`", path.display()),
-                                hint: "restore it from a backup; the next import must then be a baseline applied with --force",
-                                source: Box::new(e),
-                            })?;
+                        let e = parse_entry(&path, &k, v.value())?;
                         out.insert(k, e);
                     }
                 }

@@ -119,6 +119,17 @@ pub enum Error {
         "job `{job}` lease was lost during the run (another run took it over): nothing was committed; run again"
     )]
     LeaseLost { job: String },
+    /// The commit step found a shard that has not shipped all its objects.
+    #[error(
+        "bundle {sequence} of job `{job}`: shard {shard} has shipped {cursor} of its {count} objects; the commit runs once every shard is done: run the export again to finish the bundle"
+    )]
+    ShardUnfinished {
+        job: String,
+        sequence: u64,
+        shard: usize,
+        cursor: u64,
+        count: u64,
+    },
     /// Bad configuration or arguments.
     #[error("invalid {what}: {detail}")]
     Config { what: String, detail: String },

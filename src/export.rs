@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -101,6 +100,14 @@ impl Layout {
     }
     fn checkpoint_key(&self, seq: u64) -> String {
         format!("{}checkpoint.json", self.state_prefix(seq))
+    }
+    /// Shard `k`'s progress: written only by the worker shipping that shard.
+    fn shard_doc_key(&self, seq: u64, k: usize) -> String {
+        format!("{}shard-{k:04}.json", self.state_prefix(seq))
+    }
+    /// The list of shards the plan step hands to the Distributed Map (`[{"shard": 0}, …]`).
+    pub fn shard_list_key(&self, seq: u64) -> String {
+        format!("{}shards.json", self.state_prefix(seq))
     }
 }
 
@@ -204,6 +211,37 @@ struct Checkpoint {
     /// filled with an empty volume when the bundle is sealed.
     #[serde(default)]
     next_volume: u32,
+    /// Every shard's document has been folded into `volumes`, `totals` and `vanished` (the
+    /// commit step does that once, then seals and commits).
+    #[serde(default)]
+    merged: bool,
+}
+
+/// A shard's own progress, `shard-KKKK.json` beside the checkpoint: its cursor, the volumes it
+/// completed, their counts and vanished keys. Only the worker shipping the shard writes it,
+/// under its own fence, so shards in separate processes never write one document; the commit
+/// step folds every shard's document into the checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ShardDoc {
+    format: String,
+    sequence: u64,
+    shard: usize,
+    /// The worker that wrote it last (a worker taking the shard over writes its name first).
+    writer: String,
+    state: ShardState,
+    volumes: Vec<VolumeInfo>,
+    totals: Totals,
+    vanished: Vec<String>,
+    /// This shard wrote the bundle's last volume (the final manifest): a bundle of one shard.
+    #[serde(default)]
+    last: bool,
+}
+
+/// A shard's document and the fence its worker writes it under.
+struct ShardProgress {
+    key: String,
+    fence: Arc<crate::s3::Fence>,
+    doc: ShardDoc,
 }
 
 /// One shard of a bundle's puts: a contiguous key range, shipped by its own worker.
@@ -252,35 +290,46 @@ impl ShardDone {
 
     /// `totals` with this shard's counts added.
     fn add_to(&self, totals: &Totals) -> Totals {
-        Totals {
-            objects: totals.objects + self.totals.objects,
-            bytes: totals.bytes + self.totals.bytes,
-            replaced: totals.replaced + self.totals.replaced,
-            vanished: totals.vanished + self.totals.vanished,
-            ..totals.clone()
-        }
+        plus(totals, &self.totals)
     }
 
-    /// Into the checkpoint: the shard's cursor, the counts, the vanished keys.
-    fn record(self, ck: &mut Checkpoint) {
-        ck.totals = self.add_to(&ck.totals);
-        ck.vanished.extend(self.vanished);
-        let s = &mut ck.shards[self.shard];
+    /// Into the shard's document: its cursor, the counts, the vanished keys.
+    fn record(self, doc: &mut ShardDoc) {
+        doc.totals = self.add_to(&doc.totals);
+        doc.vanished.extend(self.vanished);
+        let s = &mut doc.state;
         s.cursor = self.cursor;
         s.cursor_bytes = self.cursor_bytes;
         s.done = s.cursor == s.count;
     }
 }
 
-impl Checkpoint {
-    /// Claim the next volume index.
-    fn claim_volume(&mut self) -> u32 {
-        if self.next_volume == 0 {
-            self.next_volume = self.volumes.len() as u32 + 1;
+/// `a` with `b`'s shipped counts (objects, bytes, replaced, vanished) added.
+fn plus(a: &Totals, b: &Totals) -> Totals {
+    Totals {
+        objects: a.objects + b.objects,
+        bytes: a.bytes + b.bytes,
+        replaced: a.replaced + b.replaced,
+        vanished: a.vanished + b.vanished,
+        ..a.clone()
+    }
+}
+
+/// `volume` into `volumes`, kept in index order; `false` if the index is there already.
+fn insert_volume(volumes: &mut Vec<VolumeInfo>, volume: VolumeInfo) -> bool {
+    match volumes.binary_search_by_key(&volume.index, |v| v.index) {
+        Ok(_) => false,
+        Err(at) => {
+            volumes.insert(at, volume);
+            true
         }
-        let i = self.next_volume;
-        self.next_volume += 1;
-        i
+    }
+}
+
+impl Checkpoint {
+    /// Volumes numbered before the table's counter existed (older checkpoints).
+    fn counter_base(&self) -> u32 {
+        (self.volumes.len() as u32).max(self.next_volume.saturating_sub(1))
     }
 }
 
@@ -451,80 +500,18 @@ fn own_output_uris(cfg: &ExportConfig) -> Vec<String> {
 
 /// Run (or continue) the job's export.
 pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress) -> Result<Report> {
-    cfg.tuning.validate()?;
-    // A signing key that cannot be used fails the run before it takes the lease.
-    let signer = match &cfg.signing {
-        Some(spec) => Some(crate::sign::open(spec, &clients.kms).await?),
-        None => None,
-    };
     let owner = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let table = clients.table(&cfg.table);
-    let job = cfg.job.as_str();
-    let state = table.acquire(job, &owner, cfg.lease_ttl).await?;
-    let lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = {
-        let (table, job, owner, ttl, lost) = (
-            table.clone(),
-            job.to_string(),
-            owner.clone(),
-            cfg.lease_ttl,
-            lost.clone(),
-        );
-        let since = now_ms();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                // A run that moves no data (a request that never returns) stops renewing: its
-                // lease expires and another run can take the job over; this one will not commit.
-                let idle = crate::progress::idle_for(since);
-                if stalled(idle, ttl) {
-                    warn!(
-                        job,
-                        idle_s = idle.as_secs(),
-                        "no data moved for too long: letting the lease expire"
-                    );
-                    lost.store(true, Ordering::SeqCst);
-                    return;
-                }
-                if let Err(e) = table.renew(&job, &owner, ttl).await {
-                    warn!(job, error = %e, "lease renewal failed");
-                    if matches!(e, Error::LeaseLost { .. }) {
-                        lost.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-        })
-    };
-    let run = Run {
-        clients,
-        cfg,
-        table: &table,
-        owner: &owner,
-        state: &state,
-        layout: Layout {
-            dest: cfg.dest.clone(),
-            job: job.to_string(),
-            sealed: cfg.encrypt_to.is_some(),
-        },
-        started: Instant::now(),
-        progress,
-        lost,
-        signer: signer.as_deref(),
-        fence: std::sync::OnceLock::new(),
-        warm: Warm::default(),
-    };
+    let session = Session::start(clients, cfg, &owner, true).await?;
+    let run = session.run(progress);
     let result = run.go().await;
-    heartbeat.abort();
-    match &result {
-        Ok(r) if r.status != Status::Continue => {} // the commit released the lease
-        _ => {
-            if let Err(e) = table.release(job, &owner).await {
-                warn!(job, error = %e, "could not release the lease; it expires by itself");
-            }
-        }
-    }
-    match &result {
+    let committed = matches!(&result, Ok(r) if r.status != Status::Continue);
+    session.end(!committed).await;
+    log_outcome(cfg.job.as_str(), &result);
+    result
+}
+
+fn log_outcome(job: &str, result: &Result<Report>) {
+    match result {
         Ok(r) => info!(
             job,
             status = ?r.status,
@@ -543,7 +530,239 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress)
         // The caller reports the error (the CLI prints it once; the Lambda logs and notifies).
         Err(e) => tracing::debug!(job, error = %e, "export run failed; state unchanged"),
     }
-    result
+}
+
+/// What the plan step of a distributed export hands on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PlanStep {
+    /// A bundle to ship: one shard worker per entry of the shard list, then the commit step.
+    Ready {
+        sequence: u64,
+        shards: u64,
+        /// Bucket and key of the shard list (`[{"shard": 0}, …]`).
+        bucket: String,
+        shard_list: String,
+    },
+    /// Nothing to ship (no changes: already committed by the plan step).
+    Finished { report: Box<Report> },
+}
+
+/// What a shard step did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardStep {
+    pub sequence: u64,
+    pub shard: usize,
+    /// Every put of the shard is in a completed volume.
+    pub done: bool,
+    pub cursor: u64,
+    pub count: u64,
+    pub volumes: u64,
+}
+
+/// The steps of an export run spread over several processes (AWS Step Functions: plan →
+/// a Distributed Map of shard workers → commit). `owner` names the run: every step of it
+/// takes (or renews) the job's lease under that name, so the lease spans the steps, and a run
+/// that took the bundle over fences the old run's steps off.
+pub struct Steps<'a> {
+    pub clients: &'a Clients,
+    pub cfg: &'a ExportConfig,
+    pub owner: &'a str,
+}
+
+impl Steps<'_> {
+    /// List, diff, plan and cut the bundle into shards (or resume the unfinished bundle),
+    /// writing the shard list. The lease stays with the run.
+    pub async fn plan(&self) -> Result<PlanStep> {
+        let session = Session::start(self.clients, self.cfg, self.owner, true).await?;
+        let run = session.run(&NoProgress);
+        let result = async {
+            match run.open_bundle().await? {
+                Opened::Finished(report) => Ok(PlanStep::Finished { report }),
+                Opened::Bundle { ck, .. } => {
+                    let key = run.layout.shard_list_key(ck.sequence);
+                    let list: Vec<serde_json::Value> = (0..ck.shards.len())
+                        .map(|k| serde_json::json!({ "shard": k }))
+                        .collect();
+                    run.put_json(&key, &list).await?;
+                    info!(job = %run.layout.job, sequence = ck.sequence, shards = ck.shards.len(), list = %run.layout.uri(&key), "planned: shard list written");
+                    Ok(PlanStep::Ready {
+                        sequence: ck.sequence,
+                        shards: ck.shards.len() as u64,
+                        bucket: self.cfg.dest.bucket.clone(),
+                        shard_list: key,
+                    })
+                }
+            }
+        }
+        .await;
+        // The lease goes with a finished run (its commit released it) and stays otherwise.
+        session.end(false).await;
+        result
+    }
+
+    /// Ship shard `shard` of bundle `sequence` from its cursor until it is done or the
+    /// deadline comes (`done: false`: invoke the step again).
+    pub async fn shard(&self, sequence: u64, shard: usize) -> Result<ShardStep> {
+        let session = Session::start(self.clients, self.cfg, self.owner, false).await?;
+        let run = session.run(&NoProgress);
+        let result = async {
+            run.expect_sequence(sequence)?;
+            let (ck, plan) = run.reopen_bundle(sequence).await?;
+            let writer = format!(
+                "{}/{}",
+                self.owner,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            let mut w = run.open_shard(&ck, shard, &writer).await?;
+            let only = ck.shards.len() == 1;
+            run.ship_shard(&ck, &mut w, &plan, only).await?;
+            let s = &w.doc.state;
+            Ok(ShardStep {
+                sequence,
+                shard,
+                done: s.done,
+                cursor: s.cursor,
+                count: s.count,
+                volumes: w.doc.volumes.len() as u64,
+            })
+        }
+        .await;
+        session.end(false).await;
+        result
+    }
+
+    /// Fold the shards' documents into the checkpoint, seal the bundle, write its summaries
+    /// and commit; the lease is released by the commit.
+    pub async fn commit(&self, sequence: u64) -> Result<Report> {
+        let session = Session::start(self.clients, self.cfg, self.owner, true).await?;
+        let run = session.run(&NoProgress);
+        let result = async {
+            run.expect_sequence(sequence)?;
+            let (ck, plan) = run.reopen_bundle(sequence).await?;
+            run.commit(ck, &plan).await
+        }
+        .await;
+        // A failed commit keeps the lease for the retry; the run's failure step releases it.
+        session.end(false).await;
+        log_outcome(self.cfg.job.as_str(), &result);
+        result
+    }
+
+    /// Give the lease back after a failed run (its checkpoint stays: the next run resumes).
+    pub async fn abandon(&self) -> Result<()> {
+        self.clients
+            .table(&self.cfg.table)
+            .release(self.cfg.job.as_str(), self.owner)
+            .await
+    }
+}
+
+/// A run's hold on the job: the lease, renewed by a heartbeat while the run works.
+struct Session<'a> {
+    clients: &'a Clients,
+    cfg: &'a ExportConfig,
+    owner: String,
+    table: StateTable,
+    state: JobState,
+    lost: Arc<AtomicBool>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    signer: Option<Box<dyn crate::sign::Signer>>,
+}
+
+impl<'a> Session<'a> {
+    /// Take (or renew) the lease for `owner`; `sign`: open the signing key first (a key that
+    /// cannot be used fails the run before it takes the lease).
+    async fn start(
+        clients: &'a Clients,
+        cfg: &'a ExportConfig,
+        owner: &str,
+        sign: bool,
+    ) -> Result<Session<'a>> {
+        cfg.tuning.validate()?;
+        let signer = match (&cfg.signing, sign) {
+            (Some(spec), true) => Some(crate::sign::open(spec, &clients.kms).await?),
+            _ => None,
+        };
+        let table = clients.table(&cfg.table);
+        let job = cfg.job.as_str();
+        let state = table.acquire(job, owner, cfg.lease_ttl).await?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = {
+            let (table, job, owner, ttl, lost) = (
+                table.clone(),
+                job.to_string(),
+                owner.to_string(),
+                cfg.lease_ttl,
+                lost.clone(),
+            );
+            let since = now_ms();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    // A run that moves no data (a request that never returns) stops renewing:
+                    // its lease expires and another run can take the job over; this one will
+                    // not commit.
+                    let idle = crate::progress::idle_for(since);
+                    if stalled(idle, ttl) {
+                        warn!(
+                            job,
+                            idle_s = idle.as_secs(),
+                            "no data moved for too long: letting the lease expire"
+                        );
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    if let Err(e) = table.renew(&job, &owner, ttl).await {
+                        warn!(job, error = %e, "lease renewal failed");
+                        if matches!(e, Error::LeaseLost { .. }) {
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Session {
+            clients,
+            cfg,
+            owner: owner.to_string(),
+            table,
+            state,
+            lost,
+            heartbeat,
+            signer,
+        })
+    }
+
+    fn run<'s>(&'s self, progress: &'s dyn Progress) -> Run<'s> {
+        Run {
+            clients: self.clients,
+            cfg: self.cfg,
+            table: &self.table,
+            owner: &self.owner,
+            state: &self.state,
+            layout: Layout {
+                dest: self.cfg.dest.clone(),
+                job: self.cfg.job.as_str().to_string(),
+                sealed: self.cfg.encrypt_to.is_some(),
+            },
+            started: Instant::now(),
+            progress,
+            lost: self.lost.clone(),
+            signer: self.signer.as_deref(),
+            fence: std::sync::OnceLock::new(),
+            warm: Warm::default(),
+        }
+    }
+
+    /// Stop renewing; `release`: give the lease back (a run that did not commit).
+    async fn end(self, release: bool) {
+        self.heartbeat.abort();
+        if release && let Err(e) = self.table.release(self.cfg.job.as_str(), &self.owner).await {
+            warn!(job = %self.cfg.job, error = %e, "could not release the lease; it expires by itself");
+        }
+    }
 }
 
 struct Run<'a> {
@@ -561,6 +780,18 @@ struct Run<'a> {
     fence: std::sync::OnceLock<Arc<crate::s3::Fence>>,
     /// Objects fetched while the listing ran, for the ship loop.
     warm: Warm,
+}
+
+/// The bundle a run works on.
+enum Opened {
+    /// A bundle to ship (`fresh`: planned by this run).
+    Bundle {
+        ck: Box<Checkpoint>,
+        plan: StoredPlan,
+        fresh: bool,
+    },
+    /// Nothing to ship: the run is over (no changes, committed).
+    Finished(Box<Report>),
 }
 
 /// What planning found.
@@ -594,6 +825,26 @@ impl Run<'_> {
 
     fn past_deadline(&self) -> bool {
         self.cfg.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// A later step of this run works on bundle `seq`: the one after the last committed.
+    fn expect_sequence(&self, seq: u64) -> Result<()> {
+        let next = self.state.sequence + 1;
+        if seq == next {
+            return Ok(());
+        }
+        Err(Error::config(
+            "sequence",
+            format!(
+                "the step is for bundle {seq} of job `{}` but the next bundle is {next}{}",
+                self.layout.job,
+                if seq < next {
+                    " (it was committed already)"
+                } else {
+                    ""
+                }
+            ),
+        ))
     }
 
     fn check_lease(&self) -> Result<()> {
@@ -678,7 +929,105 @@ impl Run<'_> {
         })
     }
 
+    /// The whole export in this process: open (or plan) the bundle, ship its shards at once,
+    /// then commit. A deadline leaves the bundle checkpointed (`Continue`).
     async fn go(&self) -> Result<Report> {
+        let (ck, plan, fresh) = match self.open_bundle().await? {
+            Opened::Bundle { ck, plan, fresh } => (*ck, plan, fresh),
+            Opened::Finished(report) => return Ok(*report),
+        };
+        if fresh && self.past_deadline() {
+            return Ok(self.report(&ck, &plan.plan, Status::Continue));
+        }
+        if !ck.merged {
+            let mut workers = Vec::with_capacity(ck.shards.len());
+            for k in 0..ck.shards.len() {
+                workers.push(self.open_shard(&ck, k, self.owner).await?);
+            }
+            let only = ck.shards.len() == 1;
+            let shipped = futures::future::try_join_all(
+                workers
+                    .iter_mut()
+                    .filter(|w| !w.doc.state.done)
+                    .map(|w| self.ship_shard(&ck, w, &plan, only)),
+            )
+            .await?;
+            if shipped.iter().any(|s| matches!(s, Shipped::Deadline)) {
+                let mut view = ck.clone();
+                for w in workers {
+                    self.fold(&mut view, w.doc)?;
+                }
+                return Ok(self.report(&view, &plan.plan, Status::Continue));
+            }
+        }
+        self.commit(ck, &plan).await
+    }
+
+    /// Fold every shard's document into the checkpoint (once), seal the bundle if no shard
+    /// wrote its last volume, then write the summaries and commit.
+    async fn commit(&self, mut ck: Checkpoint, plan: &StoredPlan) -> Result<Report> {
+        if !ck.merged {
+            for k in 0..ck.shards.len() {
+                let key = self.layout.shard_doc_key(ck.sequence, k);
+                let doc: Option<ShardDoc> = self.get_json(&key, "shard progress").await?;
+                let state = doc.as_ref().map_or(&ck.shards[k], |d| &d.state);
+                if !state.done {
+                    return Err(Error::ShardUnfinished {
+                        job: self.layout.job.clone(),
+                        sequence: ck.sequence,
+                        shard: k,
+                        cursor: state.cursor,
+                        count: state.count,
+                    });
+                }
+                if let Some(doc) = doc {
+                    self.fold(&mut ck, doc)?;
+                }
+            }
+            ck.merged = true;
+            self.save_checkpoint(&ck).await?;
+        }
+        if !ck.shipped {
+            self.seal(&mut ck, &plan.plan).await?;
+        }
+        self.finalize(&ck, &plan.plan).await
+    }
+
+    /// Add a shard's volumes, counts, vanished keys and cursor to `ck`.
+    fn fold(&self, ck: &mut Checkpoint, doc: ShardDoc) -> Result<()> {
+        let Some(state) = ck.shards.get_mut(doc.shard) else {
+            return Err(self.bad_shard(ck.sequence, doc.shard, "no such shard in the checkpoint"));
+        };
+        *state = doc.state;
+        for v in doc.volumes {
+            let index = v.index;
+            if !insert_volume(&mut ck.volumes, v) {
+                return Err(self.bad_shard(
+                    ck.sequence,
+                    doc.shard,
+                    &format!("volume {index} is in two shards' documents"),
+                ));
+            }
+        }
+        ck.totals = plus(&ck.totals, &doc.totals);
+        ck.vanished.extend(doc.vanished);
+        ck.shipped |= doc.last;
+        Ok(())
+    }
+
+    fn bad_shard(&self, seq: u64, shard: usize, what: &str) -> Error {
+        Error::Corrupt {
+            what: "shard progress",
+            location: self.layout.uri(&self.layout.shard_doc_key(seq, shard)),
+            hint: "run the export with --full to start a new baseline bundle",
+            source: what.to_string().into(),
+        }
+    }
+
+    /// Open the bundle this run works on: resume its checkpoint (taking it over), or list,
+    /// diff and plan a new one (a plan with no changes is committed at once). The plan's puts
+    /// are cut into shards here.
+    async fn open_bundle(&self) -> Result<Opened> {
         self.publish_committed().await?;
         let seq = self.state.sequence + 1;
         // We hold the lease: uploads still open under our prefixes were left by a killed run.
@@ -700,21 +1049,9 @@ impl Run<'_> {
             }
             _ => None,
         };
-        let (mut ck, plan) = match resumed {
+        let (mut ck, plan, fresh) = match resumed {
             Some(mut ck) => {
-                let plan_key = ck
-                    .plan_key
-                    .clone()
-                    .unwrap_or_else(|| self.layout.legacy_plan_key(seq));
-                let plan: StoredPlan =
-                    self.get_json(&plan_key, "plan")
-                        .await?
-                        .ok_or_else(|| Error::Corrupt {
-                            what: "plan",
-                            location: self.layout.uri(&plan_key),
-                            hint: "it is missing; run the export with --full",
-                            source: "not found".into(),
-                        })?;
+                let plan = self.stored_plan(&ck).await?;
                 if ck.sealed != self.layout.sealed {
                     return Err(Error::config(
                         "encryption",
@@ -732,36 +1069,157 @@ impl Run<'_> {
                 }
                 ck.hops += 1;
                 // Take the bundle over: from this write on, the run that wrote it before
-                // (killed, or stalled past its lease) cannot write the checkpoint or a volume.
+                // (killed, or stalled past its lease) cannot write the checkpoint, and its
+                // shard workers stop at their next step.
                 ck.writer = self.owner.to_string();
                 self.save_checkpoint(&ck).await?;
-                info!(job = %self.layout.job, sequence = seq, shards = ck.shards.len(), cursors = ?ck.shards.iter().map(|s| s.cursor).collect::<Vec<_>>(), volumes = ck.volumes.len(), "resuming bundle");
+                info!(job = %self.layout.job, sequence = seq, shards = ck.shards.len(), volumes = ck.volumes.len(), "resuming bundle");
                 self.progress.planned(&plan.plan.stats);
                 self.progress.resumed(ck.totals.objects, ck.totals.bytes);
-                (ck, plan)
+                (ck, plan, false)
             }
-            None => {
-                let (ck, plan) = match self.plan_bundle(seq).await? {
-                    Planned::Bundle(ck, plan) => (*ck, plan),
-                    Planned::Empty { plan, listed_at } => {
-                        return self.no_changes(&plan, listed_at).await;
-                    }
-                };
-                if self.past_deadline() {
-                    return Ok(self.report(&ck, &plan.plan, Status::Continue));
+            None => match self.plan_bundle(seq).await? {
+                Planned::Bundle(ck, plan) => (*ck, plan, true),
+                Planned::Empty { plan, listed_at } => {
+                    return Ok(Opened::Finished(Box::new(
+                        self.no_changes(&plan, listed_at).await?,
+                    )));
                 }
-                (ck, plan)
-            }
+            },
         };
         if !ck.shipped {
             self.prepare_shards(&mut ck, &plan).await?;
-            let shipped;
-            (ck, shipped) = self.ship(ck, &plan).await?;
-            if let Shipped::Deadline = shipped {
-                return Ok(self.report(&ck, &plan.plan, Status::Continue));
-            }
         }
-        self.finalize(&ck, &plan.plan).await
+        Ok(Opened::Bundle {
+            ck: Box::new(ck),
+            plan,
+            fresh,
+        })
+    }
+
+    /// The stored plan a checkpoint refers to.
+    async fn stored_plan(&self, ck: &Checkpoint) -> Result<StoredPlan> {
+        let plan_key = ck
+            .plan_key
+            .clone()
+            .unwrap_or_else(|| self.layout.legacy_plan_key(ck.sequence));
+        self.get_json(&plan_key, "plan")
+            .await?
+            .ok_or_else(|| Error::Corrupt {
+                what: "plan",
+                location: self.layout.uri(&plan_key),
+                hint: "it is missing; run the export with --full",
+                source: "not found".into(),
+            })
+    }
+
+    /// The bundle a later step works on: the checkpoint the plan step of this same run wrote
+    /// (`Fenced` if another run has taken the bundle over since), and its plan.
+    async fn reopen_bundle(&self, seq: u64) -> Result<(Checkpoint, StoredPlan)> {
+        let ck_key = self.layout.checkpoint_key(seq);
+        let Some((body, etag)) = self
+            .store()
+            .get_document_tagged(&self.cfg.dest.bucket, &ck_key)
+            .await?
+        else {
+            return Err(Error::Corrupt {
+                what: "checkpoint",
+                location: self.layout.uri(&ck_key),
+                hint: "the plan step writes it: start the export again",
+                source: "not found".into(),
+            });
+        };
+        let ck: Checkpoint = self.parse_json(&body, &ck_key, "checkpoint")?;
+        if ck.writer != self.owner {
+            self.lost.store(true, Ordering::SeqCst);
+            return Err(Error::Fenced {
+                bucket: self.cfg.dest.bucket.clone(),
+                key: ck_key,
+            });
+        }
+        let _ = self.fence.set(Arc::new(crate::s3::Fence::new(
+            self.store(),
+            &self.cfg.dest.bucket,
+            &ck_key,
+            Some(etag),
+        )));
+        let plan = self.stored_plan(&ck).await?;
+        Ok((ck, plan))
+    }
+
+    /// Shard `k`'s worker state: its document (a new one from the checkpoint's cut if the
+    /// shard never started), taken over by `writer` unless the shard is done.
+    async fn open_shard(&self, ck: &Checkpoint, k: usize, writer: &str) -> Result<ShardProgress> {
+        let Some(cut) = ck.shards.get(k) else {
+            return Err(self.bad_shard(ck.sequence, k, "no such shard in the checkpoint"));
+        };
+        let key = self.layout.shard_doc_key(ck.sequence, k);
+        let found = self
+            .store()
+            .get_document_tagged(&self.cfg.dest.bucket, &key)
+            .await?;
+        let (doc, etag) = match found {
+            Some((body, etag)) => {
+                let doc: ShardDoc = self.parse_json(&body, &key, "shard progress")?;
+                if doc.sequence != ck.sequence || doc.shard != k || doc.state.count != cut.count {
+                    return Err(self.bad_shard(
+                        ck.sequence,
+                        k,
+                        "it belongs to another bundle, shard or cut",
+                    ));
+                }
+                (doc, Some(etag))
+            }
+            None => (
+                ShardDoc {
+                    format: FORMAT.to_string(),
+                    sequence: ck.sequence,
+                    shard: k,
+                    writer: String::new(),
+                    state: cut.clone(),
+                    volumes: Vec::new(),
+                    totals: Totals::default(),
+                    vanished: Vec::new(),
+                    last: false,
+                },
+                None,
+            ),
+        };
+        let mut w = ShardProgress {
+            fence: Arc::new(crate::s3::Fence::new(
+                self.store(),
+                &self.cfg.dest.bucket,
+                &key,
+                etag,
+            )),
+            key,
+            doc,
+        };
+        if !w.doc.state.done {
+            w.doc.writer = writer.to_string();
+            self.save_shard(&w).await?;
+        }
+        Ok(w)
+    }
+
+    /// Write a shard's document under its fence: `Fenced` once another worker took it over.
+    async fn save_shard(&self, w: &ShardProgress) -> Result<()> {
+        let body = serde_json::to_vec_pretty(&w.doc).expect("serialisable");
+        if w.fence.write(Bytes::from(body)).await? {
+            return Ok(());
+        }
+        self.lost.store(true, Ordering::SeqCst);
+        Err(Error::Fenced {
+            bucket: self.cfg.dest.bucket.clone(),
+            key: w.key.clone(),
+        })
+    }
+
+    /// The next volume index of the bundle (the table's counter: shards anywhere share it).
+    async fn claim_volume(&self, ck: &Checkpoint) -> Result<u32> {
+        self.table
+            .claim_volume(&self.layout.job, ck.sequence, ck.counter_base())
+            .await
     }
 
     /// List, diff and write the new inventory, the plan and the first checkpoint.
@@ -897,6 +1355,7 @@ impl Run<'_> {
             plan_key: Some(plan_key),
             shards: Vec::new(),
             next_volume: 1,
+            merged: false,
         };
         self.save_checkpoint(&ck).await?;
         Ok(Planned::Bundle(Box::new(ck), stored))
@@ -1099,6 +1558,7 @@ impl Run<'_> {
         index: u32,
         first: u64,
         remaining: u64,
+        fence: Arc<crate::s3::Fence>,
     ) -> Result<OpenVolume> {
         let name = self.layout.volume_name(ck.sequence, index);
         let key = format!("{}{}", self.layout.bundle_prefix(ck.sequence), name);
@@ -1117,7 +1577,7 @@ impl Run<'_> {
             part_size,
             PARTS_IN_FLIGHT,
             &zip_headers(),
-            self.fence.get().cloned(),
+            Some(fence),
         );
         Ok(OpenVolume {
             writer: VolumeWriter::new(
@@ -1134,49 +1594,79 @@ impl Run<'_> {
         })
     }
 
-    /// Close `v` with its manifest (the final one when `last` is given), record it and the
-    /// cursor of `shard` (if any) in the checkpoint, and save it.
-    async fn close_volume(
-        &self,
-        ck: &Mutex<Checkpoint>,
-        v: OpenVolume,
-        shard: Option<ShardDone>,
-        last: Option<Final>,
-    ) -> Result<()> {
+    /// Finish `v` with its manifest (the final one when `last` is given).
+    async fn finish_volume(&self, v: OpenVolume, last: Option<Final>) -> Result<VolumeInfo> {
         let objects = v.objects.count();
-        let shipped = last.is_some();
         let json = v.objects.finish(last.as_ref());
         let name = v.writer.name().to_string();
         let written = v.writer.finish_json(&json).await?;
         drop(json);
         info!(key = %v.key, size = written.size, sha256 = %written.sha256, objects, "volume complete");
-        let mut ck = ck.lock().await;
-        let at = ck.volumes.partition_point(|e| e.index < v.index);
-        ck.volumes.insert(
-            at,
-            VolumeInfo {
-                index: v.index,
-                name,
-                size: written.size,
-                sha256: written.sha256,
-                objects,
-                bytes: v.bytes,
-            },
-        );
-        if let Some(d) = shard {
-            d.record(&mut ck);
+        Ok(VolumeInfo {
+            index: v.index,
+            name,
+            size: written.size,
+            sha256: written.sha256,
+            objects,
+            bytes: v.bytes,
+        })
+    }
+
+    /// Close a shard's volume: it joins the shard's document with the shard's cursor and
+    /// counts (`done`), saved under the shard's fence.
+    async fn close_shard_volume(
+        &self,
+        w: &mut ShardProgress,
+        v: OpenVolume,
+        done: ShardDone,
+        last: Option<Final>,
+    ) -> Result<()> {
+        let shipped = last.is_some();
+        let info = self.finish_volume(v, last).await?;
+        let index = info.index;
+        if !insert_volume(&mut w.doc.volumes, info) {
+            return Err(self.bad_shard(
+                w.doc.sequence,
+                w.doc.shard,
+                &format!("volume {index} completed twice"),
+            ));
+        }
+        done.record(&mut w.doc);
+        w.doc.last = shipped;
+        self.check_lease()?;
+        self.save_shard(w).await
+    }
+
+    /// Close a volume the commit step writes (an empty one, or the last) into the checkpoint.
+    async fn close_bundle_volume(
+        &self,
+        ck: &mut Checkpoint,
+        v: OpenVolume,
+        last: Option<Final>,
+    ) -> Result<()> {
+        let shipped = last.is_some();
+        let info = self.finish_volume(v, last).await?;
+        let index = info.index;
+        if !insert_volume(&mut ck.volumes, info) {
+            return Err(Error::Corrupt {
+                what: "checkpoint",
+                location: self.layout.uri(&self.layout.checkpoint_key(ck.sequence)),
+                hint: "run the export with --full",
+                source: format!("volume {index} completed twice").into(),
+            });
         }
         ck.shipped = shipped;
         self.check_lease()?;
-        self.save_checkpoint(&ck).await
+        self.save_checkpoint(ck).await
     }
 
-    /// The final manifest: `pending` is what the last volume (not yet in the checkpoint) adds.
+    /// The final manifest after `volumes`, with the bundle's `totals` and `vanished` keys.
     async fn final_part(
         &self,
-        ck: &Checkpoint,
+        volumes: &[VolumeInfo],
+        totals: Totals,
+        vanished: Vec<String>,
         plan: &Plan,
-        pending: Option<&ShardDone>,
     ) -> Result<Final> {
         // A rename may come with new headers: read them from each move's target.
         let store = self.store();
@@ -1196,21 +1686,13 @@ impl Run<'_> {
             .into_iter()
             .collect::<Result<_>>()?;
         Ok(Final {
-            volume_count: ck.volumes.len() as u32 + 1,
-            earlier_volumes: ck.volumes.clone(),
+            volume_count: volumes.len() as u32 + 1,
+            earlier_volumes: volumes.to_vec(),
             deleted: plan.deletes.clone(),
             moved,
             skipped: plan.skipped.clone(),
-            vanished: ck
-                .vanished
-                .iter()
-                .chain(pending.iter().flat_map(|p| &p.vanished))
-                .cloned()
-                .collect(),
-            totals: match pending {
-                Some(p) => p.add_to(&ck.totals),
-                None => ck.totals.clone(),
-            },
+            vanished,
+            totals,
         })
     }
 
@@ -1321,78 +1803,48 @@ impl Run<'_> {
         Ok(shards)
     }
 
-    /// Ship every shard not done yet, all at once, each from its cursor. Several shards then
-    /// seal the bundle's volume list (see [`Run::seal`]); a lone shard closes its own last
-    /// volume with the final manifest.
-    async fn ship(&self, ck: Checkpoint, stored: &StoredPlan) -> Result<(Checkpoint, Shipped)> {
-        let only = ck.shards.len() == 1;
-        let pending: Vec<usize> = (0..ck.shards.len())
-            .filter(|&i| !ck.shards[i].done)
-            .collect();
-        let shared = Mutex::new(ck);
-        let shipped = futures::future::try_join_all(
-            pending
-                .into_iter()
-                .map(|i| self.ship_shard(&shared, i, stored, only)),
-        )
-        .await?;
-        let ck = shared.into_inner();
-        if shipped.iter().any(|s| matches!(s, Shipped::Deadline)) {
-            return Ok((ck, Shipped::Deadline));
-        }
-        if ck.shipped {
-            return Ok((ck, Shipped::Done));
-        }
-        Ok((self.seal(ck, &stored.plan).await?, Shipped::Done))
-    }
-
-    /// Give every volume index handed out but never completed (a shard stopped with that
+    /// Give every volume index handed out but never completed (a worker stopped with that
     /// volume open) an empty volume, then write the last volume: no objects, the final
     /// manifest. The far side then finds volumes 1..=n, the last one carrying `final`, whatever
     /// the number of shards.
-    async fn seal(&self, ck: Checkpoint, plan: &Plan) -> Result<Checkpoint> {
-        let shared = Mutex::new(ck);
-        let (gaps, last_index) = {
-            let mut ck = shared.lock().await;
-            let have: std::collections::HashSet<u32> = ck.volumes.iter().map(|v| v.index).collect();
-            let top = ck.claim_volume();
-            (
-                (1..top).filter(|i| !have.contains(i)).collect::<Vec<_>>(),
-                top,
-            )
-        };
-        for i in gaps {
+    async fn seal(&self, ck: &mut Checkpoint, plan: &Plan) -> Result<()> {
+        let fence = self
+            .fence
+            .get()
+            .cloned()
+            .expect("the fence is set when the bundle is opened");
+        let top = self.claim_volume(ck).await?;
+        let have: std::collections::HashSet<u32> = ck.volumes.iter().map(|v| v.index).collect();
+        for i in (1..top).filter(|i| !have.contains(i)) {
             info!(job = %self.layout.job, volume = i, "an interrupted volume's index gets an empty volume");
-            let v = self.open_volume(&*shared.lock().await, i, 0, 0)?;
-            self.close_volume(&shared, v, None, None).await?;
+            let v = self.open_volume(ck, i, 0, 0, fence.clone())?;
+            self.close_bundle_volume(ck, v, None).await?;
         }
-        let last = {
-            let ck = shared.lock().await;
-            self.final_part(&ck, plan, None).await?
-        };
-        let v = self.open_volume(&*shared.lock().await, last_index, 0, 0)?;
-        self.close_volume(&shared, v, None, Some(last)).await?;
-        Ok(shared.into_inner())
+        let last = self
+            .final_part(&ck.volumes, ck.totals.clone(), ck.vanished.clone(), plan)
+            .await?;
+        let v = self.open_volume(ck, top, 0, 0, fence)?;
+        self.close_bundle_volume(ck, v, Some(last)).await
     }
 
-    /// Stream shard `shard`'s puts from its cursor into volumes. `only`: the bundle's one
-    /// shard, whose last volume carries the final manifest.
+    /// Stream a shard's puts from its cursor into volumes, until it is done or the deadline.
+    /// `only`: the bundle's one shard, whose last volume carries the final manifest.
     async fn ship_shard(
         &self,
-        shared: &Mutex<Checkpoint>,
-        shard: usize,
+        ck: &Checkpoint,
+        w: &mut ShardProgress,
         stored: &StoredPlan,
         only: bool,
     ) -> Result<Shipped> {
         let tuning = &self.cfg.tuning;
         let plan = &stored.plan;
-        let (state, seq) = {
-            let ck = shared.lock().await;
-            (ck.shards[shard].clone(), ck.sequence)
-        };
+        let (state, seq, shard) = (w.doc.state.clone(), ck.sequence, w.doc.shard);
+        if state.done {
+            return Ok(Shipped::Done);
+        }
         let too_many = || Error::Corrupt {
             what: "plan",
-            location: self.layout.uri(&self.layout.checkpoint_key(seq)),
+            location: self.layout.uri(&w.key),
             hint: "run the export with --full",
             source: "more puts than this machine can count".into(),
         };
@@ -1437,11 +1889,10 @@ impl Run<'_> {
                     "deadline reached or stop requested: closing the volume and checkpointing"
                 );
                 match volume.take() {
-                    Some(v) => self.close_volume(shared, v, Some(done), None).await?,
+                    Some(v) => self.close_shard_volume(w, v, done, None).await?,
                     None => {
-                        let mut ck = shared.lock().await;
-                        done.record(&mut ck);
-                        self.save_checkpoint(&ck).await?;
+                        done.record(&mut w.doc);
+                        self.save_shard(w).await?;
                     }
                 }
                 return Ok(Shipped::Deadline);
@@ -1483,15 +1934,19 @@ impl Run<'_> {
                     || v.metadata + metadata > limits::WRITER_METADATA_BUDGET)
             {
                 let v = volume.take().expect("open volume");
-                self.close_volume(shared, v, Some(done.take()), None)
-                    .await?;
+                self.close_shard_volume(w, v, done.take(), None).await?;
             }
             let v = match volume.as_mut() {
                 Some(v) => v,
                 None => {
-                    let mut ck = shared.lock().await;
-                    let index = ck.claim_volume();
-                    volume.insert(self.open_volume(&ck, index, meta.size, remaining + meta.size)?)
+                    let index = self.claim_volume(ck).await?;
+                    volume.insert(self.open_volume(
+                        ck,
+                        index,
+                        meta.size,
+                        remaining + meta.size,
+                        w.fence.clone(),
+                    )?)
                 }
             };
             let entry = entry_name(&self.cfg.source.bucket, &rec.key);
@@ -1533,35 +1988,35 @@ impl Run<'_> {
             let v = match volume.take() {
                 Some(v) => v,
                 None => {
-                    let mut ck = shared.lock().await;
-                    let index = ck.claim_volume();
-                    self.open_volume(&ck, index, 0, 0)?
+                    let index = self.claim_volume(ck).await?;
+                    self.open_volume(ck, index, 0, 0, w.fence.clone())?
                 }
             };
-            let last = {
-                let ck = shared.lock().await;
-                if v.index != ck.volumes.len() as u32 + 1 {
-                    return Err(Error::Corrupt {
-                        what: "checkpoint",
-                        location: self.layout.uri(&self.layout.checkpoint_key(seq)),
-                        hint: "run the export with --full",
-                        source: format!(
-                            "the last volume is {} but {} volumes come before it",
-                            v.index,
-                            ck.volumes.len()
-                        )
-                        .into(),
-                    });
-                }
-                self.final_part(&ck, plan, Some(&done)).await?
-            };
-            self.close_volume(shared, v, Some(done), Some(last)).await?;
+            let mut earlier = ck.volumes.clone();
+            for e in &w.doc.volumes {
+                insert_volume(&mut earlier, e.clone());
+            }
+            if v.index as usize == earlier.len() + 1 {
+                let totals = done.add_to(&plus(&ck.totals, &w.doc.totals));
+                let vanished = ck
+                    .vanished
+                    .iter()
+                    .chain(&w.doc.vanished)
+                    .chain(&done.vanished)
+                    .cloned()
+                    .collect();
+                let last = self.final_part(&earlier, totals, vanished, plan).await?;
+                self.close_shard_volume(w, v, done, Some(last)).await?;
+            } else {
+                // An index claimed by an interrupted worker lies before this one: the commit
+                // gives it an empty volume and writes the last volume itself.
+                self.close_shard_volume(w, v, done, None).await?;
+            }
         } else if let Some(v) = volume.take() {
-            self.close_volume(shared, v, Some(done), None).await?;
+            self.close_shard_volume(w, v, done, None).await?;
         } else {
-            let mut ck = shared.lock().await;
-            done.record(&mut ck);
-            self.save_checkpoint(&ck).await?;
+            done.record(&mut w.doc);
+            self.save_shard(w).await?;
         }
         Ok(Shipped::Done)
     }

@@ -1,7 +1,8 @@
 //! The export Lambda's shell around the engine: configuration from the environment, the
-//! accepted events (EventBridge Scheduler input, classic EventBridge envelope, manual invokes,
-//! continuations), the deadline, self re-invocation on "continue", and the run's SNS message and
-//! CloudWatch Embedded Metric Format line. The SDKs of SNS and Lambda appear only here.
+//! accepted events (the state machine's steps — plan, shard, commit, failed — and direct
+//! invokes: EventBridge Scheduler input, classic EventBridge envelope, manual), the deadline,
+//! and the run's SNS message and CloudWatch Embedded Metric Format line. The SDKs of SNS and
+//! Lambda appear only here.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +27,6 @@ pub struct FunctionConfig {
     pub export: ExportConfig,
     pub topic_arn: Option<String>,
     pub deadline_margin: Duration,
-    pub max_hops: u32,
     /// Optional cap on one invocation's working time (forces short hops, e.g. in tests).
     pub run_budget: Option<Duration>,
     pub path_style: bool,
@@ -97,7 +97,6 @@ impl FunctionConfig {
             deadline_margin: v
                 .duration("DEADLINE_MARGIN")?
                 .unwrap_or(DEFAULT_DEADLINE_MARGIN),
-            max_hops: v.number("MAX_HOPS")?.map_or(DEFAULT_MAX_HOPS, |n| n as u32),
             run_budget: v.duration("RUN_BUDGET")?,
             path_style: v.flag("FERRY_S3_PATH_STYLE"),
         })
@@ -166,9 +165,52 @@ pub struct Invocation {
     /// Free-form label set by the schedule's input (e.g. "schedule").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
-    /// Set by the function when it re-invokes itself to continue a bundle.
+    /// Set by earlier versions when the function re-invoked itself to continue a bundle; now
+    /// a direct run like any other (it resumes the bundle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<Continuation>,
+}
+
+/// One step of an export run driven by the state machine (`statemachine/export.asl.json`).
+/// `execution` is the execution's name: the run's name (and lease owner) in every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepEvent {
+    /// Plan the bundle (or resume it) and write the shard list; `input` is the execution's
+    /// input (the schedule's, or a manual start's: `{"full": true}`, `{"dry_run": true}`).
+    Plan {
+        execution: String,
+        #[serde(default)]
+        input: Value,
+    },
+    /// Ship one shard until it is done or the deadline comes.
+    Shard {
+        execution: String,
+        sequence: u64,
+        shard: usize,
+    },
+    /// Seal and commit the bundle, then notify.
+    Commit { execution: String, sequence: u64 },
+    /// The run failed (`error`: the state machine's `{"Error", "Cause"}`): release the lease
+    /// and notify. The checkpoint stays; the next run resumes the bundle.
+    Failed {
+        execution: String,
+        #[serde(default)]
+        error: Value,
+    },
+}
+
+/// What the function was invoked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Step(StepEvent),
+    /// A direct invoke: the whole export in this invocation, up to its deadline.
+    Direct(Invocation),
+}
+
+/// The lease owner of the run an execution drives.
+pub fn run_owner(execution: &str) -> String {
+    format!("sfn-{execution}")
 }
 
 /// A bundle being continued by a later invocation.
@@ -177,6 +219,21 @@ pub struct Invocation {
 pub struct Continuation {
     pub sequence: u64,
     pub hop: u32,
+}
+
+/// A state machine step (an object with `step`), or a direct invoke (see [`parse_invocation`]).
+pub fn parse_any(event: Value) -> Result<Event> {
+    if let Value::Object(m) = &event
+        && m.contains_key("step")
+    {
+        return serde_json::from_value(event).map(Event::Step).map_err(|e| {
+            Error::config(
+                "event",
+                format!("{e} (steps: plan {{execution, input}}, shard {{execution, sequence, shard}}, commit {{execution, sequence}}, failed {{execution, error}})"),
+            )
+        });
+    }
+    parse_event(event).map(Event::Direct)
 }
 
 /// Accept the EventBridge Scheduler input (SAM `ScheduleV2`: our JSON as is), the classic
@@ -248,18 +305,14 @@ pub struct Handler {
     cfg: FunctionConfig,
     clients: Clients,
     sns: aws_sdk_sns::Client,
-    lambda: aws_sdk_lambda::Client,
-    function_name: String,
 }
 
 impl Handler {
-    pub fn new(cfg: FunctionConfig, sdk: &aws_config::SdkConfig, function_name: String) -> Self {
+    pub fn new(cfg: FunctionConfig, sdk: &aws_config::SdkConfig) -> Self {
         Handler {
             clients: Clients::new(sdk, cfg.path_style),
             sns: aws_sdk_sns::Client::new(sdk),
-            lambda: aws_sdk_lambda::Client::new(sdk),
             cfg,
-            function_name,
         }
     }
 
@@ -270,10 +323,20 @@ impl Handler {
     ) -> std::result::Result<Value, Diagnostic> {
         let deadline = UNIX_EPOCH.checked_add(Duration::from_millis(event.context.deadline));
         let started = Instant::now();
-        let invocation = parse_event(event.payload).map_err(|e| diagnostic(&e))?;
-        match self.run(&invocation, deadline).await {
+        let event = parse_any(event.payload).map_err(|e| diagnostic(&e))?;
+        let step = match &event {
+            Event::Step(s) => Some(s),
+            Event::Direct(_) => None,
+        };
+        let result = match &event {
+            Event::Step(s) => self.step(s, deadline).await,
+            Event::Direct(inv) => self.direct(inv, deadline).await,
+        };
+        match result {
             Ok(v) => Ok(v),
-            Err(Error::LeaseHeld { job, owner, until }) => {
+            Err(Error::LeaseHeld { job, owner, until })
+                if matches!(step, None | Some(StepEvent::Plan { .. })) =>
+            {
                 info!(
                     job,
                     owner, until, "another run holds the lease: nothing to do"
@@ -282,65 +345,135 @@ impl Handler {
             }
             Err(e) => {
                 let unconfirmed = matches!(e, Error::CommitUnknown { .. });
-                error!(job = %self.cfg.export.job, error = %crate::error_chain(&e), retryable = e.is_retryable(), commit_unconfirmed = unconfirmed, "export failed");
-                emf(self.cfg.export.job.as_str(), None, started.elapsed(), true);
-                self.notify(
-                    &format!("s3-ferry {}: export FAILED", self.cfg.export.job),
-                    &format!(
-                        "The export of job {} failed; {} and the next run retries.\n\n{}\n",
-                        self.cfg.export.job,
-                        if unconfirmed {
-                            "whether its commit was applied could not be confirmed (`ferry status` tells)"
-                        } else {
-                            "nothing was committed"
-                        },
-                        crate::error_chain(&e)
-                    ),
-                )
-                .await;
+                error!(job = %self.cfg.export.job, error = %crate::error_chain(&e), retryable = e.is_retryable(), commit_unconfirmed = unconfirmed, "export step failed");
+                // A step's failure is the state machine's to retry; its failure step notifies
+                // once the run has failed. A direct invoke notifies itself.
+                if step.is_none() {
+                    emf(self.cfg.export.job.as_str(), None, started.elapsed(), true);
+                    self.notify_failure(&crate::error_chain(&e), unconfirmed)
+                        .await;
+                }
                 Err(diagnostic(&e))
             }
         }
     }
 
-    async fn run(&self, inv: &Invocation, deadline: Option<SystemTime>) -> Result<Value> {
+    async fn notify_failure(&self, detail: &str, unconfirmed: bool) {
+        self.notify(
+            &format!("s3-ferry {}: export FAILED", self.cfg.export.job),
+            &format!(
+                "The export of job {} failed; {} and the next run resumes it.\n\n{detail}\n",
+                self.cfg.export.job,
+                if unconfirmed {
+                    "whether its commit was applied could not be confirmed (`ferry status` tells)"
+                } else {
+                    "nothing was committed"
+                },
+            ),
+        )
+        .await;
+    }
+
+    /// One step of a run the state machine drives.
+    async fn step(&self, step: &StepEvent, deadline: Option<SystemTime>) -> Result<Value> {
+        let started = Instant::now();
+        let mut cfg = self.cfg.export.clone();
+        cfg.deadline = working_deadline(deadline, self.cfg.deadline_margin, self.cfg.run_budget);
+        let owner;
+        if let StepEvent::Plan { input, .. } = step {
+            cfg.full = parse_event(input.clone())?.full;
+        }
+        let cfg = &cfg;
+        let steps = |owner| export::Steps {
+            clients: &self.clients,
+            cfg,
+            owner,
+        };
+        match step {
+            StepEvent::Plan { execution, input } => {
+                let inv = parse_event(input.clone())?;
+                if inv.dry_run {
+                    return self.dry_run(inv.full).await;
+                }
+                owner = run_owner(execution);
+                info!(job = %cfg.job, run = %owner, full = cfg.full, trigger = inv.trigger.as_deref().unwrap_or("-"), "plan step");
+                let planned = steps(&owner).plan().await?;
+                if let export::PlanStep::Finished { report } = &planned {
+                    emf(cfg.job.as_str(), Some(report), started.elapsed(), false);
+                }
+                Ok(serde_json::to_value(&planned).expect("plan step serialises"))
+            }
+            StepEvent::Shard {
+                execution,
+                sequence,
+                shard,
+            } => {
+                owner = run_owner(execution);
+                let s = steps(&owner).shard(*sequence, *shard).await?;
+                info!(job = %cfg.job, run = %owner, sequence, shard, done = s.done, cursor = s.cursor, count = s.count, "shard step");
+                Ok(serde_json::to_value(&s).expect("shard step serialises"))
+            }
+            StepEvent::Commit {
+                execution,
+                sequence,
+            } => {
+                owner = run_owner(execution);
+                let report = steps(&owner).commit(*sequence).await?;
+                emf(cfg.job.as_str(), Some(&report), started.elapsed(), false);
+                self.notify(
+                    &format!("s3-ferry {}: bundle {} ready", cfg.job, report.sequence),
+                    &completion_message(cfg, &report),
+                )
+                .await;
+                Ok(serde_json::to_value(&report).expect("report serialises"))
+            }
+            StepEvent::Failed { execution, error } => {
+                owner = run_owner(execution);
+                steps(&owner).abandon().await?;
+                let text = |k: &str| error.get(k).and_then(Value::as_str).unwrap_or("-");
+                let (name, cause) = (text("Error"), text("Cause"));
+                // A Lambda error's cause is its JSON error object: show its message.
+                let cause = serde_json::from_str::<Value>(cause)
+                    .ok()
+                    .and_then(|c| {
+                        c.get("errorMessage")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_else(|| cause.to_string());
+                error!(job = %cfg.job, run = %owner, error = name, cause = %cause, "export run failed");
+                emf(cfg.job.as_str(), None, started.elapsed(), true);
+                self.notify_failure(&format!("{name}: {cause}"), name == "CommitUnknown")
+                    .await;
+                Ok(json!({"status": "failed", "error": name, "cause": cause}))
+            }
+        }
+    }
+
+    async fn dry_run(&self, full: bool) -> Result<Value> {
+        let mut cfg = self.cfg.export.clone();
+        cfg.full = full;
+        let (state, plan, volumes) = export::plan_only(&self.clients, &cfg).await?;
+        Ok(
+            json!({"status": "dry_run", "last_sequence": state.sequence, "plan": plan.stats, "volumes": volumes}),
+        )
+    }
+
+    /// A direct invoke: the whole export in this invocation (shards in parallel), up to its
+    /// deadline; an unfinished bundle is resumed by the next run.
+    async fn direct(&self, inv: &Invocation, deadline: Option<SystemTime>) -> Result<Value> {
+        if inv.dry_run {
+            return self.dry_run(inv.full).await;
+        }
         let mut cfg = self.cfg.export.clone();
         cfg.full = inv.full;
-        if inv.dry_run {
-            let (state, plan, volumes) = export::plan_only(&self.clients, &cfg).await?;
-            return Ok(
-                json!({"status": "dry_run", "last_sequence": state.sequence, "plan": plan.stats, "volumes": volumes}),
-            );
-        }
-        let hop = inv.continuation.as_ref().map_or(1, |c| c.hop);
         cfg.deadline = working_deadline(deadline, self.cfg.deadline_margin, self.cfg.run_budget);
         let started = Instant::now();
         let report = export::run(&self.clients, &cfg, &NoProgress).await?;
         emf(cfg.job.as_str(), Some(&report), started.elapsed(), false);
         match report.status {
-            Status::Continue => {
-                let payload = serde_json::to_vec(&Invocation {
-                    continuation: Some(Continuation {
-                        sequence: report.sequence,
-                        hop: hop + 1,
-                    }),
-                    ..Invocation::default()
-                })
-                .expect("invocation serialises");
-                Hops {
-                    lambda: &self.lambda,
-                    sns: &self.sns,
-                    topic: self.cfg.topic_arn.as_deref(),
-                    function: &self.function_name,
-                    max: self.cfg.max_hops,
-                }
-                .next(
-                    hop,
-                    payload,
-                    &format!("bundle {} of job {}", report.sequence, cfg.job),
-                )
-                .await?;
-            }
+            Status::Continue => warn!(job = %cfg.job, sequence = report.sequence,
+                "the bundle is unfinished at the deadline: the next run (the state machine, or another invoke) resumes it"),
             Status::Complete => {
                 self.notify(
                     &format!("s3-ferry {}: bundle {} ready", cfg.job, report.sequence),
@@ -576,6 +709,48 @@ mod tests {
         );
         let e = parse_event(json!({"ful": true})).unwrap_err().to_string();
         assert!(e.contains("ful"), "{e}");
+    }
+
+    #[test]
+    fn state_machine_steps_are_parsed_and_checked() {
+        let e =
+            parse_any(json!({"step": "plan", "execution": "x1", "input": {"full": true}})).unwrap();
+        assert_eq!(
+            e,
+            Event::Step(StepEvent::Plan {
+                execution: "x1".into(),
+                input: json!({"full": true})
+            })
+        );
+        let e = parse_any(json!({"step": "shard", "execution": "x1", "sequence": 3, "shard": 7}))
+            .unwrap();
+        assert_eq!(
+            e,
+            Event::Step(StepEvent::Shard {
+                execution: "x1".into(),
+                sequence: 3,
+                shard: 7
+            })
+        );
+        let e = parse_any(json!({"step": "shard", "execution": "x1", "sequence": 3}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shard"), "{e}");
+        let e = parse_any(json!({"step": "ship", "execution": "x1"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ship"), "{e}");
+        let e = parse_any(json!({"step": "commit", "execution": "x1", "sequence": 1, "extra": 1}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("extra"), "{e}");
+        assert_eq!(
+            parse_any(json!({"trigger": "schedule"})).unwrap(),
+            Event::Direct(Invocation {
+                trigger: Some("schedule".into()),
+                ..Invocation::default()
+            })
+        );
     }
 
     #[test]

@@ -401,6 +401,43 @@ impl JobState {
     }
 }
 
+/// Volume indices handed out for one bundle.
+impl StateTable {
+    /// Claim the next volume index of bundle `sequence` of `job`: one atomic counter per bundle
+    /// (item `JOB#volumes#SEQUENCE`), so shards in separate processes never share an index.
+    /// `base` is the number of volumes already numbered before the counter existed (a bundle
+    /// resumed from an older checkpoint). An index claimed by a volume that never completes is
+    /// filled with an empty volume when the bundle is sealed.
+    pub async fn claim_volume(&self, job: &str, sequence: u64, base: u32) -> Result<u32> {
+        let key = format!("{job}#volumes#{sequence}");
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&key)))
+            .update_expression("SET claimed = if_not_exists(claimed, :base) + :one")
+            .expression_attribute_values(":base", n(i64::from(base)))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| self.err("UpdateItem", e))?;
+        let claimed = out
+            .attributes()
+            .and_then(|a| a.get("claimed"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&i| i >= 1)
+            .ok_or_else(|| Error::Corrupt {
+                what: "volume counter",
+                location: format!("dynamodb table {} item {key}", self.table),
+                hint: "delete the item and run the export with --full",
+                source: "no volume index in the answer, or not a number from 1 to 2^32-1".into(),
+            })?;
+        Ok(claimed)
+    }
+}
+
 /// Attribute holding a JSON document on the import side's items.
 const DOC_ATTRIBUTE: &str = "doc";
 /// Attribute holding the fencing token of the lease holder that wrote an item.

@@ -1,6 +1,7 @@
-//! The scheduled export Lambda: sets up logging, parses the configuration once (a missing or
-//! malformed variable fails the cold start naming it), builds the clients once, and hands every
-//! event to the engine's handler.
+//! The export Lambda (the state machine's plan, shard, commit and failure steps, or a direct
+//! invoke): sets up logging, parses the configuration once (a missing or malformed variable
+//! fails the cold start naming it), builds the clients once, and hands every event to the
+//! engine's handler.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use s3_ferry::function::{FunctionConfig, Handler};
@@ -11,8 +12,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let cfg = FunctionConfig::from_env()?;
     let sdk = s3_ferry::aws::sdk_config(&Default::default()).await;
-    let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "ferry-export".into());
-    let handler = Handler::new(cfg, &sdk, name);
+    let handler = Handler::new(cfg, &sdk);
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         handler.handle(event)

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# End to end on the local Lambda runtime: `cargo lambda watch --only-lambda-apis` emulates the
-# Lambda APIs (runtime and Invoke) and the functions' debug binaries, built once by
-# scripts/test.sh with the rest of the workspace, poll it as Lambda instances would (no second
-# build with other features). Against a moto server, `cargo lambda invoke` sends (a) an
-# EventBridge Scheduler input (SAM ScheduleV2) and (b) a classic EventBridge envelope (SAM
-# Schedule) to functions/export. RUN_BUDGET=0s forces every invocation to stop after one unit of
-# work, so each bundle takes several hops; the function continues itself through the Lambda
-# Invoke API, which the emulator serves too. Each bundle must carry the same content as a CLI
-# export of the same data.
+# End to end on the local Lambda runtime and moto's Step Functions interpreter.
+# `cargo lambda watch --only-lambda-apis` emulates the Lambda APIs (runtime and Invoke) and the
+# functions' debug binaries, built once by scripts/test.sh with the rest of the workspace, poll
+# it as Lambda instances would (no second build with other features).
+# Export: the real state machine (statemachine/export.asl.json, its DefinitionSubstitutions
+# filled in) runs on moto's interpreter (execute_state_machine). The interpreter calls AWS at
+# http://localhost:$MOTO_PORT, so moto is started with MOTO_PORT set to scripts/sfn-proxy.py's
+# port, which routes the Lambda Invoke API to the emulator and the rest (the Distributed Map's
+# ItemReader) to moto. The function cuts each bundle into 8 shards (SHARDS=8; the Map runs 4
+# at once) and RUN_BUDGET=0s stops every shard step after one object, so each child workflow
+# loops shard → shard → … until its shard is done. Started (a) with the EventBridge Scheduler
+# input and (b) with a classic EventBridge envelope, each bundle must carry what a one-shard
+# CLI export of the same data carries (objects, SHA-256s, deletes, moves); (c) a run whose
+# input is refused ends FAILED through the failure step.
 # Then the import function (functions/import): bundle 2 is uploaded to its import bucket first
 # (it must wait), then bundle 1; an S3 "Object Created" EventBridge event starts the import,
 # which continues itself volume by volume and replays both bundles in order; the destination
@@ -15,7 +20,8 @@
 # Every bundle is sealed with age: the export function gets the recipient (AGE_RECIPIENTS), the
 # import function reads the identity from a Secrets Manager secret (AGE_IDENTITY_SECRET).
 # The emulator answers even InvocationType=Event synchronously, so locally each hop waits for
-# the next one: INSTANCES processes of each function give the chain of hops enough instances.
+# the next one: INSTANCES processes of the import function give the chain of hops enough
+# instances.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -31,15 +37,23 @@ fi
 for b in ferry ferry-export ferry-import; do
   [ -x "$bin/$b" ] || { echo "missing $bin/$b: build the workspace first (cargo build --workspace --bins)" >&2; exit 1; }
 done
-moto_port=$(free_port); lambda_port=$(free_port); import_port=$lambda_port
+moto_port=$(free_port); proxy_port=$(free_port); lambda_port=$(free_port); import_port=$lambda_port
 logs=$(mktemp -d)
-env -u AWS_CA_BUNDLE .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
+# moto's Step Functions interpreter calls AWS at localhost:$MOTO_PORT: the proxy's port.
+env -u AWS_CA_BUNDLE MOTO_PORT="$proxy_port" .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
 pids=($!)
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
+# The proxy runs until its standard input (this script's fd 7) closes.
+exec 7> >(exec env -u AWS_CA_BUNDLE .venv/bin/python scripts/sfn-proxy.py "$proxy_port" \
+  "http://127.0.0.1:$moto_port" "http://127.0.0.1:$lambda_port" >"$logs/proxy.log" 2>&1)
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_ACCESS_KEY_ID=e2e AWS_SECRET_ACCESS_KEY=e2e \
-  AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true FERRY_S3_PATH_STYLE=true
+  AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true FERRY_S3_PATH_STYLE=true
 for _ in $(seq 100); do curl -fs "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1 && break; sleep 0.1; done
+until (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null; do sleep 0.1; done
+# Before any state machine is created: moto keeps those in another backend otherwise.
+curl -fs -X POST "$AWS_ENDPOINT_URL/moto-api/config" -H 'Content-Type: application/json' \
+  -d '{"stepfunctions": {"execute_state_machine": true}}' >/dev/null
 
 py scripts/demo-bucket.py seed e2e-source 20 >/dev/null
 py -c 'import boto3; boto3.client("s3").create_bucket(Bucket="e2e-export")'
@@ -57,17 +71,16 @@ STATE_TABLE=e2e-state
 AGE_RECIPIENTS=$recipient
 VOLUME_SIZE=8MiB
 PART_SIZE=5MiB
+SHARDS=8
 RUN_BUDGET=0s
-MAX_HOPS=60
 AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL
-AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$lambda_port
 AWS_ACCESS_KEY_ID=e2e
 AWS_SECRET_ACCESS_KEY=e2e
 AWS_REGION=us-east-1
 AWS_EC2_METADATA_DISABLED=true
 FERRY_S3_PATH_STYLE=true
 ENV
-say "cargo lambda watch --only-lambda-apis on 127.0.0.1:$lambda_port, $instances instances of each function"
+say "cargo lambda watch --only-lambda-apis on 127.0.0.1:$lambda_port"
 cargo lambda watch --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$lambda_port" >"$logs/watch-api.log" 2>&1 &
 pids+=($!)
 until (exec 3<>"/dev/tcp/127.0.0.1/$lambda_port") 2>/dev/null; do sleep 0.1; done
@@ -81,51 +94,97 @@ instances() { # FUNCTION ENV_FILE LOG [COUNT [PORT]]: start the function's insta
     pids+=($!)
   done
 }
-instances ferry-export "$logs/function.env" "$logs/watch.log"
+# The Map runs 4 shard workers at once, beside the parent's steps.
+instances ferry-export "$logs/function.env" "$logs/watch.log" 6
 
 status() { "$bin/ferry" status --job lambda --table e2e-state --json | py -c 'import json,sys; print(json.load(sys.stdin)["sequence"])'; }
-wait_for() {
-  for _ in $(seq 600); do [ "$(status)" = "$1" ] && return 0; sleep 0.5; done
-  echo "bundle $1 was not committed; function log:" >&2; tail -50 "$logs/watch.log" >&2; exit 1
-}
-invoke() {
-  cargo lambda invoke ferry-export --invoke-address 127.0.0.1 --invoke-port "$lambda_port" --data-ascii "$1" \
-    | tee -a "$logs/invoke.log"; echo
-}
 compare() { # SEQUENCE
   py scripts/bundle-content.py e2e-export bundles/lambda "$1" >"$logs/lambda-$1.json"
   py scripts/bundle-content.py e2e-export bundles/cli "$1" >"$logs/cli-$1.json"
   if ! cmp -s "$logs/lambda-$1.json" "$logs/cli-$1.json"; then
-    echo "bundle $1 differs between the Lambda and the CLI" >&2; diff <(py -m json.tool "$logs/lambda-$1.json") <(py -m json.tool "$logs/cli-$1.json") >&2; exit 1
+    echo "bundle $1 differs between the state machine and the CLI" >&2; diff <(py -m json.tool "$logs/lambda-$1.json") <(py -m json.tool "$logs/cli-$1.json") >&2; exit 1
   fi
-  py -c 'import json,sys; c=json.load(open(sys.argv[1])); print("bundle %d: %d objects, %d deleted, %d moved: identical to the CLI export" % (c["sequence"], len(c["objects"]), len(c["deleted"]), len(c["moved"])))' "$logs/lambda-$1.json"
+  py -c 'import json,sys; c=json.load(open(sys.argv[1])); print("bundle %d: %d objects, %d deleted, %d moved: identical to the one-shard CLI export" % (c["sequence"], len(c["objects"]), len(c["deleted"]), len(c["moved"])))' "$logs/lambda-$1.json"
 }
 volumes() { py -c 'import boto3,sys; r=boto3.client("s3").list_objects_v2(Bucket="e2e-export", Prefix=f"bundles/lambda/{int(sys.argv[1]):08d}/"); print(sum(o["Key"].endswith(".zip.age") for o in r.get("Contents", [])))' "$1"; }
+cli_export() { "$bin/ferry" export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB --shards 1 --encrypt-to "$recipient" >/dev/null; }
 
-say "(a) EventBridge Scheduler input"
-invoke '{"trigger": "schedule"}'
-wait_for 1
-"$bin/ferry" export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB --encrypt-to "$recipient" >/dev/null
+# The definition as CloudFormation would deploy it: DefinitionSubstitutions filled in (the
+# emulator knows the function by its name).
+machine=$(py - statemachine/export.asl.json <<'PY'
+import boto3, json, sys
+text = open(sys.argv[1]).read()
+text = text.replace("${ExportFunctionArn}", "ferry-export").replace("${MaxConcurrency}", "4")
+json.loads(text)  # every placeholder is filled
+sfn = boto3.client("stepfunctions")
+print(sfn.create_state_machine(name="lambda-export", definition=text,
+                               roleArn="arn:aws:iam::123456789012:role/lambda-export")["stateMachineArn"])
+PY
+)
+run_machine() { # NAME INPUT EXPECTED_STATUS: start an execution, wait for it, print its outcome
+  py - "$machine" "$1" "$2" "$3" "$logs" <<'PY'
+import boto3, json, sys, time
+machine, name, payload, want, logs = sys.argv[1:6]
+sfn = boto3.client("stepfunctions")
+arn = sfn.start_execution(stateMachineArn=machine, name=name, input=payload)["executionArn"]
+for _ in range(1200):
+    d = sfn.describe_execution(executionArn=arn)
+    if d["status"] != "RUNNING":
+        break
+    time.sleep(0.5)
+runs = sfn.list_map_runs(executionArn=arn).get("mapRuns", [])
+counts = [sfn.describe_map_run(mapRunArn=r["mapRunArn"])["itemCounts"] for r in runs]
+print(f"execution {name}: {d['status']}; map runs: " + (", ".join(
+    f"{c['succeeded']} of {c['total']} shards succeeded, {c['failed']} failed" for c in counts) or "none"))
+ok = d["status"] == want and all(c["failed"] == 0 for c in counts)
+if not ok:
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    for e in events[-30:]:
+        print(json.dumps(e, default=str)[:600], file=sys.stderr)
+    sys.exit(f"execution {name} ended {d['status']} (expected {want})")
+json.dump({"output": json.loads(d.get("output") or "null"), "map_runs": counts},
+          open(f"{logs}/execution-{name}.json", "w"))
+PY
+}
+shard_steps() { grep -c 'shard step' "$logs/watch.log" || true; }
+check_sharded() { # NAME SEQUENCE MIN_SHARDS
+  py - "$logs/execution-$1.json" "$2" "$3" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))
+out, seq, least = e["output"], int(sys.argv[2]), int(sys.argv[3])
+assert out["status"] == "complete" and out["sequence"] == seq, out
+assert out["shards"] >= least, f"the bundle was cut into {out['shards']} shards, expected {least} at least"
+assert e["map_runs"] and e["map_runs"][0]["succeeded"] == out["shards"], e["map_runs"]
+print(f"bundle {seq}: {out['shards']} shards, {len(out['volumes'])} volumes, {out['objects']} objects, "
+      f"{out['deleted']} deleted, {out['moved']} moved")
+PY
+}
+
+say "(a) the state machine, started with the EventBridge Scheduler input"
+run_machine sched-1 '{"trigger": "schedule"}' SUCCEEDED
+[ "$(status)" = 1 ] || { echo "bundle 1 was not committed; function log:" >&2; tail -50 "$logs/watch.log" >&2; exit 1; }
+check_sharded sched-1 1 8
+cli_export
 compare 1
-echo "bundle 1 took $(grep -c 'continuing the bundle' "$logs/watch.log") continuation hops, $(volumes 1) volumes"
+steps_a=$(shard_steps)
+echo "bundle 1: $steps_a shard steps for its 8 shards, $(volumes 1) volumes"
+[ "$steps_a" -gt 8 ] || { echo "expected the shard loops to take more than one step each for some shard" >&2; exit 1; }
 
-say "(b) classic EventBridge envelope, after changes"
+say "(c) a run whose input is refused ends FAILED through the failure step"
+run_machine refused-1 '{"fulll": true}' FAILED
+grep -q 'fulll' "$logs/watch.log" || { echo "the refusal does not name the field" >&2; exit 1; }
+grep -q 'export run failed' "$logs/watch.log" || { echo "the failure step did not run" >&2; exit 1; }
+echo "refused: $(grep -o 'unknown field[^(]*' "$logs/watch.log" | head -1)"
+
+say "(b) after changes, started with a classic EventBridge envelope"
 py scripts/demo-bucket.py mutate e2e-source
-hops_before=$(grep -c 'continuing the bundle' "$logs/watch.log")
-invoke '{"version":"0","id":"e2e","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-11-01T03:00:00Z","region":"us-east-1","resources":[],"detail":{}}'
-wait_for 2
-"$bin/ferry" export --job cli --source s3://e2e-source --dest s3://e2e-export/bundles --table e2e-state --volume-size 8MiB --encrypt-to "$recipient" >/dev/null
+run_machine envelope-2 '{"version":"0","id":"e2e","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-11-01T03:00:00Z","region":"us-east-1","resources":[],"detail":{}}' SUCCEEDED
+[ "$(status)" = 2 ] || { echo "bundle 2 was not committed; function log:" >&2; tail -50 "$logs/watch.log" >&2; exit 1; }
+check_sharded envelope-2 2 2
+cli_export
 compare 2
-hops=$(( $(grep -c 'continuing the bundle' "$logs/watch.log") - hops_before ))
-echo "bundle 2 took $hops continuation hops, $(volumes 2) volumes"
-[ "$hops" -ge 2 ] || { echo "expected at least two hops" >&2; exit 1; }
+echo "bundle 2: $(( $(shard_steps) - steps_a )) shard steps, $(volumes 2) volumes"
 
-say "unknown fields are refused"
-if out=$(cargo lambda invoke ferry-export --invoke-address 127.0.0.1 --invoke-port "$lambda_port" --data-ascii '{"fulll": true}' 2>&1); then
-  echo "an event with an unknown field was accepted: $out" >&2; exit 1
-fi
-grep -q 'fulll' <<<"$out" || { echo "the error does not name the field: $out" >&2; exit 1; }
-echo "refused: $(grep -o 'unknown field[^(]*' <<<"$out" | head -1)"
 say "import function: bundles uploaded to an import bucket, replayed in order"
 py -c 'import boto3; s3=boto3.client("s3"); [s3.create_bucket(Bucket=b) for b in ("e2e-import", "e2e-dest")]'
 secret=$(py -c 'import boto3,sys; print(boto3.client("secretsmanager", region_name="us-east-1").create_secret(Name="ferry-age-identity", SecretString=open(sys.argv[1]).read())["ARN"])' "$logs/age.key")

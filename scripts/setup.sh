@@ -40,3 +40,20 @@ if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux
   say "adding the Rust target aarch64-unknown-linux-gnu (the Lambda functions run on arm64)"
   rustup target add aarch64-unknown-linux-gnu
 fi
+
+# npm tools pinned in infra/package.json (asl-validator checks statemachine/*.asl.json).
+command -v npm >/dev/null || {
+  say "installing nodejs and npm"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+}
+npm_stamp=.tools/npm/.lock.sha256
+npm_want=$(cat infra/package.json infra/package-lock.json | sha256sum | cut -d' ' -f1)
+if [ ! -x .tools/npm/node_modules/.bin/asl-validator ] || [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_want" ]; then
+  say "installing npm tools into .tools/npm (infra/package.json)"
+  mkdir -p .tools/npm
+  cp infra/package.json infra/package-lock.json .tools/npm/
+  (cd .tools/npm && env -u AWS_CA_BUNDLE npm ci --silent --no-audit --no-fund)
+  echo "$npm_want" > "$npm_stamp"
+fi

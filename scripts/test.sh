@@ -29,6 +29,14 @@ for t in template.yaml infra/import.yaml; do
   env -u AWS_CA_BUNDLE cfn-lint "$t"
   env -u AWS_CA_BUNDLE SAM_CLI_TELEMETRY=0 sam validate --lint --template "$t"
 done
+say "state machine definitions: asl-validator (DefinitionSubstitutions filled in as CloudFormation would)"
+mkdir -p target/asl
+for f in statemachine/*.asl.json; do
+  sed -e 's/\${ExportFunctionArn}/arn:aws:lambda:us-east-1:123456789012:function:job-export/g' \
+    -e 's/\${MaxConcurrency}/8/g' "$f" >"target/asl/$(basename "$f")"
+  if grep -n '\${' "target/asl/$(basename "$f")"; then echo "$f: a substitution is not filled in" >&2; exit 1; fi
+  .tools/npm/node_modules/.bin/asl-validator --json-path "target/asl/$(basename "$f")"
+done
 took "template checks"
 
 say "building the workspace once (tests, ferry, ferry-export, ferry-import)"

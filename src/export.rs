@@ -606,8 +606,12 @@ impl Steps<'_> {
     pub async fn shard(&self, sequence: u64, shard: usize) -> Result<ShardStep> {
         let session = Session::start(self.clients, self.cfg, self.owner, false).await?;
         let run = session.run(&NoProgress);
+        if let Err(e) = run.expect_sequence(sequence) {
+            // The lease this step just took is not the run's any more: give it back.
+            session.end(true).await;
+            return Err(e);
+        }
         let result = async {
-            run.expect_sequence(sequence)?;
             let (ck, plan) = run.reopen_bundle(sequence).await?;
             let writer = format!(
                 "{}/{}",
@@ -637,6 +641,28 @@ impl Steps<'_> {
     pub async fn commit(&self, sequence: u64) -> Result<Report> {
         let session = Session::start(self.clients, self.cfg, self.owner, true).await?;
         let run = session.run(&NoProgress);
+        if sequence <= session.state.sequence {
+            // A retried commit whose first attempt was applied (its answer lost): its report.
+            let key = format!("{}report.json", run.layout.state_prefix(sequence));
+            let report = run.get_json::<Report>(&key, "run report").await;
+            let location = run.layout.uri(&key);
+            drop(run);
+            session.end(true).await;
+            return match report? {
+                Some(r) if r.sequence == sequence && r.status == Status::Complete => {
+                    info!(job = %self.cfg.job, sequence, "the bundle was committed already (a retried commit step)");
+                    Ok(r)
+                }
+                _ => Err(Error::config(
+                    "sequence",
+                    format!(
+                        "the commit step is for bundle {sequence} of job `{}`, which was committed already (its report {} is missing)",
+                        self.cfg.job,
+                        location
+                    ),
+                )),
+            };
+        }
         let result = async {
             run.expect_sequence(sequence)?;
             let (ck, plan) = run.reopen_bundle(sequence).await?;

@@ -226,6 +226,114 @@ fn sharded_exports_carry_what_one_shard_carries() {
 }
 
 #[test]
+fn state_machine_steps_in_separate_workers_carry_what_one_shard_carries() {
+    use s3_ferry::export::{PlanStep, Steps};
+    // GIVEN two jobs over the same bucket: one exported by the state machine's steps
+    let ctx = Ctx::new("steps");
+    seed(&ctx, 40, 2_000);
+    let other = format!("{}-one", ctx.job);
+    let mut cfg = s3_ferry::config::ExportConfig::new(
+        ctx.job.parse().unwrap(),
+        ctx.source_uri().parse().unwrap(),
+        ctx.dest_uri().parse().unwrap(),
+        ctx.table.clone(),
+    );
+    cfg.tuning.volume_entries = 4;
+    cfg.tuning.shards = 6;
+    // every shard step stops after one object, as a Lambda at its deadline would
+    let mut hurried = cfg.clone();
+    hurried.deadline = Some(std::time::Instant::now());
+    let step = |cfg, owner| Steps {
+        clients: &ctx.clients,
+        cfg,
+        owner,
+    };
+    let ready = |p: PlanStep| match p {
+        PlanStep::Ready {
+            sequence,
+            shards,
+            bucket,
+            shard_list,
+        } => (sequence, shards, bucket, shard_list),
+        other => panic!("not ready: {other:?}"),
+    };
+
+    // WHEN run A plans and ships two objects of every shard, in separate step calls
+    let (seq, shards, bucket, list) = ready(block_on(step(&cfg, "sfn-a").plan()).unwrap());
+    assert_eq!((seq, shards), (1, 6));
+    let listed = block_on(ctx.s3.get_object().bucket(&bucket).key(&list).send())
+        .unwrap()
+        .body;
+    let listed: serde_json::Value =
+        serde_json::from_slice(&block_on(listed.collect()).unwrap().into_bytes()).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!(
+            (0..6)
+                .map(|k| serde_json::json!({"shard": k}))
+                .collect::<Vec<_>>()
+        )
+    );
+    for _ in 0..2 {
+        for k in (0..6).rev() {
+            let s = block_on(step(&hurried, "sfn-a").shard(seq, k)).unwrap();
+            assert!(!s.done, "shard {k} done after {} of {}", s.cursor, s.count);
+        }
+    }
+    // THEN its commit is refused while shards are unfinished, and another run cannot step in
+    let e = block_on(step(&cfg, "sfn-a").commit(seq)).unwrap_err();
+    assert!(
+        matches!(e, s3_ferry::error::Error::ShardUnfinished { cursor: 2, .. }),
+        "{e}"
+    );
+    let e = block_on(step(&cfg, "sfn-b").shard(seq, 0)).unwrap_err();
+    assert!(matches!(e, s3_ferry::error::Error::LeaseHeld { .. }), "{e}");
+
+    // WHEN run A fails (its failure step releases the lease) and run B takes the bundle over
+    block_on(step(&cfg, "sfn-a").abandon()).unwrap();
+    let (seq_b, shards_b, ..) = ready(block_on(step(&cfg, "sfn-b").plan()).unwrap());
+    assert_eq!((seq_b, shards_b), (1, 6), "run B resumes the same bundle");
+    // run A's steps are fenced off from now on
+    let e = block_on(step(&cfg, "sfn-a").shard(seq, 1)).unwrap_err();
+    assert!(matches!(e, s3_ferry::error::Error::LeaseHeld { .. }), "{e}");
+    let mut steps = 0;
+    for k in 0..6 {
+        loop {
+            steps += 1;
+            assert!(steps < 100, "shard loops do not converge");
+            if block_on(step(&hurried, "sfn-b").shard(seq, k))
+                .unwrap()
+                .done
+            {
+                break;
+            }
+        }
+    }
+    let report = block_on(step(&cfg, "sfn-b").commit(seq)).unwrap();
+    assert_eq!(ctx.export_job(&other, &["--volume-entries", "4"]).code, 0);
+
+    // THEN the bundle is the one-stream bundle: objects, bytes, volumes 1..=n, verified
+    assert_eq!((report.objects, report.shards), (40, 6));
+    assert_eq!(ctx.state().sequence, 1);
+    let split = ctx.download(&ctx.job, 1);
+    let one = ctx.download(&other, 1);
+    assert_eq!(content(&split), content(&one));
+    assert_eq!(split.extract(), one.extract());
+    split.sha256sum_check();
+    for (i, m) in split.manifests.iter().enumerate() {
+        assert_eq!(m.volume as usize, i + 1);
+    }
+    let v = ctx.ferry(&["verify", split.dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
+    assert_eq!(ctx.open_uploads(), 0);
+    // a retried commit step of the committed bundle answers its report and changes nothing
+    let again = block_on(step(&cfg, "sfn-b").commit(seq)).unwrap();
+    assert_eq!(again.bundle_digest, report.bundle_digest);
+    let state = ctx.state();
+    assert_eq!((state.sequence, state.lease_owner), (1, None));
+}
+
+#[test]
 fn failure_mid_volume_leaves_nothing_visible_and_state_unchanged() {
     // GIVEN a committed baseline and a delta whose volume needs three parts
     let ctx = Ctx::new("inject");

@@ -7,7 +7,10 @@
 # filled in) runs on moto's interpreter (execute_state_machine). The interpreter calls AWS at
 # http://localhost:$MOTO_PORT, so moto is started with MOTO_PORT set to scripts/sfn-proxy.py's
 # port, which routes the Lambda Invoke API to the emulator and the rest (the Distributed Map's
-# ItemReader) to moto. The function cuts each bundle into 8 shards (SHARDS=8; the Map runs 4
+# ItemReader) to moto. As template.yaml deploys it, the shard step goes to the shard function
+# (the same binary with FERRY_STEPS=shard, served by a second emulator the proxy routes
+# `ferry-shard` to) and the other steps to the export function, which refuses shard steps.
+# The function cuts each bundle into 8 shards (SHARDS=8; the Map runs 4
 # at once) and RUN_BUDGET=0s stops every shard step after one object, so each child workflow
 # loops shard → shard → … until its shard is done. Started (a) with the EventBridge Scheduler
 # input and (b) with a classic EventBridge envelope, each bundle must carry what a one-shard
@@ -38,6 +41,7 @@ for b in ferry ferry-export ferry-import; do
   [ -x "$bin/$b" ] || { echo "missing $bin/$b: build the workspace first (cargo build --workspace --bins)" >&2; exit 1; }
 done
 moto_port=$(free_port); proxy_port=$(free_port); lambda_port=$(free_port); import_port=$lambda_port
+shard_port=$(free_port)
 logs=$(mktemp -d)
 # moto's Step Functions interpreter calls AWS at localhost:$MOTO_PORT: the proxy's port.
 env -u AWS_CA_BUNDLE MOTO_PORT="$proxy_port" .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
@@ -46,7 +50,8 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 # The proxy runs until its standard input (this script's fd 7) closes.
 exec 7> >(exec env -u AWS_CA_BUNDLE .venv/bin/python scripts/sfn-proxy.py "$proxy_port" \
-  "http://127.0.0.1:$moto_port" "http://127.0.0.1:$lambda_port" >"$logs/proxy.log" 2>&1)
+  "http://127.0.0.1:$moto_port" "http://127.0.0.1:$lambda_port" \
+  "ferry-shard=http://127.0.0.1:$shard_port/ferry-export" >"$logs/proxy.log" 2>&1)
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_ACCESS_KEY_ID=e2e AWS_SECRET_ACCESS_KEY=e2e \
   AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true FERRY_S3_PATH_STYLE=true
 for _ in $(seq 100); do curl -fs "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -84,18 +89,27 @@ say "cargo lambda watch --only-lambda-apis on 127.0.0.1:$lambda_port"
 cargo lambda watch --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$lambda_port" >"$logs/watch-api.log" 2>&1 &
 pids+=($!)
 until (exec 3<>"/dev/tcp/127.0.0.1/$lambda_port") 2>/dev/null; do sleep 0.1; done
-instances() { # FUNCTION ENV_FILE LOG [COUNT [PORT]]: start the function's instances, polling the emulator
+# The shard function: the same binary with other settings, so its own emulator (the proxy sends
+# the invocations of `ferry-shard` there, as `ferry-export`).
+cargo lambda watch --only-lambda-apis --invoke-address 127.0.0.1 --invoke-port "$shard_port" >"$logs/watch-shard-api.log" 2>&1 &
+pids+=($!)
+until (exec 3<>"/dev/tcp/127.0.0.1/$shard_port") 2>/dev/null; do sleep 0.1; done
+instances() { # FUNCTION ENV_FILE LOG [COUNT [PORT [BINARY]]]: start the function's instances, polling the emulator
   local i
   for i in $(seq "${4:-$instances}"); do
     (set -a; . "$2"; set +a
      export AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:${5:-$lambda_port}/.rt/$1" AWS_LAMBDA_FUNCTION_NAME="$1" \
        AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024
-     exec "$bin/$1") >>"$3" 2>&1 &
+     exec "$bin/${6:-$1}") >>"$3" 2>&1 &
     pids+=($!)
   done
 }
-# The Map runs 4 shard workers at once, beside the parent's steps.
-instances ferry-export "$logs/function.env" "$logs/watch.log" 6
+# As template.yaml deploys them: the export function serves the plan, commit and failure steps,
+# the shard function (the same binary) the shard step; the Map runs 4 shard workers at once.
+{ cat "$logs/function.env"; echo "FERRY_STEPS=plan,commit,failed,direct"; } >"$logs/export.env"
+{ cat "$logs/function.env"; echo "FERRY_STEPS=shard"; } >"$logs/shard.env"
+instances ferry-export "$logs/export.env" "$logs/watch.log" 2
+instances ferry-export "$logs/shard.env" "$logs/watch.log" 4 "$shard_port"
 
 status() { "$bin/ferry" status --job lambda --table e2e-state --json | py -c 'import json,sys; print(json.load(sys.stdin)["sequence"])'; }
 compare() { # SEQUENCE
@@ -114,7 +128,8 @@ cli_export() { "$bin/ferry" export --job cli --source s3://e2e-source --dest s3:
 machine=$(py - statemachine/export.asl.json <<'PY'
 import boto3, json, sys
 text = open(sys.argv[1]).read()
-text = text.replace("${ExportFunctionArn}", "ferry-export").replace("${MaxConcurrency}", "4")
+text = (text.replace("${ExportFunctionArn}", "ferry-export").replace("${ShardFunctionArn}", "ferry-shard")
+        .replace("${MaxConcurrency}", "4"))
 json.loads(text)  # every placeholder is filled
 sfn = boto3.client("stepfunctions")
 print(sfn.create_state_machine(name="lambda-export", definition=text,
@@ -175,6 +190,13 @@ run_machine refused-1 '{"fulll": true}' FAILED
 grep -q 'fulll' "$logs/watch.log" || { echo "the refusal does not name the field" >&2; exit 1; }
 grep -q 'export run failed' "$logs/watch.log" || { echo "the failure step did not run" >&2; exit 1; }
 echo "refused: $(grep -o 'unknown field[^(]*' "$logs/watch.log" | head -1)"
+# The export function does not serve the shard step (FERRY_STEPS): only the shard function does.
+if out=$(cargo lambda invoke ferry-export --invoke-address 127.0.0.1 --invoke-port "$lambda_port" \
+    --data-ascii '{"step": "shard", "execution": "x", "sequence": 2, "shard": 0}' 2>&1); then
+  echo "the export function served a shard step: $out" >&2; exit 1
+fi
+grep -q 'FERRY_STEPS' <<<"$out" || { echo "the refusal does not name FERRY_STEPS: $out" >&2; exit 1; }
+echo "the export function refuses a shard step: $(grep -o 'this function serves[^`]*' <<<"$out" | head -1)"
 
 say "(b) after changes, started with a classic EventBridge envelope"
 py scripts/demo-bucket.py mutate e2e-source

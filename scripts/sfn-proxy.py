@@ -2,8 +2,13 @@
 else to moto. Runs until standard input closes, like scripts/moto-guard.py; prints `ready` once
 it accepts connections.
 
-  sfn-proxy.py LISTEN_PORT MOTO_URL LAMBDA_URL
-  e.g. sfn-proxy.py 5101 http://127.0.0.1:5100 http://127.0.0.1:9000
+  sfn-proxy.py LISTEN_PORT MOTO_URL LAMBDA_URL [NAME=URL/FUNCTION ...]
+  e.g. sfn-proxy.py 5101 http://127.0.0.1:5100 http://127.0.0.1:9000 \
+         job-shard=http://127.0.0.1:9001/ferry-export
+
+A NAME=URL/FUNCTION route sends the invocations of function NAME to another emulator, as
+function FUNCTION there: `cargo lambda watch` only serves names of the project's binaries, so
+two deployed functions of one binary (with other settings) need two emulators.
 
 Why: moto (after `{"stepfunctions": {"execute_state_machine": true}}` is posted to
 /moto-api/config) really executes state machines, but its interpreter makes every service call
@@ -43,7 +48,7 @@ import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-INVOKE = re.compile(r"^/2015-03-31/functions/[^/?]+/invocations(?:[?#]|$)")
+INVOKE = re.compile(r"^/2015-03-31/functions/([^/?]+)/invocations(?=[?#]|$)")
 # Hop-by-hop headers (RFC 9110 section 7.6.1) are not forwarded; Expect is answered here.
 HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
        "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "expect"}
@@ -107,13 +112,20 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
 
     def _forward(self):
-        to_lambda = bool(INVOKE.match(self.path))
+        invoke = INVOKE.match(self.path)
+        to_lambda = bool(invoke)
         scheme, host, port, base = self.server.lambda_up if to_lambda else self.server.moto_up
+        path = self.path
+        route = invoke and self.server.routes.get(urllib.parse.unquote(invoke.group(1)))
+        if route:
+            scheme, host, port, function = route
+            base = ""
+            path = f"/2015-03-31/functions/{function}/invocations" + self.path[invoke.end():]
         body = self._request_body()
         conn_class = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
         conn = conn_class(host, port, timeout=None)  # a first `cargo lambda watch` call compiles
         try:
-            conn.putrequest(self.command, base + self.path, skip_host=True,
+            conn.putrequest(self.command, base + path, skip_host=True,
                             skip_accept_encoding=True)
             for name, value in self.headers.items():
                 if name.lower() not in HOP and name.lower() != "content-length":
@@ -168,11 +180,18 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) < 4:
         sys.exit(__doc__)
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     server.daemon_threads = True
     server.moto_up, server.lambda_up = upstream(sys.argv[2]), upstream(sys.argv[3])
+    server.routes = {}
+    for arg in sys.argv[4:]:
+        name, sep, url = arg.partition("=")
+        scheme, host, port, function = upstream(url)
+        if not sep or not name or not function.strip("/"):
+            sys.exit(f"sfn-proxy: a route is NAME=URL/FUNCTION, not {arg!r}")
+        server.routes[name] = (scheme, host, port, function.strip("/"))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print("ready", flush=True)
     try:

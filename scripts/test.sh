@@ -33,6 +33,7 @@ say "state machine definitions: asl-validator (DefinitionSubstitutions filled in
 mkdir -p target/asl
 for f in statemachine/*.asl.json; do
   sed -e 's/\${ExportFunctionArn}/arn:aws:lambda:us-east-1:123456789012:function:job-export/g' \
+    -e 's/\${ShardFunctionArn}/arn:aws:lambda:us-east-1:123456789012:function:job-shard/g' \
     -e 's/\${MaxConcurrency}/8/g' "$f" >"target/asl/$(basename "$f")"
   if grep -n '\${' "target/asl/$(basename "$f")"; then echo "$f: a substitution is not filled in" >&2; exit 1; fi
   .tools/npm/node_modules/.bin/asl-validator --json-path "target/asl/$(basename "$f")"

@@ -657,8 +657,7 @@ impl Steps<'_> {
                     "sequence",
                     format!(
                         "the commit step is for bundle {sequence} of job `{}`, which was committed already (its report {} is missing)",
-                        self.cfg.job,
-                        location
+                        self.cfg.job, location
                     ),
                 )),
             };

@@ -29,6 +29,9 @@ pub struct FunctionConfig {
     pub deadline_margin: Duration,
     /// Optional cap on one invocation's working time (forces short hops, e.g. in tests).
     pub run_budget: Option<Duration>,
+    /// The events this function serves (`FERRY_STEPS`: plan, shard, commit, failed, direct;
+    /// all when unset). A function given fewer permissions serves fewer steps.
+    pub steps: Vec<&'static str>,
     pub path_style: bool,
 }
 
@@ -98,6 +101,20 @@ impl FunctionConfig {
                 .duration("DEADLINE_MARGIN")?
                 .unwrap_or(DEFAULT_DEADLINE_MARGIN),
             run_budget: v.duration("RUN_BUDGET")?,
+            steps: match v.get("FERRY_STEPS") {
+                None => STEP_NAMES.to_vec(),
+                Some(given) => list(Some(given))
+                    .iter()
+                    .map(|s| {
+                        STEP_NAMES.iter().copied().find(|n| n == s).ok_or_else(|| {
+                            Error::config(
+                                "FERRY_STEPS",
+                                format!("`{s}` is not one of {}", STEP_NAMES.join(", ")),
+                            )
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            },
             path_style: v.flag("FERRY_S3_PATH_STYLE"),
         })
     }
@@ -206,6 +223,22 @@ pub enum Event {
     Step(StepEvent),
     /// A direct invoke: the whole export in this invocation, up to its deadline.
     Direct(Invocation),
+}
+
+/// The kinds of event the function serves (`FERRY_STEPS`).
+pub const STEP_NAMES: [&str; 5] = ["plan", "shard", "commit", "failed", "direct"];
+
+impl Event {
+    /// Its name in `FERRY_STEPS`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Step(StepEvent::Plan { .. }) => "plan",
+            Event::Step(StepEvent::Shard { .. }) => "shard",
+            Event::Step(StepEvent::Commit { .. }) => "commit",
+            Event::Step(StepEvent::Failed { .. }) => "failed",
+            Event::Direct(_) => "direct",
+        }
+    }
 }
 
 /// The lease owner of the run an execution drives.
@@ -324,6 +357,17 @@ impl Handler {
         let deadline = UNIX_EPOCH.checked_add(Duration::from_millis(event.context.deadline));
         let started = Instant::now();
         let event = parse_any(event.payload).map_err(|e| diagnostic(&e))?;
+        if !self.cfg.steps.contains(&event.name()) {
+            let e = Error::config(
+                "event",
+                format!(
+                    "this function serves {} (FERRY_STEPS), not `{}`: invoke the function that does",
+                    self.cfg.steps.join(", "),
+                    event.name()
+                ),
+            );
+            return Err(diagnostic(&e));
+        }
         let step = match &event {
             Event::Step(s) => Some(s),
             Event::Direct(_) => None,
@@ -675,6 +719,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("FERRY_JOB"), "{e}");
+        let mut shard = BASE.to_vec();
+        shard.push(("FERRY_STEPS", "shard"));
+        assert_eq!(
+            FunctionConfig::from_lookup(env(&shard)).unwrap().steps,
+            vec!["shard"]
+        );
+        let mut bad = BASE.to_vec();
+        bad.push(("FERRY_STEPS", "shard,ship"));
+        let e = FunctionConfig::from_lookup(env(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FERRY_STEPS") && e.contains("ship"), "{e}");
         let mut bad = BASE.to_vec();
         bad.push(("CONCURRENCY", "-1"));
         assert!(

@@ -611,6 +611,10 @@ class Bench:
                 self.env = env_save
                 httpd.shutdown()
                 httpd.server_close()
+            keep = os.environ.get("SCALE_KEEP")  # a folder to keep each bundle in (to profile imports)
+            if keep:
+                shutil.rmtree(Path(keep) / job, ignore_errors=True)
+                shutil.move(str(media), str(Path(keep) / job))
             for d in (media, out):
                 shutil.rmtree(d, ignore_errors=True)
             self.empty("scale-exp", f"ferry/{job}/")

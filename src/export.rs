@@ -1842,6 +1842,14 @@ impl Run<'_> {
         let have: std::collections::HashSet<u32> = ck.volumes.iter().map(|v| v.index).collect();
         for i in (1..top).filter(|i| !have.contains(i)) {
             info!(job = %self.layout.job, volume = i, "an interrupted volume's index gets an empty volume");
+            // A worker fenced off at the last moment may have completed it all the same: that
+            // volume is in no shard's document, so it goes (volumes are written create-only).
+            let key = format!(
+                "{}{}",
+                self.layout.bundle_prefix(ck.sequence),
+                self.layout.volume_name(ck.sequence, i)
+            );
+            self.store().delete(&self.cfg.dest.bucket, &key).await?;
             let v = self.open_volume(ck, i, 0, 0, fence.clone())?;
             self.close_bundle_volume(ck, v, None).await?;
         }

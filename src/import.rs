@@ -458,6 +458,7 @@ async fn baseline_strays(cfg: &ImportConfig, b: &Bundle) -> Result<Vec<String>> 
         add(&mut contents.objects.iter().map(|o| &o.key));
     }
     add(&mut b.last.skipped.iter().map(|s| &s.key));
+    keep.finish();
     cfg.target.strays(&keep).await
 }
 

@@ -21,6 +21,7 @@ pub mod kms;
 pub mod ledger;
 pub mod listing;
 pub mod manifest;
+pub mod memory;
 pub mod plan;
 pub mod progress;
 pub mod s3;

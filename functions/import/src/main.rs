@@ -8,6 +8,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    s3_ferry::memory::tune_allocator();
     lambda_runtime::tracing::init_default_subscriber();
     let cfg = ImportFunctionConfig::from_env()?;
     let sdk = s3_ferry::aws::sdk_config(&Default::default()).await;

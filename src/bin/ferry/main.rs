@@ -17,6 +17,7 @@ use s3_ferry::aws::{AwsOptions, Clients};
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
+    s3_ferry::memory::tune_allocator();
     let cli = Cli::parse();
     output::init_logging();
     let json = cli.json;

@@ -46,7 +46,7 @@ logs=$(mktemp -d)
 # moto's Step Functions interpreter calls AWS at localhost:$MOTO_PORT: the proxy's port.
 env -u AWS_CA_BUNDLE MOTO_PORT="$proxy_port" .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
 pids=($!)
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() { exec 7>&- 2>/dev/null || true; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 # The proxy runs until its standard input (this script's fd 7) closes.
 exec 7> >(exec env -u AWS_CA_BUNDLE .venv/bin/python scripts/sfn-proxy.py "$proxy_port" \

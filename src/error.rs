@@ -200,6 +200,12 @@ pub enum Error {
         "s3://{bucket}/{key} was taken over by another run (this run's lease expired while it was stalled): it stopped without writing anything more; the other run finishes the bundle"
     )]
     Fenced { bucket: String, key: String },
+    /// Two workers of one run were handed the same volume index (the table's counter did not
+    /// serialize them): the first one's volume stands, the second stops before recording its.
+    #[error(
+        "s3://{bucket}/{key} was already written by another worker of this run (its volume index was handed out twice): this worker's copy was dropped; the next attempt ships the same objects under a new index"
+    )]
+    WrittenTwice { bucket: String, key: String },
     /// The function could not re-invoke itself to continue a bundle.
     #[error(
         "could not invoke `{function}` to continue the bundle: check lambda:InvokeFunction on itself; the next scheduled run continues it"
@@ -286,6 +292,7 @@ impl Error {
                 | Error::StateConflict { .. }
                 | Error::CommitUnknown { .. }
                 | Error::Fenced { .. }
+                | Error::WrittenTwice { .. }
                 | Error::S3 { .. }
                 | Error::Dynamo { .. }
                 | Error::Unreachable { .. }

@@ -778,6 +778,7 @@ impl<'a> Session<'a> {
             signer: self.signer.as_deref(),
             fence: std::sync::OnceLock::new(),
             warm: Warm::default(),
+            claims: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -805,6 +806,9 @@ struct Run<'a> {
     fence: std::sync::OnceLock<Arc<crate::s3::Fence>>,
     /// Objects fetched while the listing ran, for the ship loop.
     warm: Warm,
+    /// One volume claim at a time from this process (DynamoDB's counter is atomic; a test
+    /// double's may not be, and this process's shards never need to race each other).
+    claims: tokio::sync::Mutex<()>,
 }
 
 /// The bundle a run works on.
@@ -1242,6 +1246,7 @@ impl Run<'_> {
 
     /// The next volume index of the bundle (the table's counter: shards anywhere share it).
     async fn claim_volume(&self, ck: &Checkpoint) -> Result<u32> {
+        let _one_at_a_time = self.claims.lock().await;
         self.table
             .claim_volume(&self.layout.job, ck.sequence, ck.counter_base())
             .await
@@ -1601,7 +1606,7 @@ impl Run<'_> {
             &key,
             part_size,
             PARTS_IN_FLIGHT,
-            &zip_headers(),
+            &volume_headers(self.owner),
             Some(fence),
         );
         Ok(OpenVolume {
@@ -2561,9 +2566,12 @@ fn jsonl_headers() -> crate::manifest::ObjectHeaders {
     }
 }
 
-fn zip_headers() -> crate::manifest::ObjectHeaders {
+/// A volume's headers: a ZIP, tagged with the run that wrote it (so that a volume index
+/// handed out twice is caught when the second writer completes, not replaced silently).
+fn volume_headers(owner: &str) -> crate::manifest::ObjectHeaders {
     crate::manifest::ObjectHeaders {
         content_type: Some("application/zip".into()),
+        metadata: [(crate::s3::WRITER_METADATA.to_string(), owner.to_string())].into(),
         ..Default::default()
     }
 }

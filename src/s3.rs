@@ -237,6 +237,9 @@ impl Body {
 /// How many times a broken body is asked for again (from where it broke) before the read fails.
 const BODY_RESUMES: u32 = 3;
 
+/// User metadata naming the run that wrote an object (volumes carry it).
+pub const WRITER_METADATA: &str = "ferry-writer";
+
 /// Reads resumed mid-body by this process (reported in `--json` as `read_resumes`).
 static READ_RESUMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -566,6 +569,30 @@ impl Store {
             Ok(out) => Ok(Some((
                 unquote(out.e_tag().unwrap_or_default()),
                 out.content_length().unwrap_or(0).max(0) as u64,
+            ))),
+            Err(e) if http_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
+        }
+    }
+
+    /// An object's ETag and the run that wrote it ([`WRITER_METADATA`]); `None` if it does
+    /// not exist.
+    pub async fn head_writer(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some((
+                unquote(out.e_tag().unwrap_or_default()),
+                out.metadata().and_then(|m| m.get(WRITER_METADATA)).cloned(),
             ))),
             Err(e) if http_status(&e) == Some(404) => Ok(None),
             Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
@@ -1202,10 +1229,19 @@ impl PartUploader {
         // lost: its ETag is the one S3 gives these parts.
         let expected = multipart_etag(&parts);
         let store = Store::new(self.client.clone());
-        if let Some((etag, _)) = store.head(&self.bucket, &self.key).await?
-            && Some(&etag) == expected.as_ref()
-        {
-            return Ok(etag);
+        if let Some((etag, writer)) = store.head_writer(&self.bucket, &self.key).await? {
+            if Some(&etag) == expected.as_ref() {
+                return Ok(etag);
+            }
+            // Written by this very run under the same key: the key was handed out twice.
+            // That object is another worker's good work; this upload is the one dropped.
+            let ours = self.headers.metadata.get(WRITER_METADATA);
+            if ours.is_some() && writer.as_ref() == ours {
+                return Err(Error::WrittenTwice {
+                    bucket: self.bucket.clone(),
+                    key: self.key.clone(),
+                });
+            }
         }
         // Another run's: replaced only while this run still holds its fence.
         if !fence.confirm().await? {

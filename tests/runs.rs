@@ -334,6 +334,81 @@ fn state_machine_steps_in_separate_workers_carry_what_one_shard_carries() {
 }
 
 #[test]
+fn a_volume_index_handed_out_twice_is_caught_and_its_objects_ship_under_a_new_one() {
+    use s3_ferry::export::{PlanStep, Steps};
+    // GIVEN a bundle cut into two shards, shipped by state machine steps of one execution
+    let ctx = Ctx::new("twice");
+    seed(&ctx, 12, 1_000);
+    let other = format!("{}-one", ctx.job);
+    let mut cfg = s3_ferry::config::ExportConfig::new(
+        ctx.job.parse().unwrap(),
+        ctx.source_uri().parse().unwrap(),
+        ctx.dest_uri().parse().unwrap(),
+        ctx.table.clone(),
+    );
+    cfg.tuning.volume_entries = 4;
+    cfg.tuning.shards = 2;
+    let mut hurried = cfg.clone();
+    hurried.deadline = Some(std::time::Instant::now());
+    let step = |cfg| Steps {
+        clients: &ctx.clients,
+        cfg,
+        owner: "sfn-x",
+    };
+    let PlanStep::Ready { sequence: seq, .. } = block_on(step(&cfg).plan()).unwrap() else {
+        panic!("nothing planned");
+    };
+    let s = block_on(step(&hurried).shard(seq, 0)).unwrap();
+    assert_eq!((s.volumes, s.done), (1, false));
+    let first_key = format!("bundles/{}/{seq:08}/{}-{seq:08}-0001.zip", ctx.job, ctx.job);
+    let first = ctx
+        .get(&ctx.exp, &first_key)
+        .expect("shard 0 wrote volume 1");
+
+    // WHEN the volume counter hands index 1 out again (as a counter without atomic updates can)
+    let table = aws_sdk_dynamodb::Client::new(&crate::util::sdk_config(&ctx.endpoint));
+    block_on(
+        table
+            .delete_item()
+            .table_name(&ctx.table)
+            .key(
+                s3_ferry::state::KEY_ATTRIBUTE,
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("{}#volumes#{seq}", ctx.job)),
+            )
+            .send(),
+    )
+    .unwrap();
+    let e = block_on(step(&hurried).shard(seq, 1)).unwrap_err();
+
+    // THEN the second writer stops (retryable) and shard 0's volume is untouched
+    assert!(
+        matches!(e, s3_ferry::error::Error::WrittenTwice { .. }),
+        "{e}"
+    );
+    assert!(e.is_retryable());
+    assert_eq!(ctx.get(&ctx.exp, &first_key).as_deref(), Some(&first[..]));
+    // AND retried steps ship everything; the bundle is the one-stream bundle
+    for k in 0..2 {
+        for n in 0.. {
+            assert!(n < 50, "shard {k} does not converge");
+            if block_on(step(&hurried).shard(seq, k)).unwrap().done {
+                break;
+            }
+        }
+    }
+    let report = block_on(step(&cfg).commit(seq)).unwrap();
+    assert_eq!(report.objects, 12);
+    assert_eq!(ctx.export_job(&other, &["--volume-entries", "4"]).code, 0);
+    let split = ctx.download(&ctx.job, seq);
+    let one = ctx.download(&other, 1);
+    assert_eq!(content(&split), content(&one));
+    assert_eq!(split.extract(), one.extract());
+    let v = ctx.ferry(&["verify", split.dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
+    assert_eq!(ctx.open_uploads(), 0);
+}
+
+#[test]
 fn failure_mid_volume_leaves_nothing_visible_and_state_unchanged() {
     // GIVEN a committed baseline and a delta whose volume needs three parts
     let ctx = Ctx::new("inject");

@@ -5,6 +5,7 @@
 //! recorded per volume, so an interrupted import resumes without redoing finished volumes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -28,7 +29,7 @@ const MOVE_BATCH: usize = 1_000;
 /// How to import.
 #[derive(Debug, Clone)]
 pub struct ImportConfig {
-    pub target: Target,
+    pub target: Arc<dyn Target>,
     /// Print what would change; change nothing.
     pub dry_run: bool,
     /// Apply bundles that do not follow the last one applied.
@@ -320,11 +321,8 @@ pub async fn run(
 /// Abort the multipart uploads open under an S3 target's prefix (the import holds its state's
 /// lock or lease, so any there are its own or a killed import's).
 async fn sweep_uploads(cfg: &ImportConfig, bundles: &[Bundle]) -> Result<()> {
-    if let Target::S3 { store, dest, .. } = &cfg.target
-        && !cfg.dry_run
-        && !bundles.is_empty()
-    {
-        let n = store.abort_uploads(&dest.bucket, &dest.prefix).await?;
+    if !cfg.dry_run && !bundles.is_empty() {
+        let n = cfg.target.sweep_uploads().await?;
         if n > 0 {
             warn!(target = %cfg.target.display(), uploads = n, "aborted multipart uploads left open (by an interrupted import, or a creation whose answer was lost)");
         }
@@ -447,10 +445,7 @@ async fn baseline_strays(cfg: &ImportConfig, b: &Bundle) -> Result<Vec<String>> 
     let mut add = |keys: &mut dyn Iterator<Item = &String>| {
         for k in keys {
             let rel = relative(k, &b.source_prefix);
-            match &cfg.target {
-                Target::S3 { .. } => keep.insert(rel),
-                Target::Dir { root } => keep.insert(&Target::place(root, rel)),
-            }
+            keep.insert(&cfg.target.keep_name(rel));
         }
     };
     for v in &b.volumes {

@@ -23,7 +23,7 @@ use crate::function::{
 use crate::import::{self, BundleStatus, ImportConfig, ImportReport};
 use crate::ledger::{Ledger, Record, TableLedger};
 use crate::progress::NoProgress;
-use crate::target::Target;
+use crate::target::Bucket;
 
 /// Default lease of the import state (longer than one invocation may run).
 pub const DEFAULT_IMPORT_LEASE: Duration = Duration::from_secs(20 * 60);
@@ -308,11 +308,11 @@ impl ImportHandler {
         let (chain, mut notes) = next_in_chain(&rec, bundles).await?;
         notes.extend(waiting);
         let cfg = ImportConfig {
-            target: Target::S3 {
+            target: std::sync::Arc::new(Bucket {
                 store: self.clients.s3.clone(),
                 dest: self.cfg.dest.clone(),
                 part_size: self.cfg.part_size,
-            },
+            }),
             dry_run: false,
             force: false,
             trust: self.cfg.trust.clone(),

@@ -7,6 +7,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -30,17 +31,61 @@ pub const SMALL_FILE: u64 = 1024 * 1024;
 /// Folder of the import's own files inside a directory target (never a key's path).
 pub const STATE_DIR: &str = ".ferry";
 
-/// An import destination.
-#[derive(Debug, Clone)]
-pub enum Target {
-    S3 {
-        store: Store,
-        dest: S3Location,
-        part_size: u64,
-    },
-    Dir {
-        root: PathBuf,
-    },
+/// An import destination: where a verified object lands, and the moves, deletions and
+/// checks an import makes there. [`Bucket`] and [`Dir`] are the two kinds.
+#[async_trait]
+pub trait Target: Send + Sync + std::fmt::Debug {
+    /// How a user names it.
+    fn display(&self) -> String;
+
+    /// The name `rel` is known by in [`Target::strays`] (a bucket: the relative key; a
+    /// directory: the path it gets).
+    fn keep_name(&self, rel: &str) -> String;
+
+    /// Make what was written so far durable before the import state records it.
+    async fn make_durable(&self) -> Result<()>;
+
+    /// Abort multipart uploads left open under the target (by an interrupted import); how
+    /// many. Only called while the import holds its state's lock or lease.
+    async fn sweep_uploads(&self) -> Result<usize>;
+
+    /// A writer for `obj` at `rel` (its bytes become visible on commit).
+    async fn open(
+        &self,
+        rel: &str,
+        obj: &ObjectEntry,
+        shared: &Arc<Shared>,
+    ) -> Result<Box<dyn ObjectWriter>>;
+
+    /// Does the destination hold exactly `entry` for `rel`?
+    async fn holds(&self, rel: &str, entry: &IndexEntry) -> Result<bool>;
+
+    /// Where a move to `to_rel` of `entry`'s content landed when its record was lost (an
+    /// interrupted call, the original already gone).
+    async fn moved_unrecorded(&self, to_rel: &str, entry: &IndexEntry) -> Result<Option<String>>;
+
+    /// Put the content of `from_rel` (holding `entry`) at `to_rel`, with `headers` when the
+    /// bundle gives them and `last_modified`; returns the new place.
+    async fn move_object(
+        &self,
+        from_rel: &str,
+        entry: &IndexEntry,
+        to_rel: &str,
+        headers: Option<&ObjectHeaders>,
+        last_modified: &str,
+    ) -> Result<String>;
+
+    /// Remove `rel` (at `entry`'s place when known); a missing key is fine.
+    async fn delete(&self, rel: &str, entry: Option<&IndexEntry>) -> Result<()>;
+
+    /// Remove many keys (each at its entry's place when known). Missing keys are fine.
+    async fn delete_many(&self, items: &[(&str, Option<&IndexEntry>)]) -> Result<()>;
+
+    /// Everything in the destination whose [`Target::keep_name`] is not in `keep`.
+    async fn strays(&self, keep: &KeepSet) -> Result<Vec<String>>;
+
+    /// Remove a stray found by [`Target::strays`].
+    async fn remove_stray(&self, stray: &str) -> Result<()>;
 }
 
 /// The key relative to the source prefix (what is replayed under the destination prefix).
@@ -48,32 +93,145 @@ pub fn relative<'k>(key: &'k str, source_prefix: &str) -> &'k str {
     key.strip_prefix(source_prefix).unwrap_or(key)
 }
 
-impl Target {
-    /// Make what was written so far durable before the import state records it (a directory:
-    /// one filesystem sync; a bucket: nothing to do, S3 acknowledges only durable writes).
-    pub async fn make_durable(&self) -> Result<()> {
-        match self {
-            Target::S3 { .. } => Ok(()),
-            Target::Dir { root } => crate::durable::sync_filesystem(root).await,
-        }
+/// An S3 bucket and prefix: an object is one PUT or a multipart upload completed on commit.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub store: Store,
+    pub dest: S3Location,
+    pub part_size: u64,
+}
+
+#[async_trait]
+impl Target for Bucket {
+    fn display(&self) -> String {
+        self.dest.to_string()
     }
 
-    /// How a user names it.
-    pub fn display(&self) -> String {
-        match self {
-            Target::S3 { dest, .. } => dest.to_string(),
-            Target::Dir { root } => root.display().to_string(),
-        }
+    fn keep_name(&self, rel: &str) -> String {
+        rel.to_string()
     }
 
-    /// The destination key of a source key (S3 targets).
-    pub fn dest_key(&self, rel: &str) -> String {
-        match self {
-            Target::S3 { dest, .. } => dest.key(rel),
-            Target::Dir { .. } => rel.to_string(),
-        }
+    /// S3 acknowledges only durable writes: nothing to do.
+    async fn make_durable(&self) -> Result<()> {
+        Ok(())
     }
 
+    async fn sweep_uploads(&self) -> Result<usize> {
+        self.store
+            .abort_uploads(&self.dest.bucket, &self.dest.prefix)
+            .await
+    }
+
+    async fn open(
+        &self,
+        rel: &str,
+        obj: &ObjectEntry,
+        shared: &Arc<Shared>,
+    ) -> Result<Box<dyn ObjectWriter>> {
+        let key = self.dest.key(rel);
+        if obj.size <= SMALL_OBJECT {
+            return Ok(Box::new(BufferedPut {
+                shared: shared.clone(),
+                store: self.store.clone(),
+                bucket: self.dest.bucket.clone(),
+                key,
+                obj: obj.clone(),
+                // At most SMALL_OBJECT: sized by the manifest only below that.
+                buf: BytesMut::with_capacity(obj.size.min(SMALL_OBJECT) as usize),
+            }));
+        }
+        let part = self
+            .part_size
+            .max(obj.size / 9_000 + 1)
+            .min(crate::config::MAX_PART_SIZE);
+        Ok(Box::new(MultipartPut {
+            shared: shared.clone(),
+            upload: self
+                .store
+                .multipart(&self.dest.bucket, &key, part, 4, &obj.headers),
+            obj: obj.clone(),
+        }))
+    }
+
+    async fn holds(&self, rel: &str, entry: &IndexEntry) -> Result<bool> {
+        Ok(
+            match self
+                .store
+                .head(&self.dest.bucket, &self.dest.key(rel))
+                .await?
+            {
+                Some((etag, size)) => etag == entry.place && size == entry.size,
+                None => false,
+            },
+        )
+    }
+
+    /// Never: a bucket's copy is recorded before the original is removed, so an unrecorded
+    /// copy without its original is not this import's.
+    async fn moved_unrecorded(&self, _to: &str, _entry: &IndexEntry) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// A copy (the caller removes the original once the copy is recorded).
+    async fn move_object(
+        &self,
+        from_rel: &str,
+        entry: &IndexEntry,
+        to_rel: &str,
+        headers: Option<&ObjectHeaders>,
+        _last_modified: &str,
+    ) -> Result<String> {
+        let (from, to) = (self.dest.key(from_rel), self.dest.key(to_rel));
+        self.store
+            .copy(&self.dest.bucket, &from, &to, entry.size, headers)
+            .await
+    }
+
+    async fn delete(&self, rel: &str, _entry: Option<&IndexEntry>) -> Result<()> {
+        self.store
+            .delete(&self.dest.bucket, &self.dest.key(rel))
+            .await
+    }
+
+    /// DeleteObjects of up to 1,000 keys, four batches at a time.
+    async fn delete_many(&self, items: &[(&str, Option<&IndexEntry>)]) -> Result<()> {
+        let keys: Vec<String> = items.iter().map(|(rel, _)| self.dest.key(rel)).collect();
+        for four in keys.chunks(4 * 1000) {
+            let batches = four
+                .chunks(1000)
+                .map(|chunk| self.store.delete_batch(&self.dest.bucket, chunk));
+            futures::future::try_join_all(batches).await?;
+        }
+        Ok(())
+    }
+
+    async fn strays(&self, keep: &KeepSet) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut lister = self.store.list(&self.dest.bucket, &self.dest.prefix);
+        while let Some(page) = lister.next_page().await? {
+            for r in page {
+                let rel = relative(&r.key, &self.dest.prefix);
+                if !keep.contains(rel) {
+                    out.push(rel.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove_stray(&self, stray: &str) -> Result<()> {
+        self.delete(stray, None).await
+    }
+}
+
+/// A local directory: a file is written under a temporary name and renamed on commit, and
+/// nothing is ever written outside the root (unsafe keys get escaped names).
+#[derive(Debug, Clone)]
+pub struct Dir {
+    pub root: PathBuf,
+}
+
+impl Dir {
     /// The path (relative to the root) a key gets: the key itself when it is a safe relative
     /// path that does not collide with a file, a folder or a symlink already there; else
     /// `_escaped/<sha256 of the key>`.
@@ -129,7 +287,7 @@ impl Target {
             })?
     }
 
-    /// [`Target::make_parents`], on the calling (blocking) thread.
+    /// [`Dir::make_parents`], on the calling (blocking) thread.
     fn make_parents_now(root: &Path, place: &str) -> Result<PathBuf> {
         let path = Self::inside(root, place)?;
         let mut dir = root.to_path_buf();
@@ -167,286 +325,191 @@ impl Target {
             uuid::Uuid::new_v4().simple()
         ))
     }
+}
 
-    /// Open a writer for `obj` (its bytes become visible on commit).
+#[async_trait]
+impl Target for Dir {
+    fn display(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn keep_name(&self, rel: &str) -> String {
+        Self::place(&self.root, rel)
+    }
+
+    /// One filesystem sync.
+    async fn make_durable(&self) -> Result<()> {
+        crate::durable::sync_filesystem(&self.root).await
+    }
+
+    async fn sweep_uploads(&self) -> Result<usize> {
+        Ok(0)
+    }
+
     async fn open(
         &self,
         rel: &str,
         obj: &ObjectEntry,
         shared: &Arc<Shared>,
-    ) -> Result<ImportWriter> {
-        let entry = |place: String| IndexEntry {
-            etag: obj.etag.clone(),
-            sha256: obj.sha256.clone(),
-            crc32: obj.crc32,
-            size: obj.size,
-            place,
-        };
-        Ok(match self {
-            Target::S3 {
-                store,
-                dest,
-                part_size,
-            } => {
-                let key = dest.key(rel);
-                if obj.size <= SMALL_OBJECT {
-                    ImportWriter::Buffer {
-                        shared: shared.clone(),
-                        store: store.clone(),
-                        bucket: dest.bucket.clone(),
-                        key,
-                        obj: obj.clone(),
-                        // At most SMALL_OBJECT: sized by the manifest only below that.
-                        buf: BytesMut::with_capacity(obj.size.min(SMALL_OBJECT) as usize),
-                    }
-                } else {
-                    let part = (*part_size)
-                        .max(obj.size / 9_000 + 1)
-                        .min(crate::config::MAX_PART_SIZE);
-                    ImportWriter::Multipart {
-                        shared: shared.clone(),
-                        upload: store.multipart(&dest.bucket, &key, part, 4, &obj.headers),
-                        obj: obj.clone(),
-                    }
-                }
-            }
-            Target::Dir { root } => {
-                let place = Self::place(root, rel);
-                let mtime = time::OffsetDateTime::parse(
-                    &obj.last_modified,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .ok()
-                .map(std::time::SystemTime::from);
-                if obj.size <= SMALL_FILE {
-                    // Held until verified, then written in one go on a blocking thread.
-                    Self::inside(root, &place)?;
-                    return Ok(ImportWriter::SmallFile {
-                        shared: shared.clone(),
-                        root: root.clone(),
-                        key: obj.key.clone(),
-                        buf: BytesMut::with_capacity(obj.size as usize),
-                        entry: entry(place.clone()),
-                        place,
-                        mtime,
-                    });
-                }
-                let path = Self::make_parents(root, &place).await?;
-                let tmp = Self::temp_name(&path);
-                let tmp_path = tmp.clone();
-                let file = tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp)
-                    .await
-                    .map_err(io_at("creating", &tmp))?;
-                ImportWriter::File {
-                    shared: shared.clone(),
-                    file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
-                    tmp: TempPath(Some(tmp_path)),
-                    path,
-                    key: obj.key.clone(),
-                    entry: entry(place),
-                    mtime,
-                }
-            }
-        })
-    }
-
-    /// Does the destination hold exactly `entry` for `rel`?
-    pub async fn holds(&self, rel: &str, entry: &IndexEntry) -> Result<bool> {
-        match self {
-            Target::S3 { store, dest, .. } => {
-                Ok(match store.head(&dest.bucket, &dest.key(rel)).await? {
-                    Some((etag, size)) => etag == entry.place && size == entry.size,
-                    None => false,
-                })
-            }
-            Target::Dir { root } => {
-                let path = Self::inside(root, &entry.place)?;
-                Ok(file_sha256(&path).await? == Some((entry.size, entry.sha256.clone())))
-            }
+    ) -> Result<Box<dyn ObjectWriter>> {
+        let root = &self.root;
+        let place = Self::place(root, rel);
+        let entry = index_entry(obj, place.clone());
+        let mtime = time::OffsetDateTime::parse(
+            &obj.last_modified,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()
+        .map(std::time::SystemTime::from);
+        if obj.size <= SMALL_FILE {
+            // Held until verified, then written in one go on a blocking thread.
+            Self::inside(root, &place)?;
+            return Ok(Box::new(SmallFile {
+                shared: shared.clone(),
+                root: root.clone(),
+                key: obj.key.clone(),
+                buf: BytesMut::with_capacity(obj.size as usize),
+                entry,
+                place,
+                mtime,
+            }));
         }
+        let path = Self::make_parents(root, &place).await?;
+        let tmp = Self::temp_name(&path);
+        let tmp_path = tmp.clone();
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await
+            .map_err(io_at("creating", &tmp))?;
+        Ok(Box::new(TempFile {
+            shared: shared.clone(),
+            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+            tmp: TempPath(Some(tmp_path)),
+            path,
+            key: obj.key.clone(),
+            entry,
+            mtime,
+        }))
     }
 
-    /// Where a move to `to_rel` of `entry`'s content landed when its record was lost (an
-    /// interrupted call, the original already gone). A directory renames, so the file at
-    /// `to_rel` is hashed. A bucket never gets here: the copy is recorded before the original
-    /// is removed, so an unrecorded copy without its original is not this import's.
-    pub async fn moved_unrecorded(
-        &self,
-        to_rel: &str,
-        entry: &IndexEntry,
-    ) -> Result<Option<String>> {
-        match self {
-            Target::S3 { .. } => Ok(None),
-            Target::Dir { root } => {
-                let place = Self::place(root, to_rel);
-                let path = Self::inside(root, &place)?;
-                Ok(
-                    (file_sha256(&path).await? == Some((entry.size, entry.sha256.clone())))
-                        .then_some(place),
-                )
-            }
-        }
+    async fn holds(&self, _rel: &str, entry: &IndexEntry) -> Result<bool> {
+        let path = Self::inside(&self.root, &entry.place)?;
+        Ok(file_sha256(&path).await? == Some((entry.size, entry.sha256.clone())))
     }
 
-    /// Put the content of `from` (holding `entry`) at `to_rel`, with `headers` when the bundle
-    /// gives them; returns the new place. A bucket copies (the caller removes the original once
-    /// the copy is recorded); a directory renames, and gives the file `to`'s LastModified.
-    pub async fn move_object(
+    /// A directory renames, so the file at `to_rel` is hashed.
+    async fn moved_unrecorded(&self, to_rel: &str, entry: &IndexEntry) -> Result<Option<String>> {
+        let place = Self::place(&self.root, to_rel);
+        let path = Self::inside(&self.root, &place)?;
+        Ok(
+            (file_sha256(&path).await? == Some((entry.size, entry.sha256.clone())))
+                .then_some(place),
+        )
+    }
+
+    /// A rename; the file gets `to`'s LastModified.
+    async fn move_object(
         &self,
-        from_rel: &str,
+        _from_rel: &str,
         entry: &IndexEntry,
         to_rel: &str,
-        headers: Option<&ObjectHeaders>,
+        _headers: Option<&ObjectHeaders>,
         last_modified: &str,
     ) -> Result<String> {
-        match self {
-            Target::S3 { store, dest, .. } => {
-                let (from, to) = (dest.key(from_rel), dest.key(to_rel));
-                store
-                    .copy(&dest.bucket, &from, &to, entry.size, headers)
-                    .await
-            }
-            Target::Dir { root } => {
-                let from = Self::inside(root, &entry.place)?;
-                let place = Self::place(root, to_rel);
-                let to = Self::make_parents(root, &place).await?;
-                tokio::fs::rename(&from, &to)
-                    .await
-                    .map_err(io_at("renaming", &from))?;
-                if let Ok(m) = time::OffsetDateTime::parse(
-                    last_modified,
-                    &time::format_description::well_known::Rfc3339,
-                ) {
-                    let (to, m) = (to.clone(), std::time::SystemTime::from(m));
-                    let _ = tokio::task::spawn_blocking(move || {
-                        std::fs::File::options()
-                            .write(true)
-                            .open(&to)
-                            .and_then(|f| f.set_modified(m))
-                    })
-                    .await;
-                }
-                prune_empty(root, &from).await;
-                Ok(place)
-            }
+        let root = &self.root;
+        let from = Self::inside(root, &entry.place)?;
+        let place = Self::place(root, to_rel);
+        let to = Self::make_parents(root, &place).await?;
+        tokio::fs::rename(&from, &to)
+            .await
+            .map_err(io_at("renaming", &from))?;
+        if let Ok(m) = time::OffsetDateTime::parse(
+            last_modified,
+            &time::format_description::well_known::Rfc3339,
+        ) {
+            let (to, m) = (to.clone(), std::time::SystemTime::from(m));
+            let _ = tokio::task::spawn_blocking(move || {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&to)
+                    .and_then(|f| f.set_modified(m))
+            })
+            .await;
         }
+        prune_empty(root, &from).await;
+        Ok(place)
     }
 
-    /// Remove `rel` (at `entry`'s place when known); a missing key is fine.
-    pub async fn delete(&self, rel: &str, entry: Option<&IndexEntry>) -> Result<()> {
-        match self {
-            Target::S3 { store, dest, .. } => store.delete(&dest.bucket, &dest.key(rel)).await,
-            Target::Dir { root } => {
-                let place = match entry {
-                    Some(e) => e.place.clone(),
-                    None => Self::place(root, rel),
-                };
-                let path = Self::inside(root, &place)?;
-                match tokio::fs::symlink_metadata(&path).await {
-                    Ok(m) if m.is_file() => {
-                        tokio::fs::remove_file(&path)
-                            .await
-                            .map_err(io_at("removing", &path))?;
-                        prune_empty(root, &path).await;
-                    }
-                    _ => {}
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Remove many keys (each at its entry's place when known): a bucket by DeleteObjects of
-    /// up to 1,000 keys, a directory several files at a time. Missing keys are fine.
-    pub async fn delete_many(&self, items: &[(&str, Option<&IndexEntry>)]) -> Result<()> {
-        use futures::{StreamExt, TryStreamExt};
-        match self {
-            Target::S3 { store, dest, .. } => {
-                let keys: Vec<String> = items.iter().map(|(rel, _)| dest.key(rel)).collect();
-                futures::stream::iter(keys.chunks(1000))
-                    .map(|chunk| store.delete_batch(&dest.bucket, chunk))
-                    .buffer_unordered(4)
-                    .try_collect::<Vec<()>>()
-                    .await
-                    .map(drop)
-            }
-            Target::Dir { .. } => futures::stream::iter(items.iter())
-                .map(|(rel, e)| self.delete(rel, *e))
-                .buffer_unordered(16)
-                .try_collect::<Vec<()>>()
-                .await
-                .map(drop),
-        }
-    }
-
-    /// Everything in the destination that is not in `keep` (relative keys for S3, places
-    /// for a directory), as (relative key or place) strings.
-    pub async fn strays(&self, keep: &KeepSet) -> Result<Vec<String>> {
-        match self {
-            Target::S3 { store, dest, .. } => {
-                let mut out = Vec::new();
-                let mut lister = store.list(&dest.bucket, &dest.prefix);
-                while let Some(page) = lister.next_page().await? {
-                    for r in page {
-                        let rel = relative(&r.key, &dest.prefix);
-                        if !keep.contains(rel) {
-                            out.push(rel.to_string());
-                        }
-                    }
-                }
-                Ok(out)
-            }
-            Target::Dir { root } => {
-                let mut out = Vec::new();
-                let mut stack = vec![(root.clone(), String::new())];
-                while let Some((dir, rel)) = stack.pop() {
-                    let mut rd = tokio::fs::read_dir(&dir)
-                        .await
-                        .map_err(io_at("reading directory", &dir))?;
-                    while let Some(e) = rd
-                        .next_entry()
-                        .await
-                        .map_err(io_at("reading directory", &dir))?
-                    {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        let place = if rel.is_empty() {
-                            name.clone()
-                        } else {
-                            format!("{rel}/{name}")
-                        };
-                        if rel.is_empty() && name == STATE_DIR {
-                            continue;
-                        }
-                        let kind = e.file_type().await.map_err(io_at("reading", &e.path()))?;
-                        if kind.is_dir() {
-                            stack.push((e.path(), place));
-                        } else if !keep.contains(&place) {
-                            out.push(place);
-                        }
-                    }
-                }
-                out.sort();
-                Ok(out)
-            }
-        }
-    }
-
-    /// Remove a stray found by `strays`.
-    pub async fn remove_stray(&self, stray: &str) -> Result<()> {
-        match self {
-            Target::S3 { .. } => self.delete(stray, None).await,
-            Target::Dir { root } => {
-                let path = Self::inside(root, stray)?;
+    async fn delete(&self, rel: &str, entry: Option<&IndexEntry>) -> Result<()> {
+        let root = &self.root;
+        let place = match entry {
+            Some(e) => e.place.clone(),
+            None => Self::place(root, rel),
+        };
+        let path = Self::inside(root, &place)?;
+        match tokio::fs::symlink_metadata(&path).await {
+            Ok(m) if m.is_file() => {
                 tokio::fs::remove_file(&path)
                     .await
                     .map_err(io_at("removing", &path))?;
                 prune_empty(root, &path).await;
-                Ok(())
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sixteen files at a time.
+    async fn delete_many(&self, items: &[(&str, Option<&IndexEntry>)]) -> Result<()> {
+        for sixteen in items.chunks(16) {
+            let files = sixteen.iter().map(|(rel, e)| self.delete(rel, *e));
+            futures::future::try_join_all(files).await?;
+        }
+        Ok(())
+    }
+
+    async fn strays(&self, keep: &KeepSet) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.root.clone(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let mut rd = tokio::fs::read_dir(&dir)
+                .await
+                .map_err(io_at("reading directory", &dir))?;
+            while let Some(e) = rd
+                .next_entry()
+                .await
+                .map_err(io_at("reading directory", &dir))?
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let place = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if rel.is_empty() && name == STATE_DIR {
+                    continue;
+                }
+                let kind = e.file_type().await.map_err(io_at("reading", &e.path()))?;
+                if kind.is_dir() {
+                    stack.push((e.path(), place));
+                } else if !keep.contains(&place) {
+                    out.push(place);
+                }
             }
         }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn remove_stray(&self, stray: &str) -> Result<()> {
+        let path = Self::inside(&self.root, stray)?;
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(io_at("removing", &path))?;
+        prune_empty(&self.root, &path).await;
+        Ok(())
     }
 }
 
@@ -548,165 +611,210 @@ impl Shared {
     }
 }
 
-/// One object on its way into the target.
-pub enum ImportWriter {
-    Buffer {
-        shared: Arc<Shared>,
-        store: Store,
-        bucket: String,
-        key: String,
-        obj: ObjectEntry,
-        buf: BytesMut,
-    },
-    Multipart {
-        shared: Arc<Shared>,
-        upload: MultipartUpload,
-        obj: ObjectEntry,
-    },
-    File {
-        shared: Arc<Shared>,
-        file: tokio::io::BufWriter<tokio::fs::File>,
-        tmp: TempPath,
-        path: PathBuf,
-        key: String,
-        entry: IndexEntry,
-        mtime: Option<std::time::SystemTime>,
-    },
-    SmallFile {
-        shared: Arc<Shared>,
-        root: PathBuf,
-        place: String,
-        key: String,
-        buf: BytesMut,
-        entry: IndexEntry,
-        mtime: Option<std::time::SystemTime>,
-    },
+/// One object on its way into a target: [`EntryWriter`] for a boxed writer of any kind.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Make the object visible (or hand it to a PUT in flight, see [`Shared::drain`]).
+    async fn commit(self: Box<Self>) -> Result<()>;
+    /// Undo what was started and wait until it is undone.
+    async fn abort(self: Box<Self>);
 }
 
-impl EntryWriter for ImportWriter {
+impl EntryWriter for Box<dyn ObjectWriter> {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        match self {
-            ImportWriter::Buffer { buf, .. } | ImportWriter::SmallFile { buf, .. } => {
-                buf.extend_from_slice(&chunk);
-                Ok(())
-            }
-            ImportWriter::Multipart { upload, .. } => {
-                upload.write_all(&chunk).await.map_err(|e| Error::Stream {
-                    bucket: upload.bucket().to_string(),
-                    key: upload.key().to_string(),
-                    source: Box::new(e),
-                })
-            }
-            ImportWriter::File { file, tmp, .. } => {
-                let p = tmp.0.clone().unwrap_or_default();
-                file.write_all(&chunk).await.map_err(io_at("writing", &p))
-            }
-        }
+        ObjectWriter::write(self.as_mut(), chunk).await
     }
-
     async fn commit(self) -> Result<()> {
-        match self {
-            ImportWriter::Buffer {
-                shared,
-                store,
-                bucket,
-                key,
-                obj,
-                buf,
-            } => {
-                shared.check()?;
-                let permit = shared.slots.clone().acquire_owned().await.expect("open");
-                shared.puts.lock().expect("lock").spawn(async move {
-                    let etag = store
-                        .put_object(&bucket, &key, buf.freeze(), &obj.headers)
-                        .await?;
-                    drop(permit);
-                    Ok((obj.key.clone(), index_entry(&obj, etag)))
-                });
-                Ok(())
-            }
-            ImportWriter::Multipart {
-                shared,
-                upload,
-                obj,
-            } => {
-                let etag = upload.finish_etag().await?;
-                shared.landed(obj.key.clone(), index_entry(&obj, etag));
-                Ok(())
-            }
-            ImportWriter::File {
-                shared,
-                mut file,
-                mut tmp,
-                path,
-                key,
-                entry,
-                mtime,
-            } => {
-                let t = tmp.0.clone().unwrap_or_default();
-                file.flush().await.map_err(io_at("writing", &t))?;
-                let file = file.into_inner();
-                if let Some(m) = mtime {
-                    let std = file.into_std().await;
-                    let _ = std.set_modified(m);
-                }
-                tokio::fs::rename(&t, &path)
-                    .await
-                    .map_err(io_at("renaming", &t))?;
-                tmp.0 = None;
-                shared.landed(key, entry);
-                Ok(())
-            }
-            ImportWriter::SmallFile {
-                shared,
-                root,
-                place,
-                key,
-                buf,
-                entry,
-                mtime,
-            } => {
-                let at = root.join(&place);
-                tokio::task::spawn_blocking(move || {
-                    use std::io::Write;
-                    let path = Target::make_parents_now(&root, &place)?;
-                    let mut tmp = TempPath(Some(Target::temp_name(&path)));
-                    let t = tmp.0.clone().unwrap_or_default();
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&t)
-                        .map_err(io_at("creating", &t))?;
-                    f.write_all(&buf).map_err(io_at("writing", &t))?;
-                    if let Some(m) = mtime {
-                        let _ = f.set_modified(m);
-                    }
-                    drop(f);
-                    std::fs::rename(&t, &path).map_err(io_at("renaming", &t))?;
-                    tmp.0 = None;
-                    Ok::<_, Error>(())
-                })
-                .await
-                .map_err(|e| Error::Io {
-                    op: "writing",
-                    path: at,
-                    source: std::io::Error::other(e),
-                })??;
-                shared.landed(key, entry);
-                Ok(())
-            }
-        }
+        ObjectWriter::commit(self).await
+    }
+    async fn abort(self) {
+        ObjectWriter::abort(self).await
+    }
+}
+
+/// A small object: buffered, then PUT whole in the background (several at once).
+struct BufferedPut {
+    shared: Arc<Shared>,
+    store: Store,
+    bucket: String,
+    key: String,
+    obj: ObjectEntry,
+    buf: BytesMut,
+}
+
+#[async_trait]
+impl ObjectWriter for BufferedPut {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.buf.extend_from_slice(&chunk);
+        Ok(())
     }
 
-    async fn abort(self) {
-        match self {
-            // Nothing was sent yet.
-            ImportWriter::Buffer { .. } => {}
-            ImportWriter::Multipart { upload, .. } => upload.abort().await,
-            // Dropping the temporary path removes the file; a small file was never written.
-            ImportWriter::File { .. } | ImportWriter::SmallFile { .. } => {}
-        }
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let BufferedPut {
+            shared,
+            store,
+            bucket,
+            key,
+            obj,
+            buf,
+        } = *self;
+        shared.check()?;
+        let permit = shared.slots.clone().acquire_owned().await.expect("open");
+        shared.puts.lock().expect("lock").spawn(async move {
+            let etag = store
+                .put_object(&bucket, &key, buf.freeze(), &obj.headers)
+                .await?;
+            drop(permit);
+            Ok((obj.key.clone(), index_entry(&obj, etag)))
+        });
+        Ok(())
     }
+
+    /// Nothing was sent yet.
+    async fn abort(self: Box<Self>) {}
+}
+
+/// A large object: a multipart upload completed on commit.
+struct MultipartPut {
+    shared: Arc<Shared>,
+    upload: MultipartUpload,
+    obj: ObjectEntry,
+}
+
+#[async_trait]
+impl ObjectWriter for MultipartPut {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let upload = &mut self.upload;
+        upload.write_all(&chunk).await.map_err(|e| Error::Stream {
+            bucket: upload.bucket().to_string(),
+            key: upload.key().to_string(),
+            source: Box::new(e),
+        })
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let etag = self.upload.finish_etag().await?;
+        self.shared
+            .landed(self.obj.key.clone(), index_entry(&self.obj, etag));
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) {
+        self.upload.abort().await
+    }
+}
+
+/// A large file: written under a temporary name, renamed into place on commit.
+struct TempFile {
+    shared: Arc<Shared>,
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    tmp: TempPath,
+    path: PathBuf,
+    key: String,
+    entry: IndexEntry,
+    mtime: Option<std::time::SystemTime>,
+}
+
+#[async_trait]
+impl ObjectWriter for TempFile {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let p = self.tmp.0.clone().unwrap_or_default();
+        self.file
+            .write_all(&chunk)
+            .await
+            .map_err(io_at("writing", &p))
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let TempFile {
+            shared,
+            mut file,
+            mut tmp,
+            path,
+            key,
+            entry,
+            mtime,
+        } = *self;
+        let t = tmp.0.clone().unwrap_or_default();
+        file.flush().await.map_err(io_at("writing", &t))?;
+        let file = file.into_inner();
+        if let Some(m) = mtime {
+            let std = file.into_std().await;
+            let _ = std.set_modified(m);
+        }
+        tokio::fs::rename(&t, &path)
+            .await
+            .map_err(io_at("renaming", &t))?;
+        tmp.0 = None;
+        shared.landed(key, entry);
+        Ok(())
+    }
+
+    /// Dropping the temporary path removes the file.
+    async fn abort(self: Box<Self>) {}
+}
+
+/// A small file: held until verified, then created, written and renamed in one blocking call.
+struct SmallFile {
+    shared: Arc<Shared>,
+    root: PathBuf,
+    place: String,
+    key: String,
+    buf: BytesMut,
+    entry: IndexEntry,
+    mtime: Option<std::time::SystemTime>,
+}
+
+#[async_trait]
+impl ObjectWriter for SmallFile {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.buf.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let SmallFile {
+            shared,
+            root,
+            place,
+            key,
+            buf,
+            entry,
+            mtime,
+        } = *self;
+        let at = root.join(&place);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let path = Dir::make_parents_now(&root, &place)?;
+            let mut tmp = TempPath(Some(Dir::temp_name(&path)));
+            let t = tmp.0.clone().unwrap_or_default();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&t)
+                .map_err(io_at("creating", &t))?;
+            f.write_all(&buf).map_err(io_at("writing", &t))?;
+            if let Some(m) = mtime {
+                let _ = f.set_modified(m);
+            }
+            drop(f);
+            std::fs::rename(&t, &path).map_err(io_at("renaming", &t))?;
+            tmp.0 = None;
+            Ok::<_, Error>(())
+        })
+        .await
+        .map_err(|e| Error::Io {
+            op: "writing",
+            path: at,
+            source: std::io::Error::other(e),
+        })??;
+        shared.landed(key, entry);
+        Ok(())
+    }
+
+    /// Nothing was written yet.
+    async fn abort(self: Box<Self>) {}
 }
 
 fn index_entry(obj: &ObjectEntry, place: String) -> IndexEntry {
@@ -721,14 +829,14 @@ fn index_entry(obj: &ObjectEntry, place: String) -> IndexEntry {
 
 /// The import pass's sink: every object of a volume into the target.
 pub struct TargetSink {
-    pub target: Target,
+    pub target: Arc<dyn Target>,
     pub source_prefix: String,
     pub shared: Arc<Shared>,
 }
 
 impl EntrySink for TargetSink {
-    type Writer = ImportWriter;
-    async fn open(&mut self, obj: &ObjectEntry) -> Result<Option<ImportWriter>> {
+    type Writer = Box<dyn ObjectWriter>;
+    async fn open(&mut self, obj: &ObjectEntry) -> Result<Option<Box<dyn ObjectWriter>>> {
         self.shared.check()?;
         let rel = relative(&obj.key, &self.source_prefix).to_string();
         self.target.open(&rel, obj, &self.shared).await.map(Some)

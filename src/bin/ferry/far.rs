@@ -9,7 +9,7 @@ use s3_ferry::download::{self, DownloadConfig, Select};
 use s3_ferry::import::{self, BundleStatus, ImportConfig};
 use s3_ferry::ledger::{FileLedger, TableLedger};
 use s3_ferry::seal::Identities;
-use s3_ferry::target::{STATE_DIR, Target};
+use s3_ferry::target::{Bucket, Dir, STATE_DIR, Target};
 use s3_ferry::verify;
 
 use crate::args::{DownloadArgs, ImportArgs};
@@ -188,25 +188,25 @@ pub async fn import(
     a: ImportArgs,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let target = match (&a.to, &a.to_dir) {
+    let target: std::sync::Arc<dyn Target> = match (&a.to, &a.to_dir) {
         (Some(dest), _) => {
             let clients = clients.expect("--to needs AWS");
             // A missing destination bucket is named before anything is read or written.
             clients.s3.check_bucket(&dest.bucket).await?;
-            Target::S3 {
+            std::sync::Arc::new(Bucket {
                 store: clients.s3.clone(),
                 dest: dest.clone(),
                 part_size: a.part_size,
-            }
+            })
         }
         (None, Some(dir)) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating --to-dir `{}`", dir.display()))?;
-            Target::Dir {
+            std::sync::Arc::new(Dir {
                 root: dir
                     .canonicalize()
                     .with_context(|| format!("resolving --to-dir `{}`", dir.display()))?,
-            }
+            })
         }
         (None, None) => unreachable!("clap requires --to or --to-dir"),
     };

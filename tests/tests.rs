@@ -2,6 +2,7 @@
 
 mod chaos;
 mod cli;
+mod conformance;
 mod export;
 mod faults;
 mod hostile;

@@ -119,6 +119,9 @@ impl fmt::Display for JobName {
 pub struct Filters {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
+    /// The patterns as given (recorded in the job's pin).
+    pub include_patterns: Vec<String>,
+    pub exclude_patterns: Vec<String>,
     pub min_size: Option<u64>,
     pub max_size: Option<u64>,
     /// Full-key prefixes of the export's own output inside the source (never exported).
@@ -172,6 +175,8 @@ impl Filters {
         Ok(Filters {
             include: glob_set(include)?,
             exclude: glob_set(exclude)?,
+            include_patterns: include.to_vec(),
+            exclude_patterns: exclude.to_vec(),
             min_size,
             max_size,
             own_output: Vec::new(),

@@ -130,6 +130,25 @@ pub enum Error {
         cursor: u64,
         count: u64,
     },
+    /// An incremental run was given settings other than the ones its job is pinned to.
+    #[error(
+        "job `{job}` is pinned to other settings than this run's: {differences}. An incremental run keeps the job's settings (with new ones, every object outside them would ship as a deletion): run it with the recorded values; or take a new baseline with the new settings (`--full`); or use another job name (`--job`)"
+    )]
+    JobPinned { job: String, differences: String },
+    /// The destination is not where the job keeps its bundles and state.
+    #[error(
+        "the destination changed: job `{job}` keeps its bundles and state at {recorded}, not at {given}: pass --dest {recorded}; or take a new baseline at the new destination (`--full`); or use another job name (`--job`)"
+    )]
+    DestinationChanged {
+        job: String,
+        recorded: String,
+        given: String,
+    },
+    /// An import source holds bundles of more than one job.
+    #[error(
+        "{location} holds bundles of several jobs ({jobs}): nothing was applied. Import one job at a time: pass `--job NAME`, or point the import at one job's folder"
+    )]
+    SeveralJobs { location: String, jobs: String },
     /// Bad configuration or arguments.
     #[error("invalid {what}: {detail}")]
     Config { what: String, detail: String },

@@ -28,6 +28,7 @@ use crate::manifest::{
     BundleSummary, ChainLink, FORMAT, Final, Manifest, ManifestJson, Move, ObjectEntry, SourceInfo,
     Totals, VolumeInfo, bundle_digest, limits, sha256sums,
 };
+use crate::pin::Pin;
 use crate::plan::{Listed, Plan, Puts, StoredPlan, VolumeEstimate};
 use crate::s3::{Got, MultipartUpload, ObjectMeta, Store};
 use crate::state::{Commit, CommittedBundle, JobState, StateTable, now_ms, rfc3339_ms};
@@ -74,6 +75,13 @@ impl Layout {
     /// while planning cannot overwrite the new holder's.
     fn inventory_key(&self, seq: u64, owner: &str) -> String {
         format!("{}inventory-{owner}.jsonl.gz", self.state_prefix(seq))
+    }
+    /// The inventory of what the bundle shipped (the listing's, settled by the commit).
+    fn settled_inventory_key(&self, seq: u64, owner: &str) -> String {
+        format!(
+            "{}inventory-{owner}.shipped.jsonl.gz",
+            self.state_prefix(seq)
+        )
     }
     fn plan_key(&self, seq: u64, owner: &str) -> String {
         format!("{}plan-{owner}.json", self.state_prefix(seq))
@@ -169,6 +177,10 @@ pub struct Report {
     /// Key-range shards the bundle's objects were shipped in (0: nothing to ship).
     #[serde(default)]
     pub shards: u64,
+    /// Settings given to this run that the bundle in progress was planned without (its
+    /// checkpoint's values were kept), one line each: `--include: planned with …, given …`.
+    #[serde(default)]
+    pub ignored: Vec<String>,
 }
 
 /// The resumable progress of a bundle, stored beside the plan in the export bucket.
@@ -215,6 +227,21 @@ struct Checkpoint {
     /// commit step does that once, then seals and commits).
     #[serde(default)]
     merged: bool,
+    /// Shipped versions that differ from the listed ones (an object rewritten between the
+    /// listing and its read): the inventory records what was shipped, not what was listed.
+    #[serde(default)]
+    corrected: Vec<ObjectRecord>,
+    /// `inventory_key` is the inventory of what this bundle shipped (vanished keys out,
+    /// corrected records in): the commit step settles it once.
+    #[serde(default)]
+    inventory_settled: bool,
+    /// The settings the bundle was planned with (absent in older checkpoints): a run that
+    /// continues it keeps them, and commits them as the job's pin.
+    #[serde(default)]
+    pin: Option<Pin>,
+    /// The `--shards` the bundle was planned with (absent in older checkpoints).
+    #[serde(default)]
+    shards_asked: Option<usize>,
 }
 
 /// A shard's own progress, `shard-KKKK.json` beside the checkpoint: its cursor, the volumes it
@@ -235,6 +262,9 @@ struct ShardDoc {
     /// This shard wrote the bundle's last volume (the final manifest): a bundle of one shard.
     #[serde(default)]
     last: bool,
+    /// Shipped versions that differ from the listed ones (see [`Checkpoint::corrected`]).
+    #[serde(default)]
+    corrected: Vec<ObjectRecord>,
 }
 
 /// A shard's document and the fence its worker writes it under.
@@ -269,6 +299,7 @@ struct ShardDone {
     cursor_bytes: u64,
     totals: Totals,
     vanished: Vec<String>,
+    corrected: Vec<ObjectRecord>,
 }
 
 impl ShardDone {
@@ -285,6 +316,7 @@ impl ShardDone {
             cursor_bytes: self.cursor_bytes,
             totals: std::mem::take(&mut self.totals),
             vanished: std::mem::take(&mut self.vanished),
+            corrected: std::mem::take(&mut self.corrected),
         }
     }
 
@@ -297,6 +329,7 @@ impl ShardDone {
     fn record(self, doc: &mut ShardDoc) {
         doc.totals = self.add_to(&doc.totals);
         doc.vanished.extend(self.vanished);
+        doc.corrected.extend(self.corrected);
         let s = &mut doc.state;
         s.cursor = self.cursor;
         s.cursor_bytes = self.cursor_bytes;
@@ -341,6 +374,7 @@ pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobStat
         .load(cfg.job.as_str())
         .await?
         .unwrap_or_default();
+    crate::pin::check(cfg, state.pin.as_ref(), state.inventory.as_deref())?;
     let previous = if cfg.full {
         None
     } else {
@@ -1016,10 +1050,76 @@ impl Run<'_> {
             ck.merged = true;
             self.save_checkpoint(&ck).await?;
         }
+        if !ck.inventory_settled {
+            self.settle_inventory(&mut ck).await?;
+            ck.inventory_settled = true;
+            self.save_checkpoint(&ck).await?;
+        }
         if !ck.shipped {
             self.seal(&mut ck, &plan.plan).await?;
         }
         self.finalize(&ck, &plan.plan).await
+    }
+
+    /// Make the bundle's inventory the inventory of what it shipped: objects that vanished
+    /// before they were read leave it (they ship as deletions), objects rewritten before they
+    /// were read are recorded as the version shipped. Without this the next run would diff
+    /// against versions the far side never received (a rollback of the change would go
+    /// unnoticed, a rename of a vanished key would become a move from a key never shipped).
+    async fn settle_inventory(&self, ck: &mut Checkpoint) -> Result<()> {
+        if ck.vanished.is_empty() && ck.corrected.is_empty() {
+            return Ok(());
+        }
+        let bucket = &self.cfg.dest.bucket;
+        let from = ck.inventory_key.clone();
+        let reader = self
+            .store()
+            .reader(bucket, &from)
+            .await?
+            .ok_or_else(|| Error::Corrupt {
+                what: "inventory",
+                location: self.layout.uri(&from),
+                hint: "the plan wrote it and it is gone: run the export with --full",
+                source: "not found".into(),
+            })?;
+        let to = self.layout.settled_inventory_key(ck.sequence, self.owner);
+        let mut writer = InventoryWriter::new(self.store().multipart(
+            bucket,
+            &to,
+            crate::config::MIN_PART_SIZE,
+            2,
+            &jsonl_headers(),
+        ));
+        let records = crate::inventory::settle(
+            &mut InventoryReader::new(reader, self.layout.uri(&from)),
+            &mut writer,
+            &ck.vanished,
+            &ck.corrected,
+        )
+        .await?;
+        let index = writer.index();
+        writer
+            .finish()
+            .await
+            .map_err(|e| Error::Stream {
+                bucket: bucket.clone(),
+                key: to.clone(),
+                source: Box::new(e),
+            })?
+            .finish()
+            .await?;
+        self.store()
+            .put_document(
+                bucket,
+                &InventoryIndex::key_for(&to),
+                serde_json::to_vec(&index).expect("index serialises").into(),
+                "application/json",
+            )
+            .await?;
+        info!(job = %self.layout.job, key = %to, records, vanished = ck.vanished.len(),
+              corrected = ck.corrected.len(), "inventory settled to what was shipped");
+        ck.inventory_key = to;
+        Ok(())
     }
 
     /// Add a shard's volumes, counts, vanished keys and cursor to `ck`.
@@ -1040,6 +1140,7 @@ impl Run<'_> {
         }
         ck.totals = plus(&ck.totals, &doc.totals);
         ck.vanished.extend(doc.vanished);
+        ck.corrected.extend(doc.corrected);
         ck.shipped |= doc.last;
         Ok(())
     }
@@ -1080,6 +1181,12 @@ impl Run<'_> {
         };
         let (mut ck, plan, fresh) = match resumed {
             Some(mut ck) => {
+                if let Some(pin) = &ck.pin {
+                    crate::pin::refuse(
+                        &self.layout.job,
+                        pin.place_differences(&Pin::of(self.cfg)),
+                    )?;
+                }
                 let plan = self.stored_plan(&ck).await?;
                 if ck.sealed != self.layout.sealed {
                     return Err(Error::config(
@@ -1107,14 +1214,21 @@ impl Run<'_> {
                 self.progress.resumed(ck.totals.objects, ck.totals.bytes);
                 (ck, plan, false)
             }
-            None => match self.plan_bundle(seq).await? {
-                Planned::Bundle(ck, plan) => (*ck, plan, true),
-                Planned::Empty { plan, listed_at } => {
-                    return Ok(Opened::Finished(Box::new(
-                        self.no_changes(&plan, listed_at).await?,
-                    )));
+            None => {
+                crate::pin::check(
+                    self.cfg,
+                    self.state.pin.as_ref(),
+                    self.state.inventory.as_deref(),
+                )?;
+                match self.plan_bundle(seq).await? {
+                    Planned::Bundle(ck, plan) => (*ck, plan, true),
+                    Planned::Empty { plan, listed_at } => {
+                        return Ok(Opened::Finished(Box::new(
+                            self.no_changes(&plan, listed_at).await?,
+                        )));
+                    }
                 }
-            },
+            }
         };
         if !ck.shipped {
             self.prepare_shards(&mut ck, &plan).await?;
@@ -1210,6 +1324,7 @@ impl Run<'_> {
                     totals: Totals::default(),
                     vanished: Vec::new(),
                     last: false,
+                    corrected: Vec::new(),
                 },
                 None,
             ),
@@ -1386,6 +1501,10 @@ impl Run<'_> {
             shards: Vec::new(),
             next_volume: 1,
             merged: false,
+            corrected: Vec::new(),
+            inventory_settled: false,
+            pin: Some(Pin::of(self.cfg)),
+            shards_asked: Some(self.cfg.tuning.shards),
         };
         self.save_checkpoint(&ck).await?;
         Ok(Planned::Bundle(Box::new(ck), stored))
@@ -1465,12 +1584,13 @@ impl Run<'_> {
             duration_ms: self.started.elapsed().as_millis() as u64,
             bytes_per_sec: 0,
             read_resumes: crate::s3::read_resumes(),
+            ignored: Vec::new(),
         };
         let report_key = format!(
             "{}no-changes-report.json",
             self.layout.state_prefix(self.state.sequence)
         );
-        self.commit_run(None, listed_at, &report, &report_key)
+        self.commit_run(None, listed_at, Pin::of(self.cfg), &report, &report_key)
             .await?;
         Ok(report)
     }
@@ -1497,6 +1617,7 @@ impl Run<'_> {
         &self,
         bundle: Option<CommittedBundle>,
         watermark: String,
+        pin: Pin,
         report: &Report,
         report_key: &str,
     ) -> Result<()> {
@@ -1513,6 +1634,7 @@ impl Run<'_> {
                     bundle,
                     watermark,
                     last_run: run_summary(report, &self.layout.uri(report_key)),
+                    pin: Some(pin),
                 },
             )
             .await
@@ -1558,6 +1680,7 @@ impl Run<'_> {
             duration_ms,
             bytes_per_sec: ck.totals.bytes * 1000 / duration_ms.max(1),
             read_resumes: crate::s3::read_resumes(),
+            ignored: ignored_settings(ck, self.cfg),
         }
     }
 
@@ -1915,6 +2038,7 @@ impl Run<'_> {
             cursor_bytes: state.cursor_bytes,
             totals: Totals::default(),
             vanished: Vec::new(),
+            corrected: Vec::new(),
         };
         let mut i = skip;
         while i < total {
@@ -2000,6 +2124,19 @@ impl Run<'_> {
             };
             if planned_etag.is_some() {
                 done.totals.replaced += 1;
+            }
+            if meta.etag != rec.etag
+                || digest.size != rec.size
+                || meta.last_modified_ms != rec.last_modified_ms
+            {
+                // The inventory records the version shipped, not the one listed.
+                done.corrected.push(ObjectRecord {
+                    key: rec.key.clone(),
+                    size: digest.size,
+                    etag: meta.etag.clone(),
+                    last_modified_ms: meta.last_modified_ms,
+                    storage_class: rec.storage_class.clone(),
+                });
             }
             done.totals.objects += 1;
             done.totals.bytes += digest.size;
@@ -2216,6 +2353,7 @@ impl Run<'_> {
                 bundle_digest: digest,
             }),
             ck.listed_at.clone(),
+            ck.pin.clone().unwrap_or_else(|| Pin::of(self.cfg)),
             &report,
             &format!("{}report.json", self.layout.state_prefix(ck.sequence)),
         )
@@ -2311,6 +2449,33 @@ impl Run<'_> {
 /// How long a run may move no data (no listing page, no GET, no uploaded part) before its
 /// heartbeat stops renewing the lease: three lease times, at least ten minutes (longer than
 /// one request may wait for its response, 5 min by default).
+/// The settings given to this run that the bundle in progress was planned without: its
+/// checkpoint's values win (a plan cannot change halfway), and the summary says so.
+fn ignored_settings(ck: &Checkpoint, cfg: &ExportConfig) -> Vec<String> {
+    let mut out: Vec<String> = ck
+        .pin
+        .as_ref()
+        .map(|p| p.differences(&Pin::of(cfg)))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| {
+            format!(
+                "{}: the bundle in progress was planned with {}, this run was given {} (kept {})",
+                d.setting, d.recorded, d.given, d.recorded
+            )
+        })
+        .collect();
+    if let Some(asked) = ck.shards_asked
+        && asked != cfg.tuning.shards
+    {
+        out.push(format!(
+            "--shards: the bundle in progress was planned with {asked}, this run was given {} (kept {asked})",
+            cfg.tuning.shards
+        ));
+    }
+    out
+}
+
 pub fn stall_limit(lease_ttl: Duration) -> Duration {
     (lease_ttl * 3).max(Duration::from_secs(600))
 }

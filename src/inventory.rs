@@ -178,6 +178,44 @@ impl<W: AsyncWrite + Unpin> InventoryWriter<W> {
     }
 }
 
+/// Copy an inventory, leaving out the keys in `gone` and putting each record of `shipped` in
+/// the place of the listed one with its key: the inventory of what a bundle shipped, not of
+/// what its listing saw (an object deleted or rewritten between the listing and its read).
+/// Returns how many records were written. A key in `shipped` that the inventory does not hold
+/// is an error: every shipped object was listed.
+pub async fn settle<R, W>(
+    from: &mut InventoryReader<R>,
+    to: &mut InventoryWriter<W>,
+    gone: &[String],
+    shipped: &[ObjectRecord],
+) -> Result<u64>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let gone: std::collections::HashSet<&str> = gone.iter().map(String::as_str).collect();
+    let mut shipped: std::collections::HashMap<&str, &ObjectRecord> =
+        shipped.iter().map(|r| (r.key.as_str(), r)).collect();
+    let write_err = |e: std::io::Error| Error::Stream {
+        bucket: String::new(),
+        key: "settled inventory".into(),
+        source: Box::new(e),
+    };
+    while let Some(rec) = from.next().await? {
+        if let Some(s) = shipped.remove(rec.key.as_str()) {
+            to.push(s).await.map_err(write_err)?;
+        } else if !gone.contains(rec.key.as_str()) {
+            to.push(&rec).await.map_err(write_err)?;
+        }
+    }
+    if let Some(key) = shipped.keys().next() {
+        return Err(
+            from.corrupt(format!("shipped `{key}` is not in the listing's inventory").into())
+        );
+    }
+    Ok(to.count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +252,51 @@ mod tests {
         let mut r = InventoryReader::new(&bytes[..], "mem".into());
         r.next().await.unwrap();
         assert!(r.next().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_settled_inventory_drops_the_vanished_and_records_the_shipped_version() {
+        let rec = |k: &str, e: &str| ObjectRecord {
+            key: k.into(),
+            size: 1,
+            etag: e.into(),
+            last_modified_ms: 1,
+            storage_class: "STANDARD".into(),
+        };
+        let mut w = InventoryWriter::new(Vec::new());
+        for r in [rec("a", "1"), rec("b", "1"), rec("c", "1")] {
+            w.push(&r).await.unwrap();
+        }
+        let bytes = w.finish().await.unwrap();
+        let mut out = InventoryWriter::new(Vec::new());
+        let n = settle(
+            &mut InventoryReader::new(&bytes[..], "mem".into()),
+            &mut out,
+            &["b".to_string()],
+            &[rec("c", "2")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 2);
+        let out = out.finish().await.unwrap();
+        let mut r = InventoryReader::new(&out[..], "mem".into());
+        let mut back = Vec::new();
+        while let Some(x) = r.next().await.unwrap() {
+            back.push(x);
+        }
+        assert_eq!(back, [rec("a", "1"), rec("c", "2")]);
+
+        let mut out = InventoryWriter::new(Vec::new());
+        let err = settle(
+            &mut InventoryReader::new(&bytes[..], "mem".into()),
+            &mut out,
+            &[],
+            &[rec("z", "2")],
+        )
+        .await;
+        assert!(
+            err.is_err(),
+            "a shipped key the listing never saw is refused"
+        );
     }
 }

@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod listing;
 pub mod manifest;
 pub mod memory;
+pub mod pin;
 pub mod plan;
 pub mod progress;
 pub mod s3;

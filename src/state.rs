@@ -45,6 +45,8 @@ pub struct JobState {
     pub lease_until_ms: Option<i64>,
     /// Fencing token: +1 every time the lease is taken, so the latest holder has the largest.
     pub lease_epoch: u64,
+    /// The settings the job's inventory was made with (absent in states written before pins).
+    pub pin: Option<crate::pin::Pin>,
 }
 
 /// What a successful run commits.
@@ -54,6 +56,8 @@ pub struct Commit {
     pub bundle: Option<CommittedBundle>,
     pub watermark: String,
     pub last_run: serde_json::Value,
+    /// The settings the committed inventory was made with.
+    pub pin: Option<crate::pin::Pin>,
 }
 
 /// The bundle part of a commit.
@@ -221,6 +225,7 @@ impl StateTable {
             lease_owner: get_s("lease_owner"),
             lease_until_ms: get_n("lease_until"),
             lease_epoch: get_n("lease_epoch").unwrap_or(0).max(0) as u64,
+            pin: get_s("pin").and_then(|j| serde_json::from_str(&j).ok()),
         }
     }
 
@@ -331,6 +336,13 @@ impl StateTable {
             .expression_attribute_values(":w", s(&c.watermark))
             .expression_attribute_values(":r", s(&c.last_run.to_string()))
             .expression_attribute_values(":v1", n(version + 1));
+        if let Some(pin) = &c.pin {
+            set.push("pin = :p");
+            req = req.expression_attribute_values(
+                ":p",
+                s(&serde_json::to_string(pin).expect("a pin serialises")),
+            );
+        }
         if let Some(b) = &c.bundle {
             set.extend(["#seq = :s", "inventory = :i", "bundle_digest = :d"]);
             req = req

@@ -10,6 +10,7 @@ mod import;
 mod proxy;
 mod runs;
 mod sealed;
+mod shipped;
 mod trust;
 mod util;
 mod zip64;

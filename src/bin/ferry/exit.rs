@@ -2,6 +2,8 @@
 
 use s3_ferry::Error as E;
 
+/// Bad usage, or settings that differ from the ones the job (or the import) is pinned to.
+pub const USAGE: u8 = 2;
 /// Another run holds the job's lease, or another import the state's lock.
 pub const LEASE_HELD: u8 = 3;
 /// The deadline stopped the run: call again to continue the bundle.
@@ -16,7 +18,9 @@ pub const HELP: &str = "\
 Exit codes:
   0  done (also \"no changes\", \"already applied\")
   1  error: the message names the bucket, key, table or file and what to do
-  2  bad usage: an unknown flag or a value out of range
+  2  bad usage: an unknown flag or a value out of range; an incremental export given other
+     settings (source, filters, destination, moves) than the job is pinned to; an import
+     source holding bundles of several jobs
   3  another run holds the job's lease, or another import holds the import state's lock
   4  the deadline was reached: the bundle is checkpointed; run the same command again
   5  a volume or bundle failed verification (damaged, altered, truncated, incomplete, or not
@@ -36,6 +40,7 @@ pub fn code(e: &anyhow::Error) -> u8 {
             VERIFY
         }
         Some(E::OutOfOrder { .. }) => OUT_OF_ORDER,
+        Some(E::JobPinned { .. } | E::DestinationChanged { .. } | E::SeveralJobs { .. }) => USAGE,
         Some(E::Interrupted { signal }) if *signal == "SIGTERM" => 143,
         Some(E::Interrupted { .. }) => 130,
         _ => 1,

@@ -7,6 +7,7 @@ mod export;
 mod faults;
 mod hostile;
 mod import;
+mod pinned;
 mod proxy;
 mod runs;
 mod sealed;

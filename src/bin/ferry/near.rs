@@ -265,6 +265,9 @@ fn print_report(r: &export::Report) -> std::io::Result<()> {
             r.own_output_prefixes.join(", ")
         );
     }
+    for i in &r.ignored {
+        out!("  ignored {i}");
+    }
     if r.status == Status::NoChanges {
         return Ok(());
     }

@@ -585,6 +585,32 @@ async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>
     Ok(())
 }
 
+/// The bundles of one job: `job`'s when it is given (an error if there is none), else all of
+/// them, provided they are of one job. Sources holding bundles of several jobs are refused
+/// before anything is written (an import applies one job's chain).
+pub fn one_job(bundles: Vec<Bundle>, job: Option<&str>, location: &str) -> Result<Vec<Bundle>> {
+    let mut jobs: Vec<&str> = bundles.iter().map(|b| b.job.as_str()).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    match job {
+        Some(job) => {
+            if !jobs.contains(&job) {
+                return Err(Error::Missing {
+                    what: format!("bundles of job `{job}`"),
+                    location: location.to_string(),
+                    detail: format!("none there; the bundles there are of {}", jobs.join(", ")),
+                });
+            }
+            Ok(bundles.into_iter().filter(|b| b.job == job).collect())
+        }
+        None if jobs.len() > 1 => Err(Error::SeveralJobs {
+            location: location.to_string(),
+            jobs: jobs.join(", "),
+        }),
+        None => Ok(bundles),
+    }
+}
+
 /// Find the bundles in `sources` (volume files, folders, `s3://` prefixes), complete and
 /// consistent, in (job, sequence) order. `store` is needed only for `s3://` sources.
 /// Sealed (`.zip.age`) volumes are opened with `identities`; without them they are refused

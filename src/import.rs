@@ -41,6 +41,9 @@ pub struct ImportConfig {
     /// Public keys whose signatures are accepted (`--trust`); the key that signed the last
     /// bundle applied (kept in the import state) is trusted as well.
     pub trust: Vec<TrustedKey>,
+    /// A baseline removes everything under the target it does not list, not only what ferry
+    /// wrote (`--delete-unlisted`, `DELETE_UNLISTED`: exact mirror semantics).
+    pub delete_unlisted: bool,
 }
 
 impl ImportConfig {
@@ -89,8 +92,14 @@ pub struct BundleOutcome {
     pub overwritten: u64,
     pub deleted: u64,
     pub moved: u64,
-    /// Keys a baseline removed because it does not list them.
+    /// Keys a baseline removed because it does not list them (ferry wrote them, or
+    /// `--delete-unlisted`).
     pub removed: u64,
+    /// Keys (a directory: paths) a baseline found under the target, does not list, and left
+    /// because ferry did not write them; `--delete-unlisted` removes them.
+    pub kept_unlisted: u64,
+    /// The first of those (at most [`KEPT_LISTED`]).
+    pub kept_unlisted_keys: Vec<String>,
     pub volumes: u32,
     /// Volumes already done by an earlier, interrupted run.
     pub volumes_resumed: u32,
@@ -114,6 +123,10 @@ pub struct ImportReport {
     pub bundles: Vec<BundleOutcome>,
     /// Reads of `s3://` volumes that broke mid-body and were resumed from where they broke.
     pub read_resumes: u64,
+    /// Keys the baselines of this run left under the target (not listed, not written by
+    /// ferry), and the first of them: `--delete-unlisted` removes them.
+    pub kept_unlisted: u64,
+    pub kept_unlisted_keys: Vec<String>,
 }
 
 /// The bundle's digest: from `SHA256SUMS`, or by hashing its last volume.
@@ -245,6 +258,8 @@ pub async fn run(
             deleted: 0,
             moved: 0,
             removed: 0,
+            kept_unlisted: 0,
+            kept_unlisted_keys: Vec::new(),
             volumes: b.volumes.len() as u32,
             volumes_resumed: 0,
             duration_ms: 0,
@@ -306,7 +321,15 @@ pub async fn run(
     // Every upload of this import is finished: one still open is an upload whose creation was
     // applied but whose answer was lost (the SDK's retry opened another).
     sweep_uploads(cfg, bundles).await?;
+    let kept_unlisted = outcomes.iter().map(|o| o.kept_unlisted).sum();
+    let kept_unlisted_keys = outcomes
+        .iter()
+        .flat_map(|o| o.kept_unlisted_keys.iter().cloned())
+        .take(KEPT_LISTED)
+        .collect();
     Ok(ImportReport {
+        kept_unlisted,
+        kept_unlisted_keys,
         read_resumes: crate::s3::read_resumes(),
         target: target_name,
         state: ledger.location(),
@@ -341,7 +364,7 @@ async fn dry_run(
         let contents = v.contents().await?;
         dry_run_volume(ledger, &contents, out, simulated).await?;
     }
-    dry_run_tail(cfg, b, out, simulated).await
+    dry_run_tail(ledger, cfg, b, out, simulated).await
 }
 
 /// What a dry run reports of one volume's objects.
@@ -378,6 +401,7 @@ async fn dry_run_volume(
 
 /// What a dry run reports of a bundle's moves, deletions and (baseline) removals.
 async fn dry_run_tail(
+    ledger: &dyn Ledger,
     cfg: &ImportConfig,
     b: &Bundle,
     out: &mut BundleOutcome,
@@ -405,7 +429,8 @@ async fn dry_run_tail(
         });
     }
     if b.baseline {
-        for stray in baseline_strays(cfg, b).await? {
+        let removals = baseline_removals(ledger, cfg, b).await?;
+        for (stray, _) in removals.remove {
             out.removed += 1;
             out.changes.push(Change {
                 op: "remove",
@@ -414,8 +439,65 @@ async fn dry_run_tail(
                 bytes: 0,
             });
         }
+        out.kept_unlisted = removals.kept;
+        out.kept_unlisted_keys = removals.kept_first;
     }
     Ok(())
+}
+
+/// How many of the keys a baseline kept because ferry did not write them are listed by name.
+pub const KEPT_LISTED: usize = 20;
+
+/// What a baseline removes, and what it leaves.
+#[derive(Default)]
+struct Removals {
+    /// The stray (a relative key, or a directory's path) and, when ferry wrote it, its key.
+    remove: Vec<(String, Option<String>)>,
+    /// Found under the target, not listed by the bundle, not written by ferry: left.
+    kept: u64,
+    /// The first [`KEPT_LISTED`] of those.
+    kept_first: Vec<String>,
+}
+
+/// The strays of a baseline (what the target holds and the bundle does not list), split into
+/// those the import state records as written by ferry (removed) and the rest (left, counted
+/// and listed), unless `--delete-unlisted` asks for exact mirror semantics.
+async fn baseline_removals(
+    ledger: &dyn Ledger,
+    cfg: &ImportConfig,
+    b: &Bundle,
+) -> Result<Removals> {
+    let strays = baseline_strays(cfg, b).await?;
+    let mut out = Removals::default();
+    for chunk in strays.chunks(1_000) {
+        let mut keyed = Vec::with_capacity(chunk.len());
+        for stray in chunk {
+            let key = cfg
+                .target
+                .stray_key(stray)
+                .await?
+                .map(|rel| format!("{}{rel}", b.source_prefix));
+            keyed.push((stray, key));
+        }
+        let keys: Vec<String> = keyed.iter().filter_map(|(_, k)| k.clone()).collect();
+        let known = ledger.lookup(&keys).await?;
+        for (stray, key) in keyed {
+            let ours = key
+                .as_ref()
+                .and_then(|k| known.get(k))
+                .filter(|e| cfg.target.is_place(stray, e))
+                .and(key);
+            if ours.is_some() || cfg.delete_unlisted {
+                out.remove.push((stray.clone(), ours));
+            } else {
+                out.kept += 1;
+                if out.kept_first.len() < KEPT_LISTED {
+                    out.kept_first.push(stray.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every volume's SHA-256 against the signed `SHA256SUMS` (the signature covers the volumes
@@ -586,13 +668,23 @@ async fn apply(
         out.deleted += batch.len() as u64;
     }
     if b.baseline {
-        for stray in baseline_strays(cfg, b).await? {
-            info!(target = %cfg.target.display(), key = %stray, "baseline does not list it: removing");
+        let removals = baseline_removals(ledger, cfg, b).await?;
+        for (stray, key) in removals.remove {
+            info!(target = %cfg.target.display(), key = %stray, written_by_ferry = key.is_some(),
+                  "baseline does not list it: removing");
             cfg.target.remove_stray(&stray).await?;
             // A baseline over earlier bundles removes keys they wrote: out of the index too.
-            changes.push((format!("{}{stray}", b.source_prefix), None));
+            if let Some(key) = key {
+                changes.push((key, None));
+            }
             out.removed += 1;
         }
+        if removals.kept > 0 {
+            warn!(target = %cfg.target.display(), kept = removals.kept, first = ?removals.kept_first,
+                  "the baseline does not list these and ferry did not write them: left in place");
+        }
+        out.kept_unlisted = removals.kept;
+        out.kept_unlisted_keys = removals.kept_first;
     }
     if let Some(k) = signer {
         // From now on this target accepts only bundles signed by a trusted key.

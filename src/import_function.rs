@@ -50,6 +50,9 @@ pub struct ImportFunctionConfig {
     /// The Secrets Manager secret (name or ARN) holding the age identity that opens sealed
     /// volumes (`AGE_IDENTITY_SECRET`); never the identity itself.
     pub identity_secret: Option<String>,
+    /// A baseline removes everything under the destination it does not list, not only what
+    /// ferry wrote there (`DELETE_UNLISTED`, default false).
+    pub delete_unlisted: bool,
 }
 
 impl ImportFunctionConfig {
@@ -93,6 +96,7 @@ impl ImportFunctionConfig {
                 None => Vec::new(),
             },
             identity_secret: v.get("AGE_IDENTITY_SECRET"),
+            delete_unlisted: v.flag("DELETE_UNLISTED"),
         })
     }
 }
@@ -318,6 +322,7 @@ impl ImportHandler {
             trust: self.cfg.trust.clone(),
             concurrency: self.cfg.concurrency,
             deadline,
+            delete_unlisted: self.cfg.delete_unlisted,
         };
         let report = import::run(ledger, &cfg, &chain, &NoProgress).await?;
         Ok((report, notes))

@@ -152,6 +152,15 @@ pub struct FileLedger {
     lock: LockFile,
     state: StateFile,
     index: Arc<redb::Database>,
+    /// What this open created (no state file, no index before it), removed again by `close`
+    /// when nothing was saved: a refused import leaves no `FILE.index`, `FILE.lock` or folder.
+    created: Option<Created>,
+}
+
+/// The files and folder a first open of a local state made.
+struct Created {
+    lock: PathBuf,
+    dir: Option<PathBuf>,
 }
 
 fn index_err(path: &Path, e: impl Into<redb::Error>) -> Error {
@@ -166,7 +175,11 @@ fn index_err(path: &Path, e: impl Into<redb::Error>) -> Error {
 impl FileLedger {
     /// Open (or start) the record in a local file; takes `<file>.lock` until `close`.
     pub async fn open(path: &Path) -> Result<Box<dyn Ledger>> {
+        let mut made_dir = None;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if tokio::fs::symlink_metadata(parent).await.is_err() {
+                made_dir = Some(parent.to_path_buf());
+            }
             tokio::fs::create_dir_all(parent)
                 .await
                 .map_err(io_at("creating directory", parent))?;
@@ -174,6 +187,8 @@ impl FileLedger {
         let mut lock = path.as_os_str().to_owned();
         lock.push(".lock");
         let lock = PathBuf::from(lock);
+        let had_lock = lock.exists();
+        let lock_path = lock.clone();
         // An OS lock on `<file>.lock`: it dies with the process holding it (a killed import
         // needs no hand work), and the file itself stays (removing it would let two imports
         // lock two different files).
@@ -250,12 +265,17 @@ impl FileLedger {
         })
         .await
         .expect("index open task")?;
+        let created = (!existed && !had_index && !had_lock).then_some(Created {
+            lock: lock_path,
+            dir: made_dir,
+        });
         let mut ledger = FileLedger {
             path: path.to_path_buf(),
             index_path,
             lock,
             state,
             index: Arc::new(index),
+            created,
         };
         let stored = ledger.generation().await?;
         let legacy = ledger.state.objects.take();
@@ -387,6 +407,8 @@ impl Ledger for FileLedger {
         record: Record,
         changes: Vec<(String, Option<IndexEntry>)>,
     ) -> BoxFuture<'_, Result<()>> {
+        // Something is recorded: the state's files stay.
+        self.created = None;
         Box::pin(async move {
             let generation = self.state.generation + 1;
             let db = self.index.clone();
@@ -426,8 +448,24 @@ impl Ledger for FileLedger {
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        drop(self);
-        Box::pin(async { Ok(()) })
+        let this = *self;
+        let Some(created) = this.created else {
+            drop(this);
+            return Box::pin(async { Ok(()) });
+        };
+        let index_path = this.index_path.clone();
+        // The index first (its database closed), then the lock file while it is still held:
+        // an import that opened it meanwhile finds it locked and stops, having written nothing.
+        drop(this.index);
+        Box::pin(async move {
+            let _ = tokio::fs::remove_file(&index_path).await;
+            let _ = tokio::fs::remove_file(&created.lock).await;
+            drop(this.lock);
+            if let Some(dir) = created.dir {
+                let _ = tokio::fs::remove_dir(&dir).await; // only when empty
+            }
+            Ok(())
+        })
     }
 }
 

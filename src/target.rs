@@ -4,11 +4,13 @@
 //! the content the key index says, moves, deletes, and finds keys a baseline does not list.
 //! A directory target never writes outside its root: unsafe keys get escaped names.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -86,6 +88,17 @@ pub trait Target: Send + Sync + std::fmt::Debug {
 
     /// Remove a stray found by [`Target::strays`].
     async fn remove_stray(&self, stray: &str) -> Result<()>;
+
+    /// The relative key ferry would have written at `stray` (a bucket: the stray itself; a
+    /// directory: its path, or for an `_escaped/` name the key its map records), `None` when
+    /// no key would have been written there. With the import state's index entry of that key,
+    /// [`Target::is_place`] tells whether ferry wrote what is there.
+    async fn stray_key(&self, stray: &str) -> Result<Option<String>>;
+
+    /// Is `stray` the place `entry` (the index entry of its key) records?
+    fn is_place(&self, _stray: &str, _entry: &IndexEntry) -> bool {
+        true
+    }
 }
 
 /// The key relative to the source prefix (what is replayed under the destination prefix).
@@ -222,6 +235,10 @@ impl Target for Bucket {
     async fn remove_stray(&self, stray: &str) -> Result<()> {
         self.delete(stray, None).await
     }
+
+    async fn stray_key(&self, stray: &str) -> Result<Option<String>> {
+        Ok(Some(stray.to_string()))
+    }
 }
 
 /// A local directory: a file is written under a temporary name and renamed on commit, and
@@ -354,6 +371,7 @@ impl Target for Dir {
     ) -> Result<Box<dyn ObjectWriter>> {
         let root = &self.root;
         let place = Self::place(root, rel);
+        note_escaped(root, &place, rel).await?;
         let entry = index_entry(obj, place.clone());
         let mtime = time::OffsetDateTime::parse(
             &obj.last_modified,
@@ -421,6 +439,7 @@ impl Target for Dir {
         let root = &self.root;
         let from = Self::inside(root, &entry.place)?;
         let place = Self::place(root, to_rel);
+        note_escaped(root, &place, to_rel).await?;
         let to = Self::make_parents(root, &place).await?;
         tokio::fs::rename(&from, &to)
             .await
@@ -503,6 +522,17 @@ impl Target for Dir {
         Ok(out)
     }
 
+    async fn stray_key(&self, stray: &str) -> Result<Option<String>> {
+        if !stray.starts_with(&format!("{ESCAPED_DIR}/")) {
+            return Ok(Some(stray.to_string()));
+        }
+        Ok(read_escaped_map(&self.root).await?.remove(stray))
+    }
+
+    fn is_place(&self, stray: &str, entry: &IndexEntry) -> bool {
+        entry.place == stray
+    }
+
     async fn remove_stray(&self, stray: &str) -> Result<()> {
         let path = Self::inside(&self.root, stray)?;
         tokio::fs::remove_file(&path)
@@ -511,6 +541,89 @@ impl Target for Dir {
         prune_empty(&self.root, &path).await;
         Ok(())
     }
+}
+
+/// The map of `_escaped/` names to the keys they hold, one JSON line each
+/// (`{"place": "_escaped/…", "key": "…"}`, the key relative to the source prefix), so a person
+/// can tell what an escaped file is and a baseline can tell that ferry wrote it.
+pub const ESCAPED_MAP: &str = "escaped.jsonl";
+
+/// The most of the escaped map that is read (a larger one is refused, not trusted).
+const MAX_ESCAPED_MAP: u64 = 512 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct EscapedLine {
+    place: String,
+    key: String,
+}
+
+/// Record in the escaped map that `place` holds `rel` (before its file is written, so a file
+/// under `_escaped/` is always named in the map). An escaped name is the digest of its key: a
+/// line never goes stale, and a repeated one is harmless.
+async fn note_escaped(root: &Path, place: &str, rel: &str) -> Result<()> {
+    if !place.starts_with(&format!("{ESCAPED_DIR}/")) {
+        return Ok(());
+    }
+    let dir = root.join(STATE_DIR);
+    let path = dir.join(ESCAPED_MAP);
+    let mut line = serde_json::to_vec(&EscapedLine {
+        place: place.to_string(),
+        key: rel.to_string(),
+    })
+    .expect("a line serialises");
+    line.push(b'\n');
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        std::fs::create_dir_all(&dir).map_err(io_at("creating", &dir))?;
+        // One write of one line in append mode: concurrent writers never interleave a line.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&line))
+            .map_err(io_at("appending to", &path))
+    })
+    .await
+    .map_err(|e| Error::Io {
+        op: "appending to",
+        path: root.join(STATE_DIR).join(ESCAPED_MAP),
+        source: std::io::Error::other(e),
+    })?
+}
+
+/// The escaped map of the directory at `root` (place → key); empty if there is none. Lines
+/// that do not parse, or whose place is not the digest of their key, are ignored.
+pub async fn read_escaped_map(root: &Path) -> Result<HashMap<String, String>> {
+    let path = root.join(STATE_DIR).join(ESCAPED_MAP);
+    let bytes = match tokio::fs::symlink_metadata(&path).await {
+        Ok(m) if m.is_file() && m.len() <= MAX_ESCAPED_MAP => tokio::fs::read(&path)
+            .await
+            .map_err(io_at("reading", &path))?,
+        Ok(m) if m.is_file() => {
+            return Err(Error::Io {
+                op: "reading",
+                path,
+                source: std::io::Error::other(format!(
+                    "{} bytes, more than the {MAX_ESCAPED_MAP} an escaped map may have",
+                    m.len()
+                )),
+            });
+        }
+        _ => return Ok(HashMap::new()),
+    };
+    let mut out = HashMap::new();
+    for line in bytes.split(|b| *b == b'\n') {
+        if let Ok(l) = serde_json::from_slice::<EscapedLine>(line)
+            && l.place
+                == format!(
+                    "{ESCAPED_DIR}/{}",
+                    hex::encode(Sha256::digest(l.key.as_bytes()))
+                )
+        {
+            out.insert(l.place, l.key);
+        }
+    }
+    Ok(out)
 }
 
 /// Remove folders left empty by a removal, up to the root.

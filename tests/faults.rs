@@ -245,13 +245,14 @@ fn import_survives(name: &str, dest_kind: Dest, kinds: &[Kind]) {
         let via = ctx.via(&proxy.endpoint);
 
         // WHEN `ferry import s3://…` of both bundles meets the fault on its first request of
-        // that kind
+        // that kind (an exact mirror: the baseline removes the stray ferry did not write)
         for n in [1, 2] {
             let b = bundle(n);
             let to = format!("s3://{dest}");
             let mut args = vec![
                 "import",
                 &b,
+                "--delete-unlisted",
                 "--part-size",
                 "5MiB",
                 "--request-timeout",

@@ -445,7 +445,8 @@ fn bundles_apply_only_in_chain_order_and_reapplying_changes_nothing() {
         r.stderr
     );
     assert!(ctx.keys(&dst, "").is_empty(), "nothing may be written");
-    // WHEN the baseline 1 is applied THEN a key it does not list is removed
+    // WHEN the baseline 1 is applied over a key ferry did not write THEN a dry run says it is
+    // kept, `--dry-run --delete-unlisted` shows its removal, and `--delete-unlisted` removes it
     block_on(
         ctx.s3
             .put_object()
@@ -455,7 +456,65 @@ fn bundles_apply_only_in_chain_order_and_reapplying_changes_nothing() {
             .send(),
     )
     .unwrap();
-    let r = ctx.ferry(&["import", &b(1), "--to", &to, "--state", st, "--json"]);
+    let r = ctx.ferry(&[
+        "import",
+        &b(1),
+        "--to",
+        &to,
+        "--state",
+        st,
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = &r.json()["bundles"][0];
+    assert_eq!(
+        (out["removed"].as_u64(), out["kept_unlisted"].as_u64()),
+        (Some(0), Some(1)),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(out["kept_unlisted_keys"][0], "stray.txt");
+    let r = ctx.ferry(&["import", &b(1), "--to", &to, "--state", st, "--dry-run"]);
+    assert!(
+        r.stdout.contains("kept 1") && r.stdout.contains("--delete-unlisted"),
+        "{}",
+        r.stdout
+    );
+    let r = ctx.ferry(&[
+        "import",
+        &b(1),
+        "--to",
+        &to,
+        "--state",
+        st,
+        "--dry-run",
+        "--delete-unlisted",
+        "--json",
+    ]);
+    let changes = r.json()["bundles"][0]["changes"].clone();
+    assert!(
+        changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["op"] == "remove" && c["key"] == "stray.txt"),
+        "{changes}"
+    );
+    assert!(
+        ctx.get(&dst, "stray.txt").is_some(),
+        "a dry run removes nothing"
+    );
+    let r = ctx.ferry(&[
+        "import",
+        &b(1),
+        "--to",
+        &to,
+        "--state",
+        st,
+        "--delete-unlisted",
+        "--json",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["bundles"][0]["removed"], 1, "{}", r.stdout);
     assert!(ctx.get(&dst, "stray.txt").is_none());

@@ -13,5 +13,6 @@ mod runs;
 mod sealed;
 mod shipped;
 mod trust;
+mod unlisted;
 mod util;
 mod zip64;

@@ -226,7 +226,8 @@ pub struct ImportArgs {
     /// Keep the import state in this DynamoDB table (with --job).
     #[arg(long, value_name = "TABLE", requires = "job")]
     pub table: Option<String>,
-    /// The job whose bundles are imported (names the state in --table).
+    /// The job whose bundles are imported (names the state in --table; picks one job's
+    /// bundles from sources holding several).
     #[arg(long, value_name = "NAME", value_parser = job)]
     pub job: Option<JobName>,
     /// Print what would change; change nothing.
@@ -235,6 +236,10 @@ pub struct ImportArgs {
     /// Apply bundles even if they do not follow the last one applied.
     #[arg(long)]
     pub force: bool,
+    /// A baseline removes everything under the target that it does not list (exact mirror,
+    /// like `rclone sync`), not only what ferry wrote there; see it first with --dry-run.
+    #[arg(long)]
+    pub delete_unlisted: bool,
     /// Objects written at once (1..=256).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = concurrency)]
     pub concurrency: usize,

@@ -232,21 +232,18 @@ pub async fn import(
         concurrency: a.concurrency,
         deadline: None,
         trust: a.trust.clone(),
+        delete_unlisted: a.delete_unlisted,
     };
     // The state is locked first, then the bundles are read; the lock (or lease) is given back
     // whatever happens.
     let result = async {
         let ids = Identities::from_files(&a.identity)?;
-        let bundles = bundle::discover(&a.sources, clients.map(|c| &c.s3), ids.as_ref()).await?;
-        if let Some(job) = &a.job
-            && let Some(b) = bundles.iter().find(|b| b.job != job.as_str())
-        {
-            return Err(s3_ferry::Error::Bundle {
-                what: b.label(),
-                location: b.location.clone(),
-                detail: format!("is not of --job `{job}`"),
-            });
-        }
+        let found = bundle::discover(&a.sources, clients.map(|c| &c.s3), ids.as_ref()).await?;
+        let bundles = bundle::one_job(
+            found,
+            a.job.as_ref().map(|j| j.as_str()),
+            &a.sources.join(", "),
+        )?;
         let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
         let bar = Bar::bytes(interactive(json) && !a.dry_run, total, "importing");
         let result = import::run(ledger.as_mut(), &cfg, &bundles, &bar).await;
@@ -282,6 +279,7 @@ pub async fn import(
                         b.moved,
                         b.removed
                     );
+                    kept_unlisted(b)?;
                     for c in &b.changes {
                         match &c.to {
                             Some(to) => out!("  {:<9} {} -> {to}", c.op, c.key),
@@ -315,6 +313,9 @@ pub async fn import(
                     b.duration_ms as f64 / 1000.0
                 ),
             }
+            if b.status != BundleStatus::DryRun {
+                kept_unlisted(b)?;
+            }
         }
         if report.dry_run {
             out!("dry run: {} unchanged", report.target);
@@ -333,4 +334,26 @@ pub async fn import(
     } else {
         ExitCode::from(exit::CONTINUE)
     })
+}
+
+/// What a baseline left under the target because ferry did not write it, and how to remove it.
+fn kept_unlisted(b: &import::BundleOutcome) -> std::io::Result<()> {
+    if b.kept_unlisted == 0 {
+        return Ok(());
+    }
+    let more = b.kept_unlisted - b.kept_unlisted_keys.len() as u64;
+    out!(
+        "  kept {} not listed by the baseline and not written by ferry: {}{}",
+        b.kept_unlisted,
+        b.kept_unlisted_keys.join(", "),
+        if more > 0 {
+            format!(" (and {more} more)")
+        } else {
+            String::new()
+        }
+    );
+    out!(
+        "  to remove them too (exact mirror), run with --delete-unlisted; --dry-run --delete-unlisted shows what it would remove"
+    );
+    Ok(())
 }

@@ -29,6 +29,34 @@ pub fn entry_cost(key: &str, size: u64) -> u64 {
     size + ENTRY_OVERHEAD + 3 * key.len() as u64
 }
 
+/// Bytes of a volume's end beyond its entries' records: the manifest entry's local header and
+/// central record, the ZIP64 end record and locator, the end record, and the manifest's own
+/// closing bytes (an upper bound).
+pub const TAIL_RESERVE: u64 = 512;
+
+/// At most how many bytes an entry named `name` with `size` bytes of data takes where it is
+/// written: local header, ZIP64 extra field, the data (deflate may grow incompressible data
+/// by its block headers) and a ZIP64 data descriptor.
+pub fn local_cost(name: &str, size: u64, compression: Compression) -> u64 {
+    let data = match compression {
+        Compression::Stored => size,
+        Compression::Deflate => size + size / 1024 + 64,
+    };
+    30 + name.len() as u64 + 20 + data + 24
+}
+
+/// At most how many bytes the central directory record of an entry named `name` takes.
+pub fn central_cost(name: &str) -> u64 {
+    46 + name.len() as u64 + 32
+}
+
+/// At most how large an age-sealed file of `plain` bytes is, for `recipients` X25519
+/// recipients: the header (a stanza each, the MAC), the payload nonce and a 16-byte tag per
+/// 64 KiB chunk.
+pub fn sealed_size(plain: u64, recipients: usize) -> u64 {
+    plain + 512 + 160 * recipients as u64 + (plain / 65_536 + 1) * 16
+}
+
 /// Is `key` usable as-is as a relative path (no absolute path, `.`/`..` or empty segments,
 /// backslashes, control characters, trailing `/`, or components over 255 bytes)?
 pub fn is_safe_path(key: &str) -> bool {

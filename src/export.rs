@@ -18,7 +18,7 @@ use tokio::io::AsyncSeekExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{info, warn};
 
-use crate::archive::{VolumeWriter, entry_cost, entry_name};
+use crate::archive::{VolumeWriter, entry_name};
 use crate::aws::Clients;
 use crate::config::{ExportConfig, S3Location};
 use crate::error::{Error, Result};
@@ -879,11 +879,39 @@ struct OpenVolume {
     /// Estimated bytes of this volume's manifest and central directory (see
     /// [`limits::WRITER_METADATA_BUDGET`]).
     metadata: u64,
+    /// Upper bounds of the bytes its entries take where they are written, and of its central
+    /// directory: with the manifest and [`crate::archive::TAIL_RESERVE`], what the finished
+    /// volume can weigh (so `--volume-size` is a hard cap).
+    entries_bound: u64,
+    central_bound: u64,
+}
+
+impl OpenVolume {
+    /// At most how large this volume is once finished with `more` bytes of entries (their
+    /// local and central records and manifest lines, bounds) and `final_json` bytes of final
+    /// manifest; `recipients`: sealed to that many.
+    fn bound(&self, more: u64, final_json: u64, recipients: Option<usize>) -> u64 {
+        let plain = self.entries_bound
+            + self.central_bound
+            + self.objects.len()
+            + more
+            + final_json
+            + crate::archive::TAIL_RESERVE;
+        match recipients {
+            Some(r) => crate::archive::sealed_size(plain, r),
+            None => plain,
+        }
+    }
 }
 
 impl Run<'_> {
     fn store(&self) -> &Store {
         &self.clients.s3
+    }
+
+    /// How many age recipients the volumes are sealed to (`None`: not sealed).
+    fn recipients(&self) -> Option<usize> {
+        self.cfg.encrypt_to.as_ref().map(|r| r.len())
     }
 
     fn past_deadline(&self) -> bool {
@@ -1744,6 +1772,8 @@ impl Run<'_> {
             objects: ManifestJson::start(&self.manifest(ck, index, Vec::new())),
             bytes: 0,
             metadata: 0,
+            entries_bound: 0,
+            central_bound: 0,
         })
     }
 
@@ -2087,11 +2117,16 @@ impl Run<'_> {
                     planned_etag,
                 } => (rec, meta, body, planned_etag),
             };
-            let cost = entry_cost(&rec.key, meta.size);
             let metadata = metadata_cost(&self.cfg.source.bucket, &rec.key, &meta.headers);
+            let entry = entry_name(&self.cfg.source.bucket, &rec.key);
+            let (local, central, line) = (
+                crate::archive::local_cost(&entry, meta.size, tuning.compression),
+                crate::archive::central_cost(&entry),
+                manifest_line_bound(&rec, &entry, &meta),
+            );
             if let Some(v) = volume.as_mut()
                 && v.writer.entries() > 0
-                && (v.writer.written() + cost > tuning.volume_size
+                && (v.bound(local + central + line, 0, self.recipients()) > tuning.volume_size
                     || v.writer.entries() + 1 > tuning.volume_entries
                     || v.metadata + metadata > limits::WRITER_METADATA_BUDGET)
             {
@@ -2111,7 +2146,8 @@ impl Run<'_> {
                     )?)
                 }
             };
-            let entry = entry_name(&self.cfg.source.bucket, &rec.key);
+            v.entries_bound += local;
+            v.central_bound += central;
             let digest = match body {
                 Body::Whole(data, _permit) => {
                     v.writer
@@ -2160,18 +2196,24 @@ impl Run<'_> {
             progressed = true;
         }
         if only {
-            let v = match volume.take() {
+            let mut v = match volume.take() {
                 Some(v) => v,
                 None => {
                     let index = self.claim_volume(ck).await?;
                     self.open_volume(ck, index, 0, 0, w.fence.clone())?
                 }
             };
-            let mut earlier = ck.volumes.clone();
-            for e in &w.doc.volumes {
-                insert_volume(&mut earlier, e.clone());
-            }
-            if v.index as usize == earlier.len() + 1 {
+            loop {
+                let mut earlier = ck.volumes.clone();
+                for e in &w.doc.volumes {
+                    insert_volume(&mut earlier, e.clone());
+                }
+                if v.index as usize != earlier.len() + 1 {
+                    // An index claimed by an interrupted worker lies before this one: the
+                    // commit gives it an empty volume and writes the last volume itself.
+                    self.close_shard_volume(w, v, done, None).await?;
+                    break;
+                }
                 let totals = done.add_to(&plus(&ck.totals, &w.doc.totals));
                 let vanished = ck
                     .vanished
@@ -2181,11 +2223,23 @@ impl Run<'_> {
                     .cloned()
                     .collect();
                 let last = self.final_part(&earlier, totals, vanished, plan).await?;
+                let final_json = serde_json::to_vec(&last).map_or(0, |j| j.len() as u64) + 16;
+                if v.writer.entries() > 0
+                    && v.bound(0, final_json, self.recipients()) > tuning.volume_size
+                {
+                    // The final manifest does not fit beside this volume's objects: it gets a
+                    // volume of its own.
+                    self.close_shard_volume(w, v, done.take(), None).await?;
+                    let index = self.claim_volume(ck).await?;
+                    v = self.open_volume(ck, index, 0, 0, w.fence.clone())?;
+                    continue;
+                }
+                if v.bound(0, final_json, self.recipients()) > tuning.volume_size {
+                    warn!(job = %self.layout.job, volume = v.index, final_bytes = final_json,
+                          cap = tuning.volume_size, "the final manifest alone is larger than --volume-size: its volume exceeds the cap");
+                }
                 self.close_shard_volume(w, v, done, Some(last)).await?;
-            } else {
-                // An index claimed by an interrupted worker lies before this one: the commit
-                // gives it an empty volume and writes the last volume itself.
-                self.close_shard_volume(w, v, done, None).await?;
+                break;
             }
         } else if let Some(v) = volume.take() {
             self.close_shard_volume(w, v, done, None).await?;
@@ -2739,6 +2793,25 @@ fn volume_headers(owner: &str) -> crate::manifest::ObjectHeaders {
         metadata: [(crate::s3::WRITER_METADATA.to_string(), owner.to_string())].into(),
         ..Default::default()
     }
+}
+
+/// At most how long `rec`'s line in its volume's manifest is (its digests not known yet: the
+/// longest they can be), with the comma before it.
+fn manifest_line_bound(rec: &ObjectRecord, entry: &str, meta: &ObjectMeta) -> u64 {
+    let probe = ObjectEntry {
+        key: rec.key.clone(),
+        entry: entry.to_string(),
+        size: meta.size,
+        etag: meta.etag.clone(),
+        last_modified: rfc3339_ms(meta.last_modified_ms),
+        sha256: "0".repeat(64),
+        crc32: u32::MAX,
+        storage_class: rec.storage_class.clone(),
+        headers: meta.headers.clone(),
+        // A replaced object records the ETag it was planned with: about as long as its own.
+        planned_etag: Some(rec.etag.clone()),
+    };
+    serde_json::to_vec(&probe).map_or(64 * 1024, |j| j.len() as u64) + 1
 }
 
 /// Wait helper for callers that want to bound a run by wall time from now.

@@ -267,6 +267,16 @@ impl ManifestJson {
         self.count
     }
 
+    /// Bytes of the manifest so far (without its closing `]}` and any `final` part).
+    pub fn len(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    /// Never: the head is always there.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// The manifest's bytes, with `last` as its `final` part.
     pub fn finish(mut self, last: Option<&Final>) -> Vec<u8> {
         self.buf.push(b']');

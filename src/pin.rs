@@ -91,11 +91,8 @@ impl Pin {
         check("--exclude", list(&self.exclude), list(&given.exclude));
         check("--min-size", size(self.min_size), size(given.min_size));
         check("--max-size", size(self.max_size), size(given.max_size));
-        check(
-            "--no-moves",
-            (!self.moves).to_string(),
-            (!given.moves).to_string(),
-        );
+        let moves = |m: bool| if m { "not given" } else { "given" }.to_string();
+        check("--no-moves", moves(self.moves), moves(given.moves));
         out
     }
 

@@ -97,6 +97,16 @@ impl Recipients {
         Ok(Some(Recipients(Arc::new(out))))
     }
 
+    /// How many recipients.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never: an empty list is no `Recipients`.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The recipients as `age1…` strings.
     pub fn to_strings(&self) -> Vec<String> {
         self.0.iter().map(|r| r.to_string()).collect()

@@ -193,9 +193,14 @@ fn delta_carries_adds_overwrites_deletes_renames_and_metadata_changes() {
             .is_empty()
     );
 
-    // AND --no-moves ships a rename's bytes instead
+    // AND a job exported with --no-moves ships a rename's bytes instead
+    let nm = format!("{}-nm", ctx.job);
+    let r = ctx.export_job(&nm, &["--no-moves"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     ctx.rename("f05", "g05");
-    let r = ctx.export_ok(&["--no-moves"]);
+    let r = ctx.export_job(&nm, &["--no-moves"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = r.json();
     assert_eq!(
         (
             r["moved"].as_u64(),
@@ -342,17 +347,117 @@ fn volumes_rotate_by_bytes_and_by_entries() {
     // AND an object bigger than the cap travels alone in its own volume
     let lone = pseudo_random(3 * 1024 * 1024 / 2, 99);
     ctx.put("zz-lone", lone.clone());
+    // (the final manifest then gets a volume of its own: it does not fit beside it)
     let r = ctx.export_ok(&["--volume-size", "1MiB"]);
     let b = ctx.download(&ctx.job, 2);
-    assert_eq!(r["volumes"].as_array().unwrap().len(), 1);
+    assert_eq!(r["volumes"].as_array().unwrap().len(), 2);
     assert_eq!(b.summary.volumes[0].objects, 1);
     assert!(b.summary.volumes[0].size > 1024 * 1024);
+    assert_eq!(b.summary.volumes[1].objects, 0);
     assert_eq!(b.extract()["zz-lone"], lone);
 
     // AND by entries: 5 per volume → 3 volumes
     let r = ctx.export_job(&format!("{}-e", ctx.job), &["--volume-entries", "5"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["volumes"].as_array().unwrap().len(), 3);
+}
+
+/// Every volume of bundle `seq` is at most `cap` bytes (its manifest and directory included),
+/// all but the last are filled to `fill` of it, and each opens in the readers.
+fn assert_capped(ctx: &Ctx, seq: u64, cap: u64, fill: f64, sealed: bool) {
+    let vols = ctx.keys(&ctx.exp, &format!("bundles/{}/{seq:08}/", ctx.job));
+    let vols: Vec<&String> = vols.iter().filter(|k| k.contains(".zip")).collect();
+    assert!(vols.len() > 2, "{vols:?}");
+    for (i, key) in vols.iter().enumerate() {
+        let size = ctx.get(&ctx.exp, key).unwrap().len() as u64;
+        assert!(
+            size <= cap,
+            "{key} is {size} bytes, over the {cap}-byte cap"
+        );
+        if i + 1 < vols.len() {
+            assert!(
+                size as f64 >= fill * cap as f64,
+                "{key} is only {size} bytes"
+            );
+        }
+    }
+    if !sealed {
+        let b = ctx.download(&ctx.job, seq);
+        for v in b.volume_paths() {
+            check_readers(&v);
+        }
+    }
+}
+
+#[test]
+fn every_volume_with_its_manifest_and_directory_stays_within_the_cap() {
+    // GIVEN many small objects with long keys (long manifest lines and directory records)
+    let ctx = Ctx::new("cap");
+    let mut rng = fastrand::Rng::with_seed(5);
+    let long = "d".repeat(120);
+    let objects: Vec<(String, Vec<u8>)> = (0..1500)
+        .map(|i| {
+            let mut body = vec![0u8; rng.usize(1..2500)];
+            rng.fill(&mut body);
+            (format!("{long}/k{i:05}"), body)
+        })
+        .collect();
+    ctx.put_many(objects.clone());
+
+    // WHEN the volumes are capped at 1 MiB, stored and deflated
+    let r = ctx.export_ok(&["--volume-size", "1MiB"]);
+    // THEN every volume is within the cap (it was up to 7.7 % over) and the bytes round-trip
+    assert_capped(&ctx, 1, 1024 * 1024, 0.85, false);
+    let files = ctx.download(&ctx.job, 1).extract();
+    for (k, body) in &objects {
+        assert_eq!(&files[k], body, "{k}");
+    }
+    assert!(r["volumes"].as_array().unwrap().len() > 2);
+    let r = ctx.export_ok(&[
+        "--volume-size",
+        "1MiB",
+        "--full",
+        "--compression",
+        "deflate",
+    ]);
+    assert_eq!(r["sequence"], 2);
+    assert_capped(&ctx, 2, 1024 * 1024, 0.85, false);
+
+    // AND sealed with age, the ciphertext too
+    let keys = tempfile::tempdir().unwrap();
+    let (_, recipient) = crate::sealed::age_keygen(keys.path(), "id.txt");
+    let r = ctx.export_ok(&[
+        "--volume-size",
+        "1MiB",
+        "--full",
+        "--encrypt-to",
+        &recipient,
+    ]);
+    assert_eq!(r["sequence"], 3);
+    assert_capped(&ctx, 3, 1024 * 1024, 0.85, true);
+}
+
+#[test]
+fn streamed_objects_near_the_cap_stay_within_it() {
+    // GIVEN objects larger than the whole-object limit (streamed in ranges) that nearly fill a
+    // 20 MiB volume two at a time, and small ones after them
+    let ctx = Ctx::new("capstream");
+    let big = 9 * 1024 * 1024 + 900 * 1024;
+    let mut objects: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| (format!("a-big{i}"), pseudo_random(big, i)))
+        .collect();
+    objects.extend((0..300).map(|i| (format!("b-small{i:04}"), pseudo_random(4000, 100 + i))));
+    for (k, body) in &objects {
+        ctx.put(k, body.clone());
+    }
+    // WHEN exported with a 20 MiB cap
+    ctx.export_ok(&["--volume-size", "20MiB"]);
+    // THEN no volume is over it
+    assert_capped(&ctx, 1, 20 * 1024 * 1024, 0.5, false);
+    let files = ctx.download(&ctx.job, 1).extract();
+    for (k, body) in &objects {
+        assert_eq!(&files[k], body, "{k}");
+    }
 }
 
 #[test]

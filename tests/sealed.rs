@@ -14,7 +14,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// `age-keygen` (the real tool): the identity file and its recipient.
-fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+pub fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(name);
     let out = Command::new("age-keygen")
         .args(["-o", s(&key)])

@@ -175,6 +175,11 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The object is in an archive tier: it cannot be read before it is restored.
+    #[error(
+        "s3://{bucket}/{key} is archived (InvalidObjectState): restore it (or move it out of the archive tier) and it ships in the next run"
+    )]
+    Archived { bucket: String, key: String },
     /// The object kept changing while it was being read.
     #[error(
         "s3://{bucket}/{key} changed while it was being read: run again (nothing was committed)"

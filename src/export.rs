@@ -242,6 +242,9 @@ struct Checkpoint {
     /// The `--shards` the bundle was planned with (absent in older checkpoints).
     #[serde(default)]
     shards_asked: Option<usize>,
+    /// Objects planned but found archived when read (an archive tier): skipped, reported.
+    #[serde(default)]
+    skipped: Vec<crate::manifest::Skipped>,
 }
 
 /// A shard's own progress, `shard-KKKK.json` beside the checkpoint: its cursor, the volumes it
@@ -265,6 +268,9 @@ struct ShardDoc {
     /// Shipped versions that differ from the listed ones (see [`Checkpoint::corrected`]).
     #[serde(default)]
     corrected: Vec<ObjectRecord>,
+    /// Objects found archived when read (see [`Checkpoint::skipped`]).
+    #[serde(default)]
+    skipped: Vec<crate::manifest::Skipped>,
 }
 
 /// A shard's document and the fence its worker writes it under.
@@ -300,6 +306,7 @@ struct ShardDone {
     totals: Totals,
     vanished: Vec<String>,
     corrected: Vec<ObjectRecord>,
+    skipped: Vec<crate::manifest::Skipped>,
 }
 
 impl ShardDone {
@@ -317,6 +324,7 @@ impl ShardDone {
             totals: std::mem::take(&mut self.totals),
             vanished: std::mem::take(&mut self.vanished),
             corrected: std::mem::take(&mut self.corrected),
+            skipped: std::mem::take(&mut self.skipped),
         }
     }
 
@@ -330,6 +338,7 @@ impl ShardDone {
         doc.totals = self.add_to(&doc.totals);
         doc.vanished.extend(self.vanished);
         doc.corrected.extend(self.corrected);
+        doc.skipped.extend(self.skipped);
         let s = &mut doc.state;
         s.cursor = self.cursor;
         s.cursor_bytes = self.cursor_bytes;
@@ -337,13 +346,14 @@ impl ShardDone {
     }
 }
 
-/// `a` with `b`'s shipped counts (objects, bytes, replaced, vanished) added.
+/// `a` with `b`'s shipped counts (objects, bytes, replaced, vanished, skipped) added.
 fn plus(a: &Totals, b: &Totals) -> Totals {
     Totals {
         objects: a.objects + b.objects,
         bytes: a.bytes + b.bytes,
         replaced: a.replaced + b.replaced,
         vanished: a.vanished + b.vanished,
+        skipped: a.skipped + b.skipped,
         ..a.clone()
     }
 }
@@ -466,6 +476,10 @@ where
         info!(job = %cfg.job, ranges = splits.len() + 1, "listing the source as key ranges at once");
         Box::new(crate::listing::ranged(store, bucket, prefix, &splits))
     };
+    let restores = SourceRestores {
+        store: store.clone(),
+        bucket: cfg.source.bucket.clone(),
+    };
     let mut listed = crate::plan::plan(
         pages.as_mut(),
         &cfg.source,
@@ -474,6 +488,7 @@ where
         inventory,
         candidates,
         changed,
+        &restores,
     )
     .await?;
     listed.stats.list_ranges = splits.len() as u64 + 1;
@@ -486,6 +501,20 @@ where
         );
     }
     Ok(listed)
+}
+
+/// Restore states of the source's archived objects, from a HEAD of each.
+struct SourceRestores {
+    store: Store,
+    bucket: String,
+}
+
+#[async_trait::async_trait]
+impl crate::plan::Restores for SourceRestores {
+    async fn restore(&self, key: &str) -> Result<crate::plan::Restore> {
+        let header = self.store.restore_header(&self.bucket, key).await?;
+        Ok(crate::plan::Restore::from_header(header.as_deref()))
+    }
 }
 
 /// Where to cut the listing, from the index beside the previous inventory. The index is only
@@ -1169,6 +1198,7 @@ impl Run<'_> {
         ck.totals = plus(&ck.totals, &doc.totals);
         ck.vanished.extend(doc.vanished);
         ck.corrected.extend(doc.corrected);
+        ck.skipped.extend(doc.skipped);
         ck.shipped |= doc.last;
         Ok(())
     }
@@ -1353,6 +1383,7 @@ impl Run<'_> {
                     vanished: Vec::new(),
                     last: false,
                     corrected: Vec::new(),
+                    skipped: Vec::new(),
                 },
                 None,
             ),
@@ -1533,6 +1564,7 @@ impl Run<'_> {
             inventory_settled: false,
             pin: Some(Pin::of(self.cfg)),
             shards_asked: Some(self.cfg.tuning.shards),
+            skipped: Vec::new(),
         };
         self.save_checkpoint(&ck).await?;
         Ok(Planned::Bundle(Box::new(ck), stored))
@@ -1703,7 +1735,7 @@ impl Run<'_> {
             list_ranges: plan.stats.list_ranges,
             shards: ck.shards.len() as u64,
             own_output_prefixes: own_output_uris(self.cfg),
-            skipped_objects: plan.skipped.clone(),
+            skipped_objects: plan.skipped.iter().chain(&ck.skipped).cloned().collect(),
             hops: ck.hops,
             duration_ms,
             bytes_per_sec: ck.totals.bytes * 1000 / duration_ms.max(1),
@@ -1849,6 +1881,7 @@ impl Run<'_> {
         volumes: &[VolumeInfo],
         totals: Totals,
         vanished: Vec<String>,
+        skipped: Vec<crate::manifest::Skipped>,
         plan: &Plan,
     ) -> Result<Final> {
         // A rename may come with new headers: read them from each move's target.
@@ -1873,7 +1906,7 @@ impl Run<'_> {
             earlier_volumes: volumes.to_vec(),
             deleted: plan.deletes.clone(),
             moved,
-            skipped: plan.skipped.clone(),
+            skipped: plan.skipped.iter().cloned().chain(skipped).collect(),
             vanished,
             totals,
         })
@@ -2012,7 +2045,13 @@ impl Run<'_> {
             self.close_bundle_volume(ck, v, None).await?;
         }
         let last = self
-            .final_part(&ck.volumes, ck.totals.clone(), ck.vanished.clone(), plan)
+            .final_part(
+                &ck.volumes,
+                ck.totals.clone(),
+                ck.vanished.clone(),
+                ck.skipped.clone(),
+                plan,
+            )
             .await?;
         let v = self.open_volume(ck, top, 0, 0, fence)?;
         self.close_bundle_volume(ck, v, Some(last)).await
@@ -2069,6 +2108,7 @@ impl Run<'_> {
             totals: Totals::default(),
             vanished: Vec::new(),
             corrected: Vec::new(),
+            skipped: Vec::new(),
         };
         let mut i = skip;
         while i < total {
@@ -2097,7 +2137,9 @@ impl Run<'_> {
                 source: format!("{i} of {total} puts read (shard {shard})").into(),
             })??;
             let planned = match &item {
-                Fetched::Gone { rec } | Fetched::Found { rec, .. } => rec.size,
+                Fetched::Gone { rec } | Fetched::Found { rec, .. } | Fetched::Archived { rec } => {
+                    rec.size
+                }
             };
             remaining = remaining.saturating_sub(planned);
             let (rec, meta, body, planned_etag) = match item {
@@ -2105,6 +2147,27 @@ impl Run<'_> {
                     info!(key = %rec.key, "object vanished before it was read: recorded as deleted");
                     done.vanished.push(rec.key);
                     done.totals.vanished += 1;
+                    i += 1;
+                    done.advance(i, planned);
+                    progressed = true;
+                    continue;
+                }
+                Fetched::Archived { rec } => {
+                    warn!(key = %rec.key, class = %rec.storage_class, "object is archived (InvalidObjectState): skipped, it ships once it can be read");
+                    // Recorded as a version no listing matches: the next run tries it again,
+                    // and the far side keeps what it had.
+                    done.corrected.push(ObjectRecord {
+                        etag: String::new(),
+                        last_modified_ms: 0,
+                        ..rec.clone()
+                    });
+                    done.skipped.push(crate::manifest::Skipped {
+                        key: rec.key,
+                        size: rec.size,
+                        storage_class: rec.storage_class,
+                        reason: "in an archive tier (InvalidObjectState on GET): restore it or move it out of the archive tier and it ships in the next run".into(),
+                    });
+                    done.totals.skipped += 1;
                     i += 1;
                     done.advance(i, planned);
                     progressed = true;
@@ -2222,7 +2285,16 @@ impl Run<'_> {
                     .chain(&done.vanished)
                     .cloned()
                     .collect();
-                let last = self.final_part(&earlier, totals, vanished, plan).await?;
+                let skipped = ck
+                    .skipped
+                    .iter()
+                    .chain(&w.doc.skipped)
+                    .chain(&done.skipped)
+                    .cloned()
+                    .collect();
+                let last = self
+                    .final_part(&earlier, totals, vanished, skipped, plan)
+                    .await?;
                 let final_json = serde_json::to_vec(&last).map_or(0, |j| j.len() as u64) + 16;
                 if v.writer.entries() > 0
                     && v.bound(0, final_json, self.recipients()) > tuning.volume_size
@@ -2573,6 +2645,10 @@ enum Fetched {
     Gone {
         rec: ObjectRecord,
     },
+    /// In an archive tier (GET answered `InvalidObjectState`).
+    Archived {
+        rec: ObjectRecord,
+    },
 }
 
 /// Bytes of small changed objects fetched while the listing runs, held at most this much.
@@ -2747,7 +2823,11 @@ async fn fetch_one(
     let mut planned_etag = None;
     for _ in 0..4 {
         let range = (size > SMALL_OBJECT).then_some((0, CHUNK - 1));
-        match store.get(&bucket, &rec.key, Some(&etag), range).await? {
+        let got = match store.get(&bucket, &rec.key, Some(&etag), range).await {
+            Err(Error::Archived { .. }) => return Ok(Fetched::Archived { rec }),
+            got => got?,
+        };
+        match got {
             Got::Found { meta, body } => {
                 let body = match range {
                     Some(_) => Body::Ranged(body, permit),

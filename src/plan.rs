@@ -125,16 +125,75 @@ impl Listed {
     }
 }
 
-fn skip(rec: &ObjectRecord) -> Skipped {
+/// Where an archived object's restore stands (HeadObject's `x-amz-restore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// No restore was asked for (or it expired): the object cannot be read.
+    Archived,
+    /// A restore is under way (`ongoing-request="true"`).
+    Ongoing,
+    /// A restored copy can be read (`ongoing-request="false"`): it ships.
+    Restored,
+}
+
+impl Restore {
+    /// From the `x-amz-restore` header, if any.
+    pub fn from_header(h: Option<&str>) -> Restore {
+        match h {
+            Some(h) if h.contains("ongoing-request=\"false\"") => Restore::Restored,
+            Some(h) if h.contains("ongoing-request=\"true\"") => Restore::Ongoing,
+            _ => Restore::Archived,
+        }
+    }
+}
+
+/// Asks where an archived object's restore stands (a HEAD of it).
+#[async_trait::async_trait]
+pub trait Restores: Send + Sync {
+    async fn restore(&self, key: &str) -> Result<Restore>;
+}
+
+/// Archived objects of a listing page whose restore is asked for at once.
+const RESTORE_CHECKS: usize = 16;
+
+fn skip(rec: &ObjectRecord, restore: Restore) -> Skipped {
+    let reason = match restore {
+        Restore::Ongoing => format!(
+            "storage class {}: its restore is in progress; it ships in the first run after the restore completes",
+            rec.storage_class
+        ),
+        _ => format!(
+            "storage class {} cannot be read without a restore: restore it and it ships in the next run",
+            rec.storage_class
+        ),
+    };
     Skipped {
         key: rec.key.clone(),
         size: rec.size,
         storage_class: rec.storage_class.clone(),
-        reason: format!(
-            "storage class {} cannot be read without a restore: restore it and it ships in the next run",
-            rec.storage_class
-        ),
+        reason,
     }
+}
+
+/// The restore state of every archived object of `page` that takes part (by key).
+async fn restores_of(
+    page: &[ObjectRecord],
+    filters: &Filters,
+    source: &S3Location,
+    restores: &dyn Restores,
+) -> Result<HashMap<String, Restore>> {
+    use futures::StreamExt;
+    let archived = page.iter().filter(|r| {
+        let relative = r.key.strip_prefix(source.prefix.as_str()).unwrap_or(&r.key);
+        r.needs_restore() && !filters.is_own_output(&r.key) && filters.matches(relative, r.size)
+    });
+    futures::stream::iter(archived)
+        .map(|r| async move { Ok((r.key.clone(), restores.restore(&r.key).await?)) })
+        .buffer_unordered(RESTORE_CHECKS)
+        .collect::<Vec<Result<(String, Restore)>>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Diff the listing against `previous` (or take a baseline when `None`). Every added or
@@ -150,6 +209,7 @@ pub async fn plan<R, W, C>(
     mut inventory: Option<&mut InventoryWriter<W>>,
     candidates: &mut InventoryWriter<C>,
     changed: &mut (dyn FnMut(&ObjectRecord) + Send),
+    restores: &dyn Restores,
 ) -> Result<Listed>
 where
     R: AsyncBufRead + Unpin,
@@ -169,6 +229,7 @@ where
     };
     while let Some(page) = lister.next_page().await? {
         crate::interrupt::check()?;
+        let restore = restores_of(&page, filters, source, restores).await?;
         for rec in page {
             if filters.is_own_output(&rec.key) {
                 stats.own_output += 1;
@@ -193,21 +254,30 @@ where
                 }
                 None => None,
             };
+            // An archived object whose restore completed reads like any other.
+            let archived = rec
+                .needs_restore()
+                .then(|| restore.get(&rec.key).copied().unwrap_or(Restore::Archived))
+                .filter(|r| *r != Restore::Restored);
             let (keep, candidate) = match before {
                 Some(b) if b.same_version(&rec) => {
                     stats.unchanged += 1;
                     (Some(rec), None)
                 }
-                Some(b) if rec.needs_restore() => {
-                    listed.skipped.push(skip(&rec));
+                Some(b) if archived.is_some() => {
+                    listed
+                        .skipped
+                        .push(skip(&rec, archived.unwrap_or(Restore::Archived)));
                     (Some(b), None)
                 }
                 Some(_) => {
                     stats.modified += 1;
                     (Some(rec.clone()), Some(Candidate { rec, added: false }))
                 }
-                None if rec.needs_restore() => {
-                    listed.skipped.push(skip(&rec));
+                None if archived.is_some() => {
+                    listed
+                        .skipped
+                        .push(skip(&rec, archived.unwrap_or(Restore::Archived)));
                     (None, None)
                 }
                 None => {
@@ -438,6 +508,23 @@ mod tests {
         }
         assert_eq!(est.volumes(), puts.len().div_ceil(2) as u64);
         (plan, puts)
+    }
+
+    #[test]
+    fn the_restore_header_says_where_a_restore_stands() {
+        assert_eq!(Restore::from_header(None), Restore::Archived);
+        assert_eq!(
+            Restore::from_header(Some("ongoing-request=\"true\"")),
+            Restore::Ongoing
+        );
+        assert_eq!(
+            Restore::from_header(Some(
+                "ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\""
+            )),
+            Restore::Restored
+        );
+        let ongoing = skip(&rec("k", "e", 1), Restore::Ongoing);
+        assert!(ongoing.reason.contains("in progress"), "{}", ongoing.reason);
     }
 
     #[tokio::test]

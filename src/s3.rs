@@ -521,6 +521,12 @@ impl Store {
                     (Some(404), _) | (_, Some("NoSuchKey")) if e.code() != Some("NoSuchBucket") => {
                         Ok(Got::Gone)
                     }
+                    // An archive tier (Intelligent-Tiering's, or a class changed since the
+                    // listing): it cannot be read until it is restored.
+                    (_, Some("InvalidObjectState")) => Err(Error::Archived {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                    }),
                     _ => Err(s3_err("GetObject", bucket, key, e)),
                 };
             }
@@ -570,6 +576,23 @@ impl Store {
                 unquote(out.e_tag().unwrap_or_default()),
                 out.content_length().unwrap_or(0).max(0) as u64,
             ))),
+            Err(e) if http_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
+        }
+    }
+
+    /// The `x-amz-restore` header of an object (where a restore of an archived object
+    /// stands); `None` without one, or if the key is gone.
+    pub async fn restore_header(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.restore().map(str::to_string)),
             Err(e) if http_status(&e) == Some(404) => Ok(None),
             Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
         }

@@ -283,6 +283,128 @@ fn filters_select_by_glob_and_size() {
     assert_eq!(b.manifests[0].source.prefix, "in/");
 }
 
+fn put_glacier(ctx: &Ctx, key: &str, body: &'static [u8]) {
+    block_on(
+        ctx.s3
+            .put_object()
+            .bucket(&ctx.src)
+            .key(key)
+            .storage_class(StorageClass::Glacier)
+            .body(ByteStream::from_static(body))
+            .send(),
+    )
+    .unwrap();
+}
+
+fn restore(ctx: &Ctx, key: &str) {
+    block_on(
+        ctx.s3
+            .restore_object()
+            .bucket(&ctx.src)
+            .key(key)
+            .restore_request(aws_sdk_s3::types::RestoreRequest::builder().days(1).build())
+            .send(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_restored_archived_object_ships_and_one_not_restored_is_skipped() {
+    // GIVEN two GLACIER objects, one of them restored (HeadObject: ongoing-request="false")
+    let ctx = Ctx::new("restored");
+    put_glacier(&ctx, "cold/restored", b"thawed bytes");
+    put_glacier(&ctx, "cold/frozen", b"still frozen");
+    restore(&ctx, "cold/restored");
+    let head = block_on(
+        ctx.s3
+            .head_object()
+            .bucket(&ctx.src)
+            .key("cold/restored")
+            .send(),
+    )
+    .unwrap();
+    assert!(
+        head.restore()
+            .unwrap()
+            .contains("ongoing-request=\"false\""),
+        "{head:?}"
+    );
+
+    // WHEN exported
+    let r = ctx.export_ok(&[]);
+
+    // THEN the restored one ships (it was skipped with "restore it and it ships in the next
+    // run" however often it ran) and the other is reported
+    assert_eq!(
+        (r["objects"].as_u64(), r["skipped"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["skipped_objects"][0]["key"], "cold/frozen");
+    let b = ctx.download(&ctx.job, 1);
+    assert_eq!(b.extract()["cold/restored"], b"thawed bytes");
+
+    // AND once the other is restored, it ships in the next run; the shipped one does not again
+    restore(&ctx, "cold/frozen");
+    let r = ctx.export_ok(&[]);
+    assert_eq!(
+        (r["objects"].as_u64(), r["skipped"].as_u64()),
+        (Some(1), Some(0)),
+        "{r}"
+    );
+    assert_eq!(
+        ctx.download(&ctx.job, 2).extract()["cold/frozen"],
+        b"still frozen"
+    );
+    assert_eq!(ctx.export_ok(&[])["status"], "no_changes");
+}
+
+#[test]
+fn an_object_archived_between_listing_and_read_is_skipped_not_fatal_and_ships_later() {
+    // GIVEN a planned bundle (a zero deadline stops after planning)
+    let ctx = Ctx::new("tiered");
+    ctx.put("hot", "hot");
+    ctx.put("tiered", "goes to an archive tier");
+    let run = ctx.export(&["--deadline", "0s"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+
+    // WHEN `tiered` moves to an archive class before it is read (GET: InvalidObjectState, as
+    // Intelligent-Tiering's archive tiers answer)
+    block_on(
+        ctx.s3
+            .copy_object()
+            .bucket(&ctx.src)
+            .key("tiered")
+            .copy_source(format!("{}/tiered", ctx.src))
+            .storage_class(StorageClass::Glacier)
+            .send(),
+    )
+    .unwrap();
+    let r = ctx.export_ok(&[]);
+
+    // THEN the bundle completes with it skipped and reported
+    assert_eq!(
+        (r["objects"].as_u64(), r["skipped"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    let reason = r["skipped_objects"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("InvalidObjectState"), "{reason}");
+    assert_eq!(ctx.download(&ctx.job, 1).last().skipped[0].key, "tiered");
+
+    // AND after a restore it ships in the next run
+    restore(&ctx, "tiered");
+    let r = ctx.export_ok(&[]);
+    assert_eq!(r["objects"], 1, "{r}");
+    assert_eq!(
+        ctx.download(&ctx.job, 2).extract()["tiered"],
+        b"goes to an archive tier"
+    );
+}
+
 #[test]
 fn archived_storage_classes_are_skipped_and_reported_not_fatal() {
     let ctx = Ctx::new("glacier");

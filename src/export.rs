@@ -480,17 +480,13 @@ where
         store: store.clone(),
         bucket: cfg.source.bucket.clone(),
     };
-    let mut listed = crate::plan::plan(
-        pages.as_mut(),
-        &cfg.source,
-        &filters,
-        reader,
-        inventory,
-        candidates,
-        changed,
-        &restores,
-    )
-    .await?;
+    let listing = crate::plan::Listing {
+        lister: pages.as_mut(),
+        source: &cfg.source,
+        filters: &filters,
+        restores: &restores,
+    };
+    let mut listed = crate::plan::plan(listing, reader, inventory, candidates, changed).await?;
     listed.stats.list_ranges = splits.len() as u64 + 1;
     if listed.stats.own_output > 0 {
         info!(

@@ -196,26 +196,38 @@ async fn restores_of(
         .collect()
 }
 
+/// What a plan lists: the pages of the source, where it is, which objects take part, and
+/// where to ask about archived objects' restores.
+pub struct Listing<'a> {
+    pub lister: &'a mut dyn Pages,
+    pub source: &'a S3Location,
+    pub filters: &'a Filters,
+    pub restores: &'a dyn Restores,
+}
+
 /// Diff the listing against `previous` (or take a baseline when `None`). Every added or
 /// modified object is written to `candidates` in key order as the listing shows it, so memory
 /// holds the deletions and skips only, never the puts. When `inventory` is given, the new
 /// inventory snapshot is written to it as the listing streams by. `changed` sees each
 /// candidate too, so its bytes can be fetched while the listing runs.
 pub async fn plan<R, W, C>(
-    lister: &mut dyn Pages,
-    source: &S3Location,
-    filters: &Filters,
+    listing: Listing<'_>,
     mut previous: Option<InventoryReader<R>>,
     mut inventory: Option<&mut InventoryWriter<W>>,
     candidates: &mut InventoryWriter<C>,
     changed: &mut (dyn FnMut(&ObjectRecord) + Send),
-    restores: &dyn Restores,
 ) -> Result<Listed>
 where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
     C: AsyncWrite + Unpin,
 {
+    let Listing {
+        lister,
+        source,
+        filters,
+        restores,
+    } = listing;
     let inv_err = |what: &str, e: std::io::Error| Error::Stream {
         bucket: source.bucket.clone(),
         key: what.into(),

@@ -12,7 +12,8 @@
 #   OUT=/tmp/b scripts/bench.sh                     # results elsewhere than docs/bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Bold only on a terminal (a CI log shows the text, not escape codes).
+if [ -t 2 ]; then say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }; else say() { printf '==> %s\n' "$*" >&2; }; fi
 
 missing=()
 command -v rclone >/dev/null || missing+=(rclone=1.60.1+dfsg-2+b5)

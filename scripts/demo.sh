@@ -7,7 +7,8 @@
 # only ciphertext. Everything runs against a moto server on 127.0.0.1 started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# Bold only on a terminal (a CI log shows the text, not escape codes).
+if [ -t 1 ]; then say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }; else say() { printf '\n==> %s\n' "$*"; }; fi
 
 scripts/setup.sh
 say "building ferry (a fresh clone compiles ~300 crates: 5-10 minutes on 2 cores; cargo shows its progress)"

@@ -376,6 +376,84 @@ impl Checkpoint {
     }
 }
 
+/// A bundle in progress, as `ferry status` shows it (read from its checkpoint and shard
+/// documents; nothing is written).
+#[derive(Debug, Clone, Serialize)]
+pub struct InProgress {
+    pub sequence: u64,
+    /// The checkpoint, `s3://…`.
+    pub checkpoint: String,
+    pub baseline: bool,
+    pub listed_at: String,
+    /// Runs that worked on it so far.
+    pub hops: u32,
+    pub shards: u64,
+    /// Objects the plan ships, and those in completed volumes so far.
+    pub planned_objects: u64,
+    pub shipped_objects: u64,
+    /// Completed volumes so far.
+    pub volumes: u64,
+    /// The run that wrote the checkpoint last.
+    pub writer: String,
+}
+
+/// The bundle after the last committed one of `state`, if one is in progress. The job's pin
+/// says where its checkpoints are (a state written before pins: `None`).
+pub async fn in_progress(store: &Store, state: &JobState) -> Result<Option<InProgress>> {
+    let Some(pin) = &state.pin else {
+        return Ok(None);
+    };
+    let layout = Layout {
+        dest: S3Location {
+            bucket: pin.dest_bucket.clone(),
+            prefix: pin.dest_prefix.clone(),
+        },
+        job: state.job.clone(),
+        sealed: false,
+    };
+    let seq = state.sequence + 1;
+    let key = layout.checkpoint_key(seq);
+    let corrupt = |what: &'static str, location: String, e: serde_json::Error| Error::Corrupt {
+        what,
+        location,
+        hint: "the next export run resumes or replaces it",
+        source: Box::new(e),
+    };
+    let Some(body) = store.get_document(&pin.dest_bucket, &key).await? else {
+        return Ok(None);
+    };
+    let ck: Checkpoint =
+        serde_json::from_slice(&body).map_err(|e| corrupt("checkpoint", layout.uri(&key), e))?;
+    let mut volumes = ck.volumes.len() as u64;
+    let (mut planned, mut shipped) = (0, 0);
+    for (k, cut) in ck.shards.iter().enumerate() {
+        let doc_key = layout.shard_doc_key(seq, k);
+        let doc = match store.get_document(&pin.dest_bucket, &doc_key).await? {
+            Some(b) if !ck.merged => Some(
+                serde_json::from_slice::<ShardDoc>(&b)
+                    .map_err(|e| corrupt("shard progress", layout.uri(&doc_key), e))?,
+            ),
+            _ => None,
+        };
+        let state = doc.as_ref().map_or(cut, |d| &d.state);
+        planned += state.count;
+        shipped += state.cursor;
+        volumes += doc.map_or(0, |d| d.volumes.len() as u64);
+    }
+    Ok(Some(InProgress {
+        sequence: seq,
+        checkpoint: layout.uri(&key),
+        baseline: ck.baseline,
+        listed_at: ck.listed_at,
+        hops: ck.hops,
+        shards: ck.shards.len() as u64,
+        planned_objects: planned,
+        shipped_objects: shipped,
+        volumes,
+        writer: ck.writer,
+    }))
+}
+
 /// Plan what the next bundle would carry, writing nothing to S3 (`ferry plan`): the puts go
 /// through a local temporary file (for rename pairing and the volume estimate) and are dropped.
 pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobState, Plan, u64)> {

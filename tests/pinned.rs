@@ -126,3 +126,51 @@ fn a_continued_bundle_keeps_its_settings_and_says_which_flags_it_ignored() {
     // AND the job stays pinned to the settings it was planned with
     assert_eq!(ctx.export_ok(&[])["status"], "no_changes");
 }
+
+#[test]
+fn status_shows_a_bundle_in_progress() {
+    // GIVEN a committed baseline and a planned, unfinished next bundle
+    let ctx = seeded();
+    ctx.export_ok(&[]);
+    ctx.put("data/n1", "n1");
+    ctx.put("data/n2", "n2");
+    let r = ctx.export(&["--deadline", "0s"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let status = |json: bool| {
+        let mut args = vec!["status", "--job", &ctx.job, "--table", &ctx.table];
+        if json {
+            args.push("--json");
+        }
+        ctx.ferry(&args)
+    };
+
+    // WHEN `ferry status` is asked THEN it shows the bundle, its progress and where it is
+    let r = status(true);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let p = &v["in_progress"];
+    assert_eq!(
+        (p["sequence"].as_u64(), p["planned_objects"].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    assert_eq!(p["shipped_objects"], 0);
+    assert!(
+        p["checkpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/00000002/checkpoint.json"),
+        "{p}"
+    );
+    assert_eq!(v["pin"]["source_bucket"], ctx.src.as_str());
+    let r = status(false);
+    assert!(
+        r.stdout.contains("in progress bundle 2: 0 of 2 objects"),
+        "{}",
+        r.stdout
+    );
+
+    // AND once it is committed, nothing is in progress
+    ctx.export_ok(&[]);
+    assert!(status(true).json()["in_progress"].is_null());
+}

@@ -65,10 +65,12 @@ pub async fn status(
         job: job.to_string(),
         ..Default::default()
     });
+    let progress = s3_ferry::export::in_progress(&clients.s3, &s).await?;
     if json {
         // The same fields whether or not the job has run.
         let mut v = serde_json::to_value(&s)?;
         v["exists"] = exists.into();
+        v["in_progress"] = serde_json::to_value(&progress)?;
         crate::output::json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -83,6 +85,24 @@ pub async fn status(
     out!("digest     {}", s.bundle_digest.as_deref().unwrap_or("-"));
     if let Some(owner) = &s.lease_owner {
         out!("lease      held by {owner}");
+    }
+    if let Some(pin) = &s.pin {
+        out!("source     {}", pin.source_uri());
+        out!("dest       {}", pin.dest_uri());
+    }
+    if let Some(p) = &progress {
+        out!(
+            "in progress bundle {}{}: {} of {} objects shipped in {} volume(s), {} shard(s), {} run(s) so far, listed at {} (checkpoint {})",
+            p.sequence,
+            if p.baseline { " (baseline)" } else { "" },
+            p.shipped_objects,
+            p.planned_objects,
+            p.volumes,
+            p.shards,
+            p.hops,
+            p.listed_at,
+            p.checkpoint
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

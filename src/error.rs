@@ -9,6 +9,90 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What kind of failure a service answered, decided where the SDK error is read (the
+/// adapter): only `Throttled` and `Transient` are worth running again unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The resource is not there.
+    NotFound,
+    /// A condition of the request did not hold (`If-Match`, a conditional write).
+    Precondition,
+    /// The service asked for fewer requests (503 SlowDown, 429, ThrottlingException…).
+    Throttled,
+    /// The credentials do not allow it (401, 403, AccessDenied…): retrying changes nothing.
+    Denied,
+    /// A server error, a time-out, a lost connection: may pass.
+    Transient,
+    /// Any other refusal of the request (a 4xx): retrying changes nothing.
+    Rejected,
+}
+
+impl Class {
+    /// Worth running again unchanged?
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Class::Throttled | Class::Transient)
+    }
+
+    /// From an error code and an HTTP status (either may be missing) and whether the request
+    /// got an answer at all.
+    pub fn of(code: Option<&str>, status: Option<u16>, answered: bool) -> Class {
+        const DENIED: &[&str] = &[
+            "AccessDenied",
+            "AccessDeniedException",
+            "UnauthorizedOperation",
+            "UnrecognizedClientException",
+            "InvalidAccessKeyId",
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "ExpiredTokenException",
+            "AllAccessDisabled",
+            "KMSAccessDeniedException",
+        ];
+        const THROTTLED: &[&str] = &[
+            "SlowDown",
+            "Throttling",
+            "ThrottlingException",
+            "ThrottledException",
+            "ProvisionedThroughputExceededException",
+            "RequestLimitExceeded",
+            "TooManyRequestsException",
+            "RequestThrottled",
+            "LimitExceededException",
+        ];
+        const NOT_FOUND: &[&str] = &[
+            "NoSuchKey",
+            "NoSuchBucket",
+            "NotFound",
+            "ResourceNotFoundException",
+            "NotFoundException",
+            "NoSuchUpload",
+        ];
+        const PRECONDITION: &[&str] = &[
+            "PreconditionFailed",
+            "ConditionalCheckFailedException",
+            "ConditionalRequestConflict",
+        ];
+        if !answered {
+            return Class::Transient;
+        }
+        let is = |list: &[&str]| code.is_some_and(|c| list.contains(&c));
+        if is(DENIED) || matches!(status, Some(401 | 403)) {
+            Class::Denied
+        } else if is(THROTTLED) || matches!(status, Some(429 | 503)) {
+            Class::Throttled
+        } else if is(NOT_FOUND) || status == Some(404) {
+            Class::NotFound
+        } else if is(PRECONDITION) || matches!(status, Some(409 | 412)) {
+            Class::Precondition
+        } else if status.is_some_and(|s| (400..500).contains(&s)) {
+            Class::Rejected
+        } else {
+            Class::Transient
+        }
+    }
+}
+
 /// Everything that can go wrong in s3-ferry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -21,6 +105,7 @@ pub enum Error {
         op: &'static str,
         bucket: String,
         key: String,
+        class: Class,
         #[source]
         source: BoxError,
     },
@@ -36,6 +121,7 @@ pub enum Error {
     Dynamo {
         op: &'static str,
         table: String,
+        class: Class,
         #[source]
         source: BoxError,
     },
@@ -69,6 +155,7 @@ pub enum Error {
     Kms {
         op: &'static str,
         key: String,
+        class: Class,
         #[source]
         source: BoxError,
     },
@@ -78,6 +165,7 @@ pub enum Error {
     )]
     Secret {
         id: String,
+        class: Class,
         #[source]
         source: BoxError,
     },
@@ -307,6 +395,13 @@ impl Error {
     /// True when running again later may succeed without any change (throttling, lease held,
     /// transient network or server errors, objects that changed mid-read).
     pub fn is_retryable(&self) -> bool {
+        if let Error::S3 { class, .. }
+        | Error::Dynamo { class, .. }
+        | Error::Kms { class, .. }
+        | Error::Secret { class, .. } = self
+        {
+            return class.is_retryable();
+        }
         matches!(
             self,
             Error::LeaseHeld { .. }
@@ -317,11 +412,7 @@ impl Error {
                 | Error::CommitUnknown { .. }
                 | Error::Fenced { .. }
                 | Error::WrittenTwice { .. }
-                | Error::S3 { .. }
-                | Error::Dynamo { .. }
                 | Error::Unreachable { .. }
-                | Error::Kms { .. }
-                | Error::Secret { .. }
         )
     }
 
@@ -340,4 +431,37 @@ pub(crate) fn io_at(
 ) -> impl FnOnce(std::io::Error) -> Error + use<> {
     let path = path.to_path_buf();
     move |source| Error::Io { op, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_throttling_and_transient_failures_are_retried() {
+        let c = |code, status| Class::of(code, status, true);
+        assert_eq!(c(Some("AccessDenied"), Some(403)), Class::Denied);
+        assert_eq!(c(None, Some(403)), Class::Denied);
+        assert_eq!(c(Some("SlowDown"), Some(503)), Class::Throttled);
+        assert_eq!(c(Some("ThrottlingException"), Some(400)), Class::Throttled);
+        assert_eq!(c(Some("NoSuchKey"), Some(404)), Class::NotFound);
+        assert_eq!(
+            c(Some("PreconditionFailed"), Some(412)),
+            Class::Precondition
+        );
+        assert_eq!(c(Some("InvalidArgument"), Some(400)), Class::Rejected);
+        assert_eq!(c(Some("InternalError"), Some(500)), Class::Transient);
+        assert_eq!(Class::of(None, None, false), Class::Transient);
+        let s3 = |class| Error::S3 {
+            op: "GetObject",
+            bucket: "b".into(),
+            key: "k".into(),
+            class,
+            source: "x".into(),
+        };
+        assert!(!s3(Class::Denied).is_retryable(), "a 403 is not retried");
+        assert!(s3(Class::Throttled).is_retryable());
+        assert!(s3(Class::Transient).is_retryable());
+        assert!(!s3(Class::NotFound).is_retryable());
+    }
 }

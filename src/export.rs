@@ -1412,11 +1412,14 @@ impl Run<'_> {
                 key: ck_key,
             });
         }
-        let _ = self.fence.set(Arc::new(crate::s3::Fence::new(
+        // The checkpoint as read: a later step (a retried commit) confirms its claim by
+        // writing these very bytes again under their ETag.
+        let _ = self.fence.set(Arc::new(crate::s3::Fence::read(
             self.store(),
             &self.cfg.dest.bucket,
             &ck_key,
-            Some(etag),
+            etag,
+            body,
         )));
         let plan = self.stored_plan(&ck).await?;
         Ok((ck, plan))

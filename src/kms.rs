@@ -28,6 +28,7 @@ impl KmsSigner {
             .map_err(|e| Error::Kms {
                 op: "GetPublicKey",
                 key: key_id.to_string(),
+                class: crate::aws::classify(&e),
                 source: Box::new(e),
             })?;
         let spki = out
@@ -67,6 +68,7 @@ impl Signer for KmsSigner {
                 .map_err(|e| Error::Kms {
                     op: "Sign",
                     key: self.key_id.clone(),
+                    class: crate::aws::classify(&e),
                     source: Box::new(e),
                 })?;
             let der = out

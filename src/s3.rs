@@ -75,6 +75,7 @@ fn s3_build_err(
         op,
         bucket: bucket.to_string(),
         key: key.to_string(),
+        class: crate::error::Class::Rejected,
         source: Box::new(e),
     }
 }
@@ -97,6 +98,7 @@ where
         op,
         bucket: bucket.to_string(),
         key: key.to_string(),
+        class: crate::aws::classify(&e),
         source: Box::new(e),
     }
 }
@@ -859,6 +861,7 @@ impl Store {
                 op: "DeleteObjects",
                 bucket: bucket.to_string(),
                 key: e.key().unwrap_or_default().to_string(),
+                class: crate::error::Class::of(e.code(), None, true),
                 source: format!(
                     "{}: {}",
                     e.code().unwrap_or("error"),
@@ -1356,6 +1359,20 @@ impl Fence {
             held: tokio::sync::Mutex::new(Held {
                 etag,
                 body: Bytes::new(),
+            }),
+        }
+    }
+
+    /// A fence over `bucket/key` as read: `body` with `etag`. Its claim can be confirmed at
+    /// once (a later step of the run that wrote it, such as a retried commit).
+    pub fn read(store: &Store, bucket: &str, key: &str, etag: String, body: Bytes) -> Self {
+        Fence {
+            store: store.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            held: tokio::sync::Mutex::new(Held {
+                etag: Some(etag),
+                body,
             }),
         }
     }

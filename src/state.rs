@@ -126,6 +126,7 @@ impl StateTable {
         Error::Dynamo {
             op,
             table: self.table.clone(),
+            class: crate::error::Class::Throttled,
             source: format!(
                 "{left} items still unprocessed after {BATCH_TRIES} requests (the table is throttled)"
             )
@@ -136,7 +137,7 @@ impl StateTable {
     fn err<E, R>(&self, op: &'static str, e: SdkError<E, R>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + crate::aws::StatusOf + 'static,
     {
         if is_code(&e, "ResourceNotFoundException") {
             return Error::TableNotFound {
@@ -154,6 +155,7 @@ impl StateTable {
         Error::Dynamo {
             op,
             table: self.table.clone(),
+            class: crate::aws::classify(&e),
             source: Box::new(e),
         }
     }
@@ -579,7 +581,7 @@ impl StateTable {
     ) -> Result<()>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + crate::aws::StatusOf + 'static,
     {
         match out {
             Ok(_) => Ok(()),

@@ -986,3 +986,55 @@ fn ctrl_c_stops_a_stalled_download_and_the_next_download_resumes_it() {
         "the carried volume differs from the shipped one"
     );
 }
+
+#[test]
+fn a_commit_step_retried_after_a_failed_report_write_commits() {
+    use s3_ferry::export::{PlanStep, Steps};
+    // GIVEN a bundle planned and shipped by state machine steps, and a path to S3 that fails
+    // every attempt of the commit step's first report write (the SDK retries three times)
+    let ctx = Ctx::new("b1");
+    seed(&ctx, 6, 100);
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = failures.clone();
+    let proxy = proxy::start_full(
+        &moto().endpoint,
+        Arc::new(move |r: &crate::proxy::Req| {
+            if r.method == Method::PUT
+                && r.pq.contains("report.json")
+                && count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3
+            {
+                return Action::Fail(500);
+            }
+            Action::Forward
+        }),
+    );
+    let via = ctx.via(&proxy.endpoint);
+    let cfg = s3_ferry::config::ExportConfig::new(
+        ctx.job.parse().unwrap(),
+        ctx.source_uri().parse().unwrap(),
+        ctx.dest_uri().parse().unwrap(),
+        ctx.table.clone(),
+    );
+    let step = Steps {
+        clients: &via.clients,
+        cfg: &cfg,
+        owner: "sfn-b1",
+    };
+    let PlanStep::Ready { sequence, .. } = block_on(step.plan()).unwrap() else {
+        panic!("nothing planned")
+    };
+    assert!(block_on(step.shard(sequence, 0)).unwrap().done);
+
+    // WHEN the commit step fails on its report write and the state machine retries it
+    let e = block_on(step.commit(sequence)).unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert!(failures.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    let report = block_on(step.commit(sequence));
+
+    // THEN the retry commits (it was `Fenced` on every retry: the job was stuck)
+    let report = report.unwrap_or_else(|e| panic!("retried commit: {}", s3_ferry::error_chain(&e)));
+    assert_eq!(report.objects, 6);
+    let state = ctx.state();
+    assert_eq!((state.sequence, state.lease_owner), (1, None));
+    ctx.download(&ctx.job, 1).sha256sum_check();
+}

@@ -2000,6 +2000,9 @@ impl Run<'_> {
             Puts::Inline(v) => v.len() as u64,
         };
         let fresh = ck.cursor == 0 && ck.volumes.is_empty();
+        if fresh {
+            self.discard_earlier_attempt(ck.sequence).await?;
+        }
         let n = (self.cfg.tuning.shards as u64).min(count).max(1);
         ck.shards = match (&stored.puts, n) {
             (Puts::Stored { key, .. }, 2..) if fresh => {
@@ -2021,6 +2024,23 @@ impl Run<'_> {
         info!(job = %self.layout.job, sequence = ck.sequence, shards = ck.shards.len(),
               counts = ?ck.shards.iter().map(|s| s.count).collect::<Vec<_>>(), "shards planned");
         self.save_checkpoint(ck).await
+    }
+
+    /// Before a freshly planned bundle is cut into shards: forget what an earlier attempt at
+    /// this sequence left (a bundle given up by `--full`): its shards' progress documents and
+    /// its volume counter. Otherwise the new bundle would resume the old shards' cursors or
+    /// start its volumes after the old ones' indices (empty volumes in their place). Nothing of
+    /// this checkpoint has shipped yet, so nothing of it is lost.
+    async fn discard_earlier_attempt(&self, seq: u64) -> Result<()> {
+        let docs: Vec<String> = (0..64)
+            .map(|k| self.layout.shard_doc_key(seq, k))
+            .chain([self.layout.shard_list_key(seq)])
+            .collect();
+        self.check_lease()?;
+        self.store()
+            .delete_batch(&self.cfg.dest.bucket, &docs)
+            .await?;
+        self.table.reset_volumes(&self.layout.job, seq).await
     }
 
     /// Cut the puts file (in key order) into `n` contiguous shards of about equal weight, a
@@ -2106,6 +2126,9 @@ impl Run<'_> {
             .get()
             .cloned()
             .expect("the fence is set when the bundle is opened");
+        // Deletes follow: only while this run's claim on the bundle still holds (a run that
+        // wakes after another committed must not touch the committed bundle's volumes).
+        self.confirm_fence(ck.sequence).await?;
         let top = self.claim_volume(ck).await?;
         let have: std::collections::HashSet<u32> = ck.volumes.iter().map(|v| v.index).collect();
         for i in (1..top).filter(|i| !have.contains(i)) {
@@ -2520,6 +2543,8 @@ impl Run<'_> {
         let bucket = &self.cfg.dest.bucket;
         let prefix = self.layout.bundle_prefix(ck.sequence);
         let names: Vec<&str> = ck.volumes.iter().map(|v| v.name.as_str()).collect();
+        // As in `seal`: no delete unless the claim on the bundle still holds.
+        self.confirm_fence(ck.sequence).await?;
         for key in self.store().keys(bucket, &prefix).await? {
             let name = &key[prefix.len()..];
             if crate::seal::is_volume_name(name) && !names.contains(&name) {
@@ -2561,6 +2586,14 @@ impl Run<'_> {
             &format!("{}report.json", self.layout.state_prefix(ck.sequence)),
         )
         .await?;
+        // The bundle's volume counter is of no further use.
+        if let Err(e) = self
+            .table
+            .reset_volumes(&self.layout.job, ck.sequence)
+            .await
+        {
+            warn!(job = %self.layout.job, sequence = ck.sequence, error = %e, "the committed bundle's volume counter could not be removed");
+        }
         // Only a committed bundle is published: SHA256SUMS, the far side's "complete" marker,
         // is written after the commit. Should it fail now, the next run publishes it.
         if let Err(e) = self.publish(ck.sequence, &sums).await {

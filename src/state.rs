@@ -450,6 +450,20 @@ impl StateTable {
             })?;
         Ok(claimed)
     }
+
+    /// Forget the volume counter of bundle `sequence` of `job` (a bundle planned afresh, or
+    /// committed): its next claim is 1 again.
+    pub async fn reset_volumes(&self, job: &str, sequence: u64) -> Result<()> {
+        let key = format!("{job}#volumes#{sequence}");
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&key)))
+            .send()
+            .await
+            .map_err(|e| self.err("DeleteItem", e))?;
+        Ok(())
+    }
 }
 
 /// Attribute holding a JSON document on the import side's items.

@@ -1038,3 +1038,32 @@ fn a_commit_step_retried_after_a_failed_report_write_commits() {
     assert_eq!((state.sequence, state.lease_owner), (1, None));
     ctx.download(&ctx.job, 1).sha256sum_check();
 }
+
+#[test]
+fn a_full_export_over_an_unfinished_sharded_bundle_starts_it_afresh() {
+    // GIVEN a sharded bundle given up half-way: its shards claimed volumes and stopped
+    let ctx = Ctx::new("b3");
+    seed(&ctx, 12, 500);
+    let hurried = ["--shards", "3", "--volume-entries", "2", "--deadline", "0s"];
+    assert_eq!(ctx.export(&hurried).code, 4);
+    assert_eq!(
+        ctx.export(&hurried).code,
+        4,
+        "the shards ship a volume each and stop"
+    );
+
+    // WHEN `--full` takes a new baseline in its place
+    let r = ctx.export_ok(&["--full", "--volume-entries", "2"]);
+
+    // THEN the new bundle is numbered from volume 1 with no empty volumes in front (it began
+    // after the old counter's indices) and carries every object
+    assert_eq!(r["objects"], 12, "{r}");
+    let b = ctx.download(&ctx.job, 1);
+    let counts: Vec<u64> = b.summary.volumes.iter().map(|v| v.objects).collect();
+    assert_eq!(counts, [2, 2, 2, 2, 2, 2], "{counts:?}");
+    assert_eq!(b.extract().len(), 12);
+    b.sha256sum_check();
+    // AND the committed bundle's volume counter is gone from the state table
+    let counter = block_on(ctx.clients.table(&ctx.table).claim_volume(&ctx.job, 1, 0)).unwrap();
+    assert_eq!(counter, 1, "the counter item of bundle 1 was left behind");
+}

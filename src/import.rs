@@ -669,15 +669,30 @@ async fn apply(
     }
     if b.baseline {
         let removals = baseline_removals(ledger, cfg, b).await?;
-        for (stray, key) in removals.remove {
-            info!(target = %cfg.target.display(), key = %stray, written_by_ferry = key.is_some(),
-                  "baseline does not list it: removing");
-            cfg.target.remove_stray(&stray).await?;
-            // A baseline over earlier bundles removes keys they wrote: out of the index too.
-            if let Some(key) = key {
-                changes.push((key, None));
+        // In batches, like the deletions; the deadline may stop between them (what was removed
+        // is saved; the next call lists the strays left and goes on).
+        for (i, batch) in removals.remove.chunks(DELETE_BATCH).enumerate() {
+            if (i > 0 || progressed || !gone.is_empty()) && cfg.past_deadline() {
+                info!(job = %b.job, sequence = b.sequence, removed = out.removed, "deadline: stopping between removals");
+                pending.deletions_done = gone.len() as u64;
+                rec.pending = Some(pending.clone());
+                cfg.target.make_durable().await?;
+                ledger
+                    .save(rec.clone(), std::mem::take(&mut changes))
+                    .await?;
+                return Ok(BundleStatus::Continue);
             }
-            out.removed += 1;
+            let strays: Vec<String> = batch.iter().map(|(s, _)| s.clone()).collect();
+            info!(target = %cfg.target.display(), count = strays.len(), first = %strays[0],
+                  "the baseline does not list them: removing");
+            cfg.target.remove_strays(&strays).await?;
+            // A baseline over earlier bundles removes keys they wrote: out of the index too.
+            changes.extend(
+                batch
+                    .iter()
+                    .filter_map(|(_, k)| k.clone().map(|k| (k, None))),
+            );
+            out.removed += batch.len() as u64;
         }
         if removals.kept > 0 {
             warn!(target = %cfg.target.display(), kept = removals.kept, first = ?removals.kept_first,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::MetadataDirective;
@@ -1040,4 +1041,125 @@ fn thousands_of_deletions_are_applied_in_batches_to_a_bucket_and_a_directory() {
     let mirror = dir_snapshot(dir.path());
     assert_eq!(mirror.len(), 100);
     assert_eq!(mirror["d/02599"], b"object 2599".to_vec());
+}
+
+#[test]
+fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
+    // GIVEN 1,200 objects imported into a bucket, then deleted from the source, and a new
+    // baseline (`--full`) that no longer lists them: 1,200 keys ferry wrote to remove
+    let ctx = Ctx::new("strays");
+    ctx.put("keep", "kept");
+    ctx.put_many(
+        (0..1_200)
+            .map(|i| (format!("s/{i:05}"), b"stray".to_vec()))
+            .collect(),
+    );
+    ctx.export_ok(&[]);
+    let dest = ctx.bucket("strays-dest");
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("s.json");
+    let b1 = ctx.download(&ctx.job, 1);
+    let to = format!("s3://{dest}");
+    let r = ctx.ferry(&[
+        "import",
+        b1.dir.path().to_str().unwrap(),
+        "--to",
+        &to,
+        "--state",
+        state_file.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    block_on(async {
+        for chunk in (0..1_200).collect::<Vec<u32>>().chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|i| {
+                    aws_sdk_s3::types::ObjectIdentifier::builder()
+                        .key(format!("s/{i:05}"))
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            ctx.s3
+                .delete_objects()
+                .bucket(&ctx.src)
+                .delete(
+                    aws_sdk_s3::types::Delete::builder()
+                        .set_objects(Some(objects))
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    ctx.export_ok(&["--full"]);
+    let b2 = ctx.download(&ctx.job, 2);
+
+    // WHEN it is imported with a deadline that has passed (as the import function's hop ends),
+    // through a proxy counting delete requests
+    let (single, batched) = (
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let (s1, b1c) = (single.clone(), batched.clone());
+    let proxy = crate::proxy::start(
+        &crate::util::moto().endpoint,
+        Arc::new(move |m: &hyper::Method, pq: &str| {
+            use std::sync::atomic::Ordering::SeqCst;
+            if m == hyper::Method::DELETE {
+                s1.fetch_add(1, SeqCst);
+            } else if m == hyper::Method::POST && pq.contains("?delete") {
+                b1c.fetch_add(1, SeqCst);
+            }
+            crate::proxy::Action::Forward
+        }),
+    );
+    let counted = ctx.via(&proxy.endpoint);
+    let cfg = s3_ferry::import::ImportConfig {
+        target: Arc::new(s3_ferry::target::Bucket {
+            store: counted.clients.s3.clone(),
+            dest: to.parse().unwrap(),
+            part_size: 5 << 20,
+        }),
+        dry_run: false,
+        force: false,
+        concurrency: 8,
+        deadline: Some(std::time::Instant::now()),
+        trust: Vec::new(),
+        delete_unlisted: false,
+    };
+    let bundles = block_on(s3_ferry::bundle::discover(
+        &[b2.dir.path().to_str().unwrap().to_string()],
+        None,
+        None,
+    ))
+    .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let mut ledger = block_on(s3_ferry::ledger::FileLedger::open(&state_file)).unwrap();
+        let report = block_on(s3_ferry::import::run(
+            ledger.as_mut(),
+            &cfg,
+            &bundles,
+            &s3_ferry::progress::NoProgress,
+        ))
+        .unwrap();
+        block_on(ledger.close()).unwrap();
+        statuses.push(report.bundles[0].status);
+        if report.complete {
+            break;
+        }
+    }
+
+    // THEN the first call writes the volume and stops before the removals, the next removes
+    // every stray in two DeleteObjects requests (it was 1,200 DeleteObject requests, with no
+    // deadline check), and only the kept key is left
+    use s3_ferry::import::BundleStatus::{Applied, Continue};
+    assert_eq!(statuses, [Continue, Applied]);
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(single.load(SeqCst), 0);
+    assert_eq!(batched.load(SeqCst), 2);
+    assert_eq!(ctx.keys(&dest, ""), ["keep"]);
 }

@@ -712,7 +712,8 @@ impl Steps<'_> {
     /// writing the shard list. The lease stays with the run.
     pub async fn plan(&self) -> Result<PlanStep> {
         let session = Session::start(self.clients, self.cfg, self.owner, true).await?;
-        let run = session.run(&NoProgress);
+        let mut run = session.run(&NoProgress);
+        run.warm_up = false;
         let result = async {
             match run.open_bundle().await? {
                 Opened::Finished(report) => Ok(PlanStep::Finished { report }),
@@ -915,6 +916,7 @@ impl<'a> Session<'a> {
             signer: self.signer.as_deref(),
             fence: std::sync::OnceLock::new(),
             warm: Warm::default(),
+            warm_up: true,
             claims: tokio::sync::Mutex::new(()),
         }
     }
@@ -943,6 +945,9 @@ struct Run<'a> {
     fence: std::sync::OnceLock<Arc<crate::s3::Fence>>,
     /// Objects fetched while the listing ran, for the ship loop.
     warm: Warm,
+    /// Fetch small changed objects while the listing runs (false in a plan step: the shard
+    /// steps that ship run elsewhere).
+    warm_up: bool,
     /// One volume claim at a time from this process (DynamoDB's counter is atomic; a test
     /// double's may not be, and this process's shards never need to race each other).
     claims: tokio::sync::Mutex<()>,
@@ -1534,22 +1539,32 @@ impl Run<'_> {
         ));
         // Small changed objects are fetched while the listing still runs (shipping needs the
         // whole plan: renames pair an added key with a deleted one seen later).
-        let warmer = Warmer::start(
-            self.store().clone(),
-            self.cfg.source.bucket.clone(),
-            self.cfg.tuning.concurrency,
-            self.warm.clone(),
-        );
+        // Only where this process ships the bundle too: a state machine's plan step hands the
+        // shipping to other invocations, which could never use what it fetched.
+        let warmer = self.warm_up.then(|| {
+            Warmer::start(
+                self.store().clone(),
+                self.cfg.source.bucket.clone(),
+                self.cfg.tuning.concurrency,
+                self.warm.clone(),
+            )
+        });
         let planned = make_plan(
             self.clients,
             self.cfg,
             previous,
             Some(&mut inventory),
             &mut candidates,
-            &mut |rec| warmer.offer(rec),
+            &mut |rec| {
+                if let Some(w) = &warmer {
+                    w.offer(rec);
+                }
+            },
         )
         .await;
-        warmer.stop().await;
+        if let Some(w) = warmer {
+            w.stop().await;
+        }
         let listed = planned?;
         let stream_err = |key: &str, e: std::io::Error| Error::Stream {
             bucket: self.cfg.dest.bucket.clone(),

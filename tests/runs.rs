@@ -1067,3 +1067,51 @@ fn a_full_export_over_an_unfinished_sharded_bundle_starts_it_afresh() {
     let counter = block_on(ctx.clients.table(&ctx.table).claim_volume(&ctx.job, 1, 0)).unwrap();
     assert_eq!(counter, 1, "the counter item of bundle 1 was left behind");
 }
+
+#[test]
+fn a_plan_step_fetches_no_object_bytes() {
+    use s3_ferry::export::{PlanStep, Steps};
+    // GIVEN small changed objects (the in-process export fetches them while it lists), and a
+    // path to S3 counting GETs of the source bucket's objects
+    let ctx = Ctx::new("b4");
+    seed(&ctx, 20, 1_000);
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = gets.clone();
+    let src = format!("/{}/", ctx.src);
+    let proxy = proxy::start_full(
+        &moto().endpoint,
+        Arc::new(move |r: &crate::proxy::Req| {
+            if r.method == Method::GET && r.pq.starts_with(&src) && !r.pq.contains("list-type") {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Action::Forward
+        }),
+    );
+    let via = ctx.via(&proxy.endpoint);
+    let mut cfg = s3_ferry::config::ExportConfig::new(
+        ctx.job.parse().unwrap(),
+        ctx.source_uri().parse().unwrap(),
+        ctx.dest_uri().parse().unwrap(),
+        ctx.table.clone(),
+    );
+    cfg.tuning.shards = 2;
+    let step = Steps {
+        clients: &via.clients,
+        cfg: &cfg,
+        owner: "sfn-b4",
+    };
+    // WHEN the state machine's plan step runs
+    let planned = block_on(step.plan()).unwrap();
+    assert!(
+        matches!(planned, PlanStep::Ready { shards: 2, .. }),
+        "{planned:?}"
+    );
+    // THEN it read no object (it fetched up to 16 MiB the shard steps never used)
+    assert_eq!(gets.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // AND the shard steps ship every object
+    for k in 0..2 {
+        assert!(block_on(step.shard(1, k)).unwrap().done);
+    }
+    assert_eq!(block_on(step.commit(1)).unwrap().objects, 20);
+    assert_eq!(gets.load(std::sync::atomic::Ordering::SeqCst), 20);
+}

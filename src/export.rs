@@ -271,7 +271,16 @@ struct ShardDoc {
     /// Objects found archived when read (see [`Checkpoint::skipped`]).
     #[serde(default)]
     skipped: Vec<crate::manifest::Skipped>,
+    /// Keys that changed while they were being read, with how many of this shard's attempts
+    /// they failed: after [`CHANGED_TRIES`] the object is skipped and reported (it ships in a
+    /// later bundle), so a key rewritten faster than it can be read cannot stop the bundle.
+    #[serde(default)]
+    changing: std::collections::BTreeMap<String, u32>,
 }
+
+/// Attempts of a shard that an object changing while it is read may fail before it is
+/// skipped.
+pub const CHANGED_TRIES: u32 = 3;
 
 /// A shard's document and the fence its worker writes it under.
 struct ShardProgress {
@@ -1466,6 +1475,7 @@ impl Run<'_> {
                     last: false,
                     corrected: Vec::new(),
                     skipped: Vec::new(),
+                    changing: Default::default(),
                 },
                 None,
             ),
@@ -2250,7 +2260,34 @@ impl Run<'_> {
                 location: self.layout.uri(&self.layout.checkpoint_key(seq)),
                 hint: "its puts file ends before the count the plan gives: run the export with --full",
                 source: format!("{i} of {total} puts read (shard {shard})").into(),
-            })??;
+            })?;
+            let item = match item {
+                Err(e) => return Err(self.changed_while_read(w, e).await),
+                Ok(item) => item,
+            };
+            let (Fetched::Gone { rec } | Fetched::Found { rec, .. } | Fetched::Archived { rec }) =
+                &item;
+            let tries = w.doc.changing.get(&rec.key).copied().unwrap_or(0);
+            if tries >= CHANGED_TRIES {
+                warn!(key = %rec.key, tries, "object keeps changing while it is read: skipped, it ships in a later run");
+                done.corrected.push(ObjectRecord {
+                    etag: String::new(),
+                    last_modified_ms: 0,
+                    ..rec.clone()
+                });
+                done.skipped.push(crate::manifest::Skipped {
+                    key: rec.key.clone(),
+                    size: rec.size,
+                    storage_class: rec.storage_class.clone(),
+                    reason: format!("changed while it was being read, {tries} times: it ships in a later run once it holds still"),
+                });
+                done.totals.skipped += 1;
+                remaining = remaining.saturating_sub(rec.size);
+                i += 1;
+                done.advance(i, rec.size);
+                progressed = true;
+                continue;
+            }
             let planned = match &item {
                 Fetched::Gone { rec } | Fetched::Found { rec, .. } | Fetched::Archived { rec } => {
                     rec.size
@@ -2333,7 +2370,10 @@ impl Run<'_> {
                         .await?
                 }
                 Body::Ranged(first, _permit) => {
-                    self.stream_large(v, &entry, &rec.key, &meta, first).await?
+                    match self.stream_large(v, &entry, &rec.key, &meta, first).await {
+                        Ok(d) => d,
+                        Err(e) => return Err(self.changed_while_read(w, e).await),
+                    }
                 }
             };
             if planned_etag.is_some() {
@@ -2435,6 +2475,20 @@ impl Run<'_> {
             self.save_shard(w).await?;
         }
         Ok(Shipped::Done)
+    }
+
+    /// `e`, after counting an object that changed while it was read against its shard (saved
+    /// in the shard's document, as of its last checkpoint): the next attempt skips it once it
+    /// has failed [`CHANGED_TRIES`] of them.
+    async fn changed_while_read(&self, w: &mut ShardProgress, e: Error) -> Error {
+        let Error::ObjectChanged { key, .. } = &e else {
+            return e;
+        };
+        *w.doc.changing.entry(key.clone()).or_default() += 1;
+        if let Err(save) = self.save_shard(w).await {
+            warn!(key = %key, error = %save, "could not count the object that changed while it was read");
+        }
+        e
     }
 
     /// A puts file of the plan (or of a shard), read in order.

@@ -134,6 +134,8 @@ pub async fn run(
     progress: &dyn Progress,
 ) -> Result<DownloadReport> {
     let started = Instant::now();
+    // This run's own counters (the store's client is shared).
+    let store = &store.for_run();
     let remote = remote_bundles(store, cfg).await?;
     let location = format!(
         "s3://{}/{}",
@@ -189,7 +191,7 @@ pub async fn run(
         bundles.push(b);
     }
     Ok(DownloadReport {
-        read_resumes: crate::s3::read_resumes(),
+        read_resumes: store.activity().read_resumes(),
         job: cfg.job.clone(),
         bytes: bundles.iter().map(|b| b.bytes).sum(),
         bundles,

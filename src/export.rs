@@ -485,7 +485,7 @@ pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobStat
     let spill = tokio::fs::File::from_std(tempfile::tempfile().map_err(local)?);
     let mut candidates = InventoryWriter::new(tokio::io::BufWriter::new(spill));
     let listed = make_plan::<MultipartUpload, _>(
-        clients,
+        &clients.s3.for_run(),
         cfg,
         previous.as_deref(),
         None,
@@ -518,7 +518,7 @@ pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobStat
 /// List and diff (see [`crate::plan::plan`]): candidates go to `candidates`, the new inventory
 /// (when given) to `inventory`.
 async fn make_plan<W, C>(
-    clients: &Clients,
+    store: &Store,
     cfg: &ExportConfig,
     previous: Option<&str>,
     inventory: Option<&mut InventoryWriter<W>>,
@@ -529,7 +529,6 @@ where
     W: tokio::io::AsyncWrite + Unpin,
     C: tokio::io::AsyncWrite + Unpin,
 {
-    let store = &clients.s3;
     let reader = match previous {
         Some(key) => {
             let r = store
@@ -832,7 +831,6 @@ impl Steps<'_> {
 
 /// A run's hold on the job: the lease, renewed by a heartbeat while the run works.
 struct Session<'a> {
-    clients: &'a Clients,
     cfg: &'a ExportConfig,
     owner: String,
     table: StateTable,
@@ -840,6 +838,8 @@ struct Session<'a> {
     lost: Arc<AtomicBool>,
     heartbeat: tokio::task::JoinHandle<()>,
     signer: Option<Box<dyn crate::sign::Signer>>,
+    /// The run's S3 store: the shared client, this run's own activity counters.
+    store: Store,
 }
 
 impl<'a> Session<'a> {
@@ -860,7 +860,9 @@ impl<'a> Session<'a> {
         let job = cfg.job.as_str();
         let state = table.acquire(job, owner, cfg.lease_ttl).await?;
         let lost = Arc::new(AtomicBool::new(false));
+        let store = clients.s3.for_run();
         let heartbeat = {
+            let activity = store.activity().clone();
             let (table, job, owner, ttl, lost) = (
                 table.clone(),
                 job.to_string(),
@@ -875,7 +877,7 @@ impl<'a> Session<'a> {
                     // A run that moves no data (a request that never returns) stops renewing:
                     // its lease expires and another run can take the job over; this one will
                     // not commit.
-                    let idle = crate::progress::idle_for(since);
+                    let idle = activity.idle_for(since);
                     if stalled(idle, ttl) {
                         warn!(
                             job,
@@ -896,7 +898,6 @@ impl<'a> Session<'a> {
             })
         };
         Ok(Session {
-            clients,
             cfg,
             owner: owner.to_string(),
             table,
@@ -904,12 +905,13 @@ impl<'a> Session<'a> {
             lost,
             heartbeat,
             signer,
+            store,
         })
     }
 
     fn run<'s>(&'s self, progress: &'s dyn Progress) -> Run<'s> {
         Run {
-            clients: self.clients,
+            store: self.store.clone(),
             cfg: self.cfg,
             table: &self.table,
             owner: &self.owner,
@@ -940,7 +942,8 @@ impl<'a> Session<'a> {
 }
 
 struct Run<'a> {
-    clients: &'a Clients,
+    /// The run's store (its activity counters are this run's alone).
+    store: Store,
     cfg: &'a ExportConfig,
     table: &'a StateTable,
     owner: &'a str,
@@ -1023,7 +1026,7 @@ impl OpenVolume {
 
 impl Run<'_> {
     fn store(&self) -> &Store {
-        &self.clients.s3
+        &self.store
     }
 
     /// How many age recipients the volumes are sealed to (`None`: not sealed).
@@ -1560,7 +1563,7 @@ impl Run<'_> {
             )
         });
         let planned = make_plan(
-            self.clients,
+            self.store(),
             self.cfg,
             previous,
             Some(&mut inventory),
@@ -1745,7 +1748,7 @@ impl Run<'_> {
             hops: 1,
             duration_ms: self.started.elapsed().as_millis() as u64,
             bytes_per_sec: 0,
-            read_resumes: crate::s3::read_resumes(),
+            read_resumes: self.store().activity().read_resumes(),
             ignored: Vec::new(),
         };
         let report_key = format!(
@@ -1841,7 +1844,7 @@ impl Run<'_> {
             hops: ck.hops,
             duration_ms,
             bytes_per_sec: ck.totals.bytes * 1000 / duration_ms.max(1),
-            read_resumes: crate::s3::read_resumes(),
+            read_resumes: self.store().activity().read_resumes(),
             ignored: ignored_settings(ck, self.cfg),
         }
     }

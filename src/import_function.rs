@@ -293,6 +293,8 @@ impl ImportHandler {
         deadline: Option<Instant>,
     ) -> Result<(ImportReport, Vec<String>)> {
         let rec = ledger.record().clone();
+        // This invocation's own counters (a warm container serves many).
+        let store = self.clients.s3.for_run();
         // A bundle being applied (pending) is picked up again: it is newer than `sequence`.
         let (ready, waiting) = self.complete_folders(rec.sequence).await?;
         let bundles = if ready.is_empty() {
@@ -307,16 +309,17 @@ impl ImportHandler {
                     }
                 })
                 .await?;
-            bundle::discover(&ready, Some(&self.clients.s3), ids.as_ref()).await?
+            bundle::discover(&ready, Some(&store), ids.as_ref()).await?
         };
         let (chain, mut notes) = next_in_chain(&rec, bundles).await?;
         notes.extend(waiting);
         let cfg = ImportConfig {
             target: std::sync::Arc::new(Bucket {
-                store: self.clients.s3.clone(),
+                store: store.clone(),
                 dest: self.cfg.dest.clone(),
                 part_size: self.cfg.part_size,
             }),
+            activity: store.activity().clone(),
             dry_run: false,
             force: false,
             trust: self.cfg.trust.clone(),

@@ -217,7 +217,7 @@ impl Body {
                         });
                     }
                     self.resumed += 1;
-                    READ_RESUMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.store.activity.resumed();
                     let at = self.start + self.got;
                     warn!(bucket, key, at, attempt = self.resumed, error = %e, "read broke mid-body: resuming from there");
                     let range = Some((at, self.start + self.want - 1));
@@ -242,24 +242,19 @@ const BODY_RESUMES: u32 = 3;
 /// User metadata naming the run that wrote an object (volumes carry it).
 pub const WRITER_METADATA: &str = "ferry-writer";
 
-/// Reads resumed mid-body by this process (reported in `--json` as `read_resumes`).
-static READ_RESUMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Reads resumed mid-body so far by this process.
-pub fn read_resumes() -> u64 {
-    READ_RESUMES.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// S3 operations the engine uses.
+/// S3 operations the engine uses. Its [`Activity`] is the run's: clones share it,
+/// [`Store::for_run`] starts a new one.
 #[derive(Clone, Debug)]
 pub struct Store {
     client: Client,
+    activity: std::sync::Arc<crate::progress::Activity>,
 }
 
 /// A ListObjectsV2 listing, page by page, as inventory records in key order: the whole
 /// prefix, or one key range of it (after one key, up to and including another).
 pub struct Lister {
     client: Client,
+    activity: std::sync::Arc<crate::progress::Activity>,
     bucket: String,
     prefix: String,
     token: Option<String>,
@@ -293,7 +288,7 @@ impl Lister {
             .send()
             .await
             .map_err(|e| s3_err("ListObjectsV2", &self.bucket, &self.prefix, e))?;
-        crate::progress::tick();
+        self.activity.tick();
         let encoded = out.encoding_type() == Some(&EncodingType::Url);
         let mut page = Vec::with_capacity(out.contents().len());
         for o in out.contents() {
@@ -385,7 +380,23 @@ fn range_total(content_range: Option<&str>) -> Option<u64> {
 
 impl Store {
     pub fn new(client: Client) -> Self {
-        Store { client }
+        Store {
+            client,
+            activity: Default::default(),
+        }
+    }
+
+    /// The same client with a new [`Activity`](crate::progress::Activity): one per run.
+    pub fn for_run(&self) -> Store {
+        Store {
+            client: self.client.clone(),
+            activity: Default::default(),
+        }
+    }
+
+    /// What this run's requests did so far.
+    pub fn activity(&self) -> &std::sync::Arc<crate::progress::Activity> {
+        &self.activity
     }
 
     /// Fail with [`Error::NoSuchBucket`] unless `bucket` exists and is visible (a check before
@@ -416,6 +427,7 @@ impl Store {
     ) -> Lister {
         Lister {
             client: self.client.clone(),
+            activity: self.activity.clone(),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             token: None,
@@ -447,7 +459,7 @@ impl Store {
         match reader.lost {
             Some(lost) => Ok(lost),
             None => {
-                crate::progress::tick();
+                self.activity.tick();
                 Ok(Got::Found {
                     meta,
                     body: body.freeze(),
@@ -966,6 +978,7 @@ impl Store {
         let (commit_tx, commit_rx) = oneshot::channel();
         let job = PartUploader {
             client: self.client.clone(),
+            activity: self.activity.clone(),
             bucket: bucket.to_string(),
             key: key.to_string(),
             part_size: part_size as usize,
@@ -1129,6 +1142,7 @@ impl Drop for MultipartUpload {
 
 struct PartUploader {
     client: Client,
+    activity: std::sync::Arc<crate::progress::Activity>,
     bucket: String,
     key: String,
     part_size: usize,
@@ -1212,6 +1226,7 @@ impl PartUploader {
                 .checksum_algorithm(ChecksumAlgorithm::Crc32)
                 .body(ByteStream::from(part));
             let (bucket, key) = (self.bucket.clone(), self.key.clone());
+            let activity = self.activity.clone();
             in_flight.spawn(async move {
                 let out = req
                     .customize()
@@ -1219,7 +1234,7 @@ impl PartUploader {
                     .send()
                     .await
                     .map_err(|e| s3_err("UploadPart", &bucket, &key, e))?;
-                crate::progress::tick();
+                activity.tick();
                 Ok(CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(out.e_tag().map(str::to_string))

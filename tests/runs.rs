@@ -1172,3 +1172,49 @@ fn an_object_that_changes_every_time_it_is_read_is_skipped_after_three_runs() {
         20 << 20
     );
 }
+
+#[test]
+fn each_run_in_one_process_reports_its_own_read_resumes() {
+    // GIVEN one process's clients (as a warm Lambda container keeps them) and a path to S3
+    // that breaks the first body of `cut.bin` mid-way
+    let ctx = Ctx::new("perrun");
+    ctx.put("cut.bin", vec![5u8; 3 << 20]);
+    let once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fired = once.clone();
+    let src = format!("/{}/cut.bin", ctx.src);
+    let proxy = proxy::start(
+        &moto().endpoint,
+        Arc::new(move |m: &Method, pq: &str| {
+            if m == Method::GET
+                && pq.starts_with(&src)
+                && !fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Action::CutBody(1 << 20);
+            }
+            Action::Forward
+        }),
+    );
+    let via = ctx.via(&proxy.endpoint);
+    let cfg = s3_ferry::config::ExportConfig::new(
+        ctx.job.parse().unwrap(),
+        ctx.source_uri().parse().unwrap(),
+        ctx.dest_uri().parse().unwrap(),
+        ctx.table.clone(),
+    );
+    let export = || {
+        block_on(s3_ferry::export::run(
+            &via.clients,
+            &cfg,
+            &s3_ferry::progress::NoProgress,
+        ))
+        .unwrap()
+    };
+    // WHEN two runs export through the same clients, the first one's read broken
+    let first = export();
+    ctx.put("next.bin", "next");
+    let second = export();
+    // THEN each reports its own resumes (the counter was the process's: cumulative)
+    assert!(once.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!((first.read_resumes, second.read_resumes), (1, 0));
+    assert_eq!(second.sequence, 2);
+}

@@ -188,13 +188,19 @@ pub async fn import(
     a: ImportArgs,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    // The run's store: its activity counters are this import's.
+    let store = clients.map(|c| c.s3.for_run());
+    let activity = store
+        .as_ref()
+        .map(|s| s.activity().clone())
+        .unwrap_or_default();
     let target: std::sync::Arc<dyn Target> = match (&a.to, &a.to_dir) {
         (Some(dest), _) => {
-            let clients = clients.expect("--to needs AWS");
+            let store = store.clone().expect("--to needs AWS");
             // A missing destination bucket is named before anything is read or written.
-            clients.s3.check_bucket(&dest.bucket).await?;
+            store.check_bucket(&dest.bucket).await?;
             std::sync::Arc::new(Bucket {
-                store: clients.s3.clone(),
+                store,
                 dest: dest.clone(),
                 part_size: a.part_size,
             })
@@ -233,12 +239,13 @@ pub async fn import(
         deadline: None,
         trust: a.trust.clone(),
         delete_unlisted: a.delete_unlisted,
+        activity,
     };
     // The state is locked first, then the bundles are read; the lock (or lease) is given back
     // whatever happens.
     let result = async {
         let ids = Identities::from_files(&a.identity)?;
-        let found = bundle::discover(&a.sources, clients.map(|c| &c.s3), ids.as_ref()).await?;
+        let found = bundle::discover(&a.sources, store.as_ref(), ids.as_ref()).await?;
         let bundles = bundle::one_job(
             found,
             a.job.as_ref().map(|j| j.as_str()),

@@ -65,8 +65,23 @@ impl FunctionConfig {
             v.location("EXPORT_BUCKET", "EXPORT_PREFIX")?,
             v.required("STATE_TABLE")?,
         );
-        export.filters = Filters::new(&list(v.get("INCLUDE")), &list(v.get("EXCLUDE")), None, None)
-            .map_err(|e| named("INCLUDE/EXCLUDE", e))?;
+        export.filters = Filters::new(
+            &list(v.get("INCLUDE")),
+            &list(v.get("EXCLUDE")),
+            v.size("MIN_SIZE")?,
+            v.size("MAX_SIZE")?,
+        )
+        .map_err(|e| named("INCLUDE/EXCLUDE/MIN_SIZE/MAX_SIZE", e))?;
+        export.moves = match v.get("MOVES").as_deref() {
+            None | Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(other) => {
+                return Err(Error::config(
+                    "MOVES",
+                    format!("`{other}` (use true, or false to ship a rename's bytes instead)"),
+                ));
+            }
+        };
         let defaults = Tuning::default();
         export.tuning = Tuning {
             volume_size: v.size("VOLUME_SIZE")?.unwrap_or(defaults.volume_size),
@@ -77,7 +92,10 @@ impl FunctionConfig {
             concurrency: v
                 .number("CONCURRENCY")?
                 .map_or(defaults.concurrency, |n| n as usize),
-            compression: defaults.compression,
+            compression: match v.get("COMPRESSION") {
+                Some(c) => c.parse().map_err(|e| named("COMPRESSION", e))?,
+                None => defaults.compression,
+            },
             list_ranges: v
                 .number("LIST_RANGES")?
                 .map_or(defaults.list_ranges, |n| n as usize),
@@ -739,6 +757,39 @@ mod tests {
                 .to_string()
                 .contains("CONCURRENCY")
         );
+    }
+
+    #[test]
+    fn the_function_sets_what_the_cli_sets() {
+        let c = FunctionConfig::from_lookup(env(BASE)).unwrap();
+        assert!(c.export.moves);
+        assert_eq!(c.export.tuning.compression, config::Compression::Stored);
+        let mut all = BASE.to_vec();
+        all.extend([
+            ("MIN_SIZE", "1KiB"),
+            ("MAX_SIZE", "2GiB"),
+            ("MOVES", "false"),
+            ("COMPRESSION", "deflate"),
+        ]);
+        let c = FunctionConfig::from_lookup(env(&all)).unwrap();
+        assert!(!c.export.moves);
+        assert_eq!(c.export.tuning.compression, config::Compression::Deflate);
+        assert_eq!(
+            (c.export.filters.min_size, c.export.filters.max_size),
+            (Some(1024), Some(2 << 30))
+        );
+        for (k, v) in [
+            ("MOVES", "maybe"),
+            ("COMPRESSION", "zstd"),
+            ("MIN_SIZE", "big"),
+        ] {
+            let mut bad = BASE.to_vec();
+            bad.push((k, v));
+            let e = FunctionConfig::from_lookup(env(&bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(k), "{k}: {e}");
+        }
     }
 
     #[test]

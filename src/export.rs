@@ -324,6 +324,24 @@ impl ShardDone {
         self.cursor_bytes += planned;
     }
 
+    /// Skip a planned object and report it (`reason`). It is recorded in the inventory as a
+    /// version no listing matches, so the next run tries it again and the far side keeps what
+    /// it had.
+    fn withhold(&mut self, rec: &ObjectRecord, reason: String) {
+        self.corrected.push(ObjectRecord {
+            etag: String::new(),
+            last_modified_ms: 0,
+            ..rec.clone()
+        });
+        self.skipped.push(crate::manifest::Skipped {
+            key: rec.key.clone(),
+            size: rec.size,
+            storage_class: rec.storage_class.clone(),
+            reason,
+        });
+        self.totals.skipped += 1;
+    }
+
     /// The counts so far, leaving this one at the same cursor with none.
     fn take(&mut self) -> ShardDone {
         ShardDone {
@@ -2273,18 +2291,7 @@ impl Run<'_> {
             let tries = w.doc.changing.get(&rec.key).copied().unwrap_or(0);
             if tries >= CHANGED_TRIES {
                 warn!(key = %rec.key, tries, "object keeps changing while it is read: skipped, it ships in a later run");
-                done.corrected.push(ObjectRecord {
-                    etag: String::new(),
-                    last_modified_ms: 0,
-                    ..rec.clone()
-                });
-                done.skipped.push(crate::manifest::Skipped {
-                    key: rec.key.clone(),
-                    size: rec.size,
-                    storage_class: rec.storage_class.clone(),
-                    reason: format!("changed while it was being read, {tries} times: it ships in a later run once it holds still"),
-                });
-                done.totals.skipped += 1;
+                done.withhold(rec, format!("changed while it was being read, {tries} times: it ships in a later run once it holds still"));
                 remaining = remaining.saturating_sub(rec.size);
                 i += 1;
                 done.advance(i, rec.size);
@@ -2309,20 +2316,7 @@ impl Run<'_> {
                 }
                 Fetched::Archived { rec } => {
                     warn!(key = %rec.key, class = %rec.storage_class, "object is archived (InvalidObjectState): skipped, it ships once it can be read");
-                    // Recorded as a version no listing matches: the next run tries it again,
-                    // and the far side keeps what it had.
-                    done.corrected.push(ObjectRecord {
-                        etag: String::new(),
-                        last_modified_ms: 0,
-                        ..rec.clone()
-                    });
-                    done.skipped.push(crate::manifest::Skipped {
-                        key: rec.key,
-                        size: rec.size,
-                        storage_class: rec.storage_class,
-                        reason: "in an archive tier (InvalidObjectState on GET): restore it or move it out of the archive tier and it ships in the next run".into(),
-                    });
-                    done.totals.skipped += 1;
+                    done.withhold(&rec, "in an archive tier (InvalidObjectState on GET): restore it or move it out of the archive tier and it ships in the next run".into());
                     i += 1;
                     done.advance(i, planned);
                     progressed = true;

@@ -653,12 +653,7 @@ async fn apply(
         if (i > 0 || progressed) && cfg.past_deadline() {
             info!(job = %b.job, sequence = b.sequence, deleted = out.deleted, "deadline: stopping between deletions");
             pending.deletions_done = out.deleted;
-            rec.pending = Some(pending.clone());
-            cfg.target.make_durable().await?;
-            ledger
-                .save(rec.clone(), std::mem::take(&mut changes))
-                .await?;
-            return Ok(BundleStatus::Continue);
+            return stop_tail(ledger, cfg, rec, &pending, changes).await;
         }
         let known = ledger.lookup(batch).await?;
         let items: Vec<(&str, Option<&IndexEntry>)> = batch
@@ -677,12 +672,7 @@ async fn apply(
             if (i > 0 || progressed || !gone.is_empty()) && cfg.past_deadline() {
                 info!(job = %b.job, sequence = b.sequence, removed = out.removed, "deadline: stopping between removals");
                 pending.deletions_done = gone.len() as u64;
-                rec.pending = Some(pending.clone());
-                cfg.target.make_durable().await?;
-                ledger
-                    .save(rec.clone(), std::mem::take(&mut changes))
-                    .await?;
-                return Ok(BundleStatus::Continue);
+                return stop_tail(ledger, cfg, rec, &pending, changes).await;
             }
             let strays: Vec<String> = batch.iter().map(|(s, _)| s.clone()).collect();
             info!(target = %cfg.target.display(), count = strays.len(), first = %strays[0],
@@ -718,6 +708,21 @@ async fn apply(
     cfg.target.make_durable().await?;
     ledger.save(rec.clone(), changes).await?;
     Ok(BundleStatus::Applied)
+}
+
+/// Stop a bundle's tail at the deadline: what was applied so far (`changes`, the `pending`
+/// progress) is made durable and saved; the next call goes on from there.
+async fn stop_tail(
+    ledger: &mut dyn Ledger,
+    cfg: &ImportConfig,
+    rec: &mut Record,
+    pending: &Pending,
+    changes: Vec<(String, Option<IndexEntry>)>,
+) -> Result<BundleStatus> {
+    rec.pending = Some(pending.clone());
+    cfg.target.make_durable().await?;
+    ledger.save(rec.clone(), changes).await?;
+    Ok(BundleStatus::Continue)
 }
 
 /// Apply one batch of moves: confirm each, copy them (several at once), record the copies,

@@ -557,8 +557,12 @@ impl Store {
         })
     }
 
-    /// Metadata and headers of the current version, or `None` if the key is gone.
-    pub async fn stat(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+    /// HeadObject of the current version, or `None` if the key is gone.
+    async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
         match self
             .client
             .head_object()
@@ -567,49 +571,37 @@ impl Store {
             .send()
             .await
         {
-            Ok(out) => Ok(Some(object_meta!(
-                out,
-                out.content_length().unwrap_or(0).max(0) as u64
-            ))),
+            Ok(out) => Ok(Some(out)),
             Err(e) if http_status(&e) == Some(404) => Ok(None),
             Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
         }
     }
 
+    /// Metadata and headers of the current version, or `None` if the key is gone.
+    pub async fn stat(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        Ok(self
+            .head_object(bucket, key)
+            .await?
+            .map(|out| object_meta!(out, out.content_length().unwrap_or(0).max(0) as u64)))
+    }
+
     /// ETag and size of the current version, or `None` if the key is gone.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<(String, u64)>> {
-        match self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some((
+        Ok(self.head_object(bucket, key).await?.map(|out| {
+            (
                 unquote(out.e_tag().unwrap_or_default()),
                 out.content_length().unwrap_or(0).max(0) as u64,
-            ))),
-            Err(e) if http_status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
-        }
+            )
+        }))
     }
 
     /// The `x-amz-restore` header of an object (where a restore of an archived object
     /// stands); `None` without one, or if the key is gone.
     pub async fn restore_header(&self, bucket: &str, key: &str) -> Result<Option<String>> {
-        match self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.restore().map(str::to_string)),
-            Err(e) if http_status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
-        }
+        Ok(self
+            .head_object(bucket, key)
+            .await?
+            .and_then(|out| out.restore().map(str::to_string)))
     }
 
     /// An object's ETag and the run that wrote it ([`WRITER_METADATA`]); `None` if it does

@@ -209,14 +209,8 @@ impl Target for Bucket {
 
     /// DeleteObjects of up to 1,000 keys, four batches at a time.
     async fn delete_many(&self, items: &[(&str, Option<&IndexEntry>)]) -> Result<()> {
-        let keys: Vec<String> = items.iter().map(|(rel, _)| self.dest.key(rel)).collect();
-        for four in keys.chunks(4 * 1000) {
-            let batches = four
-                .chunks(1000)
-                .map(|chunk| self.store.delete_batch(&self.dest.bucket, chunk));
-            futures::future::try_join_all(batches).await?;
-        }
-        Ok(())
+        self.delete_keys(items.iter().map(|(rel, _)| self.dest.key(rel)).collect())
+            .await
     }
 
     async fn strays(&self, keep: &KeepSet) -> Result<Vec<String>> {
@@ -234,7 +228,18 @@ impl Target for Bucket {
     }
 
     async fn remove_strays(&self, strays: &[String]) -> Result<()> {
-        let keys: Vec<String> = strays.iter().map(|rel| self.dest.key(rel)).collect();
+        self.delete_keys(strays.iter().map(|rel| self.dest.key(rel)).collect())
+            .await
+    }
+
+    async fn stray_key(&self, stray: &str) -> Result<Option<String>> {
+        Ok(Some(stray.to_string()))
+    }
+}
+
+impl Bucket {
+    /// Delete `keys` (full keys): DeleteObjects of 1,000 keys, four requests at once.
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<()> {
         for four in keys.chunks(4 * 1000) {
             let batches = four
                 .chunks(1000)
@@ -242,10 +247,6 @@ impl Target for Bucket {
             futures::future::try_join_all(batches).await?;
         }
         Ok(())
-    }
-
-    async fn stray_key(&self, stray: &str) -> Result<Option<String>> {
-        Ok(Some(stray.to_string()))
     }
 }
 

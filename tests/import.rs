@@ -940,6 +940,32 @@ fn a_directory_import_never_writes_outside_its_root() {
     }
 }
 
+/// A path to moto counting single DeleteObject requests and DeleteObjects batches.
+fn counting_deletes() -> (
+    crate::proxy::Proxy,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let (single, batched) = (
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let (s1, b1) = (single.clone(), batched.clone());
+    let proxy = crate::proxy::start(
+        &crate::util::moto().endpoint,
+        Arc::new(move |m: &hyper::Method, pq: &str| {
+            use std::sync::atomic::Ordering::SeqCst;
+            if m == hyper::Method::DELETE {
+                s1.fetch_add(1, SeqCst);
+            } else if m == hyper::Method::POST && pq.contains("?delete") {
+                b1.fetch_add(1, SeqCst);
+            }
+            crate::proxy::Action::Forward
+        }),
+    );
+    (proxy, single, batched)
+}
+
 #[test]
 fn thousands_of_deletions_are_applied_in_batches_to_a_bucket_and_a_directory() {
     // GIVEN a baseline of 2,600 objects imported into a bucket and a directory, then a bundle
@@ -955,23 +981,7 @@ fn thousands_of_deletions_are_applied_in_batches_to_a_bucket_and_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     // The bucket import goes through a proxy that counts delete requests.
-    let (single, batched) = (
-        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    );
-    let (s1, b1) = (single.clone(), batched.clone());
-    let proxy = crate::proxy::start(
-        &crate::util::moto().endpoint,
-        std::sync::Arc::new(move |m: &hyper::Method, pq: &str| {
-            use std::sync::atomic::Ordering::SeqCst;
-            if m == hyper::Method::DELETE {
-                s1.fetch_add(1, SeqCst);
-            } else if m == hyper::Method::POST && pq.contains("?delete") {
-                b1.fetch_add(1, SeqCst);
-            }
-            crate::proxy::Action::Forward
-        }),
-    );
+    let (proxy, single, batched) = counting_deletes();
     let counted = ctx.via(&proxy.endpoint);
     let import = |seq: u64| {
         let b = ctx.download(&ctx.job, seq);
@@ -995,31 +1005,7 @@ fn thousands_of_deletions_are_applied_in_batches_to_a_bucket_and_a_directory() {
         assert_eq!(run.code, 0, "{}", run.stderr);
     };
     import(1);
-    block_on(async {
-        for chunk in (0..2_500).collect::<Vec<u32>>().chunks(1000) {
-            let objects = chunk
-                .iter()
-                .map(|i| {
-                    aws_sdk_s3::types::ObjectIdentifier::builder()
-                        .key(format!("d/{i:05}"))
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            ctx.s3
-                .delete_objects()
-                .bucket(&ctx.src)
-                .delete(
-                    aws_sdk_s3::types::Delete::builder()
-                        .set_objects(Some(objects))
-                        .build()
-                        .unwrap(),
-                )
-                .send()
-                .await
-                .unwrap();
-        }
-    });
+    ctx.delete_keys((0..2_500).map(|i| format!("d/{i:05}")));
     let r = ctx.export_ok(&[]);
     assert_eq!(r["deleted"], 2_500);
 
@@ -1069,53 +1055,13 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
         state_file.to_str().unwrap(),
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    block_on(async {
-        for chunk in (0..1_200).collect::<Vec<u32>>().chunks(1000) {
-            let objects = chunk
-                .iter()
-                .map(|i| {
-                    aws_sdk_s3::types::ObjectIdentifier::builder()
-                        .key(format!("s/{i:05}"))
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            ctx.s3
-                .delete_objects()
-                .bucket(&ctx.src)
-                .delete(
-                    aws_sdk_s3::types::Delete::builder()
-                        .set_objects(Some(objects))
-                        .build()
-                        .unwrap(),
-                )
-                .send()
-                .await
-                .unwrap();
-        }
-    });
+    ctx.delete_keys((0..1_200).map(|i| format!("s/{i:05}")));
     ctx.export_ok(&["--full"]);
     let b2 = ctx.download(&ctx.job, 2);
 
     // WHEN it is imported with a deadline that has passed (as the import function's hop ends),
     // through a proxy counting delete requests
-    let (single, batched) = (
-        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    );
-    let (s1, b1c) = (single.clone(), batched.clone());
-    let proxy = crate::proxy::start(
-        &crate::util::moto().endpoint,
-        Arc::new(move |m: &hyper::Method, pq: &str| {
-            use std::sync::atomic::Ordering::SeqCst;
-            if m == hyper::Method::DELETE {
-                s1.fetch_add(1, SeqCst);
-            } else if m == hyper::Method::POST && pq.contains("?delete") {
-                b1c.fetch_add(1, SeqCst);
-            }
-            crate::proxy::Action::Forward
-        }),
-    );
+    let (proxy, single, batched) = counting_deletes();
     let counted = ctx.via(&proxy.endpoint);
     let cfg = s3_ferry::import::ImportConfig {
         target: Arc::new(s3_ferry::target::Bucket {

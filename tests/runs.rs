@@ -232,12 +232,7 @@ fn state_machine_steps_in_separate_workers_carry_what_one_shard_carries() {
     let ctx = Ctx::new("steps");
     seed(&ctx, 40, 2_000);
     let other = format!("{}-one", ctx.job);
-    let mut cfg = s3_ferry::config::ExportConfig::new(
-        ctx.job.parse().unwrap(),
-        ctx.source_uri().parse().unwrap(),
-        ctx.dest_uri().parse().unwrap(),
-        ctx.table.clone(),
-    );
+    let mut cfg = ctx.export_config();
     cfg.tuning.volume_entries = 4;
     cfg.tuning.shards = 6;
     // every shard step stops after one object, as a Lambda at its deadline would
@@ -340,12 +335,7 @@ fn a_volume_index_handed_out_twice_is_caught_and_its_objects_ship_under_a_new_on
     let ctx = Ctx::new("twice");
     seed(&ctx, 12, 1_000);
     let other = format!("{}-one", ctx.job);
-    let mut cfg = s3_ferry::config::ExportConfig::new(
-        ctx.job.parse().unwrap(),
-        ctx.source_uri().parse().unwrap(),
-        ctx.dest_uri().parse().unwrap(),
-        ctx.table.clone(),
-    );
+    let mut cfg = ctx.export_config();
     cfg.tuning.volume_entries = 4;
     cfg.tuning.shards = 2;
     let mut hurried = cfg.clone();
@@ -1009,12 +999,7 @@ fn a_commit_step_retried_after_a_failed_report_write_commits() {
         }),
     );
     let via = ctx.via(&proxy.endpoint);
-    let cfg = s3_ferry::config::ExportConfig::new(
-        ctx.job.parse().unwrap(),
-        ctx.source_uri().parse().unwrap(),
-        ctx.dest_uri().parse().unwrap(),
-        ctx.table.clone(),
-    );
+    let cfg = ctx.export_config();
     let step = Steps {
         clients: &via.clients,
         cfg: &cfg,
@@ -1088,12 +1073,7 @@ fn a_plan_step_fetches_no_object_bytes() {
         }),
     );
     let via = ctx.via(&proxy.endpoint);
-    let mut cfg = s3_ferry::config::ExportConfig::new(
-        ctx.job.parse().unwrap(),
-        ctx.source_uri().parse().unwrap(),
-        ctx.dest_uri().parse().unwrap(),
-        ctx.table.clone(),
-    );
+    let mut cfg = ctx.export_config();
     cfg.tuning.shards = 2;
     let step = Steps {
         clients: &via.clients,
@@ -1195,12 +1175,7 @@ fn each_run_in_one_process_reports_its_own_read_resumes() {
         }),
     );
     let via = ctx.via(&proxy.endpoint);
-    let cfg = s3_ferry::config::ExportConfig::new(
-        ctx.job.parse().unwrap(),
-        ctx.source_uri().parse().unwrap(),
-        ctx.dest_uri().parse().unwrap(),
-        ctx.table.clone(),
-    );
+    let cfg = ctx.export_config();
     let export = || {
         block_on(s3_ferry::export::run(
             &via.clients,

@@ -347,6 +347,46 @@ impl Ctx {
         });
     }
 
+    /// Delete these keys of the source (DeleteObjects, 1,000 at a time).
+    pub fn delete_keys(&self, keys: impl IntoIterator<Item = String>) {
+        let keys: Vec<String> = keys.into_iter().collect();
+        block_on(async {
+            for chunk in keys.chunks(1000) {
+                let objects = chunk
+                    .iter()
+                    .map(|k| {
+                        aws_sdk_s3::types::ObjectIdentifier::builder()
+                            .key(k)
+                            .build()
+                            .unwrap()
+                    })
+                    .collect();
+                self.s3
+                    .delete_objects()
+                    .bucket(&self.src)
+                    .delete(
+                        aws_sdk_s3::types::Delete::builder()
+                            .set_objects(Some(objects))
+                            .build()
+                            .unwrap(),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+
+    /// The export configuration of this job (for the library's runs and steps).
+    pub fn export_config(&self) -> s3_ferry::config::ExportConfig {
+        s3_ferry::config::ExportConfig::new(
+            self.job.parse().unwrap(),
+            self.source_uri().parse().unwrap(),
+            self.dest_uri().parse().unwrap(),
+            self.table.clone(),
+        )
+    }
+
     pub fn delete(&self, key: &str) {
         block_on(self.s3.delete_object().bucket(&self.src).key(key).send()).unwrap();
     }

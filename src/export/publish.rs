@@ -1,0 +1,190 @@
+//! The end of a bundle: the seal (empty volumes for unused indices, the last volume), the
+//! summaries and the commit, then the signature and `SHA256SUMS` of a committed bundle.
+
+use super::*;
+
+impl Run<'_> {
+    /// Give every volume index handed out but never completed (a worker stopped with that
+    /// volume open) an empty volume, then write the last volume: no objects, the final
+    /// manifest. The far side then finds volumes 1..=n, the last one carrying `final`, whatever
+    /// the number of shards.
+    pub(super) async fn seal(&self, ck: &mut Checkpoint, plan: &Plan) -> Result<()> {
+        let fence = self
+            .fence
+            .get()
+            .cloned()
+            .expect("the fence is set when the bundle is opened");
+        // Deletes follow: only while this run's claim on the bundle still holds (a run that
+        // wakes after another committed must not touch the committed bundle's volumes).
+        self.confirm_fence(ck.sequence).await?;
+        let top = self.claim_volume(ck).await?;
+        let have: std::collections::HashSet<u32> = ck.volumes.iter().map(|v| v.index).collect();
+        for i in (1..top).filter(|i| !have.contains(i)) {
+            info!(job = %self.layout.job, volume = i, "an interrupted volume's index gets an empty volume");
+            // A worker fenced off at the last moment may have completed it all the same: that
+            // volume is in no shard's document, so it goes (volumes are written create-only).
+            let key = format!(
+                "{}{}",
+                self.layout.bundle_prefix(ck.sequence),
+                self.layout.volume_name(ck.sequence, i)
+            );
+            self.store().delete(&self.cfg.dest.bucket, &key).await?;
+            let v = self.open_volume(ck, i, 0, 0, fence.clone())?;
+            self.close_bundle_volume(ck, v, None).await?;
+        }
+        let last = self
+            .final_part(
+                &ck.volumes,
+                ck.totals.clone(),
+                ck.vanished.clone(),
+                ck.skipped.clone(),
+                plan,
+            )
+            .await?;
+        let v = self.open_volume(ck, top, 0, 0, fence)?;
+        self.close_bundle_volume(ck, v, Some(last)).await
+    }
+
+    /// Write SHA256SUMS and bundle.json, remove stray volumes of a killed run, commit.
+    pub(super) async fn finalize(&self, ck: &Checkpoint, plan: &Plan) -> Result<Report> {
+        let bucket = &self.cfg.dest.bucket;
+        let prefix = self.layout.bundle_prefix(ck.sequence);
+        let names: Vec<&str> = ck.volumes.iter().map(|v| v.name.as_str()).collect();
+        // As in `seal`: no delete unless the claim on the bundle still holds.
+        self.confirm_fence(ck.sequence).await?;
+        for key in self.store().keys(bucket, &prefix).await? {
+            let name = &key[prefix.len()..];
+            if crate::seal::is_volume_name(name) && !names.contains(&name) {
+                warn!(key, "removing a volume left by an interrupted run");
+                self.store().delete(bucket, &key).await?;
+            }
+        }
+        let digest = bundle_digest(&ck.volumes);
+        let sums = sha256sums(&ck.volumes);
+        let report = self.report(ck, plan, Status::Complete);
+        let summary = BundleSummary {
+            format: FORMAT.to_string(),
+            job: self.layout.job.clone(),
+            source: SourceInfo {
+                bucket: self.cfg.source.bucket.clone(),
+                prefix: self.cfg.source.prefix.clone(),
+            },
+            sequence: ck.sequence,
+            previous: ck.previous.clone(),
+            baseline: ck.baseline,
+            listed_at: ck.listed_at.clone(),
+            completed_at: rfc3339_ms(now_ms()),
+            bundle_digest: digest.clone(),
+            volumes: ck.volumes.clone(),
+            totals: ck.totals.clone(),
+        };
+        self.confirm_fence(ck.sequence).await?;
+        self.put_json(&format!("{prefix}bundle.json"), &summary)
+            .await?;
+        self.commit_run(
+            Some(CommittedBundle {
+                sequence: ck.sequence,
+                inventory: ck.inventory_key.clone(),
+                bundle_digest: digest,
+            }),
+            ck.listed_at.clone(),
+            ck.pin.clone().unwrap_or_else(|| Pin::of(self.cfg)),
+            &report,
+            &format!("{}report.json", self.layout.state_prefix(ck.sequence)),
+        )
+        .await?;
+        // The bundle's volume counter is of no further use.
+        if let Err(e) = self
+            .table
+            .reset_volumes(&self.layout.job, ck.sequence)
+            .await
+        {
+            warn!(job = %self.layout.job, sequence = ck.sequence, error = %e, "the committed bundle's volume counter could not be removed");
+        }
+        // Only a committed bundle is published: SHA256SUMS, the far side's "complete" marker,
+        // is written after the commit. Should it fail now, the next run publishes it.
+        if let Err(e) = self.publish(ck.sequence, &sums).await {
+            warn!(job = %self.layout.job, sequence = ck.sequence, error = %crate::error_chain(&e),
+                  "committed, but SHA256SUMS could not be written: the next run writes it (the far side waits for it)");
+        }
+        Ok(report)
+    }
+
+    /// Sign the committed bundle and write its `SHA256SUMS`, then drop its checkpoint. Only a
+    /// run whose commit succeeded gets here: a run that lost its lease never writes either.
+    pub(super) async fn publish(&self, seq: u64, sums: &str) -> Result<()> {
+        let bucket = &self.cfg.dest.bucket;
+        if let Some(signer) = self.signer {
+            // The signature goes before SHA256SUMS: SHA256SUMS marks the bundle complete.
+            let sig = signer.sign(sums.as_bytes()).await?;
+            info!(job = %self.layout.job, sequence = seq, key = %sig.key, "bundle signed");
+            self.put_json(
+                &format!(
+                    "{}{}",
+                    self.layout.bundle_prefix(seq),
+                    crate::sign::SIGNATURE_FILE
+                ),
+                &sig,
+            )
+            .await?;
+        }
+        self.store()
+            .put_document(
+                bucket,
+                &format!("{}SHA256SUMS", self.layout.bundle_prefix(seq)),
+                sums.to_string().into(),
+                "text/plain",
+            )
+            .await?;
+        info!(job = %self.layout.job, sequence = seq, "bundle published (SHA256SUMS written)");
+        if let Err(e) = self
+            .store()
+            .delete(bucket, &self.layout.checkpoint_key(seq))
+            .await
+        {
+            warn!(error = %e, "the checkpoint could not be removed (it is ignored from now on)");
+        }
+        Ok(())
+    }
+
+    /// The last committed bundle without its `SHA256SUMS` (the run that committed it stopped
+    /// before writing it): write it now, from the checkpoint or `bundle.json`, once its digest
+    /// is the committed one.
+    pub(super) async fn publish_committed(&self) -> Result<()> {
+        let seq = self.state.sequence;
+        let Some(want) = self.state.bundle_digest.as_deref() else {
+            return Ok(());
+        };
+        let prefix = self.layout.bundle_prefix(seq);
+        let bucket = &self.cfg.dest.bucket;
+        if self
+            .store()
+            .stat(bucket, &format!("{prefix}SHA256SUMS"))
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let volumes = match self
+            .get_json::<Checkpoint>(&self.layout.checkpoint_key(seq), "checkpoint")
+            .await?
+        {
+            Some(ck) => Some(ck.volumes),
+            None => self
+                .get_json::<BundleSummary>(&format!("{prefix}bundle.json"), "bundle summary")
+                .await?
+                .map(|b| b.volumes),
+        };
+        match volumes {
+            Some(v) if bundle_digest(&v) == want => {
+                warn!(job = %self.layout.job, sequence = seq, "bundle was committed but not published: writing its SHA256SUMS now");
+                self.publish(seq, &sha256sums(&v)).await
+            }
+            _ => {
+                warn!(job = %self.layout.job, sequence = seq, uri = %self.layout.uri(&prefix),
+                      "the last committed bundle has no SHA256SUMS and nothing it can be rebuilt from: it cannot be published");
+                Ok(())
+            }
+        }
+    }
+}

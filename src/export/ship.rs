@@ -1,0 +1,407 @@
+//! Shipping a shard: stream its puts from its cursor into volumes, until it is done or the
+//! deadline comes.
+
+use super::*;
+
+impl Run<'_> {
+    /// Stream a shard's puts from its cursor into volumes, until it is done or the deadline.
+    /// `only`: the bundle's one shard, whose last volume carries the final manifest.
+    pub(super) async fn ship_shard(
+        &self,
+        ck: &Checkpoint,
+        w: &mut ShardProgress,
+        stored: &StoredPlan,
+        only: bool,
+    ) -> Result<Shipped> {
+        let tuning = &self.cfg.tuning;
+        let plan = &stored.plan;
+        let (state, seq, shard) = (w.doc.state.clone(), ck.sequence, w.doc.shard);
+        if state.done {
+            return Ok(Shipped::Done);
+        }
+        let too_many = || Error::Corrupt {
+            what: "plan",
+            location: self.layout.uri(&w.key),
+            hint: "run the export with --full",
+            source: "more puts than this machine can count".into(),
+        };
+        let total = usize::try_from(state.count).map_err(|_| too_many())?;
+        let skip = usize::try_from(state.cursor).map_err(|_| too_many())?;
+        let own;
+        let puts = match &state.puts_key {
+            Some(key) => {
+                own = Puts::Stored {
+                    key: key.clone(),
+                    count: state.count,
+                };
+                &own
+            }
+            None => &stored.puts,
+        };
+        let mut remaining = state.bytes.saturating_sub(state.cursor_bytes);
+        let mut fetched = spawn_fetcher(
+            self.store().clone(),
+            self.cfg.source.bucket.clone(),
+            self.puts_from(puts, skip).await?,
+            tuning.concurrency,
+            self.warm.clone(),
+        );
+        let mut volume: Option<OpenVolume> = None;
+        let mut progressed = false;
+        let mut done = ShardDone {
+            shard,
+            cursor: state.cursor,
+            cursor_bytes: state.cursor_bytes,
+            totals: Totals::default(),
+            vanished: Vec::new(),
+            corrected: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let mut i = skip;
+        while i < total {
+            let stop = crate::interrupt::requested();
+            if (progressed && self.past_deadline()) || stop.is_some() {
+                info!(
+                    shard,
+                    cursor = i,
+                    signal = stop.map(|s| s.name()),
+                    "deadline reached or stop requested: closing the volume and checkpointing"
+                );
+                match volume.take() {
+                    Some(v) => self.close_shard_volume(w, v, done, None).await?,
+                    None => {
+                        done.record(&mut w.doc);
+                        self.save_shard(w).await?;
+                    }
+                }
+                return Ok(Shipped::Deadline);
+            }
+            self.check_lease()?;
+            let item = fetched.recv().await.ok_or_else(|| Error::Corrupt {
+                what: "plan",
+                location: self.layout.uri(&self.layout.checkpoint_key(seq)),
+                hint: "its puts file ends before the count the plan gives: run the export with --full",
+                source: format!("{i} of {total} puts read (shard {shard})").into(),
+            })?;
+            let item = match item {
+                Err(e) => return Err(self.changed_while_read(w, e).await),
+                Ok(item) => item,
+            };
+            let (Fetched::Gone { rec } | Fetched::Found { rec, .. } | Fetched::Archived { rec }) =
+                &item;
+            let tries = w.doc.changing.get(&rec.key).copied().unwrap_or(0);
+            if tries >= CHANGED_TRIES {
+                warn!(key = %rec.key, tries, "object keeps changing while it is read: skipped, it ships in a later run");
+                done.withhold(rec, format!("changed while it was being read, {tries} times: it ships in a later run once it holds still"));
+                remaining = remaining.saturating_sub(rec.size);
+                i += 1;
+                done.advance(i, rec.size);
+                progressed = true;
+                continue;
+            }
+            let planned = match &item {
+                Fetched::Gone { rec } | Fetched::Found { rec, .. } | Fetched::Archived { rec } => {
+                    rec.size
+                }
+            };
+            remaining = remaining.saturating_sub(planned);
+            let (rec, meta, body, planned_etag) = match item {
+                Fetched::Gone { rec } => {
+                    info!(key = %rec.key, "object vanished before it was read: recorded as deleted");
+                    done.vanished.push(rec.key);
+                    done.totals.vanished += 1;
+                    i += 1;
+                    done.advance(i, planned);
+                    progressed = true;
+                    continue;
+                }
+                Fetched::Archived { rec } => {
+                    warn!(key = %rec.key, class = %rec.storage_class, "object is archived (InvalidObjectState): skipped, it ships once it can be read");
+                    done.withhold(&rec, "in an archive tier (InvalidObjectState on GET): restore it or move it out of the archive tier and it ships in the next run".into());
+                    i += 1;
+                    done.advance(i, planned);
+                    progressed = true;
+                    continue;
+                }
+                Fetched::Found {
+                    rec,
+                    meta,
+                    body,
+                    planned_etag,
+                } => (rec, meta, body, planned_etag),
+            };
+            let metadata = metadata_cost(&self.cfg.source.bucket, &rec.key, &meta.headers);
+            let entry = entry_name(&self.cfg.source.bucket, &rec.key);
+            let (local, central, line) = (
+                crate::archive::local_cost(&entry, meta.size, tuning.compression),
+                crate::archive::central_cost(&entry),
+                manifest_line_bound(&rec, &entry, &meta),
+            );
+            if let Some(v) = volume.as_mut()
+                && v.writer.entries() > 0
+                && (v.bound(local + central + line, 0, self.recipients()) > tuning.volume_size
+                    || v.writer.entries() + 1 > tuning.volume_entries
+                    || v.metadata + metadata > limits::WRITER_METADATA_BUDGET)
+            {
+                let v = volume.take().expect("open volume");
+                self.close_shard_volume(w, v, done.take(), None).await?;
+            }
+            let v = match volume.as_mut() {
+                Some(v) => v,
+                None => {
+                    let index = self.claim_volume(ck).await?;
+                    volume.insert(self.open_volume(
+                        ck,
+                        index,
+                        meta.size,
+                        remaining + meta.size,
+                        w.fence.clone(),
+                    )?)
+                }
+            };
+            v.entries_bound += local;
+            v.central_bound += central;
+            let digest = match body {
+                Body::Whole(data, _permit) => {
+                    v.writer
+                        .add_whole(&entry, meta.last_modified_ms, &data)
+                        .await?
+                }
+                Body::Ranged(first, _permit) => {
+                    match self.stream_large(v, &entry, &rec.key, &meta, first).await {
+                        Ok(d) => d,
+                        Err(e) => return Err(self.changed_while_read(w, e).await),
+                    }
+                }
+            };
+            if planned_etag.is_some() {
+                done.totals.replaced += 1;
+            }
+            if meta.etag != rec.etag
+                || digest.size != rec.size
+                || meta.last_modified_ms != rec.last_modified_ms
+            {
+                // The inventory records the version shipped, not the one listed.
+                done.corrected.push(ObjectRecord {
+                    key: rec.key.clone(),
+                    size: digest.size,
+                    etag: meta.etag.clone(),
+                    last_modified_ms: meta.last_modified_ms,
+                    storage_class: rec.storage_class.clone(),
+                });
+            }
+            done.totals.objects += 1;
+            done.totals.bytes += digest.size;
+            v.bytes += digest.size;
+            v.metadata += metadata;
+            self.progress.object(digest.size);
+            v.objects.push(&ObjectEntry {
+                key: rec.key,
+                entry,
+                size: digest.size,
+                etag: meta.etag,
+                last_modified: rfc3339_ms(meta.last_modified_ms),
+                sha256: digest.sha256,
+                crc32: digest.crc32,
+                storage_class: rec.storage_class,
+                headers: meta.headers,
+                planned_etag,
+            });
+            i += 1;
+            done.advance(i, planned);
+            progressed = true;
+        }
+        if only {
+            let mut v = match volume.take() {
+                Some(v) => v,
+                None => {
+                    let index = self.claim_volume(ck).await?;
+                    self.open_volume(ck, index, 0, 0, w.fence.clone())?
+                }
+            };
+            loop {
+                let mut earlier = ck.volumes.clone();
+                for e in &w.doc.volumes {
+                    insert_volume(&mut earlier, e.clone());
+                }
+                if v.index as usize != earlier.len() + 1 {
+                    // An index claimed by an interrupted worker lies before this one: the
+                    // commit gives it an empty volume and writes the last volume itself.
+                    self.close_shard_volume(w, v, done, None).await?;
+                    break;
+                }
+                let totals = done.add_to(&plus(&ck.totals, &w.doc.totals));
+                let vanished = ck
+                    .vanished
+                    .iter()
+                    .chain(&w.doc.vanished)
+                    .chain(&done.vanished)
+                    .cloned()
+                    .collect();
+                let skipped = ck
+                    .skipped
+                    .iter()
+                    .chain(&w.doc.skipped)
+                    .chain(&done.skipped)
+                    .cloned()
+                    .collect();
+                let last = self
+                    .final_part(&earlier, totals, vanished, skipped, plan)
+                    .await?;
+                let final_json = serde_json::to_vec(&last).map_or(0, |j| j.len() as u64) + 16;
+                if v.writer.entries() > 0
+                    && v.bound(0, final_json, self.recipients()) > tuning.volume_size
+                {
+                    // The final manifest does not fit beside this volume's objects: it gets a
+                    // volume of its own.
+                    self.close_shard_volume(w, v, done.take(), None).await?;
+                    let index = self.claim_volume(ck).await?;
+                    v = self.open_volume(ck, index, 0, 0, w.fence.clone())?;
+                    continue;
+                }
+                if v.bound(0, final_json, self.recipients()) > tuning.volume_size {
+                    warn!(job = %self.layout.job, volume = v.index, final_bytes = final_json,
+                          cap = tuning.volume_size, "the final manifest alone is larger than --volume-size: its volume exceeds the cap");
+                }
+                self.close_shard_volume(w, v, done, Some(last)).await?;
+                break;
+            }
+        } else if let Some(v) = volume.take() {
+            self.close_shard_volume(w, v, done, None).await?;
+        } else {
+            done.record(&mut w.doc);
+            self.save_shard(w).await?;
+        }
+        Ok(Shipped::Done)
+    }
+
+    /// `e`, after counting an object that changed while it was read against its shard (saved
+    /// in the shard's document, as of its last checkpoint): the next attempt skips it once it
+    /// has failed [`CHANGED_TRIES`] of them.
+    pub(super) async fn changed_while_read(&self, w: &mut ShardProgress, e: Error) -> Error {
+        let Error::ObjectChanged { key, .. } = &e else {
+            return e;
+        };
+        *w.doc.changing.entry(key.clone()).or_default() += 1;
+        if let Err(save) = self.save_shard(w).await {
+            warn!(key = %key, error = %save, "could not count the object that changed while it was read");
+        }
+        e
+    }
+
+    /// A puts file of the plan (or of a shard), read in order.
+    pub(super) async fn puts_reader(
+        &self,
+        key: &str,
+    ) -> Result<InventoryReader<impl tokio::io::AsyncBufRead + Unpin + Send + 'static>> {
+        let location = self.layout.uri(key);
+        let reader = self
+            .store()
+            .reader(&self.cfg.dest.bucket, key)
+            .await?
+            .ok_or_else(|| Error::Corrupt {
+                what: "plan",
+                location: location.clone(),
+                hint: "its puts file is missing: run the export with --full",
+                source: "not found".into(),
+            })?;
+        Ok(InventoryReader::new(reader, location))
+    }
+
+    /// The plan's puts from index `skip` on, read in order by a task (a stored plan streams
+    /// from its file: memory holds a channel's worth).
+    pub(super) async fn puts_from(
+        &self,
+        puts: &Puts,
+        skip: usize,
+    ) -> Result<mpsc::Receiver<Result<ObjectRecord>>> {
+        let (tx, rx) = mpsc::channel(1024);
+        match puts {
+            Puts::Inline(v) => {
+                let v = v.get(skip..).unwrap_or_default().to_vec();
+                tokio::spawn(async move {
+                    for rec in v {
+                        if tx.send(Ok(rec)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Puts::Stored { key, .. } => {
+                let mut reader = self.puts_reader(key).await?;
+                tokio::spawn(async move {
+                    let mut index = 0usize;
+                    loop {
+                        match reader.next().await {
+                            Ok(None) => return,
+                            Ok(Some(rec)) => {
+                                if index >= skip && tx.send(Ok(rec)).await.is_err() {
+                                    return;
+                                }
+                                index += 1;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        Ok(rx)
+    }
+
+    pub(super) async fn stream_large(
+        &self,
+        v: &mut OpenVolume,
+        entry: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        first: Bytes,
+    ) -> Result<crate::archive::EntryDigest> {
+        let bucket = &self.cfg.source.bucket;
+        let mut w = v.writer.begin_stream(entry, meta.last_modified_ms).await?;
+        w.write(&first).await?;
+        let ranges = (first.len() as u64..meta.size)
+            .step_by(CHUNK as usize)
+            .map(|start| (start, (start + CHUNK).min(meta.size) - 1));
+        let mut chunks = futures::stream::iter(ranges)
+            .map(|range| {
+                let (store, bucket, key, etag) = (
+                    self.store().clone(),
+                    bucket.clone(),
+                    key.to_string(),
+                    meta.etag.clone(),
+                );
+                tokio::spawn(
+                    async move { store.get(&bucket, &key, Some(&etag), Some(range)).await },
+                )
+            })
+            .buffered(CHUNKS_IN_FLIGHT);
+        while let Some(got) = chunks.next().await {
+            let got = got.map_err(|e| Error::Stream {
+                bucket: bucket.clone(),
+                key: key.to_string(),
+                source: Box::new(e),
+            })??;
+            match got {
+                Got::Found { body, .. } => w.write(&body).await?,
+                Got::Changed | Got::Gone => {
+                    return Err(Error::ObjectChanged {
+                        bucket: bucket.clone(),
+                        key: key.to_string(),
+                    });
+                }
+            }
+        }
+        let digest = w.close().await?;
+        if digest.size != meta.size {
+            return Err(Error::ObjectChanged {
+                bucket: bucket.clone(),
+                key: key.to_string(),
+            });
+        }
+        Ok(digest)
+    }
+}

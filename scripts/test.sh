@@ -22,6 +22,8 @@ cargo fmt --all -- --check
 
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+say "module graph: no import cycle (scripts/module-cycles.py)"
+python3 scripts/module-cycles.py
 took "clippy"
 
 say "template checks: cfn-lint, sam validate --lint"

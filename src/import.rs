@@ -45,7 +45,7 @@ pub struct ImportConfig {
     /// wrote (`--delete-unlisted`, `DELETE_UNLISTED`: exact mirror semantics).
     pub delete_unlisted: bool,
     /// The run's activity counters: those of the store its `s3://` volumes are read with.
-    pub activity: Arc<crate::progress::Activity>,
+    pub activity: Arc<crate::activity::Activity>,
 }
 
 impl ImportConfig {

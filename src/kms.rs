@@ -28,7 +28,7 @@ impl KmsSigner {
             .map_err(|e| Error::Kms {
                 op: "GetPublicKey",
                 key: key_id.to_string(),
-                class: crate::aws::classify(&e),
+                class: crate::sdk_error::classify(&e),
                 source: Box::new(e),
             })?;
         let spki = out
@@ -68,7 +68,7 @@ impl Signer for KmsSigner {
                 .map_err(|e| Error::Kms {
                     op: "Sign",
                     key: self.key_id.clone(),
-                    class: crate::aws::classify(&e),
+                    class: crate::sdk_error::classify(&e),
                     source: Box::new(e),
                 })?;
             let der = out
@@ -78,4 +78,16 @@ impl Signer for KmsSigner {
             Ok(signature_file(sums, &self.public, &der))
         })
     }
+}
+
+/// Open the signer `spec` names (a KMS key needs the KMS client; a key file does not).
+pub async fn open_signer(
+    spec: &crate::sign::SigningKeySpec,
+    kms: &aws_sdk_kms::Client,
+) -> Result<Box<dyn crate::sign::Signer>> {
+    use crate::sign::{FileSigner, SigningKeySpec};
+    Ok(match spec {
+        SigningKeySpec::File(path) => Box::new(FileSigner::open(path)?),
+        SigningKeySpec::Kms(id) => Box::new(KmsSigner::open(kms.clone(), id).await?),
+    })
 }

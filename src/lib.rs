@@ -2,6 +2,7 @@
 //! its last inventory, stream the changed objects into self-verifying ZIP64 volumes, and commit
 //! the job's state in DynamoDB.
 
+pub mod activity;
 pub mod archive;
 pub mod aws;
 pub mod bundle;
@@ -26,6 +27,7 @@ pub mod pin;
 pub mod plan;
 pub mod progress;
 pub mod s3;
+pub mod sdk_error;
 pub mod seal;
 #[cfg(feature = "lambda")]
 pub mod secrets;

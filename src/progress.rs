@@ -1,8 +1,6 @@
 //! Progress callbacks shared by both sides (the CLI draws a bar; the Lambda functions ignore
 //! them). The engine reports; it never draws.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-
 use crate::plan::PlanStats;
 
 /// Progress callbacks of an export, a download, a verification or an import.
@@ -17,53 +15,3 @@ pub trait Progress: Send + Sync {
 /// No progress output.
 pub struct NoProgress;
 impl Progress for NoProgress {}
-
-/// What one run's requests did, counted per run (a warm Lambda container serves many runs,
-/// and in-process tests run many at once): when data last moved (a listing page, a GET, an
-/// uploaded part), which the export's heartbeat looks at before renewing its lease, and how
-/// many reads were resumed mid-body. Each run gets its own ([`crate::s3::Store::for_run`]).
-#[derive(Debug, Default)]
-pub struct Activity {
-    last_moved_ms: AtomicI64,
-    read_resumes: AtomicU64,
-}
-
-impl Activity {
-    /// Record that data moved just now.
-    pub fn tick(&self) {
-        self.last_moved_ms
-            .store(crate::state::now_ms(), Ordering::Relaxed);
-    }
-
-    /// How long since data last moved (since `tick` or, before any, since `since_ms`).
-    pub fn idle_for(&self, since_ms: i64) -> std::time::Duration {
-        let last = self.last_moved_ms.load(Ordering::Relaxed).max(since_ms);
-        std::time::Duration::from_millis((crate::state::now_ms() - last).max(0) as u64)
-    }
-
-    /// A read was resumed from the byte it broke at.
-    pub fn resumed(&self) {
-        self.read_resumes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Reads resumed mid-body so far in this run.
-    pub fn read_resumes(&self) -> u64 {
-        self.read_resumes.load(Ordering::Relaxed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_run_counts_its_own_activity() {
-        let (a, b) = (Activity::default(), Activity::default());
-        a.resumed();
-        a.tick();
-        assert_eq!((a.read_resumes(), b.read_resumes()), (1, 0));
-        let long_ago = crate::state::now_ms() - 60_000;
-        assert!(a.idle_for(long_ago) < std::time::Duration::from_secs(5));
-        assert!(b.idle_for(long_ago) >= std::time::Duration::from_secs(59));
-    }
-}

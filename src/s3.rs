@@ -98,7 +98,7 @@ where
         op,
         bucket: bucket.to_string(),
         key: key.to_string(),
-        class: crate::aws::classify(&e),
+        class: crate::sdk_error::classify(&e),
         source: Box::new(e),
     }
 }
@@ -247,14 +247,14 @@ pub const WRITER_METADATA: &str = "ferry-writer";
 #[derive(Clone, Debug)]
 pub struct Store {
     client: Client,
-    activity: std::sync::Arc<crate::progress::Activity>,
+    activity: std::sync::Arc<crate::activity::Activity>,
 }
 
 /// A ListObjectsV2 listing, page by page, as inventory records in key order: the whole
 /// prefix, or one key range of it (after one key, up to and including another).
 pub struct Lister {
     client: Client,
-    activity: std::sync::Arc<crate::progress::Activity>,
+    activity: std::sync::Arc<crate::activity::Activity>,
     bucket: String,
     prefix: String,
     token: Option<String>,
@@ -386,7 +386,7 @@ impl Store {
         }
     }
 
-    /// The same client with a new [`Activity`](crate::progress::Activity): one per run.
+    /// The same client with a new [`Activity`](crate::activity::Activity): one per run.
     pub fn for_run(&self) -> Store {
         Store {
             client: self.client.clone(),
@@ -395,7 +395,7 @@ impl Store {
     }
 
     /// What this run's requests did so far.
-    pub fn activity(&self) -> &std::sync::Arc<crate::progress::Activity> {
+    pub fn activity(&self) -> &std::sync::Arc<crate::activity::Activity> {
         &self.activity
     }
 
@@ -1134,7 +1134,7 @@ impl Drop for MultipartUpload {
 
 struct PartUploader {
     client: Client,
-    activity: std::sync::Arc<crate::progress::Activity>,
+    activity: std::sync::Arc<crate::activity::Activity>,
     bucket: String,
     key: String,
     part_size: usize,

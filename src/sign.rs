@@ -192,21 +192,13 @@ impl std::str::FromStr for SigningKeySpec {
     }
 }
 
-/// Something that signs a bundle's `SHA256SUMS`: a KMS key ([`crate::kms::KmsSigner`]) or a
-/// local key file ([`FileSigner`]).
+/// Something that signs a bundle's `SHA256SUMS`: a KMS key (`kms::KmsSigner`, opened by
+/// `kms::open_signer`) or a local key file ([`FileSigner`]).
 pub trait Signer: Send + Sync {
     /// The public key the far side trusts for it.
     fn public_key(&self) -> &TrustedKey;
     /// The signature file of `sums`.
     fn sign<'a>(&'a self, sums: &'a [u8]) -> futures::future::BoxFuture<'a, Result<SignatureFile>>;
-}
-
-/// Open the signer `spec` names (a KMS key needs the KMS client).
-pub async fn open(spec: &SigningKeySpec, kms: &aws_sdk_kms::Client) -> Result<Box<dyn Signer>> {
-    Ok(match spec {
-        SigningKeySpec::File(path) => Box::new(FileSigner::open(path)?),
-        SigningKeySpec::Kms(id) => Box::new(crate::kms::KmsSigner::open(kms.clone(), id).await?),
-    })
 }
 
 /// A local P-256 key pair from a PKCS#8 PEM file.

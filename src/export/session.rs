@@ -26,7 +26,7 @@ impl<'a> Session<'a> {
     ) -> Result<Session<'a>> {
         cfg.tuning.validate()?;
         let signer = match (&cfg.signing, sign) {
-            (Some(spec), true) => Some(crate::sign::open(spec, &clients.kms).await?),
+            (Some(spec), true) => Some(crate::kms::open_signer(spec, &clients.kms).await?),
             _ => None,
         };
         let table = clients.table(&cfg.table);

@@ -119,10 +119,11 @@ impl Bundle {
         }
         let name = self.volume_name(index);
         let sha = self.sums.as_deref().and_then(|s| {
-            s.lines().find_map(|l| {
-                let (sha, n) = l.split_once("  ")?;
-                (n == name).then(|| sha.to_string())
-            })
+            crate::manifest::parse_sha256sums(s)
+                .ok()?
+                .into_iter()
+                .find(|l| l.name == name)
+                .map(|l| l.sha256.to_string())
         });
         (None, sha)
     }
@@ -273,9 +274,10 @@ impl Bundle {
             return Err(self.bad(format!("a move's new headers cannot be written: {p}")));
         }
         if let Some(sums) = &self.sums {
-            let names: Vec<&str> = sums
-                .lines()
-                .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
+            let names: Vec<&str> = crate::manifest::parse_sha256sums(sums)
+                .map_err(|e| self.bad(e))?
+                .into_iter()
+                .map(|l| l.name)
                 .collect();
             let expected: Vec<String> = (1..=n as u32).map(|i| self.volume_name(i)).collect();
             if names != expected {

@@ -220,12 +220,12 @@ async fn download_bundle(
         .await
         .map_err(io_at("creating directory", &dir))?;
     let mut wanted = Vec::new();
-    for line in sums_text.lines().filter(|l| !l.trim().is_empty()) {
-        let (sha, name) = line.split_once("  ").ok_or_else(|| Error::Bundle {
-            what: format!("{} of job `{}`", r.sequence, cfg.job),
-            location: format!("s3://{bucket}/{}", doc("SHA256SUMS")),
-            detail: format!("SHA256SUMS line `{line}` is not `<sha256>  <name>`"),
-        })?;
+    let lines = crate::manifest::parse_sha256sums(&sums_text).map_err(|detail| Error::Bundle {
+        what: format!("{} of job `{}`", r.sequence, cfg.job),
+        location: format!("s3://{bucket}/{}", doc("SHA256SUMS")),
+        detail,
+    })?;
+    for crate::manifest::SumLine { sha256: sha, name } in lines {
         let Some((key, etag, size)) = r.files.get(name) else {
             return Err(Error::Bundle {
                 what: format!("{} of job `{}`", r.sequence, cfg.job),

@@ -207,11 +207,9 @@ impl ImportHandler {
                 format!("{folder}/")
             };
             let sequence = |n: &str| {
-                n.strip_prefix(&format!("{job}-"))?
-                    .split('-')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
+                crate::manifest::volume_name_parts(n)
+                    .filter(|(j, _, _)| *j == job)
+                    .map(|(_, seq, _)| seq)
             };
             let Some(seq) = names.iter().find_map(|n| sequence(n)) else {
                 continue;
@@ -227,9 +225,17 @@ impl ImportHandler {
                 .get_document(bucket, &format!("{prefix}SHA256SUMS"))
                 .await?
                 .unwrap_or_default();
-            let missing: Vec<String> = String::from_utf8_lossy(&sums)
-                .lines()
-                .filter_map(|l| l.split_once("  ").map(|(_, n)| n.to_string()))
+            let sums = String::from_utf8_lossy(&sums);
+            let listed = match crate::manifest::parse_sha256sums(&sums) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    waiting.push(format!("s3://{bucket}/{prefix}: {e}"));
+                    continue;
+                }
+            };
+            let missing: Vec<String> = listed
+                .iter()
+                .map(|l| l.name.to_string())
                 .filter(|n| !names.contains(n))
                 .collect();
             if missing.is_empty() {

@@ -306,6 +306,48 @@ pub struct BundleSummary {
     pub totals: Totals,
 }
 
+/// One line of `SHA256SUMS`: a volume's SHA-256 and file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SumLine<'a> {
+    pub sha256: &'a str,
+    pub name: &'a str,
+}
+
+/// The lines of a `SHA256SUMS` text (blank lines aside): each `<64 hex digits>  <file name>`.
+/// The error names the first line that is not (shortened: the text may come from the media).
+pub fn parse_sha256sums(text: &str) -> std::result::Result<Vec<SumLine<'_>>, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let bad = || {
+                format!(
+                    "SHA256SUMS line `{}` is not `<sha256>  <name>`",
+                    short(line)
+                )
+            };
+            let (sha256, name) = line.split_once("  ").ok_or_else(bad)?;
+            let hex = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            let plain = !name.is_empty() && name.len() <= 255 && !name.contains(['/', '\\']);
+            if !hex || !plain {
+                return Err(bad());
+            }
+            Ok(SumLine { sha256, name })
+        })
+        .collect()
+}
+
+/// Job, sequence and index of a volume name `JOB-SEQUENCE-INDEX.zip[.age]`.
+pub fn volume_name_parts(name: &str) -> Option<(&str, u64, u32)> {
+    let stem = name
+        .strip_suffix(".age")
+        .unwrap_or(name)
+        .strip_suffix(".zip")?;
+    let mut it = stem.rsplitn(3, '-');
+    let index = it.next()?.parse().ok()?;
+    let sequence = it.next()?.parse().ok()?;
+    Some((it.next().filter(|j| !j.is_empty())?, sequence, index))
+}
+
 /// The `SHA256SUMS` text (`sha256sum -c` format), in volume order.
 pub fn sha256sums(volumes: &[VolumeInfo]) -> String {
     volumes
@@ -323,6 +365,29 @@ pub fn bundle_digest(volumes: &[VolumeInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256sums_lines_and_volume_names_parse_strictly() {
+        let sha = "ab".repeat(32);
+        let text = format!("{sha}  j-00000002-0001.zip\n\n{sha}  j-00000002-0002.zip.age\n");
+        let lines = parse_sha256sums(&text).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1].name, "j-00000002-0002.zip.age");
+        for bad in [
+            "nohash  a.zip".to_string(),
+            format!("{sha} a.zip"),
+            format!("{sha}  ../a.zip"),
+            format!("{sha}  "),
+        ] {
+            assert!(parse_sha256sums(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            volume_name_parts("my-job-00000007-0003.zip.age"),
+            Some(("my-job", 7, 3))
+        );
+        assert_eq!(volume_name_parts("x-0001.zip"), None);
+        assert_eq!(volume_name_parts("j-1-2.txt"), None);
+    }
 
     fn entry(key: &str) -> ObjectEntry {
         ObjectEntry {

@@ -299,16 +299,11 @@ pub async fn verify_media(
                 "no SHA256SUMS beside the volumes: without it (or an --identity to open them) nothing can be checked".into(),
             ));
         };
-        let mut listed = Vec::new();
-        for line in sums.lines().filter(|l| !l.trim().is_empty()) {
-            let Some((sha, name)) = line.split_once("  ") else {
-                return Err(bad(format!(
-                    "SHA256SUMS line `{}` is not `<sha256>  <name>`",
-                    crate::manifest::short(line)
-                )));
-            };
-            listed.push((sha, name));
-        }
+        let listed: Vec<(&str, &str)> = crate::manifest::parse_sha256sums(sums)
+            .map_err(bad)?
+            .into_iter()
+            .map(|l| (l.sha256, l.name))
+            .collect();
         for v in &f.volumes {
             if !listed.iter().any(|(_, n)| *n == v.file_name()) {
                 return Err(bad(format!(
@@ -319,7 +314,8 @@ pub async fn verify_media(
         }
         let (job, sequence) = listed
             .first()
-            .and_then(|(_, n)| name_parts(n))
+            .and_then(|(_, n)| crate::manifest::volume_name_parts(n))
+            .map(|(job, sequence, _)| (job.to_string(), sequence))
             .unwrap_or_default();
         let label = format!("{sequence} of job `{job}`");
         let signed_by = if trusted.is_empty() {
@@ -390,16 +386,4 @@ pub async fn verify_media(
         });
     }
     Ok(out)
-}
-
-/// Job and sequence from a volume name `JOB-SEQUENCE-INDEX.zip[.age]`.
-fn name_parts(name: &str) -> Option<(String, u64)> {
-    let stem = name
-        .strip_suffix(".age")
-        .unwrap_or(name)
-        .strip_suffix(".zip")?;
-    let mut it = stem.rsplitn(3, '-');
-    let _index = it.next()?;
-    let sequence = it.next()?.parse().ok()?;
-    Some((it.next()?.to_string(), sequence))
 }

@@ -472,15 +472,11 @@ async fn baseline_removals(
     let strays = baseline_strays(cfg, b).await?;
     let mut out = Removals::default();
     for chunk in strays.chunks(1_000) {
-        let mut keyed = Vec::with_capacity(chunk.len());
-        for stray in chunk {
-            let key = cfg
-                .target
-                .stray_key(stray)
-                .await?
-                .map(|rel| format!("{}{rel}", b.source_prefix));
-            keyed.push((stray, key));
-        }
+        let keyed: Vec<(&String, Option<String>)> = chunk
+            .iter()
+            .zip(cfg.target.stray_keys(chunk).await?)
+            .map(|(stray, rel)| (stray, rel.map(|rel| format!("{}{rel}", b.source_prefix))))
+            .collect();
         let keys: Vec<String> = keyed.iter().filter_map(|(_, k)| k.clone()).collect();
         let known = ledger.lookup(&keys).await?;
         for (stray, key) in keyed {

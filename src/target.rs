@@ -90,11 +90,11 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     /// at once; a directory: 16 files at once).
     async fn remove_strays(&self, strays: &[String]) -> Result<()>;
 
-    /// The relative key ferry would have written at `stray` (a bucket: the stray itself; a
-    /// directory: its path, or for an `_escaped/` name the key its map records), `None` when
-    /// no key would have been written there. With the import state's index entry of that key,
-    /// [`Target::is_place`] tells whether ferry wrote what is there.
-    async fn stray_key(&self, stray: &str) -> Result<Option<String>>;
+    /// The relative key ferry would have written at each of `strays` (a bucket: the stray
+    /// itself; a directory: its path, or for an `_escaped/` name the key its map records),
+    /// `None` where no key would have been written. With the import state's index entry of that
+    /// key, [`Target::is_place`] tells whether ferry wrote what is there.
+    async fn stray_keys(&self, strays: &[String]) -> Result<Vec<Option<String>>>;
 
     /// Is `stray` the place `entry` (the index entry of its key) records?
     fn is_place(&self, _stray: &str, _entry: &IndexEntry) -> bool {
@@ -232,8 +232,8 @@ impl Target for Bucket {
             .await
     }
 
-    async fn stray_key(&self, stray: &str) -> Result<Option<String>> {
-        Ok(Some(stray.to_string()))
+    async fn stray_keys(&self, strays: &[String]) -> Result<Vec<Option<String>>> {
+        Ok(strays.iter().cloned().map(Some).collect())
     }
 }
 
@@ -531,11 +531,28 @@ impl Target for Dir {
         Ok(out)
     }
 
-    async fn stray_key(&self, stray: &str) -> Result<Option<String>> {
-        if !stray.starts_with(&format!("{ESCAPED_DIR}/")) {
-            return Ok(Some(stray.to_string()));
-        }
-        Ok(read_escaped_map(&self.root).await?.remove(stray))
+    async fn stray_keys(&self, strays: &[String]) -> Result<Vec<Option<String>>> {
+        let escaped = format!("{ESCAPED_DIR}/");
+        let wanted: std::collections::HashSet<&str> = strays
+            .iter()
+            .filter(|s| s.starts_with(&escaped))
+            .map(String::as_str)
+            .collect();
+        let mut map = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            read_escaped_map(&self.root, &wanted).await?
+        };
+        Ok(strays
+            .iter()
+            .map(|s| {
+                if s.starts_with(&escaped) {
+                    map.remove(s.as_str())
+                } else {
+                    Some(s.clone())
+                }
+            })
+            .collect())
     }
 
     fn is_place(&self, stray: &str, entry: &IndexEntry) -> bool {
@@ -566,8 +583,9 @@ impl Target for Dir {
 /// can tell what an escaped file is and a baseline can tell that ferry wrote it.
 pub const ESCAPED_MAP: &str = "escaped.jsonl";
 
-/// The most of the escaped map that is read (a larger one is refused, not trusted).
-const MAX_ESCAPED_MAP: u64 = 512 * 1024 * 1024;
+/// The longest line of the escaped map that is read (a key is at most 1,024 bytes; a longer
+/// line is not one ferry wrote and is skipped).
+const MAX_ESCAPED_LINE: usize = 64 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct EscapedLine {
@@ -609,29 +627,46 @@ async fn note_escaped(root: &Path, place: &str, rel: &str) -> Result<()> {
     })?
 }
 
-/// The escaped map of the directory at `root` (place → key); empty if there is none. Lines
-/// that do not parse, or whose place is not the digest of their key, are ignored.
-pub async fn read_escaped_map(root: &Path) -> Result<HashMap<String, String>> {
+/// The keys of those `wanted` places the escaped map of the directory at `root` names (place →
+/// key); empty if there is no map. The map is read line by line (memory holds what is wanted,
+/// however long it grew); lines that do not parse, are too long, or whose place is not the
+/// digest of their key are skipped.
+pub async fn read_escaped_map(
+    root: &Path,
+    wanted: &std::collections::HashSet<&str>,
+) -> Result<HashMap<String, String>> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
     let path = root.join(STATE_DIR).join(ESCAPED_MAP);
-    let bytes = match tokio::fs::symlink_metadata(&path).await {
-        Ok(m) if m.is_file() && m.len() <= MAX_ESCAPED_MAP => tokio::fs::read(&path)
+    let file = match tokio::fs::symlink_metadata(&path).await {
+        Ok(m) if m.is_file() => tokio::fs::File::open(&path)
             .await
             .map_err(io_at("reading", &path))?,
-        Ok(m) if m.is_file() => {
-            return Err(Error::Io {
-                op: "reading",
-                path,
-                source: std::io::Error::other(format!(
-                    "{} bytes, more than the {MAX_ESCAPED_MAP} an escaped map may have",
-                    m.len()
-                )),
-            });
-        }
         _ => return Ok(HashMap::new()),
     };
+    let mut reader = tokio::io::BufReader::new(file);
     let mut out = HashMap::new();
-    for line in bytes.split(|b| *b == b'\n') {
-        if let Ok(l) = serde_json::from_slice::<EscapedLine>(line)
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_ESCAPED_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(io_at("reading", &path))?;
+        if n == 0 {
+            break;
+        }
+        if line.len() > MAX_ESCAPED_LINE && !line.ends_with(b"\n") {
+            // Too long: skip to the end of this line.
+            let mut rest = Vec::new();
+            reader
+                .read_until(b'\n', &mut rest)
+                .await
+                .map_err(io_at("reading", &path))?;
+            continue;
+        }
+        if let Ok(l) = serde_json::from_slice::<EscapedLine>(line.trim_ascii_end())
+            && wanted.contains(l.place.as_str())
             && l.place
                 == format!(
                     "{ESCAPED_DIR}/{}",

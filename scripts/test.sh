@@ -15,6 +15,15 @@ took() { local now; now=$(date +%s); say "$1 took $((now - lap))s"; lap=$now; }
 
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# Scripts print ANSI bold only on a terminal: piped (as here, and in CI logs) there is none.
+for f in scripts/setup.sh scripts/demo.sh scripts/bench.sh scripts/lambda-e2e.sh; do
+  def=$(grep -E '^(if \[ -t [12] \]; then )?say\(\)' "$f")
+  out=$(bash -c "$def; say probe" 2>&1 | cat)
+  if [[ "$out" == *$'\033'* || "$out" != *"==> probe"* ]]; then
+    echo "$f: its say() printed '$out' into a pipe (ANSI escapes belong on a terminal only)" >&2
+    exit 1
+  fi
+done
 took "setup"
 
 say "cargo fmt --check"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check, from a clean clone, in 18–21 minutes on 2 cores (keep it near 20): installs what is
+# Every check, from a clean clone, in 14–15 minutes on 2 cores (keep it under 20): installs what is
 # missing (scripts/setup.sh), then formatting, lints, the template checks, ONE debug build of the
 # whole workspace (tests, the CLI and both Lambda functions, with one feature set), the
 # documented `sam build` of both templates (arm64, in the background with a cheaper release

@@ -175,20 +175,18 @@ fn skip(rec: &ObjectRecord, restore: Restore) -> Skipped {
     }
 }
 
-/// The restore state of every archived object of `page` that takes part (by key).
+/// The restore state of every archived object of a joined page that is new or changed since
+/// the previous inventory (by key): an unchanged one needs no HEAD.
 async fn restores_of(
-    page: &[ObjectRecord],
-    filters: &Filters,
-    source: &S3Location,
+    joined: &[(ObjectRecord, Option<ObjectRecord>)],
     restores: &dyn Restores,
 ) -> Result<HashMap<String, Restore>> {
     use futures::StreamExt;
-    let archived = page.iter().filter(|r| {
-        let relative = r.key.strip_prefix(source.prefix.as_str()).unwrap_or(&r.key);
-        r.needs_restore() && !filters.is_own_output(&r.key) && filters.matches(relative, r.size)
+    let asked = joined.iter().filter(|(r, before)| {
+        r.needs_restore() && !before.as_ref().is_some_and(|b| b.same_version(r))
     });
-    futures::stream::iter(archived)
-        .map(|r| async move { Ok((r.key.clone(), restores.restore(&r.key).await?)) })
+    futures::stream::iter(asked)
+        .map(|(r, _)| async move { Ok((r.key.clone(), restores.restore(&r.key).await?)) })
         .buffer_unordered(RESTORE_CHECKS)
         .collect::<Vec<Result<(String, Restore)>>>()
         .await
@@ -241,7 +239,9 @@ where
     };
     while let Some(page) = lister.next_page().await? {
         crate::interrupt::check()?;
-        let restore = restores_of(&page, filters, source, restores).await?;
+        // The page joined with the previous inventory first, so that only an archived object
+        // that is new or changed since is asked about its restore.
+        let mut joined = Vec::with_capacity(page.len());
         for rec in page {
             if filters.is_own_output(&rec.key) {
                 stats.own_output += 1;
@@ -266,6 +266,10 @@ where
                 }
                 None => None,
             };
+            joined.push((rec, before));
+        }
+        let restore = restores_of(&joined, restores).await?;
+        for (rec, before) in joined {
             // An archived object whose restore completed reads like any other.
             let archived = rec
                 .needs_restore()

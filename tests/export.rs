@@ -356,7 +356,22 @@ fn a_restored_archived_object_ships_and_one_not_restored_is_skipped() {
         ctx.download(&ctx.job, 2).extract()["cold/frozen"],
         b"still frozen"
     );
-    assert_eq!(ctx.export_ok(&[])["status"], "no_changes");
+    // AND a run that finds them unchanged asks about no restore (no HEAD of either)
+    let heads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = heads.clone();
+    let proxy = crate::proxy::start(
+        &crate::util::moto().endpoint,
+        std::sync::Arc::new(move |m: &hyper::Method, pq: &str| {
+            if m == hyper::Method::HEAD && pq.contains("/cold/") {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            crate::proxy::Action::Forward
+        }),
+    );
+    let r = ctx.via(&proxy.endpoint).export(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["status"], "no_changes");
+    assert_eq!(heads.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 #[test]

@@ -470,12 +470,17 @@ async fn baseline_removals(
     b: &Bundle,
 ) -> Result<Removals> {
     let strays = baseline_strays(cfg, b).await?;
+    // Once for all strays (a directory reads its escaped map once).
+    let rels = cfg.target.stray_keys(&strays).await?;
     let mut out = Removals::default();
-    for chunk in strays.chunks(1_000) {
+    for (chunk, rels) in strays.chunks(1_000).zip(rels.chunks(1_000)) {
         let keyed: Vec<(&String, Option<String>)> = chunk
             .iter()
-            .zip(cfg.target.stray_keys(chunk).await?)
-            .map(|(stray, rel)| (stray, rel.map(|rel| format!("{}{rel}", b.source_prefix))))
+            .zip(rels)
+            .map(|(stray, rel)| {
+                let key = rel.as_ref().map(|rel| format!("{}{rel}", b.source_prefix));
+                (stray, key)
+            })
             .collect();
         let keys: Vec<String> = keyed.iter().filter_map(|(_, k)| k.clone()).collect();
         let known = ledger.lookup(&keys).await?;
@@ -659,13 +664,14 @@ async fn apply(
         cfg.target.delete_many(&items).await?;
         changes.extend(batch.iter().map(|k| (k.clone(), None)));
         out.deleted += batch.len() as u64;
+        progressed = true;
     }
     if b.baseline {
         let removals = baseline_removals(ledger, cfg, b).await?;
         // In batches, like the deletions; the deadline may stop between them (what was removed
         // is saved; the next call lists the strays left and goes on).
         for (i, batch) in removals.remove.chunks(DELETE_BATCH).enumerate() {
-            if (i > 0 || progressed || !gone.is_empty()) && cfg.past_deadline() {
+            if (i > 0 || progressed) && cfg.past_deadline() {
                 info!(job = %b.job, sequence = b.sequence, removed = out.removed, "deadline: stopping between removals");
                 pending.deletions_done = gone.len() as u64;
                 return stop_tail(ledger, cfg, rec, &pending, changes).await;

@@ -219,6 +219,8 @@ impl Run<'_> {
                     self.open_volume(ck, index, 0, 0, w.fence.clone())?
                 }
             };
+            // Built once (it reads each move's headers); a split only renumbers it.
+            let mut built: Option<Final> = None;
             loop {
                 let mut earlier = ck.volumes.clone();
                 for e in &w.doc.volumes {
@@ -230,24 +232,34 @@ impl Run<'_> {
                     self.close_shard_volume(w, v, done, None).await?;
                     break;
                 }
-                let totals = done.add_to(&plus(&ck.totals, &w.doc.totals));
-                let vanished = ck
-                    .vanished
-                    .iter()
-                    .chain(&w.doc.vanished)
-                    .chain(&done.vanished)
-                    .cloned()
-                    .collect();
-                let skipped = ck
-                    .skipped
-                    .iter()
-                    .chain(&w.doc.skipped)
-                    .chain(&done.skipped)
-                    .cloned()
-                    .collect();
-                let last = self
-                    .final_part(&earlier, totals, vanished, skipped, plan)
-                    .await?;
+                let last = match built.take() {
+                    Some(mut last) => {
+                        // The objects' counts moved into the volume just closed: the totals
+                        // and lists are the same, the volumes before it one more.
+                        last.volume_count = earlier.len() as u32 + 1;
+                        last.earlier_volumes = earlier;
+                        last
+                    }
+                    None => {
+                        let totals = done.add_to(&plus(&ck.totals, &w.doc.totals));
+                        let vanished = ck
+                            .vanished
+                            .iter()
+                            .chain(&w.doc.vanished)
+                            .chain(&done.vanished)
+                            .cloned()
+                            .collect();
+                        let skipped = ck
+                            .skipped
+                            .iter()
+                            .chain(&w.doc.skipped)
+                            .chain(&done.skipped)
+                            .cloned()
+                            .collect();
+                        self.final_part(&earlier, totals, vanished, skipped, plan)
+                            .await?
+                    }
+                };
                 let final_json = serde_json::to_vec(&last).map_or(0, |j| j.len() as u64) + 16;
                 if v.writer.entries() > 0
                     && v.bound(0, final_json, self.recipients()) > tuning.volume_size
@@ -257,6 +269,7 @@ impl Run<'_> {
                     self.close_shard_volume(w, v, done.take(), None).await?;
                     let index = self.claim_volume(ck).await?;
                     v = self.open_volume(ck, index, 0, 0, w.fence.clone())?;
+                    built = Some(last);
                     continue;
                 }
                 if v.bound(0, final_json, self.recipients()) > tuning.volume_size {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::s3::Store;
 use crate::state::StateTable;
+use crate::store::Store;
 
 /// Default time to set up a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,7 +85,7 @@ impl Clients {
             (None, None) => "DynamoDB (no region set)".to_string(),
         };
         Clients {
-            s3: Store::new(crate::s3::client(sdk, path_style)),
+            s3: Store::s3(crate::store::client(sdk, path_style)),
             dynamodb: crate::state::client(sdk),
             kms: aws_sdk_kms::Client::new(sdk),
             dynamodb_endpoint: dynamodb_endpoint.into(),

@@ -15,9 +15,9 @@ use crate::manifest::{
     ChainLink, FORMAT, Final, MANIFEST_ENTRY, Manifest, ObjectEntry, ObjectHeaders, VolumeInfo,
     key_problem,
 };
-use crate::s3::Store;
 use crate::seal::Identities;
 use crate::sign::TrustedKey;
+use crate::store::Store;
 use crate::unzip::{Directory, Volume, VolumeSource, read_directory, read_entry};
 
 /// A volume as the bundle keeps it: where it is, its manifest's header (the objects emptied:

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::config::S3Location;
 use crate::error::{Error, Result, io_at};
 use crate::progress::Progress;
-use crate::s3::{Got, Store};
+use crate::store::{Got, Store};
 
 /// Bytes per ranged GET.
 pub const RANGE: u64 = 64 * 1024 * 1024;

@@ -28,7 +28,7 @@ impl KmsSigner {
             .map_err(|e| Error::Kms {
                 op: "GetPublicKey",
                 key: key_id.to_string(),
-                class: crate::sdk_error::classify(&e),
+                class: crate::store::sdk_error::classify(&e),
                 source: Box::new(e),
             })?;
         let spki = out
@@ -68,7 +68,7 @@ impl Signer for KmsSigner {
                 .map_err(|e| Error::Kms {
                     op: "Sign",
                     key: self.key_id.clone(),
-                    class: crate::sdk_error::classify(&e),
+                    class: crate::store::sdk_error::classify(&e),
                     source: Box::new(e),
                 })?;
             let der = out

@@ -26,14 +26,13 @@ pub mod memory;
 pub mod pin;
 pub mod plan;
 pub mod progress;
-pub mod s3;
-pub mod sdk_error;
 pub mod seal;
 #[cfg(feature = "lambda")]
 pub mod secrets;
 pub mod sign;
 pub mod sink;
 pub mod state;
+pub mod store;
 pub mod target;
 pub mod unzip;
 pub mod verify;

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::inventory::ObjectRecord;
-use crate::s3::{Lister, Store};
+use crate::store::{Lister, Store};
 
 /// Records at least one range holds: a smaller listing is not split.
 pub const MIN_RANGE_RECORDS: u64 = 2_000;

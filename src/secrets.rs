@@ -14,7 +14,7 @@ pub async fn identity(client: &aws_sdk_secretsmanager::Client, id: &str) -> Resu
         .await
         .map_err(|e| Error::Secret {
             id: id.to_string(),
-            class: crate::sdk_error::classify(&e),
+            class: crate::store::sdk_error::classify(&e),
             source: Box::new(e),
         })?;
     let Some(text) = out.secret_string() else {

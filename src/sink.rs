@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 
 use crate::error::{Error, Result};
-use crate::s3::MultipartUpload;
+use crate::store::MultipartUpload;
 
 /// A stream of bytes that becomes visible as a whole object or file only on `finish`.
 /// Dropping it without `finish` leaves nothing visible.

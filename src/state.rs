@@ -137,7 +137,7 @@ impl StateTable {
     fn err<E, R>(&self, op: &'static str, e: SdkError<E, R>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + crate::sdk_error::StatusOf + 'static,
+        R: std::fmt::Debug + Send + Sync + crate::store::sdk_error::StatusOf + 'static,
     {
         if is_code(&e, "ResourceNotFoundException") {
             return Error::TableNotFound {
@@ -155,7 +155,7 @@ impl StateTable {
         Error::Dynamo {
             op,
             table: self.table.clone(),
-            class: crate::sdk_error::classify(&e),
+            class: crate::store::sdk_error::classify(&e),
             source: Box::new(e),
         }
     }
@@ -595,7 +595,7 @@ impl StateTable {
     ) -> Result<()>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + crate::sdk_error::StatusOf + 'static,
+        R: std::fmt::Debug + Send + Sync + crate::store::sdk_error::StatusOf + 'static,
     {
         match out {
             Ok(_) => Ok(()),

@@ -21,7 +21,7 @@ use crate::config::S3Location;
 use crate::error::{Error, Result, io_at};
 use crate::ledger::IndexEntry;
 use crate::manifest::{ESCAPED_DIR, ObjectEntry, ObjectHeaders};
-use crate::s3::{MultipartUpload, Store};
+use crate::store::{MultipartUpload, Store};
 use crate::verify::{EntrySink, EntryWriter};
 
 /// Objects up to this size are buffered and PUT whole (several at once).

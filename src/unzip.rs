@@ -14,8 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, BufReader};
 
 use crate::error::{Error, Result};
 use crate::manifest::limits;
-use crate::s3::{Got, Store};
 use crate::seal::Identities;
+use crate::store::{Got, Store};
 use std::sync::Arc;
 
 const EOCD_SIG: u32 = 0x0605_4b50;

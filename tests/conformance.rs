@@ -78,7 +78,7 @@ fn write(t: &Arc<dyn Target>, key: &str, body: &[u8], end: End) -> Landed {
         }
         let landed = shared.drain().await.unwrap();
         // a dropped upload is aborted in the background: wait for it as a process does at exit
-        assert!(s3_ferry::s3::settle_uploads(std::time::Duration::from_secs(30)).await);
+        assert!(s3_ferry::store::settle_uploads(std::time::Duration::from_secs(30)).await);
         landed
     })
 }

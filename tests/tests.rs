@@ -12,6 +12,7 @@ mod proxy;
 mod runs;
 mod sealed;
 mod shipped;
+mod store;
 mod trust;
 mod unlisted;
 mod util;

@@ -170,7 +170,7 @@ impl Ctx {
     pub fn with_endpoint(name: &str, endpoint: &str) -> Ctx {
         let id = unique(name);
         let sdk = sdk_config(endpoint);
-        let s3 = s3_ferry::s3::client(&sdk, true);
+        let s3 = s3_ferry::store::client(&sdk, true);
         let clients = s3_ferry::aws::Clients::new(&sdk, true);
         let ctx = Ctx {
             endpoint: endpoint.to_string(),
@@ -199,7 +199,7 @@ impl Ctx {
             exp: self.exp.clone(),
             table: self.table.clone(),
             job: self.job.clone(),
-            s3: s3_ferry::s3::client(&sdk, true),
+            s3: s3_ferry::store::client(&sdk, true),
             clients: s3_ferry::aws::Clients::new(&sdk, true),
         }
     }

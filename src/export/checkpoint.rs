@@ -105,7 +105,7 @@ pub const CHANGED_TRIES: u32 = 3;
 /// A shard's document and the fence its worker writes it under.
 pub(super) struct ShardProgress {
     pub(super) key: String,
-    pub(super) fence: Arc<crate::s3::Fence>,
+    pub(super) fence: Arc<crate::store::Fence>,
     pub(super) doc: ShardDoc,
 }
 

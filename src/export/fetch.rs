@@ -246,7 +246,7 @@ pub(super) fn jsonl_headers() -> crate::manifest::ObjectHeaders {
 pub(super) fn volume_headers(owner: &str) -> crate::manifest::ObjectHeaders {
     crate::manifest::ObjectHeaders {
         content_type: Some("application/zip".into()),
-        metadata: [(crate::s3::WRITER_METADATA.to_string(), owner.to_string())].into(),
+        metadata: [(crate::store::WRITER_METADATA.to_string(), owner.to_string())].into(),
         ..Default::default()
     }
 }

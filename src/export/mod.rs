@@ -39,8 +39,8 @@ use crate::manifest::{
 };
 use crate::pin::Pin;
 use crate::plan::{Listed, Plan, Puts, StoredPlan, VolumeEstimate};
-use crate::s3::{Got, MultipartUpload, ObjectMeta, Store};
 use crate::state::{Commit, CommittedBundle, JobState, StateTable, now_ms, rfc3339_ms};
+use crate::store::{Got, MultipartUpload, ObjectMeta, Store};
 
 mod checkpoint;
 mod fetch;

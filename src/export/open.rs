@@ -180,7 +180,7 @@ impl Run<'_> {
             .store()
             .get_document_tagged(&self.cfg.dest.bucket, &ck_key)
             .await?;
-        let _ = self.fence.set(Arc::new(crate::s3::Fence::new(
+        let _ = self.fence.set(Arc::new(crate::store::Fence::new(
             self.store(),
             &self.cfg.dest.bucket,
             &ck_key,
@@ -295,7 +295,7 @@ impl Run<'_> {
         }
         // The checkpoint as read: a later step (a retried commit) confirms its claim by
         // writing these very bytes again under their ETag.
-        let _ = self.fence.set(Arc::new(crate::s3::Fence::read(
+        let _ = self.fence.set(Arc::new(crate::store::Fence::read(
             self.store(),
             &self.cfg.dest.bucket,
             &ck_key,

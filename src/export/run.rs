@@ -16,7 +16,7 @@ pub(super) struct Run<'a> {
     pub(super) lost: Arc<AtomicBool>,
     pub(super) signer: Option<&'a dyn crate::sign::Signer>,
     /// This run's claim on the bundle's checkpoint (set when the bundle is opened).
-    pub(super) fence: std::sync::OnceLock<Arc<crate::s3::Fence>>,
+    pub(super) fence: std::sync::OnceLock<Arc<crate::store::Fence>>,
     /// Objects fetched while the listing ran, for the ship loop.
     pub(super) warm: Warm,
     /// Fetch small changed objects while the listing runs (false in a plan step: the shard
@@ -142,7 +142,7 @@ impl Run<'_> {
         self.still_held(held, seq)
     }
 
-    pub(super) fn fence(&self) -> &crate::s3::Fence {
+    pub(super) fn fence(&self) -> &crate::store::Fence {
         self.fence
             .get()
             .expect("the fence is set when the bundle is opened")

@@ -51,7 +51,7 @@ impl Run<'_> {
             ),
         };
         let mut w = ShardProgress {
-            fence: Arc::new(crate::s3::Fence::new(
+            fence: Arc::new(crate::store::Fence::new(
                 self.store(),
                 &self.cfg.dest.bucket,
                 &key,

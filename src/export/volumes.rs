@@ -125,7 +125,7 @@ impl Run<'_> {
         index: u32,
         first: u64,
         remaining: u64,
-        fence: Arc<crate::s3::Fence>,
+        fence: Arc<crate::store::Fence>,
     ) -> Result<OpenVolume> {
         let name = self.layout.volume_name(ck.sequence, index);
         let key = format!("{}{}", self.layout.bundle_prefix(ck.sequence), name);

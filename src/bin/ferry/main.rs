@@ -49,7 +49,7 @@ async fn supervised(cli: Cli) -> anyhow::Result<ExitCode> {
         };
         if interrupt::requested().is_some() {
             eprintln!("ferry: {} again: stopping now", sig.name());
-            s3_ferry::s3::settle_uploads(std::time::Duration::from_secs(10)).await;
+            s3_ferry::store::settle_uploads(std::time::Duration::from_secs(10)).await;
             return Ok(ExitCode::from(sig.exit_code()));
         }
         interrupt::request(sig);
@@ -58,7 +58,7 @@ async fn supervised(cli: Cli) -> anyhow::Result<ExitCode> {
             sig.name()
         );
     };
-    if !s3_ferry::s3::settle_uploads(std::time::Duration::from_secs(60)).await {
+    if !s3_ferry::store::settle_uploads(std::time::Duration::from_secs(60)).await {
         tracing::warn!("some multipart uploads were still being aborted at exit");
     }
     match (outcome, interrupt::requested()) {

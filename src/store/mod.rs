@@ -1,0 +1,447 @@
+//! Object storage: the [`ObjectStore`] trait (one request per operation) with its S3 adapter
+//! ([`s3`], the only code that names `aws_sdk_s3`) and an in-memory implementation ([`mem`]),
+//! and [`Store`], what the engine uses over either: resumed bodies, small documents, fenced
+//! writes ([`Fence`]) and streaming multipart uploads ([`MultipartUpload`]), written once.
+
+mod body;
+mod fence;
+mod lister;
+pub mod mem;
+mod multipart;
+mod object;
+pub mod s3;
+mod s3_wire;
+pub mod sdk_error;
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tracing::warn;
+
+pub use body::Body;
+pub use fence::Fence;
+pub use lister::Lister;
+pub use mem::MemoryStore;
+pub use multipart::{MultipartUpload, multipart_etag, settle_uploads};
+pub use object::{
+    ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, PutMode, UploadPage,
+};
+pub use s3_wire::client;
+
+use crate::activity::Activity;
+use crate::error::{Error, Result};
+use crate::manifest::ObjectHeaders;
+
+/// User metadata naming the run that wrote an object (volumes carry it).
+pub const WRITER_METADATA: &str = "ferry-writer";
+
+/// CopyObject's limit; larger objects are copied part by part.
+const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// Part size of a multipart copy.
+const COPY_PART: u64 = 1024 * 1024 * 1024;
+
+/// The object operations the engine uses, over any [`ObjectStore`]. Its [`Activity`] is the
+/// run's: clones share it, [`Store::for_run`] starts a new one.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Arc<dyn ObjectStore>,
+    activity: Arc<Activity>,
+}
+
+impl Store {
+    /// A store over `backend`.
+    pub fn new(backend: Arc<dyn ObjectStore>) -> Self {
+        Store {
+            backend,
+            activity: Default::default(),
+        }
+    }
+
+    /// A store over S3 (or an emulator) through `client`.
+    pub fn s3(client: aws_sdk_s3::Client) -> Self {
+        Self::new(Arc::new(s3::S3Backend::new(client)))
+    }
+
+    /// The store these operations go to.
+    pub fn backend(&self) -> &Arc<dyn ObjectStore> {
+        &self.backend
+    }
+
+    /// The same store with a new [`Activity`]: one per run.
+    pub fn for_run(&self) -> Store {
+        Store {
+            backend: self.backend.clone(),
+            activity: Default::default(),
+        }
+    }
+
+    /// What this run's requests did so far.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    /// Fail with [`Error::NoSuchBucket`] unless `bucket` exists and is visible (a check before
+    /// a run writes anything into it).
+    pub async fn check_bucket(&self, bucket: &str) -> Result<()> {
+        self.backend.head_bucket(bucket).await
+    }
+
+    /// List `bucket` under `prefix`, in key order.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Lister {
+        self.list_range(bucket, prefix, None, None)
+    }
+
+    /// List the keys of `bucket` under `prefix` that sort after `after` and no later than
+    /// `until` (either open when `None`), in key order.
+    pub fn list_range(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<String>,
+        until: Option<String>,
+    ) -> Lister {
+        Lister {
+            backend: self.backend.clone(),
+            activity: self.activity.clone(),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            token: None,
+            done: false,
+            previous: None,
+            floor: after,
+            until,
+        }
+    }
+
+    /// Read an object (or the byte range `start..=end` of it), only if its ETag still is
+    /// `if_match`. Whole-object reads are checked against S3's stored checksum.
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Got> {
+        let (meta, mut reader) = match self.get_body(bucket, key, if_match, range).await? {
+            Got::Found { meta, body } => (meta, body),
+            Got::Changed => return Ok(Got::Changed),
+            Got::Gone => return Ok(Got::Gone),
+        };
+        let mut body = BytesMut::with_capacity(reader.want.min(64 << 20) as usize);
+        while let Some(chunk) = reader.chunk().await? {
+            body.extend_from_slice(&chunk);
+        }
+        match reader.lost {
+            Some(lost) => Ok(lost),
+            None => {
+                self.activity.tick();
+                Ok(Got::Found {
+                    meta,
+                    body: body.freeze(),
+                })
+            }
+        }
+    }
+
+    /// Like [`Store::get`], but the body comes chunk by chunk as it arrives (nothing is
+    /// buffered): a body that breaks mid-way is asked for again from the byte it stopped at.
+    pub async fn get_body(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Got<Body>> {
+        let first = self.backend.get(bucket, key, if_match, range).await?;
+        let Got::Found { meta, body: stream } = first else {
+            return Ok(match first {
+                Got::Changed => Got::Changed,
+                _ => Got::Gone,
+            });
+        };
+        // The bytes asked for: the range, or the whole object.
+        let (start, want) = match range {
+            Some((s, e)) => (s, e - s + 1),
+            None => (0, meta.size),
+        };
+        // Resumed reads are pinned to the version first read.
+        let etag = if meta.etag.is_empty() {
+            if_match.map(str::to_string)
+        } else {
+            Some(meta.etag.clone())
+        };
+        let body = Body {
+            store: self.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag,
+            start,
+            want,
+            got: 0,
+            resumed: 0,
+            stream,
+            lost: None,
+        };
+        Ok(Got::Found { meta, body })
+    }
+
+    /// Metadata and headers of the current version, or `None` if the key is gone.
+    pub async fn stat(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        Ok(self.backend.head(bucket, key).await?.map(|h| h.meta))
+    }
+
+    /// ETag and size of the current version, or `None` if the key is gone.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<(String, u64)>> {
+        Ok(self
+            .backend
+            .head(bucket, key)
+            .await?
+            .map(|h| (h.meta.etag, h.meta.size)))
+    }
+
+    /// The `x-amz-restore` header of an object (where a restore of an archived object
+    /// stands); `None` without one, or if the key is gone.
+    pub async fn restore_header(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .backend
+            .head(bucket, key)
+            .await?
+            .and_then(|h| h.restore))
+    }
+
+    /// An object's ETag and the run that wrote it ([`WRITER_METADATA`]); `None` if it does
+    /// not exist.
+    pub async fn head_writer(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        Ok(self.backend.head(bucket, key).await?.map(|mut h| {
+            let writer = h.meta.headers.metadata.remove(WRITER_METADATA);
+            (h.meta.etag, writer)
+        }))
+    }
+
+    /// Read a small document whole; `None` if it does not exist.
+    pub async fn get_document(&self, bucket: &str, key: &str) -> Result<Option<Bytes>> {
+        Ok(self
+            .get_document_tagged(bucket, key)
+            .await?
+            .map(|(body, _)| body))
+    }
+
+    /// Read a small document whole with its ETag; `None` if it does not exist.
+    pub async fn get_document_tagged(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Bytes, String)>> {
+        match self.get(bucket, key, None, None).await? {
+            Got::Found { body, meta } => Ok(Some((body, meta.etag))),
+            Got::Gone => Ok(None),
+            Got::Changed => unreachable!("no If-Match was sent"),
+        }
+    }
+
+    /// A streaming reader of an object (for inventories); `None` if it does not exist.
+    pub async fn reader(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<impl tokio::io::AsyncBufRead + Unpin + Send + use<>>> {
+        use futures::TryStreamExt;
+        match self.backend.get(bucket, key, None, None).await? {
+            Got::Found { body, .. } => Ok(Some(tokio_util::io::StreamReader::new(
+                body.map_err(std::io::Error::other),
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Write a small document in one PUT.
+    pub async fn put_document(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<()> {
+        let headers = ObjectHeaders {
+            content_type: Some(content_type.to_string()),
+            ..Default::default()
+        };
+        self.backend
+            .put(bucket, key, body, &headers, PutMode::Overwrite)
+            .await?;
+        Ok(())
+    }
+
+    /// PUT an object whole with its headers and user metadata; returns its ETag.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        h: &ObjectHeaders,
+    ) -> Result<String> {
+        Ok(self
+            .backend
+            .put(bucket, key, body, h, PutMode::Overwrite)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Server-side copy of `from` to `to` in `bucket` with `headers` (or, when `None`, the
+    /// source's headers and metadata); returns the copy's ETag. Objects over 5 GiB are copied
+    /// part by part.
+    pub async fn copy(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        size: u64,
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<String> {
+        if size > MAX_COPY {
+            return self.copy_parts(bucket, from, to, size, headers).await;
+        }
+        self.backend.copy(bucket, from, to, headers).await
+    }
+
+    async fn copy_parts(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        size: u64,
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<String> {
+        let h = match headers {
+            Some(h) => h.clone(),
+            None => match self.stat(bucket, from).await? {
+                Some(meta) => meta.headers,
+                None => {
+                    return Err(Error::ObjectChanged {
+                        bucket: bucket.to_string(),
+                        key: from.to_string(),
+                    });
+                }
+            },
+        };
+        let id = self.backend.create_upload(bucket, to, &h).await?;
+        let result: Result<String> = async {
+            let mut parts = Vec::new();
+            for (i, start) in (0..size).step_by(COPY_PART as usize).enumerate() {
+                let end = (start + COPY_PART).min(size) - 1;
+                let number = i as i32 + 1;
+                let part = self
+                    .backend
+                    .copy_part(bucket, from, to, &id, number, (start, end))
+                    .await?;
+                parts.push(part);
+            }
+            Ok(self
+                .backend
+                .complete_upload(bucket, to, &id, &parts, PutMode::Overwrite)
+                .await?
+                .unwrap_or_default())
+        }
+        .await;
+        if result.is_err()
+            && let Err(e) = self.backend.abort_upload(bucket, to, &id).await
+        {
+            warn!(bucket, key = to, error = %e, "could not abort the copy's multipart upload; the next import or the bucket's lifecycle rule will");
+        }
+        result
+    }
+
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        self.backend.delete(bucket, key).await
+    }
+
+    /// Delete up to 1,000 keys in one DeleteObjects request; missing keys are fine. A key the
+    /// server reports it could not delete fails the call, naming it.
+    pub async fn delete_batch(&self, bucket: &str, keys: &[String]) -> Result<()> {
+        self.backend.delete_many(bucket, keys).await
+    }
+
+    /// Every key under `prefix` (for small listings such as one bundle's folder).
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let mut lister = self.list(bucket, prefix);
+        let mut keys = Vec::new();
+        while let Some(page) = lister.next_page().await? {
+            keys.extend(page.into_iter().map(|r| r.key));
+        }
+        Ok(keys)
+    }
+
+    /// Abort every open multipart upload under `prefix` (left by a killed run); returns how many.
+    pub async fn abort_uploads(&self, bucket: &str, prefix: &str) -> Result<usize> {
+        let mut aborted = 0;
+        let mut marker = None;
+        loop {
+            let Some(page) = self.backend.list_uploads(bucket, prefix, marker).await? else {
+                // Nothing is lost: an upload never completed is never visible, and the
+                // bucket's lifecycle rule (AbortIncompleteMultipartUpload) reclaims its parts.
+                warn!(
+                    bucket,
+                    prefix,
+                    "the server does not implement ListMultipartUploads: uploads left by an \
+                     interrupted run are not aborted here (a lifecycle rule reclaims them)"
+                );
+                return Ok(aborted);
+            };
+            for u in &page.uploads {
+                self.backend
+                    .abort_upload(bucket, &u.key, &u.upload_id)
+                    .await?;
+                warn!(
+                    bucket,
+                    key = u.key,
+                    upload_id = u.upload_id,
+                    "aborted a multipart upload left by an earlier run"
+                );
+                aborted += 1;
+            }
+            match page.next {
+                Some(next) => marker = Some(next),
+                None => return Ok(aborted),
+            }
+        }
+    }
+
+    /// Start a streaming multipart upload of `bucket/key`.
+    pub fn multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        part_size: u64,
+        parts_in_flight: usize,
+        headers: &ObjectHeaders,
+    ) -> MultipartUpload {
+        self.multipart_fenced(bucket, key, part_size, parts_in_flight, headers, None)
+    }
+
+    /// A multipart upload that only creates its object (`If-None-Match: *` on completion)
+    /// while `fence` holds: an object already there is replaced only after the fence is
+    /// confirmed (a run that lost its lease never overwrites the new holder's object).
+    pub fn multipart_fenced(
+        &self,
+        bucket: &str,
+        key: &str,
+        part_size: u64,
+        parts_in_flight: usize,
+        headers: &ObjectHeaders,
+        fence: Option<Arc<Fence>>,
+    ) -> MultipartUpload {
+        MultipartUpload::start(multipart::PartUploader {
+            store: self.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            part_size: part_size as usize,
+            parts_in_flight: parts_in_flight.max(1),
+            headers: headers.clone(),
+            fence,
+        })
+    }
+}

@@ -1,0 +1,201 @@
+//! The object-store seam: the S3 operations ferry is built on, as one trait with an S3 adapter
+//! ([`super::s3::S3Backend`]) and an in-memory implementation ([`super::mem::MemoryStore`]) that
+//! honours S3's preconditions exactly. Everything above it (resumed bodies, documents, fences,
+//! streaming multipart uploads) is written once, in [`super::Store`].
+
+use bytes::Bytes;
+
+use crate::error::{BoxError, Result};
+use crate::inventory::ObjectRecord;
+use crate::manifest::ObjectHeaders;
+
+/// A body as it arrives, chunk by chunk.
+pub type ByteStream = futures::stream::BoxStream<'static, std::result::Result<Bytes, BoxError>>;
+
+/// Object metadata as a GET or HEAD returned it.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    pub etag: String,
+    /// Size of the whole object (from Content-Range on ranged reads).
+    pub size: u64,
+    pub last_modified_ms: i64,
+    pub headers: ObjectHeaders,
+}
+
+/// What a HEAD returned: the metadata and where a restore of an archived object stands
+/// (`x-amz-restore`).
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub meta: ObjectMeta,
+    pub restore: Option<String>,
+}
+
+/// Result of a conditional read.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // returned once per read, never stored
+pub enum Got<B = Bytes> {
+    Found {
+        meta: ObjectMeta,
+        body: B,
+    },
+    /// If-Match failed: the object has a new version.
+    Changed,
+    /// The key no longer exists.
+    Gone,
+}
+
+/// The condition of a PUT or of a multipart completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode<'a> {
+    /// Write whatever is there.
+    Overwrite,
+    /// Only if nothing is at the key (`If-None-Match: *`).
+    Create,
+    /// Only if the current version has this ETag (`If-Match`); a missing key fails it too.
+    IfMatch(&'a str),
+}
+
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    /// Records in key order.
+    pub records: Vec<ObjectRecord>,
+    /// The continuation token of the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+/// An uploaded part, as CompleteMultipartUpload wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub number: i32,
+    /// The part's ETag, unquoted (the MD5 of its bytes on S3).
+    pub etag: String,
+    /// The part's CRC-32 (base64), when the store computed one.
+    pub crc32: Option<String>,
+}
+
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenUpload {
+    pub key: String,
+    pub upload_id: String,
+}
+
+/// One page of open uploads.
+#[derive(Debug, Default)]
+pub struct UploadPage {
+    pub uploads: Vec<OpenUpload>,
+    /// Key and upload-id markers of the next page; `None` on the last.
+    pub next: Option<(String, String)>,
+}
+
+/// The S3 operations ferry uses, each one request. Implementations map the store's own
+/// errors to [`crate::error::Error`] classified at the source (not found, precondition,
+/// throttled, denied, transient), and a missing bucket to `Error::NoSuchBucket`.
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Ok if `bucket` exists and is visible.
+    async fn head_bucket(&self, bucket: &str) -> Result<()>;
+
+    /// One page of the keys under `prefix`, in key order, after `start_after` (first page) or
+    /// from `token` (later pages).
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<ListPage>;
+
+    /// Read an object, or the bytes `start..=end` of it, only if its ETag is `if_match`.
+    /// Whole-object reads are checked against the store's own checksum where it has one.
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Got<ByteStream>>;
+
+    /// The current version's metadata; `None` if the key does not exist.
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>>;
+
+    /// PUT an object whole; its ETag, or `None` when `mode`'s condition failed.
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        headers: &ObjectHeaders,
+        mode: PutMode<'_>,
+    ) -> Result<Option<String>>;
+
+    /// Server-side copy (up to 5 GiB) with `headers`, or the source's when `None`; the copy's
+    /// ETag.
+    async fn copy(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<String>;
+
+    /// Start a multipart upload; its id.
+    async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: &ObjectHeaders,
+    ) -> Result<String>;
+
+    /// Upload part `number` (from 1).
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<Part>;
+
+    /// Copy the bytes `start..=end` of `from` as part `number` of an upload to `to`.
+    async fn copy_part(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        upload_id: &str,
+        number: i32,
+        range: (u64, u64),
+    ) -> Result<Part>;
+
+    /// Complete an upload from `parts` (in order); its ETag, or `None` when `mode`'s condition
+    /// failed (the upload stays open).
+    async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[Part],
+        mode: PutMode<'_>,
+    ) -> Result<Option<String>>;
+
+    /// Abort an upload; one already gone counts as aborted.
+    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()>;
+
+    /// One page of the open uploads under `prefix`, after the `marker` (key, upload id);
+    /// `None` when the store cannot list uploads.
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        marker: Option<(String, String)>,
+    ) -> Result<Option<UploadPage>>;
+
+    /// Delete a key; a missing key is fine.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<()>;
+
+    /// Delete up to 1,000 keys; missing keys are fine, a key the store could not delete fails
+    /// the call naming it.
+    async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<()>;
+}

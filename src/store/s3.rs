@@ -1,0 +1,506 @@
+//! The S3 adapter: the only module that speaks `aws_sdk_s3`. Each [`ObjectStore`] operation is
+//! one request; SDK errors are classified here ([`crate::store::sdk_error`]).
+//!
+//! Bodies we send (PutObject, UploadPart) carry a CRC-32 that S3 checks, so their payload is
+//! not also SHA-256-signed (`UNSIGNED-PAYLOAD`, as aws-cli and boto3 do): one hash pass less.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as SdkStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, EncodingType,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use tracing::debug;
+
+use super::object::{
+    ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, PutMode, UploadPage,
+};
+use super::s3_wire::{
+    HttpStatus, copy_source, expires, headers_of, http_status, metadata, range_total, s3_build_err,
+    s3_err, unquote, url_decode,
+};
+use crate::error::{Error, Result};
+use crate::inventory::ObjectRecord;
+use crate::manifest::ObjectHeaders;
+
+/// [`ObjectStore`] over an S3 client (AWS, or an emulator through `AWS_ENDPOINT_URL`).
+#[derive(Clone, Debug)]
+pub struct S3Backend {
+    client: Client,
+}
+
+impl S3Backend {
+    pub fn new(client: Client) -> Self {
+        S3Backend { client }
+    }
+}
+
+/// A body from the SDK as a [`ByteStream`].
+fn stream(body: SdkStream) -> ByteStream {
+    futures::stream::unfold(body, |mut body| async move {
+        body.next()
+            .await
+            .map(|r| (r.map_err(|e| Box::new(e) as crate::error::BoxError), body))
+    })
+    .boxed()
+}
+
+/// Set an object's HTTP headers and user metadata on a PUT, CreateMultipartUpload or CopyObject
+/// request builder (their setters share names, not a trait).
+macro_rules! with_headers {
+    ($req:expr, $h:expr, $bucket:expr, $key:expr) => {{
+        let h: &ObjectHeaders = $h;
+        $req.set_content_type(h.content_type.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_content_language(h.content_language.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_expires(expires(h, $bucket, $key))
+            .set_metadata(metadata(h))
+    }};
+}
+
+/// The `ObjectMeta` of a GetObject or HeadObject output (both have the same accessors).
+macro_rules! object_meta {
+    ($out:expr, $size:expr) => {{
+        let out = &$out;
+        ObjectMeta {
+            etag: unquote(out.e_tag().unwrap_or_default()),
+            size: $size,
+            last_modified_ms: out
+                .last_modified()
+                .map(|d| d.to_millis().unwrap_or(0))
+                .unwrap_or(0),
+            headers: headers_of(
+                out.content_type(),
+                out.content_encoding(),
+                out.content_disposition(),
+                out.content_language(),
+                out.cache_control(),
+                out.expires_string(),
+                out.metadata(),
+            ),
+        }
+    }};
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Backend {
+    async fn head_bucket(&self, bucket: &str) -> Result<()> {
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if http_status(&e) == Some(404) => Err(Error::NoSuchBucket {
+                bucket: bucket.to_string(),
+            }),
+            Err(e) => Err(s3_err("HeadBucket", bucket, "", e)),
+        }
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<ListPage> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .encoding_type(EncodingType::Url)
+            .set_start_after(start_after.filter(|_| token.is_none()).map(str::to_string))
+            .set_continuation_token(token.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| s3_err("ListObjectsV2", bucket, prefix, e))?;
+        let encoded = out.encoding_type() == Some(&EncodingType::Url);
+        let records = out
+            .contents()
+            .iter()
+            .map(|o| {
+                let raw = o.key().unwrap_or_default();
+                ObjectRecord {
+                    key: if encoded {
+                        url_decode(raw)
+                    } else {
+                        raw.to_string()
+                    },
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: unquote(o.e_tag().unwrap_or_default()),
+                    last_modified_ms: o
+                        .last_modified()
+                        .map(|d| d.to_millis().unwrap_or(0))
+                        .unwrap_or(0),
+                    storage_class: o
+                        .storage_class()
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or_else(|| "STANDARD".to_string()),
+                }
+            })
+            .collect();
+        let next = match out.next_continuation_token() {
+            Some(t) if out.is_truncated() == Some(true) => Some(t.to_string()),
+            _ => None,
+        };
+        Ok(ListPage { records, next })
+    }
+
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Got<ByteStream>> {
+        let mut req = self.client.get_object().bucket(bucket).key(key);
+        // A server that lists no ETags gives nothing to match.
+        if let Some(etag) = if_match.filter(|e| !e.is_empty()) {
+            req = req.if_match(format!("\"{etag}\""));
+        }
+        req = match range {
+            Some((start, end)) => req.range(format!("bytes={start}-{end}")),
+            None => req.checksum_mode(ChecksumMode::Enabled),
+        };
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                return match (http_status(&e), e.code()) {
+                    (Some(412), _) | (_, Some("PreconditionFailed")) => Ok(Got::Changed),
+                    (Some(404), _) | (_, Some("NoSuchKey")) if e.code() != Some("NoSuchBucket") => {
+                        Ok(Got::Gone)
+                    }
+                    // An archive tier (Intelligent-Tiering's, or a class changed since the
+                    // listing): it cannot be read until it is restored.
+                    (_, Some("InvalidObjectState")) => Err(Error::Archived {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                    }),
+                    _ => Err(s3_err("GetObject", bucket, key, e)),
+                };
+            }
+        };
+        let size = match range {
+            Some(_) => range_total(out.content_range()),
+            None => out.content_length().map(|l| l.max(0) as u64),
+        }
+        .unwrap_or(0);
+        let meta = object_meta!(out, size);
+        Ok(Got::Found {
+            meta,
+            body: stream(out.body),
+        })
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(Head {
+                meta: object_meta!(out, out.content_length().unwrap_or(0).max(0) as u64),
+                restore: out.restore().map(str::to_string),
+            })),
+            Err(e) if http_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(s3_err("HeadObject", bucket, key, e)),
+        }
+    }
+
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        h: &ObjectHeaders,
+        mode: PutMode<'_>,
+    ) -> Result<Option<String>> {
+        let mut req = self.client.put_object().bucket(bucket).key(key);
+        req = match mode {
+            PutMode::Overwrite => req,
+            PutMode::Create => req.if_none_match("*"),
+            PutMode::IfMatch(etag) => req.if_match(format!("\"{etag}\"")),
+        };
+        let sent = with_headers!(req, h, bucket, key)
+            .body(SdkStream::from(body))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await;
+        match sent {
+            Ok(out) => Ok(Some(unquote(out.e_tag().unwrap_or_default()))),
+            // 412/409: written since; 404 under If-Match: removed since.
+            Err(e) if mode != PutMode::Overwrite && precondition_failed(&e, mode) => Ok(None),
+            Err(e) => Err(s3_err("PutObject", bucket, key, e)),
+        }
+    }
+
+    async fn copy(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        headers: Option<&ObjectHeaders>,
+    ) -> Result<String> {
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(bucket)
+            .key(to)
+            .copy_source(copy_source(bucket, from));
+        if let Some(h) = headers {
+            req = req.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
+            req = with_headers!(req, h, bucket, to);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| s3_err("CopyObject", bucket, to, e))?;
+        Ok(unquote(
+            out.copy_object_result()
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default(),
+        ))
+    }
+
+    async fn create_upload(&self, bucket: &str, key: &str, h: &ObjectHeaders) -> Result<String> {
+        let req = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key);
+        let created = with_headers!(req, h, bucket, key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| s3_err("CreateMultipartUpload", bucket, key, e))?;
+        Ok(created.upload_id().unwrap_or_default().to_string())
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<Part> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(SdkStream::from(body))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| s3_err("UploadPart", bucket, key, e))?;
+        Ok(Part {
+            number,
+            etag: unquote(out.e_tag().unwrap_or_default()),
+            crc32: out.checksum_crc32().map(str::to_string),
+        })
+    }
+
+    async fn copy_part(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        upload_id: &str,
+        number: i32,
+        (start, end): (u64, u64),
+    ) -> Result<Part> {
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(bucket)
+            .key(to)
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(copy_source(bucket, from))
+            .copy_source_range(format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .map_err(|e| s3_err("UploadPartCopy", bucket, to, e))?;
+        let result = out.copy_part_result();
+        Ok(Part {
+            number,
+            etag: unquote(result.and_then(|r| r.e_tag()).unwrap_or_default()),
+            crc32: result.and_then(|r| r.checksum_crc32()).map(str::to_string),
+        })
+    }
+
+    async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[Part],
+        mode: PutMode<'_>,
+    ) -> Result<Option<String>> {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(format!("\"{}\"", p.etag))
+                    .set_checksum_crc32(p.crc32.clone())
+                    .build()
+            })
+            .collect();
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        req = match mode {
+            PutMode::Overwrite => req,
+            PutMode::Create => req.if_none_match("*"),
+            PutMode::IfMatch(etag) => req.if_match(format!("\"{etag}\"")),
+        };
+        match req.send().await {
+            Ok(done) => Ok(Some(unquote(done.e_tag().unwrap_or_default()))),
+            Err(e) if mode != PutMode::Overwrite && precondition_failed(&e, mode) => Ok(None),
+            Err(e) => Err(s3_err("CompleteMultipartUpload", bucket, key, e)),
+        }
+    }
+
+    async fn abort_upload(&self, bucket: &str, key: &str, id: &str) -> Result<()> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // An earlier attempt's answer was lost, so the SDK's retry finds it gone.
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                debug!(bucket, key, upload_id = id, "upload already gone");
+                Ok(())
+            }
+            Err(e) => Err(s3_err("AbortMultipartUpload", bucket, key, e)),
+        }
+    }
+
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        marker: Option<(String, String)>,
+    ) -> Result<Option<UploadPage>> {
+        let (key_marker, id_marker) = marker.unzip();
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker)
+            .set_upload_id_marker(id_marker)
+            .send()
+            .await;
+        let out = match out {
+            // Some S3-compatible servers (s3s-fs, for one) lack the call.
+            Err(e) if e.code() == Some("NotImplemented") => return Ok(None),
+            other => other.map_err(|e| s3_err("ListMultipartUploads", bucket, prefix, e))?,
+        };
+        let uploads = out
+            .uploads()
+            .iter()
+            .filter_map(|u| {
+                Some(OpenUpload {
+                    key: u.key()?.to_string(),
+                    upload_id: u.upload_id()?.to_string(),
+                })
+            })
+            .collect();
+        let next = match (
+            out.is_truncated(),
+            out.next_key_marker(),
+            out.next_upload_id_marker(),
+        ) {
+            (Some(true), Some(k), id) => Some((k.to_string(), id.unwrap_or_default().to_string())),
+            _ => None,
+        };
+        Ok(Some(UploadPage { uploads, next }))
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err("DeleteObject", bucket, key, e))?;
+        Ok(())
+    }
+
+    async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| s3_build_err("DeleteObjects", bucket, &keys[0], e))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| s3_build_err("DeleteObjects", bucket, &keys[0], e))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| s3_err("DeleteObjects", bucket, &keys[0], e))?;
+        if let Some(e) = out.errors().iter().find(|e| e.code() != Some("NoSuchKey")) {
+            return Err(Error::S3 {
+                op: "DeleteObjects",
+                bucket: bucket.to_string(),
+                key: e.key().unwrap_or_default().to_string(),
+                class: crate::error::Class::of(e.code(), None, true),
+                source: format!(
+                    "{}: {}",
+                    e.code().unwrap_or("error"),
+                    e.message().unwrap_or_default()
+                )
+                .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether a conditional write failed its condition: 412 or 409 (a concurrent conditional
+/// write), or 404 under If-Match (the key was removed since).
+fn precondition_failed<E, R: HttpStatus>(e: &SdkError<E, R>, mode: PutMode<'_>) -> bool {
+    match http_status(e) {
+        Some(412 | 409) => true,
+        Some(404) => matches!(mode, PutMode::IfMatch(_)),
+        _ => false,
+    }
+}

@@ -86,7 +86,7 @@ impl Clients {
         };
         Clients {
             s3: Store::s3(crate::store::client(sdk, path_style)),
-            dynamodb: crate::state::client(sdk),
+            dynamodb: crate::store::dynamo::client(sdk),
             kms: aws_sdk_kms::Client::new(sdk),
             dynamodb_endpoint: dynamodb_endpoint.into(),
         }
@@ -94,6 +94,10 @@ impl Clients {
 
     /// The state table `table`.
     pub fn table(&self, table: &str) -> StateTable {
-        StateTable::new(self.dynamodb.clone(), table, self.dynamodb_endpoint.clone())
+        StateTable::new(Arc::new(crate::store::DynamoState::new(
+            self.dynamodb.clone(),
+            table,
+            self.dynamodb_endpoint.clone(),
+        )))
     }
 }

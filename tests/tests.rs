@@ -12,6 +12,7 @@ mod proxy;
 mod runs;
 mod sealed;
 mod shipped;
+mod state;
 mod store;
 mod trust;
 mod unlisted;

@@ -1,17 +1,22 @@
-//! Object storage: the [`ObjectStore`] trait (one request per operation) with its S3 adapter
-//! ([`s3`], the only code that names `aws_sdk_s3`) and an in-memory implementation ([`mem`]),
-//! and [`Store`], what the engine uses over either: resumed bodies, small documents, fenced
-//! writes ([`Fence`]) and streaming multipart uploads ([`MultipartUpload`]), written once.
+//! Storage and state behind traits: [`ObjectStore`] (one request per operation) with its S3
+//! adapter ([`s3`], the only code that names `aws_sdk_s3`) and an in-memory store ([`mem`]);
+//! [`StateStore`] with its DynamoDB adapter ([`dynamo`]) and an in-memory table
+//! ([`mem_state`]). [`Store`] is what the engine uses over any object store: resumed bodies,
+//! small documents, fenced writes ([`Fence`]) and streaming multipart uploads
+//! ([`MultipartUpload`]), written once; [`crate::state::StateTable`] is its twin for state.
 
 mod body;
+pub mod dynamo;
 mod fence;
 mod lister;
 pub mod mem;
+pub mod mem_state;
 mod multipart;
 mod object;
 pub mod s3;
 mod s3_wire;
 pub mod sdk_error;
+mod state_store;
 
 use std::sync::Arc;
 
@@ -19,14 +24,17 @@ use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
 pub use body::Body;
+pub use dynamo::DynamoState;
 pub use fence::Fence;
 pub use lister::Lister;
 pub use mem::MemoryStore;
+pub use mem_state::MemoryState;
 pub use multipart::{MultipartUpload, multipart_etag, settle_uploads};
 pub use object::{
     ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, PutMode, UploadPage,
 };
 pub use s3_wire::client;
+pub use state_store::StateStore;
 
 use crate::activity::Activity;
 use crate::error::{Error, Result};

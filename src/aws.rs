@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::state::StateTable;
-use crate::store::Store;
+use crate::store::{Store, Tables};
 
 /// Default time to set up a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,10 +61,9 @@ pub async fn sdk_config(opts: &AwsOptions) -> aws_config::SdkConfig {
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub s3: Store,
-    pub dynamodb: aws_sdk_dynamodb::Client,
     /// Signs bundles with a KMS key (used only when one is configured).
     pub kms: aws_sdk_kms::Client,
-    dynamodb_endpoint: Arc<str>,
+    tables: Arc<dyn Tables>,
 }
 
 impl Clients {
@@ -79,25 +78,38 @@ impl Clients {
 
     /// Clients from an already loaded configuration.
     pub fn new(sdk: &aws_config::SdkConfig, path_style: bool) -> Self {
-        let dynamodb_endpoint = match (sdk.endpoint_url(), sdk.region()) {
+        let endpoint = match (sdk.endpoint_url(), sdk.region()) {
             (Some(url), _) => url.to_string(),
             (None, Some(r)) => format!("https://dynamodb.{r}.amazonaws.com"),
             (None, None) => "DynamoDB (no region set)".to_string(),
         };
         Clients {
             s3: Store::s3(crate::store::client(sdk, path_style)),
-            dynamodb: crate::store::dynamo::client(sdk),
             kms: aws_sdk_kms::Client::new(sdk),
-            dynamodb_endpoint: dynamodb_endpoint.into(),
+            tables: Arc::new(crate::store::DynamoTables {
+                client: crate::store::dynamo::client(sdk),
+                endpoint: endpoint.into(),
+            }),
+        }
+    }
+
+    /// Clients over other stores: the in-memory ones of the fast tests, say. KMS is not
+    /// reachable through them (a KMS signing key fails as unreachable).
+    pub fn over(objects: Arc<dyn crate::store::ObjectStore>, tables: Arc<dyn Tables>) -> Self {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        Clients {
+            s3: Store::new(objects),
+            kms: aws_sdk_kms::Client::new(&sdk),
+            tables,
         }
     }
 
     /// The state table `table`.
     pub fn table(&self, table: &str) -> StateTable {
-        StateTable::new(Arc::new(crate::store::DynamoState::new(
-            self.dynamodb.clone(),
-            table,
-            self.dynamodb_endpoint.clone(),
-        )))
+        StateTable::new(self.tables.table(table))
     }
 }

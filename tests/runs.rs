@@ -582,48 +582,6 @@ fn status_reports_the_committed_state() {
 }
 
 #[test]
-fn thousands_of_archived_objects_commit_and_keep_the_state_item_small() {
-    // GIVEN a bucket where 5,000 objects went straight to DEEP_ARCHIVE (a DynamoDB item holds
-    // at most 400 KB; listing each of them in the state item made the commit fail for good)
-    let ctx = Ctx::new("archived");
-    ctx.put("hot.txt", "shipped");
-    ctx.put_many_in_class(
-        (0..5_000)
-            .map(|i| (format!("cold/{i:05}.bin"), b"frozen".to_vec()))
-            .collect(),
-        Some(aws_sdk_s3::types::StorageClass::DeepArchive),
-    );
-
-    // WHEN exported, twice (the second run finds nothing new)
-    let first = ctx.export_ok(&[]);
-    let second = ctx.export_ok(&[]);
-
-    // THEN both runs commit, each reporting the 5,000 skipped objects
-    assert_eq!(first["status"], "complete");
-    assert_eq!(first["skipped"], 5_000);
-    assert_eq!(second["status"], "no_changes");
-    assert_eq!(second["skipped"], 5_000);
-    assert_eq!(second["skipped_objects"].as_array().unwrap().len(), 5_000);
-    let state = ctx.state();
-    assert_eq!(state.sequence, 1);
-    // AND the state item keeps counters and a pointer; the full report is in S3
-    let last = state.last_run.expect("last run summary");
-    assert!(
-        last.to_string().len() < 4_096,
-        "state item's last_run is {} bytes",
-        last.to_string().len()
-    );
-    assert_eq!(last["skipped"], 5_000);
-    let uri = last["report"].as_str().expect("report pointer");
-    let key = uri
-        .strip_prefix(&format!("s3://{}/", ctx.exp))
-        .expect("report in the export bucket");
-    let report: serde_json::Value =
-        serde_json::from_slice(&ctx.get(&ctx.exp, key).expect("report object")).unwrap();
-    assert_eq!(report["skipped_objects"].as_array().unwrap().len(), 5_000);
-}
-
-#[test]
 fn an_uncommitted_bundle_is_never_published() {
     // GIVEN a bucket to export, through a proxy that fails every DynamoDB request once the run
     // has written its report (so its commit fails: the volumes, bundle.json and signature exist)

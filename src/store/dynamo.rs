@@ -442,3 +442,20 @@ impl StateStore for DynamoState {
         self.conditional("UpdateItem", out)
     }
 }
+
+/// Every table of one DynamoDB endpoint.
+#[derive(Clone, Debug)]
+pub struct DynamoTables {
+    pub client: Client,
+    pub endpoint: std::sync::Arc<str>,
+}
+
+impl super::state_store::Tables for DynamoTables {
+    fn table(&self, name: &str) -> std::sync::Arc<dyn StateStore> {
+        std::sync::Arc::new(DynamoState::new(
+            self.client.clone(),
+            name,
+            self.endpoint.clone(),
+        ))
+    }
+}

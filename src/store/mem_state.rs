@@ -210,3 +210,19 @@ impl StateStore for MemoryState {
         })
     }
 }
+
+/// In-memory tables by name: the same name is the same table.
+#[derive(Debug, Default)]
+pub struct MemoryTables {
+    tables: Mutex<HashMap<String, std::sync::Arc<MemoryState>>>,
+}
+
+impl super::state_store::Tables for MemoryTables {
+    fn table(&self, name: &str) -> std::sync::Arc<dyn StateStore> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        tables
+            .entry(name.to_string())
+            .or_insert_with(|| std::sync::Arc::new(MemoryState::new(name)))
+            .clone()
+    }
+}

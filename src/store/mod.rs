@@ -24,17 +24,17 @@ use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
 pub use body::Body;
-pub use dynamo::DynamoState;
+pub use dynamo::{DynamoState, DynamoTables};
 pub use fence::Fence;
 pub use lister::Lister;
 pub use mem::MemoryStore;
-pub use mem_state::MemoryState;
+pub use mem_state::{MemoryState, MemoryTables};
 pub use multipart::{MultipartUpload, multipart_etag, settle_uploads};
 pub use object::{
     ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, PutMode, UploadPage,
 };
 pub use s3_wire::client;
-pub use state_store::StateStore;
+pub use state_store::{StateStore, Tables};
 
 use crate::activity::Activity;
 use crate::error::{Error, Result};

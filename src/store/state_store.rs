@@ -58,3 +58,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     /// Set the document of item `key` while `owner` holds that item's lease; `false` if not.
     async fn save_doc(&self, key: &str, owner: &str, doc: &str) -> Result<bool>;
 }
+
+/// Where the state tables are: each name is one [`StateStore`].
+pub trait Tables: Send + Sync + std::fmt::Debug + 'static {
+    /// The table called `name`.
+    fn table(&self, name: &str) -> std::sync::Arc<dyn StateStore>;
+}

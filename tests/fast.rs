@@ -1,0 +1,193 @@
+//! The fast tier: export logic on the in-memory stores ([`crate::world::World`]), no server.
+//! Tests moved here from the moto tier keep their names and every assertion; what they
+//! check is the engine (volumes, listings, skips, the state it commits), not S3 or the CLI.
+
+use crate::util::check_readers;
+use crate::world::World;
+
+const MIB: u64 = 1024 * 1024;
+
+fn assert_capped(w: &World, seq: u64, cap: u64, fill: f64, sealed: bool) {
+    let vols = w.keys(&w.exp, &format!("bundles/{}/{seq:08}/", w.job));
+    let vols: Vec<&String> = vols.iter().filter(|k| k.contains(".zip")).collect();
+    assert!(vols.len() > 2, "{vols:?}");
+    for (i, key) in vols.iter().enumerate() {
+        let size = w.get(&w.exp, key).unwrap().len() as u64;
+        assert!(
+            size <= cap,
+            "{key} is {size} bytes, over the {cap}-byte cap"
+        );
+        if i + 1 < vols.len() {
+            assert!(
+                size as f64 >= fill * cap as f64,
+                "{key} is only {size} bytes"
+            );
+        }
+    }
+    if !sealed {
+        let b = w.download(&w.job, seq);
+        for v in b.volume_paths() {
+            check_readers(&v);
+        }
+    }
+}
+
+#[test]
+fn every_volume_with_its_manifest_and_directory_stays_within_the_cap() {
+    // GIVEN many small objects with long keys (long manifest lines and directory records)
+    let w = World::new("cap");
+    let mut rng = fastrand::Rng::with_seed(5);
+    let long = "d".repeat(120);
+    let objects: Vec<(String, Vec<u8>)> = (0..1500)
+        .map(|i| {
+            let mut body = vec![0u8; rng.usize(1..2500)];
+            rng.fill(&mut body);
+            (format!("{long}/k{i:05}"), body)
+        })
+        .collect();
+    w.put_many(objects.clone());
+
+    // WHEN the volumes are capped at 1 MiB, stored and deflated
+    let r = w.export_with(|c| c.tuning.volume_size = MIB);
+    // THEN every volume is within the cap (it was up to 7.7 % over) and the bytes round-trip
+    assert_capped(&w, 1, MIB, 0.85, false);
+    let files = w.download(&w.job, 1).extract();
+    for (k, body) in &objects {
+        assert_eq!(&files[k], body, "{k}");
+    }
+    assert!(r["volumes"].as_array().unwrap().len() > 2);
+    let r = w.export_with(|c| {
+        c.tuning.volume_size = MIB;
+        c.full = true;
+        c.tuning.compression = "deflate".parse().unwrap();
+    });
+    assert_eq!(r["sequence"], 2);
+    assert_capped(&w, 2, MIB, 0.85, false);
+
+    // AND sealed with age, the ciphertext too
+    let keys = tempfile::tempdir().unwrap();
+    let (_, recipient) = crate::sealed::age_keygen(keys.path(), "id.txt");
+    let r = w.export_with(|c| {
+        c.tuning.volume_size = MIB;
+        c.full = true;
+        c.encrypt_to = s3_ferry::seal::Recipients::parse(&[recipient], &[]).unwrap();
+    });
+    assert_eq!(r["sequence"], 3);
+    assert_capped(&w, 3, MIB, 0.85, true);
+}
+
+#[test]
+fn a_large_listing_runs_as_key_ranges_cut_at_the_last_inventory_and_misses_nothing() {
+    // GIVEN 5,000 objects exported once: the inventory's index holds every 1,000th key
+    let w = World::new("ranges");
+    w.put_many(
+        (0..5_000)
+            .map(|i| (format!("k/{i:05}"), vec![b'x'; 8]))
+            .collect(),
+    );
+    let first = w.export();
+    assert_eq!(first["list_ranges"], 1, "a baseline lists as one stream");
+    let inventory = w.state().inventory.unwrap();
+    let index: serde_json::Value = serde_json::from_slice(
+        &w.get(&w.exp, &inventory.replace(".jsonl.gz", ".index.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(index["records"], 5_000);
+    assert_eq!(index["keys"].as_array().unwrap().len(), 5);
+    // (5,000 records make 2 ranges of at least 2,000: cut at the middle index key)
+    let cut = index["keys"][2].as_str().unwrap().to_string();
+    assert_eq!(cut, "k/02999");
+
+    // WHEN the keys around the cut and at both ends change: the cut key itself and the one
+    // before it rewritten, the one after it deleted, a key added just after the cut, the first
+    // key deleted and a key added after the last
+    w.put("k/02999", "cut key, rewritten");
+    w.put("k/02998", "before the cut, rewritten");
+    w.delete("k/03000");
+    w.put("k/02999a", "added just after the cut");
+    w.delete("k/00000");
+    w.put("k/99999", "added at the end");
+
+    // THEN a plan listed as one stream and one listed as ranges agree
+    let plan = |ranges: usize| w.plan_with(|c| c.tuning.list_ranges = ranges);
+    let (one, many) = (plan(1), plan(8));
+    assert_eq!(
+        (one["list_ranges"].as_u64(), many["list_ranges"].as_u64()),
+        (Some(1), Some(2))
+    );
+    for k in [
+        "listed",
+        "unchanged",
+        "added",
+        "modified",
+        "deleted",
+        "moved",
+        "bytes",
+    ] {
+        assert_eq!(one[k], many[k], "{k}: {one} vs {many}");
+    }
+    assert_eq!(
+        (
+            many["listed"].as_u64(),
+            many["added"].as_u64(),
+            many["modified"].as_u64(),
+            many["deleted"].as_u64()
+        ),
+        (Some(5_000), Some(2), Some(2), Some(2)),
+        "{many}"
+    );
+
+    // AND the export, listed as ranges, carries exactly those changes
+    let r = w.export();
+    assert_eq!(r["list_ranges"], 2, "{r}");
+    let b = w.download(&w.job, 2);
+    let mut shipped: Vec<String> = b.objects().into_iter().map(|o| o.key).collect();
+    shipped.sort();
+    assert_eq!(shipped, ["k/02998", "k/02999", "k/02999a", "k/99999"]);
+    let mut deleted = b.last().deleted.clone();
+    deleted.sort();
+    assert_eq!(deleted, ["k/00000", "k/03000"]);
+}
+
+#[test]
+fn thousands_of_archived_objects_commit_and_keep_the_state_item_small() {
+    // GIVEN a bucket where 5,000 objects went straight to DEEP_ARCHIVE (a DynamoDB item holds
+    // at most 400 KB; listing each of them in the state item made the commit fail for good)
+    let w = World::new("archived");
+    w.put("hot.txt", "shipped");
+    w.put_many_in_class(
+        (0..5_000)
+            .map(|i| (format!("cold/{i:05}.bin"), b"frozen".to_vec()))
+            .collect(),
+        "DEEP_ARCHIVE",
+    );
+
+    // WHEN exported, twice (the second run finds nothing new)
+    let first = w.export();
+    let second = w.export();
+
+    // THEN both runs commit, each reporting the 5,000 skipped objects
+    assert_eq!(first["status"], "complete");
+    assert_eq!(first["skipped"], 5_000);
+    assert_eq!(second["status"], "no_changes");
+    assert_eq!(second["skipped"], 5_000);
+    assert_eq!(second["skipped_objects"].as_array().unwrap().len(), 5_000);
+    let state = w.state();
+    assert_eq!(state.sequence, 1);
+    // AND the state item keeps counters and a pointer; the full report is in S3
+    let last = state.last_run.expect("last run summary");
+    assert!(
+        last.to_string().len() < 4_096,
+        "state item's last_run is {} bytes",
+        last.to_string().len()
+    );
+    assert_eq!(last["skipped"], 5_000);
+    let uri = last["report"].as_str().expect("report pointer");
+    let key = uri
+        .strip_prefix(&format!("s3://{}/", w.exp))
+        .expect("report in the export bucket");
+    let report: serde_json::Value =
+        serde_json::from_slice(&w.get(&w.exp, key).expect("report object")).unwrap();
+    assert_eq!(report["skipped_objects"].as_array().unwrap().len(), 5_000);
+}

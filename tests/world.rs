@@ -1,0 +1,161 @@
+//! The fast tier's harness: one test's world on the in-memory stores (objects and state
+//! tables in this process, no server), with the same shape as [`crate::util::Ctx`] — a source
+//! bucket, an export bucket, a state table, a job — and the library's export run in process.
+//! Logic tests live here; moto keeps the adapter conformance, the CLI contract and the end to
+//! ends.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use s3_ferry::aws::Clients;
+use s3_ferry::config::ExportConfig;
+use s3_ferry::manifest::ObjectHeaders;
+use s3_ferry::store::{Got, MemoryStore, MemoryTables, ObjectStore, PutMode};
+
+use crate::util::{Bundle, block_on, unique};
+
+pub struct World {
+    pub objects: Arc<MemoryStore>,
+    pub clients: Clients,
+    pub src: String,
+    pub exp: String,
+    pub table: String,
+    pub job: String,
+}
+
+impl World {
+    pub fn new(name: &str) -> World {
+        let id = unique(name);
+        let objects = Arc::new(MemoryStore::new());
+        let clients = Clients::over(objects.clone(), Arc::new(MemoryTables::default()));
+        let w = World {
+            objects,
+            clients,
+            src: format!("src-{id}"),
+            exp: format!("exp-{id}"),
+            table: format!("state-{id}"),
+            job: format!("job-{id}"),
+        };
+        w.objects.create_bucket(&w.src);
+        w.objects.create_bucket(&w.exp);
+        block_on(w.clients.table(&w.table).init()).unwrap();
+        w
+    }
+
+    pub fn source_uri(&self) -> String {
+        format!("s3://{}", self.src)
+    }
+
+    pub fn dest_uri(&self) -> String {
+        format!("s3://{}/bundles", self.exp)
+    }
+
+    /// The job's export settings, as `ferry export` builds them without flags.
+    pub fn export_config(&self) -> ExportConfig {
+        ExportConfig::new(
+            self.job.parse().unwrap(),
+            self.source_uri().parse().unwrap(),
+            self.dest_uri().parse().unwrap(),
+            self.table.clone(),
+        )
+    }
+
+    /// Run one export with the settings `tune` makes of the defaults; its report as
+    /// `ferry export --json` prints it.
+    pub fn export_with(&self, tune: impl FnOnce(&mut ExportConfig)) -> serde_json::Value {
+        let mut cfg = self.export_config();
+        tune(&mut cfg);
+        cfg.tuning.validate().unwrap();
+        let report = block_on(s3_ferry::export::run(
+            &self.clients,
+            &cfg,
+            &s3_ferry::progress::NoProgress,
+        ))
+        .unwrap_or_else(|e| panic!("export failed: {}", s3_ferry::error_chain(&e)));
+        serde_json::to_value(&report).unwrap()
+    }
+
+    pub fn export(&self) -> serde_json::Value {
+        self.export_with(|_| {})
+    }
+
+    /// `ferry plan --json` in process: the counts of the delta, nothing written.
+    pub fn plan_with(&self, tune: impl FnOnce(&mut ExportConfig)) -> serde_json::Value {
+        let mut cfg = self.export_config();
+        tune(&mut cfg);
+        let (_, plan, _) = block_on(s3_ferry::export::plan_only(&self.clients, &cfg)).unwrap();
+        let s = &plan.stats;
+        serde_json::json!({
+            "listed": s.listed, "unchanged": s.unchanged, "added": s.added,
+            "modified": s.modified, "deleted": s.deleted, "moved": s.moved,
+            "skipped": s.skipped, "bytes": s.put_bytes, "list_ranges": s.list_ranges,
+        })
+    }
+
+    /// Put `KEY` into the source bucket.
+    pub fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
+        self.put_in(&self.src.clone(), key, body);
+    }
+
+    pub fn put_in(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>) {
+        let body = Bytes::from(body.into());
+        let h = ObjectHeaders::default();
+        block_on(self.objects.put(bucket, key, body, &h, PutMode::Overwrite)).unwrap();
+    }
+
+    pub fn put_many(&self, objects: Vec<(String, Vec<u8>)>) {
+        for (k, body) in objects {
+            self.put(&k, body);
+        }
+    }
+
+    /// Put objects in a storage class (`GLACIER`, `DEEP_ARCHIVE`: unreadable until restored).
+    pub fn put_many_in_class(&self, objects: Vec<(String, Vec<u8>)>, class: &str) {
+        for (k, body) in objects {
+            self.put(&k, body);
+            self.objects.set_storage_class(&self.src, &k, class);
+        }
+    }
+
+    pub fn delete(&self, key: &str) {
+        block_on(self.objects.delete(&self.src, key)).unwrap();
+    }
+
+    pub fn delete_keys(&self, keys: impl IntoIterator<Item = String>) {
+        for k in keys {
+            self.delete(&k);
+        }
+    }
+
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        block_on(self.clients.s3.keys(bucket, prefix)).unwrap()
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        match block_on(self.clients.s3.get(bucket, key, None, None)).unwrap() {
+            Got::Found { body, .. } => Some(body.to_vec()),
+            _ => None,
+        }
+    }
+
+    pub fn state(&self) -> s3_ferry::state::JobState {
+        block_on(self.clients.table(&self.table).load(&self.job))
+            .unwrap()
+            .expect("job state")
+    }
+
+    /// Bundle `seq` of `job`, copied to a local folder as `ferry download` lays it out.
+    pub fn download(&self, job: &str, seq: u64) -> Bundle {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("bundles/{job}/{seq:08}/");
+        let keys = self.keys(&self.exp, &prefix);
+        assert!(!keys.is_empty(), "no bundle at s3://{}/{prefix}", self.exp);
+        for key in &keys {
+            let body = self.get(&self.exp, key).unwrap();
+            std::fs::write(dir.path().join(&key[prefix.len()..]), body).unwrap();
+        }
+        Bundle::open(dir)
+    }
+}

@@ -749,4 +749,3 @@ fn small_changed_objects_are_fetched_while_the_listing_still_runs() {
         seen.len()
     );
 }
-

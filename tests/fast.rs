@@ -191,3 +191,52 @@ fn thousands_of_archived_objects_commit_and_keep_the_state_item_small() {
         serde_json::from_slice(&w.get(&w.exp, key).expect("report object")).unwrap();
     assert_eq!(report["skipped_objects"].as_array().unwrap().len(), 5_000);
 }
+
+#[test]
+fn thousands_of_deletions_are_applied_in_batches_to_a_bucket_and_a_directory() {
+    use s3_ferry::store::{Scripted, Store};
+    // GIVEN a baseline of 2,600 objects imported into a bucket and a directory, then a bundle
+    // that deletes 2,500 of them (three DeleteObjects requests' worth)
+    let w = World::new("deletes");
+    w.put_many(
+        (0..2_600)
+            .map(|i| (format!("d/{i:05}"), format!("object {i}").into_bytes()))
+            .collect(),
+    );
+    w.export();
+    let dest = w.bucket("deletes-dest");
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    // The bucket import goes through a store that counts delete requests.
+    let counted = Scripted::new(w.objects.clone());
+    let bucket = w.bucket_target(&Store::new(counted.clone()), &format!("s3://{dest}"));
+    let import = |seq: u64| {
+        let b = w.download(&w.job, seq);
+        w.import(
+            &[b.dir.path()],
+            bucket.clone(),
+            &state.path().join("bucket.json"),
+        );
+        let home = dir.path().join(".ferry").join("state.json");
+        w.import(&[b.dir.path()], w.dir_target(dir.path()), &home);
+    };
+    import(1);
+    w.delete_keys((0..2_500).map(|i| format!("d/{i:05}")));
+    let r = w.export();
+    assert_eq!(r["deleted"], 2_500);
+
+    // WHEN the delta is imported
+    import(2);
+
+    // THEN exactly the 100 remaining objects are left, in the bucket and in the directory, the
+    // bucket's by a few DeleteObjects requests rather than 2,500 DeleteObject requests
+    assert_eq!(counted.count("DeleteObject"), 0);
+    let batched = counted.count("DeleteObjects");
+    assert!((3..=10).contains(&batched), "{batched}");
+    let left = w.keys(&dest, "");
+    assert_eq!(left.len(), 100, "{:?}", &left[..left.len().min(5)]);
+    assert!(left.iter().all(|k| k.as_str() >= "d/02500"));
+    let mirror = crate::util::dir_snapshot(dir.path());
+    assert_eq!(mirror.len(), 100);
+    assert_eq!(mirror["d/02599"], b"object 2599".to_vec());
+}

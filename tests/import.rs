@@ -967,69 +967,6 @@ fn counting_deletes() -> (
 }
 
 #[test]
-fn thousands_of_deletions_are_applied_in_batches_to_a_bucket_and_a_directory() {
-    // GIVEN a baseline of 2,600 objects imported into a bucket and a directory, then a bundle
-    // that deletes 2,500 of them (three DeleteObjects requests' worth)
-    let ctx = Ctx::new("deletes");
-    ctx.put_many(
-        (0..2_600)
-            .map(|i| (format!("d/{i:05}"), format!("object {i}").into_bytes()))
-            .collect(),
-    );
-    ctx.export_ok(&[]);
-    let dest = ctx.bucket("deletes-dest");
-    let dir = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    // The bucket import goes through a proxy that counts delete requests.
-    let (proxy, single, batched) = counting_deletes();
-    let counted = ctx.via(&proxy.endpoint);
-    let import = |seq: u64| {
-        let b = ctx.download(&ctx.job, seq);
-        let to = format!("s3://{dest}");
-        let state_file = state.path().join("bucket.json");
-        let run = counted.ferry(&[
-            "import",
-            b.dir.path().to_str().unwrap(),
-            "--to",
-            &to,
-            "--state",
-            state_file.to_str().unwrap(),
-        ]);
-        assert_eq!(run.code, 0, "{}", run.stderr);
-        let run = ctx.ferry(&[
-            "import",
-            b.dir.path().to_str().unwrap(),
-            "--to-dir",
-            dir.path().to_str().unwrap(),
-        ]);
-        assert_eq!(run.code, 0, "{}", run.stderr);
-    };
-    import(1);
-    ctx.delete_keys((0..2_500).map(|i| format!("d/{i:05}")));
-    let r = ctx.export_ok(&[]);
-    assert_eq!(r["deleted"], 2_500);
-
-    // WHEN the delta is imported
-    import(2);
-
-    // THEN exactly the 100 remaining objects are left, in the bucket and in the directory, the
-    // bucket's by a few DeleteObjects requests rather than 2,500 DeleteObject requests
-    use std::sync::atomic::Ordering::SeqCst;
-    assert_eq!(single.load(SeqCst), 0);
-    assert!(
-        (3..=10).contains(&batched.load(SeqCst)),
-        "{}",
-        batched.load(SeqCst)
-    );
-    let left = ctx.keys(&dest, "");
-    assert_eq!(left.len(), 100, "{:?}", &left[..left.len().min(5)]);
-    assert!(left.iter().all(|k| k.as_str() >= "d/02500"));
-    let mirror = dir_snapshot(dir.path());
-    assert_eq!(mirror.len(), 100);
-    assert_eq!(mirror["d/02599"], b"object 2599".to_vec());
-}
-
-#[test]
 fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
     // GIVEN 1,200 objects imported into a bucket, then deleted from the source, and a new
     // baseline (`--full`) that no longer lists them: 1,200 keys ferry wrote to remove

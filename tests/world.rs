@@ -159,3 +159,72 @@ impl World {
         Bundle::open(dir)
     }
 }
+
+impl World {
+    /// A bucket `name` (unique) in this world.
+    pub fn bucket(&self, name: &str) -> String {
+        let b = unique(name);
+        self.objects.create_bucket(&b);
+        b
+    }
+
+    /// A bucket import target over `store` (the world's, or a decorator over it).
+    pub fn bucket_target(
+        &self,
+        store: &s3_ferry::store::Store,
+        dest: &str,
+    ) -> Arc<dyn s3_ferry::target::Target> {
+        Arc::new(s3_ferry::target::Bucket {
+            store: store.clone(),
+            dest: dest.parse().unwrap(),
+            part_size: 5 << 20,
+        })
+    }
+
+    /// A directory import target.
+    pub fn dir_target(&self, dir: &std::path::Path) -> Arc<dyn s3_ferry::target::Target> {
+        Arc::new(s3_ferry::target::Dir {
+            root: dir.canonicalize().unwrap(),
+        })
+    }
+
+    /// `ferry import SOURCE… --to/--to-dir … --state STATE --json` in process.
+    pub fn import(
+        &self,
+        sources: &[&std::path::Path],
+        target: Arc<dyn s3_ferry::target::Target>,
+        state: &std::path::Path,
+    ) -> serde_json::Value {
+        let sources: Vec<String> = sources
+            .iter()
+            .map(|p| p.to_str().unwrap().to_string())
+            .collect();
+        block_on(async {
+            let found = s3_ferry::bundle::discover(&sources, None, None)
+                .await
+                .unwrap();
+            let bundles = s3_ferry::bundle::one_job(found, None, &sources.join(", ")).unwrap();
+            let cfg = s3_ferry::import::ImportConfig {
+                target,
+                dry_run: false,
+                force: false,
+                concurrency: 8,
+                deadline: None,
+                trust: Vec::new(),
+                delete_unlisted: false,
+                activity: Default::default(),
+            };
+            let mut ledger = s3_ferry::ledger::FileLedger::open(state).await.unwrap();
+            let report = s3_ferry::import::run(
+                ledger.as_mut(),
+                &cfg,
+                &bundles,
+                &s3_ferry::progress::NoProgress,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("import failed: {}", s3_ferry::error_chain(&e)));
+            ledger.close().await.unwrap();
+            serde_json::to_value(&report).unwrap()
+        })
+    }
+}

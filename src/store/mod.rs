@@ -15,6 +15,7 @@ mod multipart;
 mod object;
 pub mod s3;
 mod s3_wire;
+pub mod scripted;
 pub mod sdk_error;
 mod state_store;
 
@@ -34,6 +35,7 @@ pub use object::{
     ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, PutMode, UploadPage,
 };
 pub use s3_wire::client;
+pub use scripted::{Fault, Gate, Rule, Scripted};
 pub use state_store::{StateStore, Tables};
 
 use crate::activity::Activity;

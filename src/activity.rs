@@ -17,13 +17,13 @@ impl Activity {
     /// Record that data moved just now.
     pub fn tick(&self) {
         self.last_moved_ms
-            .store(crate::state::now_ms(), Ordering::Relaxed);
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
     }
 
     /// How long since data last moved (since `tick` or, before any, since `since_ms`).
     pub fn idle_for(&self, since_ms: i64) -> std::time::Duration {
         let last = self.last_moved_ms.load(Ordering::Relaxed).max(since_ms);
-        std::time::Duration::from_millis((crate::state::now_ms() - last).max(0) as u64)
+        std::time::Duration::from_millis((crate::clock::now_ms() - last).max(0) as u64)
     }
 
     /// A read was resumed from the byte it broke at.
@@ -47,7 +47,7 @@ mod tests {
         a.resumed();
         a.tick();
         assert_eq!((a.read_resumes(), b.read_resumes()), (1, 0));
-        let long_ago = crate::state::now_ms() - 60_000;
+        let long_ago = crate::clock::now_ms() - 60_000;
         assert!(a.idle_for(long_ago) < std::time::Duration::from_secs(5));
         assert!(b.idle_for(long_ago) >= std::time::Duration::from_secs(59));
     }

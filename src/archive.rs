@@ -260,7 +260,7 @@ impl<S: VolumeSink> VolumeWriter<S> {
     pub async fn finish_json(mut self, json: &[u8]) -> Result<Written> {
         let builder =
             ZipEntryBuilder::new(MANIFEST_ENTRY.to_string().into(), ZipCompression::Stored)
-                .last_modification_date(zip_time(crate::state::now_ms()))
+                .last_modification_date(zip_time(crate::clock::now_ms()))
                 .unix_permissions(0o644);
         self.zip
             .write_entry_whole(builder, json)

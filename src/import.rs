@@ -12,12 +12,12 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::bundle::Bundle;
+use crate::clock::{now_ms, rfc3339_ms};
 use crate::error::{Error, Result};
 use crate::ledger::{IndexEntry, Ledger, Pending, Record};
 use crate::manifest::short;
 use crate::progress::Progress;
 use crate::sign::TrustedKey;
-use crate::state::{now_ms, rfc3339_ms};
 use crate::target::{Shared, Target, TargetSink, relative};
 use crate::verify::check_volume;
 

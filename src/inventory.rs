@@ -10,22 +10,7 @@ use async_compression::tokio::write::GzipEncoder;
 
 use crate::error::{BoxError, Error, Result};
 
-/// One listed object, as the inventory keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectRecord {
-    #[serde(rename = "k")]
-    pub key: String,
-    #[serde(rename = "s")]
-    pub size: u64,
-    /// ETag without quotes.
-    #[serde(rename = "e")]
-    pub etag: String,
-    /// LastModified, milliseconds since the Unix epoch.
-    #[serde(rename = "m")]
-    pub last_modified_ms: i64,
-    #[serde(rename = "c", default)]
-    pub storage_class: String,
-}
+pub use crate::store::ObjectRecord;
 
 impl ObjectRecord {
     /// Same content and version as far as the listing can tell.

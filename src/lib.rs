@@ -6,6 +6,7 @@ pub mod activity;
 pub mod archive;
 pub mod aws;
 pub mod bundle;
+pub mod clock;
 pub mod config;
 pub mod download;
 pub mod durable;

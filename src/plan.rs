@@ -9,12 +9,12 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncWrite};
 
+use crate::clock::rfc3339_ms;
 use crate::config::{Filters, S3Location};
 use crate::error::{Error, Result};
 use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
 use crate::listing::Pages;
 use crate::manifest::{Move, Skipped};
-use crate::state::rfc3339_ms;
 
 /// Counts of a plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

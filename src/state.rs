@@ -5,16 +5,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+pub use crate::clock::{now_ms, rfc3339_ms};
 
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::store::StateStore;
-
-/// The table's partition key attribute (the job name). template.yaml uses the same schema.
-pub const KEY_ATTRIBUTE: &str = "job";
+use crate::store::{CommitRecord, JobRecord, StateStore};
 
 /// A job's committed state.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -52,13 +51,7 @@ pub struct Commit {
     pub pin: Option<crate::pin::Pin>,
 }
 
-/// The bundle part of a commit.
-#[derive(Debug, Clone)]
-pub struct CommittedBundle {
-    pub sequence: u64,
-    pub inventory: String,
-    pub bundle_digest: String,
-}
+pub use crate::store::CommittedBundle;
 
 /// Conditional document writes in flight at once.
 const DOC_WRITES_IN_FLIGHT: usize = 16;
@@ -67,23 +60,6 @@ const DOC_WRITES_IN_FLIGHT: usize = 16;
 #[derive(Clone, Debug)]
 pub struct StateTable {
     backend: Arc<dyn StateStore>,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub(crate) fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 impl StateTable {
@@ -104,7 +80,7 @@ impl StateTable {
 
     /// The job's state, or `None` if it never ran.
     pub async fn load(&self, job: &str) -> Result<Option<JobState>> {
-        self.backend.load(job).await
+        Ok(self.backend.load(job).await?.map(JobState::from))
     }
 
     /// Take the job's lease for `owner` (free, or expired). Fails fast with `LeaseHeld`.
@@ -112,7 +88,8 @@ impl StateTable {
         let now = now_ms();
         let until = now + ttl.as_millis() as i64;
         match self.backend.acquire(job, owner, until, now).await? {
-            Some(state) => {
+            Some(record) => {
+                let state = JobState::from(record);
                 info!(job, owner, table = %self.name(), sequence = state.sequence, "lease taken");
                 Ok(state)
             }
@@ -146,7 +123,16 @@ impl StateTable {
     /// Commit a run and release the lease in one conditional write: only if `owner` still
     /// holds the lease and the version is the one read at acquire time.
     pub async fn commit(&self, job: &str, owner: &str, version: u64, c: &Commit) -> Result<()> {
-        let failed = match self.backend.commit(job, owner, version, c).await {
+        let record = CommitRecord {
+            bundle: c.bundle.clone(),
+            watermark: c.watermark.clone(),
+            last_run: c.last_run.to_string(),
+            pin: c
+                .pin
+                .as_ref()
+                .map(|p| serde_json::to_string(p).expect("a pin serialises")),
+        };
+        let failed = match self.backend.commit(job, owner, version, &record).await {
             Ok(true) => return Ok(()),
             Ok(false) => Error::StateConflict {
                 job: job.to_string(),
@@ -247,6 +233,25 @@ impl StateTable {
             false => Err(Error::LeaseLost {
                 job: key.to_string(),
             }),
+        }
+    }
+}
+
+impl From<JobRecord> for JobState {
+    /// The state a store's item holds; JSON fields that do not parse are left out.
+    fn from(r: JobRecord) -> Self {
+        JobState {
+            job: r.job,
+            sequence: r.sequence,
+            watermark: r.watermark,
+            inventory: r.inventory,
+            bundle_digest: r.bundle_digest,
+            last_run: r.last_run.and_then(|j| serde_json::from_str(&j).ok()),
+            version: r.version,
+            lease_owner: r.lease_owner,
+            lease_until_ms: r.lease_until_ms,
+            lease_epoch: r.lease_epoch,
+            pin: r.pin.and_then(|j| serde_json::from_str(&j).ok()),
         }
     }
 }

@@ -362,7 +362,7 @@ fn a_volume_index_handed_out_twice_is_caught_and_its_objects_ship_under_a_new_on
             .delete_item()
             .table_name(&ctx.table)
             .key(
-                s3_ferry::state::KEY_ATTRIBUTE,
+                s3_ferry::store::dynamo::KEY_ATTRIBUTE,
                 aws_sdk_dynamodb::types::AttributeValue::S(format!("{}#volumes#{seq}", ctx.job)),
             )
             .send(),

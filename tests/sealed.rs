@@ -452,7 +452,7 @@ fn key_index(
                 .await
                 .unwrap();
             for item in page.items() {
-                let key = item[s3_ferry::state::KEY_ATTRIBUTE].as_s().unwrap();
+                let key = item[s3_ferry::store::dynamo::KEY_ATTRIBUTE].as_s().unwrap();
                 if let Some(k) = key.strip_prefix(&prefix) {
                     let fence = item
                         .get("fence")

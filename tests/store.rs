@@ -492,7 +492,7 @@ fn multipart_parts_under_5_mib_but_the_last_are_refused(f: Fixture) {
             .await
             .unwrap();
         let refused = backend
-            .complete_upload(b, "taken", &id, &[p.clone()], PutMode::Create)
+            .complete_upload(b, "taken", &id, std::slice::from_ref(&p), PutMode::Create)
             .await
             .unwrap();
         assert_eq!(refused, None);

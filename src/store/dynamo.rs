@@ -12,9 +12,11 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus,
 };
 
-use super::state_store::StateStore;
+use super::state_store::{CommitRecord, JobRecord, StateStore};
 use crate::error::{Error, Result};
-use crate::state::{Commit, JobState, KEY_ATTRIBUTE};
+
+/// The table's partition key attribute (the job name). template.yaml uses the same schema.
+pub const KEY_ATTRIBUTE: &str = "job";
 
 /// Build a DynamoDB client from shared SDK config.
 pub fn client(sdk: &aws_config::SdkConfig) -> Client {
@@ -52,25 +54,25 @@ fn key(job: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([(KEY_ATTRIBUTE.to_string(), s(job))])
 }
 
-fn parse(job: &str, item: &HashMap<String, AttributeValue>) -> JobState {
+fn parse(job: &str, item: &HashMap<String, AttributeValue>) -> JobRecord {
     let get_s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
     let get_n = |k: &str| {
         item.get(k)
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse::<i64>().ok())
     };
-    JobState {
+    JobRecord {
         job: job.to_string(),
         sequence: get_n("sequence").unwrap_or(0).max(0) as u64,
         watermark: get_s("watermark"),
         inventory: get_s("inventory"),
         bundle_digest: get_s("bundle_digest"),
-        last_run: get_s("last_run").and_then(|j| serde_json::from_str(&j).ok()),
+        last_run: get_s("last_run"),
         version: get_n("version").unwrap_or(0).max(0) as u64,
         lease_owner: get_s("lease_owner"),
         lease_until_ms: get_n("lease_until"),
         lease_epoch: get_n("lease_epoch").unwrap_or(0).max(0) as u64,
-        pin: get_s("pin").and_then(|j| serde_json::from_str(&j).ok()),
+        pin: get_s("pin"),
     }
 }
 
@@ -189,7 +191,7 @@ impl StateStore for DynamoState {
         Ok(created)
     }
 
-    async fn load(&self, job: &str) -> Result<Option<JobState>> {
+    async fn load(&self, job: &str) -> Result<Option<JobRecord>> {
         let out = self
             .client
             .get_item()
@@ -208,7 +210,7 @@ impl StateStore for DynamoState {
         owner: &str,
         until_ms: i64,
         now_ms: i64,
-    ) -> Result<Option<JobState>> {
+    ) -> Result<Option<JobRecord>> {
         let out = self
             .client
             .update_item()
@@ -266,7 +268,7 @@ impl StateStore for DynamoState {
         self.conditional("UpdateItem", out).map(drop)
     }
 
-    async fn commit(&self, job: &str, owner: &str, version: u64, c: &Commit) -> Result<bool> {
+    async fn commit(&self, job: &str, owner: &str, version: u64, c: &CommitRecord) -> Result<bool> {
         let mut set = vec!["watermark = :w", "last_run = :r", "version = :v1"];
         let mut req = self
             .client
@@ -275,14 +277,11 @@ impl StateStore for DynamoState {
             .set_key(Some(key(job)))
             .expression_attribute_values(":o", s(owner))
             .expression_attribute_values(":w", s(&c.watermark))
-            .expression_attribute_values(":r", s(&c.last_run.to_string()))
+            .expression_attribute_values(":r", s(&c.last_run))
             .expression_attribute_values(":v1", n(version + 1));
         if let Some(pin) = &c.pin {
             set.push("pin = :p");
-            req = req.expression_attribute_values(
-                ":p",
-                s(&serde_json::to_string(pin).expect("a pin serialises")),
-            );
+            req = req.expression_attribute_values(":p", s(pin));
         }
         if let Some(b) = &c.bundle {
             set.extend(["#seq = :s", "inventory = :i", "bundle_digest = :d"]);

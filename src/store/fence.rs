@@ -3,9 +3,9 @@
 use bytes::Bytes;
 
 use super::Store;
+use super::object::ObjectHeaders;
 use super::object::{Got, PutMode};
 use crate::error::Result;
-use crate::manifest::ObjectHeaders;
 
 /// A run's claim on its checkpoint document: every write is conditional on the ETag this run
 /// last wrote (or on there being none), so once another run has taken the job over — and

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use super::object::ObjectRecord;
 use super::object::ObjectStore;
 use crate::activity::Activity;
 use crate::error::{Error, Result};
-use crate::inventory::ObjectRecord;
 
 /// A listing, page by page, as inventory records in key order: the whole prefix, or one key
 /// range of it (after one key, up to and including another).

@@ -12,12 +12,12 @@ use futures::StreamExt;
 use md5::Digest;
 
 use super::multipart_etag;
+use super::object::ObjectHeaders;
+use super::object::ObjectRecord;
 use super::object::{
     ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, PutMode, UploadPage,
 };
 use crate::error::{Class, Error, Result};
-use crate::inventory::ObjectRecord;
-use crate::manifest::ObjectHeaders;
 
 /// S3's smallest part (all but the last).
 const MIN_PART: usize = 5 * 1024 * 1024;
@@ -170,7 +170,7 @@ fn object(body: Bytes, etag: String, headers: ObjectHeaders) -> Object {
     Object {
         body,
         etag,
-        last_modified_ms: crate::state::now_ms(),
+        last_modified_ms: crate::clock::now_ms(),
         headers,
         storage_class: "STANDARD".to_string(),
         restore: None,

@@ -5,13 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::state_store::StateStore;
+use super::state_store::{CommitRecord, JobRecord, StateStore};
 use crate::error::{Error, Result};
-use crate::state::{Commit, JobState};
 
 #[derive(Debug, Clone, Default)]
 struct Item {
-    state: JobState,
+    state: JobRecord,
     /// Whether the job item has a version attribute (a commit happened).
     versioned: bool,
     counter: Option<u32>,
@@ -46,7 +45,7 @@ impl MemoryState {
     }
 }
 
-fn held_by_other(s: &JobState, owner: &str, now_ms: i64) -> bool {
+fn held_by_other(s: &JobRecord, owner: &str, now_ms: i64) -> bool {
     match (&s.lease_owner, s.lease_until_ms) {
         (None, _) => false,
         (Some(o), _) if o == owner => false,
@@ -68,9 +67,9 @@ impl StateStore for MemoryState {
         Ok(created)
     }
 
-    async fn load(&self, job: &str) -> Result<Option<JobState>> {
+    async fn load(&self, job: &str) -> Result<Option<JobRecord>> {
         self.with(|items| {
-            items.get(job).map(|i| JobState {
+            items.get(job).map(|i| JobRecord {
                 job: job.to_string(),
                 ..i.state.clone()
             })
@@ -83,7 +82,7 @@ impl StateStore for MemoryState {
         owner: &str,
         until_ms: i64,
         now_ms: i64,
-    ) -> Result<Option<JobState>> {
+    ) -> Result<Option<JobRecord>> {
         self.with(|items| {
             let item = items.entry(job.to_string()).or_default();
             item.state.job = job.to_string();
@@ -118,7 +117,7 @@ impl StateStore for MemoryState {
         })
     }
 
-    async fn commit(&self, job: &str, owner: &str, version: u64, c: &Commit) -> Result<bool> {
+    async fn commit(&self, job: &str, owner: &str, version: u64, c: &CommitRecord) -> Result<bool> {
         self.with(|items| {
             let Some(i) = items.get_mut(job) else {
                 return false;

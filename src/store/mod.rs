@@ -3,7 +3,7 @@
 //! [`StateStore`] with its DynamoDB adapter ([`dynamo`]) and an in-memory table
 //! ([`mem_state`]). [`Store`] is what the engine uses over any object store: resumed bodies,
 //! small documents, fenced writes ([`Fence`]) and streaming multipart uploads
-//! ([`MultipartUpload`]), written once; [`crate::state::StateTable`] is its twin for state.
+//! ([`MultipartUpload`]), written once; the state layer's `StateTable` is its twin for state.
 
 mod body;
 pub mod dynamo;
@@ -32,15 +32,15 @@ pub use mem::MemoryStore;
 pub use mem_state::{MemoryState, MemoryTables};
 pub use multipart::{MultipartUpload, multipart_etag, settle_uploads};
 pub use object::{
-    ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, PutMode, UploadPage,
+    ByteStream, Got, Head, ListPage, ObjectHeaders, ObjectMeta, ObjectRecord, ObjectStore,
+    OpenUpload, Part, PutMode, UploadPage,
 };
 pub use s3_wire::client;
 pub use scripted::{Fault, Gate, Rule, Scripted};
-pub use state_store::{StateStore, Tables};
+pub use state_store::{CommitRecord, CommittedBundle, JobRecord, StateStore, Tables};
 
 use crate::activity::Activity;
 use crate::error::{Error, Result};
-use crate::manifest::ObjectHeaders;
 
 /// User metadata naming the run that wrote an object (volumes carry it).
 pub const WRITER_METADATA: &str = "ferry-writer";

@@ -12,10 +12,10 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
+use super::object::ObjectHeaders;
 use super::object::{Part, PutMode};
 use super::{Fence, Store, WRITER_METADATA};
 use crate::error::{BoxError, Error, Result};
-use crate::manifest::ObjectHeaders;
 
 /// Every multipart upload's task, so that a process can wait for the aborts of the uploads it
 /// dropped (an error path, a stop request) before it exits.

@@ -6,8 +6,44 @@
 use bytes::Bytes;
 
 use crate::error::{BoxError, Result};
-use crate::inventory::ObjectRecord;
-use crate::manifest::ObjectHeaders;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One listed object, as the inventory keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    #[serde(rename = "k")]
+    pub key: String,
+    #[serde(rename = "s")]
+    pub size: u64,
+    /// ETag without quotes.
+    #[serde(rename = "e")]
+    pub etag: String,
+    /// LastModified, milliseconds since the Unix epoch.
+    #[serde(rename = "m")]
+    pub last_modified_ms: i64,
+    #[serde(rename = "c", default)]
+    pub storage_class: String,
+}
+
+/// HTTP headers and user metadata of an object, as S3 returned them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHeaders {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub content_encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub content_disposition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub content_language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cache_control: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
 
 /// A body as it arrives, chunk by chunk.
 pub type ByteStream = futures::stream::BoxStream<'static, std::result::Result<Bytes, BoxError>>;

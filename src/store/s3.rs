@@ -14,6 +14,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tracing::debug;
 
+use super::object::ObjectHeaders;
+use super::object::ObjectRecord;
 use super::object::{
     ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, PutMode, UploadPage,
 };
@@ -22,8 +24,6 @@ use super::s3_wire::{
     s3_err, unquote, url_decode,
 };
 use crate::error::{Error, Result};
-use crate::inventory::ObjectRecord;
-use crate::manifest::ObjectHeaders;
 
 /// [`ObjectStore`] over an S3 client (AWS, or an emulator through `AWS_ENDPOINT_URL`).
 #[derive(Clone, Debug)]

@@ -7,8 +7,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use tracing::warn;
 
+use super::object::ObjectHeaders;
 use crate::error::Error;
-use crate::manifest::ObjectHeaders;
 
 /// Build an S3 client from shared SDK config (`AWS_ENDPOINT_URL` etc. already applied).
 pub fn client(sdk: &aws_config::SdkConfig, path_style: bool) -> Client {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::object::ObjectHeaders;
 use super::object::{ByteStream, Got, Head, ListPage, ObjectStore, Part, PutMode, UploadPage};
 use crate::error::{Class, Error, Result};
-use crate::manifest::ObjectHeaders;
 
 /// What a rule does to a request it matches.
 #[derive(Debug, Clone)]

@@ -2,13 +2,49 @@
 //! counters and fenced documents, as one trait with a DynamoDB adapter
 //! ([`super::dynamo::DynamoState`]) and an in-memory implementation
 //! ([`super::mem_state::MemoryState`]) whose conditions are checked atomically. The rules
-//! above it (errors, the read-back of a commit whose answer was lost) live once in
-//! [`crate::state::StateTable`].
+//! above it (errors, the read-back of a commit whose answer was lost) live once in the state
+//! layer's `StateTable`.
 
 use std::collections::HashMap;
 
 use crate::error::Result;
-use crate::state::{Commit, JobState};
+
+/// A job's item as a state store keeps it; its JSON fields (`last_run`, `pin`) as text, which
+/// the state layer parses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobRecord {
+    pub job: String,
+    pub sequence: u64,
+    pub watermark: Option<String>,
+    pub inventory: Option<String>,
+    pub bundle_digest: Option<String>,
+    pub last_run: Option<String>,
+    pub version: u64,
+    pub lease_owner: Option<String>,
+    pub lease_until_ms: Option<i64>,
+    pub lease_epoch: u64,
+    pub pin: Option<String>,
+}
+
+/// The bundle part of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedBundle {
+    pub sequence: u64,
+    pub inventory: String,
+    pub bundle_digest: String,
+}
+
+/// What a commit writes, as the store keeps it.
+#[derive(Debug, Clone)]
+pub struct CommitRecord {
+    /// `None` keeps the current bundle fields.
+    pub bundle: Option<CommittedBundle>,
+    pub watermark: String,
+    /// JSON.
+    pub last_run: String,
+    /// JSON; `None` keeps the current pin.
+    pub pin: Option<String>,
+}
 
 /// The table operations a state store answers, each one conditional request.
 #[async_trait::async_trait]
@@ -20,7 +56,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     async fn init(&self) -> Result<bool>;
 
     /// The job's state, strongly consistent; `None` if it never ran.
-    async fn load(&self, job: &str) -> Result<Option<JobState>>;
+    async fn load(&self, job: &str) -> Result<Option<JobRecord>>;
 
     /// Take the lease for `owner` until `until_ms` if it is free, expired at `now_ms`, or
     /// `owner`'s already, adding 1 to the epoch: the state after. `None`: another holds it.
@@ -30,7 +66,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
         owner: &str,
         until_ms: i64,
         now_ms: i64,
-    ) -> Result<Option<JobState>>;
+    ) -> Result<Option<JobRecord>>;
 
     /// Extend `owner`'s lease to `until_ms`; `false` if `owner` does not hold it.
     async fn renew(&self, job: &str, owner: &str, until_ms: i64) -> Result<bool>;
@@ -40,7 +76,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Apply `c` and remove the lease if `owner` holds it and the version is `version`
     /// (0: none yet); `false` when the condition failed.
-    async fn commit(&self, job: &str, owner: &str, version: u64, c: &Commit) -> Result<bool>;
+    async fn commit(&self, job: &str, owner: &str, version: u64, c: &CommitRecord) -> Result<bool>;
 
     /// Add 1 to the counter `key` (starting from `base`): the new value.
     async fn increment(&self, key: &str, base: u32) -> Result<Option<u32>>;

@@ -213,27 +213,7 @@ impl Filters {
     }
 }
 
-/// Compression of object entries in the volumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    #[default]
-    Stored,
-    Deflate,
-}
-
-impl FromStr for Compression {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "stored" | "none" => Ok(Compression::Stored),
-            "deflate" => Ok(Compression::Deflate),
-            _ => Err(Error::config(
-                "compression",
-                format!("`{s}` (use stored or deflate)"),
-            )),
-        }
-    }
-}
+pub use crate::format::archive::Compression;
 
 /// Parse a size such as `16MiB`, `4 GB` or `1048576`.
 pub fn parse_size(what: &str, s: &str) -> Result<u64> {
@@ -412,9 +392,9 @@ pub struct ExportConfig {
     pub deadline: Option<Instant>,
     pub lease_ttl: Duration,
     /// Sign every bundle with this key (`--signing-key`, `SIGNING_KEY_ID`).
-    pub signing: Option<crate::sign::SigningKeySpec>,
+    pub signing: Option<crate::format::sign::SigningKeySpec>,
     /// Seal every volume with age to these recipients (`--encrypt-to`, `AGE_RECIPIENTS`).
-    pub encrypt_to: Option<crate::seal::Recipients>,
+    pub encrypt_to: Option<crate::format::seal::Recipients>,
 }
 
 impl ExportConfig {

@@ -3,40 +3,20 @@
 //! the job's state in DynamoDB.
 
 pub mod activity;
-pub mod archive;
-pub mod aws;
-pub mod bundle;
 pub mod clock;
 pub mod config;
-pub mod download;
-pub mod durable;
 pub mod error;
 pub mod export;
-#[cfg(feature = "lambda")]
-pub mod function;
+pub mod format;
 pub mod import;
-#[cfg(feature = "lambda")]
-pub mod import_function;
 pub mod interrupt;
-pub mod inventory;
-pub mod kms;
-pub mod ledger;
-pub mod listing;
-pub mod manifest;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod memory;
-pub mod pin;
 pub mod plan;
 pub mod progress;
-pub mod seal;
-#[cfg(feature = "lambda")]
-pub mod secrets;
-pub mod sign;
-pub mod sink;
 pub mod state;
 pub mod store;
-pub mod target;
-pub mod unzip;
-pub mod verify;
 
 pub use error::{Error, Result};
 

@@ -37,7 +37,7 @@ pub struct JobState {
     /// Fencing token: +1 every time the lease is taken, so the latest holder has the largest.
     pub lease_epoch: u64,
     /// The settings the job's inventory was made with (absent in states written before pins).
-    pub pin: Option<crate::pin::Pin>,
+    pub pin: Option<crate::plan::pin::Pin>,
 }
 
 /// What a successful run commits.
@@ -48,7 +48,7 @@ pub struct Commit {
     pub watermark: String,
     pub last_run: serde_json::Value,
     /// The settings the committed inventory was made with.
-    pub pin: Option<crate::pin::Pin>,
+    pub pin: Option<crate::plan::pin::Pin>,
 }
 
 pub use crate::store::CommittedBundle;
@@ -266,5 +266,12 @@ impl JobState {
                 self.sequence == b.sequence
                     && self.bundle_digest.as_deref() == Some(b.bundle_digest.as_str())
             })
+    }
+}
+
+impl crate::store::aws::Clients {
+    /// The state table `table`.
+    pub fn table(&self, table: &str) -> StateTable {
+        StateTable::new(self.tables().table(table))
     }
 }

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use s3_ferry::ledger::IndexEntry;
-use s3_ferry::manifest::{ObjectEntry, ObjectHeaders};
-use s3_ferry::target::{Bucket, Dir, KeepSet, STATE_DIR, Shared, Target, TargetSink};
-use s3_ferry::verify::{EntrySink, EntryWriter};
+use s3_ferry::format::manifest::{ObjectEntry, ObjectHeaders};
+use s3_ferry::import::ledger::IndexEntry;
+use s3_ferry::import::target::{Bucket, Dir, KeepSet, STATE_DIR, Shared, Target, TargetSink};
+use s3_ferry::import::verify::{EntrySink, EntryWriter};
 use sha2::Digest;
 
 use crate::util::{Ctx, block_on};

@@ -31,7 +31,7 @@ fn put_multipart(ctx: &Ctx, key: &str, body: &[u8]) {
             key,
             5 * 1024 * 1024,
             2,
-            &s3_ferry::manifest::ObjectHeaders {
+            &s3_ferry::format::manifest::ObjectHeaders {
                 content_type: Some("application/x-tar".into()),
                 ..Default::default()
             },
@@ -572,7 +572,10 @@ fn hostile_keys_get_safe_entry_names_and_exact_keys_in_the_manifest() {
     for (i, k) in keys.iter().enumerate() {
         ctx.put(k, format!("body {i}"));
     }
-    ctx.put(s3_ferry::manifest::MANIFEST_ENTRY, "not the manifest");
+    ctx.put(
+        s3_ferry::format::manifest::MANIFEST_ENTRY,
+        "not the manifest",
+    );
     let r = ctx.export_ok(&[]);
     assert_eq!(r["objects"], keys.len() as u64 + 1);
     let b = ctx.download(&ctx.job, 1);
@@ -617,7 +620,7 @@ fn hostile_keys_get_safe_entry_names_and_exact_keys_in_the_manifest() {
             by_key[bad]
         );
     }
-    assert!(by_key[s3_ferry::manifest::MANIFEST_ENTRY].starts_with(&ctx.src));
+    assert!(by_key[s3_ferry::format::manifest::MANIFEST_ENTRY].starts_with(&ctx.src));
     assert_eq!(b.manifests[0].objects.len(), keys.len() + 1);
 }
 

@@ -70,7 +70,7 @@ fn every_volume_with_its_manifest_and_directory_stays_within_the_cap() {
     let r = w.export_with(|c| {
         c.tuning.volume_size = MIB;
         c.full = true;
-        c.encrypt_to = s3_ferry::seal::Recipients::parse(&[recipient], &[]).unwrap();
+        c.encrypt_to = s3_ferry::format::seal::Recipients::parse(&[recipient], &[]).unwrap();
     });
     assert_eq!(r["sequence"], 3);
     assert_capped(&w, 3, MIB, 0.85, true);

@@ -312,9 +312,10 @@ impl World {
             src_keys,
             "{what}: directory keys differ"
         );
-        let index =
-            s3_ferry::ledger::file_index_entries(&self.dir.path().join(".ferry/state.json"))
-                .unwrap();
+        let index = s3_ferry::import::ledger::file_index_entries(
+            &self.dir.path().join(".ferry/state.json"),
+        )
+        .unwrap();
         for (k, body) in &dir {
             assert!(
                 body == &src[k].body,
@@ -924,7 +925,8 @@ fn a_directory_import_never_writes_outside_its_root() {
         std::fs::read(root.join("ok/fine.txt")).unwrap(),
         b"body of ok/fine.txt"
     );
-    let index = s3_ferry::ledger::file_index_entries(&root.join(".ferry/state.json")).unwrap();
+    let index =
+        s3_ferry::import::ledger::file_index_entries(&root.join(".ferry/state.json")).unwrap();
     for k in [
         "../up.txt",
         "a/../../up2.txt",
@@ -1001,7 +1003,7 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
     let (proxy, single, batched) = counting_deletes();
     let counted = ctx.via(&proxy.endpoint);
     let cfg = s3_ferry::import::ImportConfig {
-        target: Arc::new(s3_ferry::target::Bucket {
+        target: Arc::new(s3_ferry::import::target::Bucket {
             store: counted.clients.s3.clone(),
             dest: to.parse().unwrap(),
             part_size: 5 << 20,
@@ -1014,7 +1016,7 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
         delete_unlisted: false,
         activity: counted.clients.s3.activity().clone(),
     };
-    let bundles = block_on(s3_ferry::bundle::discover(
+    let bundles = block_on(s3_ferry::import::bundle::discover(
         &[b2.dir.path().to_str().unwrap().to_string()],
         None,
         None,
@@ -1022,7 +1024,7 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
     .unwrap();
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let mut ledger = block_on(s3_ferry::ledger::FileLedger::open(&state_file)).unwrap();
+        let mut ledger = block_on(s3_ferry::import::ledger::FileLedger::open(&state_file)).unwrap();
         let report = block_on(s3_ferry::import::run(
             ledger.as_mut(),
             &cfg,

@@ -144,7 +144,7 @@ fn sealed_bundles_hide_everything_and_round_trip_with_the_identity() {
     assert!(out.status.success(), "{out:?}");
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
-        listing.contains(s3_ferry::manifest::MANIFEST_ENTRY),
+        listing.contains(s3_ferry::format::manifest::MANIFEST_ENTRY),
         "{listing}"
     );
 
@@ -548,6 +548,6 @@ fn an_import_stalled_past_its_lease_changes_nothing_in_the_key_index_of_the_run_
             .get_docs(std::slice::from_ref(&item)),
     )
     .unwrap();
-    let record: s3_ferry::ledger::Record = serde_json::from_str(&docs[&item]).unwrap();
+    let record: s3_ferry::import::ledger::Record = serde_json::from_str(&docs[&item]).unwrap();
     assert_eq!((record.sequence, record.pending), (1, None));
 }

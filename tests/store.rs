@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use s3_ferry::Error;
-use s3_ferry::manifest::ObjectHeaders;
+use s3_ferry::format::manifest::ObjectHeaders;
 use s3_ferry::store::{Fence, Got, MemoryStore, ObjectStore, PutMode, Store, multipart_etag};
 use tokio::io::AsyncWriteExt;
 

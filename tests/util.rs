@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use aws_sdk_s3::primitives::ByteStream;
-use s3_ferry::manifest::{BundleSummary, MANIFEST_ENTRY, Manifest};
+use s3_ferry::format::manifest::{BundleSummary, MANIFEST_ENTRY, Manifest};
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -141,7 +141,7 @@ pub struct Ctx {
     pub table: String,
     pub job: String,
     pub s3: aws_sdk_s3::Client,
-    pub clients: s3_ferry::aws::Clients,
+    pub clients: s3_ferry::store::aws::Clients,
 }
 
 /// Output of one `ferry` run.
@@ -171,7 +171,7 @@ impl Ctx {
         let id = unique(name);
         let sdk = sdk_config(endpoint);
         let s3 = s3_ferry::store::client(&sdk, true);
-        let clients = s3_ferry::aws::Clients::new(&sdk, true);
+        let clients = s3_ferry::store::aws::Clients::new(&sdk, true);
         let ctx = Ctx {
             endpoint: endpoint.to_string(),
             src: format!("src-{id}"),
@@ -200,7 +200,7 @@ impl Ctx {
             table: self.table.clone(),
             job: self.job.clone(),
             s3: s3_ferry::store::client(&sdk, true),
-            clients: s3_ferry::aws::Clients::new(&sdk, true),
+            clients: s3_ferry::store::aws::Clients::new(&sdk, true),
         }
     }
 
@@ -561,14 +561,14 @@ impl Bundle {
     }
 
     /// Every shipped object entry, over all volumes.
-    pub fn objects(&self) -> Vec<s3_ferry::manifest::ObjectEntry> {
+    pub fn objects(&self) -> Vec<s3_ferry::format::manifest::ObjectEntry> {
         self.manifests
             .iter()
             .flat_map(|m| m.objects.clone())
             .collect()
     }
 
-    pub fn last(&self) -> &s3_ferry::manifest::Final {
+    pub fn last(&self) -> &s3_ferry::format::manifest::Final {
         self.manifests
             .last()
             .unwrap()
@@ -726,7 +726,8 @@ impl Ctx {
 /// key → bytes of a directory import, through its key index (`.ferry/state.json`); panics if
 /// the directory holds a file the index does not account for.
 pub fn dir_snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let index = s3_ferry::ledger::file_index_entries(&dir.join(".ferry/state.json")).unwrap();
+    let index =
+        s3_ferry::import::ledger::file_index_entries(&dir.join(".ferry/state.json")).unwrap();
     let mut out = std::collections::BTreeMap::new();
     let mut places = std::collections::BTreeSet::new();
     for (key, e) in &index {

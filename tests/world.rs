@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use s3_ferry::aws::Clients;
 use s3_ferry::config::ExportConfig;
-use s3_ferry::manifest::ObjectHeaders;
+use s3_ferry::format::manifest::ObjectHeaders;
+use s3_ferry::store::aws::Clients;
 use s3_ferry::store::{Got, MemoryStore, MemoryTables, ObjectStore, PutMode};
 
 use crate::util::{Bundle, block_on, unique};
@@ -173,8 +173,8 @@ impl World {
         &self,
         store: &s3_ferry::store::Store,
         dest: &str,
-    ) -> Arc<dyn s3_ferry::target::Target> {
-        Arc::new(s3_ferry::target::Bucket {
+    ) -> Arc<dyn s3_ferry::import::target::Target> {
+        Arc::new(s3_ferry::import::target::Bucket {
             store: store.clone(),
             dest: dest.parse().unwrap(),
             part_size: 5 << 20,
@@ -182,8 +182,8 @@ impl World {
     }
 
     /// A directory import target.
-    pub fn dir_target(&self, dir: &std::path::Path) -> Arc<dyn s3_ferry::target::Target> {
-        Arc::new(s3_ferry::target::Dir {
+    pub fn dir_target(&self, dir: &std::path::Path) -> Arc<dyn s3_ferry::import::target::Target> {
+        Arc::new(s3_ferry::import::target::Dir {
             root: dir.canonicalize().unwrap(),
         })
     }
@@ -192,7 +192,7 @@ impl World {
     pub fn import(
         &self,
         sources: &[&std::path::Path],
-        target: Arc<dyn s3_ferry::target::Target>,
+        target: Arc<dyn s3_ferry::import::target::Target>,
         state: &std::path::Path,
     ) -> serde_json::Value {
         let sources: Vec<String> = sources
@@ -200,10 +200,11 @@ impl World {
             .map(|p| p.to_str().unwrap().to_string())
             .collect();
         block_on(async {
-            let found = s3_ferry::bundle::discover(&sources, None, None)
+            let found = s3_ferry::import::bundle::discover(&sources, None, None)
                 .await
                 .unwrap();
-            let bundles = s3_ferry::bundle::one_job(found, None, &sources.join(", ")).unwrap();
+            let bundles =
+                s3_ferry::import::bundle::one_job(found, None, &sources.join(", ")).unwrap();
             let cfg = s3_ferry::import::ImportConfig {
                 target,
                 dry_run: false,
@@ -214,7 +215,9 @@ impl World {
                 delete_unlisted: false,
                 activity: Default::default(),
             };
-            let mut ledger = s3_ferry::ledger::FileLedger::open(state).await.unwrap();
+            let mut ledger = s3_ferry::import::ledger::FileLedger::open(state)
+                .await
+                .unwrap();
             let report = s3_ferry::import::run(
                 ledger.as_mut(),
                 &cfg,

@@ -2,10 +2,10 @@
 //! volume writer; moto holds data in RAM and lists superlinearly): a > 4 GiB entry in a > 4 GiB
 //! volume, and > 65,535 entries in one volume, each then verified and imported by ferry itself.
 
-use s3_ferry::archive::{EntryDigest, VolumeWriter};
 use s3_ferry::config::Compression;
-use s3_ferry::manifest::{FORMAT, Final, Manifest, ObjectEntry, SourceInfo, Totals};
-use s3_ferry::sink::FileSink;
+use s3_ferry::format::archive::{EntryDigest, VolumeWriter};
+use s3_ferry::format::manifest::{FORMAT, Final, Manifest, ObjectEntry, SourceInfo, Totals};
+use s3_ferry::format::sink::FileSink;
 
 use crate::util::{block_on, check_readers, run_ok};
 

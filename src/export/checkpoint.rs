@@ -64,7 +64,7 @@ pub(super) struct Checkpoint {
     pub(super) shards_asked: Option<usize>,
     /// Objects planned but found archived when read (an archive tier): skipped, reported.
     #[serde(default)]
-    pub(super) skipped: Vec<crate::manifest::Skipped>,
+    pub(super) skipped: Vec<crate::format::manifest::Skipped>,
 }
 
 /// A shard's own progress, `shard-KKKK.json` beside the checkpoint: its cursor, the volumes it
@@ -90,7 +90,7 @@ pub(super) struct ShardDoc {
     pub(super) corrected: Vec<ObjectRecord>,
     /// Objects found archived when read (see [`Checkpoint::skipped`]).
     #[serde(default)]
-    pub(super) skipped: Vec<crate::manifest::Skipped>,
+    pub(super) skipped: Vec<crate::format::manifest::Skipped>,
     /// Keys that changed while they were being read, with how many of this shard's attempts
     /// they failed: after [`CHANGED_TRIES`] the object is skipped and reported (it ships in a
     /// later bundle), so a key rewritten faster than it can be read cannot stop the bundle.
@@ -135,7 +135,7 @@ pub(super) struct ShardDone {
     pub(super) totals: Totals,
     pub(super) vanished: Vec<String>,
     pub(super) corrected: Vec<ObjectRecord>,
-    pub(super) skipped: Vec<crate::manifest::Skipped>,
+    pub(super) skipped: Vec<crate::format::manifest::Skipped>,
 }
 
 impl ShardDone {
@@ -153,7 +153,7 @@ impl ShardDone {
             last_modified_ms: 0,
             ..rec.clone()
         });
-        self.skipped.push(crate::manifest::Skipped {
+        self.skipped.push(crate::format::manifest::Skipped {
             key: rec.key.clone(),
             size: rec.size,
             storage_class: rec.storage_class.clone(),

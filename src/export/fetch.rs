@@ -234,8 +234,8 @@ pub(super) async fn fetch_one(
     })
 }
 
-pub(super) fn jsonl_headers() -> crate::manifest::ObjectHeaders {
-    crate::manifest::ObjectHeaders {
+pub(super) fn jsonl_headers() -> crate::format::manifest::ObjectHeaders {
+    crate::format::manifest::ObjectHeaders {
         content_type: Some("application/x-ndjson".into()),
         ..Default::default()
     }
@@ -243,8 +243,8 @@ pub(super) fn jsonl_headers() -> crate::manifest::ObjectHeaders {
 
 /// A volume's headers: a ZIP, tagged with the run that wrote it (so that a volume index
 /// handed out twice is caught when the second writer completes, not replaced silently).
-pub(super) fn volume_headers(owner: &str) -> crate::manifest::ObjectHeaders {
-    crate::manifest::ObjectHeaders {
+pub(super) fn volume_headers(owner: &str) -> crate::format::manifest::ObjectHeaders {
+    crate::format::manifest::ObjectHeaders {
         content_type: Some("application/zip".into()),
         metadata: [(crate::store::WRITER_METADATA.to_string(), owner.to_string())].into(),
         ..Default::default()

@@ -16,7 +16,11 @@ impl Layout {
         self.dest.key(&format!("{}/{seq:08}/", self.job))
     }
     pub fn volume_name(&self, seq: u64, index: u32) -> String {
-        let suffix = if self.sealed { crate::seal::SUFFIX } else { "" };
+        let suffix = if self.sealed {
+            crate::format::seal::SUFFIX
+        } else {
+            ""
+        };
         format!("{}-{seq:08}-{index:04}.zip{suffix}", self.job)
     }
     pub fn state_prefix(&self, seq: u64) -> String {

@@ -27,19 +27,19 @@ use tokio::io::AsyncSeekExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{info, warn};
 
-use crate::archive::{VolumeWriter, entry_name};
-use crate::aws::Clients;
 use crate::config::{ExportConfig, S3Location};
 use crate::error::{Error, Result};
-use crate::inventory::{InventoryIndex, InventoryReader, InventoryWriter, ObjectRecord};
-use crate::listing::Pages;
-use crate::manifest::{
+use crate::format::archive::{VolumeWriter, entry_name};
+use crate::format::manifest::{
     BundleSummary, ChainLink, FORMAT, Final, Manifest, ManifestJson, Move, ObjectEntry, SourceInfo,
     Totals, VolumeInfo, bundle_digest, limits, sha256sums,
 };
-use crate::pin::Pin;
+use crate::plan::inventory::{InventoryIndex, InventoryReader, InventoryWriter, ObjectRecord};
+use crate::plan::listing::Pages;
+use crate::plan::pin::Pin;
 use crate::plan::{Listed, Plan, Puts, StoredPlan, VolumeEstimate};
 use crate::state::{Commit, CommittedBundle, JobState, StateTable, now_ms, rfc3339_ms};
+use crate::store::aws::Clients;
 use crate::store::{Got, MultipartUpload, ObjectMeta, Store};
 
 mod checkpoint;

@@ -102,7 +102,7 @@ impl Run<'_> {
             2,
             &jsonl_headers(),
         ));
-        let records = crate::inventory::settle(
+        let records = crate::plan::inventory::settle(
             &mut InventoryReader::new(reader, self.layout.uri(&from)),
             &mut writer,
             &ck.vanished,
@@ -195,7 +195,7 @@ impl Run<'_> {
         let (mut ck, plan, fresh) = match resumed {
             Some(mut ck) => {
                 if let Some(pin) = &ck.pin {
-                    crate::pin::refuse(
+                    crate::plan::pin::refuse(
                         &self.layout.job,
                         pin.place_differences(&Pin::of(self.cfg)),
                     )?;
@@ -228,7 +228,7 @@ impl Run<'_> {
                 (ck, plan, false)
             }
             None => {
-                crate::pin::check(
+                crate::plan::pin::check(
                     self.cfg,
                     self.state.pin.as_ref(),
                     self.state.inventory.as_deref(),

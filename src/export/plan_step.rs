@@ -19,7 +19,7 @@ impl Run<'_> {
             &inventory_key,
             crate::config::MIN_PART_SIZE,
             2,
-            &crate::manifest::ObjectHeaders {
+            &crate::format::manifest::ObjectHeaders {
                 content_type: Some("application/x-ndjson".into()),
                 ..Default::default()
             },

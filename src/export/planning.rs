@@ -11,7 +11,7 @@ pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobStat
         .load(cfg.job.as_str())
         .await?
         .unwrap_or_default();
-    crate::pin::check(cfg, state.pin.as_ref(), state.inventory.as_deref())?;
+    crate::plan::pin::check(cfg, state.pin.as_ref(), state.inventory.as_deref())?;
     let previous = if cfg.full {
         None
     } else {
@@ -100,7 +100,7 @@ where
         Box::new(store.list(bucket, prefix))
     } else {
         info!(job = %cfg.job, ranges = splits.len() + 1, "listing the source as key ranges at once");
-        Box::new(crate::listing::ranged(store, bucket, prefix, &splits))
+        Box::new(crate::plan::listing::ranged(store, bucket, prefix, &splits))
     };
     let restores = SourceRestores {
         store: store.clone(),
@@ -150,7 +150,7 @@ pub(super) async fn list_splits(
     let key = InventoryIndex::key_for(inventory);
     let index = async {
         match store.head(bucket, &key).await? {
-            Some((_, size)) if size <= crate::inventory::MAX_INDEX => {}
+            Some((_, size)) if size <= crate::plan::inventory::MAX_INDEX => {}
             _ => return Ok(None),
         }
         Ok::<_, Error>(match store.get_document(bucket, &key).await? {
@@ -159,7 +159,7 @@ pub(super) async fn list_splits(
         })
     };
     match index.await {
-        Ok(Some(ix)) => crate::listing::split_keys(&ix.keys, ix.records, ranges),
+        Ok(Some(ix)) => crate::plan::listing::split_keys(&ix.keys, ix.records, ranges),
         Ok(None) => Vec::new(),
         Err(e) => {
             warn!(bucket, key, error = %e, "inventory index unreadable: listing as one stream");
@@ -174,7 +174,7 @@ pub(super) async fn list_splits(
 pub(super) fn metadata_cost(
     bucket: &str,
     key: &str,
-    headers: &crate::manifest::ObjectHeaders,
+    headers: &crate::format::manifest::ObjectHeaders,
 ) -> u64 {
     let headers = serde_json::to_vec(headers).map_or(4096, |v| v.len() as u64);
     let entry = (bucket.len() + 1 + key.len()) as u64;

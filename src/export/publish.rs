@@ -54,7 +54,7 @@ impl Run<'_> {
         self.confirm_fence(ck.sequence).await?;
         for key in self.store().keys(bucket, &prefix).await? {
             let name = &key[prefix.len()..];
-            if crate::seal::is_volume_name(name) && !names.contains(&name) {
+            if crate::format::seal::is_volume_name(name) && !names.contains(&name) {
                 warn!(key, "removing a volume left by an interrupted run");
                 self.store().delete(bucket, &key).await?;
             }
@@ -122,7 +122,7 @@ impl Run<'_> {
                 &format!(
                     "{}{}",
                     self.layout.bundle_prefix(seq),
-                    crate::sign::SIGNATURE_FILE
+                    crate::format::sign::SIGNATURE_FILE
                 ),
                 &sig,
             )

@@ -46,7 +46,7 @@ pub struct Report {
     pub own_output: u64,
     pub own_output_prefixes: Vec<String>,
     /// Objects skipped and why (storage class).
-    pub skipped_objects: Vec<crate::manifest::Skipped>,
+    pub skipped_objects: Vec<crate::format::manifest::Skipped>,
     pub hops: u32,
     pub duration_ms: u64,
     pub bytes_per_sec: u64,

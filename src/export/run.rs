@@ -14,7 +14,7 @@ pub(super) struct Run<'a> {
     pub(super) started: Instant,
     pub(super) progress: &'a dyn Progress,
     pub(super) lost: Arc<AtomicBool>,
-    pub(super) signer: Option<&'a dyn crate::sign::Signer>,
+    pub(super) signer: Option<&'a dyn crate::format::sign::Signer>,
     /// This run's claim on the bundle's checkpoint (set when the bundle is opened).
     pub(super) fence: std::sync::OnceLock<Arc<crate::store::Fence>>,
     /// Objects fetched while the listing ran, for the ship loop.
@@ -62,7 +62,7 @@ pub(super) struct OpenVolume {
     /// [`limits::WRITER_METADATA_BUDGET`]).
     pub(super) metadata: u64,
     /// Upper bounds of the bytes its entries take where they are written, and of its central
-    /// directory: with the manifest and [`crate::archive::TAIL_RESERVE`], what the finished
+    /// directory: with the manifest and [`crate::format::archive::TAIL_RESERVE`], what the finished
     /// volume can weigh (so `--volume-size` is a hard cap).
     pub(super) entries_bound: u64,
     pub(super) central_bound: u64,
@@ -78,9 +78,9 @@ impl OpenVolume {
             + self.objects.len()
             + more
             + final_json
-            + crate::archive::TAIL_RESERVE;
+            + crate::format::archive::TAIL_RESERVE;
         match recipients {
-            Some(r) => crate::archive::sealed_size(plain, r),
+            Some(r) => crate::format::archive::sealed_size(plain, r),
             None => plain,
         }
     }

@@ -10,7 +10,7 @@ pub(super) struct Session<'a> {
     pub(super) state: JobState,
     pub(super) lost: Arc<AtomicBool>,
     pub(super) heartbeat: tokio::task::JoinHandle<()>,
-    pub(super) signer: Option<Box<dyn crate::sign::Signer>>,
+    pub(super) signer: Option<Box<dyn crate::format::sign::Signer>>,
     /// The run's S3 store: the shared client, this run's own activity counters.
     pub(super) store: Store,
 }
@@ -26,7 +26,7 @@ impl<'a> Session<'a> {
     ) -> Result<Session<'a>> {
         cfg.tuning.validate()?;
         let signer = match (&cfg.signing, sign) {
-            (Some(spec), true) => Some(crate::kms::open_signer(spec, &clients.kms).await?),
+            (Some(spec), true) => Some(crate::store::kms::open_signer(spec, &clients.kms).await?),
             _ => None,
         };
         let table = clients.table(&cfg.table);

@@ -133,8 +133,8 @@ impl Run<'_> {
             let metadata = metadata_cost(&self.cfg.source.bucket, &rec.key, &meta.headers);
             let entry = entry_name(&self.cfg.source.bucket, &rec.key);
             let (local, central, line) = (
-                crate::archive::local_cost(&entry, meta.size, tuning.compression),
-                crate::archive::central_cost(&entry),
+                crate::format::archive::local_cost(&entry, meta.size, tuning.compression),
+                crate::format::archive::central_cost(&entry),
                 manifest_line_bound(&rec, &entry, &meta),
             );
             if let Some(v) = volume.as_mut()
@@ -372,7 +372,7 @@ impl Run<'_> {
         key: &str,
         meta: &ObjectMeta,
         first: Bytes,
-    ) -> Result<crate::archive::EntryDigest> {
+    ) -> Result<crate::format::archive::EntryDigest> {
         let bucket = &self.cfg.source.bucket;
         let mut w = v.writer.begin_stream(entry, meta.last_modified_ms).await?;
         w.write(&first).await?;

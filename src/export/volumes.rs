@@ -239,7 +239,7 @@ impl Run<'_> {
         volumes: &[VolumeInfo],
         totals: Totals,
         vanished: Vec<String>,
-        skipped: Vec<crate::manifest::Skipped>,
+        skipped: Vec<crate::format::manifest::Skipped>,
         plan: &Plan,
     ) -> Result<Final> {
         // A rename may come with new headers: read them from each move's target.

@@ -5,9 +5,11 @@
 //! small documents, fenced writes ([`Fence`]) and streaming multipart uploads
 //! ([`MultipartUpload`]), written once; the state layer's `StateTable` is its twin for state.
 
+pub mod aws;
 mod body;
 pub mod dynamo;
 mod fence;
+pub mod kms;
 mod lister;
 pub mod mem;
 pub mod mem_state;
@@ -17,7 +19,10 @@ pub mod s3;
 mod s3_wire;
 pub mod scripted;
 pub mod sdk_error;
+#[cfg(feature = "lambda")]
+pub mod secrets;
 mod state_store;
+pub mod volume;
 
 use std::sync::Arc;
 
@@ -38,6 +43,7 @@ pub use object::{
 pub use s3_wire::client;
 pub use scripted::{Fault, Gate, Rule, Scripted};
 pub use state_store::{CommitRecord, CommittedBundle, JobRecord, StateStore, Tables};
+pub use volume::S3Volume;
 
 use crate::activity::Activity;
 use crate::error::{Error, Result};

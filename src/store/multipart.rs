@@ -358,3 +358,9 @@ impl MultipartUpload {
         }
     }
 }
+
+impl crate::format::sink::VolumeSink for MultipartUpload {
+    fn finish(self) -> impl Future<Output = Result<()>> + Send {
+        MultipartUpload::finish(self)
+    }
+}

@@ -7,7 +7,8 @@ use bytes::Bytes;
 
 use crate::error::{BoxError, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+
+pub use crate::format::manifest::ObjectHeaders;
 
 /// One listed object, as the inventory keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,25 +25,6 @@ pub struct ObjectRecord {
     pub last_modified_ms: i64,
     #[serde(rename = "c", default)]
     pub storage_class: String,
-}
-
-/// HTTP headers and user metadata of an object, as S3 returned them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectHeaders {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub content_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub content_encoding: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub content_disposition: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub content_language: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub cache_control: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub expires: Option<String>,
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
 }
 
 /// A body as it arrives, chunk by chunk.

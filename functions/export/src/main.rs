@@ -4,7 +4,7 @@
 //! engine's handler.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use s3_ferry::function::{FunctionConfig, Handler};
+use s3_ferry::lambda::export::{FunctionConfig, Handler};
 use serde_json::Value;
 
 #[tokio::main]
@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     s3_ferry::memory::tune_allocator();
     lambda_runtime::tracing::init_default_subscriber();
     let cfg = FunctionConfig::from_env()?;
-    let sdk = s3_ferry::aws::sdk_config(&Default::default()).await;
+    let sdk = s3_ferry::store::aws::sdk_config(&Default::default()).await;
     let handler = Handler::new(cfg, &sdk);
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {

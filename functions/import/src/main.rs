@@ -3,7 +3,7 @@
 //! (bucket notification, sweep, continuation) to the engine's import handler.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use s3_ferry::import_function::{ImportFunctionConfig, ImportHandler};
+use s3_ferry::lambda::import::{ImportFunctionConfig, ImportHandler};
 use serde_json::Value;
 
 #[tokio::main]
@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     s3_ferry::memory::tune_allocator();
     lambda_runtime::tracing::init_default_subscriber();
     let cfg = ImportFunctionConfig::from_env()?;
-    let sdk = s3_ferry::aws::sdk_config(&Default::default()).await;
+    let sdk = s3_ferry::store::aws::sdk_config(&Default::default()).await;
     let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "ferry-import".into());
     let handler = ImportHandler::new(cfg, &sdk, name);
     let handler = &handler;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use s3_ferry::config::{self, JobName, S3Location, bounds};
-use s3_ferry::sign::{SigningKeySpec, TrustedKey};
+use s3_ferry::format::sign::{SigningKeySpec, TrustedKey};
 
 use crate::exit;
 
@@ -274,7 +274,7 @@ fn trusted_key(s: &str) -> Result<TrustedKey, String> {
 }
 
 fn recipient(s: &str) -> Result<String, String> {
-    s3_ferry::seal::Recipients::from_env(s)
+    s3_ferry::format::seal::Recipients::from_env(s)
         .map_err(detail)
         .map(|_| s.trim().to_string())
 }

@@ -3,14 +3,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use s3_ferry::aws::Clients;
-use s3_ferry::bundle::{self, Bundle};
-use s3_ferry::download::{self, DownloadConfig, Select};
+use s3_ferry::format::seal::Identities;
+use s3_ferry::import::bundle::{self, Bundle};
+use s3_ferry::import::download::{self, DownloadConfig, Select};
+use s3_ferry::import::ledger::{FileLedger, TableLedger};
+use s3_ferry::import::target::{Bucket, Dir, STATE_DIR, Target};
+use s3_ferry::import::verify;
 use s3_ferry::import::{self, BundleStatus, ImportConfig};
-use s3_ferry::ledger::{FileLedger, TableLedger};
-use s3_ferry::seal::Identities;
-use s3_ferry::target::{Bucket, Dir, STATE_DIR, Target};
-use s3_ferry::verify;
+use s3_ferry::store::aws::Clients;
 
 use crate::args::{DownloadArgs, ImportArgs};
 use crate::exit;
@@ -75,7 +75,7 @@ pub async fn download(clients: &Clients, a: DownloadArgs, json: bool) -> anyhow:
 pub async fn verify(
     clients: Option<&Clients>,
     sources: &[String],
-    trust: &[s3_ferry::sign::TrustedKey],
+    trust: &[s3_ferry::format::sign::TrustedKey],
     identity: &[std::path::PathBuf],
     json: bool,
 ) -> anyhow::Result<ExitCode> {

@@ -12,7 +12,7 @@ mod output;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use s3_ferry::aws::{AwsOptions, Clients};
+use s3_ferry::store::aws::{AwsOptions, Clients};
 
 use args::{Cli, Command};
 
@@ -76,7 +76,7 @@ fn needs_aws(command: &Command) -> bool {
         Command::Verify { sources, .. } => remote(sources),
         Command::Keygen { .. } => false,
         Command::PublicKey { signing_key } => {
-            matches!(signing_key, s3_ferry::sign::SigningKeySpec::Kms(_))
+            matches!(signing_key, s3_ferry::format::sign::SigningKeySpec::Kms(_))
         }
         Command::Import(a) => a.to.is_some() || a.table.is_some() || remote(&a.sources),
         Command::Completions { .. } => false,

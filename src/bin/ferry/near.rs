@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use s3_ferry::aws::Clients;
 use s3_ferry::config::{ExportConfig, Filters, JobName, Tuning};
 use s3_ferry::export::{self, Status};
+use s3_ferry::store::aws::Clients;
 
 use crate::args::{ExportArgs, JobArgs};
 use crate::exit;
@@ -151,7 +151,7 @@ pub async fn plan(clients: &Clients, args: &JobArgs, json: bool) -> anyhow::Resu
 /// `ferry keygen --out FILE`: a P-256 key pair for signing bundles without KMS.
 pub fn keygen(out: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let (private, public) = s3_ferry::sign::generate()?;
+    let (private, public) = s3_ferry::format::sign::generate()?;
     let mut public_path = out.as_os_str().to_owned();
     public_path.push(".pub");
     let public_path = std::path::PathBuf::from(public_path);
@@ -173,7 +173,7 @@ pub fn keygen(out: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     f.sync_all()?;
     std::fs::write(&public_path, &public)
         .with_context(|| format!("writing `{}`", public_path.display()))?;
-    let key = s3_ferry::sign::TrustedKey::from_pem(&public, "the new key")?;
+    let key = s3_ferry::format::sign::TrustedKey::from_pem(&public, "the new key")?;
     if json {
         crate::output::json(&serde_json::json!({
             "ok": true, "private_key": out, "public_key": public_path, "key": key.fingerprint,
@@ -197,17 +197,22 @@ pub fn keygen(out: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
 /// `ferry public-key --signing-key SPEC`: the PEM the far side passes to `--trust`.
 pub async fn public_key(
     clients: Option<&Clients>,
-    spec: &s3_ferry::sign::SigningKeySpec,
+    spec: &s3_ferry::format::sign::SigningKeySpec,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let key = match spec {
-        s3_ferry::sign::SigningKeySpec::File(p) => {
-            s3_ferry::sign::Signer::public_key(&s3_ferry::sign::FileSigner::open(p)?).clone()
+        s3_ferry::format::sign::SigningKeySpec::File(p) => {
+            s3_ferry::format::sign::Signer::public_key(&s3_ferry::format::sign::FileSigner::open(
+                p,
+            )?)
+            .clone()
         }
-        s3_ferry::sign::SigningKeySpec::Kms(id) => {
+        s3_ferry::format::sign::SigningKeySpec::Kms(id) => {
             let kms = clients.expect("kms needs AWS").kms.clone();
-            s3_ferry::sign::Signer::public_key(&s3_ferry::kms::KmsSigner::open(kms, id).await?)
-                .clone()
+            s3_ferry::format::sign::Signer::public_key(
+                &s3_ferry::store::kms::KmsSigner::open(kms, id).await?,
+            )
+            .clone()
         }
     };
     if json {
@@ -224,7 +229,8 @@ pub async fn export(clients: &Clients, args: &ExportArgs, json: bool) -> anyhow:
     let mut cfg = args.job.config()?;
     cfg.lease_ttl = args.lease_ttl;
     cfg.signing = args.signing_key.clone();
-    cfg.encrypt_to = s3_ferry::seal::Recipients::parse(&args.encrypt_to, &args.encrypt_to_file)?;
+    cfg.encrypt_to =
+        s3_ferry::format::seal::Recipients::parse(&args.encrypt_to, &args.encrypt_to_file)?;
     cfg.deadline = args.deadline.map(export::deadline_in);
     let bar = Bar::new(interactive(json));
     let result = export::run(clients, &cfg, &bar).await;

@@ -88,7 +88,7 @@ pub fn human(bytes: u64) -> String {
     bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
-pub use s3_ferry::manifest::short;
+pub use s3_ferry::format::manifest::short;
 
 /// Bars only when a person watches: stderr is a terminal and the output is not JSON.
 pub fn interactive(json: bool) -> bool {

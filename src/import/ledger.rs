@@ -73,7 +73,7 @@ pub struct SignerRecord {
 }
 
 impl SignerRecord {
-    pub fn of(k: &crate::sign::TrustedKey) -> Self {
+    pub fn of(k: &crate::format::sign::TrustedKey) -> Self {
         SignerRecord {
             key: k.fingerprint.clone(),
             public_key: k.to_pem(),
@@ -81,8 +81,11 @@ impl SignerRecord {
     }
 
     /// The key itself (checked against its recorded fingerprint).
-    pub fn key(&self) -> Result<crate::sign::TrustedKey> {
-        let k = crate::sign::TrustedKey::from_pem(&self.public_key, "the import state's signer")?;
+    pub fn key(&self) -> Result<crate::format::sign::TrustedKey> {
+        let k = crate::format::sign::TrustedKey::from_pem(
+            &self.public_key,
+            "the import state's signer",
+        )?;
         if k.fingerprint != self.key {
             return Err(Error::config(
                 "import state",
@@ -443,7 +446,7 @@ impl Ledger for FileLedger {
             self.state.format = FILE_FORMAT.into();
             self.state.generation = generation;
             let json = serde_json::to_vec(&self.state).expect("state serialises");
-            crate::durable::replace(&self.path, json).await
+            crate::format::durable::replace(&self.path, json).await
         })
     }
 

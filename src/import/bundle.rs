@@ -11,14 +11,14 @@ use sha2::{Digest, Sha256};
 
 use crate::config::S3Location;
 use crate::error::{Error, Result, io_at};
-use crate::manifest::{
+use crate::format::manifest::{
     ChainLink, FORMAT, Final, MANIFEST_ENTRY, Manifest, ObjectEntry, ObjectHeaders, VolumeInfo,
     key_problem,
 };
-use crate::seal::Identities;
-use crate::sign::TrustedKey;
+use crate::format::seal::Identities;
+use crate::format::sign::TrustedKey;
+use crate::format::unzip::{Directory, Volume, VolumeSource, read_directory, read_entry};
 use crate::store::Store;
-use crate::unzip::{Directory, Volume, VolumeSource, read_directory, read_entry};
 
 /// A volume as the bundle keeps it: where it is, its manifest's header (the objects emptied:
 /// memory holds one volume's objects at a time, read again by [`OpenVolume::contents`]) and
@@ -104,7 +104,7 @@ impl Bundle {
                 self.job,
                 self.sequence,
                 if self.sealed() {
-                    crate::seal::SUFFIX
+                    crate::format::seal::SUFFIX
                 } else {
                     ""
                 }
@@ -119,7 +119,7 @@ impl Bundle {
         }
         let name = self.volume_name(index);
         let sha = self.sums.as_deref().and_then(|s| {
-            crate::manifest::parse_sha256sums(s)
+            crate::format::manifest::parse_sha256sums(s)
                 .ok()?
                 .into_iter()
                 .find(|l| l.name == name)
@@ -160,7 +160,7 @@ impl Bundle {
             objects: 0,
             bytes: 0,
         });
-        Some(crate::manifest::bundle_digest(&infos))
+        Some(crate::format::manifest::bundle_digest(&infos))
     }
 
     /// The trusted key that signed this bundle; `None` when `trusted` is empty (no check asked
@@ -177,11 +177,12 @@ impl Bundle {
         let (Some(sums), Some(sig)) = (&self.sums, &self.signature) else {
             return Err(untrusted(format!(
                 "it carries no signature (`SHA256SUMS` and `{}` must travel beside the volumes)",
-                crate::sign::SIGNATURE_FILE
+                crate::format::sign::SIGNATURE_FILE
             )));
         };
-        let sig = crate::sign::parse(sig, crate::sign::SIGNATURE_FILE).map_err(untrusted)?;
-        crate::sign::verify(sums.as_bytes(), &sig, trusted)
+        let sig = crate::format::sign::parse(sig, crate::format::sign::SIGNATURE_FILE)
+            .map_err(untrusted)?;
+        crate::format::sign::verify(sums.as_bytes(), &sig, trusted)
             .map(Some)
             .map_err(untrusted)
     }
@@ -202,10 +203,10 @@ impl Bundle {
             ));
         }
         let count = u64::from(self.last.volume_count);
-        if count == 0 || count > crate::manifest::limits::VOLUMES {
+        if count == 0 || count > crate::format::manifest::limits::VOLUMES {
             return Err(self.bad(format!(
                 "final manifest claims {count} volumes (a bundle has 1 to {})",
-                crate::manifest::limits::VOLUMES
+                crate::format::manifest::limits::VOLUMES
             )));
         }
         let n = count as usize;
@@ -274,7 +275,7 @@ impl Bundle {
             return Err(self.bad(format!("a move's new headers cannot be written: {p}")));
         }
         if let Some(sums) = &self.sums {
-            let names: Vec<&str> = crate::manifest::parse_sha256sums(sums)
+            let names: Vec<&str> = crate::format::manifest::parse_sha256sums(sums)
                 .map_err(|e| self.bad(e))?
                 .into_iter()
                 .map(|l| l.name)
@@ -336,7 +337,7 @@ async fn read_checked(source: &Volume) -> Result<(Directory, Manifest, [u8; 32])
             detail: format!("no `{MANIFEST_ENTRY}` entry: not an s3-ferry volume"),
         });
     };
-    let json = read_entry(source, &dir, i, crate::manifest::limits::MANIFEST).await?;
+    let json = read_entry(source, &dir, i, crate::format::manifest::limits::MANIFEST).await?;
     let sha: [u8; 32] = Sha256::digest(&json).into();
     // A manifest that does not parse is damage to the volume (exit 5), like a bad CRC.
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::Archive {
@@ -481,9 +482,9 @@ impl Beside {
             let bytes = read_small(&sums, MAX_SUMS)?;
             self.sums = Some(String::from_utf8_lossy(&bytes).into_owned());
         }
-        let sig = dir.join(crate::sign::SIGNATURE_FILE);
+        let sig = dir.join(crate::format::sign::SIGNATURE_FILE);
         if self.sig.is_none() && sig.is_file() {
-            self.sig = Some(read_small(&sig, crate::sign::MAX_SIGNATURE_FILE)?);
+            self.sig = Some(read_small(&sig, crate::format::sign::MAX_SIGNATURE_FILE)?);
         }
         Ok(())
     }
@@ -517,12 +518,12 @@ fn add_local_file(path: &Path, folders: &mut BTreeMap<String, Folder>) -> Result
         .unwrap_or_default();
     let parent = path.parent().unwrap_or(Path::new("."));
     let folder = folders.entry(parent.display().to_string()).or_default();
-    if crate::seal::is_volume_name(&name) {
-        folder.volumes.push(VolumeSource::File(path.to_path_buf()));
+    if crate::format::seal::is_volume_name(&name) {
+        folder.volumes.push(VolumeSource::file(path.to_path_buf()));
     }
-    if crate::seal::is_volume_name(&name)
+    if crate::format::seal::is_volume_name(&name)
         || name == "SHA256SUMS"
-        || name == crate::sign::SIGNATURE_FILE
+        || name == crate::format::sign::SIGNATURE_FILE
     {
         folder.beside.read_local(parent)?;
     }
@@ -533,7 +534,7 @@ async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>
     let loc: S3Location = uri.parse()?;
     let prefix = if loc.prefix.is_empty()
         || loc.prefix.ends_with('/')
-        || crate::seal::is_volume_name(&loc.prefix)
+        || crate::format::seal::is_volume_name(&loc.prefix)
     {
         loc.prefix.clone()
     } else {
@@ -553,22 +554,23 @@ async fn add_s3(store: &Store, uri: &str, folders: &mut BTreeMap<String, Folder>
             let folder = folders
                 .entry(format!("s3://{}/{folder_key}", loc.bucket))
                 .or_default();
-            if crate::seal::is_volume_name(&name) {
+            if crate::format::seal::is_volume_name(&name) {
                 found += 1;
-                folder.volumes.push(VolumeSource::S3 {
+                let volume = crate::store::S3Volume {
                     store: store.clone(),
                     bucket: loc.bucket.clone(),
                     key: rec.key.clone(),
                     etag: rec.etag.clone(),
                     size: rec.size,
-                });
+                };
+                folder.volumes.push(volume.source());
             } else if name == "SHA256SUMS"
                 && rec.size <= MAX_SUMS
                 && let Some(text) = store.get_document(&loc.bucket, &rec.key).await?
             {
                 folder.beside.sums = Some(String::from_utf8_lossy(&text).into_owned());
-            } else if name == crate::sign::SIGNATURE_FILE
-                && rec.size <= crate::sign::MAX_SIGNATURE_FILE
+            } else if name == crate::format::sign::SIGNATURE_FILE
+                && rec.size <= crate::format::sign::MAX_SIGNATURE_FILE
                 && let Some(bytes) = store.get_document(&loc.bucket, &rec.key).await?
             {
                 folder.beside.sig = Some(bytes.to_vec());
@@ -632,7 +634,7 @@ pub async fn discover(
             if !seen.insert(media.display()) {
                 continue;
             }
-            if crate::seal::is_sealed_name(&media.file_name()) {
+            if crate::format::seal::is_sealed_name(&media.file_name()) {
                 let Some(ids) = identities else {
                     return Err(Error::Sealed {
                         volume: media.display(),
@@ -697,7 +699,7 @@ pub async fn any_sealed(sources: &[String], store: Option<&Store>) -> Result<boo
     Ok(find(sources, store).await?.values().any(|f| {
         f.volumes
             .iter()
-            .any(|v| crate::seal::is_sealed_name(&v.file_name()))
+            .any(|v| crate::format::seal::is_sealed_name(&v.file_name()))
     }))
 }
 

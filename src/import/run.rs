@@ -11,15 +11,15 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::bundle::Bundle;
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::error::{Error, Result};
-use crate::ledger::{IndexEntry, Ledger, Pending, Record};
-use crate::manifest::short;
+use crate::format::manifest::short;
+use crate::format::sign::TrustedKey;
+use crate::import::bundle::Bundle;
+use crate::import::ledger::{IndexEntry, Ledger, Pending, Record};
+use crate::import::target::{Shared, Target, TargetSink, relative};
+use crate::import::verify::check_volume;
 use crate::progress::Progress;
-use crate::sign::TrustedKey;
-use crate::target::{Shared, Target, TargetSink, relative};
-use crate::verify::check_volume;
 
 /// Deletions applied per step of an import's tail (one DeleteObjects request per 1,000).
 const DELETE_BATCH: usize = 4_000;
@@ -137,7 +137,7 @@ pub async fn bundle_digest(b: &Bundle) -> Result<String> {
         return Ok(d);
     }
     let last = b.volumes.last().expect("a bundle has volumes");
-    let sha = crate::verify::volume_sha256(&last.source.media).await?;
+    let sha = crate::import::verify::volume_sha256(&last.source.media).await?;
     Ok(b.digest(Some(&sha)).expect("digest from the last volume"))
 }
 
@@ -372,7 +372,7 @@ async fn dry_run(
 /// What a dry run reports of one volume's objects.
 async fn dry_run_volume(
     ledger: &dyn Ledger,
-    contents: &crate::bundle::Contents,
+    contents: &crate::import::bundle::Contents,
     out: &mut BundleOutcome,
     simulated: &mut HashMap<String, bool>,
 ) -> Result<()> {
@@ -508,7 +508,7 @@ async fn baseline_removals(
 async fn check_signed_volumes(b: &Bundle) -> Result<()> {
     for v in &b.volumes {
         let index = v.manifest.volume;
-        let sha = crate::verify::volume_sha256(&v.source.media).await?;
+        let sha = crate::import::verify::volume_sha256(&v.source.media).await?;
         if b.expected(index).1.as_deref() != Some(sha.as_str()) {
             return Err(Error::Untrusted {
                 what: b.label(),
@@ -526,7 +526,7 @@ async fn check_signed_volumes(b: &Bundle) -> Result<()> {
 /// Destination keys (or paths) a baseline does not list. What it lists is held as 128-bit
 /// digests (16 bytes a key, read one volume at a time), not as strings.
 async fn baseline_strays(cfg: &ImportConfig, b: &Bundle) -> Result<Vec<String>> {
-    let mut keep = crate::target::KeepSet::default();
+    let mut keep = crate::import::target::KeepSet::default();
     let mut add = |keys: &mut dyn Iterator<Item = &String>| {
         for k in keys {
             let rel = relative(k, &b.source_prefix);
@@ -697,7 +697,7 @@ async fn apply(
     }
     if let Some(k) = signer {
         // From now on this target accepts only bundles signed by a trusted key.
-        rec.signer = Some(crate::ledger::SignerRecord::of(k));
+        rec.signer = Some(crate::import::ledger::SignerRecord::of(k));
     }
     rec.sequence = b.sequence;
     rec.bundle_digest = Some(digest.to_string());
@@ -734,7 +734,7 @@ async fn apply_moves(
     ledger: &mut dyn Ledger,
     cfg: &ImportConfig,
     b: &Bundle,
-    batch: &[crate::manifest::Move],
+    batch: &[crate::format::manifest::Move],
     done: &Record,
 ) -> Result<()> {
     use futures::{StreamExt, TryStreamExt};
@@ -745,7 +745,7 @@ async fn apply_moves(
     let known = ledger.lookup(&keys).await?;
     let known = &known;
     // (move, the original's entry when it is still to be removed, the copy's entry when new)
-    let copied: Vec<(&crate::manifest::Move, Option<IndexEntry>, Option<IndexEntry>)> =
+    let copied: Vec<(&crate::format::manifest::Move, Option<IndexEntry>, Option<IndexEntry>)> =
         futures::stream::iter(batch)
             .map(|m| async move {
                 let (from_rel, to_rel) = (

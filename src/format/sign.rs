@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, io_at};
-use crate::manifest::short;
+use crate::format::manifest::short;
 
 /// The signature file beside `SHA256SUMS`.
 pub const SIGNATURE_FILE: &str = "SHA256SUMS.sig";

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
-use crate::aws::Clients;
 use crate::config::{self, ExportConfig, Filters, JobName, S3Location, Tuning};
 use crate::error::{Error, Result};
 use crate::export::{self, NoProgress, Report, Status};
+use crate::store::aws::Clients;
 
 /// Default time kept free before the Lambda deadline to close the volume and checkpoint.
 pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(90);
@@ -104,9 +104,9 @@ impl FunctionConfig {
         export.tuning.validate()?;
         export.signing = v
             .get("SIGNING_KEY_ID")
-            .map(crate::sign::SigningKeySpec::Kms);
+            .map(crate::format::sign::SigningKeySpec::Kms);
         export.encrypt_to = match v.get("AGE_RECIPIENTS") {
-            Some(r) => crate::seal::Recipients::from_env(&r)?,
+            Some(r) => crate::format::seal::Recipients::from_env(&r)?,
             None => None,
         };
         if let Some(ttl) = v.duration("LEASE_TTL")? {

@@ -1,5 +1,5 @@
 //! Where volumes go: `VolumeSink`, a byte stream that becomes a visible object only on
-//! `finish`. Implemented by the S3 multipart upload (production) and by a local file written
+//! `finish`. Implemented by the store's multipart upload (production) and by a local file written
 //! under a temporary name and renamed on finish (downloads, and tests of multi-GiB volumes).
 
 use std::future::Future;
@@ -10,18 +10,11 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 
 use crate::error::{Error, Result};
-use crate::store::MultipartUpload;
 
 /// A stream of bytes that becomes visible as a whole object or file only on `finish`.
 /// Dropping it without `finish` leaves nothing visible.
 pub trait VolumeSink: AsyncWrite + Unpin + Send {
     fn finish(self) -> impl Future<Output = Result<()>> + Send;
-}
-
-impl VolumeSink for MultipartUpload {
-    fn finish(self) -> impl Future<Output = Result<()>> + Send {
-        MultipartUpload::finish(self)
-    }
 }
 
 /// A local file written as `<path>.partial` and renamed to `<path>` on finish.

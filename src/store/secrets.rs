@@ -3,7 +3,7 @@
 //! environment variables.
 
 use crate::error::{Error, Result};
-use crate::seal::Identities;
+use crate::format::seal::Identities;
 
 /// The age identities in secret `id` (name or ARN).
 pub async fn identity(client: &aws_sdk_secretsmanager::Client, id: &str) -> Result<Identities> {

@@ -9,11 +9,11 @@ use std::future::Future;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::bundle::{Bundle, Contents, MediaFolder, OpenVolume};
 use crate::error::{Error, Result};
-use crate::manifest::{MANIFEST_ENTRY, ObjectEntry};
+use crate::format::manifest::{MANIFEST_ENTRY, ObjectEntry};
+use crate::format::unzip::{VolumeSource, Walk};
+use crate::import::bundle::{Bundle, Contents, MediaFolder, OpenVolume};
 use crate::progress::Progress;
-use crate::unzip::{VolumeSource, Walk};
 use sha2::Digest;
 
 /// Receives each object's bytes during a volume pass.
@@ -131,7 +131,7 @@ pub async fn check_volume<S: EntrySink>(
             detail: "the entry is not in the volume's manifest".into(),
         })?;
         let mut writer = sink.open(obj).await?;
-        let checked: Result<crate::unzip::EntryDigest> = async {
+        let checked: Result<crate::format::unzip::EntryDigest> = async {
             while let Some(chunk) = walk.read_chunk().await? {
                 progress.object(chunk.len() as u64);
                 if let Some(w) = writer.as_mut() {
@@ -218,7 +218,7 @@ pub async fn check_volume<S: EntrySink>(
 /// key signed is refused before any volume is read).
 pub async fn verify_bundle(
     bundle: &Bundle,
-    trusted: &[crate::sign::TrustedKey],
+    trusted: &[crate::format::sign::TrustedKey],
     progress: &dyn Progress,
 ) -> Result<BundleReport> {
     let signed_by = bundle.signed_by(trusted)?.map(|k| k.fingerprint.clone());
@@ -284,7 +284,7 @@ pub async fn volume_sha256(source: &VolumeSource) -> Result<String> {
 /// `trusted` keys, `SHA256SUMS` carries a valid signature by one of them.
 pub async fn verify_media(
     folders: &[MediaFolder],
-    trusted: &[crate::sign::TrustedKey],
+    trusted: &[crate::format::sign::TrustedKey],
     progress: &dyn Progress,
 ) -> Result<Vec<BundleReport>> {
     let mut out = Vec::new();
@@ -299,7 +299,7 @@ pub async fn verify_media(
                 "no SHA256SUMS beside the volumes: without it (or an --identity to open them) nothing can be checked".into(),
             ));
         };
-        let listed: Vec<(&str, &str)> = crate::manifest::parse_sha256sums(sums)
+        let listed: Vec<(&str, &str)> = crate::format::manifest::parse_sha256sums(sums)
             .map_err(bad)?
             .into_iter()
             .map(|l| (l.sha256, l.name))
@@ -314,7 +314,7 @@ pub async fn verify_media(
         }
         let (job, sequence) = listed
             .first()
-            .and_then(|(_, n)| crate::manifest::volume_name_parts(n))
+            .and_then(|(_, n)| crate::format::manifest::volume_name_parts(n))
             .map(|(job, sequence, _)| (job.to_string(), sequence))
             .unwrap_or_default();
         let label = format!("{sequence} of job `{job}`");
@@ -329,11 +329,13 @@ pub async fn verify_media(
             let Some(sig) = &f.signature else {
                 return Err(untrusted(format!(
                     "it carries no signature (`SHA256SUMS` and `{}` must travel beside the volumes)",
-                    crate::sign::SIGNATURE_FILE
+                    crate::format::sign::SIGNATURE_FILE
                 )));
             };
-            let sig = crate::sign::parse(sig, crate::sign::SIGNATURE_FILE).map_err(untrusted)?;
-            let k = crate::sign::verify(sums.as_bytes(), &sig, trusted).map_err(untrusted)?;
+            let sig = crate::format::sign::parse(sig, crate::format::sign::SIGNATURE_FILE)
+                .map_err(untrusted)?;
+            let k =
+                crate::format::sign::verify(sums.as_bytes(), &sig, trusted).map_err(untrusted)?;
             Some(k.fingerprint.clone())
         };
         let mut volumes = Vec::new();
@@ -376,7 +378,7 @@ pub async fn verify_media(
             encrypted: f
                 .volumes
                 .iter()
-                .any(|v| crate::seal::is_sealed_name(&v.file_name())),
+                .any(|v| crate::format::seal::is_sealed_name(&v.file_name())),
             contents_checked: false,
             volumes,
             objects: 0,

@@ -16,13 +16,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::archive::is_safe_path;
 use crate::config::S3Location;
 use crate::error::{Error, Result, io_at};
-use crate::ledger::IndexEntry;
-use crate::manifest::{ESCAPED_DIR, ObjectEntry, ObjectHeaders};
+use crate::format::archive::is_safe_path;
+use crate::format::manifest::{ESCAPED_DIR, ObjectEntry, ObjectHeaders};
+use crate::import::ledger::IndexEntry;
+use crate::import::verify::{EntrySink, EntryWriter};
 use crate::store::{MultipartUpload, Store};
-use crate::verify::{EntrySink, EntryWriter};
 
 /// Objects up to this size are buffered and PUT whole (several at once).
 pub const SMALL_OBJECT: u64 = 8 * 1024 * 1024;
@@ -365,7 +365,7 @@ impl Target for Dir {
 
     /// One filesystem sync.
     async fn make_durable(&self) -> Result<()> {
-        crate::durable::sync_filesystem(&self.root).await
+        crate::format::durable::sync_filesystem(&self.root).await
     }
 
     async fn sweep_uploads(&self) -> Result<usize> {

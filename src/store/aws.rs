@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::state::StateTable;
 use crate::store::{Store, Tables};
 
 /// Default time to set up a connection.
@@ -95,6 +94,11 @@ impl Clients {
 
     /// Clients over other stores: the in-memory ones of the fast tests, say. KMS is not
     /// reachable through them (a KMS signing key fails as unreachable).
+    /// Where the state tables are.
+    pub fn tables(&self) -> &Arc<dyn Tables> {
+        &self.tables
+    }
+
     pub fn over(objects: Arc<dyn crate::store::ObjectStore>, tables: Arc<dyn Tables>) -> Self {
         let sdk = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
@@ -106,10 +110,5 @@ impl Clients {
             kms: aws_sdk_kms::Client::new(&sdk),
             tables,
         }
-    }
-
-    /// The state table `table`.
-    pub fn table(&self, table: &str) -> StateTable {
-        StateTable::new(self.tables.table(table))
     }
 }

@@ -12,9 +12,9 @@ use tokio::io::{AsyncBufRead, AsyncWrite};
 use crate::clock::rfc3339_ms;
 use crate::config::{Filters, S3Location};
 use crate::error::{Error, Result};
-use crate::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
-use crate::listing::Pages;
-use crate::manifest::{Move, Skipped};
+use crate::format::manifest::{Move, Skipped};
+use crate::plan::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
+use crate::plan::listing::Pages;
 
 /// Counts of a plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,7 +441,7 @@ impl VolumeEstimate {
     }
 
     pub fn push(&mut self, p: &ObjectRecord) {
-        let cost = crate::archive::entry_cost(&p.key, p.size);
+        let cost = crate::format::archive::entry_cost(&p.key, p.size);
         if self.entries > 0
             && (self.bytes.saturating_add(cost) > self.volume_size
                 || self.entries + 1 > self.volume_entries)

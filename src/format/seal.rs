@@ -138,7 +138,7 @@ fn parse_one(s: &str, origin: &str) -> Result<age::x25519::Recipient> {
             "age recipient",
             format!(
                 "`{}` from {origin} is not an age X25519 recipient (age1…, as `age-keygen -y KEY` prints): {e}",
-                crate::manifest::short(s)
+                crate::format::manifest::short(s)
             ),
         )
     })

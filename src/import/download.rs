@@ -179,7 +179,7 @@ pub async fn run(
         chosen
             .iter()
             .flat_map(|r| r.files.iter())
-            .filter(|(n, _)| crate::seal::is_volume_name(n))
+            .filter(|(n, _)| crate::format::seal::is_volume_name(n))
             .map(|(_, (_, _, size))| *size)
             .sum(),
     );
@@ -220,12 +220,13 @@ async fn download_bundle(
         .await
         .map_err(io_at("creating directory", &dir))?;
     let mut wanted = Vec::new();
-    let lines = crate::manifest::parse_sha256sums(&sums_text).map_err(|detail| Error::Bundle {
-        what: format!("{} of job `{}`", r.sequence, cfg.job),
-        location: format!("s3://{bucket}/{}", doc("SHA256SUMS")),
-        detail,
-    })?;
-    for crate::manifest::SumLine { sha256: sha, name } in lines {
+    let lines =
+        crate::format::manifest::parse_sha256sums(&sums_text).map_err(|detail| Error::Bundle {
+            what: format!("{} of job `{}`", r.sequence, cfg.job),
+            location: format!("s3://{bucket}/{}", doc("SHA256SUMS")),
+            detail,
+        })?;
+    for crate::format::manifest::SumLine { sha256: sha, name } in lines {
         let Some((key, etag, size)) = r.files.get(name) else {
             return Err(Error::Bundle {
                 what: format!("{} of job `{}`", r.sequence, cfg.job),
@@ -268,18 +269,20 @@ async fn download_bundle(
     let volumes: Vec<VolumeFile> = got.into_iter().map(|(v, _)| v).collect();
     // A sealed bundle's summary (source bucket, counts) stays in the export bucket: the media
     // carries only ciphertext, SHA256SUMS and the signature.
-    let sealed = volumes.iter().any(|v| crate::seal::is_sealed_name(&v.name));
+    let sealed = volumes
+        .iter()
+        .any(|v| crate::format::seal::is_sealed_name(&v.name));
     if let Some(s) = summary.filter(|_| !sealed) {
-        crate::durable::replace(&dir.join("bundle.json"), s.to_vec()).await?;
+        crate::format::durable::replace(&dir.join("bundle.json"), s.to_vec()).await?;
     }
-    let sig_name = crate::sign::SIGNATURE_FILE;
+    let sig_name = crate::format::sign::SIGNATURE_FILE;
     if r.files.contains_key(sig_name)
         && let Some(sig) = store.get_document(bucket, &doc(sig_name)).await?
     {
-        crate::durable::replace(&dir.join(sig_name), sig.to_vec()).await?;
+        crate::format::durable::replace(&dir.join(sig_name), sig.to_vec()).await?;
     }
     // Written last, durably: its presence on the media says the bundle is complete.
-    crate::durable::replace(&dir.join("SHA256SUMS"), sums.to_vec()).await?;
+    crate::format::durable::replace(&dir.join("SHA256SUMS"), sums.to_vec()).await?;
     let bundle = DownloadedBundle {
         sequence: r.sequence,
         bundle_digest: hex::encode(Sha256::digest(&sums)),
@@ -545,6 +548,6 @@ async fn fetch_volume(
         .await
         .map_err(io_at("renaming", &partial))?;
     let _ = std::fs::remove_file(&at_file);
-    crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    crate::format::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     Ok((status, size - start))
 }

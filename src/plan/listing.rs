@@ -1,6 +1,6 @@
 //! Listing a source as pages of records in key order, from one ListObjectsV2 stream or from
 //! several key ranges listed at once. The ranges come from the previous inventory's index
-//! (every [`crate::inventory::INDEX_EVERY`]-th key): each range is its own listing (StartAfter
+//! (every [`crate::plan::inventory::INDEX_EVERY`]-th key): each range is its own listing (StartAfter
 //! its first bound, stopping past its last), and the pages are handed on range after range, so
 //! the result is the same sequence one listing would give. Every range may run [`AHEAD`] pages
 //! ahead of the reader; past that, the ranges not being read yet hold their pages within one
@@ -16,7 +16,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
-use crate::inventory::ObjectRecord;
+use crate::plan::inventory::ObjectRecord;
 use crate::store::{Lister, Store};
 
 /// Records at least one range holds: a smaller listing is not split.

@@ -14,11 +14,32 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 use tokio_util::compat::Compat;
 
-use crate::config::Compression;
 use crate::error::{Error, Result};
-use crate::manifest::{ESCAPED_DIR, MANIFEST_ENTRY, Manifest};
-use crate::seal::{Recipients, Sealer};
-use crate::sink::VolumeSink;
+use crate::format::manifest::{ESCAPED_DIR, MANIFEST_ENTRY, Manifest};
+use crate::format::seal::{Recipients, Sealer};
+use crate::format::sink::VolumeSink;
+
+/// Compression of object entries in the volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    #[default]
+    Stored,
+    Deflate,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "stored" | "none" => Ok(Compression::Stored),
+            "deflate" => Ok(Compression::Deflate),
+            _ => Err(Error::config(
+                "compression",
+                format!("`{s}` (use stored or deflate)"),
+            )),
+        }
+    }
+}
 
 /// Bytes a volume spends per entry beyond the object's own (headers, descriptor, central
 /// directory, manifest line), used to keep volumes under their byte cap.
@@ -256,7 +277,7 @@ impl<S: VolumeSink> VolumeWriter<S> {
     }
 
     /// [`VolumeWriter::finish`] with the manifest already serialised (see
-    /// [`crate::manifest::ManifestJson`]).
+    /// [`crate::format::manifest::ManifestJson`]).
     pub async fn finish_json(mut self, json: &[u8]) -> Result<Written> {
         let builder =
             ZipEntryBuilder::new(MANIFEST_ENTRY.to_string().into(), ZipCompression::Stored)

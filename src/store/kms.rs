@@ -8,7 +8,7 @@ use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::sign::{SignatureFile, Signer, TrustedKey, signature_file};
+use crate::format::sign::{SignatureFile, Signer, TrustedKey, signature_file};
 
 /// A KMS key that signs bundles.
 pub struct KmsSigner {
@@ -82,10 +82,10 @@ impl Signer for KmsSigner {
 
 /// Open the signer `spec` names (a KMS key needs the KMS client; a key file does not).
 pub async fn open_signer(
-    spec: &crate::sign::SigningKeySpec,
+    spec: &crate::format::sign::SigningKeySpec,
     kms: &aws_sdk_kms::Client,
-) -> Result<Box<dyn crate::sign::Signer>> {
-    use crate::sign::{FileSigner, SigningKeySpec};
+) -> Result<Box<dyn crate::format::sign::Signer>> {
+    use crate::format::sign::{FileSigner, SigningKeySpec};
     Ok(match spec {
         SigningKeySpec::File(path) => Box::new(FileSigner::open(path)?),
         SigningKeySpec::Kms(id) => Box::new(KmsSigner::open(kms.clone(), id).await?),

@@ -1,21 +1,20 @@
 //! Reading ZIP volumes: the central directory (ZIP64 aware) from the volume's tail, single
 //! entries by byte range, and `Walk`, one sequential pass over a whole volume that yields each
 //! entry's (inflated) bytes and checks its CRC-32 and size while hashing the volume itself.
-//! It reads from a `VolumeSource` (a local file, or an S3 object read by ranged GETs); what the
+//! It reads from a `VolumeSource` (a local file, or an S3 object read by ranged GETs in the
+//! store's adapter: anything that is a [`RangeSource`]); what the
 //! bytes should be (the manifest) is the caller's business.
 
 use std::io::SeekFrom;
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, BufReader};
 
 use crate::error::{Error, Result};
-use crate::manifest::limits;
-use crate::seal::Identities;
-use crate::store::{Got, Store};
+use crate::format::manifest::limits;
+use crate::format::seal::Identities;
 use std::sync::Arc;
 
 const EOCD_SIG: u32 = 0x0605_4b50;
@@ -28,46 +27,54 @@ const METHOD_DEFLATE: u16 = 8;
 /// Bytes read per step of a walk.
 const CHUNK: usize = 256 * 1024;
 /// The largest single read of a volume's structures (its central directory is capped lower).
-const MAX_RANGE: u64 = limits::CENTRAL_DIRECTORY + limits::MANIFEST;
-/// Ranged GETs of an S3 volume: size of each…
-const RANGE: u64 = 8 * 1024 * 1024;
-/// …and how many are in flight.
-const RANGES_IN_FLIGHT: usize = 4;
+pub const MAX_RANGE: u64 = limits::CENTRAL_DIRECTORY + limits::MANIFEST;
 
-/// Where a volume's bytes are.
+/// Where a volume's bytes are: anything that reads byte ranges ([`RangeSource`]: a local file
+/// here, an S3 object in the store's adapter), with the bounds every read is checked against.
 #[derive(Debug, Clone)]
-pub enum VolumeSource {
-    File(PathBuf),
-    S3 {
-        store: Store,
-        bucket: String,
-        key: String,
-        /// The version read (every ranged GET is conditional on it).
-        etag: String,
-        size: u64,
-    },
+pub struct VolumeSource(Arc<dyn RangeSource>);
+
+/// Something a volume can be read from by byte range.
+#[async_trait::async_trait]
+pub trait RangeSource: Send + Sync + std::fmt::Debug + 'static {
+    /// How a user would name it.
+    fn display(&self) -> String;
+    /// Its file name (last path segment).
+    fn file_name(&self) -> String;
+    /// Size in bytes.
+    async fn size(&self) -> Result<u64>;
+    /// Bytes `offset..offset+len`, inside the source and at most a few MiB (checked by the
+    /// caller); `volume` names it in errors.
+    async fn read(&self, volume: &VolumeSource, offset: u64, len: u64) -> Result<Bytes>;
+    /// The whole source as one stream (`volume` is this source, for ranged reads of it).
+    async fn stream(&self, volume: &VolumeSource) -> Result<Stream>;
 }
 
-type Stream = Box<dyn AsyncRead + Unpin + Send>;
+/// A volume as a local file.
+#[derive(Debug)]
+struct LocalFile(PathBuf);
+
+pub type Stream = Box<dyn AsyncRead + Unpin + Send>;
 
 impl VolumeSource {
+    /// A volume read from `source`.
+    pub fn new(source: Arc<dyn RangeSource>) -> Self {
+        VolumeSource(source)
+    }
+
+    /// A volume in a local file.
+    pub fn file(path: PathBuf) -> Self {
+        VolumeSource(Arc::new(LocalFile(path)))
+    }
+
     /// How a user would name it.
     pub fn display(&self) -> String {
-        match self {
-            VolumeSource::File(p) => p.display().to_string(),
-            VolumeSource::S3 { bucket, key, .. } => format!("s3://{bucket}/{key}"),
-        }
+        self.0.display()
     }
 
     /// The volume's file name (last path segment).
     pub fn file_name(&self) -> String {
-        match self {
-            VolumeSource::File(p) => p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            VolumeSource::S3 { key, .. } => key.rsplit('/').next().unwrap_or(key).to_string(),
-        }
+        self.0.file_name()
     }
 
     pub(crate) fn bad(&self, detail: impl Into<String>) -> Error {
@@ -79,19 +86,7 @@ impl VolumeSource {
 
     /// Size in bytes.
     pub async fn len(&self) -> Result<u64> {
-        match self {
-            VolumeSource::File(p) => {
-                tokio::fs::metadata(p)
-                    .await
-                    .map(|m| m.len())
-                    .map_err(|source| Error::Io {
-                        op: "reading",
-                        path: p.clone(),
-                        source,
-                    })
-            }
-            VolumeSource::S3 { size, .. } => Ok(*size),
-        }
+        self.0.size().await
     }
 
     /// Bytes `offset..offset+len`. The range must lie inside the volume and be at most
@@ -112,75 +107,68 @@ impl VolumeSource {
                 "a structure of {len} bytes is larger than any a volume holds ({MAX_RANGE})"
             )));
         }
-        match self {
-            VolumeSource::File(p) => {
-                let io = |source: std::io::Error| match source.kind() {
-                    std::io::ErrorKind::UnexpectedEof => self.bad(format!(
-                        "ends before byte {} (it shrank while being read?)",
-                        offset + len
-                    )),
-                    _ => Error::Io {
-                        op: "reading",
-                        path: p.clone(),
-                        source,
-                    },
-                };
-                let mut f = tokio::fs::File::open(p).await.map_err(io)?;
-                f.seek(SeekFrom::Start(offset)).await.map_err(io)?;
-                let mut buf = vec![0; len as usize];
-                f.read_exact(&mut buf).await.map_err(io)?;
-                Ok(buf.into())
-            }
-            VolumeSource::S3 {
-                store,
-                bucket,
-                key,
-                etag,
-                ..
-            } => match store
-                .get(bucket, key, Some(etag), Some((offset, offset + len - 1)))
-                .await?
-            {
-                Got::Found { body, .. } if body.len() as u64 == len => Ok(body),
-                Got::Found { .. } => Err(self.bad("short ranged read")),
-                Got::Changed | Got::Gone => Err(Error::ObjectChanged {
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                }),
-            },
-        }
+        self.0.read(self, offset, len).await
     }
 
-    /// The whole volume as one stream (S3: ordered, parallel ranged GETs).
+    /// The whole volume as one stream.
     pub async fn stream(&self) -> Result<Stream> {
-        match self {
-            VolumeSource::File(p) => {
-                let f = tokio::fs::File::open(p).await.map_err(|source| Error::Io {
-                    op: "opening",
-                    path: p.clone(),
-                    source,
-                })?;
-                Ok(Box::new(BufReader::with_capacity(CHUNK, f)))
-            }
-            VolumeSource::S3 { size, .. } => {
-                let size = *size;
-                let me = self.clone();
-                let chunks = futures::stream::iter((0..size).step_by(RANGE as usize))
-                    .map(move |start| {
-                        let me = me.clone();
-                        tokio::spawn(
-                            async move { me.read_range(start, RANGE.min(size - start)).await },
-                        )
-                    })
-                    .buffered(RANGES_IN_FLIGHT)
-                    .map(|r| match r {
-                        Ok(Ok(b)) => Ok(b),
-                        Ok(Err(e)) => Err(std::io::Error::other(e)),
-                        Err(e) => Err(std::io::Error::other(e)),
-                    });
-                Ok(Box::new(tokio_util::io::StreamReader::new(chunks)))
-            }
-        }
+        self.0.stream(self).await
+    }
+}
+
+#[async_trait::async_trait]
+impl RangeSource for LocalFile {
+    fn display(&self) -> String {
+        self.0.display().to_string()
+    }
+
+    fn file_name(&self) -> String {
+        self.0
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    async fn size(&self) -> Result<u64> {
+        tokio::fs::metadata(&self.0)
+            .await
+            .map(|m| m.len())
+            .map_err(|source| Error::Io {
+                op: "reading",
+                path: self.0.clone(),
+                source,
+            })
+    }
+
+    async fn read(&self, volume: &VolumeSource, offset: u64, len: u64) -> Result<Bytes> {
+        let p = &self.0;
+        let io = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::UnexpectedEof => volume.bad(format!(
+                "ends before byte {} (it shrank while being read?)",
+                offset + len
+            )),
+            _ => Error::Io {
+                op: "reading",
+                path: p.clone(),
+                source,
+            },
+        };
+        let mut f = tokio::fs::File::open(p).await.map_err(io)?;
+        f.seek(SeekFrom::Start(offset)).await.map_err(io)?;
+        let mut buf = vec![0; len as usize];
+        f.read_exact(&mut buf).await.map_err(io)?;
+        Ok(buf.into())
+    }
+
+    async fn stream(&self, _: &VolumeSource) -> Result<Stream> {
+        let f = tokio::fs::File::open(&self.0)
+            .await
+            .map_err(|source| Error::Io {
+                op: "opening",
+                path: self.0.clone(),
+                source,
+            })?;
+        Ok(Box::new(BufReader::with_capacity(CHUNK, f)))
     }
 }
 

@@ -2,6 +2,8 @@
 //! and `SHA256SUMS`. These types are the archive format's contract (`FORMAT`), shared by the
 //! export and import sides.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Format identifier written into every manifest and bundle.json.
@@ -31,7 +33,24 @@ pub mod limits {
     pub const KEY_BYTES: usize = 1024;
 }
 
-pub use crate::store::ObjectHeaders;
+/// HTTP headers and user metadata of an object, as S3 returned them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHeaders {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub content_encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub content_disposition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub content_language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cache_control: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
 
 /// The first 12 characters of a digest, for messages. Digests read from media may be anything:
 /// this never splits a character.

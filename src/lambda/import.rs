@@ -12,18 +12,18 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
 use tracing::{error, info};
 
-use crate::aws::Clients;
-use crate::bundle::{self, Bundle};
 use crate::config::{self, JobName, S3Location};
 use crate::error::{Error, Result};
-use crate::function::{
+use crate::import::bundle::{self, Bundle};
+use crate::import::ledger::{Ledger, Record, TableLedger};
+use crate::import::target::Bucket;
+use crate::import::{self, BundleStatus, ImportConfig, ImportReport};
+use crate::lambda::export::{
     DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, Hops, Vars, diagnostic, named, publish,
     working_deadline,
 };
-use crate::import::{self, BundleStatus, ImportConfig, ImportReport};
-use crate::ledger::{Ledger, Record, TableLedger};
 use crate::progress::NoProgress;
-use crate::target::Bucket;
+use crate::store::aws::Clients;
 
 /// Default lease of the import state (longer than one invocation may run).
 pub const DEFAULT_IMPORT_LEASE: Duration = Duration::from_secs(20 * 60);
@@ -46,7 +46,7 @@ pub struct ImportFunctionConfig {
     pub lease_ttl: Duration,
     pub path_style: bool,
     /// Public keys whose signatures are accepted (`TRUSTED_KEYS`).
-    pub trust: Vec<crate::sign::TrustedKey>,
+    pub trust: Vec<crate::format::sign::TrustedKey>,
     /// The Secrets Manager secret (name or ARN) holding the age identity that opens sealed
     /// volumes (`AGE_IDENTITY_SECRET`); never the identity itself.
     pub identity_secret: Option<String>,
@@ -91,7 +91,7 @@ impl ImportFunctionConfig {
             )?,
             path_style: v.flag("FERRY_S3_PATH_STYLE"),
             trust: match v.get("TRUSTED_KEYS") {
-                Some(text) => crate::sign::TrustedKey::parse_list(&text)
+                Some(text) => crate::format::sign::TrustedKey::parse_list(&text)
                     .map_err(|e| named("TRUSTED_KEYS", e))?,
                 None => Vec::new(),
             },
@@ -124,7 +124,7 @@ pub struct ImportHandler {
     lambda: aws_sdk_lambda::Client,
     secrets: aws_sdk_secretsmanager::Client,
     /// The age identity, read from the secret on first need and kept for the container's life.
-    identities: tokio::sync::OnceCell<Option<crate::seal::Identities>>,
+    identities: tokio::sync::OnceCell<Option<crate::format::seal::Identities>>,
     function_name: String,
 }
 
@@ -207,7 +207,7 @@ impl ImportHandler {
                 format!("{folder}/")
             };
             let sequence = |n: &str| {
-                crate::manifest::volume_name_parts(n)
+                crate::format::manifest::volume_name_parts(n)
                     .filter(|(j, _, _)| *j == job)
                     .map(|(_, seq, _)| seq)
             };
@@ -226,7 +226,7 @@ impl ImportHandler {
                 .await?
                 .unwrap_or_default();
             let sums = String::from_utf8_lossy(&sums);
-            let listed = match crate::manifest::parse_sha256sums(&sums) {
+            let listed = match crate::format::manifest::parse_sha256sums(&sums) {
                 Ok(lines) => lines,
                 Err(e) => {
                     waiting.push(format!("s3://{bucket}/{prefix}: {e}"));
@@ -310,7 +310,9 @@ impl ImportHandler {
                 .identities
                 .get_or_try_init(|| async {
                     match &self.cfg.identity_secret {
-                        Some(id) => crate::secrets::identity(&self.secrets, id).await.map(Some),
+                        Some(id) => crate::store::secrets::identity(&self.secrets, id)
+                            .await
+                            .map(Some),
                         None => Ok(None),
                     }
                 })

@@ -1,0 +1,11 @@
+//! The bundle format, naming no AWS SDK: the manifest, ZIP64 volumes written ([`archive`]) and
+//! read ([`unzip`]), age sealing ([`seal`]), signatures ([`sign`]),
+//! where volumes are written ([`sink`]) and durable local files ([`durable`]).
+
+pub mod archive;
+pub mod durable;
+pub mod manifest;
+pub mod seal;
+pub mod sign;
+pub mod sink;
+pub mod unzip;

@@ -15,6 +15,7 @@ use crate::config::{self, ExportConfig, Filters, JobName, S3Location, Tuning};
 use crate::error::{Error, Result};
 use crate::export::{self, NoProgress, Report, Status};
 use crate::store::aws::Clients;
+use crate::store::secrets::{SdkConfig, Services};
 
 /// Default time kept free before the Lambda deadline to close the volume and checkpoint.
 pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(90);
@@ -355,14 +356,14 @@ pub(crate) fn diagnostic(e: &Error) -> Diagnostic {
 pub struct Handler {
     cfg: FunctionConfig,
     clients: Clients,
-    sns: aws_sdk_sns::Client,
+    services: Services,
 }
 
 impl Handler {
-    pub fn new(cfg: FunctionConfig, sdk: &aws_config::SdkConfig) -> Self {
+    pub fn new(cfg: FunctionConfig, sdk: &SdkConfig) -> Self {
         Handler {
             clients: Clients::new(sdk, cfg.path_style),
-            sns: aws_sdk_sns::Client::new(sdk),
+            services: Services::new(sdk),
             cfg,
         }
     }
@@ -549,15 +550,16 @@ impl Handler {
     }
 
     async fn notify(&self, subject: &str, message: &str) {
-        publish(&self.sns, self.cfg.topic_arn.as_deref(), subject, message).await
+        self.services
+            .publish(self.cfg.topic_arn.as_deref(), subject, message)
+            .await
     }
 }
 
 /// Where a run that needs more time goes on: a new asynchronous invocation of the function,
 /// or, after `max` invocations, a warning and a notification (the next run picks it up).
 pub(crate) struct Hops<'a> {
-    pub lambda: &'a aws_sdk_lambda::Client,
-    pub sns: &'a aws_sdk_sns::Client,
+    pub services: &'a Services,
     pub topic: Option<&'a str>,
     pub function: &'a str,
     pub max: u32,
@@ -572,56 +574,13 @@ impl Hops<'_> {
             );
             warn!("{msg}");
             let subject = format!("s3-ferry: {what} needs more time");
-            publish(self.sns, self.topic, &subject, &msg).await;
+            self.services.publish(self.topic, &subject, &msg).await;
             Ok(())
         } else {
             info!(function = %self.function, hop = hop + 1, "continuing the {what} in a new invocation");
-            invoke_async(self.lambda, self.function, payload).await
+            self.services.invoke_async(self.function, payload).await
         }
     }
-}
-
-/// Publish a run summary to the topic, if one is configured (a failure is logged, not fatal).
-pub(crate) async fn publish(
-    sns: &aws_sdk_sns::Client,
-    topic: Option<&str>,
-    subject: &str,
-    message: &str,
-) {
-    let Some(topic) = topic else {
-        return;
-    };
-    let subject: String = subject.chars().take(99).collect();
-    if let Err(e) = sns
-        .publish()
-        .topic_arn(topic)
-        .subject(subject)
-        .message(message)
-        .send()
-        .await
-    {
-        warn!(topic, error = %e, "could not publish the run summary");
-    }
-}
-
-/// Invoke `function` asynchronously with `payload` (a continuation).
-pub(crate) async fn invoke_async(
-    lambda: &aws_sdk_lambda::Client,
-    function: &str,
-    payload: Vec<u8>,
-) -> Result<()> {
-    lambda
-        .invoke()
-        .function_name(function)
-        .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
-        .payload(aws_sdk_lambda::primitives::Blob::new(payload))
-        .send()
-        .await
-        .map_err(|e| Error::Invoke {
-            function: function.to_string(),
-            source: Box::new(e),
-        })?;
-    Ok(())
 }
 
 /// The SNS message of a completed bundle: where it is, its volumes, counts, and the command

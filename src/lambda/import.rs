@@ -19,11 +19,11 @@ use crate::import::ledger::{Ledger, Record, TableLedger};
 use crate::import::target::Bucket;
 use crate::import::{self, BundleStatus, ImportConfig, ImportReport};
 use crate::lambda::export::{
-    DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, Hops, Vars, diagnostic, named, publish,
-    working_deadline,
+    DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, Hops, Vars, diagnostic, named, working_deadline,
 };
 use crate::progress::NoProgress;
 use crate::store::aws::Clients;
+use crate::store::secrets::{SdkConfig, Services};
 
 /// Default lease of the import state (longer than one invocation may run).
 pub const DEFAULT_IMPORT_LEASE: Duration = Duration::from_secs(20 * 60);
@@ -120,25 +120,17 @@ pub fn parse_event(event: &Value) -> (u32, Option<String>) {
 pub struct ImportHandler {
     cfg: ImportFunctionConfig,
     clients: Clients,
-    sns: aws_sdk_sns::Client,
-    lambda: aws_sdk_lambda::Client,
-    secrets: aws_sdk_secretsmanager::Client,
+    services: Services,
     /// The age identity, read from the secret on first need and kept for the container's life.
     identities: tokio::sync::OnceCell<Option<crate::format::seal::Identities>>,
     function_name: String,
 }
 
 impl ImportHandler {
-    pub fn new(
-        cfg: ImportFunctionConfig,
-        sdk: &aws_config::SdkConfig,
-        function_name: String,
-    ) -> Self {
+    pub fn new(cfg: ImportFunctionConfig, sdk: &SdkConfig, function_name: String) -> Self {
         ImportHandler {
             clients: Clients::new(sdk, cfg.path_style),
-            sns: aws_sdk_sns::Client::new(sdk),
-            lambda: aws_sdk_lambda::Client::new(sdk),
-            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            services: Services::new(sdk),
             identities: tokio::sync::OnceCell::new(),
             cfg,
             function_name,
@@ -180,7 +172,9 @@ impl ImportHandler {
     }
 
     async fn notify(&self, subject: &str, message: &str) {
-        publish(&self.sns, self.cfg.topic_arn.as_deref(), subject, message).await
+        self.services
+            .publish(self.cfg.topic_arn.as_deref(), subject, message)
+            .await
     }
 
     /// Folders in the import bucket holding a complete bundle of the job newer than `after`.
@@ -268,8 +262,7 @@ impl ImportHandler {
             let payload = serde_json::to_vec(&json!({"continuation": {"hop": hop + 1}}))
                 .expect("payload serialises");
             Hops {
-                lambda: &self.lambda,
-                sns: &self.sns,
+                services: &self.services,
                 topic: self.cfg.topic_arn.as_deref(),
                 function: &self.function_name,
                 max: self.cfg.max_hops,
@@ -310,9 +303,7 @@ impl ImportHandler {
                 .identities
                 .get_or_try_init(|| async {
                     match &self.cfg.identity_secret {
-                        Some(id) => crate::store::secrets::identity(&self.secrets, id)
-                            .await
-                            .map(Some),
+                        Some(id) => self.services.identity(id).await.map(Some),
                         None => Ok(None),
                     }
                 })

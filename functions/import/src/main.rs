@@ -1,6 +1,9 @@
 //! The import Lambda: sets up logging, parses the configuration once (a missing or malformed
 //! variable fails the cold start naming it), builds the clients once, and hands every event
 //! (bucket notification, sweep, continuation) to the engine's import handler.
+// The handler's future (import → bundle → verify → target, all async) nests deeper than
+// rustc's default layout query depth.
+#![recursion_limit = "256"]
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use s3_ferry::lambda::import::{ImportFunctionConfig, ImportHandler};

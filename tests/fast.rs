@@ -240,3 +240,85 @@ fn thousands_of_deletions_are_applied_in_batches_to_a_bucket_and_a_directory() {
     assert_eq!(mirror.len(), 100);
     assert_eq!(mirror["d/02599"], b"object 2599".to_vec());
 }
+
+/// A world's clients whose object requests go through `scripted` (state shared with `w`).
+fn scripted_clients(
+    w: &World,
+) -> (
+    std::sync::Arc<s3_ferry::store::Scripted>,
+    s3_ferry::store::aws::Clients,
+) {
+    let scripted = s3_ferry::store::Scripted::new(w.objects.clone());
+    let clients = s3_ferry::store::aws::Clients::over(scripted.clone(), w.clients.tables().clone());
+    (scripted, clients)
+}
+
+#[test]
+fn a_run_that_wakes_after_another_committed_never_touches_the_committed_bundle() {
+    use s3_ferry::store::{Fault, Gate, Rule};
+    // GIVEN a run whose requests can be held at a gate: the first listing of its bundle's
+    // folder (the stray-volume clean-up) waits there
+    let w = World::new("stale");
+    w.put_many(
+        (0..6)
+            .map(|i| (format!("a/{i}"), vec![i as u8; 100]))
+            .collect(),
+    );
+    let (scripted, clients) = scripted_clients(&w);
+    let gate = Gate::new();
+    let folder = format!("bundles/{}/00000001/", w.job);
+    scripted.rule(Rule::every("ListObjectsV2", Fault::Pause(gate.clone())).on_keys(&folder));
+    let mut cfg = w.export_config();
+    cfg.tuning.volume_entries = 2;
+    // (its own thread and runtime: the export's future is not `Send`)
+    let stale = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(s3_ferry::export::run(
+            &clients,
+            &cfg,
+            &s3_ferry::progress::NoProgress,
+        ))
+    });
+    // WHEN it stops there (a pause, a GC, a lost network) and its lease is gone, and another
+    // run then exports a new baseline of a larger source (more volumes) and commits
+    crate::util::block_on(gate.reached());
+    let table = w.clients.table(&w.table);
+    if let Some(owner) = crate::util::block_on(table.load(&w.job))
+        .unwrap()
+        .and_then(|s| s.lease_owner)
+    {
+        crate::util::block_on(table.release(&w.job, &owner)).unwrap();
+    }
+    w.put_many(
+        (6..12)
+            .map(|i| (format!("a/{i}"), vec![i as u8; 100]))
+            .collect(),
+    );
+    let fresh = w.export_with(|c| {
+        c.full = true;
+        c.tuning.volume_entries = 2;
+    });
+    assert_eq!(fresh["status"], "complete", "{fresh}");
+    // AND the first run wakes up and goes on
+    gate.open();
+    let woke = stale.join().unwrap();
+
+    // THEN every committed bundle is whole: each volume SHA256SUMS names is there with its
+    // bytes (the stale run removed the new run's volumes 4 to 6 of bundle 1 as "strays" before
+    // its commit failed: the committed bundle failed `sha256sum -c` for good)
+    let committed = w.state().sequence;
+    assert!(committed >= 1);
+    for seq in 1..=committed {
+        let b = w.download(&w.job, seq);
+        b.sha256sum_check();
+        assert!(b.volume_paths().iter().all(|p| p.exists()), "bundle {seq}");
+    }
+    let last = w.download(&w.job, committed).extract();
+    assert_eq!(last.len(), 12, "the last baseline carries every object");
+    assert_eq!(last["a/11"], vec![11u8; 100]);
+    eprintln!("the stale run ended with {:?}", woke.map(|r| r.sequence));
+}

@@ -1,5 +1,6 @@
-//! The end of a bundle: the seal (empty volumes for unused indices, the last volume), the
-//! summaries and the commit, then the signature and `SHA256SUMS` of a committed bundle.
+//! The end of a bundle: the seal (empty volumes for unused indices, the last volume) and the
+//! commit, then the publication of the committed bundle: strays removed, `bundle.json`, the
+//! signature and `SHA256SUMS`.
 
 use super::*;
 
@@ -45,42 +46,16 @@ impl Run<'_> {
         self.close_bundle_volume(ck, v, Some(last)).await
     }
 
-    /// Write SHA256SUMS and bundle.json, remove stray volumes of a killed run, commit.
+    /// Commit the bundle, then publish it: remove stray volumes of a killed run, write
+    /// `bundle.json`, the signature and `SHA256SUMS`. Nothing of the bundle's folder is
+    /// removed or replaced before the commit: a run that wakes after another committed fails
+    /// its own commit and never touches the committed bundle.
     pub(super) async fn finalize(&self, ck: &Checkpoint, plan: &Plan) -> Result<Report> {
-        let bucket = &self.cfg.dest.bucket;
-        let prefix = self.layout.bundle_prefix(ck.sequence);
-        let names: Vec<&str> = ck.volumes.iter().map(|v| v.name.as_str()).collect();
-        // As in `seal`: no delete unless the claim on the bundle still holds.
-        self.confirm_fence(ck.sequence).await?;
-        for key in self.store().keys(bucket, &prefix).await? {
-            let name = &key[prefix.len()..];
-            if crate::format::seal::is_volume_name(name) && !names.contains(&name) {
-                warn!(key, "removing a volume left by an interrupted run");
-                self.store().delete(bucket, &key).await?;
-            }
-        }
         let digest = bundle_digest(&ck.volumes);
         let sums = sha256sums(&ck.volumes);
         let report = self.report(ck, plan, Status::Complete);
-        let summary = BundleSummary {
-            format: FORMAT.to_string(),
-            job: self.layout.job.clone(),
-            source: SourceInfo {
-                bucket: self.cfg.source.bucket.clone(),
-                prefix: self.cfg.source.prefix.clone(),
-            },
-            sequence: ck.sequence,
-            previous: ck.previous.clone(),
-            baseline: ck.baseline,
-            listed_at: ck.listed_at.clone(),
-            completed_at: rfc3339_ms(now_ms()),
-            bundle_digest: digest.clone(),
-            volumes: ck.volumes.clone(),
-            totals: ck.totals.clone(),
-        };
+        let summary = self.summary(ck, &digest);
         self.confirm_fence(ck.sequence).await?;
-        self.put_json(&format!("{prefix}bundle.json"), &summary)
-            .await?;
         self.commit_run(
             Some(CommittedBundle {
                 sequence: ck.sequence,
@@ -103,17 +78,65 @@ impl Run<'_> {
         }
         // Only a committed bundle is published: SHA256SUMS, the far side's "complete" marker,
         // is written after the commit. Should it fail now, the next run publishes it.
-        if let Err(e) = self.publish(ck.sequence, &sums).await {
+        if let Err(e) = self.publish(ck.sequence, &sums, &summary).await {
             warn!(job = %self.layout.job, sequence = ck.sequence, error = %crate::error_chain(&e),
                   "committed, but SHA256SUMS could not be written: the next run writes it (the far side waits for it)");
         }
         Ok(report)
     }
 
+    /// The bundle's `bundle.json`.
+    fn summary(&self, ck: &Checkpoint, digest: &str) -> BundleSummary {
+        BundleSummary {
+            format: FORMAT.to_string(),
+            job: self.layout.job.clone(),
+            source: SourceInfo {
+                bucket: self.cfg.source.bucket.clone(),
+                prefix: self.cfg.source.prefix.clone(),
+            },
+            sequence: ck.sequence,
+            previous: ck.previous.clone(),
+            baseline: ck.baseline,
+            listed_at: ck.listed_at.clone(),
+            completed_at: rfc3339_ms(now_ms()),
+            bundle_digest: digest.to_string(),
+            volumes: ck.volumes.clone(),
+            totals: ck.totals.clone(),
+        }
+    }
+
+    /// Remove what lies among the committed bundle's volumes without being one of them (left
+    /// by a run that was interrupted or fenced off): only after the commit, by the run that
+    /// committed or the next holder, so a committed volume is never removed.
+    async fn remove_strays(&self, seq: u64, names: &[&str]) -> Result<()> {
+        let bucket = &self.cfg.dest.bucket;
+        let prefix = self.layout.bundle_prefix(seq);
+        for key in self.store().keys(bucket, &prefix).await? {
+            let name = &key[prefix.len()..];
+            if crate::format::seal::is_volume_name(name) && !names.contains(&name) {
+                warn!(key, "removing a volume left by an interrupted run");
+                self.store().delete(bucket, &key).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sign the committed bundle and write its `SHA256SUMS`, then drop its checkpoint. Only a
     /// run whose commit succeeded gets here: a run that lost its lease never writes either.
-    pub(super) async fn publish(&self, seq: u64, sums: &str) -> Result<()> {
+    pub(super) async fn publish(
+        &self,
+        seq: u64,
+        sums: &str,
+        summary: &BundleSummary,
+    ) -> Result<()> {
         let bucket = &self.cfg.dest.bucket;
+        let names: Vec<&str> = summary.volumes.iter().map(|v| v.name.as_str()).collect();
+        self.remove_strays(seq, &names).await?;
+        self.put_json(
+            &format!("{}bundle.json", self.layout.bundle_prefix(seq)),
+            summary,
+        )
+        .await?;
         if let Some(signer) = self.signer {
             // The signature goes before SHA256SUMS: SHA256SUMS marks the bundle complete.
             let sig = signer.sign(sums.as_bytes()).await?;
@@ -165,20 +188,20 @@ impl Run<'_> {
         {
             return Ok(());
         }
-        let volumes = match self
+        let summary = match self
             .get_json::<Checkpoint>(&self.layout.checkpoint_key(seq), "checkpoint")
             .await?
         {
-            Some(ck) => Some(ck.volumes),
-            None => self
-                .get_json::<BundleSummary>(&format!("{prefix}bundle.json"), "bundle summary")
-                .await?
-                .map(|b| b.volumes),
+            Some(ck) => Some(self.summary(&ck, want)),
+            None => {
+                self.get_json::<BundleSummary>(&format!("{prefix}bundle.json"), "bundle summary")
+                    .await?
+            }
         };
-        match volumes {
-            Some(v) if bundle_digest(&v) == want => {
+        match summary {
+            Some(b) if bundle_digest(&b.volumes) == want => {
                 warn!(job = %self.layout.job, sequence = seq, "bundle was committed but not published: writing its SHA256SUMS now");
-                self.publish(seq, &sha256sums(&v)).await
+                self.publish(seq, &sha256sums(&b.volumes), &b).await
             }
             _ => {
                 warn!(job = %self.layout.job, sequence = seq, uri = %self.layout.uri(&prefix),

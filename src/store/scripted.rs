@@ -113,6 +113,8 @@ pub struct Scripted {
     inner: Arc<dyn ObjectStore>,
     counts: Mutex<BTreeMap<&'static str, u64>>,
     rules: Mutex<Vec<Rule>>,
+    /// Every request as (operation, key or prefix), in the order they came.
+    log: Mutex<Vec<(&'static str, String)>>,
 }
 
 impl Scripted {
@@ -121,6 +123,7 @@ impl Scripted {
             inner,
             counts: Mutex::default(),
             rules: Mutex::default(),
+            log: Mutex::default(),
         })
     }
 
@@ -151,8 +154,17 @@ impl Scripted {
             .clone()
     }
 
+    /// Every request so far as (operation, key or prefix), in order.
+    pub fn log(&self) -> Vec<(&'static str, String)> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Count the request and find what to do with it.
     fn fault_for(&self, op: &'static str, key: &str) -> Option<Fault> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((op, key.to_string()));
         *self
             .counts
             .lock()

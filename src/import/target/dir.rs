@@ -1,254 +1,8 @@
-//! Where an import lands: an S3 bucket/prefix or a local directory. Each target writes an
-//! object so that it becomes visible only once committed (S3: a PUT or a multipart upload
-//! completed on commit; directory: a temporary file renamed on commit), checks that a key holds
-//! the content the key index says, moves, deletes, and finds keys a baseline does not list.
-//! A directory target never writes outside its root: unsafe keys get escaped names.
+//! The directory target: a file is written under a temporary name and renamed on commit, and
+//! nothing is ever written outside the root (unsafe keys get escaped names, recorded in the
+//! escaped map).
 
-use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
-use crate::config::S3Location;
-use crate::error::{Error, Result, io_at};
-use crate::format::archive::is_safe_path;
-use crate::format::manifest::{ESCAPED_DIR, ObjectEntry, ObjectHeaders};
-use crate::import::ledger::IndexEntry;
-use crate::import::verify::{EntrySink, EntryWriter};
-use crate::store::{MultipartUpload, Store};
-
-/// Objects up to this size are buffered and PUT whole (several at once).
-pub const SMALL_OBJECT: u64 = 8 * 1024 * 1024;
-
-/// Files up to this size are held in memory until verified and written with one blocking call
-/// (create, write, mtime, rename), rather than a round trip to a blocking thread per step.
-pub const SMALL_FILE: u64 = 1024 * 1024;
-/// Folder of the import's own files inside a directory target (never a key's path).
-pub const STATE_DIR: &str = ".ferry";
-
-/// An import destination: where a verified object lands, and the moves, deletions and
-/// checks an import makes there. [`Bucket`] and [`Dir`] are the two kinds.
-#[async_trait]
-pub trait Target: Send + Sync + std::fmt::Debug {
-    /// How a user names it.
-    fn display(&self) -> String;
-
-    /// The name `rel` is known by in [`Target::strays`] (a bucket: the relative key; a
-    /// directory: the path it gets).
-    fn keep_name(&self, rel: &str) -> String;
-
-    /// Make what was written so far durable before the import state records it.
-    async fn make_durable(&self) -> Result<()>;
-
-    /// Abort multipart uploads left open under the target (by an interrupted import); how
-    /// many. Only called while the import holds its state's lock or lease.
-    async fn sweep_uploads(&self) -> Result<usize>;
-
-    /// A writer for `obj` at `rel` (its bytes become visible on commit).
-    async fn open(
-        &self,
-        rel: &str,
-        obj: &ObjectEntry,
-        shared: &Arc<Shared>,
-    ) -> Result<Box<dyn ObjectWriter>>;
-
-    /// Does the destination hold exactly `entry` for `rel`?
-    async fn holds(&self, rel: &str, entry: &IndexEntry) -> Result<bool>;
-
-    /// Where a move to `to_rel` of `entry`'s content landed when its record was lost (an
-    /// interrupted call, the original already gone).
-    async fn moved_unrecorded(&self, to_rel: &str, entry: &IndexEntry) -> Result<Option<String>>;
-
-    /// Put the content of `from_rel` (holding `entry`) at `to_rel`, with `headers` when the
-    /// bundle gives them and `last_modified`; returns the new place.
-    async fn move_object(
-        &self,
-        from_rel: &str,
-        entry: &IndexEntry,
-        to_rel: &str,
-        headers: Option<&ObjectHeaders>,
-        last_modified: &str,
-    ) -> Result<String>;
-
-    /// Remove `rel` (at `entry`'s place when known); a missing key is fine.
-    async fn delete(&self, rel: &str, entry: Option<&IndexEntry>) -> Result<()>;
-
-    /// Remove many keys (each at its entry's place when known). Missing keys are fine.
-    async fn delete_many(&self, items: &[(&str, Option<&IndexEntry>)]) -> Result<()>;
-
-    /// Everything in the destination whose [`Target::keep_name`] is not in `keep`.
-    async fn strays(&self, keep: &KeepSet) -> Result<Vec<String>>;
-
-    /// Remove strays found by [`Target::strays`] (a bucket: DeleteObjects of 1,000 keys, four
-    /// at once; a directory: 16 files at once).
-    async fn remove_strays(&self, strays: &[String]) -> Result<()>;
-
-    /// The relative key ferry would have written at each of `strays` (a bucket: the stray
-    /// itself; a directory: its path, or for an `_escaped/` name the key its map records),
-    /// `None` where no key would have been written. With the import state's index entry of that
-    /// key, [`Target::is_place`] tells whether ferry wrote what is there.
-    async fn stray_keys(&self, strays: &[String]) -> Result<Vec<Option<String>>>;
-
-    /// Is `stray` the place `entry` (the index entry of its key) records?
-    fn is_place(&self, _stray: &str, _entry: &IndexEntry) -> bool {
-        true
-    }
-}
-
-/// The key relative to the source prefix (what is replayed under the destination prefix).
-pub fn relative<'k>(key: &'k str, source_prefix: &str) -> &'k str {
-    key.strip_prefix(source_prefix).unwrap_or(key)
-}
-
-/// An S3 bucket and prefix: an object is one PUT or a multipart upload completed on commit.
-#[derive(Debug, Clone)]
-pub struct Bucket {
-    pub store: Store,
-    pub dest: S3Location,
-    pub part_size: u64,
-}
-
-#[async_trait]
-impl Target for Bucket {
-    fn display(&self) -> String {
-        self.dest.to_string()
-    }
-
-    fn keep_name(&self, rel: &str) -> String {
-        rel.to_string()
-    }
-
-    /// S3 acknowledges only durable writes: nothing to do.
-    async fn make_durable(&self) -> Result<()> {
-        Ok(())
-    }
-
-    async fn sweep_uploads(&self) -> Result<usize> {
-        self.store
-            .abort_uploads(&self.dest.bucket, &self.dest.prefix)
-            .await
-    }
-
-    async fn open(
-        &self,
-        rel: &str,
-        obj: &ObjectEntry,
-        shared: &Arc<Shared>,
-    ) -> Result<Box<dyn ObjectWriter>> {
-        let key = self.dest.key(rel);
-        if obj.size <= SMALL_OBJECT {
-            return Ok(Box::new(BufferedPut {
-                shared: shared.clone(),
-                store: self.store.clone(),
-                bucket: self.dest.bucket.clone(),
-                key,
-                obj: obj.clone(),
-                // At most SMALL_OBJECT: sized by the manifest only below that.
-                buf: BytesMut::with_capacity(obj.size.min(SMALL_OBJECT) as usize),
-            }));
-        }
-        let part = self
-            .part_size
-            .max(obj.size / 9_000 + 1)
-            .min(crate::config::MAX_PART_SIZE);
-        Ok(Box::new(MultipartPut {
-            shared: shared.clone(),
-            upload: self
-                .store
-                .multipart(&self.dest.bucket, &key, part, 4, &obj.headers),
-            obj: obj.clone(),
-        }))
-    }
-
-    async fn holds(&self, rel: &str, entry: &IndexEntry) -> Result<bool> {
-        Ok(
-            match self
-                .store
-                .head(&self.dest.bucket, &self.dest.key(rel))
-                .await?
-            {
-                Some((etag, size)) => etag == entry.place && size == entry.size,
-                None => false,
-            },
-        )
-    }
-
-    /// Never: a bucket's copy is recorded before the original is removed, so an unrecorded
-    /// copy without its original is not this import's.
-    async fn moved_unrecorded(&self, _to: &str, _entry: &IndexEntry) -> Result<Option<String>> {
-        Ok(None)
-    }
-
-    /// A copy (the caller removes the original once the copy is recorded).
-    async fn move_object(
-        &self,
-        from_rel: &str,
-        entry: &IndexEntry,
-        to_rel: &str,
-        headers: Option<&ObjectHeaders>,
-        _last_modified: &str,
-    ) -> Result<String> {
-        let (from, to) = (self.dest.key(from_rel), self.dest.key(to_rel));
-        self.store
-            .copy(&self.dest.bucket, &from, &to, entry.size, headers)
-            .await
-    }
-
-    async fn delete(&self, rel: &str, _entry: Option<&IndexEntry>) -> Result<()> {
-        self.store
-            .delete(&self.dest.bucket, &self.dest.key(rel))
-            .await
-    }
-
-    /// DeleteObjects of up to 1,000 keys, four batches at a time.
-    async fn delete_many(&self, items: &[(&str, Option<&IndexEntry>)]) -> Result<()> {
-        self.delete_keys(items.iter().map(|(rel, _)| self.dest.key(rel)).collect())
-            .await
-    }
-
-    async fn strays(&self, keep: &KeepSet) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut lister = self.store.list(&self.dest.bucket, &self.dest.prefix);
-        while let Some(page) = lister.next_page().await? {
-            for r in page {
-                let rel = relative(&r.key, &self.dest.prefix);
-                if !keep.contains(rel) {
-                    out.push(rel.to_string());
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn remove_strays(&self, strays: &[String]) -> Result<()> {
-        self.delete_keys(strays.iter().map(|rel| self.dest.key(rel)).collect())
-            .await
-    }
-
-    async fn stray_keys(&self, strays: &[String]) -> Result<Vec<Option<String>>> {
-        Ok(strays.iter().cloned().map(Some).collect())
-    }
-}
-
-impl Bucket {
-    /// Delete `keys` (full keys): DeleteObjects of 1,000 keys, four requests at once.
-    async fn delete_keys(&self, keys: Vec<String>) -> Result<()> {
-        for four in keys.chunks(4 * 1000) {
-            let batches = four
-                .chunks(1000)
-                .map(|chunk| self.store.delete_batch(&self.dest.bucket, chunk));
-            futures::future::try_join_all(batches).await?;
-        }
-        Ok(())
-    }
-}
+use super::*;
 
 /// A local directory: a file is written under a temporary name and renamed on commit, and
 /// nothing is ever written outside the root (unsafe keys get escaped names).
@@ -585,10 +339,10 @@ pub const ESCAPED_MAP: &str = "escaped.jsonl";
 
 /// The longest line of the escaped map that is read (a key is at most 1,024 bytes; a longer
 /// line is not one ferry wrote and is skipped).
-const MAX_ESCAPED_LINE: usize = 64 * 1024;
+pub(super) const MAX_ESCAPED_LINE: usize = 64 * 1024;
 
 #[derive(Serialize, Deserialize)]
-struct EscapedLine {
+pub(super) struct EscapedLine {
     place: String,
     key: String,
 }
@@ -596,7 +350,7 @@ struct EscapedLine {
 /// Record in the escaped map that `place` holds `rel` (before its file is written, so a file
 /// under `_escaped/` is always named in the map). An escaped name is the digest of its key: a
 /// line never goes stale, and a repeated one is harmless.
-async fn note_escaped(root: &Path, place: &str, rel: &str) -> Result<()> {
+pub(super) async fn note_escaped(root: &Path, place: &str, rel: &str) -> Result<()> {
     if !place.starts_with(&format!("{ESCAPED_DIR}/")) {
         return Ok(());
     }
@@ -680,7 +434,7 @@ pub async fn read_escaped_map(
 }
 
 /// Remove folders left empty by a removal, up to the root.
-async fn prune_empty(root: &Path, removed: &Path) {
+pub(super) async fn prune_empty(root: &Path, removed: &Path) {
     let mut dir = removed.parent();
     while let Some(d) = dir {
         if d == root || !d.starts_with(root) || tokio::fs::remove_dir(d).await.is_err() {
@@ -727,152 +481,8 @@ impl Drop for TempPath {
     }
 }
 
-/// State shared by the writers of one import pass: PUTs in flight and what landed.
-pub struct Shared {
-    puts: Mutex<JoinSet<Result<(String, IndexEntry)>>>,
-    landed: Mutex<Vec<(String, IndexEntry)>>,
-    slots: Arc<Semaphore>,
-}
-
-impl Shared {
-    pub fn new(concurrency: usize) -> Arc<Self> {
-        Arc::new(Shared {
-            puts: Mutex::new(JoinSet::new()),
-            landed: Mutex::new(Vec::new()),
-            slots: Arc::new(Semaphore::new(concurrency.max(1))),
-        })
-    }
-
-    fn landed(&self, key: String, entry: IndexEntry) {
-        self.landed.lock().expect("lock").push((key, entry));
-    }
-
-    /// Report a failed PUT as soon as it is known.
-    fn check(&self) -> Result<()> {
-        let mut set = self.puts.lock().expect("lock");
-        while let Some(done) = set.try_join_next() {
-            let (k, e) = done.expect("put task")?;
-            self.landed(k, e);
-        }
-        Ok(())
-    }
-
-    /// Wait for every PUT; returns what landed since the last call.
-    pub async fn drain(&self) -> Result<Vec<(String, IndexEntry)>> {
-        let mut set = std::mem::take(&mut *self.puts.lock().expect("lock"));
-        let mut first_err = None;
-        while let Some(done) = set.join_next().await {
-            match done.expect("put task") {
-                Ok((k, e)) => self.landed(k, e),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        let landed = std::mem::take(&mut *self.landed.lock().expect("lock"));
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(landed),
-        }
-    }
-}
-
-/// One object on its way into a target: [`EntryWriter`] for a boxed writer of any kind.
-#[async_trait]
-pub trait ObjectWriter: Send {
-    async fn write(&mut self, chunk: Bytes) -> Result<()>;
-    /// Make the object visible (or hand it to a PUT in flight, see [`Shared::drain`]).
-    async fn commit(self: Box<Self>) -> Result<()>;
-    /// Undo what was started and wait until it is undone.
-    async fn abort(self: Box<Self>);
-}
-
-impl EntryWriter for Box<dyn ObjectWriter> {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        ObjectWriter::write(self.as_mut(), chunk).await
-    }
-    async fn commit(self) -> Result<()> {
-        ObjectWriter::commit(self).await
-    }
-    async fn abort(self) {
-        ObjectWriter::abort(self).await
-    }
-}
-
-/// A small object: buffered, then PUT whole in the background (several at once).
-struct BufferedPut {
-    shared: Arc<Shared>,
-    store: Store,
-    bucket: String,
-    key: String,
-    obj: ObjectEntry,
-    buf: BytesMut,
-}
-
-#[async_trait]
-impl ObjectWriter for BufferedPut {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.buf.extend_from_slice(&chunk);
-        Ok(())
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        let BufferedPut {
-            shared,
-            store,
-            bucket,
-            key,
-            obj,
-            buf,
-        } = *self;
-        shared.check()?;
-        let permit = shared.slots.clone().acquire_owned().await.expect("open");
-        shared.puts.lock().expect("lock").spawn(async move {
-            let etag = store
-                .put_object(&bucket, &key, buf.freeze(), &obj.headers)
-                .await?;
-            drop(permit);
-            Ok((obj.key.clone(), index_entry(&obj, etag)))
-        });
-        Ok(())
-    }
-
-    /// Nothing was sent yet.
-    async fn abort(self: Box<Self>) {}
-}
-
-/// A large object: a multipart upload completed on commit.
-struct MultipartPut {
-    shared: Arc<Shared>,
-    upload: MultipartUpload,
-    obj: ObjectEntry,
-}
-
-#[async_trait]
-impl ObjectWriter for MultipartPut {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        let upload = &mut self.upload;
-        upload.write_all(&chunk).await.map_err(|e| Error::Stream {
-            bucket: upload.bucket().to_string(),
-            key: upload.key().to_string(),
-            source: Box::new(e),
-        })
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        let etag = self.upload.finish_etag().await?;
-        self.shared
-            .landed(self.obj.key.clone(), index_entry(&self.obj, etag));
-        Ok(())
-    }
-
-    async fn abort(self: Box<Self>) {
-        self.upload.abort().await
-    }
-}
-
 /// A large file: written under a temporary name, renamed into place on commit.
-struct TempFile {
+pub(super) struct TempFile {
     shared: Arc<Shared>,
     file: tokio::io::BufWriter<tokio::fs::File>,
     tmp: TempPath,
@@ -922,7 +532,7 @@ impl ObjectWriter for TempFile {
 }
 
 /// A small file: held until verified, then created, written and renamed in one blocking call.
-struct SmallFile {
+pub(super) struct SmallFile {
     shared: Arc<Shared>,
     root: PathBuf,
     place: String,
@@ -981,82 +591,4 @@ impl ObjectWriter for SmallFile {
 
     /// Nothing was written yet.
     async fn abort(self: Box<Self>) {}
-}
-
-fn index_entry(obj: &ObjectEntry, place: String) -> IndexEntry {
-    IndexEntry {
-        etag: obj.etag.clone(),
-        sha256: obj.sha256.clone(),
-        crc32: obj.crc32,
-        size: obj.size,
-        place,
-    }
-}
-
-/// The import pass's sink: every object of a volume into the target.
-pub struct TargetSink {
-    pub target: Arc<dyn Target>,
-    pub source_prefix: String,
-    pub shared: Arc<Shared>,
-}
-
-impl EntrySink for TargetSink {
-    type Writer = Box<dyn ObjectWriter>;
-    async fn open(&mut self, obj: &ObjectEntry) -> Result<Option<Box<dyn ObjectWriter>>> {
-        self.shared.check()?;
-        let rel = relative(&obj.key, &self.source_prefix).to_string();
-        self.target.open(&rel, obj, &self.shared).await.map(Some)
-    }
-}
-/// Keys (or paths) to keep, as the first 128 bits of their SHA-256: 16 bytes a key however
-/// long it is, and no collision anyone can find. A sorted list, not a hash set: 16 bytes a key
-/// instead of ~34 (a hash table's spare capacity), and no second table while it grows.
-#[derive(Default)]
-pub struct KeepSet {
-    keys: Vec<[u8; 16]>,
-    sorted: bool,
-}
-
-impl KeepSet {
-    fn digest(key: &str) -> [u8; 16] {
-        let d = Sha256::digest(key.as_bytes());
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&d[..16]);
-        out
-    }
-
-    pub fn insert(&mut self, key: &str) {
-        self.keys.push(Self::digest(key));
-        self.sorted = false;
-    }
-
-    /// Sort it for [`KeepSet::contains`] (after the last insert).
-    pub fn finish(&mut self) {
-        self.keys.sort_unstable();
-        self.keys.dedup();
-        self.keys.shrink_to_fit();
-        self.sorted = true;
-    }
-
-    pub fn contains(&self, key: &str) -> bool {
-        assert!(self.sorted, "KeepSet::finish is called before contains");
-        self.keys.binary_search(&Self::digest(key)).is_ok()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::KeepSet;
-
-    #[test]
-    fn a_keep_set_holds_what_was_inserted_and_nothing_else() {
-        let mut keep = KeepSet::default();
-        for k in ["b/2", "a/1", "c/3", "a/1"] {
-            keep.insert(k);
-        }
-        keep.finish();
-        assert_eq!(keep.keys.len(), 3);
-        assert!(keep.contains("a/1") && keep.contains("b/2") && keep.contains("c/3"));
-        assert!(!keep.contains("a/2") && !keep.contains(""));
-    }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod export;
 mod fast;
+mod fast_roundtrip;
 mod faults;
 mod hostile;
 mod import;

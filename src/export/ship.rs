@@ -130,155 +130,21 @@ impl Run<'_> {
                     planned_etag,
                 } => (rec, meta, body, planned_etag),
             };
-            let metadata = metadata_cost(&self.cfg.source.bucket, &rec.key, &meta.headers);
-            let entry = entry_name(&self.cfg.source.bucket, &rec.key);
-            let (local, central, line) = (
-                crate::format::archive::local_cost(&entry, meta.size, tuning.compression),
-                crate::format::archive::central_cost(&entry),
-                manifest_line_bound(&rec, &entry, &meta),
-            );
-            if let Some(v) = volume.as_mut()
-                && v.writer.entries() > 0
-                && (v.bound(local + central + line, 0, self.recipients()) > tuning.volume_size
-                    || v.writer.entries() + 1 > tuning.volume_entries
-                    || v.metadata + metadata > limits::WRITER_METADATA_BUDGET)
-            {
-                let v = volume.take().expect("open volume");
-                self.close_shard_volume(w, v, done.take(), None).await?;
-            }
-            let v = match volume.as_mut() {
-                Some(v) => v,
-                None => {
-                    let index = self.claim_volume(ck).await?;
-                    volume.insert(self.open_volume(
-                        ck,
-                        index,
-                        meta.size,
-                        remaining + meta.size,
-                        w.fence.clone(),
-                    )?)
-                }
-            };
-            v.entries_bound += local;
-            v.central_bound += central;
-            let digest = match body {
-                Body::Whole(data, _permit) => {
-                    v.writer
-                        .add_whole(&entry, meta.last_modified_ms, &data)
-                        .await?
-                }
-                Body::Ranged(first, _permit) => {
-                    match self.stream_large(v, &entry, &rec.key, &meta, first).await {
-                        Ok(d) => d,
-                        Err(e) => return Err(self.changed_while_read(w, e).await),
-                    }
-                }
-            };
-            if planned_etag.is_some() {
-                done.totals.replaced += 1;
-            }
-            if meta.etag != rec.etag
-                || digest.size != rec.size
-                || meta.last_modified_ms != rec.last_modified_ms
-            {
-                // The inventory records the version shipped, not the one listed.
-                done.corrected.push(ObjectRecord {
-                    key: rec.key.clone(),
-                    size: digest.size,
-                    etag: meta.etag.clone(),
-                    last_modified_ms: meta.last_modified_ms,
-                    storage_class: rec.storage_class.clone(),
-                });
-            }
-            done.totals.objects += 1;
-            done.totals.bytes += digest.size;
-            v.bytes += digest.size;
-            v.metadata += metadata;
-            self.progress.object(digest.size);
-            v.objects.push(&ObjectEntry {
-                key: rec.key,
-                entry,
-                size: digest.size,
-                etag: meta.etag,
-                last_modified: rfc3339_ms(meta.last_modified_ms),
-                sha256: digest.sha256,
-                crc32: digest.crc32,
-                storage_class: rec.storage_class,
-                headers: meta.headers,
-                planned_etag,
-            });
+            self.add_object(
+                ck,
+                w,
+                &mut volume,
+                &mut done,
+                remaining,
+                (rec, meta, body, planned_etag),
+            )
+            .await?;
             i += 1;
             done.advance(i, planned);
             progressed = true;
         }
         if only {
-            let mut v = match volume.take() {
-                Some(v) => v,
-                None => {
-                    let index = self.claim_volume(ck).await?;
-                    self.open_volume(ck, index, 0, 0, w.fence.clone())?
-                }
-            };
-            // Built once (it reads each move's headers); a split only renumbers it.
-            let mut built: Option<Final> = None;
-            loop {
-                let mut earlier = ck.volumes.clone();
-                for e in &w.doc.volumes {
-                    insert_volume(&mut earlier, e.clone());
-                }
-                if v.index as usize != earlier.len() + 1 {
-                    // An index claimed by an interrupted worker lies before this one: the
-                    // commit gives it an empty volume and writes the last volume itself.
-                    self.close_shard_volume(w, v, done, None).await?;
-                    break;
-                }
-                let last = match built.take() {
-                    Some(mut last) => {
-                        // The objects' counts moved into the volume just closed: the totals
-                        // and lists are the same, the volumes before it one more.
-                        last.volume_count = earlier.len() as u32 + 1;
-                        last.earlier_volumes = earlier;
-                        last
-                    }
-                    None => {
-                        let totals = done.add_to(&plus(&ck.totals, &w.doc.totals));
-                        let vanished = ck
-                            .vanished
-                            .iter()
-                            .chain(&w.doc.vanished)
-                            .chain(&done.vanished)
-                            .cloned()
-                            .collect();
-                        let skipped = ck
-                            .skipped
-                            .iter()
-                            .chain(&w.doc.skipped)
-                            .chain(&done.skipped)
-                            .cloned()
-                            .collect();
-                        self.final_part(&earlier, totals, vanished, skipped, plan)
-                            .await?
-                    }
-                };
-                let final_json = serde_json::to_vec(&last).map_or(0, |j| j.len() as u64) + 16;
-                if v.writer.entries() > 0
-                    && v.bound(0, final_json, self.recipients()) > tuning.volume_size
-                {
-                    // The final manifest does not fit beside this volume's objects: it gets a
-                    // volume of its own.
-                    self.close_shard_volume(w, v, done.take(), None).await?;
-                    let index = self.claim_volume(ck).await?;
-                    v = self.open_volume(ck, index, 0, 0, w.fence.clone())?;
-                    built = Some(last);
-                    continue;
-                }
-                if v.bound(0, final_json, self.recipients()) > tuning.volume_size {
-                    warn!(job = %self.layout.job, volume = v.index, final_bytes = final_json,
-                          cap = tuning.volume_size, "the final manifest alone is larger than --volume-size: its volume exceeds the cap");
-                }
-                self.close_shard_volume(w, v, done, Some(last)).await?;
-                break;
-            }
+            self.close_last(ck, w, volume, done, plan).await?;
         } else if let Some(v) = volume.take() {
             self.close_shard_volume(w, v, done, None).await?;
         } else {
@@ -286,6 +152,181 @@ impl Run<'_> {
             self.save_shard(w).await?;
         }
         Ok(Shipped::Done)
+    }
+
+    /// Add one object read for shard `w` to its open volume (closing a full one and opening
+    /// the next first): its entry, manifest line and the inventory's correction when the
+    /// version read is not the one listed.
+    async fn add_object(
+        &self,
+        ck: &Checkpoint,
+        w: &mut ShardProgress,
+        volume: &mut Option<OpenVolume>,
+        done: &mut ShardDone,
+        remaining: u64,
+        (rec, meta, body, planned_etag): (ObjectRecord, ObjectMeta, Body, Option<String>),
+    ) -> Result<()> {
+        let tuning = &self.cfg.tuning;
+        let metadata = metadata_cost(&self.cfg.source.bucket, &rec.key, &meta.headers);
+        let entry = entry_name(&self.cfg.source.bucket, &rec.key);
+        let (local, central, line) = (
+            crate::format::archive::local_cost(&entry, meta.size, tuning.compression),
+            crate::format::archive::central_cost(&entry),
+            manifest_line_bound(&rec, &entry, &meta),
+        );
+        if let Some(v) = volume.as_mut()
+            && v.writer.entries() > 0
+            && (v.bound(local + central + line, 0, self.recipients()) > tuning.volume_size
+                || v.writer.entries() + 1 > tuning.volume_entries
+                || v.metadata + metadata > limits::WRITER_METADATA_BUDGET)
+        {
+            let v = volume.take().expect("open volume");
+            self.close_shard_volume(w, v, done.take(), None).await?;
+        }
+        let v = match volume.as_mut() {
+            Some(v) => v,
+            None => {
+                let index = self.claim_volume(ck).await?;
+                volume.insert(self.open_volume(
+                    ck,
+                    index,
+                    meta.size,
+                    remaining + meta.size,
+                    w.fence.clone(),
+                )?)
+            }
+        };
+        v.entries_bound += local;
+        v.central_bound += central;
+        let digest = match body {
+            Body::Whole(data, _permit) => {
+                v.writer
+                    .add_whole(&entry, meta.last_modified_ms, &data)
+                    .await?
+            }
+            Body::Ranged(first, _permit) => {
+                match self.stream_large(v, &entry, &rec.key, &meta, first).await {
+                    Ok(d) => d,
+                    Err(e) => return Err(self.changed_while_read(w, e).await),
+                }
+            }
+        };
+        if planned_etag.is_some() {
+            done.totals.replaced += 1;
+        }
+        if meta.etag != rec.etag
+            || digest.size != rec.size
+            || meta.last_modified_ms != rec.last_modified_ms
+        {
+            // The inventory records the version shipped, not the one listed.
+            done.corrected.push(ObjectRecord {
+                key: rec.key.clone(),
+                size: digest.size,
+                etag: meta.etag.clone(),
+                last_modified_ms: meta.last_modified_ms,
+                storage_class: rec.storage_class.clone(),
+            });
+        }
+        done.totals.objects += 1;
+        done.totals.bytes += digest.size;
+        v.bytes += digest.size;
+        v.metadata += metadata;
+        self.progress.object(digest.size);
+        v.objects.push(&ObjectEntry {
+            key: rec.key,
+            entry,
+            size: digest.size,
+            etag: meta.etag,
+            last_modified: rfc3339_ms(meta.last_modified_ms),
+            sha256: digest.sha256,
+            crc32: digest.crc32,
+            storage_class: rec.storage_class,
+            headers: meta.headers,
+            planned_etag,
+        });
+        Ok(())
+    }
+
+    /// The only (or last) shard's end: its open volume closed with the final manifest, or the
+    /// final manifest in a volume of its own when it does not fit (or when an index an
+    /// interrupted worker claimed lies before it: then the commit writes the last volume).
+    async fn close_last(
+        &self,
+        ck: &Checkpoint,
+        w: &mut ShardProgress,
+        mut volume: Option<OpenVolume>,
+        mut done: ShardDone,
+        plan: &Plan,
+    ) -> Result<()> {
+        let tuning = &self.cfg.tuning;
+        let mut v = match volume.take() {
+            Some(v) => v,
+            None => {
+                let index = self.claim_volume(ck).await?;
+                self.open_volume(ck, index, 0, 0, w.fence.clone())?
+            }
+        };
+        // Built once (it reads each move's headers); a split only renumbers it.
+        let mut built: Option<Final> = None;
+        loop {
+            let mut earlier = ck.volumes.clone();
+            for e in &w.doc.volumes {
+                insert_volume(&mut earlier, e.clone());
+            }
+            if v.index as usize != earlier.len() + 1 {
+                // An index claimed by an interrupted worker lies before this one: the
+                // commit gives it an empty volume and writes the last volume itself.
+                self.close_shard_volume(w, v, done, None).await?;
+                break;
+            }
+            let last = match built.take() {
+                Some(mut last) => {
+                    // The objects' counts moved into the volume just closed: the totals
+                    // and lists are the same, the volumes before it one more.
+                    last.volume_count = earlier.len() as u32 + 1;
+                    last.earlier_volumes = earlier;
+                    last
+                }
+                None => {
+                    let totals = done.add_to(&plus(&ck.totals, &w.doc.totals));
+                    let vanished = ck
+                        .vanished
+                        .iter()
+                        .chain(&w.doc.vanished)
+                        .chain(&done.vanished)
+                        .cloned()
+                        .collect();
+                    let skipped = ck
+                        .skipped
+                        .iter()
+                        .chain(&w.doc.skipped)
+                        .chain(&done.skipped)
+                        .cloned()
+                        .collect();
+                    self.final_part(&earlier, totals, vanished, skipped, plan)
+                        .await?
+                }
+            };
+            let final_json = serde_json::to_vec(&last).map_or(0, |j| j.len() as u64) + 16;
+            if v.writer.entries() > 0
+                && v.bound(0, final_json, self.recipients()) > tuning.volume_size
+            {
+                // The final manifest does not fit beside this volume's objects: it gets a
+                // volume of its own.
+                self.close_shard_volume(w, v, done.take(), None).await?;
+                let index = self.claim_volume(ck).await?;
+                v = self.open_volume(ck, index, 0, 0, w.fence.clone())?;
+                built = Some(last);
+                continue;
+            }
+            if v.bound(0, final_json, self.recipients()) > tuning.volume_size {
+                warn!(job = %self.layout.job, volume = v.index, final_bytes = final_json,
+                      cap = tuning.volume_size, "the final manifest alone is larger than --volume-size: its volume exceeds the cap");
+            }
+            self.close_shard_volume(w, v, done, Some(last)).await?;
+            break;
+        }
+        Ok(())
     }
 
     /// `e`, after counting an object that changed while it was read against its shard (saved

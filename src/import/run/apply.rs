@@ -137,28 +137,7 @@ pub(super) async fn apply(
             info!(job = %b.job, sequence = b.sequence, volume = index, "deadline: stopping between volumes");
             return Ok(BundleStatus::Continue);
         }
-        let contents = v.contents().await?;
-        let keys: Vec<String> = contents.objects.iter().map(|o| o.key.clone()).collect();
-        let known = ledger.lookup(&keys).await?;
-        let shared = Shared::new(cfg.concurrency);
-        let mut sink = TargetSink {
-            target: cfg.target.clone(),
-            source_prefix: b.source_prefix.clone(),
-            shared: shared.clone(),
-        };
-        let checked = check_volume(b, v, &contents, &mut sink, progress).await;
-        let landed = shared.drain().await;
-        let report = checked?;
-        let landed = landed?;
-        for o in &contents.objects {
-            if known.contains_key(&o.key) {
-                out.overwritten += 1;
-            } else {
-                out.new += 1;
-            }
-        }
-        out.objects += report.objects;
-        out.bytes += report.bytes;
+        let (report, landed) = import_volume(ledger, cfg, b, v, out, progress).await?;
         pending.volumes_done.push(index);
         rec.pending = Some(pending.clone());
         cfg.target.make_durable().await?;
@@ -223,34 +202,21 @@ pub(super) async fn apply(
         out.deleted += batch.len() as u64;
         progressed = true;
     }
-    if b.baseline {
-        let removals = baseline_removals(ledger, cfg, b).await?;
-        // In batches, like the deletions; the deadline may stop between them (what was removed
-        // is saved; the next call lists the strays left and goes on).
-        for (i, batch) in removals.remove.chunks(DELETE_BATCH).enumerate() {
-            if (i > 0 || progressed) && cfg.past_deadline() {
-                info!(job = %b.job, sequence = b.sequence, removed = out.removed, "deadline: stopping between removals");
-                pending.deletions_done = gone.len() as u64;
-                return stop_tail(ledger, cfg, rec, &pending, changes).await;
-            }
-            let strays: Vec<String> = batch.iter().map(|(s, _)| s.clone()).collect();
-            info!(target = %cfg.target.display(), count = strays.len(), first = %strays[0],
-                  "the baseline does not list them: removing");
-            cfg.target.remove_strays(&strays).await?;
-            // A baseline over earlier bundles removes keys they wrote: out of the index too.
-            changes.extend(
-                batch
-                    .iter()
-                    .filter_map(|(_, k)| k.clone().map(|k| (k, None))),
-            );
-            out.removed += batch.len() as u64;
-        }
-        if removals.kept > 0 {
-            warn!(target = %cfg.target.display(), kept = removals.kept, first = ?removals.kept_first,
-                  "the baseline does not list these and ferry did not write them: left in place");
-        }
-        out.kept_unlisted = removals.kept;
-        out.kept_unlisted_keys = removals.kept_first;
+    if b.baseline
+        && let Some(stopped) = apply_removals(
+            ledger,
+            cfg,
+            b,
+            rec,
+            &mut pending,
+            out,
+            &mut changes,
+            progressed,
+            gone.len(),
+        )
+        .await?
+    {
+        return Ok(stopped);
     }
     if let Some(k) = signer {
         // From now on this target accepts only bundles signed by a trusted key.
@@ -377,4 +343,88 @@ pub(super) async fn apply_moves(
                 .collect(),
         )
         .await
+}
+
+/// Stream volume `v` of `b` through the verifier into the target: what it reported, and what
+/// landed (counted into `out` as new or overwritten against the key index).
+async fn import_volume(
+    ledger: &mut dyn Ledger,
+    cfg: &ImportConfig,
+    b: &Bundle,
+    v: &crate::import::bundle::OpenVolume,
+    out: &mut BundleOutcome,
+    progress: &dyn Progress,
+) -> Result<(
+    crate::import::verify::VolumeReport,
+    Vec<(String, IndexEntry)>,
+)> {
+    let contents = v.contents().await?;
+    let keys: Vec<String> = contents.objects.iter().map(|o| o.key.clone()).collect();
+    let known = ledger.lookup(&keys).await?;
+    let shared = Shared::new(cfg.concurrency);
+    let mut sink = TargetSink {
+        target: cfg.target.clone(),
+        source_prefix: b.source_prefix.clone(),
+        shared: shared.clone(),
+    };
+    let checked = check_volume(b, v, &contents, &mut sink, progress).await;
+    let landed = shared.drain().await;
+    let report = checked?;
+    let landed = landed?;
+    for o in &contents.objects {
+        if known.contains_key(&o.key) {
+            out.overwritten += 1;
+        } else {
+            out.new += 1;
+        }
+    }
+    out.objects += report.objects;
+    out.bytes += report.bytes;
+    Ok((report, landed))
+}
+
+/// A baseline's removals of what it does not list and ferry wrote, in batches the deadline may
+/// stop between (`Some`: the tail stopped there, what was removed saved).
+#[allow(clippy::too_many_arguments)]
+async fn apply_removals(
+    ledger: &mut dyn Ledger,
+    cfg: &ImportConfig,
+    b: &Bundle,
+    rec: &mut Record,
+    pending: &mut Pending,
+    out: &mut BundleOutcome,
+    changes: &mut Vec<(String, Option<IndexEntry>)>,
+    progressed: bool,
+    deletions: usize,
+) -> Result<Option<BundleStatus>> {
+    let removals = baseline_removals(ledger, cfg, b).await?;
+    // In batches, like the deletions; the deadline may stop between them (what was removed
+    // is saved; the next call lists the strays left and goes on).
+    for (i, batch) in removals.remove.chunks(DELETE_BATCH).enumerate() {
+        if (i > 0 || progressed) && cfg.past_deadline() {
+            info!(job = %b.job, sequence = b.sequence, removed = out.removed, "deadline: stopping between removals");
+            pending.deletions_done = deletions as u64;
+            return stop_tail(ledger, cfg, rec, pending, std::mem::take(changes))
+                .await
+                .map(Some);
+        }
+        let strays: Vec<String> = batch.iter().map(|(s, _)| s.clone()).collect();
+        info!(target = %cfg.target.display(), count = strays.len(), first = %strays[0],
+                  "the baseline does not list them: removing");
+        cfg.target.remove_strays(&strays).await?;
+        // A baseline over earlier bundles removes keys they wrote: out of the index too.
+        changes.extend(
+            batch
+                .iter()
+                .filter_map(|(_, k)| k.clone().map(|k| (k, None))),
+        );
+        out.removed += batch.len() as u64;
+    }
+    if removals.kept > 0 {
+        warn!(target = %cfg.target.display(), kept = removals.kept, first = ?removals.kept_first,
+                  "the baseline does not list these and ferry did not write them: left in place");
+    }
+    out.kept_unlisted = removals.kept;
+    out.kept_unlisted_keys = removals.kept_first;
+    Ok(None)
 }

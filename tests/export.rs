@@ -6,21 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::StorageClass;
 
-use crate::util::{Ctx, block_on, check_readers};
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use crate::util::{Ctx, assert_capped, block_on, check_readers, pseudo_random};
 
 /// Upload `body` as a real multipart object of 5 MiB parts.
 fn put_multipart(ctx: &Ctx, key: &str, body: &[u8]) {
@@ -501,31 +487,6 @@ fn volumes_rotate_by_bytes_and_by_entries() {
 
 /// Every volume of bundle `seq` is at most `cap` bytes (its manifest and directory included),
 /// all but the last are filled to `fill` of it, and each opens in the readers.
-fn assert_capped(ctx: &Ctx, seq: u64, cap: u64, fill: f64, sealed: bool) {
-    let vols = ctx.keys(&ctx.exp, &format!("bundles/{}/{seq:08}/", ctx.job));
-    let vols: Vec<&String> = vols.iter().filter(|k| k.contains(".zip")).collect();
-    assert!(vols.len() > 2, "{vols:?}");
-    for (i, key) in vols.iter().enumerate() {
-        let size = ctx.get(&ctx.exp, key).unwrap().len() as u64;
-        assert!(
-            size <= cap,
-            "{key} is {size} bytes, over the {cap}-byte cap"
-        );
-        if i + 1 < vols.len() {
-            assert!(
-                size as f64 >= fill * cap as f64,
-                "{key} is only {size} bytes"
-            );
-        }
-    }
-    if !sealed {
-        let b = ctx.download(&ctx.job, seq);
-        for v in b.volume_paths() {
-            check_readers(&v);
-        }
-    }
-}
-
 #[test]
 fn streamed_objects_near_the_cap_stay_within_it() {
     // GIVEN objects larger than the whole-object limit (streamed in ranges) that nearly fill a

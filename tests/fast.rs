@@ -2,35 +2,10 @@
 //! Tests moved here from the moto tier keep their names and every assertion; what they
 //! check is the engine (volumes, listings, skips, the state it commits), not S3 or the CLI.
 
-use crate::util::check_readers;
+use crate::util::assert_capped;
 use crate::world::World;
 
 const MIB: u64 = 1024 * 1024;
-
-fn assert_capped(w: &World, seq: u64, cap: u64, fill: f64, sealed: bool) {
-    let vols = w.keys(&w.exp, &format!("bundles/{}/{seq:08}/", w.job));
-    let vols: Vec<&String> = vols.iter().filter(|k| k.contains(".zip")).collect();
-    assert!(vols.len() > 2, "{vols:?}");
-    for (i, key) in vols.iter().enumerate() {
-        let size = w.get(&w.exp, key).unwrap().len() as u64;
-        assert!(
-            size <= cap,
-            "{key} is {size} bytes, over the {cap}-byte cap"
-        );
-        if i + 1 < vols.len() {
-            assert!(
-                size as f64 >= fill * cap as f64,
-                "{key} is only {size} bytes"
-            );
-        }
-    }
-    if !sealed {
-        let b = w.download(&w.job, seq);
-        for v in b.volume_paths() {
-            check_readers(&v);
-        }
-    }
-}
 
 #[test]
 fn every_volume_with_its_manifest_and_directory_stays_within_the_cap() {

@@ -13,7 +13,7 @@ use s3_ferry::format::manifest::ObjectHeaders;
 use s3_ferry::store::{Fence, Got, MemoryStore, ObjectStore, PutMode, Store, multipart_etag};
 use tokio::io::AsyncWriteExt;
 
-use crate::util::{block_on, moto, sdk_config, unique};
+use crate::util::{block_on, moto, pseudo_random, sdk_config, unique};
 
 /// A store and a fresh bucket in it.
 struct Fixture {
@@ -102,18 +102,6 @@ fn headers() -> ObjectHeaders {
 fn md5(body: &[u8]) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(body))
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn found(got: Got) -> (s3_ferry::store::ObjectMeta, Bytes) {

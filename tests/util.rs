@@ -764,3 +764,75 @@ pub fn dir_snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+/// Bytes that do not compress, the same for the same seed.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// What a test looks at in a world, on moto ([`Ctx`]) or in memory (`World`).
+pub trait Inspect {
+    fn export_bucket(&self) -> &str;
+    fn job_name(&self) -> &str;
+    fn keys_of(&self, bucket: &str, prefix: &str) -> Vec<String>;
+    fn get_of(&self, bucket: &str, key: &str) -> Option<Vec<u8>>;
+    fn download_of(&self, job: &str, seq: u64) -> Bundle;
+}
+
+impl Inspect for Ctx {
+    fn export_bucket(&self) -> &str {
+        &self.exp
+    }
+    fn job_name(&self) -> &str {
+        &self.job
+    }
+    fn keys_of(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.keys(bucket, prefix)
+    }
+    fn get_of(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        self.get(bucket, key)
+    }
+    fn download_of(&self, job: &str, seq: u64) -> Bundle {
+        self.download(job, seq)
+    }
+}
+
+/// Every volume of bundle `seq` is within `cap` bytes, all but the last at least `fill` of it,
+/// and (unless sealed) opens in every reader.
+pub fn assert_capped(w: &dyn Inspect, seq: u64, cap: u64, fill: f64, sealed: bool) {
+    let vols = w.keys_of(
+        w.export_bucket(),
+        &format!("bundles/{}/{seq:08}/", w.job_name()),
+    );
+    let vols: Vec<&String> = vols.iter().filter(|k| k.contains(".zip")).collect();
+    assert!(vols.len() > 2, "{vols:?}");
+    for (i, key) in vols.iter().enumerate() {
+        let size = w.get_of(w.export_bucket(), key).unwrap().len() as u64;
+        assert!(
+            size <= cap,
+            "{key} is {size} bytes, over the {cap}-byte cap"
+        );
+        if i + 1 < vols.len() {
+            assert!(
+                size as f64 >= fill * cap as f64,
+                "{key} is only {size} bytes"
+            );
+        }
+    }
+    if !sealed {
+        let b = w.download_of(w.job_name(), seq);
+        for v in b.volume_paths() {
+            check_readers(&v);
+        }
+    }
+}

@@ -231,3 +231,21 @@ impl World {
         })
     }
 }
+
+impl crate::util::Inspect for World {
+    fn export_bucket(&self) -> &str {
+        &self.exp
+    }
+    fn job_name(&self) -> &str {
+        &self.job
+    }
+    fn keys_of(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.keys(bucket, prefix)
+    }
+    fn get_of(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        self.get(bucket, key)
+    }
+    fn download_of(&self, job: &str, seq: u64) -> Bundle {
+        self.download(job, seq)
+    }
+}

@@ -283,7 +283,7 @@ fn a_run_that_wakes_after_another_committed_never_touches_the_committed_bundle()
     let woke = stale.join().unwrap();
 
     // THEN every committed bundle is whole: each volume SHA256SUMS names is there with its
-    // bytes (the stale run removed the new run's volumes 4 to 6 of bundle 1 as "strays" before
+    // bytes (the stale run removed volumes of the new run's committed bundle 1 as "strays" before
     // its commit failed: the committed bundle failed `sha256sum -c` for good)
     let committed = w.state().sequence;
     assert!(committed >= 1);

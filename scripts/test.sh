@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Every check, from a clean clone, in 14–15 minutes on 2 cores (keep it under 20): installs what is
+# Every check, from a clean clone, in 14–18 minutes on 2 cores (keep it under 20): installs what is
 # missing (scripts/setup.sh), then formatting, lints, the template checks, ONE debug build of the
 # whole workspace (tests, the CLI and both Lambda functions, with one feature set), the
 # documented `sam build` of both templates (arm64, in the background with a cheaper release
-# profile), the unit and integration tests (each test process starts its own moto server on a
-# free 127.0.0.1 port, so cargo-nextest runs them in parallel), and the Lambda end to end on the
+# profile), the unit and integration tests (the fast tier in process on the in-memory stores; the
+# moto tier's test processes each start their own moto server on a free 127.0.0.1 port, so
+# cargo-nextest runs them in parallel), and the Lambda end to end on the
 # local Lambda emulator with the binaries already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."

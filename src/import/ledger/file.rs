@@ -47,6 +47,37 @@ pub(super) struct Created {
     dir: Option<PathBuf>,
 }
 
+/// Opens the key index, making a new one whole: redb writes its header's magic number last, so
+/// a kill -9 while it creates `FILE.index` in place would leave a file the next import has to call
+/// corrupt. A new index is made at `FILE.index.new` and renamed into place; a `.new` left by a
+/// creation cut off before is removed first (the caller holds the lock).
+async fn open_index(path: PathBuf, exists: bool) -> Result<redb::Database> {
+    tokio::task::spawn_blocking(move || {
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(INDEX_CACHE);
+        if !exists {
+            let mut fresh = path.as_os_str().to_owned();
+            fresh.push(".new");
+            let fresh = PathBuf::from(fresh);
+            match std::fs::remove_file(&fresh) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at("removing", &fresh)(e)),
+            }
+            drop(builder.create(&fresh).map_err(|e| index_err(&fresh, e))?);
+            std::fs::rename(&fresh, &path).map_err(io_at("renaming", &fresh))?;
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            crate::format::durable::sync_dir(dir)?;
+        }
+        builder.open(&path).map_err(|e| index_err(&path, e))
+    })
+    .await
+    .expect("index open task")
+}
+
 pub(super) fn index_err(path: &Path, e: impl Into<redb::Error>) -> Error {
     Error::Corrupt {
         what: "import key index",
@@ -140,15 +171,7 @@ impl FileLedger {
                 source: "missing".into(),
             });
         }
-        let ip = index_path.clone();
-        let index = tokio::task::spawn_blocking(move || {
-            redb::Builder::new()
-                .set_cache_size(INDEX_CACHE)
-                .create(&ip)
-                .map_err(|e| index_err(&ip, e))
-        })
-        .await
-        .expect("index open task")?;
+        let index = open_index(index_path.clone(), had_index).await?;
         let created = (!existed && !had_index && !had_lock).then_some(Created {
             lock: lock_path,
             dir: made_dir,

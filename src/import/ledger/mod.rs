@@ -227,4 +227,26 @@ mod tests {
         let err = FileLedger::open(&path).await.err().unwrap().to_string();
         assert!(err.contains("state.json.index"), "{err}");
     }
+    #[tokio::test]
+    async fn an_index_creation_cut_off_by_a_kill_leaves_nothing_the_next_open_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // what a kill -9 during redb's creation leaves: a file whose header was never finished
+        let fresh = dir.path().join("state.json.index.new");
+        std::fs::write(&fresh, vec![0x5a; 4096]).unwrap();
+        let mut l = FileLedger::open(&path).await.unwrap();
+        assert!(!fresh.exists());
+        l.save(record(1), vec![("a".into(), Some(entry(1)))])
+            .await
+            .unwrap();
+        l.close().await.unwrap();
+        let l = FileLedger::open(&path).await.unwrap();
+        assert_eq!(l.record().sequence, 1);
+        let entries: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".new"))
+            .collect();
+        assert!(entries.is_empty(), "{entries:?}");
+    }
 }

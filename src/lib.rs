@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod export;
 pub mod format;

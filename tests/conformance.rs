@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use s3_ferry::context::RunContext;
 use s3_ferry::format::manifest::{ObjectEntry, ObjectHeaders};
 use s3_ferry::import::ledger::IndexEntry;
 use s3_ferry::import::target::{Bucket, Dir, KeepSet, STATE_DIR, Shared, Target, TargetSink};
@@ -29,6 +30,8 @@ struct Kind {
     names: Box<dyn Fn() -> Vec<String>>,
     /// Multipart uploads still open.
     open_uploads: Box<dyn Fn() -> usize>,
+    /// The run the target's writes belong to (its dropped uploads are settled before counting).
+    run: RunContext,
 }
 
 fn object(key: &str, body: &[u8]) -> ObjectEntry {
@@ -59,7 +62,7 @@ enum End {
 
 /// Write `body` to `key` through the import's sink and end the writer as `end` says; what
 /// landed.
-fn write(t: &Arc<dyn Target>, key: &str, body: &[u8], end: End) -> Landed {
+fn write(t: &Arc<dyn Target>, run: &RunContext, key: &str, body: &[u8], end: End) -> Landed {
     block_on(async {
         let shared = Shared::new(4);
         let mut sink = TargetSink {
@@ -78,13 +81,13 @@ fn write(t: &Arc<dyn Target>, key: &str, body: &[u8], end: End) -> Landed {
         }
         let landed = shared.drain().await.unwrap();
         // a dropped upload is aborted in the background: wait for it as a process does at exit
-        assert!(s3_ferry::store::settle_uploads(std::time::Duration::from_secs(30)).await);
+        assert!(run.settle_uploads(std::time::Duration::from_secs(30)).await);
         landed
     })
 }
 
-fn land(t: &Arc<dyn Target>, key: &str, body: &[u8]) -> IndexEntry {
-    let landed = write(t, key, body, End::Commit);
+fn land(t: &Arc<dyn Target>, run: &RunContext, key: &str, body: &[u8]) -> IndexEntry {
+    let landed = write(t, run, key, body, End::Commit);
     assert_eq!(landed.len(), 1, "{key}");
     assert_eq!(landed[0].0, key);
     landed[0].1.clone()
@@ -92,6 +95,7 @@ fn land(t: &Arc<dyn Target>, key: &str, body: &[u8]) -> IndexEntry {
 
 fn suite(k: Kind) {
     let t = &k.target;
+    let run = &k.run;
     let name = |rel: &str| t.keep_name(rel);
     let expect = |rels: &[&str]| {
         let mut v: Vec<String> = rels.iter().map(|r| name(r)).collect();
@@ -102,8 +106,8 @@ fn suite(k: Kind) {
     // GIVEN a small object and one large enough for the streaming path of every kind
     let small = b"a small object".to_vec();
     let large: Vec<u8> = (0..9 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let e_small = land(t, "a/small", &small);
-    let e_large = land(t, "b/large", &large);
+    let e_small = land(t, run, "a/small", &small);
+    let e_large = land(t, run, "b/large", &large);
 
     // THEN both read back byte for byte, and `holds` tells the landed entry from another
     assert_eq!((k.read)(&name("a/small")), Some(small.clone()));
@@ -117,8 +121,8 @@ fn suite(k: Kind) {
 
     // WHEN writers are aborted or dropped halfway, small and large
     for end in [End::Abort, End::Drop] {
-        assert!(write(t, "c/unfinished", &large, end).is_empty());
-        assert!(write(t, "c/unfinished-small", &small, end).is_empty());
+        assert!(write(t, run, "c/unfinished", &large, end).is_empty());
+        assert!(write(t, run, "c/unfinished-small", &small, end).is_empty());
     }
     // THEN nothing of them is there: no object, no temporary file, no open upload
     expect(&["a/small", "b/large"]);
@@ -142,8 +146,8 @@ fn suite(k: Kind) {
     expect(&["m/moved"]);
 
     // WHEN a key that is no safe path lands, and a stray
-    land(t, &format!("{STATE_DIR}/odd"), b"odd");
-    land(t, "s/stray", b"stray");
+    land(t, run, &format!("{STATE_DIR}/odd"), b"odd");
+    land(t, run, "s/stray", b"stray");
     let mut keep = KeepSet::default();
     keep.insert(&name("m/moved"));
     keep.insert(&name(&format!("{STATE_DIR}/odd")));
@@ -190,6 +194,7 @@ fn a_bucket_target_keeps_the_contract_of_every_target() {
             v
         }),
         open_uploads: Box::new(move || c3.open_uploads_in(&b3)),
+        run: ctx.clients.s3.run().clone(),
     });
 }
 
@@ -225,5 +230,6 @@ fn a_directory_target_keeps_the_contract_of_every_target() {
             out
         }),
         open_uploads: Box::new(|| 0),
+        run: RunContext::new(),
     });
 }

@@ -297,3 +297,102 @@ fn a_run_that_wakes_after_another_committed_never_touches_the_committed_bundle()
     assert_eq!(last["a/11"], vec![11u8; 100]);
     eprintln!("the stale run ended with {:?}", woke.map(|r| r.sequence));
 }
+
+#[test]
+fn a_run_that_loses_its_lease_writes_and_deletes_nothing_more() {
+    use s3_ferry::store::{Fault, Gate, Rule};
+    // GIVEN a run (in a context the test holds) held at a gate on its first volume part, with
+    // a lease of 1.5 s that its heartbeat renews every half second
+    let w = World::new("leaselost");
+    w.put_many(
+        (0..6)
+            .map(|i| (format!("a/{i}"), vec![i as u8; 100]))
+            .collect(),
+    );
+    let (scripted, clients) = scripted_clients(&w);
+    let run = s3_ferry::context::RunContext::new();
+    let clients = clients.in_run(run.clone());
+    let gate = Gate::new();
+    scripted.rule(Rule::every("UploadPart", Fault::Pause(gate.clone())).on_keys(".zip"));
+    let mut cfg = w.export_config();
+    cfg.lease_ttl = std::time::Duration::from_millis(1500);
+    let stalled = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(s3_ferry::export::run(
+            &clients,
+            &cfg,
+            &s3_ferry::progress::NoProgress,
+        ))
+    });
+    crate::util::block_on(gate.reached());
+    // WHEN another run takes the job over, and the heartbeat finds the lease gone
+    let table = w.clients.table(&w.table);
+    let owner = crate::util::block_on(table.load(&w.job))
+        .unwrap()
+        .and_then(|s| s.lease_owner)
+        .expect("the run holds the lease");
+    crate::util::block_on(table.release(&w.job, &owner)).unwrap();
+    crate::util::block_on(table.acquire(
+        &w.job,
+        "another-run",
+        std::time::Duration::from_secs(600),
+    ))
+    .unwrap();
+    let waited = std::time::Instant::now();
+    while !run.stop().is_lease_lost() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(30),
+            "the heartbeat never noticed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let seen = scripted.log().len();
+    // AND the stalled run goes on from the gate
+    gate.open();
+    let ended = stalled.join().unwrap();
+
+    // THEN it ends as having lost the lease, and sent no write or delete after it knew: only
+    // reads and the aborts of its own uploads
+    let Err(err) = ended else {
+        panic!("a run that lost its lease committed")
+    };
+    assert!(
+        matches!(
+            err,
+            s3_ferry::Error::LeaseLost { .. } | s3_ferry::Error::Fenced { .. }
+        ),
+        "{err}"
+    );
+    let after: Vec<_> = scripted.log()[seen..]
+        .iter()
+        .filter(|(op, _)| {
+            !matches!(
+                *op,
+                "GetObject"
+                    | "HeadObject"
+                    | "ListObjectsV2"
+                    | "ListMultipartUploads"
+                    | "AbortMultipartUpload"
+            )
+        })
+        .cloned()
+        .collect();
+    assert!(
+        after.is_empty(),
+        "requests after the lease was lost: {after:?}"
+    );
+    // AND the job is the other run's, with nothing committed or published
+    let state = w.state();
+    assert_eq!(state.lease_owner.as_deref(), Some("another-run"));
+    assert_eq!(state.sequence, 0);
+    let folder = format!("bundles/{}/00000001/", w.job);
+    assert!(
+        w.keys(&w.exp, &folder).is_empty(),
+        "{:?}",
+        w.keys(&w.exp, &folder)
+    );
+}

@@ -265,6 +265,7 @@ impl World {
                     &b,
                     &[],
                     &s3_ferry::progress::NoProgress,
+                    &s3_ferry::interrupt::Stop::new(),
                 )
                 .await
                 .unwrap_or_else(|e| panic!("verify: {}", s3_ferry::error_chain(&e)));

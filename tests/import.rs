@@ -561,7 +561,7 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
         deadline: Some(std::time::Instant::now()),
         trust: Vec::new(),
         delete_unlisted: false,
-        activity: counted.clients.s3.activity().clone(),
+        run: counted.clients.s3.run().clone(),
     };
     let bundles = block_on(s3_ferry::import::bundle::discover(
         &[b2.dir.path().to_str().unwrap().to_string()],

@@ -1134,9 +1134,11 @@ fn each_run_in_one_process_reports_its_own_read_resumes() {
     );
     let via = ctx.via(&proxy.endpoint);
     let cfg = ctx.export_config();
+    // (each run in its own context of those clients, as the export function's handler makes
+    // one per invocation)
     let export = || {
         block_on(s3_ferry::export::run(
-            &via.clients,
+            &via.clients.for_run(),
             &cfg,
             &s3_ferry::progress::NoProgress,
         ))

@@ -437,7 +437,11 @@ fn multipart_uploads_complete_whole_or_leave_nothing(f: Fixture) {
         )
         .await;
         drop(w);
-        assert!(s3_ferry::store::settle_uploads(std::time::Duration::from_secs(30)).await);
+        assert!(
+            s.run()
+                .settle_uploads(std::time::Duration::from_secs(30))
+                .await
+        );
         assert_eq!(s.head(b, "aborted").await.unwrap(), None);
         assert_eq!(s.head(b, "dropped").await.unwrap(), None);
         let open = s

@@ -69,7 +69,7 @@ impl World {
         tune(&mut cfg);
         cfg.tuning.validate().unwrap();
         let report = block_on(s3_ferry::export::run(
-            &self.clients,
+            &self.clients.for_run(),
             &cfg,
             &s3_ferry::progress::NoProgress,
         ))
@@ -85,7 +85,8 @@ impl World {
     pub fn plan_with(&self, tune: impl FnOnce(&mut ExportConfig)) -> serde_json::Value {
         let mut cfg = self.export_config();
         tune(&mut cfg);
-        let (_, plan, _) = block_on(s3_ferry::export::plan_only(&self.clients, &cfg)).unwrap();
+        let (_, plan, _) =
+            block_on(s3_ferry::export::plan_only(&self.clients.for_run(), &cfg)).unwrap();
         let s = &plan.stats;
         serde_json::json!({
             "listed": s.listed, "unchanged": s.unchanged, "added": s.added,
@@ -213,7 +214,7 @@ impl World {
                 deadline: None,
                 trust: Vec::new(),
                 delete_unlisted: false,
-                activity: Default::default(),
+                run: Default::default(),
             };
             let mut ledger = s3_ferry::import::ledger::FileLedger::open(state)
                 .await

@@ -287,7 +287,7 @@ impl Run<'_> {
         };
         let ck: Checkpoint = self.parse_json(&body, &ck_key, "checkpoint")?;
         if ck.writer != self.owner {
-            self.lost.store(true, Ordering::SeqCst);
+            self.store().run().stop().lease_lost();
             return Err(Error::Fenced {
                 bucket: self.cfg.dest.bucket.clone(),
                 key: ck_key,

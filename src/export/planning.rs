@@ -25,7 +25,7 @@ pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobStat
     let spill = tokio::fs::File::from_std(tempfile::tempfile().map_err(local)?);
     let mut candidates = InventoryWriter::new(tokio::io::BufWriter::new(spill));
     let listed = make_plan::<MultipartUpload, _>(
-        &clients.s3.for_run(),
+        &clients.s3,
         cfg,
         previous.as_deref(),
         None,
@@ -111,6 +111,7 @@ where
         source: &cfg.source,
         filters: &filters,
         restores: &restores,
+        stop: store.run().stop(),
     };
     let mut listed = crate::plan::plan(listing, reader, inventory, candidates, changed).await?;
     listed.stats.list_ranges = splits.len() as u64 + 1;

@@ -13,7 +13,6 @@ pub(super) struct Run<'a> {
     pub(super) layout: Layout,
     pub(super) started: Instant,
     pub(super) progress: &'a dyn Progress,
-    pub(super) lost: Arc<AtomicBool>,
     pub(super) signer: Option<&'a dyn crate::format::sign::Signer>,
     /// This run's claim on the bundle's checkpoint (set when the bundle is opened).
     pub(super) fence: std::sync::OnceLock<Arc<crate::store::Fence>>,
@@ -121,7 +120,7 @@ impl Run<'_> {
     }
 
     pub(super) fn check_lease(&self) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
+        if self.store.run().stop().is_lease_lost() {
             return Err(Error::LeaseLost {
                 job: self.layout.job.clone(),
             });
@@ -153,7 +152,7 @@ impl Run<'_> {
         if held {
             return Ok(());
         }
-        self.lost.store(true, Ordering::SeqCst);
+        self.store.run().stop().lease_lost();
         Err(Error::Fenced {
             bucket: self.cfg.dest.bucket.clone(),
             key: self.layout.checkpoint_key(seq),

@@ -8,10 +8,10 @@ pub(super) struct Session<'a> {
     pub(super) owner: String,
     pub(super) table: StateTable,
     pub(super) state: JobState,
-    pub(super) lost: Arc<AtomicBool>,
     pub(super) heartbeat: tokio::task::JoinHandle<()>,
     pub(super) signer: Option<Box<dyn crate::format::sign::Signer>>,
-    /// The run's S3 store: the shared client, this run's own activity counters.
+    /// The run's S3 store: the shared client, this run's own context (activity counters, and
+    /// the stop token the heartbeat stops when the lease is lost).
     pub(super) store: Store,
 }
 
@@ -32,8 +32,10 @@ impl<'a> Session<'a> {
         let table = clients.table(&cfg.table);
         let job = cfg.job.as_str();
         let state = table.acquire(job, owner, cfg.lease_ttl).await?;
-        let lost = Arc::new(AtomicBool::new(false));
-        let store = clients.s3.for_run();
+        // The caller's run context (one per run: `Clients::for_run`); every write and delete
+        // of the run is refused once the heartbeat finds the lease lost.
+        let store = clients.s3.leased(job);
+        let lost = store.run().stop().clone();
         let heartbeat = {
             let activity = store.activity().clone();
             let (table, job, owner, ttl, lost) = (
@@ -57,13 +59,13 @@ impl<'a> Session<'a> {
                             idle_s = idle.as_secs(),
                             "no data moved for too long: letting the lease expire"
                         );
-                        lost.store(true, Ordering::SeqCst);
+                        lost.lease_lost();
                         return;
                     }
                     if let Err(e) = table.renew(&job, &owner, ttl).await {
                         warn!(job, error = %e, "lease renewal failed");
                         if matches!(e, Error::LeaseLost { .. }) {
-                            lost.store(true, Ordering::SeqCst);
+                            lost.lease_lost();
                             return;
                         }
                     }
@@ -75,7 +77,6 @@ impl<'a> Session<'a> {
             owner: owner.to_string(),
             table,
             state,
-            lost,
             heartbeat,
             signer,
             store,
@@ -96,7 +97,6 @@ impl<'a> Session<'a> {
             },
             started: Instant::now(),
             progress,
-            lost: self.lost.clone(),
             signer: self.signer.as_deref(),
             fence: std::sync::OnceLock::new(),
             warm: Warm::default(),

@@ -73,7 +73,7 @@ impl Run<'_> {
         if w.fence.write(Bytes::from(body)).await? {
             return Ok(());
         }
-        self.lost.store(true, Ordering::SeqCst);
+        self.store().run().stop().lease_lost();
         Err(Error::Fenced {
             bucket: self.cfg.dest.bucket.clone(),
             key: w.key.clone(),

@@ -59,7 +59,7 @@ impl Run<'_> {
         };
         let mut i = skip;
         while i < total {
-            let stop = crate::interrupt::requested();
+            let stop = self.store().run().stop().requested();
             if (progressed && self.past_deadline()) || stop.is_some() {
                 info!(
                     shard,

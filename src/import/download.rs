@@ -528,9 +528,7 @@ async fn fetch_volume(
     // hashed prefix recorded in `.partial.at` is where the next download resumes.
     tokio::select! {
         done = async { futures::try_join!(writers, hasher) } => { done?; }
-        signal = crate::interrupt::stopped() => {
-            return Err(Error::Interrupted { signal: signal.name() });
-        }
+        stopped = store.run().stop().interrupted() => return Err(stopped),
     }
     let got = hex::encode(sha.finalize());
     if got != w.sha256 {

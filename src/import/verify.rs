@@ -107,6 +107,7 @@ pub async fn check_volume<S: EntrySink>(
     contents: &Contents,
     sink: &mut S,
     progress: &dyn Progress,
+    stop: &crate::interrupt::Stop,
 ) -> Result<VolumeReport> {
     let volume = v.source.display();
     let by_entry: HashMap<&str, &ObjectEntry> = contents
@@ -119,7 +120,7 @@ pub async fn check_volume<S: EntrySink>(
     let (mut objects, mut bytes) = (0u64, 0u64);
     while let Some(e) = walk.next_entry().await? {
         // A stop request ends the pass between entries (nothing of an entry is half-written).
-        crate::interrupt::check()?;
+        stop.check()?;
         if e.name == MANIFEST_ENTRY {
             while walk.read_chunk().await?.is_some() {}
             walk.end_entry()?;
@@ -220,12 +221,13 @@ pub async fn verify_bundle(
     bundle: &Bundle,
     trusted: &[crate::format::sign::TrustedKey],
     progress: &dyn Progress,
+    stop: &crate::interrupt::Stop,
 ) -> Result<BundleReport> {
     let signed_by = bundle.signed_by(trusted)?.map(|k| k.fingerprint.clone());
     let mut volumes = Vec::new();
     for v in &bundle.volumes {
         let contents = v.contents().await?;
-        volumes.push(check_volume(bundle, v, &contents, &mut NoSink, progress).await?);
+        volumes.push(check_volume(bundle, v, &contents, &mut NoSink, progress, stop).await?);
     }
     let last = volumes.last().map(|v| v.sha256.clone());
     let digest = bundle

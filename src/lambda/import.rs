@@ -318,7 +318,7 @@ impl ImportHandler {
                 dest: self.cfg.dest.clone(),
                 part_size: self.cfg.part_size,
             }),
-            activity: store.activity().clone(),
+            run: store.run().clone(),
             dry_run: false,
             force: false,
             trust: self.cfg.trust.clone(),

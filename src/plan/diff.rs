@@ -201,6 +201,8 @@ pub struct Listing<'a> {
     pub source: &'a S3Location,
     pub filters: &'a Filters,
     pub restores: &'a dyn Restores,
+    /// The run's stop token, checked between pages.
+    pub stop: &'a crate::interrupt::Stop,
 }
 
 /// Diff the listing against `previous` (or take a baseline when `None`). Every added or
@@ -225,6 +227,7 @@ where
         source,
         filters,
         restores,
+        stop,
     } = listing;
     let inv_err = |what: &str, e: std::io::Error| Error::Stream {
         bucket: source.bucket.clone(),
@@ -238,7 +241,7 @@ where
         None => None,
     };
     while let Some(page) = lister.next_page().await? {
-        crate::interrupt::check()?;
+        stop.check()?;
         // The page joined with the previous inventory first, so that only an archived object
         // that is new or changed since is asked about its restore.
         let mut joined = Vec::with_capacity(page.len());

@@ -75,6 +75,20 @@ impl Clients {
         Ok(Self::new(&sdk, opts.path_style))
     }
 
+    /// The same clients for one run inside their context ([`Store::for_run`]): a Lambda
+    /// invocation's, a test's export.
+    pub fn for_run(&self) -> Self {
+        let mut c = self.clone();
+        c.s3 = c.s3.for_run();
+        c
+    }
+
+    /// The same clients for runs in the context `run` (the CLI's: a signal stops them).
+    pub fn in_run(mut self, run: crate::context::RunContext) -> Self {
+        self.s3 = self.s3.in_run(run);
+        self
+    }
+
     /// Clients from an already loaded configuration.
     pub fn new(sdk: &aws_config::SdkConfig, path_style: bool) -> Self {
         let endpoint = match (sdk.endpoint_url(), sdk.region()) {

@@ -55,7 +55,7 @@ impl Body {
                         });
                     }
                     self.resumed += 1;
-                    self.store.activity.resumed();
+                    self.store.activity().resumed();
                     let at = self.start + self.got;
                     warn!(bucket, key, at, attempt = self.resumed, error = %e, "read broke mid-body: resuming from there");
                     let range = Some((at, self.start + self.want - 1));

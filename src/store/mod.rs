@@ -10,6 +10,7 @@ mod body;
 pub mod dynamo;
 mod fence;
 pub mod kms;
+mod leased;
 mod lister;
 pub mod mem;
 pub mod mem_state;
@@ -35,7 +36,7 @@ pub use fence::Fence;
 pub use lister::Lister;
 pub use mem::MemoryStore;
 pub use mem_state::{MemoryState, MemoryTables};
-pub use multipart::{MultipartUpload, multipart_etag, settle_uploads};
+pub use multipart::{MultipartUpload, multipart_etag};
 pub use object::{
     ByteStream, Got, Head, ListPage, ObjectHeaders, ObjectMeta, ObjectRecord, ObjectStore,
     OpenUpload, Part, PutMode, UploadPage,
@@ -46,6 +47,7 @@ pub use state_store::{CommitRecord, CommittedBundle, JobRecord, StateStore, Tabl
 pub use volume::S3Volume;
 
 use crate::activity::Activity;
+use crate::context::RunContext;
 use crate::error::{Error, Result};
 
 /// User metadata naming the run that wrote an object (volumes carry it).
@@ -56,12 +58,13 @@ const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Part size of a multipart copy.
 const COPY_PART: u64 = 1024 * 1024 * 1024;
 
-/// The object operations the engine uses, over any [`ObjectStore`]. Its [`Activity`] is the
-/// run's: clones share it, [`Store::for_run`] starts a new one.
+/// The object operations the engine uses, over any [`ObjectStore`], for one run: its
+/// [`RunContext`] (stop token, [`Activity`], uploads) is the run's. Clones share it;
+/// [`Store::for_run`] starts a run inside it, [`Store::in_run`] binds a given one.
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Arc<dyn ObjectStore>,
-    activity: Arc<Activity>,
+    run: RunContext,
 }
 
 impl Store {
@@ -69,7 +72,7 @@ impl Store {
     pub fn new(backend: Arc<dyn ObjectStore>) -> Self {
         Store {
             backend,
-            activity: Default::default(),
+            run: RunContext::new(),
         }
     }
 
@@ -83,17 +86,41 @@ impl Store {
         &self.backend
     }
 
-    /// The same store with a new [`Activity`]: one per run.
+    /// The same store for a run inside this one's context ([`RunContext::child`]): its own
+    /// activity and stop token, stopped also when this context is.
     pub fn for_run(&self) -> Store {
+        self.in_run(self.run.child())
+    }
+
+    /// The same store for the run `run`.
+    pub fn in_run(&self, run: RunContext) -> Store {
         Store {
             backend: self.backend.clone(),
-            activity: Default::default(),
+            run,
         }
+    }
+
+    /// The same store with every mutation refused once this run's lease is lost
+    /// ([`leased::Leased`]): the export's, so that a run that lost `job` changes nothing more.
+    pub fn leased(&self, job: &str) -> Store {
+        Store {
+            backend: Arc::new(leased::Leased::new(
+                self.backend.clone(),
+                self.run.stop().clone(),
+                job,
+            )),
+            run: self.run.clone(),
+        }
+    }
+
+    /// The run this store serves.
+    pub fn run(&self) -> &RunContext {
+        &self.run
     }
 
     /// What this run's requests did so far.
     pub fn activity(&self) -> &Arc<Activity> {
-        &self.activity
+        self.run.activity()
     }
 
     /// Fail with [`Error::NoSuchBucket`] unless `bucket` exists and is visible (a check before
@@ -118,7 +145,7 @@ impl Store {
     ) -> Lister {
         Lister {
             backend: self.backend.clone(),
-            activity: self.activity.clone(),
+            activity: self.run.activity().clone(),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             token: None,
@@ -150,7 +177,7 @@ impl Store {
         match reader.lost {
             Some(lost) => Ok(lost),
             None => {
-                self.activity.tick();
+                self.run.activity().tick();
                 Ok(Got::Found {
                     meta,
                     body: body.freeze(),

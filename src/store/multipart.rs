@@ -17,20 +17,6 @@ use super::object::{Part, PutMode};
 use super::{Fence, Store, WRITER_METADATA};
 use crate::error::{BoxError, Error, Result};
 
-/// Every multipart upload's task, so that a process can wait for the aborts of the uploads it
-/// dropped (an error path, a stop request) before it exits.
-static UPLOADS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
-    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
-
-/// Wait (at most `limit`) until every multipart upload this process started has completed or
-/// been aborted: call before exiting, so that no upload is left open by a dropped writer.
-pub async fn settle_uploads(limit: std::time::Duration) -> bool {
-    UPLOADS.close();
-    let settled = tokio::time::timeout(limit, UPLOADS.wait()).await.is_ok();
-    UPLOADS.reopen();
-    settled
-}
-
 /// A streaming writer into an S3 multipart upload.
 ///
 /// Bytes written are cut into parts of the configured size, uploaded by a background task
@@ -240,7 +226,7 @@ impl PartUploader {
                     .backend
                     .upload_part(&bucket, &key, &id, number, part)
                     .await?;
-                store.activity.tick();
+                store.activity().tick();
                 Ok(done)
             });
             number += 1;
@@ -348,7 +334,12 @@ impl MultipartUpload {
         let (writer, reader) = tokio::io::duplex(256 * 1024);
         let (commit_tx, commit_rx) = oneshot::channel();
         let (bucket, key) = (job.bucket.clone(), job.key.clone());
-        let task = UPLOADS.spawn(job.run(reader, commit_rx));
+        let task = job
+            .store
+            .run()
+            .uploads()
+            .clone()
+            .spawn(job.run(reader, commit_rx));
         MultipartUpload {
             writer: Some(writer),
             commit: Some(commit_tx),

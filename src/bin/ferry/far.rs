@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use s3_ferry::context::RunContext;
 use s3_ferry::format::seal::Identities;
 use s3_ferry::import::bundle::{self, Bundle};
 use s3_ferry::import::download::{self, DownloadConfig, Select};
@@ -74,6 +75,7 @@ pub async fn download(clients: &Clients, a: DownloadArgs, json: bool) -> anyhow:
 
 pub async fn verify(
     clients: Option<&Clients>,
+    ctx: &RunContext,
     sources: &[String],
     trust: &[s3_ferry::format::sign::TrustedKey],
     identity: &[std::path::PathBuf],
@@ -95,7 +97,7 @@ pub async fn verify(
     let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
     let bar = Bar::bytes(interactive(json), total, "verifying");
     for b in &bundles {
-        let r = verify::verify_bundle(b, trust, &bar).await?;
+        let r = verify::verify_bundle(b, trust, &bar, ctx.stop()).await?;
         if let Some(prev) = reports.last()
             && prev.job == r.job
             && r.previous_sequence == Some(prev.sequence)
@@ -185,15 +187,16 @@ fn print_verified(reports: &[verify::BundleReport], json: bool) -> anyhow::Resul
 
 pub async fn import(
     clients: Option<&Clients>,
+    ctx: &RunContext,
     a: ImportArgs,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    // The run's store: its activity counters are this import's.
+    // The run's store: its activity counters and stop token are this import's.
     let store = clients.map(|c| c.s3.for_run());
-    let activity = store
+    let run = store
         .as_ref()
-        .map(|s| s.activity().clone())
-        .unwrap_or_default();
+        .map(|s| s.run().clone())
+        .unwrap_or_else(|| ctx.child());
     let target: std::sync::Arc<dyn Target> = match (&a.to, &a.to_dir) {
         (Some(dest), _) => {
             let store = store.clone().expect("--to needs AWS");
@@ -239,7 +242,7 @@ pub async fn import(
         deadline: None,
         trust: a.trust.clone(),
         delete_unlisted: a.delete_unlisted,
-        activity,
+        run,
     };
     // The state is locked first, then the bundles are read; the lock (or lease) is given back
     // whatever happens.

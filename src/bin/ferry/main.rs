@@ -35,11 +35,14 @@ fn main() -> ExitCode {
 /// Run the command; SIGINT/SIGTERM ask it to stop at its next safe point (a second one stops
 /// at once). Before exiting, wait for the aborts of any multipart upload it dropped.
 async fn supervised(cli: Cli) -> anyhow::Result<ExitCode> {
-    use s3_ferry::interrupt::{self, Signal};
+    use s3_ferry::interrupt::Signal;
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
-    let work = run(cli);
+    // The command's run context: a signal stops its token, and every run it starts.
+    let ctx = s3_ferry::context::RunContext::new();
+    let stop = ctx.stop().clone();
+    let work = run(cli, ctx.clone());
     tokio::pin!(work);
     let outcome = loop {
         let sig = tokio::select! {
@@ -47,21 +50,21 @@ async fn supervised(cli: Cli) -> anyhow::Result<ExitCode> {
             _ = int.recv() => Signal::Interrupt,
             _ = term.recv() => Signal::Terminate,
         };
-        if interrupt::requested().is_some() {
+        if stop.requested().is_some() {
             eprintln!("ferry: {} again: stopping now", sig.name());
-            s3_ferry::store::settle_uploads(std::time::Duration::from_secs(10)).await;
+            ctx.settle_uploads(std::time::Duration::from_secs(10)).await;
             return Ok(ExitCode::from(sig.exit_code()));
         }
-        interrupt::request(sig);
+        stop.request(sig);
         eprintln!(
             "ferry: {}: stopping cleanly after the current step (send it again to stop at once)",
             sig.name()
         );
     };
-    if !s3_ferry::store::settle_uploads(std::time::Duration::from_secs(60)).await {
+    if !ctx.settle_uploads(std::time::Duration::from_secs(60)).await {
         tracing::warn!("some multipart uploads were still being aborted at exit");
     }
-    match (outcome, interrupt::requested()) {
+    match (outcome, stop.requested()) {
         // Stopped early by the signal (an export checkpointed): the shell's status for it.
         (Ok(code), Some(sig)) if code != ExitCode::SUCCESS => Ok(ExitCode::from(sig.exit_code())),
         (outcome, _) => outcome,
@@ -84,7 +87,7 @@ fn needs_aws(command: &Command) -> bool {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, ctx: s3_ferry::context::RunContext) -> anyhow::Result<ExitCode> {
     let json = cli.json;
     if let Command::Completions { shell } = cli.command {
         let mut buf = Vec::new();
@@ -101,7 +104,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 connect_timeout: cli.connect_timeout,
                 request_timeout: cli.request_timeout,
             })
-            .await?,
+            .await?
+            .in_run(ctx.clone()),
         )
     } else {
         None
@@ -117,12 +121,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sources,
             trust,
             identity,
-        } => far::verify(clients.as_ref(), &sources, &trust, &identity, json).await,
+        } => far::verify(clients.as_ref(), &ctx, &sources, &trust, &identity, json).await,
         Command::Keygen { out } => near::keygen(&out, json),
         Command::PublicKey { signing_key } => {
             near::public_key(clients.as_ref(), &signing_key, json).await
         }
-        Command::Import(args) => far::import(clients.as_ref(), args, json).await,
+        Command::Import(args) => far::import(clients.as_ref(), &ctx, args, json).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

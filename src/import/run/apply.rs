@@ -367,7 +367,7 @@ async fn import_volume(
         source_prefix: b.source_prefix.clone(),
         shared: shared.clone(),
     };
-    let checked = check_volume(b, v, &contents, &mut sink, progress).await;
+    let checked = check_volume(b, v, &contents, &mut sink, progress, cfg.run.stop()).await;
     let landed = shared.drain().await;
     let report = checked?;
     let landed = landed?;

@@ -48,8 +48,9 @@ pub struct ImportConfig {
     /// A baseline removes everything under the target it does not list, not only what ferry
     /// wrote (`--delete-unlisted`, `DELETE_UNLISTED`: exact mirror semantics).
     pub delete_unlisted: bool,
-    /// The run's activity counters: those of the store its `s3://` volumes are read with.
-    pub activity: Arc<crate::activity::Activity>,
+    /// The run's context (stop token, activity counters): that of the store its `s3://`
+    /// volumes are read with.
+    pub run: crate::context::RunContext,
 }
 
 impl ImportConfig {
@@ -336,7 +337,7 @@ pub async fn run(
     Ok(ImportReport {
         kept_unlisted,
         kept_unlisted_keys,
-        read_resumes: cfg.activity.read_resumes(),
+        read_resumes: cfg.run.activity().read_resumes(),
         target: target_name,
         state: ledger.location(),
         dry_run: cfg.dry_run,

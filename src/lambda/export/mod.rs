@@ -57,13 +57,16 @@ impl Handler {
             );
             return Err(diagnostic(&e));
         }
+        // This invocation's run context (a warm container serves many): its own counters and
+        // stop token.
+        let clients = self.clients.for_run();
         let step = match &event {
             Event::Step(s) => Some(s),
             Event::Direct(_) => None,
         };
         let result = match &event {
-            Event::Step(s) => self.step(s, deadline).await,
-            Event::Direct(inv) => self.direct(inv, deadline).await,
+            Event::Step(s) => self.step(s, deadline, &clients).await,
+            Event::Direct(inv) => self.direct(inv, deadline, &clients).await,
         };
         match result {
             Ok(v) => Ok(v),
@@ -108,7 +111,12 @@ impl Handler {
     }
 
     /// One step of a run the state machine drives.
-    async fn step(&self, step: &StepEvent, deadline: Option<SystemTime>) -> Result<Value> {
+    async fn step(
+        &self,
+        step: &StepEvent,
+        deadline: Option<SystemTime>,
+        clients: &Clients,
+    ) -> Result<Value> {
         let started = Instant::now();
         let mut cfg = self.cfg.export.clone();
         cfg.deadline = working_deadline(deadline, self.cfg.deadline_margin, self.cfg.run_budget);
@@ -118,7 +126,7 @@ impl Handler {
         }
         let cfg = &cfg;
         let steps = |owner| export::Steps {
-            clients: &self.clients,
+            clients,
             cfg,
             owner,
         };
@@ -126,7 +134,7 @@ impl Handler {
             StepEvent::Plan { execution, input } => {
                 let inv = parse_event(input.clone())?;
                 if inv.dry_run {
-                    return self.dry_run(inv.full).await;
+                    return self.dry_run(inv.full, clients).await;
                 }
                 owner = run_owner(execution);
                 info!(job = %cfg.job, run = %owner, full = cfg.full, trigger = inv.trigger.as_deref().unwrap_or("-"), "plan step");
@@ -183,10 +191,10 @@ impl Handler {
         }
     }
 
-    async fn dry_run(&self, full: bool) -> Result<Value> {
+    async fn dry_run(&self, full: bool, clients: &Clients) -> Result<Value> {
         let mut cfg = self.cfg.export.clone();
         cfg.full = full;
-        let (state, plan, volumes) = export::plan_only(&self.clients, &cfg).await?;
+        let (state, plan, volumes) = export::plan_only(clients, &cfg).await?;
         Ok(
             json!({"status": "dry_run", "last_sequence": state.sequence, "plan": plan.stats, "volumes": volumes}),
         )
@@ -194,15 +202,20 @@ impl Handler {
 
     /// A direct invoke: the whole export in this invocation (shards in parallel), up to its
     /// deadline; an unfinished bundle is resumed by the next run.
-    async fn direct(&self, inv: &Invocation, deadline: Option<SystemTime>) -> Result<Value> {
+    async fn direct(
+        &self,
+        inv: &Invocation,
+        deadline: Option<SystemTime>,
+        clients: &Clients,
+    ) -> Result<Value> {
         if inv.dry_run {
-            return self.dry_run(inv.full).await;
+            return self.dry_run(inv.full, clients).await;
         }
         let mut cfg = self.cfg.export.clone();
         cfg.full = inv.full;
         cfg.deadline = working_deadline(deadline, self.cfg.deadline_margin, self.cfg.run_budget);
         let started = Instant::now();
-        let report = export::run(&self.clients, &cfg, &NoProgress).await?;
+        let report = export::run(clients, &cfg, &NoProgress).await?;
         emf(cfg.job.as_str(), Some(&report), started.elapsed(), false);
         match report.status {
             Status::Continue => warn!(job = %cfg.job, sequence = report.sequence,

@@ -396,3 +396,75 @@ fn a_run_that_loses_its_lease_writes_and_deletes_nothing_more() {
         w.keys(&w.exp, &folder)
     );
 }
+
+#[test]
+fn the_import_function_takes_only_complete_folders_of_its_job() {
+    use s3_ferry::lambda::import::complete_folders;
+    // GIVEN two bundles of the job carried into an import bucket, the second missing a volume,
+    // a third folder without its SHA256SUMS yet, and a bundle of another job
+    let w = World::new("arrive");
+    w.put_many(
+        (0..6)
+            .map(|i| (format!("a/{i}"), vec![i as u8; 100]))
+            .collect(),
+    );
+    w.export_with(|c| c.tuning.volume_entries = 2);
+    w.put_many((0..3).map(|i| (format!("b/{i}"), vec![7; 10])).collect());
+    w.export_with(|c| c.tuning.volume_entries = 2);
+    let imp = format!("imp-{}", w.job);
+    w.objects.create_bucket(&imp);
+    let carried = |from: &str, to: &str, leave: &dyn Fn(&str) -> bool| {
+        for k in w.keys(&w.exp, from) {
+            if !leave(&k) {
+                let body = w.get(&w.exp, &k).unwrap();
+                w.put_in(&imp, &format!("incoming/{to}{}", &k[from.len()..]), body);
+            }
+        }
+    };
+    let (one, two) = (
+        format!("bundles/{}/00000001/", w.job),
+        format!("bundles/{}/00000002/", w.job),
+    );
+    carried(&one, &format!("{}/00000001/", w.job), &|_| false);
+    let lost = w
+        .keys(&w.exp, &two)
+        .into_iter()
+        .find(|k| k.ends_with(".zip"))
+        .unwrap();
+    carried(&two, &format!("{}/00000002/", w.job), &|k| k == lost);
+    carried(&one, "elsewhere/", &|k| k.ends_with("SHA256SUMS"));
+    let other = World::new("other");
+    other.put("x", "x");
+    other.export();
+    for k in other.keys(&other.exp, "bundles/") {
+        w.put_in(
+            &imp,
+            &format!("incoming/{k}"),
+            other.get(&other.exp, &k).unwrap(),
+        );
+    }
+    let store = w.clients.s3.clone();
+    let at: s3_ferry::config::S3Location = format!("s3://{imp}/incoming").parse().unwrap();
+
+    // WHEN the import function looks for bundles after none, and after bundle 1
+    let (ready, waiting) = crate::util::block_on(complete_folders(&store, &at, &w.job, 0)).unwrap();
+    let (later, _) = crate::util::block_on(complete_folders(&store, &at, &w.job, 1)).unwrap();
+
+    // THEN only the complete folder of its job is ready, and the others say what they wait for
+    assert_eq!(
+        ready,
+        vec![format!("s3://{imp}/incoming/{}/00000001/", w.job)]
+    );
+    let name = lost.rsplit('/').next().unwrap();
+    assert_eq!(
+        waiting,
+        vec![
+            format!("s3://{imp}/incoming/elsewhere/: no SHA256SUMS yet"),
+            format!(
+                "s3://{imp}/incoming/{}/00000002/: waiting for {name}",
+                w.job
+            ),
+        ]
+    );
+    assert!(later.is_empty(), "{later:?}");
+}

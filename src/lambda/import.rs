@@ -5,7 +5,6 @@
 //! applied, importing them with the invocation's deadline, re-invoking itself to continue, and
 //! the run's SNS message.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -22,6 +21,7 @@ use crate::lambda::export::{
     DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, Hops, Vars, diagnostic, named, working_deadline,
 };
 use crate::progress::NoProgress;
+use crate::store::Store;
 use crate::store::aws::Clients;
 use crate::store::secrets::{SdkConfig, Services};
 
@@ -177,73 +177,6 @@ impl ImportHandler {
             .await
     }
 
-    /// Folders in the import bucket holding a complete bundle of the job newer than `after`.
-    async fn complete_folders(&self, after: u64) -> Result<(Vec<String>, Vec<String>)> {
-        let store = &self.clients.s3;
-        let bucket = &self.cfg.import.bucket;
-        let mut folders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut lister = store.list(bucket, &self.cfg.import.prefix);
-        while let Some(page) = lister.next_page().await? {
-            for r in page {
-                let (folder, name) = r.key.rsplit_once('/').unwrap_or(("", &r.key));
-                folders
-                    .entry(folder.to_string())
-                    .or_default()
-                    .push(name.to_string());
-            }
-        }
-        let job = self.cfg.job.as_str();
-        let (mut ready, mut waiting) = (Vec::new(), Vec::new());
-        for (folder, names) in folders {
-            let prefix = if folder.is_empty() {
-                String::new()
-            } else {
-                format!("{folder}/")
-            };
-            let sequence = |n: &str| {
-                crate::format::manifest::volume_name_parts(n)
-                    .filter(|(j, _, _)| *j == job)
-                    .map(|(_, seq, _)| seq)
-            };
-            let Some(seq) = names.iter().find_map(|n| sequence(n)) else {
-                continue;
-            };
-            if seq <= after {
-                continue;
-            }
-            if !names.iter().any(|n| n == "SHA256SUMS") {
-                waiting.push(format!("s3://{bucket}/{prefix}: no SHA256SUMS yet"));
-                continue;
-            }
-            let sums = store
-                .get_document(bucket, &format!("{prefix}SHA256SUMS"))
-                .await?
-                .unwrap_or_default();
-            let sums = String::from_utf8_lossy(&sums);
-            let listed = match crate::format::manifest::parse_sha256sums(&sums) {
-                Ok(lines) => lines,
-                Err(e) => {
-                    waiting.push(format!("s3://{bucket}/{prefix}: {e}"));
-                    continue;
-                }
-            };
-            let missing: Vec<String> = listed
-                .iter()
-                .map(|l| l.name.to_string())
-                .filter(|n| !names.contains(n))
-                .collect();
-            if missing.is_empty() {
-                ready.push(format!("s3://{bucket}/{prefix}"));
-            } else {
-                waiting.push(format!(
-                    "s3://{bucket}/{prefix}: waiting for {}",
-                    missing.join(", ")
-                ));
-            }
-        }
-        Ok((ready, waiting))
-    }
-
     async fn run(&self, hop: u32, deadline: Option<Instant>) -> Result<Value> {
         let table = self.clients.table(&self.cfg.table);
         let mut ledger =
@@ -295,7 +228,13 @@ impl ImportHandler {
         // This invocation's own counters (a warm container serves many).
         let store = self.clients.s3.for_run();
         // A bundle being applied (pending) is picked up again: it is newer than `sequence`.
-        let (ready, waiting) = self.complete_folders(rec.sequence).await?;
+        let (ready, waiting) = complete_folders(
+            &store,
+            &self.cfg.import,
+            self.cfg.job.as_str(),
+            rec.sequence,
+        )
+        .await?;
         let bundles = if ready.is_empty() {
             Vec::new()
         } else {
@@ -329,6 +268,52 @@ impl ImportHandler {
         let report = import::run(ledger, &cfg, &chain, &NoProgress).await?;
         Ok((report, notes))
     }
+}
+
+/// Folders in the import bucket holding a complete bundle of the job newer than `after`
+/// (the CLI's scan of an `s3://` source, [`bundle::scan_s3`]), and what the others wait for.
+pub async fn complete_folders(
+    store: &Store,
+    import: &S3Location,
+    job: &str,
+    after: u64,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let bucket = &import.bucket;
+    let prefix = bundle::folder_prefix(&import.prefix);
+    let (mut ready, mut waiting) = (Vec::new(), Vec::new());
+    for (location, folder) in bundle::scan_s3(store, bucket, &prefix).await? {
+        match folder.sequence_of(job) {
+            Some(seq) if seq > after => {}
+            _ => continue,
+        }
+        let Some(sums) = folder.read_sums(store, bucket).await? else {
+            waiting.push(format!("{location}: no SHA256SUMS yet"));
+            continue;
+        };
+        let listed = match crate::format::manifest::parse_sha256sums(&sums) {
+            Ok(lines) => lines,
+            Err(e) => {
+                waiting.push(format!("{location}: {e}"));
+                continue;
+            }
+        };
+        let here: std::collections::HashSet<&str> = folder
+            .volumes
+            .iter()
+            .map(|r| r.key.rsplit_once('/').map_or(r.key.as_str(), |(_, n)| n))
+            .collect();
+        let missing: Vec<&str> = listed
+            .iter()
+            .map(|l| l.name)
+            .filter(|n| !here.contains(n))
+            .collect();
+        if missing.is_empty() {
+            ready.push(location);
+        } else {
+            waiting.push(format!("{location}: waiting for {}", missing.join(", ")));
+        }
+    }
+    Ok((ready, waiting))
 }
 
 /// The bundles that extend the chain from `rec`, in order; notes on the ones left waiting.

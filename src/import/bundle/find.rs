@@ -102,22 +102,58 @@ pub(super) fn add_local_file(path: &Path, folders: &mut BTreeMap<String, Folder>
     Ok(())
 }
 
-pub(super) async fn add_s3(
-    store: &Store,
-    uri: &str,
-    folders: &mut BTreeMap<String, Folder>,
-) -> Result<()> {
-    let loc: S3Location = uri.parse()?;
-    let prefix = if loc.prefix.is_empty()
-        || loc.prefix.ends_with('/')
-        || crate::format::seal::is_volume_name(&loc.prefix)
-    {
-        loc.prefix.clone()
+/// One folder (prefix) of an `s3://` source as listed: its volumes, and its `SHA256SUMS` and
+/// `SHA256SUMS.sig` if they are there (not read yet).
+#[derive(Debug, Default)]
+pub struct ListedFolder {
+    pub volumes: Vec<crate::store::ObjectRecord>,
+    pub sums: Option<crate::store::ObjectRecord>,
+    pub sig: Option<crate::store::ObjectRecord>,
+}
+
+impl ListedFolder {
+    /// The job and sequence of the first volume named after `job`.
+    pub fn sequence_of(&self, job: &str) -> Option<u64> {
+        self.volumes.iter().find_map(|r| {
+            let name = r.key.rsplit_once('/').map_or(r.key.as_str(), |(_, n)| n);
+            crate::format::manifest::volume_name_parts(name)
+                .filter(|(j, _, _)| *j == job)
+                .map(|(_, seq, _)| seq)
+        })
+    }
+
+    /// `SHA256SUMS` as text, read (at most [`MAX_SUMS`] bytes); `None` when there is none.
+    pub async fn read_sums(&self, store: &Store, bucket: &str) -> Result<Option<String>> {
+        let Some(rec) = self.sums.as_ref().filter(|r| r.size <= MAX_SUMS) else {
+            return Ok(None);
+        };
+        Ok(store
+            .get_document(bucket, &rec.key)
+            .await?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+}
+
+/// `prefix` as a folder to list: with a trailing `/` unless empty, already one, or a volume's
+/// own key.
+pub fn folder_prefix(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') || crate::format::seal::is_volume_name(prefix) {
+        prefix.to_string()
     } else {
-        format!("{}/", loc.prefix)
-    };
-    let mut lister = store.list(&loc.bucket, &prefix);
-    let mut found = 0;
+        format!("{prefix}/")
+    }
+}
+
+/// List `bucket` under `prefix` into its folders, keyed `s3://BUCKET/FOLDER/`, leaving out the
+/// export's `_state/`: the one scan of an `s3://` source, for the CLI's verify, import and
+/// download and for the import function's poll.
+pub async fn scan_s3(
+    store: &Store,
+    bucket: &str,
+    prefix: &str,
+) -> Result<BTreeMap<String, ListedFolder>> {
+    let mut folders: BTreeMap<String, ListedFolder> = BTreeMap::new();
+    let mut lister = store.list(bucket, prefix);
     while let Some(page) = lister.next_page().await? {
         for rec in page {
             let (folder_key, name) = match rec.key.rsplit_once('/') {
@@ -128,29 +164,51 @@ pub(super) async fn add_s3(
                 continue;
             }
             let folder = folders
-                .entry(format!("s3://{}/{folder_key}", loc.bucket))
+                .entry(format!("s3://{bucket}/{folder_key}"))
                 .or_default();
             if crate::format::seal::is_volume_name(&name) {
-                found += 1;
-                let volume = crate::store::S3Volume {
-                    store: store.clone(),
-                    bucket: loc.bucket.clone(),
-                    key: rec.key.clone(),
-                    etag: rec.etag.clone(),
-                    size: rec.size,
-                };
-                folder.volumes.push(volume.source());
-            } else if name == "SHA256SUMS"
-                && rec.size <= MAX_SUMS
-                && let Some(text) = store.get_document(&loc.bucket, &rec.key).await?
-            {
-                folder.beside.sums = Some(String::from_utf8_lossy(&text).into_owned());
-            } else if name == crate::format::sign::SIGNATURE_FILE
-                && rec.size <= crate::format::sign::MAX_SIGNATURE_FILE
-                && let Some(bytes) = store.get_document(&loc.bucket, &rec.key).await?
-            {
-                folder.beside.sig = Some(bytes.to_vec());
+                folder.volumes.push(rec);
+            } else if name == "SHA256SUMS" {
+                folder.sums = Some(rec);
+            } else if name == crate::format::sign::SIGNATURE_FILE {
+                folder.sig = Some(rec);
             }
+        }
+    }
+    Ok(folders)
+}
+
+pub(super) async fn add_s3(
+    store: &Store,
+    uri: &str,
+    folders: &mut BTreeMap<String, Folder>,
+) -> Result<()> {
+    let loc: S3Location = uri.parse()?;
+    let listed = scan_s3(store, &loc.bucket, &folder_prefix(&loc.prefix)).await?;
+    let mut found = 0;
+    for (location, listed) in listed {
+        let sums = listed.read_sums(store, &loc.bucket).await?;
+        let folder = folders.entry(location).or_default();
+        for rec in &listed.volumes {
+            found += 1;
+            let volume = crate::store::S3Volume {
+                store: store.clone(),
+                bucket: loc.bucket.clone(),
+                key: rec.key.clone(),
+                etag: rec.etag.clone(),
+                size: rec.size,
+            };
+            folder.volumes.push(volume.source());
+        }
+        if sums.is_some() {
+            folder.beside.sums = sums;
+        }
+        if let Some(rec) = listed
+            .sig
+            .filter(|r| r.size <= crate::format::sign::MAX_SIGNATURE_FILE)
+            && let Some(bytes) = store.get_document(&loc.bucket, &rec.key).await?
+        {
+            folder.beside.sig = Some(bytes.to_vec());
         }
     }
     if found == 0 {

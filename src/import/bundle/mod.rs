@@ -436,4 +436,6 @@ fn check_contents(source: &Volume, dir: &Directory, m: &Manifest) -> Result<()> 
     Ok(())
 }
 
-pub use find::{MediaFolder, any_sealed, discover, media_folders, one_job};
+pub use find::{
+    ListedFolder, MediaFolder, any_sealed, discover, folder_prefix, media_folders, one_job, scan_s3,
+};

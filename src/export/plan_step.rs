@@ -33,35 +33,9 @@ impl Run<'_> {
             2,
             &jsonl_headers(),
         ));
-        // Small changed objects are fetched while the listing still runs (shipping needs the
-        // whole plan: renames pair an added key with a deleted one seen later).
-        // Only where this process ships the bundle too: a state machine's plan step hands the
-        // shipping to other invocations, which could never use what it fetched.
-        let warmer = self.warm_up.then(|| {
-            Warmer::start(
-                self.store().clone(),
-                self.cfg.source.bucket.clone(),
-                self.cfg.tuning.concurrency,
-                self.warm.clone(),
-            )
-        });
-        let planned = make_plan(
-            self.store(),
-            self.cfg,
-            previous,
-            Some(&mut inventory),
-            &mut candidates,
-            &mut |rec| {
-                if let Some(w) = &warmer {
-                    w.offer(rec);
-                }
-            },
-        )
-        .await;
-        if let Some(w) = warmer {
-            w.stop().await;
-        }
-        let listed = planned?;
+        let listed = self
+            .list_and_warm(previous, &mut inventory, &mut candidates)
+            .await?;
         let stream_err = |key: &str, e: std::io::Error| Error::Stream {
             bucket: self.cfg.dest.bucket.clone(),
             key: key.to_string(),
@@ -118,8 +92,61 @@ impl Run<'_> {
         };
         let plan_key = self.layout.plan_key(seq, self.owner);
         self.put_json(&plan_key, &stored).await?;
-        let plan = &stored.plan;
-        let ck = Checkpoint {
+        let plan = &stored.plan.stats;
+        let ck = self.first_checkpoint(seq, baseline, listed_at, inventory_key, plan_key, plan);
+        self.save_checkpoint(&ck).await?;
+        Ok(Planned::Bundle(Box::new(ck), stored))
+    }
+
+    /// List and diff (see [`make_plan`]) into `inventory` and `candidates`.
+    async fn list_and_warm(
+        &self,
+        previous: Option<&str>,
+        inventory: &mut InventoryWriter<MultipartUpload>,
+        candidates: &mut InventoryWriter<MultipartUpload>,
+    ) -> Result<Listed> {
+        // Small changed objects are fetched while the listing still runs (shipping needs the
+        // whole plan: renames pair an added key with a deleted one seen later).
+        // Only where this process ships the bundle too: a state machine's plan step hands the
+        // shipping to other invocations, which could never use what it fetched.
+        let warmer = self.warm_up.then(|| {
+            Warmer::start(
+                self.store().clone(),
+                self.cfg.source.bucket.clone(),
+                self.cfg.tuning.concurrency,
+                self.warm.clone(),
+            )
+        });
+        let planned = make_plan(
+            self.store(),
+            self.cfg,
+            previous,
+            Some(inventory),
+            candidates,
+            &mut |rec| {
+                if let Some(w) = &warmer {
+                    w.offer(rec);
+                }
+            },
+        )
+        .await;
+        if let Some(w) = warmer {
+            w.stop().await;
+        }
+        planned
+    }
+
+    /// The checkpoint a planned bundle starts from.
+    fn first_checkpoint(
+        &self,
+        seq: u64,
+        baseline: bool,
+        listed_at: String,
+        inventory_key: String,
+        plan_key: String,
+        plan: &crate::plan::PlanStats,
+    ) -> Checkpoint {
+        Checkpoint {
             format: FORMAT.to_string(),
             sequence: seq,
             baseline,
@@ -134,9 +161,9 @@ impl Run<'_> {
             cursor_bytes: 0,
             volumes: Vec::new(),
             totals: Totals {
-                deleted: plan.stats.deleted,
-                moved: plan.stats.moved,
-                skipped: plan.stats.skipped,
+                deleted: plan.deleted,
+                moved: plan.moved,
+                skipped: plan.skipped,
                 ..Totals::default()
             },
             vanished: Vec::new(),
@@ -153,9 +180,7 @@ impl Run<'_> {
             pin: Some(Pin::of(self.cfg)),
             shards_asked: Some(self.cfg.tuning.shards),
             skipped: Vec::new(),
-        };
-        self.save_checkpoint(&ck).await?;
-        Ok(Planned::Bundle(Box::new(ck), stored))
+        }
     }
 
     /// Read the candidates back, pair renames and write the puts left as the plan's puts file

@@ -87,58 +87,16 @@ impl Run<'_> {
                 Err(e) => return Err(self.changed_while_read(w, e).await),
                 Ok(item) => item,
             };
-            let (Fetched::Gone { rec } | Fetched::Found { rec, .. } | Fetched::Archived { rec }) =
-                &item;
-            let tries = w.doc.changing.get(&rec.key).copied().unwrap_or(0);
-            if tries >= CHANGED_TRIES {
-                warn!(key = %rec.key, tries, "object keeps changing while it is read: skipped, it ships in a later run");
-                done.withhold(rec, format!("changed while it was being read, {tries} times: it ships in a later run once it holds still"));
-                remaining = remaining.saturating_sub(rec.size);
-                i += 1;
-                done.advance(i, rec.size);
-                progressed = true;
-                continue;
-            }
             let planned = match &item {
                 Fetched::Gone { rec } | Fetched::Found { rec, .. } | Fetched::Archived { rec } => {
                     rec.size
                 }
             };
             remaining = remaining.saturating_sub(planned);
-            let (rec, meta, body, planned_etag) = match item {
-                Fetched::Gone { rec } => {
-                    info!(key = %rec.key, "object vanished before it was read: recorded as deleted");
-                    done.vanished.push(rec.key);
-                    done.totals.vanished += 1;
-                    i += 1;
-                    done.advance(i, planned);
-                    progressed = true;
-                    continue;
-                }
-                Fetched::Archived { rec } => {
-                    warn!(key = %rec.key, class = %rec.storage_class, "object is archived (InvalidObjectState): skipped, it ships once it can be read");
-                    done.withhold(&rec, "in an archive tier (InvalidObjectState on GET): restore it or move it out of the archive tier and it ships in the next run".into());
-                    i += 1;
-                    done.advance(i, planned);
-                    progressed = true;
-                    continue;
-                }
-                Fetched::Found {
-                    rec,
-                    meta,
-                    body,
-                    planned_etag,
-                } => (rec, meta, body, planned_etag),
-            };
-            self.add_object(
-                ck,
-                w,
-                &mut volume,
-                &mut done,
-                remaining,
-                (rec, meta, body, planned_etag),
-            )
-            .await?;
+            if let Some(found) = set_aside(w, &mut done, item) {
+                self.add_object(ck, w, &mut volume, &mut done, remaining, found)
+                    .await?;
+            }
             i += 1;
             done.advance(i, planned);
             progressed = true;
@@ -457,5 +415,41 @@ impl Run<'_> {
             });
         }
         Ok(digest)
+    }
+}
+
+/// An object read for a shard that is not added to a volume — one that keeps changing while
+/// it is read, vanished, or archived — recorded as such in `done`; `None` then, else the object
+/// read.
+fn set_aside(
+    w: &ShardProgress,
+    done: &mut ShardDone,
+    item: Fetched,
+) -> Option<(ObjectRecord, ObjectMeta, Body, Option<String>)> {
+    let (Fetched::Gone { rec } | Fetched::Found { rec, .. } | Fetched::Archived { rec }) = &item;
+    let tries = w.doc.changing.get(&rec.key).copied().unwrap_or(0);
+    if tries >= CHANGED_TRIES {
+        warn!(key = %rec.key, tries, "object keeps changing while it is read: skipped, it ships in a later run");
+        done.withhold(rec, format!("changed while it was being read, {tries} times: it ships in a later run once it holds still"));
+        return None;
+    }
+    match item {
+        Fetched::Gone { rec } => {
+            info!(key = %rec.key, "object vanished before it was read: recorded as deleted");
+            done.vanished.push(rec.key);
+            done.totals.vanished += 1;
+            None
+        }
+        Fetched::Archived { rec } => {
+            warn!(key = %rec.key, class = %rec.storage_class, "object is archived (InvalidObjectState): skipped, it ships once it can be read");
+            done.withhold(&rec, "in an archive tier (InvalidObjectState on GET): restore it or move it out of the archive tier and it ships in the next run".into());
+            None
+        }
+        Fetched::Found {
+            rec,
+            meta,
+            body,
+            planned_etag,
+        } => Some((rec, meta, body, planned_etag)),
     }
 }

@@ -393,6 +393,75 @@ fn resume_point(partial: &Path, at: &Path, size: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// GET range `i` (`len` bytes at `from`) of the volume and write it to its place in `file`,
+/// telling `mark` how far the contiguous written prefix reaches.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_range(
+    store: &Store,
+    w: &Wanted<'_>,
+    file: &Arc<std::fs::File>,
+    partial: &Path,
+    written: &Mutex<Written>,
+    mark: &watch::Sender<u64>,
+    (i, from, len): (usize, u64, u64),
+    progress: &dyn Progress,
+) -> Result<()> {
+    let bad = |detail: String| Error::Verify {
+        volume: w.path.display().to_string(),
+        entry: None,
+        detail,
+    };
+    let got = store
+        .get_body(w.bucket, w.key, Some(w.etag), Some((from, from + len - 1)))
+        .await?;
+    let changed = || Error::ObjectChanged {
+        bucket: w.bucket.to_string(),
+        key: w.key.to_string(),
+    };
+    let Got::Found { mut body, .. } = got else {
+        return Err(changed());
+    };
+    let mut at = from;
+    let mut buf = bytes::BytesMut::with_capacity(WRITE_CHUNK);
+    loop {
+        let chunk = body.chunk().await?;
+        if let Some(c) = &chunk {
+            buf.extend_from_slice(c);
+        }
+        if buf.len() >= WRITE_CHUNK || (chunk.is_none() && !buf.is_empty()) {
+            let data = buf.split().freeze();
+            let n = data.len() as u64;
+            if at + n > from + len {
+                return Err(bad(format!(
+                    "the server sent more than the {len} bytes asked for at offset {from}"
+                )));
+            }
+            let file = file.clone();
+            blocking("writing", partial, move || file.write_all_at(&data, at)).await?;
+            at += n;
+            progress.object(n);
+            let m = written
+                .lock()
+                .map_err(|_| bad("a writer panicked".into()))?
+                .wrote(i, n);
+            mark.send_replace(m);
+        }
+        if chunk.is_none() {
+            break;
+        }
+    }
+    if body.lost.is_some() {
+        return Err(changed());
+    }
+    if at != from + len {
+        return Err(bad(format!(
+            "the server sent {} of the {len} bytes asked for at offset {from}: run the download again",
+            at - from
+        )));
+    }
+    Ok(())
+}
+
 async fn fetch_volume(
     store: &Store,
     w: &Wanted<'_>,
@@ -456,52 +525,17 @@ async fn fetch_volume(
                     .acquire_owned()
                     .await
                     .map_err(|_| bad("the download's GET budget was closed".into()))?;
-                let got = store
-                    .get_body(w.bucket, w.key, Some(w.etag), Some((from, from + len - 1)))
-                    .await?;
-                let changed = || Error::ObjectChanged {
-                    bucket: w.bucket.to_string(),
-                    key: w.key.to_string(),
-                };
-                let Got::Found { mut body, .. } = got else {
-                    return Err(changed());
-                };
-                let mut at = from;
-                let mut buf = bytes::BytesMut::with_capacity(WRITE_CHUNK);
-                loop {
-                    let chunk = body.chunk().await?;
-                    if let Some(c) = &chunk {
-                        buf.extend_from_slice(c);
-                    }
-                    if buf.len() >= WRITE_CHUNK || (chunk.is_none() && !buf.is_empty()) {
-                        let data = buf.split().freeze();
-                        let n = data.len() as u64;
-                        if at + n > from + len {
-                            return Err(bad(format!(
-                                "the server sent more than the {len} bytes asked for at offset {from}"
-                            )));
-                        }
-                        let file = file.clone();
-                        blocking("writing", partial, move || file.write_all_at(&data, at)).await?;
-                        at += n;
-                        progress.object(n);
-                        let m = written.lock().map_err(|_| bad("a writer panicked".into()))?.wrote(i, n);
-                        mark.send_replace(m);
-                    }
-                    if chunk.is_none() {
-                        break;
-                    }
-                }
-                if body.lost.is_some() {
-                    return Err(changed());
-                }
-                if at != from + len {
-                    return Err(bad(format!(
-                        "the server sent {} of the {len} bytes asked for at offset {from}: run the download again",
-                        at - from
-                    )));
-                }
-                Ok(())
+                fetch_range(
+                    store,
+                    w,
+                    &file,
+                    partial,
+                    written,
+                    mark,
+                    (i, from, len),
+                    progress,
+                )
+                .await
             }
         })
         .buffer_unordered(concurrency.max(1))

@@ -197,43 +197,8 @@ pub async fn import(
         .as_ref()
         .map(|s| s.run().clone())
         .unwrap_or_else(|| ctx.child());
-    let target: std::sync::Arc<dyn Target> = match (&a.to, &a.to_dir) {
-        (Some(dest), _) => {
-            let store = store.clone().expect("--to needs AWS");
-            // A missing destination bucket is named before anything is read or written.
-            store.check_bucket(&dest.bucket).await?;
-            std::sync::Arc::new(Bucket {
-                store,
-                dest: dest.clone(),
-                part_size: a.part_size,
-            })
-        }
-        (None, Some(dir)) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating --to-dir `{}`", dir.display()))?;
-            std::sync::Arc::new(Dir {
-                root: dir
-                    .canonicalize()
-                    .with_context(|| format!("resolving --to-dir `{}`", dir.display()))?,
-            })
-        }
-        (None, None) => unreachable!("clap requires --to or --to-dir"),
-    };
-    let mut ledger = match (&a.state, &a.table, &a.to_dir) {
-        (Some(path), _, _) => FileLedger::open(path).await?,
-        (None, Some(table), _) => {
-            let job = a.job.as_ref().expect("clap requires --job with --table");
-            let clients = clients.expect("--table needs AWS");
-            TableLedger::open(clients.table(table), job.as_str(), a.lease_ttl).await?
-        }
-        (None, None, Some(dir)) => {
-            FileLedger::open(&dir.join(STATE_DIR).join("state.json")).await?
-        }
-        (None, None, None) => anyhow::bail!(s3_ferry::Error::Config {
-            what: "import state".into(),
-            detail: "say where it is kept: --state FILE, or --table TABLE --job NAME".into(),
-        }),
-    };
+    let target = open_target(store.as_ref(), &a).await?;
+    let mut ledger = open_ledger(clients, &a).await?;
     let cfg = ImportConfig {
         target,
         dry_run: a.dry_run,
@@ -267,83 +232,141 @@ pub async fn import(
     if json {
         crate::output::json(&report)?;
     } else {
-        for b in &report.bundles {
-            let name = format!(
-                "{} bundle {}{}",
-                b.job,
-                b.sequence,
-                if b.baseline { " (baseline)" } else { "" }
-            );
-            match b.status {
-                BundleStatus::AlreadyApplied => {
-                    out!("{name}: already applied; nothing changed")
-                }
-                BundleStatus::DryRun => {
-                    out!(
-                        "{name}: would write {} objects ({}; {} new, {} overwritten), delete {}, move {}, remove {} not in the baseline",
-                        b.objects,
-                        human(b.bytes),
-                        b.new,
-                        b.overwritten,
-                        b.deleted,
-                        b.moved,
-                        b.removed
-                    );
-                    kept_unlisted(b)?;
-                    for c in &b.changes {
-                        match &c.to {
-                            Some(to) => out!("  {:<9} {} -> {to}", c.op, c.key),
-                            None if c.bytes > 0 => {
-                                out!("  {:<9} {} ({})", c.op, c.key, human(c.bytes))
-                            }
-                            None => out!("  {:<9} {}", c.op, c.key),
-                        }
-                    }
-                }
-                BundleStatus::Applied | BundleStatus::Continue => out!(
-                    "{name}: {}: {} objects ({}; {} new, {} overwritten), {} deleted, {} moved, {} removed, {} volume(s){}, {:.1}s",
-                    if b.status == BundleStatus::Applied {
-                        "applied"
-                    } else {
-                        "not finished (deadline): run again"
-                    },
-                    b.objects,
-                    human(b.bytes),
-                    b.new,
-                    b.overwritten,
-                    b.deleted,
-                    b.moved,
-                    b.removed,
-                    b.volumes,
-                    if b.volumes_resumed > 0 {
-                        format!(" ({} resumed)", b.volumes_resumed)
-                    } else {
-                        String::new()
-                    },
-                    b.duration_ms as f64 / 1000.0
-                ),
-            }
-            if b.status != BundleStatus::DryRun {
-                kept_unlisted(b)?;
-            }
-        }
-        if report.dry_run {
-            out!("dry run: {} unchanged", report.target);
-        } else {
-            out!(
-                "{} holds bundle {} (digest {}); state in {}",
-                report.target,
-                report.sequence,
-                short(report.bundle_digest.as_deref().unwrap_or("-")),
-                report.state
-            );
-        }
+        print_import(&report)?;
     }
     Ok(if report.complete {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::CONTINUE)
     })
+}
+
+/// The import's target: `--to` a bucket (named before anything is read or written when it
+/// is missing) or `--to-dir` a folder.
+async fn open_target(
+    store: Option<&s3_ferry::store::Store>,
+    a: &ImportArgs,
+) -> anyhow::Result<std::sync::Arc<dyn Target>> {
+    Ok(match (&a.to, &a.to_dir) {
+        (Some(dest), _) => {
+            let store = store.cloned().expect("--to needs AWS");
+            // A missing destination bucket is named before anything is read or written.
+            store.check_bucket(&dest.bucket).await?;
+            std::sync::Arc::new(Bucket {
+                store,
+                dest: dest.clone(),
+                part_size: a.part_size,
+            })
+        }
+        (None, Some(dir)) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating --to-dir `{}`", dir.display()))?;
+            std::sync::Arc::new(Dir {
+                root: dir
+                    .canonicalize()
+                    .with_context(|| format!("resolving --to-dir `{}`", dir.display()))?,
+            })
+        }
+        (None, None) => unreachable!("clap requires --to or --to-dir"),
+    })
+}
+
+/// The import's state: `--state FILE`, `--table TABLE --job NAME`, or the folder's own.
+async fn open_ledger(
+    clients: Option<&Clients>,
+    a: &ImportArgs,
+) -> anyhow::Result<Box<dyn s3_ferry::import::ledger::Ledger>> {
+    Ok(match (&a.state, &a.table, &a.to_dir) {
+        (Some(path), _, _) => FileLedger::open(path).await?,
+        (None, Some(table), _) => {
+            let job = a.job.as_ref().expect("clap requires --job with --table");
+            let clients = clients.expect("--table needs AWS");
+            TableLedger::open(clients.table(table), job.as_str(), a.lease_ttl).await?
+        }
+        (None, None, Some(dir)) => {
+            FileLedger::open(&dir.join(STATE_DIR).join("state.json")).await?
+        }
+        (None, None, None) => anyhow::bail!(s3_ferry::Error::Config {
+            what: "import state".into(),
+            detail: "say where it is kept: --state FILE, or --table TABLE --job NAME".into(),
+        }),
+    })
+}
+
+/// The human summary of an import.
+fn print_import(report: &import::ImportReport) -> std::io::Result<()> {
+    for b in &report.bundles {
+        let name = format!(
+            "{} bundle {}{}",
+            b.job,
+            b.sequence,
+            if b.baseline { " (baseline)" } else { "" }
+        );
+        match b.status {
+            BundleStatus::AlreadyApplied => {
+                out!("{name}: already applied; nothing changed")
+            }
+            BundleStatus::DryRun => {
+                out!(
+                    "{name}: would write {} objects ({}; {} new, {} overwritten), delete {}, move {}, remove {} not in the baseline",
+                    b.objects,
+                    human(b.bytes),
+                    b.new,
+                    b.overwritten,
+                    b.deleted,
+                    b.moved,
+                    b.removed
+                );
+                kept_unlisted(b)?;
+                for c in &b.changes {
+                    match &c.to {
+                        Some(to) => out!("  {:<9} {} -> {to}", c.op, c.key),
+                        None if c.bytes > 0 => {
+                            out!("  {:<9} {} ({})", c.op, c.key, human(c.bytes))
+                        }
+                        None => out!("  {:<9} {}", c.op, c.key),
+                    }
+                }
+            }
+            BundleStatus::Applied | BundleStatus::Continue => out!(
+                "{name}: {}: {} objects ({}; {} new, {} overwritten), {} deleted, {} moved, {} removed, {} volume(s){}, {:.1}s",
+                if b.status == BundleStatus::Applied {
+                    "applied"
+                } else {
+                    "not finished (deadline): run again"
+                },
+                b.objects,
+                human(b.bytes),
+                b.new,
+                b.overwritten,
+                b.deleted,
+                b.moved,
+                b.removed,
+                b.volumes,
+                if b.volumes_resumed > 0 {
+                    format!(" ({} resumed)", b.volumes_resumed)
+                } else {
+                    String::new()
+                },
+                b.duration_ms as f64 / 1000.0
+            ),
+        }
+        if b.status != BundleStatus::DryRun {
+            kept_unlisted(b)?;
+        }
+    }
+    if report.dry_run {
+        out!("dry run: {} unchanged", report.target);
+    } else {
+        out!(
+            "{} holds bundle {} (digest {}); state in {}",
+            report.target,
+            report.sequence,
+            short(report.bundle_digest.as_deref().unwrap_or("-")),
+            report.state
+        );
+    }
+    Ok(())
 }
 
 /// What a baseline left under the target because ferry did not write it, and how to remove it.

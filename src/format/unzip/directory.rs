@@ -107,73 +107,9 @@ pub async fn read_directory(src: &Volume) -> Result<Directory> {
     let mut entries = Vec::with_capacity(count as usize);
     let mut p = 0usize;
     for _ in 0..count {
-        if p + 46 > cd.len() || u32_at(&cd, p) != CENTRAL_SIG {
-            return Err(src.bad("corrupt central directory entry"));
-        }
-        let h = &cd[p..];
-        let (name_len, extra_len, comment_len) = (
-            u16_at(h, 28) as usize,
-            u16_at(h, 30) as usize,
-            u16_at(h, 32) as usize,
-        );
-        if p + 46 + name_len + extra_len + comment_len > cd.len() {
-            return Err(src.bad("corrupt central directory entry"));
-        }
-        let name = std::str::from_utf8(&h[46..46 + name_len])
-            .map_err(|_| src.bad("entry name is not UTF-8"))?
-            .to_string();
-        let mut e = CentralEntry {
-            name,
-            method: u16_at(h, 10),
-            crc32: u32_at(h, 16),
-            compressed_size: u32_at(h, 20) as u64,
-            size: u32_at(h, 24) as u64,
-            header_offset: u32_at(h, 42) as u64,
-        };
-        // ZIP64 extended information: only the fields that overflowed, in this order.
-        let mut extra = &h[46 + name_len..46 + name_len + extra_len];
-        while extra.len() >= 4 {
-            let (id, size) = (u16_at(extra, 0), u16_at(extra, 2) as usize);
-            let data = extra.get(4..4 + size).unwrap_or(&[]);
-            if id == 0x0001 {
-                let mut q = 0;
-                let mut take = |field: &mut u64| {
-                    if *field == 0xFFFF_FFFF && q + 8 <= data.len() {
-                        *field = u64_at(data, q);
-                        q += 8;
-                    }
-                };
-                take(&mut e.size);
-                take(&mut e.compressed_size);
-                take(&mut e.header_offset);
-            }
-            extra = extra.get(4 + size..).unwrap_or(&[]);
-        }
-        if e.method != METHOD_STORED && e.method != METHOD_DEFLATE {
-            return Err(src.bad(format!(
-                "entry `{}` uses compression method {} (only stored and deflate are written)",
-                e.name, e.method
-            )));
-        }
-        // Declared sizes are bounded by the bytes really there: a stored entry is as long as
-        // its data, a deflated one inflates at most 1032:1.
-        let plausible = match e.method {
-            METHOD_STORED => e.size == e.compressed_size,
-            _ => {
-                e.size
-                    <= e.compressed_size
-                        .saturating_mul(limits::DEFLATE_RATIO)
-                        .saturating_add(1024)
-            }
-        };
-        if !plausible {
-            return Err(src.bad(format!(
-                "entry `{}` declares {} bytes from {} stored bytes",
-                e.name, e.size, e.compressed_size
-            )));
-        }
+        let (e, next) = central_entry(src, &cd, p)?;
         entries.push(e);
-        p += 46 + name_len + extra_len + comment_len;
+        p = next;
     }
     let mut names = std::collections::HashSet::with_capacity(entries.len());
     if let Some(e) = entries.iter().find(|e| !names.insert(e.name.as_str())) {
@@ -196,6 +132,76 @@ pub async fn read_directory(src: &Volume) -> Result<Directory> {
         central_offset: cd_offset,
         len,
     })
+}
+
+/// The central directory entry at `p` of `cd`, checked, and where the next one starts.
+fn central_entry(src: &Volume, cd: &[u8], p: usize) -> Result<(CentralEntry, usize)> {
+    if p + 46 > cd.len() || u32_at(cd, p) != CENTRAL_SIG {
+        return Err(src.bad("corrupt central directory entry"));
+    }
+    let h = &cd[p..];
+    let (name_len, extra_len, comment_len) = (
+        u16_at(h, 28) as usize,
+        u16_at(h, 30) as usize,
+        u16_at(h, 32) as usize,
+    );
+    if p + 46 + name_len + extra_len + comment_len > cd.len() {
+        return Err(src.bad("corrupt central directory entry"));
+    }
+    let name = std::str::from_utf8(&h[46..46 + name_len])
+        .map_err(|_| src.bad("entry name is not UTF-8"))?
+        .to_string();
+    let mut e = CentralEntry {
+        name,
+        method: u16_at(h, 10),
+        crc32: u32_at(h, 16),
+        compressed_size: u32_at(h, 20) as u64,
+        size: u32_at(h, 24) as u64,
+        header_offset: u32_at(h, 42) as u64,
+    };
+    // ZIP64 extended information: only the fields that overflowed, in this order.
+    let mut extra = &h[46 + name_len..46 + name_len + extra_len];
+    while extra.len() >= 4 {
+        let (id, size) = (u16_at(extra, 0), u16_at(extra, 2) as usize);
+        let data = extra.get(4..4 + size).unwrap_or(&[]);
+        if id == 0x0001 {
+            let mut q = 0;
+            let mut take = |field: &mut u64| {
+                if *field == 0xFFFF_FFFF && q + 8 <= data.len() {
+                    *field = u64_at(data, q);
+                    q += 8;
+                }
+            };
+            take(&mut e.size);
+            take(&mut e.compressed_size);
+            take(&mut e.header_offset);
+        }
+        extra = extra.get(4 + size..).unwrap_or(&[]);
+    }
+    if e.method != METHOD_STORED && e.method != METHOD_DEFLATE {
+        return Err(src.bad(format!(
+            "entry `{}` uses compression method {} (only stored and deflate are written)",
+            e.name, e.method
+        )));
+    }
+    // Declared sizes are bounded by the bytes really there: a stored entry is as long as
+    // its data, a deflated one inflates at most 1032:1.
+    let plausible = match e.method {
+        METHOD_STORED => e.size == e.compressed_size,
+        _ => {
+            e.size
+                <= e.compressed_size
+                    .saturating_mul(limits::DEFLATE_RATIO)
+                    .saturating_add(1024)
+        }
+    };
+    if !plausible {
+        return Err(src.bad(format!(
+            "entry `{}` declares {} bytes from {} stored bytes",
+            e.name, e.size, e.compressed_size
+        )));
+    }
+    Ok((e, p + 46 + name_len + extra_len + comment_len))
 }
 
 /// Size, SHA-256 and CRC-32 of an entry's inflated bytes.

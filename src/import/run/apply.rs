@@ -110,19 +110,7 @@ pub(super) async fn apply(
     out: &mut BundleOutcome,
     progress: &dyn Progress,
 ) -> Result<BundleStatus> {
-    let mut pending = match &rec.pending {
-        Some(p) if p.sequence == b.sequence && p.bundle_digest == digest => {
-            info!(job = %b.job, sequence = b.sequence, done = ?p.volumes_done, "resuming an interrupted import");
-            p.clone()
-        }
-        _ => Pending {
-            sequence: b.sequence,
-            bundle_digest: digest.to_string(),
-            volumes_done: Vec::new(),
-            moves_done: 0,
-            deletions_done: 0,
-        },
-    };
+    let mut pending = pending_for(rec, b, digest);
     rec.job = Some(b.job.clone());
     rec.target = Some(cfg.target.display());
     let mut progressed = false;
@@ -218,6 +206,38 @@ pub(super) async fn apply(
     {
         return Ok(stopped);
     }
+    record_applied(ledger, cfg, b, digest, signer, rec, changes).await
+}
+
+/// Where an import of `b` starts: the record's pending progress if it is this bundle's, else
+/// nothing done.
+fn pending_for(rec: &Record, b: &Bundle, digest: &str) -> Pending {
+    match &rec.pending {
+        Some(p) if p.sequence == b.sequence && p.bundle_digest == digest => {
+            info!(job = %b.job, sequence = b.sequence, done = ?p.volumes_done, "resuming an interrupted import");
+            p.clone()
+        }
+        _ => Pending {
+            sequence: b.sequence,
+            bundle_digest: digest.to_string(),
+            volumes_done: Vec::new(),
+            moves_done: 0,
+            deletions_done: 0,
+        },
+    }
+}
+
+/// Record `b` as applied (its `changes` to the key index with it), once the target made what
+/// it wrote durable.
+async fn record_applied(
+    ledger: &mut dyn Ledger,
+    cfg: &ImportConfig,
+    b: &Bundle,
+    digest: &str,
+    signer: Option<&TrustedKey>,
+    rec: &mut Record,
+    changes: Vec<(String, Option<IndexEntry>)>,
+) -> Result<BundleStatus> {
     if let Some(k) = signer {
         // From now on this target accepts only bundles signed by a trusted key.
         rec.signer = Some(crate::import::ledger::SignerRecord::of(k));

@@ -1055,63 +1055,6 @@ fn a_plan_step_fetches_no_object_bytes() {
 }
 
 #[test]
-fn an_object_that_changes_every_time_it_is_read_is_skipped_after_three_runs() {
-    // GIVEN a large object (read in ranges) whose every later range finds it changed, as an
-    // object rewritten faster than it can be streamed does, and a small steady one
-    let ctx = Ctx::new("b6");
-    ctx.put("steady", "steady");
-    ctx.put("hot.bin", vec![3u8; 20 << 20]);
-    let proxy = proxy::start_full(
-        &moto().endpoint,
-        Arc::new(|r: &crate::proxy::Req| {
-            let later_range = r
-                .header("range")
-                .is_some_and(|v| !v.starts_with("bytes=0-"));
-            if r.method == Method::GET && r.pq.contains("hot.bin") && later_range {
-                return Action::Fail(412);
-            }
-            Action::Forward
-        }),
-    );
-    let via = ctx.via(&proxy.endpoint);
-
-    // WHEN the export runs again and again
-    let mut codes = Vec::new();
-    let mut last = None;
-    for _ in 0..4 {
-        let r = via.export(&[]);
-        codes.push(r.code);
-        if r.code == 0 {
-            last = Some(r.json());
-            break;
-        }
-        assert!(
-            r.stderr.contains("changed while it was being read"),
-            "{}",
-            r.stderr
-        );
-    }
-
-    // THEN three runs fail on it (retryable: run again), and the fourth completes the bundle
-    // with it skipped and reported (every run failed on it: the bundle could never complete)
-    assert_eq!(codes, [1, 1, 1, 0]);
-    let r = last.unwrap();
-    assert_eq!(
-        (r["objects"].as_u64(), r["skipped"].as_u64()),
-        (Some(1), Some(1)),
-        "{r}"
-    );
-    assert_eq!(r["skipped_objects"][0]["key"], "hot.bin");
-    // AND once it holds still, the next run ships it
-    let r = ctx.export_ok(&[]);
-    assert_eq!(r["objects"], 1, "{r}");
-    assert_eq!(
-        ctx.download(&ctx.job, 2).extract()["hot.bin"].len(),
-        20 << 20
-    );
-}
-
-#[test]
 fn each_run_in_one_process_reports_its_own_read_resumes() {
     // GIVEN one process's clients (as a warm Lambda container keeps them) and a path to S3
     // that breaks the first body of `cut.bin` mid-way

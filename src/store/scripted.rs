@@ -24,6 +24,9 @@ pub enum Fault {
     Delay(Duration),
     /// Stop at the gate until it is opened.
     Pause(Arc<Gate>),
+    /// A GET answers that the object changed since (its If-Match failed); any other request
+    /// fails with a precondition error.
+    Changed,
 }
 
 /// A point where paused requests wait: [`Gate::reached`] tells the test one is there, and
@@ -78,6 +81,8 @@ pub struct Rule {
     pub skip: u32,
     /// Matching requests it applies to after that (`u32::MAX`: all).
     pub times: u32,
+    /// Only ranged GETs that start past the object's first byte.
+    pub later_ranges: bool,
     pub fault: Fault,
 }
 
@@ -89,8 +94,15 @@ impl Rule {
             key_contains: None,
             skip: 0,
             times: u32::MAX,
+            later_ranges: false,
             fault,
         }
+    }
+
+    /// Only to ranged GETs that start past the first byte (the later ranges of a big object).
+    pub fn on_later_ranges(mut self) -> Rule {
+        self.later_ranges = true;
+        self
     }
 
     /// Only to keys containing `part`.
@@ -160,7 +172,7 @@ impl Scripted {
     }
 
     /// Count the request and find what to do with it.
-    fn fault_for(&self, op: &'static str, key: &str) -> Option<Fault> {
+    fn fault_for(&self, op: &'static str, key: &str, later_range: bool) -> Option<Fault> {
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -173,7 +185,10 @@ impl Scripted {
             .or_default() += 1;
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let rule = rules.iter_mut().find(|r| {
-            r.op == op && r.times > 0 && r.key_contains.as_deref().is_none_or(|p| key.contains(p))
+            r.op == op
+                && r.times > 0
+                && (!r.later_ranges || later_range)
+                && r.key_contains.as_deref().is_none_or(|p| key.contains(p))
         })?;
         if rule.skip > 0 {
             rule.skip -= 1;
@@ -191,6 +206,19 @@ impl Scripted {
         key: &str,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
+        let fault = self.fault_for(op, key, false);
+        self.apply(op, bucket, key, fault, call).await
+    }
+
+    /// Run `call` with `fault` (if any) applied.
+    async fn apply<T>(
+        &self,
+        op: &'static str,
+        bucket: &str,
+        key: &str,
+        fault: Option<Fault>,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         let injected = |class| Error::S3 {
             op,
             bucket: bucket.to_string(),
@@ -198,9 +226,10 @@ impl Scripted {
             class,
             source: "injected by the scripted store".into(),
         };
-        match self.fault_for(op, key) {
+        match fault {
             None => call.await,
             Some(Fault::Fail(class)) => Err(injected(class)),
+            Some(Fault::Changed) => Err(injected(Class::Precondition)),
             Some(Fault::LoseAnswer) => {
                 call.await?;
                 Err(injected(Class::Transient))
@@ -242,8 +271,14 @@ impl ObjectStore for Scripted {
         if_match: Option<&str>,
         range: Option<(u64, u64)>,
     ) -> Result<Got<ByteStream>> {
-        let call = self.inner.get(bucket, key, if_match, range);
-        self.run("GetObject", bucket, key, call).await
+        let later = range.is_some_and(|(start, _)| start > 0);
+        match self.fault_for("GetObject", key, later) {
+            Some(Fault::Changed) => Ok(Got::Changed),
+            fault => {
+                let call = self.inner.get(bucket, key, if_match, range);
+                self.apply("GetObject", bucket, key, fault, call).await
+            }
+        }
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {

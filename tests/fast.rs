@@ -399,7 +399,7 @@ fn a_run_that_loses_its_lease_writes_and_deletes_nothing_more() {
 
 #[test]
 fn the_import_function_takes_only_complete_folders_of_its_job() {
-    use s3_ferry::lambda::import::complete_folders;
+    use s3_ferry::import::bundle::complete_folders;
     // GIVEN two bundles of the job carried into an import bucket, the second missing a volume,
     // a third folder without its SHA256SUMS yet, and a bundle of another job
     let w = World::new("arrive");

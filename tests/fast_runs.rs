@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use s3_ferry::store::{Fault, Rule, Scripted};
 
-use crate::util::block_on;
+use crate::util::{block_on, content};
 use crate::world::World;
 
 /// The world's clients with their object requests through a new `Scripted` decorator.
@@ -148,4 +148,260 @@ fn an_object_that_changes_every_time_it_is_read_is_skipped_after_three_runs() {
     let r = w.export();
     assert_eq!(r["objects"], 1, "{r}");
     assert_eq!(w.download(&w.job, 2).extract()["hot.bin"].len(), 20 << 20);
+}
+
+#[test]
+fn small_changed_objects_are_fetched_while_the_listing_still_runs() {
+    use s3_ferry::store::Gate;
+    // GIVEN 2,500 new objects: three listing pages of 1,000, the third held at a gate
+    let w = World::new("overlap");
+    w.put_many(
+        (0..2_500)
+            .map(|i| (format!("k/{i:05}"), format!("object {i}").into_bytes()))
+            .collect(),
+    );
+    let (seen, clients) = scripted(&w);
+    let gate = Gate::new();
+    seen.rule(Rule::every("ListObjectsV2", Fault::Pause(gate.clone())).from_the(3, 1));
+    let cfg = w.export_config();
+
+    // WHEN exported
+    let run = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(s3_ferry::export::run(
+            &clients.for_run(),
+            &cfg,
+            &s3_ferry::progress::NoProgress,
+        ))
+    });
+    block_on(gate.reached());
+
+    // THEN objects are read while the listing's last page is still to come
+    let read = |log: &[(&str, String)]| {
+        log.iter()
+            .any(|(op, key)| *op == "GetObject" && key.starts_with("k/"))
+    };
+    let waited = std::time::Instant::now();
+    while !read(&seen.log()) {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "no object was read before the last of three listing pages"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    gate.open();
+    let report = run.join().unwrap().unwrap();
+    assert_eq!(report.objects, 2_500);
+    let pages = seen
+        .log()
+        .iter()
+        .filter(|(op, key)| *op == "ListObjectsV2" && key.is_empty())
+        .count();
+    assert_eq!(pages, 3);
+}
+
+/// `n` objects `k/0000…` of `size + i` bytes each.
+fn seed(w: &World, n: usize, size: usize) {
+    w.put_many(
+        (0..n)
+            .map(|i| (format!("k/{i:04}"), vec![(i % 251) as u8; size + i]))
+            .collect(),
+    );
+}
+
+/// `ferry verify DIR --json` of a downloaded bundle (no AWS needed): its exit code.
+fn verify_folder(b: &crate::util::Bundle) -> (i32, String) {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .args(["verify", b.dir.path().to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn sharded_exports_carry_what_one_shard_carries() {
+    // GIVEN two jobs over the same bucket: one cut into shards, one in a single stream
+    let w = World::new("shards");
+    seed(&w, 60, 2_000);
+    let other = format!("{}-one", w.job);
+    let r = w.export_with(|c| {
+        c.tuning.volume_entries = 4;
+        c.tuning.shards = 8;
+    });
+    assert_eq!(r["shards"], 8, "{r}");
+    w.export_job(&other, |c| c.tuning.volume_entries = 4);
+    let check = |seq: u64| {
+        let split = w.download(&w.job, seq);
+        let one = w.download(&other, seq);
+        assert_eq!(content(&split), content(&one), "bundle {seq}");
+        assert_eq!(split.extract(), one.extract(), "bundle {seq}");
+        split.sha256sum_check();
+        // the far side takes it as it takes any bundle: volumes 1..=n, the last one final
+        let (code, out) = verify_folder(&split);
+        assert_eq!(code, 0, "verify bundle {seq}: {out}");
+        for (i, m) in split.manifests.iter().enumerate() {
+            assert_eq!(m.volume as usize, i + 1);
+        }
+        split
+    };
+    let first = check(1);
+    assert!(
+        first.summary.volumes.len() > 60 / 4,
+        "{}",
+        first.summary.volumes.len()
+    );
+    // shards seal the bundle with an objects-less last volume carrying the final manifest
+    assert!(first.manifests.last().unwrap().objects.is_empty());
+
+    // WHEN a delta with every kind of change is exported in 4 shards, stopped at every deadline
+    w.put("k/new", vec![7; 20_000]);
+    w.put("k/0001", "changed");
+    w.delete("k/0002");
+    let moved = w.get(&w.src, "k/0003").unwrap();
+    w.delete("k/0003");
+    w.put("moved/0003", moved);
+    for i in 10..30 {
+        w.put(&format!("k/{i:04}"), format!("v2 {i}"));
+    }
+    let mut hops = 0;
+    let last = loop {
+        hops += 1;
+        assert!(hops < 40, "continuation does not converge");
+        let r = w.export_with(|c| {
+            c.tuning.volume_entries = 4;
+            c.tuning.shards = 4;
+            c.deadline = Some(std::time::Instant::now());
+        });
+        if r["status"] == "complete" {
+            break r;
+        }
+        assert_eq!(r["status"], "continue", "{r}");
+    };
+    w.export_job(&other, |c| c.tuning.volume_entries = 4);
+
+    // THEN it took several hops and the bundle carries what the one-stream bundle carries
+    assert!(hops >= 3, "only {hops} hops");
+    assert_eq!(last["objects"], 22);
+    assert_eq!(last["shards"], 4);
+    check(2);
+    assert_eq!(w.state().sequence, 2);
+    assert_eq!(w.open_uploads_in(&w.exp), 0);
+}
+
+#[test]
+fn state_machine_steps_in_separate_workers_carry_what_one_shard_carries() {
+    use s3_ferry::export::{PlanStep, Steps};
+    // GIVEN two jobs over the same bucket: one exported by the state machine's steps
+    let w = World::new("steps");
+    seed(&w, 40, 2_000);
+    let other = format!("{}-one", w.job);
+    let mut cfg = w.export_config();
+    cfg.tuning.volume_entries = 4;
+    cfg.tuning.shards = 6;
+    // every shard step stops after one object, as a Lambda at its deadline would
+    let mut hurried = cfg.clone();
+    hurried.deadline = Some(std::time::Instant::now());
+    // (each step in its own run context, as each Lambda invocation is)
+    let clients = |_: ()| w.clients.for_run();
+    fn step<'a>(
+        cfg: &'a s3_ferry::config::ExportConfig,
+        owner: &'a str,
+        clients: &'a s3_ferry::store::aws::Clients,
+    ) -> Steps<'a> {
+        Steps {
+            clients,
+            cfg,
+            owner,
+        }
+    }
+    let ready = |p: PlanStep| match p {
+        PlanStep::Ready {
+            sequence,
+            shards,
+            bucket,
+            shard_list,
+        } => (sequence, shards, bucket, shard_list),
+        other => panic!("not ready: {other:?}"),
+    };
+
+    // WHEN run A plans and ships two objects of every shard, in separate step calls
+    let (seq, shards, bucket, list) =
+        ready(block_on(step(&cfg, "sfn-a", &clients(())).plan()).unwrap());
+    assert_eq!((seq, shards), (1, 6));
+    let listed: serde_json::Value =
+        serde_json::from_slice(&w.get(&bucket, &list).unwrap()).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!(
+            (0..6)
+                .map(|k| serde_json::json!({"shard": k}))
+                .collect::<Vec<_>>()
+        )
+    );
+    for _ in 0..2 {
+        for k in (0..6).rev() {
+            let s = block_on(step(&hurried, "sfn-a", &clients(())).shard(seq, k)).unwrap();
+            assert!(!s.done, "shard {k} done after {} of {}", s.cursor, s.count);
+        }
+    }
+    // THEN its commit is refused while shards are unfinished, and another run cannot step in
+    let e = block_on(step(&cfg, "sfn-a", &clients(())).commit(seq)).unwrap_err();
+    assert!(
+        matches!(e, s3_ferry::error::Error::ShardUnfinished { cursor: 2, .. }),
+        "{e}"
+    );
+    let e = block_on(step(&cfg, "sfn-b", &clients(())).shard(seq, 0)).unwrap_err();
+    assert!(matches!(e, s3_ferry::error::Error::LeaseHeld { .. }), "{e}");
+
+    // WHEN run A fails (its failure step releases the lease) and run B takes the bundle over
+    block_on(step(&cfg, "sfn-a", &clients(())).abandon()).unwrap();
+    let (seq_b, shards_b, ..) = ready(block_on(step(&cfg, "sfn-b", &clients(())).plan()).unwrap());
+    assert_eq!((seq_b, shards_b), (1, 6), "run B resumes the same bundle");
+    // run A's steps are fenced off from now on
+    let e = block_on(step(&cfg, "sfn-a", &clients(())).shard(seq, 1)).unwrap_err();
+    assert!(matches!(e, s3_ferry::error::Error::LeaseHeld { .. }), "{e}");
+    let mut steps = 0;
+    for k in 0..6 {
+        loop {
+            steps += 1;
+            assert!(steps < 100, "shard loops do not converge");
+            if block_on(step(&hurried, "sfn-b", &clients(())).shard(seq, k))
+                .unwrap()
+                .done
+            {
+                break;
+            }
+        }
+    }
+    let report = block_on(step(&cfg, "sfn-b", &clients(())).commit(seq)).unwrap();
+    w.export_job(&other, |c| c.tuning.volume_entries = 4);
+
+    // THEN the bundle is the one-stream bundle: objects, bytes, volumes 1..=n, verified
+    assert_eq!((report.objects, report.shards), (40, 6));
+    assert_eq!(w.state().sequence, 1);
+    let split = w.download(&w.job, 1);
+    let one = w.download(&other, 1);
+    assert_eq!(content(&split), content(&one));
+    assert_eq!(split.extract(), one.extract());
+    split.sha256sum_check();
+    for (i, m) in split.manifests.iter().enumerate() {
+        assert_eq!(m.volume as usize, i + 1);
+    }
+    let (code, out) = verify_folder(&split);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(w.open_uploads_in(&w.exp), 0);
+    // a retried commit step of the committed bundle answers its report and changes nothing
+    let again = block_on(step(&cfg, "sfn-b", &clients(())).commit(seq)).unwrap();
+    assert_eq!(again.bundle_digest, report.bundle_digest);
+    let state = w.state();
+    assert_eq!((state.sequence, state.lease_owner), (1, None));
 }

@@ -2,14 +2,13 @@
 //! uninterrupted run, failures and kills that leave nothing half-done, If-Match and vanished
 //! objects.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Method;
 
 use crate::proxy::{self, Action};
-use crate::util::{Ctx, block_on, check_readers, moto};
+use crate::util::{Ctx, block_on, check_readers, content, moto};
 
 fn seed(ctx: &Ctx, n: usize, size: usize) {
     ctx.put_many(
@@ -17,32 +16,6 @@ fn seed(ctx: &Ctx, n: usize, size: usize) {
             .map(|i| (format!("k/{i:04}"), vec![(i % 251) as u8; size + i]))
             .collect(),
     );
-}
-
-/// What a bundle carries, independent of how it was split into volumes: objects (key →
-/// sha256, size, content type), deletions and moves.
-#[derive(Debug, PartialEq)]
-struct Content {
-    objects: BTreeMap<String, (String, u64, Option<String>)>,
-    deleted: Vec<String>,
-    moved: Vec<String>,
-}
-
-fn content(b: &crate::util::Bundle) -> Content {
-    let last = b.last();
-    Content {
-        objects: b
-            .objects()
-            .into_iter()
-            .map(|o| (o.key, (o.sha256, o.size, o.headers.content_type)))
-            .collect(),
-        deleted: last.deleted.clone(),
-        moved: last
-            .moved
-            .iter()
-            .map(|m| format!("{}→{}", m.from, m.to))
-            .collect(),
-    }
 }
 
 #[test]
@@ -159,173 +132,6 @@ fn deadline_continuation_equals_one_uninterrupted_run() {
     assert_eq!(split.extract(), one.extract());
     assert_eq!(ctx.state().sequence, 2);
     assert_eq!(ctx.open_uploads(), 0);
-}
-
-#[test]
-fn sharded_exports_carry_what_one_shard_carries() {
-    // GIVEN two jobs over the same bucket: one cut into shards, one in a single stream
-    let ctx = Ctx::new("shards");
-    seed(&ctx, 60, 2_000);
-    let other = format!("{}-one", ctx.job);
-    let small = ["--volume-entries", "4"];
-    let r = ctx.export(&[&small[..], &["--shards", "8"]].concat());
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json()["shards"], 8);
-    assert_eq!(ctx.export_job(&other, &small).code, 0);
-    let check = |seq: u64| {
-        let split = ctx.download(&ctx.job, seq);
-        let one = ctx.download(&other, seq);
-        assert_eq!(content(&split), content(&one), "bundle {seq}");
-        assert_eq!(split.extract(), one.extract(), "bundle {seq}");
-        split.sha256sum_check();
-        // the far side takes it as it takes any bundle: volumes 1..=n, the last one final
-        let v = ctx.ferry(&["verify", split.dir.path().to_str().unwrap(), "--json"]);
-        assert_eq!(v.code, 0, "verify bundle {seq}: {}\n{}", v.stdout, v.stderr);
-        for (i, m) in split.manifests.iter().enumerate() {
-            assert_eq!(m.volume as usize, i + 1);
-        }
-        split
-    };
-    let first = check(1);
-    assert!(
-        first.summary.volumes.len() > 60 / 4,
-        "{}",
-        first.summary.volumes.len()
-    );
-    // shards seal the bundle with an objects-less last volume carrying the final manifest
-    assert!(first.manifests.last().unwrap().objects.is_empty());
-
-    // WHEN a delta with every kind of change is exported in 4 shards, stopped at every deadline
-    ctx.put("k/new", vec![7; 20_000]);
-    ctx.put("k/0001", "changed");
-    ctx.delete("k/0002");
-    ctx.rename("k/0003", "moved/0003");
-    for i in 10..30 {
-        ctx.put(&format!("k/{i:04}"), format!("v2 {i}"));
-    }
-    let mut hops = 0;
-    let last = loop {
-        hops += 1;
-        assert!(hops < 40, "continuation does not converge");
-        let run = ctx.export(&[&small[..], &["--shards", "4", "--deadline", "0s"]].concat());
-        match run.code {
-            4 => {}
-            0 => break run.json(),
-            c => panic!("exit {c}: {}", run.stderr),
-        }
-    };
-    assert_eq!(ctx.export_job(&other, &small).code, 0);
-
-    // THEN it took several hops and the bundle carries what the one-stream bundle carries
-    assert!(hops >= 3, "only {hops} hops");
-    assert_eq!(last["objects"], 22);
-    assert_eq!(last["shards"], 4);
-    check(2);
-    assert_eq!(ctx.state().sequence, 2);
-    assert_eq!(ctx.open_uploads(), 0);
-}
-
-#[test]
-fn state_machine_steps_in_separate_workers_carry_what_one_shard_carries() {
-    use s3_ferry::export::{PlanStep, Steps};
-    // GIVEN two jobs over the same bucket: one exported by the state machine's steps
-    let ctx = Ctx::new("steps");
-    seed(&ctx, 40, 2_000);
-    let other = format!("{}-one", ctx.job);
-    let mut cfg = ctx.export_config();
-    cfg.tuning.volume_entries = 4;
-    cfg.tuning.shards = 6;
-    // every shard step stops after one object, as a Lambda at its deadline would
-    let mut hurried = cfg.clone();
-    hurried.deadline = Some(std::time::Instant::now());
-    let step = |cfg, owner| Steps {
-        clients: &ctx.clients,
-        cfg,
-        owner,
-    };
-    let ready = |p: PlanStep| match p {
-        PlanStep::Ready {
-            sequence,
-            shards,
-            bucket,
-            shard_list,
-        } => (sequence, shards, bucket, shard_list),
-        other => panic!("not ready: {other:?}"),
-    };
-
-    // WHEN run A plans and ships two objects of every shard, in separate step calls
-    let (seq, shards, bucket, list) = ready(block_on(step(&cfg, "sfn-a").plan()).unwrap());
-    assert_eq!((seq, shards), (1, 6));
-    let listed = block_on(ctx.s3.get_object().bucket(&bucket).key(&list).send())
-        .unwrap()
-        .body;
-    let listed: serde_json::Value =
-        serde_json::from_slice(&block_on(listed.collect()).unwrap().into_bytes()).unwrap();
-    assert_eq!(
-        listed,
-        serde_json::json!(
-            (0..6)
-                .map(|k| serde_json::json!({"shard": k}))
-                .collect::<Vec<_>>()
-        )
-    );
-    for _ in 0..2 {
-        for k in (0..6).rev() {
-            let s = block_on(step(&hurried, "sfn-a").shard(seq, k)).unwrap();
-            assert!(!s.done, "shard {k} done after {} of {}", s.cursor, s.count);
-        }
-    }
-    // THEN its commit is refused while shards are unfinished, and another run cannot step in
-    let e = block_on(step(&cfg, "sfn-a").commit(seq)).unwrap_err();
-    assert!(
-        matches!(e, s3_ferry::error::Error::ShardUnfinished { cursor: 2, .. }),
-        "{e}"
-    );
-    let e = block_on(step(&cfg, "sfn-b").shard(seq, 0)).unwrap_err();
-    assert!(matches!(e, s3_ferry::error::Error::LeaseHeld { .. }), "{e}");
-
-    // WHEN run A fails (its failure step releases the lease) and run B takes the bundle over
-    block_on(step(&cfg, "sfn-a").abandon()).unwrap();
-    let (seq_b, shards_b, ..) = ready(block_on(step(&cfg, "sfn-b").plan()).unwrap());
-    assert_eq!((seq_b, shards_b), (1, 6), "run B resumes the same bundle");
-    // run A's steps are fenced off from now on
-    let e = block_on(step(&cfg, "sfn-a").shard(seq, 1)).unwrap_err();
-    assert!(matches!(e, s3_ferry::error::Error::LeaseHeld { .. }), "{e}");
-    let mut steps = 0;
-    for k in 0..6 {
-        loop {
-            steps += 1;
-            assert!(steps < 100, "shard loops do not converge");
-            if block_on(step(&hurried, "sfn-b").shard(seq, k))
-                .unwrap()
-                .done
-            {
-                break;
-            }
-        }
-    }
-    let report = block_on(step(&cfg, "sfn-b").commit(seq)).unwrap();
-    assert_eq!(ctx.export_job(&other, &["--volume-entries", "4"]).code, 0);
-
-    // THEN the bundle is the one-stream bundle: objects, bytes, volumes 1..=n, verified
-    assert_eq!((report.objects, report.shards), (40, 6));
-    assert_eq!(ctx.state().sequence, 1);
-    let split = ctx.download(&ctx.job, 1);
-    let one = ctx.download(&other, 1);
-    assert_eq!(content(&split), content(&one));
-    assert_eq!(split.extract(), one.extract());
-    split.sha256sum_check();
-    for (i, m) in split.manifests.iter().enumerate() {
-        assert_eq!(m.volume as usize, i + 1);
-    }
-    let v = ctx.ferry(&["verify", split.dir.path().to_str().unwrap(), "--json"]);
-    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
-    assert_eq!(ctx.open_uploads(), 0);
-    // a retried commit step of the committed bundle answers its report and changes nothing
-    let again = block_on(step(&cfg, "sfn-b").commit(seq)).unwrap();
-    assert_eq!(again.bundle_digest, report.bundle_digest);
-    let state = ctx.state();
-    assert_eq!((state.sequence, state.lease_owner), (1, None));
 }
 
 #[test]

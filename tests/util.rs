@@ -836,3 +836,29 @@ pub fn assert_capped(w: &dyn Inspect, seq: u64, cap: u64, fill: f64, sealed: boo
         }
     }
 }
+
+/// What a bundle carries, independent of how it was split into volumes: objects (key →
+/// sha256, size, content type), deletions and moves.
+#[derive(Debug, PartialEq)]
+pub struct Content {
+    objects: std::collections::BTreeMap<String, (String, u64, Option<String>)>,
+    deleted: Vec<String>,
+    moved: Vec<String>,
+}
+
+pub fn content(b: &Bundle) -> Content {
+    let last = b.last();
+    Content {
+        objects: b
+            .objects()
+            .into_iter()
+            .map(|o| (o.key, (o.sha256, o.size, o.headers.content_type)))
+            .collect(),
+        deleted: last.deleted.clone(),
+        moved: last
+            .moved
+            .iter()
+            .map(|m| format!("{}→{}", m.from, m.to))
+            .collect(),
+    }
+}

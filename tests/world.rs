@@ -141,6 +141,21 @@ impl World {
         }
     }
 
+    /// Multipart uploads still open in `bucket`.
+    pub fn open_uploads_in(&self, bucket: &str) -> usize {
+        block_on(self.objects.list_uploads(bucket, "", None))
+            .unwrap()
+            .map_or(0, |p| p.uploads.len())
+    }
+
+    /// Run an export of job `job` (not the world's own) with the settings `tune` makes.
+    pub fn export_job(&self, job: &str, tune: impl FnOnce(&mut ExportConfig)) -> serde_json::Value {
+        self.export_with(|c| {
+            c.job = job.parse().unwrap();
+            tune(c)
+        })
+    }
+
     pub fn state(&self) -> s3_ferry::state::JobState {
         block_on(self.clients.table(&self.table).load(&self.job))
             .unwrap()

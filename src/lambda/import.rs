@@ -21,7 +21,6 @@ use crate::lambda::export::{
     DEFAULT_DEADLINE_MARGIN, DEFAULT_MAX_HOPS, Hops, Vars, diagnostic, named, working_deadline,
 };
 use crate::progress::NoProgress;
-use crate::store::Store;
 use crate::store::aws::Clients;
 use crate::store::secrets::{SdkConfig, Services};
 
@@ -228,7 +227,7 @@ impl ImportHandler {
         // This invocation's own counters (a warm container serves many).
         let store = self.clients.s3.for_run();
         // A bundle being applied (pending) is picked up again: it is newer than `sequence`.
-        let (ready, waiting) = complete_folders(
+        let (ready, waiting) = bundle::complete_folders(
             &store,
             &self.cfg.import,
             self.cfg.job.as_str(),
@@ -268,52 +267,6 @@ impl ImportHandler {
         let report = import::run(ledger, &cfg, &chain, &NoProgress).await?;
         Ok((report, notes))
     }
-}
-
-/// Folders in the import bucket holding a complete bundle of the job newer than `after`
-/// (the CLI's scan of an `s3://` source, [`bundle::scan_s3`]), and what the others wait for.
-pub async fn complete_folders(
-    store: &Store,
-    import: &S3Location,
-    job: &str,
-    after: u64,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let bucket = &import.bucket;
-    let prefix = bundle::folder_prefix(&import.prefix);
-    let (mut ready, mut waiting) = (Vec::new(), Vec::new());
-    for (location, folder) in bundle::scan_s3(store, bucket, &prefix).await? {
-        match folder.sequence_of(job) {
-            Some(seq) if seq > after => {}
-            _ => continue,
-        }
-        let Some(sums) = folder.read_sums(store, bucket).await? else {
-            waiting.push(format!("{location}: no SHA256SUMS yet"));
-            continue;
-        };
-        let listed = match crate::format::manifest::parse_sha256sums(&sums) {
-            Ok(lines) => lines,
-            Err(e) => {
-                waiting.push(format!("{location}: {e}"));
-                continue;
-            }
-        };
-        let here: std::collections::HashSet<&str> = folder
-            .volumes
-            .iter()
-            .map(|r| r.key.rsplit_once('/').map_or(r.key.as_str(), |(_, n)| n))
-            .collect();
-        let missing: Vec<&str> = listed
-            .iter()
-            .map(|l| l.name)
-            .filter(|n| !here.contains(n))
-            .collect();
-        if missing.is_empty() {
-            ready.push(location);
-        } else {
-            waiting.push(format!("{location}: waiting for {}", missing.join(", ")));
-        }
-    }
-    Ok((ready, waiting))
 }
 
 /// The bundles that extend the chain from `rec`, in order; notes on the ones left waiting.

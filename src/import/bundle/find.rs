@@ -178,6 +178,53 @@ pub async fn scan_s3(
     Ok(folders)
 }
 
+/// Folders under `import` holding a complete bundle of `job` newer than `after` (every volume
+/// its `SHA256SUMS` lists is there), and what the others wait for: the import function's poll
+/// of its bucket, through the one scan of an `s3://` source ([`scan_s3`]).
+pub async fn complete_folders(
+    store: &Store,
+    import: &S3Location,
+    job: &str,
+    after: u64,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let bucket = &import.bucket;
+    let prefix = folder_prefix(&import.prefix);
+    let (mut ready, mut waiting) = (Vec::new(), Vec::new());
+    for (location, folder) in scan_s3(store, bucket, &prefix).await? {
+        match folder.sequence_of(job) {
+            Some(seq) if seq > after => {}
+            _ => continue,
+        }
+        let Some(sums) = folder.read_sums(store, bucket).await? else {
+            waiting.push(format!("{location}: no SHA256SUMS yet"));
+            continue;
+        };
+        let listed = match crate::format::manifest::parse_sha256sums(&sums) {
+            Ok(lines) => lines,
+            Err(e) => {
+                waiting.push(format!("{location}: {e}"));
+                continue;
+            }
+        };
+        let here: std::collections::HashSet<&str> = folder
+            .volumes
+            .iter()
+            .map(|r| r.key.rsplit_once('/').map_or(r.key.as_str(), |(_, n)| n))
+            .collect();
+        let missing: Vec<&str> = listed
+            .iter()
+            .map(|l| l.name)
+            .filter(|n| !here.contains(n))
+            .collect();
+        if missing.is_empty() {
+            ready.push(location);
+        } else {
+            waiting.push(format!("{location}: waiting for {}", missing.join(", ")));
+        }
+    }
+    Ok((ready, waiting))
+}
+
 pub(super) async fn add_s3(
     store: &Store,
     uri: &str,

@@ -437,5 +437,6 @@ fn check_contents(source: &Volume, dir: &Directory, m: &Manifest) -> Result<()> 
 }
 
 pub use find::{
-    ListedFolder, MediaFolder, any_sealed, discover, folder_prefix, media_folders, one_job, scan_s3,
+    ListedFolder, MediaFolder, any_sealed, complete_folders, discover, folder_prefix,
+    media_folders, one_job, scan_s3,
 };

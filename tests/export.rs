@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::StorageClass;
 
-use crate::util::{Ctx, assert_capped, block_on, check_readers, pseudo_random};
+use crate::util::{Ctx, block_on, check_readers, pseudo_random};
 
 /// Upload `body` as a real multipart object of 5 MiB parts.
 fn put_multipart(ctx: &Ctx, key: &str, body: &[u8]) {
@@ -433,81 +433,6 @@ fn archived_storage_classes_are_skipped_and_reported_not_fatal() {
     let b = ctx.download(&ctx.job, 1);
     assert_eq!(b.last().skipped[0].key, "cold");
     assert_eq!(b.last().skipped[0].storage_class, "GLACIER");
-}
-
-#[test]
-fn volumes_rotate_by_bytes_and_by_entries() {
-    // GIVEN 12 objects of 400 KiB
-    let ctx = Ctx::new("rotate");
-    let objects = (0..12)
-        .map(|i| (format!("o{i:02}"), pseudo_random(400 * 1024, i)))
-        .collect::<Vec<_>>();
-    ctx.put_many(objects.clone());
-
-    // WHEN volumes are capped at 1 MiB
-    let r = ctx.export_ok(&["--volume-size", "1MiB"]);
-
-    // THEN every volume holds 2 objects and stays under the cap, each a standalone zip
-    let b = ctx.download(&ctx.job, 1);
-    assert_eq!(r["volumes"].as_array().unwrap().len(), 6);
-    for (v, info) in b.volume_paths().iter().zip(&b.summary.volumes) {
-        assert!(
-            info.size <= 1024 * 1024,
-            "{} is {} bytes",
-            info.name,
-            info.size
-        );
-        assert_eq!(info.objects, 2);
-        check_readers(v);
-    }
-    assert_eq!(b.last().earlier_volumes.len(), 5);
-    assert_eq!(b.last().earlier_volumes, b.summary.volumes[..5].to_vec());
-    let files = b.extract();
-    for (k, body) in &objects {
-        assert_eq!(&files[k], body);
-    }
-
-    // AND an object bigger than the cap travels alone in its own volume
-    let lone = pseudo_random(3 * 1024 * 1024 / 2, 99);
-    ctx.put("zz-lone", lone.clone());
-    // (the final manifest then gets a volume of its own: it does not fit beside it)
-    let r = ctx.export_ok(&["--volume-size", "1MiB"]);
-    let b = ctx.download(&ctx.job, 2);
-    assert_eq!(r["volumes"].as_array().unwrap().len(), 2);
-    assert_eq!(b.summary.volumes[0].objects, 1);
-    assert!(b.summary.volumes[0].size > 1024 * 1024);
-    assert_eq!(b.summary.volumes[1].objects, 0);
-    assert_eq!(b.extract()["zz-lone"], lone);
-
-    // AND by entries: 5 per volume → 3 volumes
-    let r = ctx.export_job(&format!("{}-e", ctx.job), &["--volume-entries", "5"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json()["volumes"].as_array().unwrap().len(), 3);
-}
-
-/// Every volume of bundle `seq` is at most `cap` bytes (its manifest and directory included),
-/// all but the last are filled to `fill` of it, and each opens in the readers.
-#[test]
-fn streamed_objects_near_the_cap_stay_within_it() {
-    // GIVEN objects larger than the whole-object limit (streamed in ranges) that nearly fill a
-    // 20 MiB volume two at a time, and small ones after them
-    let ctx = Ctx::new("capstream");
-    let big = 9 * 1024 * 1024 + 900 * 1024;
-    let mut objects: Vec<(String, Vec<u8>)> = (0..4)
-        .map(|i| (format!("a-big{i}"), pseudo_random(big, i)))
-        .collect();
-    objects.extend((0..300).map(|i| (format!("b-small{i:04}"), pseudo_random(4000, 100 + i))));
-    for (k, body) in &objects {
-        ctx.put(k, body.clone());
-    }
-    // WHEN exported with a 20 MiB cap
-    ctx.export_ok(&["--volume-size", "20MiB"]);
-    // THEN no volume is over it
-    assert_capped(&ctx, 1, 20 * 1024 * 1024, 0.5, false);
-    let files = ctx.download(&ctx.job, 1).extract();
-    for (k, body) in &objects {
-        assert_eq!(&files[k], body, "{k}");
-    }
 }
 
 #[test]

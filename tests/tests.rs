@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod export;
 mod fast;
+mod fast_export;
 mod fast_roundtrip;
 mod fast_runs;
 mod faults;

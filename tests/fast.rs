@@ -216,18 +216,6 @@ fn thousands_of_deletions_are_applied_in_batches_to_a_bucket_and_a_directory() {
     assert_eq!(mirror["d/02599"], b"object 2599".to_vec());
 }
 
-/// A world's clients whose object requests go through `scripted` (state shared with `w`).
-fn scripted_clients(
-    w: &World,
-) -> (
-    std::sync::Arc<s3_ferry::store::Scripted>,
-    s3_ferry::store::aws::Clients,
-) {
-    let scripted = s3_ferry::store::Scripted::new(w.objects.clone());
-    let clients = s3_ferry::store::aws::Clients::over(scripted.clone(), w.clients.tables().clone());
-    (scripted, clients)
-}
-
 #[test]
 fn a_run_that_wakes_after_another_committed_never_touches_the_committed_bundle() {
     use s3_ferry::store::{Fault, Gate, Rule};
@@ -239,25 +227,14 @@ fn a_run_that_wakes_after_another_committed_never_touches_the_committed_bundle()
             .map(|i| (format!("a/{i}"), vec![i as u8; 100]))
             .collect(),
     );
-    let (scripted, clients) = scripted_clients(&w);
+    let (scripted, clients) = w.scripted();
     let gate = Gate::new();
     let folder = format!("bundles/{}/00000001/", w.job);
     scripted.rule(Rule::every("ListObjectsV2", Fault::Pause(gate.clone())).on_keys(&folder));
     let mut cfg = w.export_config();
     cfg.tuning.volume_entries = 2;
     // (its own thread and runtime: the export's future is not `Send`)
-    let stale = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(s3_ferry::export::run(
-            &clients,
-            &cfg,
-            &s3_ferry::progress::NoProgress,
-        ))
-    });
+    let stale = crate::world::export_in_thread(clients, cfg);
     // WHEN it stops there (a pause, a GC, a lost network) and its lease is gone, and another
     // run then exports a new baseline of a larger source (more volumes) and commits
     crate::util::block_on(gate.reached());
@@ -309,25 +286,14 @@ fn a_run_that_loses_its_lease_writes_and_deletes_nothing_more() {
             .map(|i| (format!("a/{i}"), vec![i as u8; 100]))
             .collect(),
     );
-    let (scripted, clients) = scripted_clients(&w);
+    let (scripted, clients) = w.scripted();
     let run = s3_ferry::context::RunContext::new();
     let clients = clients.in_run(run.clone());
     let gate = Gate::new();
     scripted.rule(Rule::every("UploadPart", Fault::Pause(gate.clone())).on_keys(".zip"));
     let mut cfg = w.export_config();
     cfg.lease_ttl = std::time::Duration::from_millis(1500);
-    let stalled = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(s3_ferry::export::run(
-            &clients,
-            &cfg,
-            &s3_ferry::progress::NoProgress,
-        ))
-    });
+    let stalled = crate::world::export_in_thread(clients, cfg);
     crate::util::block_on(gate.reached());
     // WHEN another run takes the job over, and the heartbeat finds the lease gone
     let table = w.clients.table(&w.table);

@@ -2,19 +2,10 @@
 //! `Scripted` decorator): what a run does when it is stopped between batches, and when an
 //! object will not hold still while it is read.
 
-use std::sync::Arc;
-
-use s3_ferry::store::{Fault, Rule, Scripted};
+use s3_ferry::store::{Fault, Rule};
 
 use crate::util::{block_on, content};
 use crate::world::World;
-
-/// The world's clients with their object requests through a new `Scripted` decorator.
-fn scripted(w: &World) -> (Arc<Scripted>, s3_ferry::store::aws::Clients) {
-    let scripted = Scripted::new(w.objects.clone());
-    let clients = s3_ferry::store::aws::Clients::over(scripted.clone(), w.clients.tables().clone());
-    (scripted, clients)
-}
 
 #[test]
 fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
@@ -45,7 +36,7 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
 
     // WHEN it is imported with a deadline that has passed (as the import function's hop ends),
     // its delete requests counted
-    let (counted, clients) = scripted(&w);
+    let (counted, clients) = w.scripted();
     let cfg = s3_ferry::import::ImportConfig {
         target: w.bucket_target(&clients.s3, &to),
         dry_run: false,
@@ -96,7 +87,7 @@ fn an_object_that_changes_every_time_it_is_read_is_skipped_after_three_runs() {
     let w = World::new("b6");
     w.put("steady", "steady");
     w.put("hot.bin", vec![3u8; 20 << 20]);
-    let (faults, clients) = scripted(&w);
+    let (faults, clients) = w.scripted();
     faults.rule(
         Rule::every("GetObject", Fault::Changed)
             .on_keys("hot.bin")
@@ -160,24 +151,13 @@ fn small_changed_objects_are_fetched_while_the_listing_still_runs() {
             .map(|i| (format!("k/{i:05}"), format!("object {i}").into_bytes()))
             .collect(),
     );
-    let (seen, clients) = scripted(&w);
+    let (seen, clients) = w.scripted();
     let gate = Gate::new();
     seen.rule(Rule::every("ListObjectsV2", Fault::Pause(gate.clone())).from_the(3, 1));
     let cfg = w.export_config();
 
     // WHEN exported
-    let run = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(s3_ferry::export::run(
-            &clients.for_run(),
-            &cfg,
-            &s3_ferry::progress::NoProgress,
-        ))
-    });
+    let run = crate::world::export_in_thread(clients.for_run(), cfg);
     block_on(gate.reached());
 
     // THEN objects are read while the listing's last page is still to come

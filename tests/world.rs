@@ -248,6 +248,36 @@ impl World {
     }
 }
 
+impl World {
+    /// The world's clients with their object requests through a new `Scripted` decorator
+    /// (its counts, logs and faults), the state tables shared.
+    pub fn scripted(&self) -> (Arc<s3_ferry::store::Scripted>, Clients) {
+        let scripted = s3_ferry::store::Scripted::new(self.objects.clone());
+        let clients = Clients::over(scripted.clone(), self.clients.tables().clone());
+        (scripted, clients)
+    }
+}
+
+/// An export run through `clients` in a thread and runtime of its own (the export's future is
+/// not `Send`): for tests that hold it at a gate while they act.
+pub fn export_in_thread(
+    clients: Clients,
+    cfg: ExportConfig,
+) -> std::thread::JoinHandle<s3_ferry::Result<s3_ferry::export::Report>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(s3_ferry::export::run(
+            &clients,
+            &cfg,
+            &s3_ferry::progress::NoProgress,
+        ))
+    })
+}
+
 impl crate::util::Inspect for World {
     fn export_bucket(&self) -> &str {
         &self.exp

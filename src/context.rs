@@ -1,6 +1,6 @@
 //! A run's context: its [`Stop`] token, its [`Activity`] (when data last moved, reads resumed)
 //! and the background tasks of the multipart uploads it started. One per run, passed in (a
-//! [`Store`](crate::store::Store) carries the context of the run it serves), never
+//! `Store` carries the context of the run it serves), never
 //! process-global: a warm Lambda container's invocations and in-process tests each have their own.
 
 use std::sync::Arc;

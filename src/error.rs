@@ -137,9 +137,7 @@ pub enum Error {
         source: BoxError,
     },
     /// No AWS region is configured.
-    #[error(
-        "no AWS region is set: pass --region, set AWS_REGION, or set `region` in the profile (~/.aws/config)"
-    )]
+    #[error("no AWS region is set")]
     NoRegion,
     /// What was asked for is not there (no bundle of that job, no volume in that folder).
     #[error("{what} at {location}: {detail}")]
@@ -171,7 +169,7 @@ pub enum Error {
     },
     /// A bundle is not signed by a key the far side trusts.
     #[error(
-        "bundle {what} at {location} is not trusted: {detail}. It was not applied; import only bundles signed by the exporter's key (`--trust KEY.pem`)"
+        "bundle {what} at {location} is not trusted: {detail}. It was not applied; import only bundles signed by the exporter's key"
     )]
     Untrusted {
         what: String,
@@ -180,7 +178,7 @@ pub enum Error {
     },
     /// A volume is sealed (age-encrypted) and cannot be opened with what was given.
     #[error(
-        "volume `{volume}` is encrypted (age): {detail}. Pass `--identity FILE` with the age identity (secret key) it was encrypted to; `ferry verify` without one checks SHA256SUMS and the signature only"
+        "volume `{volume}` is encrypted (age): {detail}. It opens with the age identity (secret key) it was encrypted to"
     )]
     Sealed { volume: String, detail: String },
     /// A stop signal ended the work at a safe point.
@@ -189,9 +187,7 @@ pub enum Error {
     )]
     Interrupted { signal: &'static str },
     /// The state table is missing.
-    #[error(
-        "state table `{table}` not found: run `ferry init --table {table}` or deploy template.yaml"
-    )]
+    #[error("state table `{table}` not found")]
     TableNotFound { table: String },
     /// Another run holds the job's lease.
     #[error(
@@ -220,12 +216,12 @@ pub enum Error {
     },
     /// An incremental run was given settings other than the ones its job is pinned to.
     #[error(
-        "job `{job}` is pinned to other settings than this run's: {differences}. An incremental run keeps the job's settings (with new ones, every object outside them would ship as a deletion): run it with the recorded values; or take a new baseline with the new settings (`--full`); or use another job name (`--job`)"
+        "job `{job}` is pinned to other settings than this run's: {differences}. An incremental run keeps the job's settings (with new ones, every object outside them would ship as a deletion): run it with the recorded values; or take a new baseline with the new settings; or use another job name"
     )]
     JobPinned { job: String, differences: String },
     /// The destination is not where the job keeps its bundles and state.
     #[error(
-        "the destination changed: job `{job}` keeps its bundles and state at {recorded}, not at {given}: pass --dest {recorded}; or take a new baseline at the new destination (`--full`); or use another job name (`--job`)"
+        "the destination changed: job `{job}` keeps its bundles and state at {recorded}, not at {given}: export to {recorded}; or take a new baseline at the new destination; or use another job name"
     )]
     DestinationChanged {
         job: String,
@@ -234,7 +230,7 @@ pub enum Error {
     },
     /// An import source holds bundles of more than one job.
     #[error(
-        "{location} holds bundles of several jobs ({jobs}): nothing was applied. Import one job at a time: pass `--job NAME`, or point the import at one job's folder"
+        "{location} holds bundles of several jobs ({jobs}): nothing was applied. Import one job at a time: name the job, or point the import at one job's folder"
     )]
     SeveralJobs { location: String, jobs: String },
     /// Bad configuration or arguments.
@@ -299,7 +295,7 @@ pub enum Error {
     /// A commit went unanswered and the state could not be read back to tell whether it
     /// was applied.
     #[error(
-        "the commit of job `{job}` may or may not have been applied (the state table did not answer, and reading it back failed too): run `ferry status --job {job}` to see; running the export again is safe (a run never commits twice)"
+        "the commit of job `{job}` may or may not have been applied (the state table did not answer, and reading it back failed too): read the job's state to see; running the export again is safe (a run never commits twice)"
     )]
     CommitUnknown {
         job: String,
@@ -336,12 +332,12 @@ pub enum Error {
     },
     /// A file is not a readable s3-ferry volume (truncated, not a zip, unsupported feature).
     #[error(
-        "volume `{volume}` is unreadable: {detail}: fetch it again (`ferry download`) or re-export the bundle"
+        "volume `{volume}` is unreadable: {detail}: fetch it again from the export bucket, or re-export the bundle"
     )]
     Archive { volume: String, detail: String },
     /// An entry or volume does not match what the bundle says it holds.
     #[error(
-        "verification failed: volume `{volume}`{}: {detail}: the copy is damaged or was altered; fetch it again from the export bucket (`ferry download`)",
+        "verification failed: volume `{volume}`{}: {detail}: the copy is damaged or was altered; fetch it again from the export bucket",
         entry_label(entry)
     )]
     Verify {
@@ -358,7 +354,7 @@ pub enum Error {
     },
     /// A bundle does not follow the last one applied to the target.
     #[error(
-        "bundle {sequence} of job `{job}` {detail}; the last bundle applied to {target} is {applied}: import the missing bundles first (or pass --force to apply it anyway)"
+        "bundle {sequence} of job `{job}` {detail}; the last bundle applied to {target} is {applied}: import the missing bundles first (or apply it anyway, by force)"
     )]
     OutOfOrder {
         job: String,
@@ -384,6 +380,11 @@ pub enum Error {
     StateLocked { path: PathBuf, lock: PathBuf },
 }
 
+/// The words of a `Corrupt` hint that ask for a new baseline (its [`Remedy::NewBaseline`]).
+pub const NEW_BASELINE: &str = "take a new baseline";
+/// The words of a `Corrupt` hint that ask for a baseline applied by force on import.
+pub const FORCED_BASELINE: &str = "a baseline applied by force";
+
 fn entry_label(entry: &Option<String>) -> String {
     entry
         .as_deref()
@@ -391,7 +392,61 @@ fn entry_label(entry: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// What to do about an error where the words depend on the interface. The library's messages
+/// say what happened and what to do in general terms; each interface adds its own spelling of
+/// the remedy (the CLI its flags and commands, the Lambda functions their event fields and
+/// variables), so that neither reads the other's advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Remedy {
+    /// Take a new baseline (a full export).
+    NewBaseline,
+    /// The next import must be a baseline applied by force.
+    ForcedBaseline,
+    /// Create the state table.
+    CreateTable(String),
+    /// Give the age identity that opens sealed volumes.
+    GiveIdentity,
+    /// Trust the exporter's public key.
+    TrustKey,
+    /// Apply a bundle out of chain order.
+    Force,
+    /// Read the job's state to learn what happened.
+    ReadState(String),
+    /// Fetch the volume again from the export bucket.
+    FetchAgain,
+    /// Set the AWS region.
+    SetRegion,
+    /// Keep the job's recorded settings, take a new baseline, or use another job.
+    KeepSettings,
+    /// Export to the recorded destination, take a new baseline there, or use another job.
+    RecordedDestination(String),
+    /// Name the one job to import.
+    NameJob,
+}
+
 impl Error {
+    /// The interface-specific remedy for this error, if it has one (see [`Remedy`]).
+    pub fn remedy(&self) -> Option<Remedy> {
+        Some(match self {
+            Error::NoRegion => Remedy::SetRegion,
+            Error::Untrusted { .. } => Remedy::TrustKey,
+            Error::Sealed { .. } => Remedy::GiveIdentity,
+            Error::TableNotFound { table } => Remedy::CreateTable(table.clone()),
+            Error::JobPinned { .. } => Remedy::KeepSettings,
+            Error::DestinationChanged { recorded, .. } => {
+                Remedy::RecordedDestination(recorded.clone())
+            }
+            Error::SeveralJobs { .. } => Remedy::NameJob,
+            Error::CommitUnknown { job, .. } => Remedy::ReadState(job.clone()),
+            Error::Archive { .. } | Error::Verify { .. } => Remedy::FetchAgain,
+            Error::OutOfOrder { .. } => Remedy::Force,
+            Error::Corrupt { hint, .. } if hint.contains(NEW_BASELINE) => Remedy::NewBaseline,
+            Error::Corrupt { hint, .. } if hint.contains(FORCED_BASELINE) => Remedy::ForcedBaseline,
+            _ => return None,
+        })
+    }
+
     /// True when running again later may succeed without any change (throttling, lease held,
     /// transient network or server errors, objects that changed mid-read).
     pub fn is_retryable(&self) -> bool {

@@ -177,7 +177,7 @@ impl StateTable {
             .ok_or_else(|| Error::Corrupt {
                 what: "volume counter",
                 location: format!("state table {} item {key}", self.name()),
-                hint: "delete the item and run the export with --full",
+                hint: "delete the item and take a new baseline",
                 source: "no volume index in the answer, or not a number from 1 to 2^32-1".into(),
             })
     }

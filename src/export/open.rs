@@ -91,7 +91,7 @@ impl Run<'_> {
             .ok_or_else(|| Error::Corrupt {
                 what: "inventory",
                 location: self.layout.uri(&from),
-                hint: "the plan wrote it and it is gone: run the export with --full",
+                hint: "the plan wrote it and it is gone: take a new baseline",
                 source: "not found".into(),
             })?;
         let to = self.layout.settled_inventory_key(ck.sequence, self.owner);
@@ -162,7 +162,7 @@ impl Run<'_> {
         Error::Corrupt {
             what: "shard progress",
             location: self.layout.uri(&self.layout.shard_doc_key(seq, shard)),
-            hint: "run the export with --full to start a new baseline bundle",
+            hint: "take a new baseline",
             source: what.to_string().into(),
         }
     }
@@ -264,7 +264,7 @@ impl Run<'_> {
             .ok_or_else(|| Error::Corrupt {
                 what: "plan",
                 location: self.layout.uri(&plan_key),
-                hint: "it is missing; run the export with --full",
+                hint: "it is missing: take a new baseline",
                 source: "not found".into(),
             })
     }

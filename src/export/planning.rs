@@ -77,7 +77,7 @@ where
                 .ok_or_else(|| Error::Corrupt {
                     what: "inventory",
                     location: format!("s3://{}/{key}", cfg.dest.bucket),
-                    hint: "it is missing; run the export with --full to take a new baseline",
+                    hint: "it is missing: take a new baseline",
                     source: "not found".into(),
                 })?;
             Some(InventoryReader::new(

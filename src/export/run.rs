@@ -196,7 +196,7 @@ impl Run<'_> {
         serde_json::from_slice(body).map_err(|e| Error::Corrupt {
             what,
             location: self.layout.uri(key),
-            hint: "run the export with --full to start a new baseline bundle",
+            hint: "take a new baseline",
             source: Box::new(e),
         })
     }

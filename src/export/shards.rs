@@ -185,7 +185,7 @@ impl Run<'_> {
                 let rec = reader.next().await?.ok_or_else(|| Error::Corrupt {
                     what: "plan",
                     location: location.clone(),
-                    hint: "its puts file ends before the count the plan gives: run the export with --full",
+                    hint: "its puts file ends before the count the plan gives: take a new baseline",
                     source: format!("{seen} of {count} puts read").into(),
                 })?;
                 w.push(&rec).await.map_err(|e| Error::Stream {

@@ -22,7 +22,7 @@ impl Run<'_> {
         let too_many = || Error::Corrupt {
             what: "plan",
             location: self.layout.uri(&w.key),
-            hint: "run the export with --full",
+            hint: "take a new baseline",
             source: "more puts than this machine can count".into(),
         };
         let total = usize::try_from(state.count).map_err(|_| too_many())?;
@@ -80,7 +80,7 @@ impl Run<'_> {
             let item = fetched.recv().await.ok_or_else(|| Error::Corrupt {
                 what: "plan",
                 location: self.layout.uri(&self.layout.checkpoint_key(seq)),
-                hint: "its puts file ends before the count the plan gives: run the export with --full",
+                hint: "its puts file ends before the count the plan gives: take a new baseline",
                 source: format!("{i} of {total} puts read (shard {shard})").into(),
             })?;
             let item = match item {
@@ -314,7 +314,7 @@ impl Run<'_> {
             .ok_or_else(|| Error::Corrupt {
                 what: "plan",
                 location: location.clone(),
-                hint: "its puts file is missing: run the export with --full",
+                hint: "its puts file is missing: take a new baseline",
                 source: "not found".into(),
             })?;
         Ok(InventoryReader::new(reader, location))

@@ -224,7 +224,7 @@ impl Run<'_> {
             return Err(Error::Corrupt {
                 what: "checkpoint",
                 location: self.layout.uri(&self.layout.checkpoint_key(ck.sequence)),
-                hint: "run the export with --full",
+                hint: "take a new baseline",
                 source: format!("volume {index} completed twice").into(),
             });
         }

@@ -154,14 +154,14 @@ impl ImportHandler {
                 Ok(json!({"status": "lease_held", "owner": owner, "until": until}))
             }
             Err(e) => {
-                error!(job = %self.cfg.job, error = %crate::error_chain(&e), "import failed; the destination's state is unchanged");
+                error!(job = %self.cfg.job, error = %crate::lambda::describe(&e), "import failed; the destination's state is unchanged");
                 self.notify(
                     &format!("s3-ferry {}: import FAILED", self.cfg.job),
                     &format!(
                         "Importing job {} into {} failed. No bundle was recorded as applied; objects already verified and written stay. Fix the cause and upload again or wait for the next sweep.\n\n{}\n",
                         self.cfg.job,
                         self.cfg.dest,
-                        crate::error_chain(&e)
+                        crate::lambda::describe(&e)
                     ),
                 )
                 .await;

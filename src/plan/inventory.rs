@@ -48,7 +48,7 @@ impl<R: AsyncBufRead + Unpin> InventoryReader<R> {
         Error::Corrupt {
             what: "inventory",
             location: self.location.clone(),
-            hint: "run the export with --full to take a new baseline",
+            hint: "take a new baseline",
             source,
         }
     }

@@ -3,6 +3,7 @@
 //! flags (a usage error exits 2), runs the command and maps its outcome to an exit code
 //! (`exit.rs`); `near.rs` and `far.rs` print a human summary or one JSON object (`--json`).
 
+mod advice;
 mod args;
 mod exit;
 mod far;

@@ -70,14 +70,15 @@ pub fn fail(e: &anyhow::Error, json: bool) -> u8 {
     }
     let code = crate::exit::code(e);
     let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+    let message = crate::advice::message(e);
     if json {
         let _ = line(format_args!(
             "{}",
-            serde_json::json!({"ok": false, "exit_code": code, "error": e.to_string(), "causes": causes})
+            serde_json::json!({"ok": false, "exit_code": code, "error": message, "causes": causes})
         ));
     }
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "ferry: {e}");
+    let _ = writeln!(err, "ferry: {message}");
     for c in &causes {
         let _ = writeln!(err, "  caused by: {c}");
     }

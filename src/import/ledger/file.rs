@@ -82,7 +82,7 @@ pub(super) fn index_err(path: &Path, e: impl Into<redb::Error>) -> Error {
     Error::Corrupt {
         what: "import key index",
         location: path.display().to_string(),
-        hint: "restore it and the state file from the same backup; without them the next import must be a baseline applied with --force",
+        hint: "restore it and the state file from the same backup; without them the next import must be a baseline applied by force",
         source: Box::new(e.into()),
     }
 }
@@ -133,7 +133,7 @@ impl FileLedger {
         let corrupt = |e: serde_json::Error| Error::Corrupt {
             what: "import state",
             location: path.display().to_string(),
-            hint: "restore it from a backup; without it the next import must be a baseline applied with --force",
+            hint: "restore it from a backup; without it the next import must be a baseline applied by force",
             source: Box::new(e),
         };
         let (state, existed) = match tokio::fs::read(path).await {
@@ -167,7 +167,7 @@ impl FileLedger {
             return Err(Error::Corrupt {
                 what: "import key index",
                 location: index_path.display().to_string(),
-                hint: "copy it back beside the state file (it travels with it); without it the next import must be a baseline applied with --force",
+                hint: "copy it back beside the state file (it travels with it); without it the next import must be a baseline applied by force",
                 source: "missing".into(),
             });
         }
@@ -196,7 +196,7 @@ impl FileLedger {
             return Err(Error::Corrupt {
                 what: "import key index",
                 location: ledger.index_path.display().to_string(),
-                hint: "the index and the state file come from different times: restore both from the same backup, or start again with a baseline applied with --force",
+                hint: "the index and the state file come from different times: restore both from the same backup, or start again with a baseline applied by force",
                 source: format!(
                     "index generation {stored}, state file generation {}",
                     ledger.state.generation
@@ -269,7 +269,7 @@ pub(super) fn parse_entry(path: &Path, key: &str, bytes: &[u8]) -> Result<IndexE
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
         what: "import key index",
         location: format!("{} key `{key}`", path.display()),
-        hint: "restore it from a backup; the next import must then be a baseline applied with --force",
+        hint: "restore it from a backup; the next import must then be a baseline applied by force",
         source: Box::new(e),
     })
 }

@@ -163,6 +163,6 @@ pub(crate) fn diagnostic(e: &Error) -> Diagnostic {
             "Fatal"
         }
         .to_string(),
-        error_message: crate::error_chain(e),
+        error_message: crate::lambda::describe(e),
     }
 }

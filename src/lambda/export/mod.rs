@@ -81,12 +81,12 @@ impl Handler {
             }
             Err(e) => {
                 let unconfirmed = matches!(e, Error::CommitUnknown { .. });
-                error!(job = %self.cfg.export.job, error = %crate::error_chain(&e), retryable = e.is_retryable(), commit_unconfirmed = unconfirmed, "export step failed");
+                error!(job = %self.cfg.export.job, error = %crate::lambda::describe(&e), retryable = e.is_retryable(), commit_unconfirmed = unconfirmed, "export step failed");
                 // A step's failure is the state machine's to retry; its failure step notifies
                 // once the run has failed. A direct invoke notifies itself.
                 if step.is_none() {
                     emf(self.cfg.export.job.as_str(), None, started.elapsed(), true);
-                    self.notify_failure(&crate::error_chain(&e), unconfirmed)
+                    self.notify_failure(&crate::lambda::describe(&e), unconfirmed)
                         .await;
                 }
                 Err(diagnostic(&e))

@@ -2,6 +2,8 @@
 //! `Scripted` decorator): what a run does when it is stopped between batches, and when an
 //! object will not hold still while it is read.
 
+use std::sync::Arc;
+
 use s3_ferry::store::{Fault, Rule};
 
 use crate::util::{block_on, content};
@@ -384,4 +386,119 @@ fn state_machine_steps_in_separate_workers_carry_what_one_shard_carries() {
     assert_eq!(again.bundle_digest, report.bundle_digest);
     let state = w.state();
     assert_eq!((state.sequence, state.lease_owner), (1, None));
+}
+
+#[test]
+fn an_import_that_loses_its_lease_writes_and_deletes_nothing_more() {
+    use s3_ferry::store::Gate;
+    // GIVEN a bundle of six objects, and an import into a bucket with its state in the table
+    // (lease of 1.5 s, renewed every half second) held at a gate on its first object PUT
+    let w = World::new("implease");
+    w.put_many(
+        (0..6)
+            .map(|i| (format!("a/{i}"), vec![i as u8; 100]))
+            .collect(),
+    );
+    w.export();
+    let b1 = w.download(&w.job, 1);
+    let dest = w.bucket("implease-dest");
+    let (seen, clients) = w.scripted();
+    let gate = Gate::new();
+    seen.rule(Rule::every("PutObject", Fault::Pause(gate.clone())).on_keys("a/"));
+    let run = s3_ferry::context::RunContext::new();
+    let store = clients.s3.in_run(run.clone());
+    let (table, job) = (w.clients.table(&w.table), w.job.clone());
+    let (dest_uri, source) = (
+        format!("s3://{dest}"),
+        b1.dir.path().to_str().unwrap().to_string(),
+    );
+    let importing = {
+        let (table, job, run) = (table.clone(), job.clone(), run.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let bundles = s3_ferry::import::bundle::discover(&[source], None, None).await?;
+                let cfg = s3_ferry::import::ImportConfig {
+                    target: Arc::new(s3_ferry::import::target::Bucket {
+                        store: store.leased(&job),
+                        dest: dest_uri.parse().unwrap(),
+                        part_size: 5 << 20,
+                    }),
+                    dry_run: false,
+                    force: false,
+                    concurrency: 1,
+                    deadline: None,
+                    trust: Vec::new(),
+                    delete_unlisted: false,
+                    run: run.clone(),
+                };
+                let ttl = std::time::Duration::from_millis(1500);
+                let mut ledger =
+                    s3_ferry::import::ledger::TableLedger::open(table, &job, ttl, run.stop())
+                        .await?;
+                let report = s3_ferry::import::run(
+                    ledger.as_mut(),
+                    &cfg,
+                    &bundles,
+                    &s3_ferry::progress::NoProgress,
+                )
+                .await;
+                drop(ledger);
+                report
+            })
+        })
+    };
+    block_on(gate.reached());
+
+    // WHEN another import takes the job's import lease, and the heartbeat finds it gone
+    let item = format!("import/{job}");
+    let owner = block_on(table.load(&item))
+        .unwrap()
+        .and_then(|s| s.lease_owner)
+        .expect("the import holds the lease");
+    block_on(table.release(&item, &owner)).unwrap();
+    block_on(table.acquire(&item, "another-import", std::time::Duration::from_secs(600))).unwrap();
+    let waited = std::time::Instant::now();
+    while !run.stop().is_lease_lost() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(30),
+            "the heartbeat never noticed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mark = seen.log().len();
+    gate.open();
+    let ended = importing.join().unwrap();
+
+    // THEN it fails as having lost the lease, and sent no write or delete after it knew
+    let Err(err) = ended else {
+        panic!("an import that lost its lease finished")
+    };
+    assert!(matches!(err, s3_ferry::Error::LeaseLost { .. }), "{err}");
+    let after: Vec<_> = seen.log()[mark..]
+        .iter()
+        .filter(|(op, _)| {
+            !matches!(
+                *op,
+                "GetObject"
+                    | "HeadObject"
+                    | "ListObjectsV2"
+                    | "ListMultipartUploads"
+                    | "AbortMultipartUpload"
+            )
+        })
+        .cloned()
+        .collect();
+    assert!(
+        after.is_empty(),
+        "requests after the lease was lost: {after:?}"
+    );
+    // AND at most the object held at the gate landed; the lease is the other import's
+    assert!(w.keys(&dest, "").len() <= 1, "{:?}", w.keys(&dest, ""));
+    let state = block_on(table.load(&item)).unwrap().unwrap();
+    assert_eq!(state.lease_owner.as_deref(), Some("another-import"));
 }

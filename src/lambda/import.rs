@@ -178,9 +178,17 @@ impl ImportHandler {
 
     async fn run(&self, hop: u32, deadline: Option<Instant>) -> Result<Value> {
         let table = self.clients.table(&self.cfg.table);
-        let mut ledger =
-            TableLedger::open(table, self.cfg.job.as_str(), self.cfg.lease_ttl).await?;
-        let result = self.import(ledger.as_mut(), deadline).await;
+        // This invocation's own run context (a warm container serves many): its counters, and
+        // the token the import lease's heartbeat stops when the lease is lost.
+        let store = self.clients.s3.for_run();
+        let mut ledger = TableLedger::open(
+            table,
+            self.cfg.job.as_str(),
+            self.cfg.lease_ttl,
+            store.run().stop(),
+        )
+        .await?;
+        let result = self.import(ledger.as_mut(), &store, deadline).await;
         let closed = ledger.close().await;
         let (report, waiting) = result?;
         closed?;
@@ -221,19 +229,14 @@ impl ImportHandler {
     async fn import(
         &self,
         ledger: &mut dyn Ledger,
+        store: &crate::store::Store,
         deadline: Option<Instant>,
     ) -> Result<(ImportReport, Vec<String>)> {
         let rec = ledger.record().clone();
-        // This invocation's own counters (a warm container serves many).
-        let store = self.clients.s3.for_run();
         // A bundle being applied (pending) is picked up again: it is newer than `sequence`.
-        let (ready, waiting) = bundle::complete_folders(
-            &store,
-            &self.cfg.import,
-            self.cfg.job.as_str(),
-            rec.sequence,
-        )
-        .await?;
+        let (ready, waiting) =
+            bundle::complete_folders(store, &self.cfg.import, self.cfg.job.as_str(), rec.sequence)
+                .await?;
         let bundles = if ready.is_empty() {
             Vec::new()
         } else {
@@ -246,13 +249,14 @@ impl ImportHandler {
                     }
                 })
                 .await?;
-            bundle::discover(&ready, Some(&store), ids.as_ref()).await?
+            bundle::discover(&ready, Some(store), ids.as_ref()).await?
         };
         let (chain, mut notes) = next_in_chain(&rec, bundles).await?;
         notes.extend(waiting);
         let cfg = ImportConfig {
             target: std::sync::Arc::new(Bucket {
-                store: store.clone(),
+                // no write or delete once the import lease is lost
+                store: store.leased(self.cfg.job.as_str()),
                 dest: self.cfg.dest.clone(),
                 part_size: self.cfg.part_size,
             }),

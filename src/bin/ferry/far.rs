@@ -198,7 +198,7 @@ pub async fn import(
         .map(|s| s.run().clone())
         .unwrap_or_else(|| ctx.child());
     let target = open_target(store.as_ref(), &a).await?;
-    let mut ledger = open_ledger(clients, &a).await?;
+    let mut ledger = open_ledger(clients, &a, run.stop()).await?;
     let cfg = ImportConfig {
         target,
         dry_run: a.dry_run,
@@ -252,8 +252,10 @@ async fn open_target(
             let store = store.cloned().expect("--to needs AWS");
             // A missing destination bucket is named before anything is read or written.
             store.check_bucket(&dest.bucket).await?;
+            // No write or delete once an import lease (`--table`) is lost.
+            let job = a.job.as_ref().map_or("import", |j| j.as_str());
             std::sync::Arc::new(Bucket {
-                store,
+                store: store.leased(job),
                 dest: dest.clone(),
                 part_size: a.part_size,
             })
@@ -275,13 +277,14 @@ async fn open_target(
 async fn open_ledger(
     clients: Option<&Clients>,
     a: &ImportArgs,
+    stop: &s3_ferry::interrupt::Stop,
 ) -> anyhow::Result<Box<dyn s3_ferry::import::ledger::Ledger>> {
     Ok(match (&a.state, &a.table, &a.to_dir) {
         (Some(path), _, _) => FileLedger::open(path).await?,
         (None, Some(table), _) => {
             let job = a.job.as_ref().expect("clap requires --job with --table");
             let clients = clients.expect("--table needs AWS");
-            TableLedger::open(clients.table(table), job.as_str(), a.lease_ttl).await?
+            TableLedger::open(clients.table(table), job.as_str(), a.lease_ttl, stop).await?
         }
         (None, None, Some(dir)) => {
             FileLedger::open(&dir.join(STATE_DIR).join("state.json")).await?

@@ -11,14 +11,47 @@ pub struct TableLedger {
     fence: u64,
     ttl: Duration,
     record: Record,
+    /// Renews the lease every third of its time while the import runs; stops the run's token
+    /// when the lease is found lost (so its target's writes are refused: `Store::leased`).
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TableLedger {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
 }
 
 impl TableLedger {
-    /// Open the record of `job` in the state table, taking its import lease.
-    pub async fn open(table: StateTable, job: &str, ttl: Duration) -> Result<Box<dyn Ledger>> {
+    /// Open the record of `job` in the state table, taking its import lease; `stop` is the
+    /// import run's token, stopped should the lease be lost while it runs.
+    pub async fn open(
+        table: StateTable,
+        job: &str,
+        ttl: Duration,
+        stop: &crate::interrupt::Stop,
+    ) -> Result<Box<dyn Ledger>> {
         let item = format!("import/{job}");
         let owner = uuid::Uuid::new_v4().to_string();
         let fence = table.acquire(&item, &owner, ttl).await?.lease_epoch;
+        let heartbeat = {
+            let (table, item, owner, stop) =
+                (table.clone(), item.clone(), owner.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    match table.renew(&item, &owner, ttl).await {
+                        Err(Error::LeaseLost { .. }) => {
+                            tracing::warn!(%item, "import lease lost: stopping its writes");
+                            stop.lease_lost();
+                            return;
+                        }
+                        Err(e) => tracing::warn!(%item, error = %e, "import lease renewal failed"),
+                        Ok(_) => {}
+                    }
+                }
+            })
+        };
         let docs = table.get_docs(std::slice::from_ref(&item)).await?;
         let record = match docs.get(&item) {
             Some(d) => serde_json::from_str(d).map_err(|e| Error::Corrupt {
@@ -36,6 +69,7 @@ impl TableLedger {
             fence,
             ttl,
             record,
+            heartbeat,
         }))
     }
 }
@@ -95,6 +129,7 @@ impl Ledger for TableLedger {
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        self.heartbeat.abort();
         Box::pin(async move { self.table.release(&self.item, &self.owner).await })
     }
 }

@@ -12,27 +12,17 @@ use crate::activity::Activity;
 use crate::interrupt::Stop;
 
 /// What one run shares among its tasks and with nobody else. Clones share it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunContext {
     stop: Stop,
     activity: Arc<Activity>,
     uploads: TaskTracker,
 }
 
-impl Default for RunContext {
-    fn default() -> Self {
-        RunContext::new()
-    }
-}
-
 impl RunContext {
     /// A context for a run (or for a process's runs: see [`RunContext::child`]).
     pub fn new() -> RunContext {
-        RunContext {
-            stop: Stop::new(),
-            activity: Arc::default(),
-            uploads: TaskTracker::new(),
-        }
+        RunContext::default()
     }
 
     /// A run inside this context: its own activity, a stop token that this context's stop also

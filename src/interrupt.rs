@@ -48,45 +48,34 @@ pub enum Why {
 /// A run's stop token. Clones share it; [`Stop::child`] makes a token that stops with this one
 /// and can also be stopped alone (a run inside a process the CLI may signal). The first reason
 /// given is the one kept.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Stop {
     token: CancellationToken,
-    /// This token's own reason, then its parents', nearest first.
-    reasons: Vec<Arc<OnceLock<Why>>>,
-}
-
-impl Default for Stop {
-    fn default() -> Self {
-        Stop::new()
-    }
+    /// This token's own reason.
+    own: Arc<OnceLock<Why>>,
+    /// Its parents' reasons, nearest first.
+    inherited: Vec<Arc<OnceLock<Why>>>,
 }
 
 impl Stop {
     /// A token nobody has stopped.
     pub fn new() -> Stop {
-        Stop {
-            token: CancellationToken::new(),
-            reasons: vec![Arc::default()],
-        }
+        Stop::default()
     }
 
     /// A token stopped when this one is, or on its own.
     pub fn child(&self) -> Stop {
-        let mut reasons = vec![Arc::default()];
-        reasons.extend(self.reasons.iter().cloned());
+        let mut inherited = vec![self.own.clone()];
+        inherited.extend(self.inherited.iter().cloned());
         Stop {
             token: self.token.child_token(),
-            reasons,
+            own: Arc::default(),
+            inherited,
         }
     }
 
     fn stop(&self, why: Why) {
-        match self.reasons.first() {
-            Some(own) => {
-                let _ = own.set(why);
-            }
-            None => unreachable!("a Stop always has its own reason slot"),
-        }
+        let _ = self.own.set(why);
         self.token.cancel();
     }
 
@@ -105,7 +94,9 @@ impl Stop {
         if !self.token.is_cancelled() {
             return None;
         }
-        self.reasons.iter().find_map(|r| r.get().copied())
+        std::iter::once(&self.own)
+            .chain(&self.inherited)
+            .find_map(|r| r.get().copied())
     }
 
     /// The signal that asked the run to stop, if one did.

@@ -409,6 +409,18 @@ fn the_import_function_takes_only_complete_folders_of_its_job() {
             other.get(&other.exp, &k).unwrap(),
         );
     }
+    // AND a folder whose SHA256SUMS is larger than any bundle's
+    let three = format!("incoming/{}/00000003/", w.job);
+    w.put_in(
+        &imp,
+        &format!("{three}{}-00000003-0001.zip", w.job),
+        "not read",
+    );
+    w.put_in(
+        &imp,
+        &format!("{three}SHA256SUMS"),
+        vec![b'0'; (16 << 20) + 1],
+    );
     let store = w.clients.s3.clone();
     let at: s3_ferry::config::S3Location = format!("s3://{imp}/incoming").parse().unwrap();
 
@@ -428,6 +440,10 @@ fn the_import_function_takes_only_complete_folders_of_its_job() {
             format!("s3://{imp}/incoming/elsewhere/: no SHA256SUMS yet"),
             format!(
                 "s3://{imp}/incoming/{}/00000002/: waiting for {name}",
+                w.job
+            ),
+            format!(
+                "s3://{imp}/incoming/{}/00000003/: its SHA256SUMS of 16777217 bytes is larger than a bundle's (16777216 at most)",
                 w.job
             ),
         ]

@@ -196,7 +196,13 @@ pub async fn complete_folders(
             _ => continue,
         }
         let Some(sums) = folder.read_sums(store, bucket).await? else {
-            waiting.push(format!("{location}: no SHA256SUMS yet"));
+            waiting.push(match &folder.sums {
+                Some(r) => format!(
+                    "{location}: its SHA256SUMS of {} bytes is larger than a bundle's ({MAX_SUMS} at most)",
+                    r.size
+                ),
+                None => format!("{location}: no SHA256SUMS yet"),
+            });
             continue;
         };
         let listed = match crate::format::manifest::parse_sha256sums(&sums) {

@@ -128,13 +128,8 @@ pub(super) async fn apply(
         let (report, landed) = import_volume(ledger, cfg, b, v, out, progress).await?;
         pending.volumes_done.push(index);
         rec.pending = Some(pending.clone());
-        cfg.target.make_durable().await?;
-        ledger
-            .save(
-                rec.clone(),
-                landed.into_iter().map(|(k, e)| (k, Some(e))).collect(),
-            )
-            .await?;
+        let landed = landed.into_iter().map(|(k, e)| (k, Some(e))).collect();
+        save_durably(ledger, cfg, rec.clone(), landed).await?;
         info!(volume = %report.location, objects = report.objects, bytes = report.bytes, "volume imported");
         progressed = true;
     }
@@ -250,8 +245,7 @@ async fn record_applied(
         rec.history.clear();
     }
     rec.history.push((b.sequence, digest.to_string()));
-    cfg.target.make_durable().await?;
-    ledger.save(rec.clone(), changes).await?;
+    save_durably(ledger, cfg, rec.clone(), changes).await?;
     Ok(BundleStatus::Applied)
 }
 
@@ -265,9 +259,20 @@ pub(super) async fn stop_tail(
     changes: Vec<(String, Option<IndexEntry>)>,
 ) -> Result<BundleStatus> {
     rec.pending = Some(pending.clone());
-    cfg.target.make_durable().await?;
-    ledger.save(rec.clone(), changes).await?;
+    save_durably(ledger, cfg, rec.clone(), changes).await?;
     Ok(BundleStatus::Continue)
+}
+
+/// Record `record` and `changes` once what the target wrote is durable: the ledger never
+/// says more landed than a crash would keep.
+async fn save_durably(
+    ledger: &mut dyn Ledger,
+    cfg: &ImportConfig,
+    record: Record,
+    changes: Vec<(String, Option<IndexEntry>)>,
+) -> Result<()> {
+    cfg.target.make_durable().await?;
+    ledger.save(record, changes).await
 }
 
 /// Apply one batch of moves: confirm each, copy them (several at once), record the copies,
@@ -337,32 +342,22 @@ pub(super) async fn apply_moves(
             .buffer_unordered(cfg.concurrency.max(1))
             .try_collect()
             .await?;
+    let copies = copied
+        .iter()
+        .filter_map(|(m, _, c)| c.clone().map(|c| (m.to.clone(), Some(c))))
+        .collect();
     let record = ledger.record().clone();
-    cfg.target.make_durable().await?;
-    ledger
-        .save(
-            record,
-            copied
-                .iter()
-                .filter_map(|(m, _, c)| c.clone().map(|c| (m.to.clone(), Some(c))))
-                .collect(),
-        )
-        .await?;
+    save_durably(ledger, cfg, record, copies).await?;
     let originals: Vec<(&str, Option<&IndexEntry>)> = copied
         .iter()
         .map(|(m, e, _)| (relative(&m.from, &b.source_prefix), e.as_ref()))
         .collect();
     cfg.target.delete_many(&originals).await?;
-    cfg.target.make_durable().await?;
-    ledger
-        .save(
-            done.clone(),
-            copied
-                .iter()
-                .map(|(m, _, _)| (m.from.clone(), None))
-                .collect(),
-        )
-        .await
+    let removed = copied
+        .iter()
+        .map(|(m, _, _)| (m.from.clone(), None))
+        .collect();
+    save_durably(ledger, cfg, done.clone(), removed).await
 }
 
 /// Stream volume `v` of `b` through the verifier into the target: what it reported, and what

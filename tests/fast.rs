@@ -296,26 +296,7 @@ fn a_run_that_loses_its_lease_writes_and_deletes_nothing_more() {
     let stalled = crate::world::export_in_thread(clients, cfg);
     crate::util::block_on(gate.reached());
     // WHEN another run takes the job over, and the heartbeat finds the lease gone
-    let table = w.clients.table(&w.table);
-    let owner = crate::util::block_on(table.load(&w.job))
-        .unwrap()
-        .and_then(|s| s.lease_owner)
-        .expect("the run holds the lease");
-    crate::util::block_on(table.release(&w.job, &owner)).unwrap();
-    crate::util::block_on(table.acquire(
-        &w.job,
-        "another-run",
-        std::time::Duration::from_secs(600),
-    ))
-    .unwrap();
-    let waited = std::time::Instant::now();
-    while !run.stop().is_lease_lost() {
-        assert!(
-            waited.elapsed() < std::time::Duration::from_secs(30),
-            "the heartbeat never noticed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::world::steal_lease(&w.clients.table(&w.table), &w.job, "another-run", &run);
     let seen = scripted.log().len();
     // AND the stalled run goes on from the gate
     gate.open();
@@ -333,20 +314,7 @@ fn a_run_that_loses_its_lease_writes_and_deletes_nothing_more() {
         ),
         "{err}"
     );
-    let after: Vec<_> = scripted.log()[seen..]
-        .iter()
-        .filter(|(op, _)| {
-            !matches!(
-                *op,
-                "GetObject"
-                    | "HeadObject"
-                    | "ListObjectsV2"
-                    | "ListMultipartUploads"
-                    | "AbortMultipartUpload"
-            )
-        })
-        .cloned()
-        .collect();
+    let after = crate::world::mutations(&scripted.log()[seen..]);
     assert!(
         after.is_empty(),
         "requests after the lease was lost: {after:?}"

@@ -195,18 +195,16 @@ fn seed(w: &World, n: usize, size: usize) {
     );
 }
 
-/// `ferry verify DIR --json` of a downloaded bundle (no AWS needed): its exit code.
-fn verify_folder(b: &crate::util::Bundle) -> (i32, String) {
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"))
-        .args(["verify", b.dir.path().to_str().unwrap(), "--json"])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+/// `ferry verify DIR --json` of a downloaded bundle (no AWS needed); fails the test unless it
+/// exits 0.
+fn verify_folder(b: &crate::util::Bundle) {
+    crate::util::run_ok(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry")).args([
+            "verify",
+            b.dir.path().to_str().unwrap(),
+            "--json",
+        ]),
     );
-    (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]
@@ -228,8 +226,7 @@ fn sharded_exports_carry_what_one_shard_carries() {
         assert_eq!(split.extract(), one.extract(), "bundle {seq}");
         split.sha256sum_check();
         // the far side takes it as it takes any bundle: volumes 1..=n, the last one final
-        let (code, out) = verify_folder(&split);
-        assert_eq!(code, 0, "verify bundle {seq}: {out}");
+        verify_folder(&split);
         for (i, m) in split.manifests.iter().enumerate() {
             assert_eq!(m.volume as usize, i + 1);
         }
@@ -378,8 +375,7 @@ fn state_machine_steps_in_separate_workers_carry_what_one_shard_carries() {
     for (i, m) in split.manifests.iter().enumerate() {
         assert_eq!(m.volume as usize, i + 1);
     }
-    let (code, out) = verify_folder(&split);
-    assert_eq!(code, 0, "{out}");
+    verify_folder(&split);
     assert_eq!(w.open_uploads_in(&w.exp), 0);
     // a retried commit step of the committed bundle answers its report and changes nothing
     let again = block_on(step(&cfg, "sfn-b", &clients(())).commit(seq)).unwrap();
@@ -414,62 +410,41 @@ fn an_import_that_loses_its_lease_writes_and_deletes_nothing_more() {
     );
     let importing = {
         let (table, job, run) = (table.clone(), job.clone(), run.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let bundles = s3_ferry::import::bundle::discover(&[source], None, None).await?;
-                let cfg = s3_ferry::import::ImportConfig {
-                    target: Arc::new(s3_ferry::import::target::Bucket {
-                        store: store.leased(&job),
-                        dest: dest_uri.parse().unwrap(),
-                        part_size: 5 << 20,
-                    }),
-                    dry_run: false,
-                    force: false,
-                    concurrency: 1,
-                    deadline: None,
-                    trust: Vec::new(),
-                    delete_unlisted: false,
-                    run: run.clone(),
-                };
-                let ttl = std::time::Duration::from_millis(1500);
-                let mut ledger =
-                    s3_ferry::import::ledger::TableLedger::open(table, &job, ttl, run.stop())
-                        .await?;
-                let report = s3_ferry::import::run(
-                    ledger.as_mut(),
-                    &cfg,
-                    &bundles,
-                    &s3_ferry::progress::NoProgress,
-                )
-                .await;
-                drop(ledger);
-                report
-            })
+        crate::world::on_own_thread(move || async move {
+            let bundles = s3_ferry::import::bundle::discover(&[source], None, None).await?;
+            let cfg = s3_ferry::import::ImportConfig {
+                target: Arc::new(s3_ferry::import::target::Bucket {
+                    store: store.leased(&job),
+                    dest: dest_uri.parse().unwrap(),
+                    part_size: 5 << 20,
+                }),
+                dry_run: false,
+                force: false,
+                concurrency: 1,
+                deadline: None,
+                trust: Vec::new(),
+                delete_unlisted: false,
+                run: run.clone(),
+            };
+            let ttl = std::time::Duration::from_millis(1500);
+            let mut ledger =
+                s3_ferry::import::ledger::TableLedger::open(table, &job, ttl, run.stop()).await?;
+            let report = s3_ferry::import::run(
+                ledger.as_mut(),
+                &cfg,
+                &bundles,
+                &s3_ferry::progress::NoProgress,
+            )
+            .await;
+            drop(ledger);
+            report
         })
     };
     block_on(gate.reached());
 
     // WHEN another import takes the job's import lease, and the heartbeat finds it gone
     let item = format!("import/{job}");
-    let owner = block_on(table.load(&item))
-        .unwrap()
-        .and_then(|s| s.lease_owner)
-        .expect("the import holds the lease");
-    block_on(table.release(&item, &owner)).unwrap();
-    block_on(table.acquire(&item, "another-import", std::time::Duration::from_secs(600))).unwrap();
-    let waited = std::time::Instant::now();
-    while !run.stop().is_lease_lost() {
-        assert!(
-            waited.elapsed() < std::time::Duration::from_secs(30),
-            "the heartbeat never noticed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::world::steal_lease(&table, &item, "another-import", &run);
     let mark = seen.log().len();
     gate.open();
     let ended = importing.join().unwrap();
@@ -479,20 +454,7 @@ fn an_import_that_loses_its_lease_writes_and_deletes_nothing_more() {
         panic!("an import that lost its lease finished")
     };
     assert!(matches!(err, s3_ferry::Error::LeaseLost { .. }), "{err}");
-    let after: Vec<_> = seen.log()[mark..]
-        .iter()
-        .filter(|(op, _)| {
-            !matches!(
-                *op,
-                "GetObject"
-                    | "HeadObject"
-                    | "ListObjectsV2"
-                    | "ListMultipartUploads"
-                    | "AbortMultipartUpload"
-            )
-        })
-        .cloned()
-        .collect();
+    let after = crate::world::mutations(&seen.log()[mark..]);
     assert!(
         after.is_empty(),
         "requests after the lease was lost: {after:?}"

@@ -258,24 +258,75 @@ impl World {
     }
 }
 
-/// An export run through `clients` in a thread and runtime of its own (the export's future is
-/// not `Send`): for tests that hold it at a gate while they act.
+/// `work` run to its end in a thread and runtime of its own (the engine's futures are not
+/// `Send`): for tests that hold it at a gate while they act.
+pub fn on_own_thread<T, F, Fut>(work: F) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work())
+    })
+}
+
+/// An export run through `clients` on its own thread ([`on_own_thread`]).
 pub fn export_in_thread(
     clients: Clients,
     cfg: ExportConfig,
 ) -> std::thread::JoinHandle<s3_ferry::Result<s3_ferry::export::Report>> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(s3_ferry::export::run(
-            &clients,
-            &cfg,
-            &s3_ferry::progress::NoProgress,
-        ))
+    on_own_thread(move || async move {
+        s3_ferry::export::run(&clients, &cfg, &s3_ferry::progress::NoProgress).await
     })
+}
+
+/// Another run (`thief`) takes the lease of `item` from whoever holds it, as one that found it
+/// expired would; then wait (at most 30 s) until the holder's heartbeat has noticed, which
+/// stops `run`'s token.
+pub fn steal_lease(
+    table: &s3_ferry::state::StateTable,
+    item: &str,
+    thief: &str,
+    run: &s3_ferry::context::RunContext,
+) {
+    let owner = block_on(table.load(item))
+        .unwrap()
+        .and_then(|s| s.lease_owner)
+        .expect("somebody holds the lease");
+    block_on(table.release(item, &owner)).unwrap();
+    block_on(table.acquire(item, thief, std::time::Duration::from_secs(600))).unwrap();
+    let waited = std::time::Instant::now();
+    while !run.stop().is_lease_lost() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(30),
+            "the heartbeat never noticed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The requests in `log` that change something (writes, copies, uploads, deletes): all but
+/// reads and the aborts of a run's own uploads.
+pub fn mutations(log: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    log.iter()
+        .filter(|(op, _)| {
+            !matches!(
+                *op,
+                "GetObject"
+                    | "HeadObject"
+                    | "ListObjectsV2"
+                    | "ListMultipartUploads"
+                    | "AbortMultipartUpload"
+            )
+        })
+        .cloned()
+        .collect()
 }
 
 impl crate::util::Inspect for World {

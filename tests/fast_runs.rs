@@ -464,3 +464,212 @@ fn an_import_that_loses_its_lease_writes_and_deletes_nothing_more() {
     let state = block_on(table.load(&item)).unwrap().unwrap();
     assert_eq!(state.lease_owner.as_deref(), Some("another-import"));
 }
+
+/// 40 MiB that no two ranges of share: a part out of place or out of order cannot match.
+fn large_object() -> Vec<u8> {
+    (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// Every shard step of `seq` until each shard is done, with `cfg` (its deadline long past: a
+/// step ships what it must before it may stop), as the state machine's Map would; the steps
+/// taken.
+fn ship_all_shards(
+    w: &World,
+    cfg: &s3_ferry::config::ExportConfig,
+    owner: &str,
+    seq: u64,
+    shards: u64,
+) -> usize {
+    let mut steps = 0;
+    for k in 0..shards as usize {
+        loop {
+            steps += 1;
+            assert!(steps < 50, "shard steps do not converge");
+            let hurried = s3_ferry::config::ExportConfig {
+                deadline: Some(std::time::Instant::now()),
+                ..cfg.clone()
+            };
+            let clients = w.clients.for_run();
+            let step = s3_ferry::export::Steps {
+                clients: &clients,
+                cfg: &hurried,
+                owner,
+            };
+            if block_on(step.shard(seq, k)).unwrap().done {
+                break;
+            }
+        }
+    }
+    steps
+}
+
+fn plan_step(w: &World, cfg: &s3_ferry::config::ExportConfig, owner: &str) -> (u64, u64) {
+    let clients = w.clients.for_run();
+    let step = s3_ferry::export::Steps {
+        clients: &clients,
+        cfg,
+        owner,
+    };
+    match block_on(step.plan()).unwrap() {
+        s3_ferry::export::PlanStep::Ready {
+            sequence, shards, ..
+        } => (sequence, shards),
+        other => panic!("not ready: {other:?}"),
+    }
+}
+
+fn commit_step(w: &World, cfg: &s3_ferry::config::ExportConfig, owner: &str, seq: u64) -> u64 {
+    let clients = w.clients.for_run();
+    let step = s3_ferry::export::Steps {
+        clients: &clients,
+        cfg,
+        owner,
+    };
+    block_on(step.commit(seq)).unwrap().objects
+}
+
+#[test]
+fn an_object_larger_than_a_step_can_ship_goes_through_the_state_machine_in_parts() {
+    // GIVEN a 40 MiB object (three ranged reads of 16 MiB) beside two small ones, and shard
+    // steps that each reach their deadline as soon as they have shipped something
+    let w = World::new("parts");
+    let big = large_object();
+    w.put("a", "before");
+    w.put("big/disk.img", big.clone());
+    w.put("z", "after");
+    let cfg = w.export_config();
+
+    // WHEN the state machine plans, ships every shard step by step, and commits
+    let (seq, shards) = plan_step(&w, &cfg, "sfn-a");
+    let steps = ship_all_shards(&w, &cfg, "sfn-a", seq, shards);
+    assert_eq!(commit_step(&w, &cfg, "sfn-a", seq), 3);
+
+    // THEN the object crossed in three parts, one a step, each in a volume of its own, part 1
+    // under the object's own name
+    assert!(steps >= 3, "{steps} steps");
+    let b = w.download(&w.job, seq);
+    let parts: Vec<_> = b
+        .manifests
+        .iter()
+        .flat_map(|m| m.objects.iter().map(move |o| (m.volume, o.clone())))
+        .filter(|(_, o)| o.key == "big/disk.img")
+        .collect();
+    let places: Vec<_> = parts
+        .iter()
+        .map(|(v, o)| {
+            let s = o.split.as_ref().expect("in parts");
+            (*v, s.part, s.offset, o.size, s.object_sha256.is_some())
+        })
+        .collect();
+    let (v1, v2, v3) = (places[0].0, places[1].0, places[2].0);
+    assert!(v1 < v2 && v2 < v3, "{places:?}");
+    assert_eq!(
+        places,
+        vec![
+            (v1, 1, 0, 16 << 20, false),
+            (v2, 2, 16 << 20, 16 << 20, false),
+            (v3, 3, 32 << 20, 8 << 20, true),
+        ]
+    );
+    assert_eq!(parts[0].1.entry, format!("{}/big/disk.img", w.src));
+    assert_eq!(
+        parts[1].1.entry,
+        format!("_ferry/part-00002/{}/big/disk.img", w.src)
+    );
+    let last = parts[2].1.split.as_ref().unwrap();
+    assert_eq!(
+        last.object_sha256.as_deref(),
+        Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&big)).as_str())
+    );
+    // every volume still opens alone in Info-ZIP, and `ferry verify` accepts the bundle
+    for v in b.volume_paths() {
+        crate::util::run_ok(std::process::Command::new("unzip").arg("-tqq").arg(&v));
+    }
+    b.sha256sum_check();
+    verify_folder(&b);
+
+    // WHEN it is imported into a bucket and into a folder
+    let dest = w.bucket("mirror");
+    let state = tempfile::tempdir().unwrap();
+    let r = w.import(
+        &[b.dir.path()],
+        w.bucket_target(&w.clients.s3, &format!("s3://{dest}")),
+        &state.path().join("bucket.state"),
+    );
+    let folder = tempfile::tempdir().unwrap();
+    w.import(
+        &[b.dir.path()],
+        w.dir_target(folder.path()),
+        &state.path().join("dir.state"),
+    );
+
+    // THEN both hold the object whole, once, and the two small ones
+    assert_eq!(r["bundles"][0]["objects"], 3, "{r}");
+    assert_eq!(w.get(&dest, "big/disk.img").as_deref(), Some(&big[..]));
+    assert_eq!(w.get(&dest, "a").as_deref(), Some(&b"before"[..]));
+    assert_eq!(w.get(&dest, "z").as_deref(), Some(&b"after"[..]));
+    assert_eq!(w.keys(&dest, ""), vec!["a", "big/disk.img", "z"]);
+    assert_eq!(
+        std::fs::read(folder.path().join("big/disk.img")).unwrap(),
+        big
+    );
+    assert_eq!(w.open_uploads_in(&dest), 0);
+    assert_eq!(w.open_uploads_in(&w.exp), 0);
+}
+
+#[test]
+fn an_object_rewritten_between_the_steps_shipping_its_parts_ships_again_whole() {
+    // GIVEN a 40 MiB object whose first part one step shipped
+    let w = World::new("parts-changed");
+    let mut big = large_object();
+    w.put("big", big.clone());
+    let cfg = w.export_config();
+    let (seq, shards) = plan_step(&w, &cfg, "sfn-a");
+    assert_eq!(shards, 1);
+    let hurried = s3_ferry::config::ExportConfig {
+        deadline: Some(std::time::Instant::now()),
+        ..cfg.clone()
+    };
+    let clients = w.clients.for_run();
+    let step = s3_ferry::export::Steps {
+        clients: &clients,
+        cfg: &hurried,
+        owner: "sfn-a",
+    };
+    assert!(!block_on(step.shard(seq, 0)).unwrap().done);
+
+    // WHEN the object is rewritten before the next step, which fails (a retryable change), and
+    // the state machine's retries go on
+    big[0] ^= 0xff;
+    big[(40 << 20) - 1] ^= 0xff;
+    w.put("big", big.clone());
+    let e = block_on(step.shard(seq, 0)).unwrap_err();
+    assert!(
+        matches!(e, s3_ferry::error::Error::ObjectChanged { .. }),
+        "{e}"
+    );
+    ship_all_shards(&w, &cfg, "sfn-a", seq, shards);
+    assert_eq!(commit_step(&w, &cfg, "sfn-a", seq), 1);
+
+    // THEN the bundle holds the abandoned first part of the old version and every part of the
+    // new one; the import writes the new version, whole
+    let b = w.download(&w.job, seq);
+    let firsts = b
+        .objects()
+        .iter()
+        .filter(|o| o.split.as_ref().is_some_and(|s| s.part == 1))
+        .count();
+    assert_eq!(firsts, 2);
+    verify_folder(&b);
+    let dest = w.bucket("mirror");
+    let state = tempfile::tempdir().unwrap();
+    let r = w.import(
+        &[b.dir.path()],
+        w.bucket_target(&w.clients.s3, &format!("s3://{dest}")),
+        &state.path().join("state"),
+    );
+    assert_eq!(r["bundles"][0]["objects"], 1, "{r}");
+    assert_eq!(w.get(&dest, "big").as_deref(), Some(&big[..]));
+}

@@ -123,6 +123,22 @@ pub(super) struct ShardState {
     pub(super) cursor_bytes: u64,
     /// Every put is in a completed volume.
     pub(super) done: bool,
+    /// The object at `cursor` when a deadline cut it into parts: how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) partial: Option<Partial>,
+}
+
+/// An object a step's deadline cut into parts (see [`crate::format::parts`]): the version
+/// being shipped, the bytes in completed volumes and their running digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Partial {
+    pub(super) key: String,
+    pub(super) etag: String,
+    /// Bytes of the object in completed volumes.
+    pub(super) offset: u64,
+    /// Parts in completed volumes.
+    pub(super) parts: u32,
+    pub(super) digest: crate::format::parts::SavedDigest,
 }
 
 /// What a shard shipped since its last checkpoint: its cursor, and the counts and vanished
@@ -136,11 +152,14 @@ pub(super) struct ShardDone {
     pub(super) vanished: Vec<String>,
     pub(super) corrected: Vec<ObjectRecord>,
     pub(super) skipped: Vec<crate::format::manifest::Skipped>,
+    /// The object at `cursor` is in parts, this far (recorded with the cursor).
+    pub(super) partial: Option<Partial>,
 }
 
 impl ShardDone {
     pub(super) fn advance(&mut self, cursor: usize, planned: u64) {
         self.cursor = cursor as u64;
+        self.partial = None;
         self.cursor_bytes += planned;
     }
 
@@ -172,6 +191,7 @@ impl ShardDone {
             vanished: std::mem::take(&mut self.vanished),
             corrected: std::mem::take(&mut self.corrected),
             skipped: std::mem::take(&mut self.skipped),
+            partial: self.partial.clone(),
         }
     }
 
@@ -189,6 +209,7 @@ impl ShardDone {
         let s = &mut doc.state;
         s.cursor = self.cursor;
         s.cursor_bytes = self.cursor_bytes;
+        s.partial = self.partial;
         s.done = s.cursor == s.count;
     }
 }

@@ -254,9 +254,16 @@ pub(super) fn volume_headers(owner: &str) -> crate::format::manifest::ObjectHead
 /// At most how long `rec`'s line in its volume's manifest is (its digests not known yet: the
 /// longest they can be), with the comma before it.
 pub(super) fn manifest_line_bound(rec: &ObjectRecord, entry: &str, meta: &ObjectMeta) -> u64 {
+    // An object streamed in ranges may be cut into parts (a deadline mid-object): its line
+    // then names a part's entry and carries the part's place and the object's digests.
+    let ranged = meta.size > SMALL_OBJECT;
     let probe = ObjectEntry {
         key: rec.key.clone(),
-        entry: entry.to_string(),
+        entry: if ranged {
+            crate::format::parts::part_entry(entry, u32::MAX)
+        } else {
+            entry.to_string()
+        },
         size: meta.size,
         etag: meta.etag.clone(),
         last_modified: rfc3339_ms(meta.last_modified_ms),
@@ -266,6 +273,13 @@ pub(super) fn manifest_line_bound(rec: &ObjectRecord, entry: &str, meta: &Object
         headers: meta.headers.clone(),
         // A replaced object records the ETag it was planned with: about as long as its own.
         planned_etag: Some(rec.etag.clone()),
+        split: ranged.then(|| crate::format::parts::Split {
+            part: u32::MAX,
+            offset: u64::MAX,
+            object_size: u64::MAX,
+            object_sha256: Some("0".repeat(64)),
+            object_crc32: Some(u32::MAX),
+        }),
     };
     serde_json::to_vec(&probe).map_or(64 * 1024, |j| j.len() as u64) + 1
 }

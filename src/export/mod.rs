@@ -10,7 +10,8 @@
 //! heartbeat) → `run` (what a run holds) → `open` (resume or plan the bundle, ship its shards,
 //! fold and settle at commit) → `plan_step` (list, diff, pair renames, first checkpoint;
 //! `planning` holds the listing itself) → `shards` (cut the puts, shard documents, volume
-//! claims) → `ship` (a shard's puts into volumes; `fetch` reads them) → `volumes` (open,
+//! claims) → `ship` (a shard's puts into volumes; `fetch` reads them, `stream` streams a large
+//! object, in parts when a deadline cuts it) → `volumes` (open,
 //! finish, close; the report and the commit write) → `publish` (seal, finalize, sign,
 //! `SHA256SUMS`). `checkpoint`, `layout` and `report` are the documents and names they share.
 
@@ -55,6 +56,7 @@ mod session;
 mod shards;
 mod ship;
 mod steps;
+mod stream;
 mod volumes;
 
 pub use checkpoint::*;
@@ -65,6 +67,7 @@ pub use report::*;
 use run::*;
 pub use session::*;
 pub use steps::*;
+use stream::*;
 
 /// Objects up to this size are fetched whole (and prefetched several at a time).
 pub const SMALL_OBJECT: u64 = 8 * 1024 * 1024;

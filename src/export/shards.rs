@@ -119,6 +119,7 @@ impl Run<'_> {
                 cursor: ck.cursor as u64,
                 cursor_bytes: ck.cursor_bytes,
                 done: false,
+                partial: None,
             }],
         };
         if ck.next_volume == 0 {
@@ -214,6 +215,7 @@ impl Run<'_> {
                 cursor: 0,
                 cursor_bytes: 0,
                 done: false,
+                partial: None,
             });
         }
         Ok(shards)

@@ -56,6 +56,7 @@ impl Run<'_> {
             vanished: Vec::new(),
             corrected: Vec::new(),
             skipped: Vec::new(),
+            partial: state.partial.clone(),
         };
         let mut i = skip;
         while i < total {
@@ -93,9 +94,22 @@ impl Run<'_> {
                 }
             };
             remaining = remaining.saturating_sub(planned);
-            if let Some(found) = set_aside(w, &mut done, item) {
-                self.add_object(ck, w, &mut volume, &mut done, remaining, found)
-                    .await?;
+            if let Some(found) = set_aside(w, &mut done, item)
+                && self
+                    .add_object(ck, w, &mut volume, &mut done, remaining, found)
+                    .await?
+                    == Added::Cut
+            {
+                // The deadline (or a stop) came mid-object: its part ends this volume, and
+                // the shard's next step ships the rest from where it got.
+                info!(
+                    shard,
+                    cursor = i,
+                    "object cut into parts: checkpointing mid-object"
+                );
+                let v = volume.take().expect("a cut object's volume is open");
+                self.close_shard_volume(w, v, done, None).await?;
+                return Ok(Shipped::Deadline);
             }
             i += 1;
             done.advance(i, planned);
@@ -114,7 +128,8 @@ impl Run<'_> {
 
     /// Add one object read for shard `w` to its open volume (closing a full one and opening
     /// the next first): its entry, manifest line and the inventory's correction when the
-    /// version read is not the one listed.
+    /// version read is not the one listed. An object the shard's previous step cut into parts
+    /// goes on from where it got; [`Added::Cut`] when this step's deadline cuts it again.
     async fn add_object(
         &self,
         ck: &Checkpoint,
@@ -123,12 +138,30 @@ impl Run<'_> {
         done: &mut ShardDone,
         remaining: u64,
         (rec, meta, body, planned_etag): (ObjectRecord, ObjectMeta, Body, Option<String>),
-    ) -> Result<()> {
+    ) -> Result<Added> {
         let tuning = &self.cfg.tuning;
+        let resume = done.partial.take().filter(|p| p.key == rec.key);
+        if let Some(p) = &resume
+            && (p.etag != meta.etag || p.offset >= meta.size || matches!(body, Body::Whole(..)))
+        {
+            // Rewritten between two steps: its parts so far are abandoned (the far side leaves
+            // a sequence of parts without its last one out) and it ships again from its start.
+            warn!(key = %rec.key, shipped = %p.etag, now = %meta.etag, parts = p.parts,
+                  "object changed between the steps shipping it in parts: it ships again");
+            w.doc.state.partial = None;
+            let e = Error::ObjectChanged {
+                bucket: self.cfg.source.bucket.clone(),
+                key: rec.key.clone(),
+            };
+            return Err(self.changed_while_read(w, e).await);
+        }
+        let (offset, part) = resume.as_ref().map_or((0, 1), |p| (p.offset, p.parts + 1));
         let metadata = metadata_cost(&self.cfg.source.bucket, &rec.key, &meta.headers);
-        let entry = entry_name(&self.cfg.source.bucket, &rec.key);
+        let entry =
+            crate::format::parts::part_entry(&entry_name(&self.cfg.source.bucket, &rec.key), part);
+        let left = meta.size - offset;
         let (local, central, line) = (
-            crate::format::archive::local_cost(&entry, meta.size, tuning.compression),
+            crate::format::archive::local_cost(&entry, left, tuning.compression),
             crate::format::archive::central_cost(&entry),
             manifest_line_bound(&rec, &entry, &meta),
         );
@@ -148,48 +181,49 @@ impl Run<'_> {
                 volume.insert(self.open_volume(
                     ck,
                     index,
-                    meta.size,
-                    remaining + meta.size,
+                    left,
+                    remaining + left,
                     w.fence.clone(),
                 )?)
             }
         };
         v.entries_bound += local;
         v.central_bound += central;
-        let digest = match body {
-            Body::Whole(data, _permit) => {
+        let streamed = match body {
+            Body::Whole(data, _permit) => Streamed::Whole(
                 v.writer
                     .add_whole(&entry, meta.last_modified_ms, &data)
-                    .await?
-            }
+                    .await?,
+            ),
             Body::Ranged(first, _permit) => {
-                match self.stream_large(v, &entry, &rec.key, &meta, first).await {
-                    Ok(d) => d,
+                match self
+                    .stream_large(v, &entry, &rec.key, &meta, first, resume.as_ref())
+                    .await
+                {
+                    Ok(s) => s,
                     Err(e) => return Err(self.changed_while_read(w, e).await),
                 }
             }
         };
-        if planned_etag.is_some() {
-            done.totals.replaced += 1;
-        }
-        if meta.etag != rec.etag
-            || digest.size != rec.size
-            || meta.last_modified_ms != rec.last_modified_ms
-        {
-            // The inventory records the version shipped, not the one listed.
-            done.corrected.push(ObjectRecord {
-                key: rec.key.clone(),
-                size: digest.size,
-                etag: meta.etag.clone(),
-                last_modified_ms: meta.last_modified_ms,
-                storage_class: rec.storage_class.clone(),
-            });
-        }
-        done.totals.objects += 1;
-        done.totals.bytes += digest.size;
+        let (digest, split) = match streamed {
+            Streamed::Whole(d) => (d, None),
+            Streamed::Part {
+                digest,
+                split,
+                next,
+            } => {
+                done.partial = next;
+                (digest, Some(split))
+            }
+        };
         v.bytes += digest.size;
         v.metadata += metadata;
+        done.totals.bytes += digest.size;
         self.progress.object(digest.size);
+        let cut = done.partial.is_some();
+        if !cut {
+            self.count_shipped(done, &rec, &meta, planned_etag.is_some());
+        }
         v.objects.push(&ObjectEntry {
             key: rec.key,
             entry,
@@ -201,8 +235,37 @@ impl Run<'_> {
             storage_class: rec.storage_class,
             headers: meta.headers,
             planned_etag,
+            split,
         });
-        Ok(())
+        Ok(if cut { Added::Cut } else { Added::Whole })
+    }
+
+    /// Count an object whose last byte is in a volume now: one more object, and the inventory's
+    /// correction when the version read is not the one listed.
+    fn count_shipped(
+        &self,
+        done: &mut ShardDone,
+        rec: &ObjectRecord,
+        meta: &ObjectMeta,
+        replaced: bool,
+    ) {
+        if replaced {
+            done.totals.replaced += 1;
+        }
+        if meta.etag != rec.etag
+            || meta.size != rec.size
+            || meta.last_modified_ms != rec.last_modified_ms
+        {
+            // The inventory records the version shipped, not the one listed.
+            done.corrected.push(ObjectRecord {
+                key: rec.key.clone(),
+                size: meta.size,
+                etag: meta.etag.clone(),
+                last_modified_ms: meta.last_modified_ms,
+                storage_class: rec.storage_class.clone(),
+            });
+        }
+        done.totals.objects += 1;
     }
 
     /// The only (or last) shard's end: its open volume closed with the final manifest, or the
@@ -362,59 +425,6 @@ impl Run<'_> {
             }
         }
         Ok(rx)
-    }
-
-    pub(super) async fn stream_large(
-        &self,
-        v: &mut OpenVolume,
-        entry: &str,
-        key: &str,
-        meta: &ObjectMeta,
-        first: Bytes,
-    ) -> Result<crate::format::archive::EntryDigest> {
-        let bucket = &self.cfg.source.bucket;
-        let mut w = v.writer.begin_stream(entry, meta.last_modified_ms).await?;
-        w.write(&first).await?;
-        let ranges = (first.len() as u64..meta.size)
-            .step_by(CHUNK as usize)
-            .map(|start| (start, (start + CHUNK).min(meta.size) - 1));
-        let mut chunks = futures::stream::iter(ranges)
-            .map(|range| {
-                let (store, bucket, key, etag) = (
-                    self.store().clone(),
-                    bucket.clone(),
-                    key.to_string(),
-                    meta.etag.clone(),
-                );
-                tokio::spawn(
-                    async move { store.get(&bucket, &key, Some(&etag), Some(range)).await },
-                )
-            })
-            .buffered(CHUNKS_IN_FLIGHT);
-        while let Some(got) = chunks.next().await {
-            let got = got.map_err(|e| Error::Stream {
-                bucket: bucket.clone(),
-                key: key.to_string(),
-                source: Box::new(e),
-            })??;
-            match got {
-                Got::Found { body, .. } => w.write(&body).await?,
-                Got::Changed | Got::Gone => {
-                    return Err(Error::ObjectChanged {
-                        bucket: bucket.clone(),
-                        key: key.to_string(),
-                    });
-                }
-            }
-        }
-        let digest = w.close().await?;
-        if digest.size != meta.size {
-            return Err(Error::ObjectChanged {
-                bucket: bucket.clone(),
-                key: key.to_string(),
-            });
-        }
-        Ok(digest)
     }
 }
 

@@ -138,6 +138,10 @@ pub struct ObjectEntry {
     /// Set when the object changed between listing and reading: the ETag the plan had.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub planned_etag: Option<String>,
+    /// Set on a part of an object split across volumes (see [`crate::format::parts`]): then
+    /// `size`, `sha256` and `crc32` are the part's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub split: Option<crate::format::parts::Split>,
 }
 
 /// A rename: `from`'s bytes now live at `to` (same ETag and size).
@@ -404,6 +408,7 @@ mod tests {
                 ..Default::default()
             },
             planned_etag: None,
+            split: None,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The bundle format, naming no AWS SDK: the manifest, ZIP64 volumes written ([`archive`]) and
-//! read ([`unzip`]), age sealing ([`seal`]), signatures ([`sign`]),
+//! read ([`unzip`]), objects split across volumes ([`parts`]), age sealing ([`seal`]),
+//! signatures ([`sign`]),
 //! where volumes are written ([`sink`]) and durable local files ([`durable`]).
 
 pub mod archive;
 pub mod durable;
 pub mod manifest;
+pub mod parts;
 pub mod seal;
 pub mod sign;
 pub mod sink;

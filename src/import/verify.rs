@@ -179,7 +179,10 @@ pub async fn check_volume<S: EntrySink>(
         if let Some(w) = writer {
             w.commit().await?;
         }
-        objects += 1;
+        // An object in parts counts once, at its last part.
+        if !crate::format::parts::is_early_part(obj) {
+            objects += 1;
+        }
         bytes += d.size;
     }
     let (mut size, mut sha256) = walk.finish().await?;

@@ -251,3 +251,36 @@ pub async fn read_entry(src: &Volume, dir: &Directory, i: usize, max: u64) -> Re
     walk.end_entry()?;
     Ok(out.freeze())
 }
+
+/// Entry `i` of `dir` alone: a directory of that one entry and a stream of its span, read in
+/// ranges of [`CHUNK`] × 32 so that an entry of any size streams. Walk it with [`Walk`]
+/// (which checks its CRC-32 and gives its SHA-256).
+pub fn entry_stream(src: &Volume, dir: &Directory, i: usize) -> (Directory, Stream) {
+    let (start, end) = dir.span(i);
+    let one = Directory {
+        entries: vec![CentralEntry {
+            header_offset: 0,
+            ..dir.entries[i].clone()
+        }],
+        central_offset: end - start,
+        len: end - start,
+    };
+    let piece = CHUNK as u64 * 32;
+    let src = src.clone();
+    let ranges = futures::stream::try_unfold(start, move |at| {
+        let src = src.clone();
+        async move {
+            if at >= end {
+                return Ok(None);
+            }
+            let len = piece.min(end - at);
+            let bytes = src
+                .read_range(at, len)
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok::<_, std::io::Error>(Some((bytes, at + len)))
+        }
+    });
+    let reader = tokio_util::io::StreamReader::new(Box::pin(ranges));
+    (one, Box::new(reader))
+}

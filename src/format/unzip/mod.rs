@@ -21,7 +21,9 @@ use crate::format::manifest::limits;
 use crate::format::seal::Identities;
 use std::sync::Arc;
 
-pub use directory::{CentralEntry, Directory, EntryDigest, read_directory, read_entry};
+pub use directory::{
+    CentralEntry, Directory, EntryDigest, entry_stream, read_directory, read_entry,
+};
 pub use volume::{Tap, Volume};
 pub use walk::Walk;
 const EOCD_SIG: u32 = 0x0605_4b50;

@@ -16,6 +16,7 @@ use crate::format::manifest::{
     ChainLink, FORMAT, Final, MANIFEST_ENTRY, Manifest, ObjectEntry, ObjectHeaders, VolumeInfo,
     key_problem,
 };
+use crate::format::parts::{Joined, join};
 use crate::format::seal::Identities;
 use crate::format::sign::TrustedKey;
 use crate::format::unzip::{Directory, Volume, VolumeSource, read_directory, read_entry};
@@ -36,6 +37,9 @@ pub struct OpenVolume {
     /// Objects the manifest lists, and their bytes.
     pub objects: u64,
     pub bytes: u64,
+    /// The manifest's lines that are parts of an object split across volumes (few: one
+    /// begins and one ends a volume at most), joined by [`Bundle::joined`].
+    pub parts: Vec<ObjectEntry>,
     /// SHA-256 of the manifest's bytes as first read: a second read must give the same.
     manifest_sha256: [u8; 32],
 }
@@ -196,8 +200,25 @@ impl Bundle {
         }
     }
 
+    /// The objects split across its volumes, joined from their parts, and how many sequences
+    /// of parts were abandoned by the exporter (left out). Parts that do not fit together are
+    /// refused (exit 5).
+    pub fn joined(&self) -> Result<(Vec<Joined>, u64)> {
+        let parts = self
+            .volumes
+            .iter()
+            .flat_map(|v| v.parts.iter().map(|p| (v.manifest.volume, p.clone())))
+            .collect();
+        join(parts).map_err(|detail| Error::Verify {
+            volume: self.location.clone(),
+            entry: None,
+            detail: format!("its objects split across volumes do not fit together: {detail}"),
+        })
+    }
+
     /// Completeness and consistency, without reading the entries' bytes.
     fn check(&self) -> Result<()> {
+        self.joined()?;
         if self.sealed() && self.volumes.iter().any(|v| !v.source.is_sealed()) {
             return Err(self.bad(
                 "mixes encrypted (.zip.age) and plain (.zip) volumes: a bundle is one or the other",
@@ -316,11 +337,17 @@ pub async fn open_volume(source: Volume) -> Result<OpenVolume> {
             entry: None,
             detail: "the manifest's object sizes add up past 2^64 bytes".into(),
         })?;
+    let parts = objects
+        .iter()
+        .filter(|o| o.split.is_some())
+        .cloned()
+        .collect();
     Ok(OpenVolume {
         media_len: source.media.len().await?,
         zip_len: dir.len,
         objects: objects.len() as u64,
         bytes,
+        parts,
         source,
         manifest,
         manifest_sha256,

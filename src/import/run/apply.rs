@@ -3,6 +3,7 @@
 //! step.
 
 use super::*;
+use crate::format::parts::is_early_part;
 
 /// How many of the keys a baseline kept because ferry did not write them are listed by name.
 pub const KEPT_LISTED: usize = 20;
@@ -382,11 +383,16 @@ async fn import_volume(
         source_prefix: b.source_prefix.clone(),
         shared: shared.clone(),
     };
-    let checked = check_volume(b, v, &contents, &mut sink, progress, cfg.run.stop()).await;
+    let checked = match check_volume(b, v, &contents, &mut sink, progress, cfg.run.stop()).await {
+        Ok(report) => import_joined(cfg, b, v.manifest.volume, &shared, progress)
+            .await
+            .map(|()| report),
+        Err(e) => Err(e),
+    };
     let landed = shared.drain().await;
     let report = checked?;
     let landed = landed?;
-    for o in &contents.objects {
+    for o in contents.objects.iter().filter(|o| !is_early_part(o)) {
         if known.contains_key(&o.key) {
             out.overwritten += 1;
         } else {

@@ -26,13 +26,17 @@ pub(super) async fn dry_run_volume(
     let keys: Vec<String> = contents.objects.iter().map(|o| o.key.clone()).collect();
     let known = ledger.lookup(&keys).await?;
     for o in &contents.objects {
+        out.bytes += o.size;
+        if crate::format::parts::is_early_part(o) {
+            continue;
+        }
+        let bytes = o.split.as_ref().map_or(o.size, |s| s.object_size);
         let overwrite = simulated
             .get(&o.key)
             .copied()
             .unwrap_or_else(|| known.contains_key(&o.key));
         simulated.insert(o.key.clone(), true);
         out.objects += 1;
-        out.bytes += o.size;
         if overwrite {
             out.overwritten += 1;
         } else {
@@ -42,7 +46,7 @@ pub(super) async fn dry_run_volume(
             op: if overwrite { "overwrite" } else { "put" },
             key: o.key.clone(),
             to: None,
-            bytes: o.size,
+            bytes,
         });
     }
     Ok(())

@@ -2,11 +2,14 @@
 //! (ledger) → stream every volume through the verifier into the target (objects become visible
 //! only after their bytes matched) → apply moves (confirmed copies), deletions and, for a
 //! baseline, the removal of keys it does not list → record the bundle as applied. Progress is
-//! recorded per volume, so an interrupted import resumes without redoing finished volumes.
+//! recorded per volume, so an interrupted import resumes without redoing finished volumes. An
+//! object shipped in parts is written whole after the volume of its last part (`joined`).
 mod apply;
 mod dry_run;
+mod joined;
 use apply::*;
 use dry_run::*;
+use joined::*;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -206,6 +206,11 @@ impl EntrySink for TargetSink {
     type Writer = Box<dyn ObjectWriter>;
     async fn open(&mut self, obj: &ObjectEntry) -> Result<Option<Box<dyn ObjectWriter>>> {
         self.shared.check()?;
+        if obj.split.is_some() {
+            // A part of an object split across volumes: verified here, written whole once
+            // the volume of its last part is (see `import::run::joined`).
+            return Ok(None);
+        }
         let rel = relative(&obj.key, &self.source_prefix).to_string();
         self.target.open(&rel, obj, &self.shared).await.map(Some)
     }

@@ -673,3 +673,80 @@ fn an_object_rewritten_between_the_steps_shipping_its_parts_ships_again_whole() 
     assert_eq!(r["bundles"][0]["objects"], 1, "{r}");
     assert_eq!(w.get(&dest, "big").as_deref(), Some(&big[..]));
 }
+
+#[test]
+fn a_plan_step_whose_listing_reaches_its_deadline_goes_on_in_its_next_call() {
+    // GIVEN two jobs over one bucket of 2,500 objects (three listing pages), both with a
+    // baseline, and a delta with every kind of change, on page boundaries too
+    let w = World::new("relist");
+    seed(&w, 2_500, 10);
+    let other = format!("{}-one", w.job);
+    w.export();
+    w.export_job(&other, |_| {});
+    w.put("k/0000a", "new before the first page ends");
+    w.put("k/0999", "changed: the first page's last key");
+    w.delete_keys([
+        "k/1000".to_string(),
+        "k/1001".to_string(),
+        "k/2499".to_string(),
+    ]);
+    w.put("k/1500", "changed in the second page");
+    w.put("zz/last", "new after everything");
+    let cfg = w.export_config();
+
+    // WHEN the state machine's plan step is called with its deadline long past, again and
+    // again until it is ready, then ships and commits
+    let hurried = s3_ferry::config::ExportConfig {
+        deadline: Some(std::time::Instant::now()),
+        ..cfg.clone()
+    };
+    let mut answers = Vec::new();
+    let (seq, shards) = loop {
+        assert!(
+            answers.len() < 10,
+            "the listing does not converge: {answers:?}"
+        );
+        let clients = w.clients.for_run();
+        let step = s3_ferry::export::Steps {
+            clients: &clients,
+            cfg: &hurried,
+            owner: "sfn-a",
+        };
+        match block_on(step.plan()).unwrap() {
+            s3_ferry::export::PlanStep::Listing { sequence, hop } => {
+                answers.push(format!("listing {sequence} after {hop}"))
+            }
+            s3_ferry::export::PlanStep::Ready {
+                sequence, shards, ..
+            } => break (sequence, shards),
+            other => panic!("{other:?}"),
+        }
+    };
+    ship_all_shards(&w, &cfg, "sfn-a", seq, shards);
+    commit_step(&w, &cfg, "sfn-a", seq);
+    w.export_job(&other, |_| {});
+
+    // THEN the listing stopped after each of its three pages (the fourth call finds no key
+    // after the last), and the bundle carries what the one-call listing's bundle carries
+    assert_eq!(
+        answers,
+        [
+            "listing 2 after 1",
+            "listing 2 after 2",
+            "listing 2 after 3"
+        ]
+    );
+    let (split, one) = (w.download(&w.job, 2), w.download(&other, 2));
+    assert_eq!(content(&split), content(&one));
+    assert_eq!(split.last().deleted, ["k/1000", "k/1001", "k/2499"]);
+    assert_eq!(split.objects().len(), 4);
+    verify_folder(&split);
+    // AND the inventory it committed is the bucket's, exactly: the next run finds no change
+    let next = w.plan_with(|_| {});
+    assert_eq!(
+        (next["listed"].as_u64(), next["unchanged"].as_u64()),
+        (Some(2_499), Some(2_499)),
+        "{next}"
+    );
+    assert_eq!(w.open_uploads_in(&w.exp), 0);
+}

@@ -9,7 +9,7 @@
 //! process, or the state machine's plan / shard / commit steps) → `session` (lease and
 //! heartbeat) → `run` (what a run holds) → `open` (resume or plan the bundle, ship its shards,
 //! fold and settle at commit) → `plan_step` (list, diff, pair renames, first checkpoint;
-//! `planning` holds the listing itself) → `shards` (cut the puts, shard documents, volume
+//! `planning` holds the listing itself, `listing` a plan step's listing across calls) → `shards` (cut the puts, shard documents, volume
 //! claims) → `ship` (a shard's puts into volumes; `fetch` reads them, `stream` streams a large
 //! object, in parts when a deadline cuts it) → `volumes` (open,
 //! finish, close; the report and the commit write) → `publish` (seal, finalize, sign,
@@ -46,6 +46,7 @@ use crate::store::{Got, MultipartUpload, ObjectMeta, Store};
 mod checkpoint;
 mod fetch;
 mod layout;
+mod listing;
 mod open;
 mod plan_step;
 mod planning;

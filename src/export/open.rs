@@ -10,6 +10,9 @@ impl Run<'_> {
         let (ck, plan, fresh) = match self.open_bundle().await? {
             Opened::Bundle { ck, plan, fresh } => (*ck, plan, fresh),
             Opened::Finished(report) => return Ok(*report),
+            Opened::Listing { .. } => {
+                unreachable!("a run in one process lists to the end (listing_hops is off)")
+            }
         };
         if fresh && self.past_deadline() {
             return Ok(self.report(&ck, &plan.plan, Status::Continue));
@@ -235,6 +238,9 @@ impl Run<'_> {
                 )?;
                 match self.plan_bundle(seq).await? {
                     Planned::Bundle(ck, plan) => (*ck, plan, true),
+                    Planned::Listing { hop } => {
+                        return Ok(Opened::Listing { sequence: seq, hop });
+                    }
                     Planned::Empty { plan, listed_at } => {
                         return Ok(Opened::Finished(Box::new(
                             self.no_changes(&plan, listed_at).await?,

@@ -4,38 +4,61 @@
 use super::*;
 
 impl Run<'_> {
-    /// List, diff and write the new inventory, the plan and the first checkpoint.
+    /// List, diff and write the new inventory, the plan and the first checkpoint. In a plan
+    /// step, a listing that reaches the deadline stops and is saved ([`Planned::Listing`]);
+    /// the step's next call goes on from there (see `listing`).
     pub(super) async fn plan_bundle(&self, seq: u64) -> Result<Planned> {
-        let listed_at = rfc3339_ms(now_ms());
         let baseline = self.cfg.full || self.state.inventory.is_none();
         let previous = if baseline {
             None
         } else {
             self.state.inventory.as_deref()
         };
-        let inventory_key = self.layout.inventory_key(seq, self.owner);
-        let upload = self.store().multipart(
-            &self.cfg.dest.bucket,
-            &inventory_key,
-            crate::config::MIN_PART_SIZE,
-            2,
-            &crate::format::manifest::ObjectHeaders {
-                content_type: Some("application/x-ndjson".into()),
-                ..Default::default()
-            },
-        );
-        let mut inventory = InventoryWriter::new(upload);
-        let candidates_key = self.layout.candidates_key(seq, self.owner);
-        let mut candidates = InventoryWriter::new(self.store().multipart(
-            &self.cfg.dest.bucket,
-            &candidates_key,
-            crate::config::MIN_PART_SIZE,
-            2,
-            &jsonl_headers(),
-        ));
-        let listed = self
-            .list_and_warm(previous, &mut inventory, &mut candidates)
+        let stopped = self.stopped_listing(seq, baseline).await?;
+        let hop = stopped.as_ref().map_or(1, |d| d.hop + 1);
+        let listed_at = stopped
+            .as_ref()
+            .map_or_else(|| rfc3339_ms(now_ms()), |d| d.listed_at.clone());
+        let inventory_key = self.layout.inventory_key(seq, &self.hop_owner(hop));
+        let mut inventory = self
+            .continued_writer(
+                &inventory_key,
+                stopped.as_ref().map(|d| &d.inventory),
+                &crate::format::manifest::ObjectHeaders {
+                    content_type: Some("application/x-ndjson".into()),
+                    ..Default::default()
+                },
+            )
             .await?;
+        let candidates_key = self.layout.candidates_key(seq, &self.hop_owner(hop));
+        let mut candidates = self
+            .continued_writer(
+                &candidates_key,
+                stopped.as_ref().map(|d| &d.candidates),
+                &jsonl_headers(),
+            )
+            .await?;
+        let deadline = self.cfg.deadline.filter(|_| self.listing_hops);
+        let so_far = stopped.map(|d| d.listed);
+        let listed = self
+            .list_and_warm(
+                previous,
+                &mut inventory,
+                &mut candidates,
+                (deadline, so_far),
+            )
+            .await?;
+        if listed.stopped_after.is_some() {
+            self.save_listing(
+                seq,
+                (hop, baseline, listed_at),
+                listed,
+                (inventory_key, inventory),
+                (candidates_key, candidates),
+            )
+            .await?;
+            return Ok(Planned::Listing { hop });
+        }
         let stream_err = |key: &str, e: std::io::Error| Error::Stream {
             bucket: self.cfg.dest.bucket.clone(),
             key: key.to_string(),
@@ -104,6 +127,7 @@ impl Run<'_> {
         previous: Option<&str>,
         inventory: &mut InventoryWriter<MultipartUpload>,
         candidates: &mut InventoryWriter<MultipartUpload>,
+        resume: (Option<Instant>, Option<Listed>),
     ) -> Result<Listed> {
         // Small changed objects are fetched while the listing still runs (shipping needs the
         // whole plan: renames pair an added key with a deleted one seen later).
@@ -128,6 +152,7 @@ impl Run<'_> {
                     w.offer(rec);
                 }
             },
+            resume,
         )
         .await;
         if let Some(w) = warmer {

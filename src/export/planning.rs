@@ -31,6 +31,7 @@ pub async fn plan_only(clients: &Clients, cfg: &ExportConfig) -> Result<(JobStat
         None,
         &mut candidates,
         &mut |_| {},
+        (None, None),
     )
     .await?;
     let mut spill = candidates.finish().await.map_err(local)?.into_inner();
@@ -64,6 +65,7 @@ pub(super) async fn make_plan<W, C>(
     inventory: Option<&mut InventoryWriter<W>>,
     candidates: &mut InventoryWriter<C>,
     changed: &mut (dyn FnMut(&ObjectRecord) + Send),
+    (deadline, so_far): (Option<Instant>, Option<Listed>),
 ) -> Result<Listed>
 where
     W: tokio::io::AsyncWrite + Unpin,
@@ -89,18 +91,25 @@ where
     };
     let own = cfg.own_output()?;
     let filters = cfg.filters.clone().leaving_out(own.clone());
-    let splits = match previous {
+    // A listing an earlier call stopped goes on after its last key.
+    let after = so_far.as_ref().and_then(|l| l.stopped_after.clone());
+    let splits: Vec<String> = match previous {
         Some(key) if cfg.tuning.list_ranges > 1 => {
             list_splits(store, &cfg.dest.bucket, key, cfg.tuning.list_ranges).await
         }
         _ => Vec::new(),
-    };
+    }
+    .into_iter()
+    .filter(|s| after.as_ref().is_none_or(|a| s > a))
+    .collect();
     let (bucket, prefix) = (&cfg.source.bucket, &cfg.source.prefix);
     let mut pages: Box<dyn Pages> = if splits.is_empty() {
-        Box::new(store.list(bucket, prefix))
+        Box::new(store.list_range(bucket, prefix, after, None))
     } else {
         info!(job = %cfg.job, ranges = splits.len() + 1, "listing the source as key ranges at once");
-        Box::new(crate::plan::listing::ranged(store, bucket, prefix, &splits))
+        Box::new(crate::plan::listing::ranged(
+            store, bucket, prefix, after, &splits,
+        ))
     };
     let restores = SourceRestores {
         store: store.clone(),
@@ -112,9 +121,11 @@ where
         filters: &filters,
         restores: &restores,
         stop: store.run().stop(),
+        deadline,
+        so_far,
     };
     let mut listed = crate::plan::plan(listing, reader, inventory, candidates, changed).await?;
-    listed.stats.list_ranges = splits.len() as u64 + 1;
+    listed.stats.list_ranges = listed.stats.list_ranges.max(splits.len() as u64 + 1);
     if listed.stats.own_output > 0 {
         info!(
             job = %cfg.job,

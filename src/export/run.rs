@@ -21,6 +21,9 @@ pub(super) struct Run<'a> {
     /// Fetch small changed objects while the listing runs (false in a plan step: the shard
     /// steps that ship run elsewhere).
     pub(super) warm_up: bool,
+    /// A listing that reaches the deadline stops and is saved, to go on in the next call (a
+    /// plan step; a run in one process lists to the end).
+    pub(super) listing_hops: bool,
     /// One volume claim at a time from this process (DynamoDB's counter is atomic; a test
     /// double's may not be, and this process's shards never need to race each other).
     pub(super) claims: tokio::sync::Mutex<()>,
@@ -36,12 +39,21 @@ pub(super) enum Opened {
     },
     /// Nothing to ship: the run is over (no changes, committed).
     Finished(Box<Report>),
+    /// A plan step's listing stopped at its deadline (saved): call the step again.
+    Listing { sequence: u64, hop: u32 },
 }
 
 /// What planning found.
 pub(super) enum Planned {
     Bundle(Box<Checkpoint>, StoredPlan),
-    Empty { plan: Plan, listed_at: String },
+    Empty {
+        plan: Plan,
+        listed_at: String,
+    },
+    /// The listing stopped at the deadline after this many calls (saved: call again).
+    Listing {
+        hop: u32,
+    },
 }
 
 /// Where the ship loop stopped.

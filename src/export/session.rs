@@ -101,6 +101,7 @@ impl<'a> Session<'a> {
             fence: std::sync::OnceLock::new(),
             warm: Warm::default(),
             warm_up: true,
+            listing_hops: false,
             claims: tokio::sync::Mutex::new(()),
         }
     }

@@ -51,6 +51,9 @@ pub enum PlanStep {
     },
     /// Nothing to ship (no changes: already committed by the plan step).
     Finished { report: Box<Report> },
+    /// The listing reached the step's deadline after `hop` calls and was saved: invoke the
+    /// plan step again (it lists on from there).
+    Listing { sequence: u64, hop: u32 },
 }
 
 /// What a shard step did.
@@ -82,9 +85,11 @@ impl Steps<'_> {
         let session = Session::start(self.clients, self.cfg, self.owner, true).await?;
         let mut run = session.run(&NoProgress);
         run.warm_up = false;
+        run.listing_hops = true;
         let result = async {
             match run.open_bundle().await? {
                 Opened::Finished(report) => Ok(PlanStep::Finished { report }),
+                Opened::Listing { sequence, hop } => Ok(PlanStep::Listing { sequence, hop }),
                 Opened::Bundle { ck, .. } => {
                     let key = run.layout.shard_list_key(ck.sequence);
                     let list: Vec<serde_json::Value> = (0..ck.shards.len())

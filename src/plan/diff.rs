@@ -1,15 +1,14 @@
 //! The delta: a streaming merge of the source listing with the previous inventory (both
-//! key-sorted) into puts (added or modified), deletions, moves (renames: a deleted and an added
-//! key with the same ETag and size) and skipped objects, while the new inventory is written out.
+//! key-sorted) into puts (added or modified), deletions and skipped objects, while the new
+//! inventory is written out (renames are paired after, in `renames`).
 //! The puts stream out to a file as the listing finds them; memory holds the deletions and skips
 //! only (what the last volume's manifest lists), never the puts nor the bucket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncWrite};
 
-use crate::clock::rfc3339_ms;
 use crate::config::{Filters, S3Location};
 use crate::error::{Error, Result};
 use crate::format::manifest::{Move, Skipped};
@@ -94,13 +93,18 @@ pub struct Candidate {
 }
 
 /// What the listing found, the put candidates aside (those were written out as it ran).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Listed {
     /// `added` and `put_bytes` count every candidate, renames included.
     pub stats: PlanStats,
     /// Keys of the previous inventory that are gone (renames among them), in key order.
     pub deleted: Vec<ObjectRecord>,
     pub skipped: Vec<Skipped>,
+    /// Set when the listing stopped at its deadline: the last key listed (everything up to it
+    /// is counted here and written out). Given back in [`Listing::so_far`], the listing goes
+    /// on after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_after: Option<String>,
 }
 
 impl Listed {
@@ -203,6 +207,12 @@ pub struct Listing<'a> {
     pub restores: &'a dyn Restores,
     /// The run's stop token, checked between pages.
     pub stop: &'a crate::interrupt::Stop,
+    /// Stop between pages once this has passed (at least one page a call), with
+    /// [`Listed::stopped_after`] set.
+    pub deadline: Option<std::time::Instant>,
+    /// What an earlier call found before it stopped: the lister starts after its
+    /// `stopped_after`, and the previous inventory is read from there.
+    pub so_far: Option<Listed>,
 }
 
 /// Diff the listing against `previous` (or take a baseline when `None`). Every added or
@@ -228,20 +238,28 @@ where
         filters,
         restores,
         stop,
+        deadline,
+        so_far,
     } = listing;
     let inv_err = |what: &str, e: std::io::Error| Error::Stream {
         bucket: source.bucket.clone(),
         key: what.into(),
         source: Box::new(e),
     };
-    let mut listed = Listed::default();
+    let mut listed = so_far.unwrap_or_default();
+    let after = listed.stopped_after.take();
+    let mut old = next(&mut previous).await?;
+    // What the earlier calls consumed of the previous inventory.
+    while old
+        .as_ref()
+        .is_some_and(|o| after.as_ref().is_some_and(|a| o.key <= *a))
+    {
+        old = next(&mut previous).await?;
+    }
     let stats = &mut listed.stats;
-    let mut old = match previous.as_mut() {
-        Some(p) => p.next().await?,
-        None => None,
-    };
     while let Some(page) = lister.next_page().await? {
         stop.check()?;
+        let last = page.last().map(|r| r.key.clone());
         // The page joined with the previous inventory first, so that only an archived object
         // that is new or changed since is asked about its restore.
         let mut joined = Vec::with_capacity(page.len());
@@ -316,6 +334,17 @@ where
                 inv.push(&r).await.map_err(|e| inv_err("inventory", e))?;
             }
         }
+        if let Some(last) = last
+            && deadline.is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            // The listing has passed every previous key up to the page's last: gone.
+            while let Some(o) = old.take_if(|o| o.key <= last) {
+                listed.deleted.push(o);
+                old = next(&mut previous).await?;
+            }
+            listed.stopped_after = Some(last);
+            return Ok(listed);
+        }
     }
     while let Some(o) = old.take() {
         listed.deleted.push(o);
@@ -324,95 +353,7 @@ where
     Ok(listed)
 }
 
-/// Pair each added candidate with a deleted key of the same ETag and size: a rename (the
-/// first deleted key in key order for the first added one, and so on). Reads the candidates
-/// back in key order and writes the puts left to `puts` (and to `estimate`). A listing without
-/// ETags (some S3-compatible servers) proves nothing about content, so it pairs nothing.
-/// Memory holds the deleted keys, as the last manifest does, never the puts.
-pub async fn pair_renames<R, W>(
-    candidates: &mut InventoryReader<R>,
-    listed: Listed,
-    detect_moves: bool,
-    puts: &mut InventoryWriter<W>,
-    estimate: &mut VolumeEstimate,
-) -> Result<Plan>
-where
-    R: AsyncBufRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let Listed {
-        mut stats,
-        deleted,
-        skipped,
-    } = listed;
-    let mut by_content: HashMap<(String, u64), VecDeque<usize>> = HashMap::new();
-    if detect_moves {
-        for (i, d) in deleted.iter().enumerate() {
-            if !d.etag.is_empty() {
-                by_content
-                    .entry((d.etag.clone(), d.size))
-                    .or_default()
-                    .push_back(i);
-            }
-        }
-    }
-    let mut moved_from = vec![false; deleted.len()];
-    let mut moves = Vec::new();
-    let (mut added, mut put_bytes) = (0u64, 0u64);
-    while let Some(c) = candidates.next_as::<Candidate>(|c| &c.rec.key).await? {
-        let a = &c.rec;
-        let source_index = if c.added && !a.etag.is_empty() {
-            by_content
-                .get_mut(&(a.etag.clone(), a.size))
-                .and_then(VecDeque::pop_front)
-        } else {
-            None
-        };
-        match source_index {
-            Some(i) => {
-                moved_from[i] = true;
-                moves.push(Move {
-                    from: deleted[i].key.clone(),
-                    to: a.key.clone(),
-                    etag: a.etag.clone(),
-                    size: a.size,
-                    last_modified: rfc3339_ms(a.last_modified_ms),
-                    headers: None,
-                });
-            }
-            None => {
-                added += u64::from(c.added);
-                put_bytes += a.size;
-                estimate.push(a);
-                puts.push(a).await.map_err(|e| Error::Stream {
-                    bucket: String::new(),
-                    key: "plan puts".into(),
-                    source: Box::new(e),
-                })?;
-            }
-        }
-    }
-    drop(by_content);
-    let deletes: Vec<String> = deleted
-        .into_iter()
-        .zip(moved_from)
-        .filter(|(_, moved)| !moved)
-        .map(|(d, _)| d.key)
-        .collect();
-    stats.added = added;
-    stats.put_bytes = put_bytes;
-    stats.deleted = deletes.len() as u64;
-    stats.moved = moves.len() as u64;
-    stats.skipped = skipped.len() as u64;
-    Ok(Plan {
-        deletes,
-        moves,
-        skipped,
-        stats,
-    })
-}
-
-async fn next<R: AsyncBufRead + Unpin>(
+pub(super) async fn next<R: AsyncBufRead + Unpin>(
     previous: &mut Option<InventoryReader<R>>,
 ) -> Result<Option<ObjectRecord>> {
     match previous.as_mut() {
@@ -421,50 +362,10 @@ async fn next<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// How many volumes the puts need under the given caps (the same packing `export` does), fed
-/// one put at a time.
-#[derive(Debug, Clone)]
-pub struct VolumeEstimate {
-    volume_size: u64,
-    volume_entries: u64,
-    volumes: u64,
-    bytes: u64,
-    entries: u64,
-}
-
-impl VolumeEstimate {
-    pub fn new(volume_size: u64, volume_entries: u64) -> Self {
-        VolumeEstimate {
-            volume_size,
-            volume_entries,
-            volumes: 1,
-            bytes: 0,
-            entries: 0,
-        }
-    }
-
-    pub fn push(&mut self, p: &ObjectRecord) {
-        let cost = crate::format::archive::entry_cost(&p.key, p.size);
-        if self.entries > 0
-            && (self.bytes.saturating_add(cost) > self.volume_size
-                || self.entries + 1 > self.volume_entries)
-        {
-            self.volumes += 1;
-            self.bytes = 0;
-            self.entries = 0;
-        }
-        self.bytes = self.bytes.saturating_add(cost);
-        self.entries += 1;
-    }
-
-    pub fn volumes(&self) -> u64 {
-        self.volumes
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{VolumeEstimate, pair_renames};
 
     fn rec(key: &str, etag: &str, size: u64) -> ObjectRecord {
         ObjectRecord {
@@ -507,6 +408,7 @@ mod tests {
             },
             deleted: deleted.to_vec(),
             skipped: Vec::new(),
+            stopped_after: None,
         };
         let mut out = InventoryWriter::new(Vec::new());
         let mut est = VolumeEstimate::new(u64::MAX, 2);

@@ -131,6 +131,16 @@ impl<W: AsyncWrite + Unpin> InventoryWriter<W> {
         }
     }
 
+    /// A writer whose output follows `count` records already written (with their `index`)
+    /// by another: its records count and index on from them.
+    pub fn continuing(writer: W, count: u64, index: Vec<String>) -> Self {
+        InventoryWriter {
+            count,
+            index,
+            ..InventoryWriter::new(writer)
+        }
+    }
+
     pub async fn push(&mut self, rec: &ObjectRecord) -> std::io::Result<()> {
         self.push_as(rec, &rec.key).await
     }

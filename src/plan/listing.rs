@@ -67,10 +67,17 @@ pub fn split_keys(index: &[String], records: u64, ranges: usize) -> Vec<String> 
     out
 }
 
-/// One listing per range, `splits` being the last key of every range but the last.
-pub fn ranged(store: &Store, bucket: &str, prefix: &str, splits: &[String]) -> Ranged {
+/// One listing per range, `splits` being the last key of every range but the last; the first
+/// starts after `start_after` (when given, below every split).
+pub fn ranged(
+    store: &Store,
+    bucket: &str,
+    prefix: &str,
+    start_after: Option<String>,
+    splits: &[String],
+) -> Ranged {
     let mut bounds = Vec::with_capacity(splits.len() + 1);
-    let mut after: Option<String> = None;
+    let mut after: Option<String> = start_after;
     for s in splits {
         bounds.push((after.take(), Some(s.clone())));
         after = Some(s.clone());

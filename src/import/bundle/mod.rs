@@ -337,11 +337,23 @@ pub async fn open_volume(source: Volume) -> Result<OpenVolume> {
             entry: None,
             detail: "the manifest's object sizes add up past 2^64 bytes".into(),
         })?;
-    let parts = objects
+    let parts: Vec<ObjectEntry> = objects
         .iter()
         .filter(|o| o.split.is_some())
         .cloned()
         .collect();
+    // The exporter ends a volume with a part and begins the next with one: never more than
+    // two a volume (memory holds every volume's parts, so a forged manifest cannot add more).
+    if parts.len() > 2 {
+        return Err(Error::Verify {
+            volume: source.display(),
+            entry: Some(parts[2].entry.clone()),
+            detail: format!(
+                "the manifest marks {} entries as parts of split objects; a volume holds at most 2",
+                parts.len()
+            ),
+        });
+    }
     Ok(OpenVolume {
         media_len: source.media.len().await?,
         zip_len: dir.len,

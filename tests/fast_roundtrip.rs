@@ -111,6 +111,7 @@ impl World {
             h.content_language = Some("en-GB".into());
             h.cache_control = Some("max-age=60".into());
             h.expires = Some(http_date(2_000_000_000 + self.rng.i64(0..1_000_000)));
+            h.website_redirect_location = Some(format!("/moved/{}.html", self.rng.u16(..)));
         }
         for i in 0..self.rng.usize(0..3) {
             h.metadata

@@ -94,6 +94,7 @@ fn headers() -> ObjectHeaders {
         content_type: Some("text/plain; charset=utf-8".into()),
         cache_control: Some("max-age=60".into()),
         content_disposition: Some("attachment; filename=\"r.txt\"".into()),
+        website_redirect_location: Some("/elsewhere/r.html".into()),
         metadata: [("team".to_string(), "blue".to_string())].into(),
         ..Default::default()
     }
@@ -138,6 +139,10 @@ fn bytes_and_headers_round_trip(f: Fixture) {
             headers().content_disposition
         );
         assert_eq!(meta.headers.metadata, headers().metadata);
+        assert_eq!(
+            meta.headers.website_redirect_location,
+            headers().website_redirect_location
+        );
         assert!(meta.last_modified_ms > 0);
         let stat = s.stat(b, key).await.unwrap().unwrap();
         assert_eq!((stat.etag, stat.size), (etag.clone(), body.len() as u64));

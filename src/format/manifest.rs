@@ -48,9 +48,15 @@ pub struct ObjectHeaders {
     pub cache_control: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub expires: Option<String>,
+    /// `x-amz-website-redirect-location` (a static website's redirect for this key).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub website_redirect_location: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }
+
+/// The longest `WebsiteRedirectLocation` S3 takes.
+pub const MAX_REDIRECT: usize = 2048;
 
 /// The first 12 characters of a digest, for messages. Digests read from media may be anything:
 /// this never splits a character.
@@ -98,6 +104,19 @@ impl ObjectHeaders {
         for (name, value) in fixed {
             if let Some(p) = value.as_deref().and_then(header_value_problem) {
                 return Some(format!("its {name} {p}"));
+            }
+        }
+        if let Some(r) = &self.website_redirect_location {
+            let name = "WebsiteRedirectLocation";
+            if let Some(p) = header_value_problem(r) {
+                return Some(format!("its {name} {p}"));
+            }
+            if r.len() > MAX_REDIRECT
+                || !(r.starts_with('/') || r.starts_with("http://") || r.starts_with("https://"))
+            {
+                return Some(format!(
+                    "its {name} is not a path or an http(s) URL of at most {MAX_REDIRECT} bytes"
+                ));
             }
         }
         for (name, value) in &self.metadata {
@@ -369,6 +388,26 @@ pub fn bundle_digest(volumes: &[VolumeInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirect_is_a_path_or_an_http_url_of_bounded_length() {
+        let with = |r: &str| ObjectHeaders {
+            website_redirect_location: Some(r.to_string()),
+            ..Default::default()
+        };
+        for good in ["/a/b.html", "https://example.com/x", "http://e/"] {
+            assert_eq!(with(good).problem(), None, "{good}");
+        }
+        for bad in [
+            "a/b.html",
+            "ftp://e/x",
+            "/a\r\nx-amz-acl: public-read",
+            &format!("/{}", "a".repeat(MAX_REDIRECT)),
+        ] {
+            let p = with(bad).problem().expect(bad);
+            assert!(p.contains("WebsiteRedirectLocation"), "{p}");
+        }
+    }
 
     #[test]
     fn sha256sums_lines_and_volume_names_parse_strictly() {

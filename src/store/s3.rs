@@ -58,6 +58,7 @@ macro_rules! with_headers {
             .set_content_language(h.content_language.clone())
             .set_cache_control(h.cache_control.clone())
             .set_expires(expires(h, $bucket, $key))
+            .set_website_redirect_location(h.website_redirect_location.clone())
             .set_metadata(metadata(h))
     }};
 }
@@ -80,6 +81,7 @@ macro_rules! object_meta {
                 out.content_language(),
                 out.cache_control(),
                 out.expires_string(),
+                out.website_redirect_location(),
                 out.metadata(),
             ),
         }

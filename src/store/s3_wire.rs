@@ -107,6 +107,7 @@ pub(super) fn headers_of(
     content_language: Option<&str>,
     cache_control: Option<&str>,
     expires: Option<&str>,
+    website_redirect_location: Option<&str>,
     metadata: Option<&std::collections::HashMap<String, String>>,
 ) -> ObjectHeaders {
     let s = |v: Option<&str>| v.map(str::to_string);
@@ -117,6 +118,7 @@ pub(super) fn headers_of(
         content_language: s(content_language),
         cache_control: s(cache_control),
         expires: s(expires),
+        website_redirect_location: s(website_redirect_location),
         metadata: metadata
             .map(|m| {
                 m.iter()

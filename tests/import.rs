@@ -487,3 +487,114 @@ fn a_directory_import_never_writes_outside_its_root() {
         );
     }
 }
+
+#[test]
+fn the_destination_encryption_and_storage_class_are_chosen_at_import() {
+    // GIVEN a bundle of a small object and a multipart one (over the 16 MiB part size)
+    let ctx = Ctx::new("placement");
+    ctx.put("small.txt", "small");
+    ctx.put("big.bin", vec![7u8; 17 << 20]);
+    ctx.export_ok(&[]);
+    let carry = tempfile::tempdir().unwrap();
+    let r = ctx.ferry(&[
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--to",
+        carry.path().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bundle = bundle_dir(carry.path(), &ctx.job, 1);
+    let kms = aws_sdk_kms::Client::new(&crate::util::sdk_config(&ctx.endpoint));
+    let key = block_on(kms.create_key().send())
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let head = |bucket: &str, k: &str| {
+        let h = block_on(ctx.s3.head_object().bucket(bucket).key(k).send()).unwrap();
+        (
+            h.server_side_encryption().map(|s| s.as_str().to_string()),
+            h.ssekms_key_id().map(str::to_string),
+            h.storage_class().map(|s| s.as_str().to_string()),
+        )
+    };
+
+    // WHEN it is imported with SSE-KMS under a named key into STANDARD_IA, and with SSE-S3
+    let kms_dst = ctx.bucket("kms");
+    let r = ctx.ferry(&[
+        "import",
+        &bundle,
+        "--to",
+        &format!("s3://{kms_dst}"),
+        "--state",
+        carry.path().join("kms.state").to_str().unwrap(),
+        "--sse",
+        "aws:kms",
+        "--sse-kms-key-id",
+        &key,
+        "--storage-class",
+        "STANDARD_IA",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let s3_dst = ctx.bucket("sses3");
+    let r = ctx.ferry(&[
+        "import",
+        &bundle,
+        "--to",
+        &format!("s3://{s3_dst}"),
+        "--state",
+        carry.path().join("s3.state").to_str().unwrap(),
+        "--sse",
+        "AES256",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    // THEN every object, single PUT or multipart, is stored as asked, with its bytes
+    for k in ["small.txt", "big.bin"] {
+        assert_eq!(
+            head(&kms_dst, k),
+            (
+                Some("aws:kms".to_string()),
+                Some(key.clone()),
+                Some("STANDARD_IA".to_string())
+            ),
+            "{k}"
+        );
+        let (sse, _, class) = head(&s3_dst, k);
+        assert_eq!(sse.as_deref(), Some("AES256"), "{k}");
+        assert_ne!(class.as_deref(), Some("STANDARD_IA"), "{k}");
+        assert_eq!(ctx.get(&kms_dst, k), ctx.get(&ctx.src, k), "{k}");
+    }
+
+    // AND a setting that does not fit is refused before anything is written, naming it
+    for (args, names) in [
+        (
+            vec!["--sse", "AES256", "--sse-kms-key-id", "k"],
+            "--sse-kms-key-id",
+        ),
+        (vec!["--storage-class", "COLD"], "--storage-class"),
+        (vec!["--sse", "aws:s3"], "--sse"),
+    ] {
+        let fresh = ctx.bucket("refused");
+        let mut all = vec![
+            "import",
+            bundle.as_str(),
+            "--to",
+            fresh.as_str(),
+            "--state",
+            "/nonexistent/never-written.state",
+        ];
+        let to = format!("s3://{fresh}");
+        all[3] = to.as_str();
+        all.extend(args.iter().copied());
+        let r = ctx.ferry(&all);
+        assert_eq!(r.code, 2, "{args:?}: {}\n{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains(names), "{args:?}: {}", r.stderr);
+        assert!(ctx.keys(&fresh, "").is_empty(), "{args:?}");
+    }
+}

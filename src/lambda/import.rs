@@ -52,6 +52,9 @@ pub struct ImportFunctionConfig {
     /// A baseline removes everything under the destination it does not list, not only what
     /// ferry wrote there (`DELETE_UNLISTED`, default false).
     pub delete_unlisted: bool,
+    /// Encryption and storage class of what is written (`SSE`, `SSE_KMS_KEY_ID`, `BUCKET_KEY`,
+    /// `STORAGE_CLASS`; default: the destination bucket's).
+    pub placement: crate::store::Placement,
 }
 
 impl ImportFunctionConfig {
@@ -96,6 +99,13 @@ impl ImportFunctionConfig {
             },
             identity_secret: v.get("AGE_IDENTITY_SECRET"),
             delete_unlisted: v.flag("DELETE_UNLISTED"),
+            placement: crate::store::Placement::parse(
+                v.get("SSE").as_deref(),
+                v.get("SSE_KMS_KEY_ID").as_deref(),
+                v.flag("BUCKET_KEY"),
+                v.get("STORAGE_CLASS").as_deref(),
+                ["SSE", "SSE_KMS_KEY_ID", "BUCKET_KEY", "STORAGE_CLASS"],
+            )?,
         })
     }
 }
@@ -256,7 +266,9 @@ impl ImportHandler {
         let cfg = ImportConfig {
             target: std::sync::Arc::new(Bucket {
                 // no write or delete once the import lease is lost
-                store: store.leased(self.cfg.job.as_str()),
+                store: store
+                    .placed(&self.cfg.placement)?
+                    .leased(self.cfg.job.as_str()),
                 dest: self.cfg.dest.clone(),
                 part_size: self.cfg.part_size,
             }),
@@ -340,6 +352,38 @@ mod tests {
         .unwrap();
         assert_eq!(c.dest.key("a"), "mirror/a");
         assert_eq!(c.lease_ttl, DEFAULT_IMPORT_LEASE);
+        assert!(c.placement.is_default());
+        let c = ImportFunctionConfig::from_lookup(env(&[
+            ("FERRY_JOB", "j"),
+            ("IMPORT_BUCKET", "inbox"),
+            ("DEST_BUCKET", "mirror"),
+            ("STATE_TABLE", "t"),
+            ("SSE", "aws:kms"),
+            ("SSE_KMS_KEY_ID", "alias/mirror"),
+            ("BUCKET_KEY", "true"),
+            ("STORAGE_CLASS", "GLACIER_IR"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.placement,
+            crate::store::Placement {
+                sse: Some(crate::store::Sse::Kms {
+                    key_id: Some("alias/mirror".into()),
+                    bucket_key: true
+                }),
+                storage_class: Some("GLACIER_IR".into()),
+            }
+        );
+        let e = ImportFunctionConfig::from_lookup(env(&[
+            ("FERRY_JOB", "j"),
+            ("IMPORT_BUCKET", "inbox"),
+            ("DEST_BUCKET", "mirror"),
+            ("STATE_TABLE", "t"),
+            ("SSE", "AES256"),
+            ("BUCKET_KEY", "true"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("BUCKET_KEY"), "{e}");
         let eb = json!({"source": "aws.s3", "detail-type": "Object Created", "detail": {"object": {"key": "j/1/SHA256SUMS"}}});
         assert_eq!(parse_event(&eb), (1, Some("j/1/SHA256SUMS".into())));
         let s3 = json!({"Records": [{"s3": {"object": {"key": "k"}}}]});

@@ -39,7 +39,7 @@ pub use mem_state::{MemoryState, MemoryTables};
 pub use multipart::{MultipartUpload, multipart_etag};
 pub use object::{
     ByteStream, Got, Head, ListPage, ObjectHeaders, ObjectMeta, ObjectRecord, ObjectStore,
-    OpenUpload, Part, PutMode, UploadPage,
+    OpenUpload, Part, Placement, PutMode, STORAGE_CLASSES, Sse, UploadPage,
 };
 pub use s3_wire::client;
 pub use scripted::{Fault, Gate, Rule, Scripted};
@@ -111,6 +111,18 @@ impl Store {
             )),
             run: self.run.clone(),
         }
+    }
+
+    /// The same store writing with `placement` (encryption, storage class; see
+    /// [`ObjectStore::placed`]); itself when `placement` leaves both to the bucket.
+    pub fn placed(&self, placement: &Placement) -> Result<Store> {
+        if placement.is_default() {
+            return Ok(self.clone());
+        }
+        Ok(Store {
+            backend: self.backend.placed(placement)?,
+            run: self.run.clone(),
+        })
     }
 
     /// The run this store serves.

@@ -107,6 +107,99 @@ pub struct UploadPage {
     pub next: Option<(String, String)>,
 }
 
+/// Server-side encryption of what ferry writes into a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// `AES256`: S3-managed keys (SSE-S3).
+    Aes256,
+    /// `aws:kms`: a KMS key (the account's `aws/s3` key when `key_id` is `None`), with an S3
+    /// Bucket Key when `bucket_key`. The ETags of such objects are not MD5s of their bytes.
+    Kms {
+        key_id: Option<String>,
+        bucket_key: bool,
+    },
+}
+
+/// How a destination stores what ferry writes there (`ferry import --sse … --storage-class …`,
+/// the import function's `SSE`, `SSE_KMS_KEY_ID`, `BUCKET_KEY`, `STORAGE_CLASS`); the default
+/// leaves both to the bucket's own defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub sse: Option<Sse>,
+    /// An S3 storage class (`STANDARD_IA`, `GLACIER_IR`, …).
+    pub storage_class: Option<String>,
+}
+
+/// The storage classes S3 takes on a PUT.
+pub const STORAGE_CLASSES: [&str; 9] = [
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "EXPRESS_ONEZONE",
+];
+
+impl Placement {
+    /// From the four settings (flags or variables, named in `names`: sse, key, bucket key,
+    /// class); every error names the setting and says what it takes.
+    pub fn parse(
+        sse: Option<&str>,
+        key_id: Option<&str>,
+        bucket_key: bool,
+        storage_class: Option<&str>,
+        names: [&str; 4],
+    ) -> Result<Placement> {
+        let sse = match sse {
+            None => None,
+            Some("AES256") => Some(Sse::Aes256),
+            Some("aws:kms") => Some(Sse::Kms {
+                key_id: key_id.map(str::to_string),
+                bucket_key,
+            }),
+            Some(other) => {
+                return Err(crate::error::Error::config(
+                    names[0],
+                    format!("`{other}` is not a server-side encryption: use AES256 or aws:kms"),
+                ));
+            }
+        };
+        if !matches!(sse, Some(Sse::Kms { .. })) {
+            for (set, name) in [(key_id.is_some(), names[1]), (bucket_key, names[2])] {
+                if set {
+                    return Err(crate::error::Error::config(
+                        name,
+                        format!("it applies to SSE-KMS only: add {} aws:kms", names[0]),
+                    ));
+                }
+            }
+        }
+        if let Some(c) = storage_class
+            && !STORAGE_CLASSES.contains(&c)
+        {
+            return Err(crate::error::Error::config(
+                names[3],
+                format!(
+                    "`{c}` is not an S3 storage class (one of {})",
+                    STORAGE_CLASSES.join(", ")
+                ),
+            ));
+        }
+        Ok(Placement {
+            sse,
+            storage_class: storage_class.map(str::to_string),
+        })
+    }
+
+    /// Leaves both to the bucket.
+    pub fn is_default(&self) -> bool {
+        *self == Placement::default()
+    }
+}
+
 /// The S3 operations ferry uses, each one request. Implementations map the store's own
 /// errors to [`crate::error::Error`] classified at the source (not found, precondition,
 /// throttled, denied, transient), and a missing bucket to `Error::NoSuchBucket`.
@@ -216,4 +309,13 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
     /// Delete up to 1,000 keys; missing keys are fine, a key the store could not delete fails
     /// the call naming it.
     async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<()>;
+
+    /// This store, writing every object (PUT, multipart upload, copy) with `placement`. A
+    /// store that cannot choose encryption or storage class refuses.
+    fn placed(&self, _placement: &Placement) -> Result<std::sync::Arc<dyn ObjectStore>> {
+        Err(crate::error::Error::config(
+            "--sse/--storage-class",
+            "this destination cannot choose encryption or storage class (an S3 bucket can)",
+        ))
+    }
 }

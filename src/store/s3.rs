@@ -9,6 +9,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, EncodingType,
+    ServerSideEncryption, StorageClass,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -17,11 +18,12 @@ use tracing::debug;
 use super::object::ObjectHeaders;
 use super::object::ObjectRecord;
 use super::object::{
-    ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, PutMode, UploadPage,
+    ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, Placement, PutMode,
+    Sse, UploadPage,
 };
 use super::s3_wire::{
-    HttpStatus, copy_source, expires, headers_of, http_status, metadata, range_total, s3_build_err,
-    s3_err, unquote, url_decode,
+    HttpStatus, copy_source, expires, http_status, metadata, metadata_of, range_total,
+    s3_build_err, s3_err, unquote, url_decode,
 };
 use crate::error::{Error, Result};
 
@@ -29,12 +31,39 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct S3Backend {
     client: Client,
+    /// Encryption and storage class of every object written (the bucket's defaults when
+    /// left unset).
+    placement: Placement,
 }
 
 impl S3Backend {
     pub fn new(client: Client) -> Self {
-        S3Backend { client }
+        S3Backend {
+            client,
+            placement: Placement::default(),
+        }
     }
+}
+
+/// Set the backend's encryption and storage class on a PUT, CreateMultipartUpload or
+/// CopyObject request builder.
+macro_rules! with_placement {
+    ($req:expr, $p:expr) => {{
+        let p: &Placement = $p;
+        let (sse, key_id, bucket_key) = match &p.sse {
+            None => (None, None, None),
+            Some(Sse::Aes256) => (Some(ServerSideEncryption::Aes256), None, None),
+            Some(Sse::Kms { key_id, bucket_key }) => (
+                Some(ServerSideEncryption::AwsKms),
+                key_id.clone(),
+                bucket_key.then_some(true),
+            ),
+        };
+        $req.set_server_side_encryption(sse)
+            .set_ssekms_key_id(key_id)
+            .set_bucket_key_enabled(bucket_key)
+            .set_storage_class(p.storage_class.as_deref().map(StorageClass::from))
+    }};
 }
 
 /// A body from the SDK as a [`ByteStream`].
@@ -74,16 +103,16 @@ macro_rules! object_meta {
                 .last_modified()
                 .map(|d| d.to_millis().unwrap_or(0))
                 .unwrap_or(0),
-            headers: headers_of(
-                out.content_type(),
-                out.content_encoding(),
-                out.content_disposition(),
-                out.content_language(),
-                out.cache_control(),
-                out.expires_string(),
-                out.website_redirect_location(),
-                out.metadata(),
-            ),
+            headers: ObjectHeaders {
+                content_type: out.content_type().map(str::to_string),
+                content_encoding: out.content_encoding().map(str::to_string),
+                content_disposition: out.content_disposition().map(str::to_string),
+                content_language: out.content_language().map(str::to_string),
+                cache_control: out.cache_control().map(str::to_string),
+                expires: out.expires_string().map(str::to_string),
+                website_redirect_location: out.website_redirect_location().map(str::to_string),
+                metadata: metadata_of(out.metadata()),
+            },
         }
     }};
 }
@@ -228,6 +257,7 @@ impl ObjectStore for S3Backend {
             PutMode::Create => req.if_none_match("*"),
             PutMode::IfMatch(etag) => req.if_match(format!("\"{etag}\"")),
         };
+        let req = with_placement!(req, &self.placement);
         let sent = with_headers!(req, h, bucket, key)
             .body(SdkStream::from(body))
             .customize()
@@ -259,6 +289,7 @@ impl ObjectStore for S3Backend {
             req = req.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
             req = with_headers!(req, h, bucket, to);
         }
+        req = with_placement!(req, &self.placement);
         let out = req
             .send()
             .await
@@ -276,6 +307,7 @@ impl ObjectStore for S3Backend {
             .create_multipart_upload()
             .bucket(bucket)
             .key(key);
+        let req = with_placement!(req, &self.placement);
         let created = with_headers!(req, h, bucket, key)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .send()
@@ -494,6 +526,13 @@ impl ObjectStore for S3Backend {
             });
         }
         Ok(())
+    }
+
+    fn placed(&self, placement: &Placement) -> Result<std::sync::Arc<dyn ObjectStore>> {
+        Ok(std::sync::Arc::new(S3Backend {
+            client: self.client.clone(),
+            placement: placement.clone(),
+        }))
     }
 }
 

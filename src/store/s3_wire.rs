@@ -100,33 +100,13 @@ pub(super) fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub(super) fn headers_of(
-    content_type: Option<&str>,
-    content_encoding: Option<&str>,
-    content_disposition: Option<&str>,
-    content_language: Option<&str>,
-    cache_control: Option<&str>,
-    expires: Option<&str>,
-    website_redirect_location: Option<&str>,
+/// User metadata as the SDK returns it, in key order.
+pub(super) fn metadata_of(
     metadata: Option<&std::collections::HashMap<String, String>>,
-) -> ObjectHeaders {
-    let s = |v: Option<&str>| v.map(str::to_string);
-    ObjectHeaders {
-        content_type: s(content_type),
-        content_encoding: s(content_encoding),
-        content_disposition: s(content_disposition),
-        content_language: s(content_language),
-        cache_control: s(cache_control),
-        expires: s(expires),
-        website_redirect_location: s(website_redirect_location),
-        metadata: metadata
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<BTreeMap<_, _>>()
-            })
-            .unwrap_or_default(),
-    }
+) -> BTreeMap<String, String> {
+    metadata
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
 }
 
 /// Total size from a `Content-Range: bytes a-b/total` header.

@@ -256,6 +256,39 @@ pub struct ImportArgs {
     /// Open sealed (.zip.age) volumes with this age identity file (repeat for several).
     #[arg(long, value_name = "FILE")]
     pub identity: Vec<PathBuf>,
+    /// Server-side encryption of every object written into --to: AES256 (S3-managed keys) or
+    /// aws:kms [default: the bucket's default encryption].
+    #[arg(long, value_name = "ALGORITHM", requires = "to", value_parser = ["AES256", "aws:kms"])]
+    pub sse: Option<String>,
+    /// The KMS key (id, ARN or alias) of --sse aws:kms [default: the account's aws/s3 key].
+    #[arg(long, value_name = "KEY", requires = "sse")]
+    pub sse_kms_key_id: Option<String>,
+    /// With --sse aws:kms: use an S3 Bucket Key (fewer KMS requests).
+    #[arg(long, requires = "sse")]
+    pub bucket_key: bool,
+    /// Storage class of every object written into --to (STANDARD, STANDARD_IA, GLACIER_IR, …)
+    /// [default: the bucket's default, STANDARD].
+    #[arg(long, value_name = "CLASS", requires = "to")]
+    pub storage_class: Option<String>,
+}
+
+impl ImportArgs {
+    /// How the destination stores what the import writes (--sse, --sse-kms-key-id,
+    /// --bucket-key, --storage-class).
+    pub fn placement(&self) -> s3_ferry::Result<s3_ferry::store::Placement> {
+        s3_ferry::store::Placement::parse(
+            self.sse.as_deref(),
+            self.sse_kms_key_id.as_deref(),
+            self.bucket_key,
+            self.storage_class.as_deref(),
+            [
+                "--sse",
+                "--sse-kms-key-id",
+                "--bucket-key",
+                "--storage-class",
+            ],
+        )
+    }
 }
 
 /// A library config error as clap's message: what is wrong with the value.

@@ -255,7 +255,7 @@ async fn open_target(
             // No write or delete once an import lease (`--table`) is lost.
             let job = a.job.as_ref().map_or("import", |j| j.as_str());
             std::sync::Arc::new(Bucket {
-                store: store.leased(job),
+                store: store.placed(&a.placement()?)?.leased(job),
                 dest: dest.clone(),
                 part_size: a.part_size,
             })

@@ -20,6 +20,15 @@ use args::{Cli, Command};
 fn main() -> ExitCode {
     s3_ferry::memory::tune_allocator();
     let cli = Cli::parse();
+    // Flags that do not fit together are bad usage (exit 2), said as clap says it.
+    if let Command::Import(a) = &cli.command
+        && let Err(e) = a.placement()
+    {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, e.to_string())
+            .exit();
+    }
     output::init_logging();
     let json = cli.json;
     let result = tokio::runtime::Builder::new_multi_thread()

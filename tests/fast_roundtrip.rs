@@ -117,6 +117,10 @@ impl World {
             h.metadata
                 .insert(format!("m{i}"), format!("v{}", self.rng.u32(..)));
         }
+        for i in 0..self.rng.usize(0..4) {
+            h.tags
+                .insert(format!("t{i}"), format!("v {}", self.rng.u32(..)));
+        }
         let put = self
             .w
             .objects

@@ -96,6 +96,11 @@ fn headers() -> ObjectHeaders {
         content_disposition: Some("attachment; filename=\"r.txt\"".into()),
         website_redirect_location: Some("/elsewhere/r.html".into()),
         metadata: [("team".to_string(), "blue".to_string())].into(),
+        tags: [
+            ("team".to_string(), "blue".to_string()),
+            ("cost centre".to_string(), "42 / ünï+=.:@_-".to_string()),
+        ]
+        .into(),
         ..Default::default()
     }
 }
@@ -143,6 +148,10 @@ fn bytes_and_headers_round_trip(f: Fixture) {
             meta.headers.website_redirect_location,
             headers().website_redirect_location
         );
+        assert_eq!(meta.headers.tags, headers().tags);
+        // a ranged read past the first byte carries no tags (the first read has them)
+        let (meta, _) = found(s.get(b, key, None, Some((1, 3))).await.unwrap());
+        assert!(meta.headers.tags.is_empty());
         assert!(meta.last_modified_ms > 0);
         let stat = s.stat(b, key).await.unwrap().unwrap();
         assert_eq!((stat.etag, stat.size), (etag.clone(), body.len() as u64));
@@ -554,9 +563,10 @@ fn copies_keep_or_replace_headers(f: Fixture) {
         assert_eq!(kept, md5(&body));
         let (meta, got) = found(s.get(b, "to-kept", None, None).await.unwrap());
         assert_eq!(
-            (got, meta.headers.metadata),
-            (body.clone(), headers().metadata)
+            (got, meta.headers.metadata, meta.headers.tags),
+            (body.clone(), headers().metadata, headers().tags)
         );
+        // new headers replace the old, tags too (none given: none)
         let other = ObjectHeaders {
             content_type: Some("application/octet-stream".into()),
             metadata: [("team".to_string(), "red".to_string())].into(),
@@ -569,6 +579,20 @@ fn copies_keep_or_replace_headers(f: Fixture) {
         assert_eq!(meta.headers.metadata, other.metadata);
         assert_eq!(meta.headers.content_type, other.content_type);
         assert_eq!(meta.headers.cache_control, None);
+        let (meta, _) = found(s.get(b, "to-new", None, None).await.unwrap());
+        assert!(meta.headers.tags.is_empty(), "{:?}", meta.headers.tags);
+        assert!(s.backend().tags(b, "to-new").await.unwrap().is_empty());
+        assert_eq!(s.backend().tags(b, "from").await.unwrap(), headers().tags);
+        assert!(s.backend().tags(b, "no-such-key").await.unwrap().is_empty());
+        let retagged = ObjectHeaders {
+            tags: [("team".to_string(), "red".to_string())].into(),
+            ..other.clone()
+        };
+        s.copy(b, "from", "to-retagged", body.len() as u64, Some(&retagged))
+            .await
+            .unwrap();
+        let (meta, _) = found(s.get(b, "to-retagged", None, None).await.unwrap());
+        assert_eq!(meta.headers.tags, retagged.tags);
         assert!(s.copy(b, "no-such-key", "x", 1, None).await.is_err());
     })
 }

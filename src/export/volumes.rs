@@ -247,7 +247,7 @@ impl Run<'_> {
         let bucket = &self.cfg.source.bucket;
         let moved: Vec<Move> = futures::stream::iter(plan.moves.iter().cloned())
             .map(|mut m| async move {
-                if let Some(meta) = store.stat(bucket, &m.to).await?
+                if let Some(meta) = store.stat_with_tags(bucket, &m.to).await?
                     && meta.etag == m.etag
                 {
                     m.headers = Some(meta.headers);

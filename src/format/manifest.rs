@@ -53,10 +53,42 @@ pub struct ObjectHeaders {
     pub website_redirect_location: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The object's tags (GetObjectTagging), applied whole on import. On a copy, none means
+    /// "keep the source's".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// The longest `WebsiteRedirectLocation` S3 takes.
 pub const MAX_REDIRECT: usize = 2048;
+/// S3's limits on an object's tags: how many, and a key's and a value's length in Unicode
+/// characters.
+pub const MAX_TAGS: usize = 10;
+pub const MAX_TAG_KEY: usize = 128;
+pub const MAX_TAG_VALUE: usize = 256;
+
+/// Why `tags` cannot be an S3 tag set, if they cannot.
+fn tags_problem(tags: &BTreeMap<String, String>) -> Option<String> {
+    if tags.len() > MAX_TAGS {
+        return Some(format!("{} tags (S3 takes at most {MAX_TAGS})", tags.len()));
+    }
+    // Letters, digits and spaces in any script, and + - = . _ : / @ (S3's tag characters).
+    let allowed = |c: char| c.is_alphanumeric() || c == ' ' || "+-=._:/@".contains(c);
+    for (k, v) in tags {
+        let (kn, vn) = (k.chars().count(), v.chars().count());
+        if kn == 0 || kn > MAX_TAG_KEY || vn > MAX_TAG_VALUE {
+            return Some(format!(
+                "a tag of {kn} and {vn} characters (S3: a key of 1..={MAX_TAG_KEY}, a value of at most {MAX_TAG_VALUE})"
+            ));
+        }
+        if !k.chars().chain(v.chars()).all(allowed) {
+            return Some(format!(
+                "the tag {k:?}={v:?}, with a character S3 does not take in tags"
+            ));
+        }
+    }
+    None
+}
 
 /// The first 12 characters of a digest, for messages. Digests read from media may be anything:
 /// this never splits a character.
@@ -105,6 +137,9 @@ impl ObjectHeaders {
             if let Some(p) = value.as_deref().and_then(header_value_problem) {
                 return Some(format!("its {name} {p}"));
             }
+        }
+        if let Some(p) = tags_problem(&self.tags) {
+            return Some(format!("its tags: {p}"));
         }
         if let Some(r) = &self.website_redirect_location {
             let name = "WebsiteRedirectLocation";
@@ -407,6 +442,45 @@ mod tests {
             let p = with(bad).problem().expect(bad);
             assert!(p.contains("WebsiteRedirectLocation"), "{p}");
         }
+    }
+
+    #[test]
+    fn tags_are_at_most_ten_of_bounded_length_in_s3s_characters() {
+        let with = |pairs: &[(&str, &str)]| ObjectHeaders {
+            tags: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            with(&[
+                ("team", "blue"),
+                ("cost-centre", "42"),
+                ("名前", "é /:@+=._-")
+            ])
+            .problem(),
+            None
+        );
+        let ten: Vec<(String, String)> = (0..11).map(|i| (format!("k{i}"), "v".into())).collect();
+        let eleven: Vec<(&str, &str)> = ten.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let long_key = "k".repeat(MAX_TAG_KEY + 1);
+        let long_value = "é".repeat(MAX_TAG_VALUE + 1);
+        for bad in [
+            eleven,
+            vec![("", "v")],
+            vec![(long_key.as_str(), "v")],
+            vec![("k", long_value.as_str())],
+            vec![("k", "a\r\nb")],
+            vec![("k&x", "v")],
+        ] {
+            let p = with(&bad).problem().unwrap_or_else(|| panic!("{bad:?}"));
+            assert!(p.contains("tag"), "{p}");
+        }
+        // exactly at the limits
+        let key = "k".repeat(MAX_TAG_KEY);
+        let value = "é".repeat(MAX_TAG_VALUE);
+        assert_eq!(with(&[(key.as_str(), value.as_str())]).problem(), None);
     }
 
     #[test]

@@ -75,6 +75,14 @@ impl ObjectStore for Leased {
         self.inner.head(bucket, key).await
     }
 
+    async fn tags(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        self.inner.tags(bucket, key).await
+    }
+
     async fn put(
         &self,
         bucket: &str,

@@ -238,7 +238,11 @@ impl ObjectStore for MemoryStore {
                 key: key.to_string(),
             });
         }
-        let meta = meta_of(&o);
+        let mut meta = meta_of(&o);
+        // As the S3 adapter: the tags come with the first read only.
+        if range.is_some_and(|(start, _)| start > 0) {
+            meta.headers.tags.clear();
+        }
         let body = match range {
             None => o.body,
             Some((start, end)) => {
@@ -258,10 +262,28 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
         self.with_bucket(bucket, |b| {
-            Ok(b.objects.get(key).map(|o| Head {
-                meta: meta_of(o),
-                restore: o.restore.clone(),
+            Ok(b.objects.get(key).map(|o| {
+                // HeadObject gives no tags (GetObjectTagging does): nor does this.
+                let mut meta = meta_of(o);
+                meta.headers.tags.clear();
+                Head {
+                    meta,
+                    restore: o.restore.clone(),
+                }
             }))
+        })
+    }
+
+    async fn tags(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        self.with_bucket(bucket, |b| {
+            Ok(b.objects
+                .get(key)
+                .map(|o| o.headers.tags.clone())
+                .unwrap_or_default())
         })
     }
 

@@ -245,6 +245,15 @@ impl Store {
         Ok(self.backend.head(bucket, key).await?.map(|h| h.meta))
     }
 
+    /// [`Store::stat`] with the object's tags (a second request: HEAD gives none).
+    pub async fn stat_with_tags(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        let Some(mut meta) = self.stat(bucket, key).await? else {
+            return Ok(None);
+        };
+        meta.headers.tags = self.backend.tags(bucket, key).await?;
+        Ok(Some(meta))
+    }
+
     /// ETag and size of the current version, or `None` if the key is gone.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<(String, u64)>> {
         Ok(self

@@ -228,8 +228,16 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
         range: Option<(u64, u64)>,
     ) -> Result<Got<ByteStream>>;
 
-    /// The current version's metadata; `None` if the key does not exist.
+    /// The current version's metadata; `None` if the key does not exist. Like S3's HeadObject,
+    /// it gives no tags ([`ObjectStore::tags`] does).
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>>;
+
+    /// The object's tags (GetObjectTagging); none for a key that does not exist.
+    async fn tags(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>>;
 
     /// PUT an object whole; its ETag, or `None` when `mode`'s condition failed.
     async fn put(
@@ -241,8 +249,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
         mode: PutMode<'_>,
     ) -> Result<Option<String>>;
 
-    /// Server-side copy (up to 5 GiB) with `headers`, or the source's when `None`; the copy's
-    /// ETag.
+    /// Server-side copy (up to 5 GiB) with `headers` (and their tags, exactly), or the
+    /// source's headers and tags when `None`; the copy's ETag.
     async fn copy(
         &self,
         bucket: &str,

@@ -23,7 +23,7 @@ use super::object::{
 };
 use super::s3_wire::{
     HttpStatus, copy_source, expires, http_status, metadata, metadata_of, range_total,
-    s3_build_err, s3_err, unquote, url_decode,
+    s3_build_err, s3_err, tagging, unquote, url_decode,
 };
 use crate::error::{Error, Result};
 
@@ -42,6 +42,27 @@ impl S3Backend {
             client,
             placement: Placement::default(),
         }
+    }
+
+    /// An object's tags (GetObjectTagging).
+    async fn read_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err("GetObjectTagging", bucket, key, e))?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
     }
 }
 
@@ -112,6 +133,8 @@ macro_rules! object_meta {
                 expires: out.expires_string().map(str::to_string),
                 website_redirect_location: out.website_redirect_location().map(str::to_string),
                 metadata: metadata_of(out.metadata()),
+                // GetObjectTagging's, where the object has any (see `get`).
+                tags: Default::default(),
             },
         }
     }};
@@ -218,11 +241,29 @@ impl ObjectStore for S3Backend {
             None => out.content_length().map(|l| l.max(0) as u64),
         }
         .unwrap_or(0);
-        let meta = object_meta!(out, size);
+        let mut meta = object_meta!(out, size);
+        // The tags, on the first read of a tagged object (a later range needs only bytes).
+        if out.tag_count().unwrap_or(0) > 0 && range.is_none_or(|(start, _)| start == 0) {
+            meta.headers.tags = self.read_tags(bucket, key).await?;
+        }
         Ok(Got::Found {
             meta,
             body: stream(out.body),
         })
+    }
+
+    async fn tags(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        match self.read_tags(bucket, key).await {
+            Err(Error::S3 {
+                class: crate::error::Class::NotFound,
+                ..
+            }) => Ok(Default::default()),
+            other => other,
+        }
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
@@ -257,7 +298,7 @@ impl ObjectStore for S3Backend {
             PutMode::Create => req.if_none_match("*"),
             PutMode::IfMatch(etag) => req.if_match(format!("\"{etag}\"")),
         };
-        let req = with_placement!(req, &self.placement);
+        let req = with_placement!(req, &self.placement).set_tagging(tagging(&h.tags));
         let sent = with_headers!(req, h, bucket, key)
             .body(SdkStream::from(body))
             .customize()
@@ -288,6 +329,10 @@ impl ObjectStore for S3Backend {
         if let Some(h) = headers {
             req = req.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
             req = with_headers!(req, h, bucket, to);
+            // The tags given, exactly (none: none), not the source's.
+            req = req
+                .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+                .set_tagging(tagging(&h.tags));
         }
         req = with_placement!(req, &self.placement);
         let out = req
@@ -307,7 +352,7 @@ impl ObjectStore for S3Backend {
             .create_multipart_upload()
             .bucket(bucket)
             .key(key);
-        let req = with_placement!(req, &self.placement);
+        let req = with_placement!(req, &self.placement).set_tagging(tagging(&h.tags));
         let created = with_headers!(req, h, bucket, key)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .send()

@@ -100,6 +100,27 @@ pub(super) fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Tags as the `x-amz-tagging` header takes them (`k=v&k2=v2`, URL-encoded); `None` for none.
+pub(super) fn tagging(tags: &BTreeMap<String, String>) -> Option<String> {
+    let enc = |s: &str| {
+        let mut out = String::new();
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    };
+    (!tags.is_empty()).then(|| {
+        tags.iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    })
+}
+
 /// User metadata as the SDK returns it, in key order.
 pub(super) fn metadata_of(
     metadata: Option<&std::collections::HashMap<String, String>>,

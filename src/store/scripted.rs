@@ -286,6 +286,20 @@ impl ObjectStore for Scripted {
             .await
     }
 
+    async fn tags(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        self.run(
+            "GetObjectTagging",
+            bucket,
+            key,
+            self.inner.tags(bucket, key),
+        )
+        .await
+    }
+
     async fn put(
         &self,
         bucket: &str,

@@ -233,6 +233,15 @@ pub enum Error {
         "{location} holds bundles of several jobs ({jobs}): nothing was applied. Import one job at a time: name the job, or point the import at one job's folder"
     )]
     SeveralJobs { location: String, jobs: String },
+    /// Locked objects for a destination without Object Lock.
+    #[error(
+        "{objects} object(s) of bundle {sequence} carry Object Lock (a retention or a legal hold), and {target} has no Object Lock: nothing was written. Import into a bucket made with Object Lock, or import them unlocked"
+    )]
+    NoObjectLock {
+        target: String,
+        sequence: u64,
+        objects: u64,
+    },
     /// Bad configuration or arguments.
     #[error("invalid {what}: {detail}")]
     Config { what: String, detail: String },
@@ -423,6 +432,8 @@ pub enum Remedy {
     RecordedDestination(String),
     /// Name the one job to import.
     NameJob,
+    /// Import locked objects without their lock.
+    SkipObjectLock,
 }
 
 impl Error {
@@ -438,6 +449,7 @@ impl Error {
                 Remedy::RecordedDestination(recorded.clone())
             }
             Error::SeveralJobs { .. } => Remedy::NameJob,
+            Error::NoObjectLock { .. } => Remedy::SkipObjectLock,
             Error::CommitUnknown { job, .. } => Remedy::ReadState(job.clone()),
             Error::Archive { .. } | Error::Verify { .. } => Remedy::FetchAgain,
             Error::OutOfOrder { .. } => Remedy::Force,

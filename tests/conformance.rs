@@ -70,6 +70,7 @@ fn write(t: &Arc<dyn Target>, run: &RunContext, key: &str, body: &[u8], end: End
             target: t.clone(),
             source_prefix: String::new(),
             shared: shared.clone(),
+            unlock: false,
         };
         let mut w = sink.open(&object(key, body)).await.unwrap().unwrap();
         for chunk in body.chunks(1 << 20) {

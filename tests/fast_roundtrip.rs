@@ -450,3 +450,96 @@ fn a_source_changing_during_every_run_leaves_an_exact_mirror_after_each_cycle() 
         assert_eq!(r["status"], "no_changes", "cycle {c}: {r}");
     }
 }
+
+#[test]
+fn object_lock_crosses_to_a_bucket_with_object_lock_and_is_refused_or_skipped_elsewhere() {
+    // GIVEN a source with a GOVERNANCE retention, a COMPLIANCE retention with a legal hold,
+    // and a plain object
+    let w = crate::world::World::new("lock");
+    let lock = |mode: &str, hold: bool| ObjectHeaders {
+        object_lock_mode: Some(mode.to_string()),
+        object_lock_retain_until: Some("2031-01-02T03:04:05Z".into()),
+        object_lock_legal_hold: hold,
+        ..Default::default()
+    };
+    for (key, h) in [
+        ("gov", lock("GOVERNANCE", false)),
+        ("comp", lock("COMPLIANCE", true)),
+        ("plain", ObjectHeaders::default()),
+    ] {
+        block_on(w.objects.put(
+            &w.src,
+            key,
+            bytes::Bytes::from(key.as_bytes().to_vec()),
+            &h,
+            PutMode::Overwrite,
+        ))
+        .unwrap();
+    }
+    w.export();
+    let b = w.download(&w.job, 1);
+    let state = tempfile::tempdir().unwrap();
+    let lock_of = |bucket: &str, key: &str| {
+        let h = block_on(w.objects.get(bucket, key, None, None)).unwrap();
+        match h {
+            s3_ferry::store::Got::Found { meta, .. } => (
+                meta.headers.object_lock_mode,
+                meta.headers.object_lock_retain_until,
+                meta.headers.object_lock_legal_hold,
+            ),
+            _ => panic!("{key} in {bucket}: gone"),
+        }
+    };
+
+    // WHEN it is imported into a bucket without Object Lock
+    let plain = w.bucket("plain");
+    let e = w
+        .import_with(
+            &[b.dir.path()],
+            w.bucket_target(&w.clients.s3, &format!("s3://{plain}")),
+            &state.path().join("plain"),
+            |_| {},
+        )
+        .unwrap_err();
+    // THEN it is refused, naming Object Lock, and nothing is written
+    assert!(
+        matches!(e, s3_ferry::error::Error::NoObjectLock { objects: 2, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("Object Lock"), "{e}");
+    assert!(w.keys(&plain, "").is_empty());
+
+    // WHEN it is imported unlocked there, and into a bucket with Object Lock
+    let r = w
+        .import_with(
+            &[b.dir.path()],
+            w.bucket_target(&w.clients.s3, &format!("s3://{plain}")),
+            &state.path().join("skip"),
+            |c| c.skip_object_lock = true,
+        )
+        .unwrap();
+    let locked = w.bucket("locked");
+    w.objects.create_bucket_with_object_lock(&locked);
+    w.import(
+        &[b.dir.path()],
+        w.bucket_target(&w.clients.s3, &format!("s3://{locked}")),
+        &state.path().join("locked"),
+    );
+
+    // THEN unlocked: every object, no lock, and the summary counts them; with Object Lock:
+    // each object's mode, retain-until and legal hold as the source has them
+    assert_eq!(r["bundles"][0]["unlocked"], 2, "{r}");
+    assert_eq!(w.keys(&plain, ""), ["comp", "gov", "plain"]);
+    for key in ["comp", "gov", "plain"] {
+        assert_eq!(lock_of(&plain, key), (None, None, false), "{key}");
+        assert_eq!(lock_of(&locked, key), lock_of(&w.src, key), "{key}");
+    }
+    assert_eq!(
+        lock_of(&locked, "comp"),
+        (
+            Some("COMPLIANCE".into()),
+            Some("2031-01-02T03:04:05Z".into()),
+            true
+        )
+    );
+}

@@ -48,6 +48,7 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
         trust: Vec::new(),
         delete_unlisted: false,
         run: clients.s3.run().clone(),
+        skip_object_lock: false,
     };
     let bundles = block_on(s3_ferry::import::bundle::discover(
         &[b2.dir.path().to_str().unwrap().to_string()],
@@ -425,6 +426,7 @@ fn an_import_that_loses_its_lease_writes_and_deletes_nothing_more() {
                 trust: Vec::new(),
                 delete_unlisted: false,
                 run: run.clone(),
+                skip_object_lock: false,
             };
             let ttl = std::time::Duration::from_millis(1500);
             let mut ledger =

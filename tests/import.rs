@@ -598,3 +598,145 @@ fn the_destination_encryption_and_storage_class_are_chosen_at_import() {
         assert!(ctx.keys(&fresh, "").is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn object_lock_and_tags_cross_between_buckets_with_object_lock_on_moto() {
+    use aws_sdk_s3::types::{ObjectLockLegalHoldStatus, ObjectLockMode};
+    // GIVEN a source bucket made with Object Lock: an object under GOVERNANCE retention with
+    // a legal hold and tags, and a plain one
+    let ctx = Ctx::new("lockmoto");
+    let src = format!("lock-{}", &ctx.src[4..]);
+    let lock_bucket = |name: &str| {
+        block_on(
+            ctx.s3
+                .create_bucket()
+                .bucket(name)
+                .object_lock_enabled_for_bucket(true)
+                .send(),
+        )
+        .unwrap();
+    };
+    lock_bucket(&src);
+    let until = aws_sdk_s3::primitives::DateTime::from_secs(1_924_991_999); // 2030-12-31
+    block_on(
+        ctx.s3
+            .put_object()
+            .bucket(&src)
+            .key("held.txt")
+            .body(ByteStream::from_static(b"held"))
+            .object_lock_mode(ObjectLockMode::Governance)
+            .object_lock_retain_until_date(until)
+            .object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On)
+            .tagging("team=blue&cost-centre=42")
+            .send(),
+    )
+    .unwrap();
+    block_on(
+        ctx.s3
+            .put_object()
+            .bucket(&src)
+            .key("plain.txt")
+            .body(ByteStream::from_static(b"plain"))
+            .send(),
+    )
+    .unwrap();
+    let r = ctx.export_with(&format!("s3://{src}"), &ctx.table, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let carry = tempfile::tempdir().unwrap();
+    let r = ctx.ferry(&[
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--to",
+        carry.path().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bundle = bundle_dir(carry.path(), &ctx.job, 1);
+    let state = |n: &str| carry.path().join(n).to_str().unwrap().to_string();
+    let lock_of = |bucket: &str, key: &str| {
+        let h = block_on(ctx.s3.head_object().bucket(bucket).key(key).send()).unwrap();
+        (
+            h.object_lock_mode().map(|m| m.as_str().to_string()),
+            h.object_lock_retain_until_date().map(|d| d.secs()),
+            h.object_lock_legal_hold_status()
+                .map(|s| s.as_str().to_string()),
+        )
+    };
+    let tags_of = |bucket: &str, key: &str| {
+        let t = block_on(ctx.s3.get_object_tagging().bucket(bucket).key(key).send()).unwrap();
+        let mut v: Vec<(String, String)> = t
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+
+    // WHEN it is imported into a bucket without Object Lock
+    let plain = ctx.bucket("nolock");
+    let r = ctx.ferry(&[
+        "import",
+        &bundle,
+        "--to",
+        &format!("s3://{plain}"),
+        "--state",
+        &state("a"),
+    ]);
+    // THEN it is refused (exit 2) naming Object Lock and the flag, and nothing is written
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("Object Lock") && r.stderr.contains("--object-lock skip"),
+        "{}",
+        r.stderr
+    );
+    assert!(ctx.keys(&plain, "").is_empty());
+
+    // WHEN it is imported there with --object-lock skip, and into a bucket with Object Lock
+    let r = ctx.ferry(&[
+        "import",
+        &bundle,
+        "--to",
+        &format!("s3://{plain}"),
+        "--state",
+        &state("b"),
+        "--object-lock",
+        "skip",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["bundles"][0]["unlocked"], 1, "{}", r.stdout);
+    let locked = format!("locked-{}", &ctx.src[4..]);
+    lock_bucket(&locked);
+    let r = ctx.ferry(&[
+        "import",
+        &bundle,
+        "--to",
+        &format!("s3://{locked}"),
+        "--state",
+        &state("c"),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    // THEN with Object Lock: the mode, the retain-until date, the legal hold and the tags are
+    // the source's; unlocked: the tags only
+    let want = (
+        Some("GOVERNANCE".to_string()),
+        Some(until.secs()),
+        Some("ON".to_string()),
+    );
+    assert_eq!(lock_of(&src, "held.txt"), want);
+    assert_eq!(lock_of(&locked, "held.txt"), want);
+    assert_eq!(lock_of(&plain, "held.txt").0, None);
+    let tags = vec![
+        ("cost-centre".to_string(), "42".to_string()),
+        ("team".to_string(), "blue".to_string()),
+    ];
+    for b in [&src, &locked, &plain] {
+        assert_eq!(tags_of(b, "held.txt"), tags, "{b}");
+        assert!(tags_of(b, "plain.txt").is_empty(), "{b}");
+    }
+    assert_eq!(lock_of(&locked, "plain.txt"), (None, None, None));
+}

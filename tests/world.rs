@@ -211,6 +211,18 @@ impl World {
         target: Arc<dyn s3_ferry::import::target::Target>,
         state: &std::path::Path,
     ) -> serde_json::Value {
+        self.import_with(sources, target, state, |_| {})
+            .unwrap_or_else(|e| panic!("import failed: {}", s3_ferry::error_chain(&e)))
+    }
+
+    /// [`World::import`] with the settings `tune` makes, its error given back.
+    pub fn import_with(
+        &self,
+        sources: &[&std::path::Path],
+        target: Arc<dyn s3_ferry::import::target::Target>,
+        state: &std::path::Path,
+        tune: impl FnOnce(&mut s3_ferry::import::ImportConfig),
+    ) -> s3_ferry::Result<serde_json::Value> {
         let sources: Vec<String> = sources
             .iter()
             .map(|p| p.to_str().unwrap().to_string())
@@ -221,7 +233,7 @@ impl World {
                 .unwrap();
             let bundles =
                 s3_ferry::import::bundle::one_job(found, None, &sources.join(", ")).unwrap();
-            let cfg = s3_ferry::import::ImportConfig {
+            let mut cfg = s3_ferry::import::ImportConfig {
                 target,
                 dry_run: false,
                 force: false,
@@ -230,7 +242,9 @@ impl World {
                 trust: Vec::new(),
                 delete_unlisted: false,
                 run: Default::default(),
+                skip_object_lock: false,
             };
+            tune(&mut cfg);
             let mut ledger = s3_ferry::import::ledger::FileLedger::open(state)
                 .await
                 .unwrap();
@@ -240,10 +254,9 @@ impl World {
                 &bundles,
                 &s3_ferry::progress::NoProgress,
             )
-            .await
-            .unwrap_or_else(|e| panic!("import failed: {}", s3_ferry::error_chain(&e)));
+            .await;
             ledger.close().await.unwrap();
-            serde_json::to_value(&report).unwrap()
+            Ok(serde_json::to_value(&report?).unwrap())
         })
     }
 }

@@ -55,6 +55,9 @@ pub struct ImportFunctionConfig {
     /// Encryption and storage class of what is written (`SSE`, `SSE_KMS_KEY_ID`, `BUCKET_KEY`,
     /// `STORAGE_CLASS`; default: the destination bucket's).
     pub placement: crate::store::Placement,
+    /// `OBJECT_LOCK=skip`: import locked objects without their lock (otherwise a destination
+    /// without Object Lock refuses them).
+    pub skip_object_lock: bool,
 }
 
 impl ImportFunctionConfig {
@@ -106,6 +109,16 @@ impl ImportFunctionConfig {
                 v.get("STORAGE_CLASS").as_deref(),
                 ["SSE", "SSE_KMS_KEY_ID", "BUCKET_KEY", "STORAGE_CLASS"],
             )?,
+            skip_object_lock: match v.get("OBJECT_LOCK").as_deref() {
+                None | Some("apply") => false,
+                Some("skip") => true,
+                Some(other) => {
+                    return Err(Error::config(
+                        "OBJECT_LOCK",
+                        format!("`{other}`: use apply or skip"),
+                    ));
+                }
+            },
         })
     }
 }
@@ -279,6 +292,7 @@ impl ImportHandler {
             concurrency: self.cfg.concurrency,
             deadline,
             delete_unlisted: self.cfg.delete_unlisted,
+            skip_object_lock: self.cfg.skip_object_lock,
         };
         let report = import::run(ledger, &cfg, &chain, &NoProgress).await?;
         Ok((report, notes))

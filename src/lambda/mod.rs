@@ -32,6 +32,7 @@ pub fn advice(e: &Error) -> Option<String> {
             "set EXPORT_BUCKET/EXPORT_PREFIX to {d}; or invoke with {{\"full\": true}} for a new baseline; or set FERRY_JOB to another job"
         ),
         Remedy::NameJob => "set FERRY_JOB to the one job this function imports".into(),
+        Remedy::SkipObjectLock => "set OBJECT_LOCK=skip to import them unlocked".into(),
     })
 }
 

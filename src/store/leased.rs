@@ -71,6 +71,10 @@ impl ObjectStore for Leased {
         self.inner.get(bucket, key, if_match, range).await
     }
 
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool> {
+        self.inner.object_lock_enabled(bucket).await
+    }
+
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
         self.inner.head(bucket, key).await
     }

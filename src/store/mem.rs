@@ -43,6 +43,8 @@ struct Upload {
 
 #[derive(Debug, Default)]
 struct Bucket {
+    /// Made with Object Lock.
+    object_lock: bool,
     objects: BTreeMap<String, Object>,
     /// Open uploads by (key, id): the order ListMultipartUploads answers in.
     uploads: BTreeMap<(String, String), Upload>,
@@ -79,6 +81,14 @@ impl MemoryStore {
     /// Make an empty bucket (an existing one is kept).
     pub fn create_bucket(&self, bucket: &str) {
         self.lock().entry(bucket.to_string()).or_default();
+    }
+
+    /// Make `bucket` with Object Lock (its objects may carry a retention or a legal hold).
+    pub fn create_bucket_with_object_lock(&self, bucket: &str) {
+        self.lock()
+            .entry(bucket.to_string())
+            .or_default()
+            .object_lock = true;
     }
 
     /// Put an object in a storage class (an archived one cannot be read until
@@ -181,6 +191,10 @@ fn object(body: Bytes, etag: String, headers: ObjectHeaders) -> Object {
 impl ObjectStore for MemoryStore {
     async fn head_bucket(&self, bucket: &str) -> Result<()> {
         self.with_bucket(bucket, |_| Ok(()))
+    }
+
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool> {
+        self.with_bucket(bucket, |b| Ok(b.object_lock))
     }
 
     async fn list_page(

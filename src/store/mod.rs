@@ -17,6 +17,7 @@ pub mod mem_state;
 mod multipart;
 mod object;
 pub mod s3;
+mod s3_headers;
 mod s3_wire;
 pub mod scripted;
 pub mod sdk_error;

@@ -208,6 +208,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
     /// Ok if `bucket` exists and is visible.
     async fn head_bucket(&self, bucket: &str) -> Result<()>;
 
+    /// Was `bucket` made with Object Lock (so objects written into it can carry a retention
+    /// or a legal hold)?
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool>;
+
     /// One page of the keys under `prefix`, in key order, after `start_after` (first page) or
     /// from `token` (later pages).
     async fn list_page(

@@ -9,7 +9,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, EncodingType,
-    ServerSideEncryption, StorageClass,
+    ObjectLockLegalHoldStatus, ObjectLockMode, ServerSideEncryption, StorageClass,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -21,16 +21,17 @@ use super::object::{
     ByteStream, Got, Head, ListPage, ObjectMeta, ObjectStore, OpenUpload, Part, Placement, PutMode,
     Sse, UploadPage,
 };
+use super::s3_headers::{object_meta, with_headers, with_placement};
 use super::s3_wire::{
     HttpStatus, copy_source, expires, http_status, metadata, metadata_of, range_total,
-    s3_build_err, s3_err, tagging, unquote, url_decode,
+    retain_until, s3_build_err, s3_err, tagging, unquote, url_decode,
 };
 use crate::error::{Error, Result};
 
 /// [`ObjectStore`] over an S3 client (AWS, or an emulator through `AWS_ENDPOINT_URL`).
 #[derive(Clone, Debug)]
 pub struct S3Backend {
-    client: Client,
+    pub(super) client: Client,
     /// Encryption and storage class of every object written (the bucket's defaults when
     /// left unset).
     placement: Placement,
@@ -43,7 +44,9 @@ impl S3Backend {
             placement: Placement::default(),
         }
     }
+}
 
+impl S3Backend {
     /// An object's tags (GetObjectTagging).
     async fn read_tags(
         &self,
@@ -66,27 +69,6 @@ impl S3Backend {
     }
 }
 
-/// Set the backend's encryption and storage class on a PUT, CreateMultipartUpload or
-/// CopyObject request builder.
-macro_rules! with_placement {
-    ($req:expr, $p:expr) => {{
-        let p: &Placement = $p;
-        let (sse, key_id, bucket_key) = match &p.sse {
-            None => (None, None, None),
-            Some(Sse::Aes256) => (Some(ServerSideEncryption::Aes256), None, None),
-            Some(Sse::Kms { key_id, bucket_key }) => (
-                Some(ServerSideEncryption::AwsKms),
-                key_id.clone(),
-                bucket_key.then_some(true),
-            ),
-        };
-        $req.set_server_side_encryption(sse)
-            .set_ssekms_key_id(key_id)
-            .set_bucket_key_enabled(bucket_key)
-            .set_storage_class(p.storage_class.as_deref().map(StorageClass::from))
-    }};
-}
-
 /// A body from the SDK as a [`ByteStream`].
 fn stream(body: SdkStream) -> ByteStream {
     futures::stream::unfold(body, |mut body| async move {
@@ -95,49 +77,6 @@ fn stream(body: SdkStream) -> ByteStream {
             .map(|r| (r.map_err(|e| Box::new(e) as crate::error::BoxError), body))
     })
     .boxed()
-}
-
-/// Set an object's HTTP headers and user metadata on a PUT, CreateMultipartUpload or CopyObject
-/// request builder (their setters share names, not a trait).
-macro_rules! with_headers {
-    ($req:expr, $h:expr, $bucket:expr, $key:expr) => {{
-        let h: &ObjectHeaders = $h;
-        $req.set_content_type(h.content_type.clone())
-            .set_content_encoding(h.content_encoding.clone())
-            .set_content_disposition(h.content_disposition.clone())
-            .set_content_language(h.content_language.clone())
-            .set_cache_control(h.cache_control.clone())
-            .set_expires(expires(h, $bucket, $key))
-            .set_website_redirect_location(h.website_redirect_location.clone())
-            .set_metadata(metadata(h))
-    }};
-}
-
-/// The `ObjectMeta` of a GetObject or HeadObject output (both have the same accessors).
-macro_rules! object_meta {
-    ($out:expr, $size:expr) => {{
-        let out = &$out;
-        ObjectMeta {
-            etag: unquote(out.e_tag().unwrap_or_default()),
-            size: $size,
-            last_modified_ms: out
-                .last_modified()
-                .map(|d| d.to_millis().unwrap_or(0))
-                .unwrap_or(0),
-            headers: ObjectHeaders {
-                content_type: out.content_type().map(str::to_string),
-                content_encoding: out.content_encoding().map(str::to_string),
-                content_disposition: out.content_disposition().map(str::to_string),
-                content_language: out.content_language().map(str::to_string),
-                cache_control: out.cache_control().map(str::to_string),
-                expires: out.expires_string().map(str::to_string),
-                website_redirect_location: out.website_redirect_location().map(str::to_string),
-                metadata: metadata_of(out.metadata()),
-                // GetObjectTagging's, where the object has any (see `get`).
-                tags: Default::default(),
-            },
-        }
-    }};
 }
 
 #[async_trait::async_trait]
@@ -149,6 +88,23 @@ impl ObjectStore for S3Backend {
                 bucket: bucket.to_string(),
             }),
             Err(e) => Err(s3_err("HeadBucket", bucket, "", e)),
+        }
+    }
+
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                == Some(&aws_sdk_s3::types::ObjectLockEnabled::Enabled)),
+            Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(false),
+            Err(e) => Err(s3_err("GetObjectLockConfiguration", bucket, "", e)),
         }
     }
 

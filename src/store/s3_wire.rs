@@ -100,6 +100,16 @@ pub(super) fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// An Object Lock retain-until date as the SDK wants it (checked as RFC 3339 by the bundle's
+/// checks before an import writes).
+pub(super) fn retain_until(h: &ObjectHeaders) -> Option<aws_sdk_s3::primitives::DateTime> {
+    aws_sdk_s3::primitives::DateTime::from_str(
+        h.object_lock_retain_until.as_deref()?,
+        aws_sdk_s3::primitives::DateTimeFormat::DateTime,
+    )
+    .ok()
+}
+
 /// Tags as the `x-amz-tagging` header takes them (`k=v&k2=v2`, URL-encoded); `None` for none.
 pub(super) fn tagging(tags: &BTreeMap<String, String>) -> Option<String> {
     let enc = |s: &str| {

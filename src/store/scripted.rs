@@ -281,6 +281,16 @@ impl ObjectStore for Scripted {
         }
     }
 
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool> {
+        self.run(
+            "GetObjectLockConfiguration",
+            bucket,
+            "",
+            self.inner.object_lock_enabled(bucket),
+        )
+        .await
+    }
+
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
         self.run("HeadObject", bucket, key, self.inner.head(bucket, key))
             .await

@@ -28,6 +28,7 @@ pub fn advice(e: &anyhow::Error) -> Option<String> {
             format!("pass --dest {d}; or `--full` for a new baseline at the new destination; or `--job` for another job")
         }
         Remedy::NameJob => "pass `--job NAME`".into(),
+        Remedy::SkipObjectLock => "`--object-lock skip` imports them unlocked".into(),
         _ => return None,
     })
 }

@@ -266,6 +266,11 @@ pub struct ImportArgs {
     /// With --sse aws:kms: use an S3 Bucket Key (fewer KMS requests).
     #[arg(long, requires = "sse")]
     pub bucket_key: bool,
+    /// Objects carrying an Object Lock (retention, legal hold): `apply` it (a bucket without
+    /// Object Lock refuses them, before anything is written) or `skip` it (imported unlocked;
+    /// the summary counts them).
+    #[arg(long, value_name = "apply|skip", default_value = "apply", value_parser = ["apply", "skip"])]
+    pub object_lock: String,
     /// Storage class of every object written into --to (STANDARD, STANDARD_IA, GLACIER_IR, …)
     /// [default: the bucket's default, STANDARD].
     #[arg(long, value_name = "CLASS", requires = "to")]

@@ -40,7 +40,12 @@ pub fn code(e: &anyhow::Error) -> u8 {
             VERIFY
         }
         Some(E::OutOfOrder { .. }) => OUT_OF_ORDER,
-        Some(E::JobPinned { .. } | E::DestinationChanged { .. } | E::SeveralJobs { .. }) => USAGE,
+        Some(
+            E::JobPinned { .. }
+            | E::DestinationChanged { .. }
+            | E::SeveralJobs { .. }
+            | E::NoObjectLock { .. },
+        ) => USAGE,
         Some(E::Interrupted { signal }) if *signal == "SIGTERM" => 143,
         Some(E::Interrupted { .. }) => 130,
         _ => 1,

@@ -208,6 +208,7 @@ pub async fn import(
         trust: a.trust.clone(),
         delete_unlisted: a.delete_unlisted,
         run,
+        skip_object_lock: a.object_lock == "skip",
     };
     // The state is locked first, then the bundles are read; the lock (or lease) is given back
     // whatever happens.

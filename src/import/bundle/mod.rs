@@ -37,6 +37,8 @@ pub struct OpenVolume {
     /// Objects the manifest lists, and their bytes.
     pub objects: u64,
     pub bytes: u64,
+    /// Objects carrying an Object Lock (a retention or a legal hold).
+    pub locked: u64,
     /// The manifest's lines that are parts of an object split across volumes (few: one
     /// begins and one ends a volume at most), joined by [`Bundle::joined`].
     pub parts: Vec<ObjectEntry>,
@@ -141,6 +143,13 @@ impl Bundle {
     /// Bytes of all object entries.
     pub fn object_bytes(&self) -> u64 {
         self.volumes.iter().map(|v| v.bytes).sum()
+    }
+
+    /// Objects (and moves' new keys) carrying an Object Lock.
+    pub fn locked(&self) -> u64 {
+        let moved = self.last.moved.iter();
+        let moved = moved.filter(|m| m.headers.as_ref().is_some_and(|h| h.is_locked()));
+        self.volumes.iter().map(|v| v.locked).sum::<u64>() + moved.count() as u64
     }
 
     /// Objects of all volumes.
@@ -359,6 +368,7 @@ pub async fn open_volume(source: Volume) -> Result<OpenVolume> {
         zip_len: dir.len,
         objects: objects.len() as u64,
         bytes,
+        locked: objects.iter().filter(|o| o.headers.is_locked()).count() as u64,
         parts,
         source,
         manifest,

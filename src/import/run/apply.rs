@@ -308,9 +308,13 @@ pub(super) async fn apply_moves(
                 if let Some(e) = &expected
                     && cfg.target.holds(from_rel, e).await?
                 {
+                    let headers = m.headers.as_ref().map(|h| match cfg.skip_object_lock {
+                        true => h.unlocked(),
+                        false => h.clone(),
+                    });
                     let place = cfg
                         .target
-                        .move_object(from_rel, e, to_rel, m.headers.as_ref(), &m.last_modified)
+                        .move_object(from_rel, e, to_rel, headers.as_ref(), &m.last_modified)
                         .await?;
                     let copy = IndexEntry { place, ..e.clone() };
                     return Ok((m, expected, Some(copy)));
@@ -382,6 +386,7 @@ async fn import_volume(
         target: cfg.target.clone(),
         source_prefix: b.source_prefix.clone(),
         shared: shared.clone(),
+        unlock: cfg.skip_object_lock,
     };
     let checked = match check_volume(b, v, &contents, &mut sink, progress, cfg.run.stop()).await {
         Ok(report) => import_joined(cfg, b, v.manifest.volume, &shared, progress)
@@ -393,6 +398,9 @@ async fn import_volume(
     let report = checked?;
     let landed = landed?;
     for o in contents.objects.iter().filter(|o| !is_early_part(o)) {
+        if cfg.skip_object_lock && o.headers.is_locked() {
+            out.unlocked += 1;
+        }
         if known.contains_key(&o.key) {
             out.overwritten += 1;
         } else {

@@ -19,7 +19,10 @@ pub(super) async fn import_joined(
     let (joined, _) = b.joined()?;
     for j in joined.iter().filter(|j| j.last_volume() == volume) {
         cfg.run.stop().check()?;
-        let obj = j.object();
+        let mut obj = j.object();
+        if cfg.skip_object_lock {
+            obj.headers = obj.headers.unlocked();
+        }
         let rel = relative(&obj.key, &b.source_prefix).to_string();
         info!(key = %obj.key, parts = j.parts.len(), bytes = j.size, "joining an object shipped in parts");
         let mut writer = cfg.target.open(&rel, &obj, shared).await?;

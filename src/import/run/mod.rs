@@ -54,6 +54,9 @@ pub struct ImportConfig {
     /// The run's context (stop token, activity counters): that of the store its `s3://`
     /// volumes are read with.
     pub run: crate::context::RunContext,
+    /// Import objects carrying an Object Lock without it (`--object-lock skip`,
+    /// `OBJECT_LOCK=skip`); otherwise a target without Object Lock refuses them.
+    pub skip_object_lock: bool,
 }
 
 impl ImportConfig {
@@ -110,6 +113,8 @@ pub struct BundleOutcome {
     pub kept_unlisted: u64,
     /// The first of those (at most [`KEPT_LISTED`]).
     pub kept_unlisted_keys: Vec<String>,
+    /// Objects imported without their Object Lock (`--object-lock skip`).
+    pub unlocked: u64,
     pub volumes: u32,
     /// Volumes already done by an earlier, interrupted run.
     pub volumes_resumed: u32,
@@ -248,6 +253,7 @@ pub async fn run(
         trusted.push(k);
     }
     let mut warned = false;
+    object_lock_check(cfg, bundles).await?;
     // The state is ours (lock or lease held): uploads still open under the destination prefix
     // were left by an import that was killed, so they are aborted before anything is written.
     sweep_uploads(cfg, bundles).await?;
@@ -270,6 +276,7 @@ pub async fn run(
             removed: 0,
             kept_unlisted: 0,
             kept_unlisted_keys: Vec::new(),
+            unlocked: 0,
             volumes: b.volumes.len() as u32,
             volumes_resumed: 0,
             duration_ms: 0,
@@ -353,6 +360,25 @@ pub async fn run(
 
 /// Abort the multipart uploads open under an S3 target's prefix (the import holds its state's
 /// lock or lease, so any there are its own or a killed import's).
+/// Locked objects for a target without Object Lock are refused before anything is written
+/// (unless they are to be imported unlocked).
+async fn object_lock_check(cfg: &ImportConfig, bundles: &[Bundle]) -> Result<()> {
+    if cfg.skip_object_lock || cfg.dry_run {
+        return Ok(());
+    }
+    let Some(b) = bundles.iter().find(|b| b.locked() > 0) else {
+        return Ok(());
+    };
+    if cfg.target.takes_object_lock().await? {
+        return Ok(());
+    }
+    Err(Error::NoObjectLock {
+        target: cfg.target.display(),
+        sequence: b.sequence,
+        objects: b.locked(),
+    })
+}
+
 async fn sweep_uploads(cfg: &ImportConfig, bundles: &[Bundle]) -> Result<()> {
     if !cfg.dry_run && !bundles.is_empty() {
         let n = cfg.target.sweep_uploads().await?;

@@ -22,6 +22,13 @@ impl Target for Bucket {
     }
 
     /// S3 acknowledges only durable writes: nothing to do.
+    async fn takes_object_lock(&self) -> Result<bool> {
+        self.store
+            .backend()
+            .object_lock_enabled(&self.dest.bucket)
+            .await
+    }
+
     async fn make_durable(&self) -> Result<()> {
         Ok(())
     }

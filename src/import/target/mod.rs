@@ -53,6 +53,12 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     /// Make what was written so far durable before the import state records it.
     async fn make_durable(&self) -> Result<()>;
 
+    /// Can objects written here carry an Object Lock (a bucket made with it)? A folder keeps
+    /// none and refuses none.
+    async fn takes_object_lock(&self) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Abort multipart uploads left open under the target (by an interrupted import); how
     /// many. Only called while the import holds its state's lock or lease.
     async fn sweep_uploads(&self) -> Result<usize>;
@@ -200,6 +206,8 @@ pub struct TargetSink {
     pub target: Arc<dyn Target>,
     pub source_prefix: String,
     pub shared: Arc<Shared>,
+    /// Write objects without their Object Lock (`--object-lock skip`).
+    pub unlock: bool,
 }
 
 impl EntrySink for TargetSink {
@@ -212,6 +220,13 @@ impl EntrySink for TargetSink {
             return Ok(None);
         }
         let rel = relative(&obj.key, &self.source_prefix).to_string();
+        if self.unlock && obj.headers.is_locked() {
+            let plain = ObjectEntry {
+                headers: obj.headers.unlocked(),
+                ..obj.clone()
+            };
+            return self.target.open(&rel, &plain, &self.shared).await.map(Some);
+        }
         self.target.open(&rel, obj, &self.shared).await.map(Some)
     }
 }

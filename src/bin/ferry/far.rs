@@ -375,6 +375,12 @@ fn print_import(report: &import::ImportReport) -> std::io::Result<()> {
 
 /// What a baseline left under the target because ferry did not write it, and how to remove it.
 fn kept_unlisted(b: &import::BundleOutcome) -> std::io::Result<()> {
+    if b.unlocked > 0 {
+        out!(
+            "  {} object(s) imported without their Object Lock (--object-lock skip)",
+            b.unlocked
+        );
+    }
     if b.kept_unlisted == 0 {
         return Ok(());
     }

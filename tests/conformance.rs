@@ -47,6 +47,7 @@ fn object(key: &str, body: &[u8]) -> ObjectEntry {
         storage_class: "STANDARD".into(),
         headers: ObjectHeaders::default(),
         planned_etag: None,
+        version_id: None,
         split: None,
     }
 }

@@ -590,3 +590,50 @@ fn deflate_volumes_round_trip_in_every_reader() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ctx.get(&dest, "big.log").unwrap(), big);
 }
+
+#[test]
+fn a_versioned_source_ships_its_current_versions_and_a_delete_marker_as_a_deletion() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    // GIVEN a versioned source: an object with two versions, one deleted (a delete marker)
+    let ctx = Ctx::new("versions");
+    block_on(
+        ctx.s3
+            .put_bucket_versioning()
+            .bucket(&ctx.src)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    ctx.put("doc.txt", "version one");
+    ctx.put("gone.txt", "soon deleted");
+    ctx.export_ok(&[]);
+    ctx.put("doc.txt", "version two");
+    ctx.delete("gone.txt");
+    let current = block_on(ctx.s3.head_object().bucket(&ctx.src).key("doc.txt").send())
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_string();
+
+    // WHEN the delta is exported
+    let r = ctx.export_ok(&[]);
+
+    // THEN it carries the current version, naming it, and the delete marker as a deletion;
+    // the version before is not shipped
+    assert_eq!(
+        (r["objects"].as_u64(), r["deleted"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    let b = ctx.download(&ctx.job, 2);
+    let objects = b.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].key, "doc.txt");
+    assert_eq!(objects[0].version_id.as_deref(), Some(current.as_str()));
+    assert_eq!(b.extract()["doc.txt"], b"version two");
+    assert_eq!(b.last().deleted, ["gone.txt"]);
+}

@@ -25,6 +25,7 @@ fn entry(key: &str, d: &EntryDigest) -> ObjectEntry {
         storage_class: "STANDARD".into(),
         headers: Default::default(),
         planned_etag: None,
+        version_id: None,
         split: None,
     }
 }

@@ -273,6 +273,7 @@ pub(super) fn manifest_line_bound(rec: &ObjectRecord, entry: &str, meta: &Object
         headers: meta.headers.clone(),
         // A replaced object records the ETag it was planned with: about as long as its own.
         planned_etag: Some(rec.etag.clone()),
+        version_id: meta.version_id.clone(),
         split: ranged.then(|| crate::format::parts::Split {
             part: u32::MAX,
             offset: u64::MAX,

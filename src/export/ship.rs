@@ -235,6 +235,7 @@ impl Run<'_> {
             storage_class: rec.storage_class,
             headers: meta.headers,
             planned_etag,
+            version_id: meta.version_id,
             split,
         });
         Ok(if cut { Added::Cut } else { Added::Whole })

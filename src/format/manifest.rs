@@ -78,6 +78,9 @@ pub struct ObjectEntry {
     /// Set when the object changed between listing and reading: the ETag the plan had.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub planned_etag: Option<String>,
+    /// The version shipped, read from a bucket with versioning.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version_id: Option<String>,
     /// Set on a part of an object split across volumes (see [`crate::format::parts`]): then
     /// `size`, `sha256` and `crc32` are the part's.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -348,6 +351,7 @@ mod tests {
                 ..Default::default()
             },
             planned_etag: None,
+            version_id: None,
             split: None,
         }
     }

@@ -238,6 +238,7 @@ mod tests {
             storage_class: "STANDARD".into(),
             headers: Default::default(),
             planned_etag: None,
+            version_id: None,
             split: Some(Split {
                 part: n,
                 offset,

@@ -169,6 +169,7 @@ fn chunks(body: Bytes) -> ByteStream {
 
 fn meta_of(o: &Object) -> ObjectMeta {
     ObjectMeta {
+        version_id: None,
         etag: o.etag.clone(),
         size: o.body.len() as u64,
         last_modified_ms: o.last_modified_ms,

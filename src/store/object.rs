@@ -38,6 +38,8 @@ pub struct ObjectMeta {
     pub size: u64,
     pub last_modified_ms: i64,
     pub headers: ObjectHeaders,
+    /// The version read, on a bucket with versioning (`None` elsewhere).
+    pub version_id: Option<String>,
 }
 
 /// What a HEAD returned: the metadata and where a restore of an archived object stands

@@ -53,6 +53,11 @@ macro_rules! object_meta {
     ($out:expr, $size:expr) => {{
         let out = &$out;
         ObjectMeta {
+            // "null": an object written before versioning was enabled, or none at all.
+            version_id: out
+                .version_id()
+                .filter(|v| !v.is_empty() && *v != "null")
+                .map(str::to_string),
             etag: unquote(out.e_tag().unwrap_or_default()),
             size: $size,
             last_modified_ms: out

@@ -740,3 +740,92 @@ fn object_lock_and_tags_cross_between_buckets_with_object_lock_on_moto() {
     }
     assert_eq!(lock_of(&locked, "plain.txt"), (None, None, None));
 }
+
+#[test]
+fn each_objects_own_s3_checksum_arrives_with_the_same_algorithm_and_value() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+    // GIVEN objects written with each of S3's additional checksums
+    let ctx = Ctx::new("checksums");
+    let algorithms = [
+        ("crc32.txt", ChecksumAlgorithm::Crc32),
+        ("crc32c.txt", ChecksumAlgorithm::Crc32C),
+        ("crc64.txt", ChecksumAlgorithm::Crc64Nvme),
+        ("sha1.txt", ChecksumAlgorithm::Sha1),
+        ("sha256.txt", ChecksumAlgorithm::Sha256),
+    ];
+    for (key, alg) in &algorithms {
+        block_on(
+            ctx.s3
+                .put_object()
+                .bucket(&ctx.src)
+                .key(*key)
+                .body(ByteStream::from(format!("bytes of {key}").into_bytes()))
+                .checksum_algorithm(alg.clone())
+                .send(),
+        )
+        .unwrap();
+    }
+    let sums = |bucket: &str, key: &str| {
+        let h = block_on(
+            ctx.s3
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send(),
+        )
+        .unwrap();
+        [
+            h.checksum_crc32(),
+            h.checksum_crc32_c(),
+            h.checksum_crc64_nvme(),
+            h.checksum_sha1(),
+            h.checksum_sha256(),
+        ]
+        .map(|v| v.map(str::to_string))
+    };
+
+    // WHEN they are exported, carried and imported
+    ctx.export_ok(&[]);
+    let carry = tempfile::tempdir().unwrap();
+    let r = ctx.ferry(&[
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--to",
+        carry.path().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bundle = bundle_dir(carry.path(), &ctx.job, 1);
+    let dst = ctx.bucket("sums");
+    let state = carry.path().join("state");
+    let r = ctx.ferry(&[
+        "import",
+        &bundle,
+        "--to",
+        &format!("s3://{dst}"),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    // THEN the bundle names each one's algorithm, and the destination holds the same checksum
+    // (S3 checked the bytes against it on the PUT)
+    let objects = ctx.download(&ctx.job, 1).objects();
+    for (key, alg) in &algorithms {
+        let o = objects.iter().find(|o| o.key == *key).unwrap();
+        assert_eq!(
+            o.headers.checksum_algorithm.as_deref(),
+            Some(alg.as_str()),
+            "{key}"
+        );
+        let source = sums(&ctx.src, key);
+        assert!(
+            source.iter().any(Option::is_some),
+            "{key}: the source has no checksum"
+        );
+        assert_eq!(sums(&dst, key), source, "{key}");
+    }
+}

@@ -38,7 +38,26 @@ pub struct ObjectHeaders {
     /// An Object Lock legal hold is on.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub object_lock_legal_hold: bool,
+    /// S3's own additional checksum of the object, read with the whole object: its algorithm
+    /// (`CRC32`, `CRC32C`, `CRC64NVME`, `SHA1`, `SHA256`), type (`FULL_OBJECT`, `COMPOSITE`)
+    /// and value (base64, `-N` after a composite one). Sent back on a single PUT, so that S3
+    /// itself checks the bytes against the source's checksum.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub checksum_algorithm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub checksum_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub checksum: Option<String>,
 }
+
+/// S3's additional checksum algorithms, with the bytes of their values.
+pub const CHECKSUM_ALGORITHMS: [(&str, usize); 5] = [
+    ("CRC32", 4),
+    ("CRC32C", 4),
+    ("CRC64NVME", 8),
+    ("SHA1", 20),
+    ("SHA256", 32),
+];
 
 /// The longest `WebsiteRedirectLocation` S3 takes.
 pub const MAX_REDIRECT: usize = 2048;
@@ -95,6 +114,43 @@ impl ObjectHeaders {
         }
     }
 
+    /// The checksum as a single PUT sends it: algorithm and value, when the object has a
+    /// full-object one (a composite checksum belongs to a part layout).
+    pub fn full_object_checksum(&self) -> Option<(&str, &str)> {
+        match (
+            &self.checksum_algorithm,
+            &self.checksum,
+            self.checksum_type.as_deref(),
+        ) {
+            (Some(a), Some(v), Some("FULL_OBJECT") | None) if !v.contains('-') => Some((a, v)),
+            _ => None,
+        }
+    }
+
+    fn checksum_problem(&self) -> Option<String> {
+        let (Some(alg), Some(value)) = (&self.checksum_algorithm, &self.checksum) else {
+            return (self.checksum_algorithm.is_some() || self.checksum.is_some())
+                .then(|| "an algorithm without a value, or a value without one".into());
+        };
+        let Some((_, bytes)) = CHECKSUM_ALGORITHMS.iter().find(|(a, _)| a == alg) else {
+            return Some(format!("algorithm {alg:?} is not one of S3's"));
+        };
+        if let Some(t) = &self.checksum_type
+            && t != "FULL_OBJECT"
+            && t != "COMPOSITE"
+        {
+            return Some(format!("type {t:?} (FULL_OBJECT or COMPOSITE)"));
+        }
+        let (b64, parts) = value.split_once('-').unwrap_or((value, ""));
+        let digits =
+            parts.is_empty() || (parts.len() <= 5 && parts.bytes().all(|b| b.is_ascii_digit()));
+        let base64 = b64.len() == bytes.div_ceil(3) * 4
+            && b64
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
+        (!(digits && base64)).then(|| format!("{alg} value {value:?} is not one"))
+    }
+
     fn lock_problem(&self) -> Option<String> {
         match (&self.object_lock_mode, &self.object_lock_retain_until) {
             (None, None) => None,
@@ -137,6 +193,9 @@ impl ObjectHeaders {
         }
         if let Some(p) = self.lock_problem() {
             return Some(format!("its Object Lock: {p}"));
+        }
+        if let Some(p) = self.checksum_problem() {
+            return Some(format!("its checksum: {p}"));
         }
         if let Some(r) = &self.website_redirect_location {
             let name = "WebsiteRedirectLocation";
@@ -230,6 +289,49 @@ mod tests {
         let key = "k".repeat(MAX_TAG_KEY);
         let value = "é".repeat(MAX_TAG_VALUE);
         assert_eq!(with(&[(key.as_str(), value.as_str())]).problem(), None);
+    }
+
+    #[test]
+    fn a_checksum_is_one_of_s3s_with_a_value_of_its_length() {
+        let sum = |alg: &str, t: Option<&str>, v: &str| ObjectHeaders {
+            checksum_algorithm: Some(alg.to_string()),
+            checksum_type: t.map(str::to_string),
+            checksum: Some(v.to_string()),
+            ..Default::default()
+        };
+        let sha = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        assert_eq!(sum("SHA256", Some("FULL_OBJECT"), sha).problem(), None);
+        assert_eq!(sum("CRC32", None, "AAAAAA==").problem(), None);
+        assert_eq!(
+            sum("CRC64NVME", Some("FULL_OBJECT"), "AAAAAAAAAAA=").problem(),
+            None
+        );
+        assert_eq!(
+            sum("SHA256", Some("COMPOSITE"), &format!("{sha}-3")).problem(),
+            None
+        );
+        assert_eq!(
+            sum("SHA256", Some("FULL_OBJECT"), sha).full_object_checksum(),
+            Some(("SHA256", sha))
+        );
+        assert_eq!(
+            sum("SHA256", Some("COMPOSITE"), &format!("{sha}-3")).full_object_checksum(),
+            None
+        );
+        for bad in [
+            sum("MD5", None, "AAAAAA=="),
+            sum("SHA256", None, "AAAAAA=="),
+            sum("CRC32", Some("PARTIAL"), "AAAAAA=="),
+            sum("CRC32", None, "AAAA\r\nA=="),
+            sum("CRC32", None, "AAAAAA==-x"),
+            ObjectHeaders {
+                checksum: Some("AAAAAA==".into()),
+                ..Default::default()
+            },
+        ] {
+            let p = bad.problem().unwrap_or_else(|| panic!("{bad:?}"));
+            assert!(p.contains("checksum"), "{p}");
+        }
     }
 
     #[test]

@@ -254,7 +254,28 @@ impl ObjectStore for S3Backend {
             PutMode::Create => req.if_none_match("*"),
             PutMode::IfMatch(etag) => req.if_match(format!("\"{etag}\"")),
         };
-        let req = with_placement!(req, &self.placement).set_tagging(tagging(&h.tags));
+        let mut req = with_placement!(req, &self.placement).set_tagging(tagging(&h.tags));
+        // The source's own checksum, for S3 to check these bytes against.
+        if let Some((alg, v)) = h.full_object_checksum() {
+            let v = Some(v.to_string());
+            req = match alg {
+                "CRC32" => req
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .set_checksum_crc32(v),
+                "CRC32C" => req
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                    .set_checksum_crc32_c(v),
+                "CRC64NVME" => req
+                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                    .set_checksum_crc64_nvme(v),
+                "SHA1" => req
+                    .checksum_algorithm(ChecksumAlgorithm::Sha1)
+                    .set_checksum_sha1(v),
+                _ => req
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .set_checksum_sha256(v),
+            };
+        }
         let sent = with_headers!(req, h, bucket, key)
             .body(SdkStream::from(body))
             .customize()

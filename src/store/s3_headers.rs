@@ -52,6 +52,16 @@ pub(super) use with_headers;
 macro_rules! object_meta {
     ($out:expr, $size:expr) => {{
         let out = &$out;
+        // S3's additional checksum (answered when asked with ChecksumMode=ENABLED).
+        let checksum = [
+            ("CRC64NVME", out.checksum_crc64_nvme()),
+            ("CRC32C", out.checksum_crc32_c()),
+            ("CRC32", out.checksum_crc32()),
+            ("SHA256", out.checksum_sha256()),
+            ("SHA1", out.checksum_sha1()),
+        ]
+        .into_iter()
+        .find_map(|(a, v)| v.map(|v| (a, v)));
         ObjectMeta {
             // "null": an object written before versioning was enabled, or none at all.
             version_id: out
@@ -81,6 +91,11 @@ macro_rules! object_meta {
                     .and_then(|d| d.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok()),
                 object_lock_legal_hold: out.object_lock_legal_hold_status()
                     == Some(&ObjectLockLegalHoldStatus::On),
+                checksum_algorithm: checksum.map(|(a, _)| a.to_string()),
+                checksum: checksum.map(|(_, v)| v.to_string()),
+                checksum_type: checksum
+                    .and(out.checksum_type())
+                    .map(|t| t.as_str().to_string()),
             },
         }
     }};

@@ -38,6 +38,23 @@ fn three_bundles(name: &str) -> (Ctx, tempfile::TempDir) {
     (ctx, carry)
 }
 
+/// `ferry download` of the job's bundle 1 into a new folder: the folder, and the bundle's.
+fn carry_first_bundle(ctx: &Ctx) -> (tempfile::TempDir, String) {
+    let carry = tempfile::tempdir().unwrap();
+    let r = ctx.ferry(&[
+        "download",
+        "--from",
+        &ctx.dest_uri(),
+        "--job",
+        &ctx.job,
+        "--to",
+        carry.path().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bundle = bundle_dir(carry.path(), &ctx.job, 1);
+    (carry, bundle)
+}
+
 fn bundle_dir(carry: &Path, job: &str, seq: u64) -> String {
     carry
         .join(job)
@@ -495,18 +512,7 @@ fn the_destination_encryption_and_storage_class_are_chosen_at_import() {
     ctx.put("small.txt", "small");
     ctx.put("big.bin", vec![7u8; 17 << 20]);
     ctx.export_ok(&[]);
-    let carry = tempfile::tempdir().unwrap();
-    let r = ctx.ferry(&[
-        "download",
-        "--from",
-        &ctx.dest_uri(),
-        "--job",
-        &ctx.job,
-        "--to",
-        carry.path().to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let bundle = bundle_dir(carry.path(), &ctx.job, 1);
+    let (carry, bundle) = carry_first_bundle(&ctx);
     let kms = aws_sdk_kms::Client::new(&crate::util::sdk_config(&ctx.endpoint));
     let key = block_on(kms.create_key().send())
         .unwrap()
@@ -642,18 +648,7 @@ fn object_lock_and_tags_cross_between_buckets_with_object_lock_on_moto() {
     .unwrap();
     let r = ctx.export_with(&format!("s3://{src}"), &ctx.table, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let carry = tempfile::tempdir().unwrap();
-    let r = ctx.ferry(&[
-        "download",
-        "--from",
-        &ctx.dest_uri(),
-        "--job",
-        &ctx.job,
-        "--to",
-        carry.path().to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let bundle = bundle_dir(carry.path(), &ctx.job, 1);
+    let (carry, bundle) = carry_first_bundle(&ctx);
     let state = |n: &str| carry.path().join(n).to_str().unwrap().to_string();
     let lock_of = |bucket: &str, key: &str| {
         let h = block_on(ctx.s3.head_object().bucket(bucket).key(key).send()).unwrap();
@@ -787,18 +782,7 @@ fn each_objects_own_s3_checksum_arrives_with_the_same_algorithm_and_value() {
 
     // WHEN they are exported, carried and imported
     ctx.export_ok(&[]);
-    let carry = tempfile::tempdir().unwrap();
-    let r = ctx.ferry(&[
-        "download",
-        "--from",
-        &ctx.dest_uri(),
-        "--job",
-        &ctx.job,
-        "--to",
-        carry.path().to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let bundle = bundle_dir(carry.path(), &ctx.job, 1);
+    let (carry, bundle) = carry_first_bundle(&ctx);
     let dst = ctx.bucket("sums");
     let state = carry.path().join("state");
     let r = ctx.ferry(&[

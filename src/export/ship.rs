@@ -142,7 +142,10 @@ impl Run<'_> {
         let tuning = &self.cfg.tuning;
         let resume = done.partial.take().filter(|p| p.key == rec.key);
         if let Some(p) = &resume
-            && (p.etag != meta.etag || p.offset >= meta.size || matches!(body, Body::Whole(..)))
+            && (p.etag != meta.etag
+                || p.offset >= meta.size
+                || matches!(body, Body::Whole(..))
+                || crate::format::parts::WholeDigest::restore(&p.digest).is_none())
         {
             // Rewritten between two steps: its parts so far are abandoned (the far side leaves
             // a sequence of parts without its last one out) and it ships again from its start.

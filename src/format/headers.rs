@@ -81,6 +81,11 @@ fn tags_problem(tags: &BTreeMap<String, String>) -> Option<String> {
                 "a tag of {kn} and {vn} characters (S3: a key of 1..={MAX_TAG_KEY}, a value of at most {MAX_TAG_VALUE})"
             ));
         }
+        if k.to_ascii_lowercase().starts_with("aws:") {
+            return Some(format!(
+                "the tag {k:?}: keys starting with aws: are AWS's own"
+            ));
+        }
         if !k.chars().chain(v.chars()).all(allowed) {
             return Some(format!(
                 "the tag {k:?}={v:?}, with a character S3 does not take in tags"
@@ -149,6 +154,25 @@ impl ObjectHeaders {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
         (!(digits && base64)).then(|| format!("{alg} value {value:?} is not one"))
+    }
+
+    /// The headers an import writes: without any Object Lock when `skip_lock`, and without a
+    /// retention whose date has passed by `now_ms` (S3 refuses a PUT retained into the past;
+    /// the legal hold stays). `None` when they are written as they are.
+    pub fn for_import(&self, skip_lock: bool, now_ms: i64) -> Option<ObjectHeaders> {
+        if skip_lock && self.is_locked() {
+            return Some(self.unlocked());
+        }
+        let until = self.object_lock_retain_until.as_deref()?;
+        let until =
+            time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+        let expired = until.unix_timestamp_nanos() / 1_000_000 <= i128::from(now_ms);
+        expired.then(|| ObjectHeaders {
+            object_lock_mode: None,
+            object_lock_retain_until: None,
+            ..self.clone()
+        })
     }
 
     fn lock_problem(&self) -> Option<String> {
@@ -281,6 +305,7 @@ mod tests {
             vec![("k", long_value.as_str())],
             vec![("k", "a\r\nb")],
             vec![("k&x", "v")],
+            vec![("aws:createdBy", "v")],
         ] {
             let p = with(&bad).problem().unwrap_or_else(|| panic!("{bad:?}"));
             assert!(p.contains("tag"), "{p}");
@@ -361,5 +386,24 @@ mod tests {
             ..Default::default()
         };
         assert!(held.is_locked() && !held.unlocked().is_locked());
+        // an import drops a retention that has run out (S3 refuses it), keeping the hold
+        let expired = ObjectHeaders {
+            object_lock_legal_hold: true,
+            ..lock(Some("GOVERNANCE"), Some("2020-01-01T00:00:00+01:00"))
+        };
+        let now = 1_800_000_000_000; // 2027
+        let w = expired.for_import(false, now).expect("changed");
+        assert_eq!((w.object_lock_mode, w.object_lock_legal_hold), (None, true));
+        assert!(
+            lock(Some("GOVERNANCE"), date)
+                .for_import(false, now)
+                .is_none()
+        );
+        assert!(
+            !lock(Some("GOVERNANCE"), date)
+                .for_import(true, now)
+                .unwrap()
+                .is_locked()
+        );
     }
 }

@@ -156,10 +156,22 @@ pub fn join(parts: Vec<(u32, ObjectEntry)>) -> Result<(Vec<Joined>, u64), String
             .or_default()
             .push(PartAt { volume, entry });
     }
+    // In volume order, a part 1 starts a sequence: the same version shipped again from its
+    // start (it changed between steps and changed back) is a sequence of its own.
+    let mut sequences = Vec::new();
+    for ((key, _, size), parts) in by_object {
+        let mut current: Vec<PartAt> = Vec::new();
+        for p in parts {
+            if p.entry.split.as_ref().is_some_and(|s| s.part == 1) && !current.is_empty() {
+                sequences.push((key.clone(), size, std::mem::take(&mut current)));
+            }
+            current.push(p);
+        }
+        sequences.push((key, size, current));
+    }
     let (mut joined, mut abandoned) = (Vec::new(), 0u64);
     let mut complete_keys = std::collections::BTreeSet::new();
-    for ((key, _, size), mut parts) in by_object {
-        parts.sort_by_key(|p| p.entry.split.as_ref().map_or(0, |s| s.part));
+    for (key, size, parts) in sequences {
         let mut offset = 0u64;
         let mut last_volume = 0u32;
         let mut whole = None;
@@ -319,5 +331,14 @@ mod tests {
         ])
         .expect("joins");
         assert_eq!((joined.len(), abandoned), (1, 1));
+        // The same version abandoned and shipped again from its start: two sequences.
+        let (joined, abandoned) = join(vec![
+            (1, part("k", 1, 0, 10, 20)),
+            (2, part("k", 1, 0, 10, 20)),
+            (3, part("k", 2, 10, 10, 20)),
+        ])
+        .expect("joins");
+        assert_eq!((joined.len(), abandoned), (1, 1));
+        assert_eq!(joined[0].parts[0].volume, 2);
     }
 }

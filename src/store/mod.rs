@@ -383,7 +383,8 @@ impl Store {
     ) -> Result<String> {
         let h = match headers {
             Some(h) => h.clone(),
-            None => match self.stat(bucket, from).await? {
+            // The source's headers and tags, as a single CopyObject keeps them.
+            None => match self.stat_with_tags(bucket, from).await? {
                 Some(meta) => meta.headers,
                 None => {
                     return Err(Error::ObjectChanged {

@@ -132,17 +132,16 @@ pub struct Placement {
     pub storage_class: Option<String>,
 }
 
-/// The storage classes S3 takes on a PUT.
-pub const STORAGE_CLASSES: [&str; 9] = [
+/// The storage classes an import writes into. Not GLACIER or DEEP_ARCHIVE: a later bundle's
+/// rename copies the object server-side, which an archived object refuses until restored; not
+/// EXPRESS_ONEZONE (directory buckets only).
+pub const STORAGE_CLASSES: [&str; 6] = [
     "STANDARD",
     "REDUCED_REDUNDANCY",
     "STANDARD_IA",
     "ONEZONE_IA",
     "INTELLIGENT_TIERING",
-    "GLACIER",
-    "DEEP_ARCHIVE",
     "GLACIER_IR",
-    "EXPRESS_ONEZONE",
 ];
 
 impl Placement {

@@ -103,11 +103,11 @@ pub(super) fn url_decode(s: &str) -> String {
 /// An Object Lock retain-until date as the SDK wants it (checked as RFC 3339 by the bundle's
 /// checks before an import writes).
 pub(super) fn retain_until(h: &ObjectHeaders) -> Option<aws_sdk_s3::primitives::DateTime> {
-    aws_sdk_s3::primitives::DateTime::from_str(
-        h.object_lock_retain_until.as_deref()?,
-        aws_sdk_s3::primitives::DateTimeFormat::DateTime,
-    )
-    .ok()
+    use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
+    let v = h.object_lock_retain_until.as_deref()?;
+    DateTime::from_str(v, DateTimeFormat::DateTime)
+        .or_else(|_| DateTime::from_str(v, DateTimeFormat::DateTimeWithOffset))
+        .ok()
 }
 
 /// Tags as the `x-amz-tagging` header takes them (`k=v&k2=v2`, URL-encoded); `None` for none.

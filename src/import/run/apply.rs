@@ -308,9 +308,9 @@ pub(super) async fn apply_moves(
                 if let Some(e) = &expected
                     && cfg.target.holds(from_rel, e).await?
                 {
-                    let headers = m.headers.as_ref().map(|h| match cfg.skip_object_lock {
-                        true => h.unlocked(),
-                        false => h.clone(),
+                    let headers = m.headers.as_ref().map(|h| {
+                        h.for_import(cfg.skip_object_lock, now_ms())
+                            .unwrap_or_else(|| h.clone())
                     });
                     let place = cfg
                         .target

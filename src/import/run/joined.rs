@@ -20,8 +20,8 @@ pub(super) async fn import_joined(
     for j in joined.iter().filter(|j| j.last_volume() == volume) {
         cfg.run.stop().check()?;
         let mut obj = j.object();
-        if cfg.skip_object_lock {
-            obj.headers = obj.headers.unlocked();
+        if let Some(h) = obj.headers.for_import(cfg.skip_object_lock, now_ms()) {
+            obj.headers = h;
         }
         let rel = relative(&obj.key, &b.source_prefix).to_string();
         info!(key = %obj.key, parts = j.parts.len(), bytes = j.size, "joining an object shipped in parts");

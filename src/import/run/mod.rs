@@ -358,8 +358,6 @@ pub async fn run(
     })
 }
 
-/// Abort the multipart uploads open under an S3 target's prefix (the import holds its state's
-/// lock or lease, so any there are its own or a killed import's).
 /// Locked objects for a target without Object Lock are refused before anything is written
 /// (unless they are to be imported unlocked).
 async fn object_lock_check(cfg: &ImportConfig, bundles: &[Bundle]) -> Result<()> {
@@ -379,6 +377,8 @@ async fn object_lock_check(cfg: &ImportConfig, bundles: &[Bundle]) -> Result<()>
     })
 }
 
+/// Abort the multipart uploads open under an S3 target's prefix (the import holds its state's
+/// lock or lease, so any there are its own or a killed import's).
 async fn sweep_uploads(cfg: &ImportConfig, bundles: &[Bundle]) -> Result<()> {
     if !cfg.dry_run && !bundles.is_empty() {
         let n = cfg.target.sweep_uploads().await?;

@@ -21,7 +21,6 @@ impl Target for Bucket {
         rel.to_string()
     }
 
-    /// S3 acknowledges only durable writes: nothing to do.
     async fn takes_object_lock(&self) -> Result<bool> {
         self.store
             .backend()
@@ -29,6 +28,7 @@ impl Target for Bucket {
             .await
     }
 
+    /// S3 acknowledges only durable writes: nothing to do.
     async fn make_durable(&self) -> Result<()> {
         Ok(())
     }

@@ -220,12 +220,16 @@ impl EntrySink for TargetSink {
             return Ok(None);
         }
         let rel = relative(&obj.key, &self.source_prefix).to_string();
-        if self.unlock && obj.headers.is_locked() {
-            let plain = ObjectEntry {
-                headers: obj.headers.unlocked(),
+        if let Some(headers) = obj.headers.for_import(self.unlock, crate::clock::now_ms()) {
+            let written = ObjectEntry {
+                headers,
                 ..obj.clone()
             };
-            return self.target.open(&rel, &plain, &self.shared).await.map(Some);
+            return self
+                .target
+                .open(&rel, &written, &self.shared)
+                .await
+                .map(Some);
         }
         self.target.open(&rel, obj, &self.shared).await.map(Some)
     }

@@ -260,10 +260,10 @@ echo "import took $(grep -c 'continuing the import' "$logs/import-watch.log") co
 py scripts/compare-buckets.py e2e-source e2e-dest
 
 # A long tail: TAIL_OBJECTS tiny objects, then all but TAIL_KEEP of them deleted and TAIL_MOVES
-# of those renamed. The import function applies the second bundle's deletions (4,000 per
+# of those renamed. The import function applies the second bundle's deletions (1,000 per
 # step) and moves (1,000 per step) over several hops, one step per hop (RUN_BUDGET=0s),
 # saving its progress in the table between hops.
-tail_objects=${TAIL_OBJECTS:-5000} tail_keep=${TAIL_KEEP:-200} tail_moves=${TAIL_MOVES:-300}
+tail_objects=${TAIL_OBJECTS:-2600} tail_keep=${TAIL_KEEP:-200} tail_moves=${TAIL_MOVES:-300}
 say "import function: a bundle of $((tail_objects - tail_keep - tail_moves)) deletions and $tail_moves moves, in hops"
 t0=$SECONDS
 py scripts/demo-bucket.py many e2e-tail-src "$tail_objects"

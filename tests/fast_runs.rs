@@ -73,11 +73,12 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
         }
     }
 
-    // THEN the first call writes the volume and stops before the removals, the next removes
-    // every stray in two DeleteObjects requests (it was 1,200 DeleteObject requests, with no
-    // deadline check), and only the kept key is left
+    // THEN the first call writes the volume and stops before the removals, the next two
+    // remove the strays 1,000 at a time, one DeleteObjects request each, stopping between
+    // them (it was 1,200 DeleteObject requests, with no deadline check), and only the kept
+    // key is left
     use s3_ferry::import::BundleStatus::{Applied, Continue};
-    assert_eq!(statuses, [Continue, Applied]);
+    assert_eq!(statuses, [Continue, Continue, Applied]);
     assert_eq!(counted.count("DeleteObject"), 0);
     assert_eq!(counted.count("DeleteObjects"), 2);
     assert_eq!(w.keys(&dest, ""), ["keep"]);

@@ -115,6 +115,7 @@ pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
 pub fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     block_on(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(s3_ferry::store::aws::http_client())
             .endpoint_url(endpoint)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_s3::config::Credentials::new(

@@ -8,9 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair, ParsedPublicKey,
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -38,6 +39,26 @@ pub struct SignatureFile {
     pub signature: String,
 }
 
+/// The DER SubjectPublicKeyInfo of every P-256 key, up to its point (RFC 5480: the algorithm
+/// `id-ecPublicKey` with the curve `prime256v1`, then a BIT STRING of 66 bytes): what KMS's
+/// GetPublicKey, `openssl pkey -pubout` and `ferry keygen` write before the 65-byte uncompressed
+/// point. ring takes the point alone.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// The uncompressed point of a P-256 SubjectPublicKeyInfo, if `spki` is one.
+fn p256_point(spki: &[u8]) -> Option<&[u8]> {
+    spki.strip_prefix(&P256_SPKI_PREFIX[..])
+        .filter(|p| p.len() == 65 && p[0] == 0x04)
+}
+
+/// The SubjectPublicKeyInfo of an uncompressed P-256 point.
+fn p256_spki(point: &[u8]) -> Vec<u8> {
+    [&P256_SPKI_PREFIX[..], point].concat()
+}
+
 /// A public key the far side trusts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedKey {
@@ -50,11 +71,13 @@ pub struct TrustedKey {
 impl TrustedKey {
     /// From DER SubjectPublicKeyInfo; fails unless it is a P-256 public key.
     pub fn from_der(spki: Vec<u8>, origin: &str) -> Result<Self> {
-        // Parsing checks the curve and that the point is on it.
-        if ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &spki).is_err() {
+        // The form is checked here; that the point is on the curve, at every verification.
+        if p256_point(&spki).is_none() {
             return Err(Error::config(
                 "trusted key",
-                format!("{origin} is not an ECDSA P-256 public key (PEM `PUBLIC KEY`)"),
+                format!(
+                    "{origin} is not an ECDSA P-256 public key with an uncompressed point (PEM `PUBLIC KEY`)"
+                ),
             ));
         }
         Ok(TrustedKey {
@@ -114,8 +137,11 @@ impl TrustedKey {
     }
 
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.spki)
-            .is_ok_and(|k| k.verify_sig(message, signature).is_ok())
+        p256_point(&self.spki).is_some_and(|point| {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point)
+                .verify(message, signature)
+                .is_ok()
+        })
     }
 }
 
@@ -216,21 +242,22 @@ impl FileSigner {
                 format!("{} is not a PEM file: {e}", path.display()),
             )
         })?;
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, block.contents())
-            .map_err(|e| {
-                Error::config(
-                    "signing key",
-                    format!(
-                        "{} is not a P-256 PKCS#8 private key ({e}): make one with `ferry keygen`",
-                        path.display()
-                    ),
-                )
-            })?;
-        let spki = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(
-            pair.public_key(),
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            block.contents(),
+            &SystemRandom::new(),
         )
-        .map_err(|_| Error::config("signing key", "its public key cannot be encoded"))?;
-        let public = TrustedKey::from_der(spki.as_ref().to_vec(), &path.display().to_string())?;
+        .map_err(|e| {
+            Error::config(
+                "signing key",
+                format!(
+                    "{} is not a P-256 PKCS#8 private key ({e}): make one with `ferry keygen`",
+                    path.display()
+                ),
+            )
+        })?;
+        let spki = p256_spki(pair.public_key().as_ref());
+        let public = TrustedKey::from_der(spki, &path.display().to_string())?;
         Ok(FileSigner { pair, public })
     }
 
@@ -268,19 +295,64 @@ pub fn generate() -> Result<(String, String)> {
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
         .map_err(|_| Error::config("keygen", "key generation failed"))?;
     let private = pem::encode(&pem::Pem::new("PRIVATE KEY", doc.as_ref().to_vec()));
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, doc.as_ref())
-        .map_err(|_| Error::config("keygen", "key generation failed"))?;
-    let spki = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(
-        pair.public_key(),
+    let pair = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_ASN1_SIGNING,
+        doc.as_ref(),
+        &SystemRandom::new(),
     )
-    .map_err(|_| Error::config("keygen", "public key encoding failed"))?;
-    let public = TrustedKey::from_der(spki.as_ref().to_vec(), "the new key")?;
+    .map_err(|_| Error::config("keygen", "key generation failed"))?;
+    let public = TrustedKey::from_der(p256_spki(pair.public_key().as_ref()), "the new key")?;
     Ok((private, public.to_pem()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key pair made by `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`
+    /// and `openssl pkey -pubout`.
+    const OPENSSL_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg3Rt6ZjJWkKp6An5l
+qnW6v3Ai/UxoY07Ha1D7tV+ZgT2hRANCAARniC6lU7BcGbJVwFAGBpxkDdqS+vbW
+9Kan73iEMGRjyQv57Ll1ucNqXfPeOMiMA7cFaX0Vg4B7Ywjvx9J9uwDQ
+-----END PRIVATE KEY-----
+";
+    const OPENSSL_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEZ4gupVOwXBmyVcBQBgacZA3akvr2
+1vSmp+94hDBkY8kL+ey5dbnDal3z3jjIjAO3BWl9FYOAe2MI78fSfbsA0A==
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn keys_and_signatures_of_other_tools_are_read_as_they_wrote_them() {
+        // GIVEN openssl's key pair, and openssl's signature of the 32-byte digest of these sums
+        // as a message (`dgst -sha256 -sign`, as KMS signs a RAW message)
+        let sums = b"abc  v-1.zip\n";
+        let der = "3046022100eab78edfe9600ab1251eb8f9743fdfdc9de0255e13c93ef82b5c8d0daef65e8d02\
+                   2100c25935133719c177031d29ed5371ef123f52d20ba34a88e05a0f3e7d15fc0243";
+        let public = TrustedKey::from_pem(OPENSSL_PUBLIC, "openssl").unwrap();
+        // THEN the fingerprint is the SHA-256 of the DER `openssl pkey -pubout -outform DER` writes
+        assert_eq!(
+            public.fingerprint,
+            "2b98237a466f9e2b34146018f3df988862bebad590fd7d9ed3bdacb950b11712"
+        );
+        // AND the private key opens with the same public key
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        std::fs::write(&path, OPENSSL_PRIVATE).unwrap();
+        let signer = FileSigner::open(&path).unwrap();
+        assert_eq!(signer.public_key(), &public);
+        // AND openssl's signature verifies, and ours verifies with openssl's public key
+        let sig = signature_file(sums, &public, &hex::decode(der).unwrap());
+        assert!(verify(sums, &sig, std::slice::from_ref(&public)).is_ok());
+        let ours = signer.sign_now(sums).unwrap();
+        assert!(verify(sums, &ours, std::slice::from_ref(&public)).is_ok());
+        // AND a key that is not a P-256 point is refused when it is read
+        let mut bad = public.spki.clone();
+        bad[26] = 0x02; // a compressed point's tag
+        assert!(TrustedKey::from_der(bad, "bad").is_err());
+        assert!(TrustedKey::from_der(public.spki[..90].to_vec(), "short").is_err());
+    }
 
     #[test]
     fn a_signature_verifies_only_over_its_own_sums() {

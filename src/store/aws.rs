@@ -39,14 +39,33 @@ impl Default for AwsOptions {
     }
 }
 
+/// The SDK's default HTTPS client (hyper 1, rustls, the proxy from `HTTPS_PROXY`/`NO_PROXY`)
+/// with ring as rustls' cryptography instead of aws-lc.
+pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut conn = aws_smithy_http_client::ConnectorBuilder::default()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring));
+        conn.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            conn.set_sleep_impl(c.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build()
+    })
+}
+
 /// The SDK configuration: the standard chain, `opts` over it, and time-outs on every call.
 pub async fn sdk_config(opts: &AwsOptions) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
-        aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.request_timeout)
-            .build(),
-    );
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(opts.connect_timeout)
+                .read_timeout(opts.request_timeout)
+                .build(),
+        );
     if let Some(p) = &opts.profile {
         loader = loader.profile_name(p);
     }
@@ -106,17 +125,18 @@ impl Clients {
         }
     }
 
-    /// Clients over other stores: the in-memory ones of the fast tests, say. KMS is not
-    /// reachable through them (a KMS signing key fails as unreachable).
     /// Where the state tables are.
     pub fn tables(&self) -> &Arc<dyn Tables> {
         &self.tables
     }
 
+    /// Clients over other stores: the in-memory ones of the fast tests, say. KMS is not
+    /// reachable through them (a KMS signing key fails as unreachable).
     pub fn over(objects: Arc<dyn crate::store::ObjectStore>, tables: Arc<dyn Tables>) -> Self {
         let sdk = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
+            .http_client(http_client())
             .endpoint_url("http://127.0.0.1:9")
             .build();
         Clients {

@@ -28,8 +28,9 @@ use crate::import::target::{Shared, Target, TargetSink, relative};
 use crate::import::verify::check_volume;
 use crate::progress::Progress;
 
-/// Deletions applied per step of an import's tail (one DeleteObjects request per 1,000).
-const DELETE_BATCH: usize = 4_000;
+/// Deletions applied per step of an import's tail: one DeleteObjects request, then the
+/// progress is saved and the deadline checked.
+const DELETE_BATCH: usize = 1_000;
 /// Moves applied per step of an import's tail.
 const MOVE_BATCH: usize = 1_000;
 

@@ -29,6 +29,46 @@ pub struct IndexEntry {
     pub size: u64,
     /// Where it is: the destination ETag (S3) or the path relative to the directory.
     pub place: String,
+    /// What a folder cannot hold (a bucket holds it on the object): the object's tags, Object
+    /// Lock and S3 checksum as it was imported. Absent for a bucket and for objects without any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Box<Kept>>,
+}
+
+/// The tags, Object Lock and S3 checksum of an object imported into a folder (field names and
+/// meanings as in the manifest's headers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_retain_until: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub object_lock_legal_hold: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+impl Kept {
+    /// What of `h` a folder keeps in its index; `None` when there is nothing.
+    pub fn of(h: &crate::format::manifest::ObjectHeaders) -> Option<Box<Kept>> {
+        let k = Kept {
+            tags: h.tags.clone(),
+            object_lock_mode: h.object_lock_mode.clone(),
+            object_lock_retain_until: h.object_lock_retain_until.clone(),
+            object_lock_legal_hold: h.object_lock_legal_hold,
+            checksum_algorithm: h.checksum_algorithm.clone(),
+            checksum_type: h.checksum_type.clone(),
+            checksum: h.checksum.clone(),
+        };
+        (k != Kept::default()).then(|| Box::new(k))
+    }
 }
 
 /// A bundle being applied.
@@ -143,6 +183,7 @@ mod tests {
             crc32: n,
             size: u64::from(n),
             place: format!("k{n}"),
+            kept: None,
         }
     }
 

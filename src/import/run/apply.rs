@@ -316,7 +316,16 @@ pub(super) async fn apply_moves(
                         .target
                         .move_object(from_rel, e, to_rel, headers.as_ref(), &m.last_modified)
                         .await?;
-                    let copy = IndexEntry { place, ..e.clone() };
+                    // A folder's record of tags, lock and checksum follows new headers.
+                    let kept = match (&e.kept, &headers) {
+                        (Some(_), Some(h)) => crate::import::ledger::Kept::of(h),
+                        _ => e.kept.clone(),
+                    };
+                    let copy = IndexEntry {
+                        place,
+                        kept,
+                        ..e.clone()
+                    };
                     return Ok((m, expected, Some(copy)));
                 }
                 if let Some(t) = known.get(&m.to).filter(|t| t.etag == m.etag)

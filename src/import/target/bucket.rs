@@ -186,7 +186,7 @@ impl ObjectWriter for BufferedPut {
                 .put_object(&bucket, &key, buf.freeze(), &obj.headers)
                 .await?;
             drop(permit);
-            Ok((obj.key.clone(), index_entry(&obj, etag)))
+            Ok((obj.key.clone(), index_entry(&obj, etag, false)))
         });
         Ok(())
     }
@@ -216,7 +216,7 @@ impl ObjectWriter for MultipartPut {
     async fn commit(self: Box<Self>) -> Result<()> {
         let etag = self.upload.finish_etag().await?;
         self.shared
-            .landed(self.obj.key.clone(), index_entry(&self.obj, etag));
+            .landed(self.obj.key.clone(), index_entry(&self.obj, etag, false));
         Ok(())
     }
 

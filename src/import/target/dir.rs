@@ -54,21 +54,8 @@ impl Dir {
         Ok(root.join(p))
     }
 
-    /// Create the folders of `place` under `root`, refusing symlinks.
-    async fn make_parents(root: &Path, place: &str) -> Result<PathBuf> {
-        let (root, place) = (root.to_path_buf(), place.to_string());
-        let at = root.clone();
-        tokio::task::spawn_blocking(move || Self::make_parents_now(&root, &place))
-            .await
-            .map_err(|e| Error::Io {
-                op: "creating directory",
-                path: at,
-                source: std::io::Error::other(e),
-            })?
-    }
-
-    /// [`Dir::make_parents`], on the calling (blocking) thread.
-    fn make_parents_now(root: &Path, place: &str) -> Result<PathBuf> {
+    /// Create the folders of `place` under `root`, refusing symlinks; the path of `place`.
+    pub(super) fn make_parents_now(root: &Path, place: &str) -> Result<PathBuf> {
         let path = Self::inside(root, place)?;
         let mut dir = root.to_path_buf();
         let parts: Vec<&str> = place.split('/').collect();
@@ -96,7 +83,7 @@ impl Dir {
     }
 
     /// The temporary name a file is written under before it is renamed into place.
-    fn temp_name(path: &Path) -> PathBuf {
+    pub(super) fn temp_name(path: &Path) -> PathBuf {
         path.with_file_name(format!(
             ".{}.ferry-{}",
             path.file_name()
@@ -135,7 +122,7 @@ impl Target for Dir {
         let root = &self.root;
         let place = Self::place(root, rel);
         note_escaped(root, &place, rel).await?;
-        let entry = index_entry(obj, place.clone());
+        let entry = index_entry(obj, place.clone(), true);
         let mtime = time::OffsetDateTime::parse(
             &obj.last_modified,
             &time::format_description::well_known::Rfc3339,
@@ -155,15 +142,25 @@ impl Target for Dir {
                 mtime,
             }));
         }
-        let path = Self::make_parents(root, &place).await?;
-        let tmp = Self::temp_name(&path);
-        let tmp_path = tmp.clone();
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .await
-            .map_err(io_at("creating", &tmp))?;
+        let (r, p) = (root.clone(), place.clone());
+        let (path, file) = tokio::task::spawn_blocking(move || {
+            in_parents(&r, &p, |path| {
+                let tmp = Self::temp_name(path);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+                    .map(|f| (tmp, f))
+            })
+        })
+        .await
+        .map_err(|e| Error::Io {
+            op: "creating",
+            path: root.join(&place),
+            source: std::io::Error::other(e),
+        })??;
+        let (tmp_path, file) = file.map_err(io_at("creating", &path))?;
+        let file = tokio::fs::File::from_std(file);
         Ok(Box::new(TempFile {
             shared: shared.clone(),
             file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
@@ -203,10 +200,16 @@ impl Target for Dir {
         let from = Self::inside(root, &entry.place)?;
         let place = Self::place(root, to_rel);
         note_escaped(root, &place, to_rel).await?;
-        let to = Self::make_parents(root, &place).await?;
-        tokio::fs::rename(&from, &to)
-            .await
-            .map_err(io_at("renaming", &from))?;
+        let (r, p, f) = (root.clone(), place.clone(), from.clone());
+        let (to, renamed) =
+            tokio::task::spawn_blocking(move || in_parents(&r, &p, |to| std::fs::rename(&f, to)))
+                .await
+                .map_err(|e| Error::Io {
+                    op: "renaming",
+                    path: from.clone(),
+                    source: std::io::Error::other(e),
+                })??;
+        renamed.map_err(io_at("renaming", &from))?;
         if let Ok(m) = time::OffsetDateTime::parse(
             last_modified,
             &time::format_description::well_known::Rfc3339,
@@ -468,127 +471,4 @@ pub async fn file_sha256(path: &Path) -> Result<Option<(u64, String)>> {
     })
     .await
     .expect("hashing task")
-}
-
-/// A temporary file removed on drop unless persisted.
-pub struct TempPath(Option<PathBuf>);
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// A large file: written under a temporary name, renamed into place on commit.
-pub(super) struct TempFile {
-    shared: Arc<Shared>,
-    file: tokio::io::BufWriter<tokio::fs::File>,
-    tmp: TempPath,
-    path: PathBuf,
-    key: String,
-    entry: IndexEntry,
-    mtime: Option<std::time::SystemTime>,
-}
-
-#[async_trait]
-impl ObjectWriter for TempFile {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        let p = self.tmp.0.clone().unwrap_or_default();
-        self.file
-            .write_all(&chunk)
-            .await
-            .map_err(io_at("writing", &p))
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        let TempFile {
-            shared,
-            mut file,
-            mut tmp,
-            path,
-            key,
-            entry,
-            mtime,
-        } = *self;
-        let t = tmp.0.clone().unwrap_or_default();
-        file.flush().await.map_err(io_at("writing", &t))?;
-        let file = file.into_inner();
-        if let Some(m) = mtime {
-            let std = file.into_std().await;
-            let _ = std.set_modified(m);
-        }
-        tokio::fs::rename(&t, &path)
-            .await
-            .map_err(io_at("renaming", &t))?;
-        tmp.0 = None;
-        shared.landed(key, entry);
-        Ok(())
-    }
-
-    /// Dropping the temporary path removes the file.
-    async fn abort(self: Box<Self>) {}
-}
-
-/// A small file: held until verified, then created, written and renamed in one blocking call.
-pub(super) struct SmallFile {
-    shared: Arc<Shared>,
-    root: PathBuf,
-    place: String,
-    key: String,
-    buf: BytesMut,
-    entry: IndexEntry,
-    mtime: Option<std::time::SystemTime>,
-}
-
-#[async_trait]
-impl ObjectWriter for SmallFile {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.buf.extend_from_slice(&chunk);
-        Ok(())
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        let SmallFile {
-            shared,
-            root,
-            place,
-            key,
-            buf,
-            entry,
-            mtime,
-        } = *self;
-        let at = root.join(&place);
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let path = Dir::make_parents_now(&root, &place)?;
-            let mut tmp = TempPath(Some(Dir::temp_name(&path)));
-            let t = tmp.0.clone().unwrap_or_default();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&t)
-                .map_err(io_at("creating", &t))?;
-            f.write_all(&buf).map_err(io_at("writing", &t))?;
-            if let Some(m) = mtime {
-                let _ = f.set_modified(m);
-            }
-            drop(f);
-            std::fs::rename(&t, &path).map_err(io_at("renaming", &t))?;
-            tmp.0 = None;
-            Ok::<_, Error>(())
-        })
-        .await
-        .map_err(|e| Error::Io {
-            op: "writing",
-            path: at,
-            source: std::io::Error::other(e),
-        })??;
-        shared.landed(key, entry);
-        Ok(())
-    }
-
-    /// Nothing was written yet.
-    async fn abort(self: Box<Self>) {}
 }

@@ -6,6 +6,7 @@
 
 mod bucket;
 mod dir;
+mod dir_files;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -23,12 +24,14 @@ use crate::config::S3Location;
 use crate::error::{Error, Result, io_at};
 use crate::format::archive::is_safe_path;
 use crate::format::manifest::{ESCAPED_DIR, ObjectEntry, ObjectHeaders};
-use crate::import::ledger::IndexEntry;
+use crate::import::ledger::{IndexEntry, Kept};
 use crate::import::verify::{EntrySink, EntryWriter};
 use crate::store::{MultipartUpload, Store};
 
 pub use bucket::Bucket;
-pub use dir::{Dir, ESCAPED_MAP, TempPath, file_sha256, read_escaped_map};
+pub use dir::{Dir, ESCAPED_MAP, file_sha256, read_escaped_map};
+pub use dir_files::TempPath;
+use dir_files::{SmallFile, TempFile, in_parents};
 
 /// Objects up to this size are buffered and PUT whole (several at once).
 pub const SMALL_OBJECT: u64 = 8 * 1024 * 1024;
@@ -191,13 +194,16 @@ impl EntryWriter for Box<dyn ObjectWriter> {
     }
 }
 
-fn index_entry(obj: &ObjectEntry, place: String) -> IndexEntry {
+/// The key index entry of `obj` written at `place`; a folder (`kept`) also records the tags,
+/// Object Lock and checksum it cannot hold.
+fn index_entry(obj: &ObjectEntry, place: String, kept: bool) -> IndexEntry {
     IndexEntry {
         etag: obj.etag.clone(),
         sha256: obj.sha256.clone(),
         crc32: obj.crc32,
         size: obj.size,
         place,
+        kept: if kept { Kept::of(&obj.headers) } else { None },
     }
 }
 

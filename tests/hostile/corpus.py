@@ -6,6 +6,7 @@ files and OUT_DIR/expected.json: {"NAME.zip": {"exit": 0 or 5, "why": "..."}}.
 Every volume is a one-volume baseline bundle of job `hostile`; the valid ones are built the way
 ferry builds them (entries `BUCKET/KEY`, the manifest `_ferry/manifest.json` last)."""
 
+import base64
 import binascii
 import hashlib
 import io
@@ -221,6 +222,32 @@ save("entry-not-in-manifest.zip",
      "a zip entry the manifest does not list")
 save("unsafe-key.zip", volume([("../../etc/passwd", b"a")], manifest([obj("../../etc/passwd", b"a")])), 0,
      "a key that climbs out of the folder: stored under _escaped/, never outside")
+
+# --- fidelity fields: tags, Object Lock, S3's checksum, the redirect (S3's own limits) ------------
+crc_a = base64.b64encode(struct.pack(">I", binascii.crc32(b"a"))).decode()
+fidelity = dict(tags={"team": "blue", "cost-centre": "42"}, object_lock_mode="COMPLIANCE",
+                object_lock_retain_until="2031-01-02T03:04:05Z", object_lock_legal_hold=True,
+                checksum_algorithm="CRC32", checksum_type="FULL_OBJECT", checksum=crc_a,
+                website_redirect_location="/elsewhere.html")
+save("fidelity-valid.zip", volume(files, manifest([obj("a.txt", b"a", **fidelity)])), 0,
+     "tags, a COMPLIANCE retention with a legal hold, a CRC32 and a redirect, all as S3 allows them")
+for name, change, why in [
+    ("tags-eleven", {"tags": {f"k{i}": "v" for i in range(11)}}, "11 tags (S3 allows 10)"),
+    ("tag-key-129", {"tags": {"k" * 129: "v"}}, "a tag key of 129 characters (S3 allows 128)"),
+    ("tag-value-257", {"tags": {"k": "v" * 257}}, "a tag value of 257 characters (S3 allows 256)"),
+    ("tag-aws-prefix", {"tags": {"aws:cloudformation:stack-name": "x"}}, "a tag key in the aws: namespace"),
+    ("tag-newline", {"tags": {"k": "a\nb"}}, "a tag value with a newline (not in S3's tag alphabet)"),
+    ("lock-mode", {"object_lock_mode": "FOREVER"}, "an Object Lock mode that is neither GOVERNANCE nor COMPLIANCE"),
+    ("lock-date", {"object_lock_retain_until": "next tuesday"}, "a retain-until that is not a date"),
+    ("lock-date-without-mode", {"object_lock_mode": None}, "a retain-until without a mode"),
+    ("checksum-algorithm", {"checksum_algorithm": "MD4"}, "a checksum algorithm S3 does not have"),
+    ("checksum-length", {"checksum": base64.b64encode(b"12345").decode()}, "a CRC32 of 5 bytes"),
+    ("checksum-not-base64", {"checksum": "!!!!!!!!"}, "a checksum that is not base64"),
+    ("checksum-type", {"checksum_type": "PARTIAL"}, "a checksum type that is neither FULL_OBJECT nor COMPOSITE"),
+    ("redirect-2049", {"website_redirect_location": "/" + "r" * 2048}, "a redirect of 2,049 bytes (S3 allows 2 KiB)"),
+]:
+    fields = {k: v for k, v in {**fidelity, **change}.items() if v is not None}
+    save(f"{name}.zip", volume(files, manifest([obj("a.txt", b"a", **fields)])), 5, why)
 
 with open(os.path.join(OUT, "expected.json"), "w") as f:
     json.dump(expected, f, indent=1, sort_keys=True)

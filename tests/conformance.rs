@@ -49,6 +49,7 @@ fn object(key: &str, body: &[u8]) -> ObjectEntry {
         planned_etag: None,
         version_id: None,
         split: None,
+        part_layout: None,
     }
 }
 

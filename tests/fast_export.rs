@@ -1,8 +1,12 @@
 //! The fast tier's export logic on the in-memory stores: how volumes are cut (by bytes, by
-//! entries, an object larger than the cap alone) and that streamed objects keep within the cap.
-//! Every volume still opens in the real readers.
+//! entries, an object larger than the cap alone), that streamed objects keep within the cap,
+//! and that multipart objects cross in their own parts. Every volume still opens in the real
+//! readers.
 
-use crate::util::{assert_capped, check_readers, pseudo_random};
+use s3_ferry::format::manifest::ObjectHeaders;
+use s3_ferry::store::{ObjectStore, Part, PutMode};
+
+use crate::util::{assert_capped, block_on, check_readers, pseudo_random};
 use crate::world::World;
 
 #[test]
@@ -73,4 +77,93 @@ fn streamed_objects_near_the_cap_stay_within_it() {
     for (k, body) in &objects {
         assert_eq!(&files[k], body, "{k}");
     }
+}
+
+/// `bucket/key` uploaded in parts of these sizes (of `body`, in order); its ETag.
+fn put_in_parts(w: &World, bucket: &str, key: &str, body: &[u8], sizes: &[usize]) -> String {
+    block_on(async {
+        let s = &w.objects;
+        let id = s
+            .create_upload(bucket, key, &ObjectHeaders::default())
+            .await
+            .unwrap();
+        let (mut parts, mut at) = (Vec::<Part>::new(), 0);
+        for (i, n) in sizes.iter().enumerate() {
+            let bytes = bytes::Bytes::copy_from_slice(&body[at..at + n]);
+            parts.push(
+                s.upload_part(bucket, key, &id, i as i32 + 1, bytes)
+                    .await
+                    .unwrap(),
+            );
+            at += n;
+        }
+        assert_eq!(at, body.len());
+        let parts = &parts;
+        s.complete_upload(bucket, key, &id, parts, PutMode::Overwrite)
+            .await
+            .unwrap()
+            .unwrap()
+    })
+}
+
+fn etag(w: &World, bucket: &str, key: &str) -> String {
+    block_on(w.objects.head(bucket, key))
+        .unwrap()
+        .unwrap()
+        .meta
+        .etag
+}
+
+#[test]
+fn multipart_objects_arrive_in_their_own_parts_with_their_etags() {
+    // GIVEN objects uploaded in uneven parts (5 + 6 + 1 MiB, and 5 MiB + 1 byte, which is small
+    // enough for one PUT), one in a single part, and one uploaded whole
+    const MIB: usize = 1024 * 1024;
+    let w = World::new("layout");
+    let layouts: [(&str, &[usize]); 3] = [
+        ("uneven", &[5 * MIB, 6 * MIB, MIB]),
+        ("small-two", &[5 * MIB, 1]),
+        ("one-part", &[3 * MIB]),
+    ];
+    let mut source = Vec::new();
+    for (i, (key, sizes)) in layouts.iter().enumerate() {
+        let body = pseudo_random(sizes.iter().sum(), i as u64);
+        let etag = put_in_parts(&w, &w.src, key, &body, sizes);
+        assert!(etag.ends_with(&format!("-{}", sizes.len())), "{etag}");
+        source.push((key.to_string(), body, etag));
+    }
+    w.put("whole", pseudo_random(6 * MIB, 9));
+    source.push((
+        "whole".into(),
+        pseudo_random(6 * MIB, 9),
+        etag(&w, &w.src, "whole"),
+    ));
+
+    // WHEN exported and imported into another bucket
+    w.export();
+    let b = w.download(&w.job, 1);
+    let line = |k: &str| {
+        b.manifests
+            .iter()
+            .flat_map(|m| &m.objects)
+            .find(|o| o.key == k)
+            .cloned()
+    };
+    let uneven = serde_json::to_value(line("uneven").unwrap()).unwrap();
+    assert_eq!(
+        uneven["part_layout"],
+        serde_json::json!([[5 * MIB, 1], [6 * MIB, 1], [MIB, 1]])
+    );
+    assert!(line("whole").unwrap().part_layout.is_none());
+    let dest = w.bucket("layout-dest");
+    let home = tempfile::tempdir().unwrap();
+    let target = w.bucket_target(&w.clients.s3, &format!("s3://{dest}"));
+    w.import(&[b.dir.path()], target, &home.path().join("state.json"));
+
+    // THEN every object has its bytes and the source's ETag, and no upload is left open
+    for (key, body, want) in &source {
+        assert_eq!(w.get(&dest, key).as_deref(), Some(&body[..]), "{key}");
+        assert_eq!(&etag(&w, &dest, key), want, "{key}");
+    }
+    assert_eq!(w.open_uploads_in(&dest), 0);
 }

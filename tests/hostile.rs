@@ -45,15 +45,32 @@ fn ferry(args: &[&std::ffi::OsStr]) -> Outcome {
     }
 }
 
-/// The crafted corpus (`tests/hostile/corpus.py`) in a fresh temporary folder.
-fn corpus() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new(python())
-            .arg(Path::new(crate::util::ROOT).join("tests/hostile/corpus.py"))
-            .arg(dir.path()),
-    );
-    dir
+/// The crafted corpus (`tests/hostile/corpus.py`), made once for every test process that
+/// reads it (it takes ~10 CPU seconds): in the target's temporary folder, under the script's
+/// SHA-256, moved into place whole. The tests only read it.
+struct Corpus(PathBuf);
+
+impl Corpus {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn corpus() -> Corpus {
+    use sha2::Digest;
+    let script = Path::new(crate::util::ROOT).join("tests/hostile/corpus.py");
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&script).unwrap()));
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let made = tmp.join(format!("hostile-corpus-{}", &sha[..16]));
+    // One maker at a time; the others wait for it, then find the corpus made.
+    let lock = std::fs::File::create(tmp.join("hostile-corpus.lock")).unwrap();
+    lock.lock().unwrap();
+    if !made.join("expected.json").exists() {
+        let building = tempfile::tempdir_in(tmp).unwrap();
+        run_ok(Command::new(python()).arg(&script).arg(building.path()));
+        std::fs::rename(building.keep(), &made).unwrap();
+    }
+    Corpus(made)
 }
 
 /// Files below `dir` other than the import state (`.ferry/`).
@@ -204,6 +221,7 @@ fn mutated_volumes_never_crash_or_exhaust_the_reader() {
     );
     eprintln!("mutation seed {seed} (FERRY_MUTATION_SEED={seed} repeats it), {budget:?}");
     let mut rng = Rng(seed);
+    let mutants = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let (mut runs, mut refused) = (0, 0);
     // WHEN bytes are flipped, cut, inserted THEN only 0 or 5, bounded, verify = import
@@ -230,7 +248,8 @@ fn mutated_volumes_never_crash_or_exhaust_the_reader() {
                 }
             }
         }
-        let path = dir.path().join(format!("mutant-{runs}.zip"));
+        // (not in the corpus folder, which other tests read)
+        let path = mutants.path().join(format!("mutant-{runs}.zip"));
         std::fs::write(&path, &v).unwrap();
         eprintln!("mutant {runs}: {}", what.join(" "));
         if check(&path, None, &genuine) == 5 {
@@ -249,6 +268,7 @@ fn a_refused_import_into_a_bucket_leaves_no_upload_open() {
     let dir = corpus();
     let ctx = crate::util::Ctx::new("bombs3");
     let dest = ctx.bucket("bomb-dest");
+    let state = tempfile::tempdir().unwrap();
     // WHEN it is imported into a bucket
     let run = ctx.ferry(&[
         "import",
@@ -256,7 +276,7 @@ fn a_refused_import_into_a_bucket_leaves_no_upload_open() {
         "--to",
         &format!("s3://{dest}"),
         "--state",
-        dir.path().join("state.json").to_str().unwrap(),
+        state.path().join("state.json").to_str().unwrap(),
     ]);
     // THEN it is refused as damage, nothing lands and no multipart upload stays open
     assert_eq!(run.code, 5, "{}", run.stderr);

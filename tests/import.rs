@@ -737,10 +737,66 @@ fn object_lock_and_tags_cross_between_buckets_with_object_lock_on_moto() {
 }
 
 #[test]
-fn each_objects_own_s3_checksum_arrives_with_the_same_algorithm_and_value() {
-    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+fn each_objects_own_s3_checksum_and_multipart_etag_arrive_as_they_were() {
+    use aws_sdk_s3::types::{
+        ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart,
+    };
     // GIVEN objects written with each of S3's additional checksums
     let ctx = Ctx::new("checksums");
+    // AND one uploaded in uneven parts (5 + 6 + 1 MiB: an ETag ending in -3)
+    let mib = 1024 * 1024;
+    let body = crate::util::pseudo_random(12 * mib, 7);
+    let up = block_on(
+        ctx.s3
+            .create_multipart_upload()
+            .bucket(&ctx.src)
+            .key("parts.bin")
+            .send(),
+    )
+    .unwrap();
+    let mut parts = Vec::new();
+    for (n, range) in [
+        (1, 0..5 * mib),
+        (2, 5 * mib..11 * mib),
+        (3, 11 * mib..12 * mib),
+    ] {
+        let p = block_on(
+            ctx.s3
+                .upload_part()
+                .bucket(&ctx.src)
+                .key("parts.bin")
+                .upload_id(up.upload_id().unwrap())
+                .part_number(n)
+                .body(ByteStream::from(body[range].to_vec()))
+                .send(),
+        )
+        .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().unwrap())
+                .build(),
+        );
+    }
+    block_on(
+        ctx.s3
+            .complete_multipart_upload()
+            .bucket(&ctx.src)
+            .key("parts.bin")
+            .upload_id(up.upload_id().unwrap())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    let etag = |bucket: &str| {
+        let h = block_on(ctx.s3.head_object().bucket(bucket).key("parts.bin").send()).unwrap();
+        h.e_tag().unwrap().to_string()
+    };
+    assert!(etag(&ctx.src).ends_with("-3\""), "{}", etag(&ctx.src));
     let algorithms = [
         ("crc32.txt", ChecksumAlgorithm::Crc32),
         ("crc32c.txt", ChecksumAlgorithm::Crc32C),
@@ -812,4 +868,14 @@ fn each_objects_own_s3_checksum_arrives_with_the_same_algorithm_and_value() {
         );
         assert_eq!(sums(&dst, key), source, "{key}");
     }
+    // AND the multipart object is uploaded in the source's parts: the same ETag, the same bytes
+    let o = objects.iter().find(|o| o.key == "parts.bin").unwrap();
+    let layout = serde_json::to_value(o.part_layout.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        layout,
+        serde_json::json!([[5 * mib, 1], [6 * mib, 1], [mib, 1]])
+    );
+    assert_eq!(etag(&dst), etag(&ctx.src));
+    assert_eq!(ctx.snapshot(&dst, "")["parts.bin"].body, body);
+    assert_eq!(ctx.open_uploads_in(&dst), 0);
 }

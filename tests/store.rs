@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use s3_ferry::Error;
+use s3_ferry::format::layout::PartLayout;
 use s3_ferry::format::manifest::ObjectHeaders;
 use s3_ferry::store::{Fence, Got, MemoryStore, ObjectStore, PutMode, Store, multipart_etag};
 use tokio::io::AsyncWriteExt;
@@ -519,9 +520,24 @@ fn multipart_parts_under_5_mib_but_the_last_are_refused(f: Fixture) {
             .complete_upload(b, "taken", &id, &[p], PutMode::Create)
             .await
             .unwrap();
-        assert!(won.is_some_and(|e| e.ends_with("-1")));
+        let etag = won.expect("completed");
+        assert!(etag.ends_with("-1"), "{etag}");
         let (_, body) = found(s.get(b, "taken", None, None).await.unwrap());
         assert_eq!(&body[..], b"second");
+        // Its part sizes read back (a one-part upload's too); a plain PUT has none.
+        let sizes = backend.part_sizes(b, "taken", &etag, 1).await.unwrap();
+        assert_eq!(sizes, Some(vec![6]));
+        let layout = s.part_layout(b, "taken", &etag, 6).await.unwrap();
+        assert_eq!(layout, Some(PartLayout::from_sizes(&[6])));
+        let plain = s
+            .put_object(b, "plain", Bytes::from_static(b"plain"), &h)
+            .await
+            .unwrap();
+        assert_eq!(
+            backend.part_sizes(b, "plain", &plain, 1).await.unwrap(),
+            None
+        );
+        assert_eq!(s.part_layout(b, "plain", &plain, 5).await.unwrap(), None);
     })
 }
 

@@ -27,6 +27,7 @@ fn entry(key: &str, d: &EntryDigest) -> ObjectEntry {
         planned_etag: None,
         version_id: None,
         split: None,
+        part_layout: None,
     }
 }
 

@@ -204,7 +204,11 @@ pub(super) async fn fetch_one(
             got => got?,
         };
         match got {
-            Got::Found { meta, body } => {
+            Got::Found { mut meta, body } => {
+                // A multipart object's part sizes, so that the far side uploads it the same way.
+                meta.part_layout = store
+                    .part_layout(&bucket, &rec.key, &meta.etag, meta.size)
+                    .await?;
                 let body = match range {
                     Some(_) => Body::Ranged(body, permit),
                     None => Body::Whole(body, permit),
@@ -274,6 +278,7 @@ pub(super) fn manifest_line_bound(rec: &ObjectRecord, entry: &str, meta: &Object
         // A replaced object records the ETag it was planned with: about as long as its own.
         planned_etag: Some(rec.etag.clone()),
         version_id: meta.version_id.clone(),
+        part_layout: meta.part_layout.clone(),
         split: ranged.then(|| crate::format::parts::Split {
             part: u32::MAX,
             offset: u64::MAX,

@@ -240,6 +240,7 @@ impl Run<'_> {
             planned_etag,
             version_id: meta.version_id,
             split,
+            part_layout: meta.part_layout,
         });
         Ok(if cut { Added::Cut } else { Added::Whole })
     }

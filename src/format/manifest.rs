@@ -85,6 +85,10 @@ pub struct ObjectEntry {
     /// `size`, `sha256` and `crc32` are the part's.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub split: Option<crate::format::parts::Split>,
+    /// The sizes of the parts a multipart source object was uploaded in (its ETag ends in
+    /// `-N`), so that an import into a bucket uploads it the same way.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub part_layout: Option<crate::format::layout::PartLayout>,
 }
 
 /// A rename: `from`'s bytes now live at `to` (same ETag and size).
@@ -353,6 +357,7 @@ mod tests {
             planned_etag: None,
             version_id: None,
             split: None,
+            part_layout: None,
         }
     }
 

@@ -251,6 +251,7 @@ mod tests {
             headers: Default::default(),
             planned_etag: None,
             version_id: None,
+            part_layout: None,
             split: Some(Split {
                 part: n,
                 offset,

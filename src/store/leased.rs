@@ -79,6 +79,16 @@ impl ObjectStore for Leased {
         self.inner.head(bucket, key).await
     }
 
+    async fn part_sizes(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        parts: u64,
+    ) -> Result<Option<Vec<u64>>> {
+        self.inner.part_sizes(bucket, key, etag, parts).await
+    }
+
     async fn tags(
         &self,
         bucket: &str,

@@ -32,6 +32,8 @@ struct Object {
     headers: ObjectHeaders,
     storage_class: String,
     restore: Option<String>,
+    /// The part sizes of an object a multipart upload made (empty for any other).
+    parts: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -174,6 +176,7 @@ fn meta_of(o: &Object) -> ObjectMeta {
         size: o.body.len() as u64,
         last_modified_ms: o.last_modified_ms,
         headers: o.headers.clone(),
+        part_layout: None,
     }
 }
 
@@ -185,6 +188,7 @@ fn object(body: Bytes, etag: String, headers: ObjectHeaders) -> Object {
         headers,
         storage_class: "STANDARD".to_string(),
         restore: None,
+        parts: Vec::new(),
     }
 }
 
@@ -285,6 +289,21 @@ impl ObjectStore for MemoryStore {
                     meta,
                     restore: o.restore.clone(),
                 }
+            }))
+        })
+    }
+
+    async fn part_sizes(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        parts: u64,
+    ) -> Result<Option<Vec<u64>>> {
+        self.with_bucket(bucket, |b| {
+            Ok(b.objects.get(key).and_then(|o| {
+                let whole = o.etag == etag && o.parts.len() as u64 == parts;
+                whole.then(|| o.parts.clone())
             }))
         })
     }
@@ -452,6 +471,7 @@ impl ObjectStore for MemoryStore {
                 return Err(failed(op, bucket, key, Class::Rejected, "InvalidPartOrder"));
             }
             let mut body = Vec::new();
+            let mut sizes = Vec::with_capacity(parts.len());
             for (i, p) in parts.iter().enumerate() {
                 let Some((bytes, _)) = u.parts.get(&p.number).filter(|(_, e)| *e == p.etag) else {
                     return Err(failed(op, bucket, key, Class::Rejected, "InvalidPart"));
@@ -460,6 +480,7 @@ impl ObjectStore for MemoryStore {
                     return Err(failed(op, bucket, key, Class::Rejected, "EntityTooSmall"));
                 }
                 body.extend_from_slice(bytes);
+                sizes.push(bytes.len() as u64);
             }
             if !allowed(mode, b.objects.get(key)) {
                 return Ok(None);
@@ -468,7 +489,10 @@ impl ObjectStore for MemoryStore {
             let Some(u) = b.uploads.remove(&id) else {
                 return Err(failed(op, bucket, key, Class::NotFound, "NoSuchUpload"));
             };
-            let done = object(Bytes::from(body), etag.clone(), u.headers);
+            let done = Object {
+                parts: sizes,
+                ..object(Bytes::from(body), etag.clone(), u.headers)
+            };
             b.objects.insert(u.key, done);
             Ok(Some(etag))
         })

@@ -18,6 +18,7 @@ mod multipart;
 mod object;
 pub mod s3;
 mod s3_headers;
+mod s3_parts;
 mod s3_wire;
 pub mod scripted;
 pub mod sdk_error;
@@ -476,6 +477,33 @@ impl Store {
         }
     }
 
+    /// The part layout of `bucket/key` while its ETag is `etag`, when that ETag is a multipart
+    /// upload's (`…-N`): N part HEADs. `None` for any other ETag, once the object changed, or
+    /// when the sizes cannot be an S3 object of `size` bytes.
+    pub async fn part_layout(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        size: u64,
+    ) -> Result<Option<crate::format::layout::PartLayout>> {
+        let parts = match etag.rsplit_once('-').map(|(_, n)| n.parse::<u64>()) {
+            Some(Ok(n)) if (1..=crate::format::layout::MAX_PARTS).contains(&n) => n,
+            _ => return Ok(None),
+        };
+        let Some(sizes) = self.backend.part_sizes(bucket, key, etag, parts).await? else {
+            return Ok(None);
+        };
+        let layout = crate::format::layout::PartLayout::from_sizes(&sizes);
+        match layout.problem(size) {
+            None => Ok(Some(layout)),
+            Some(why) => {
+                tracing::warn!(bucket, key, etag, %why, "the part sizes read are not the object's: it ships without them");
+                Ok(None)
+            }
+        }
+    }
+
     /// Start a streaming multipart upload of `bucket/key`.
     pub fn multipart(
         &self,
@@ -486,6 +514,31 @@ impl Store {
         headers: &ObjectHeaders,
     ) -> MultipartUpload {
         self.multipart_fenced(bucket, key, part_size, parts_in_flight, headers, None)
+    }
+
+    /// A streaming multipart upload of `bucket/key` in the parts of `layout` (a source
+    /// object's), so that the object's ETag and composite checksum equal the source's.
+    pub fn multipart_laid_out(
+        &self,
+        bucket: &str,
+        key: &str,
+        layout: &crate::format::layout::PartLayout,
+        parts_in_flight: usize,
+        headers: &ObjectHeaders,
+    ) -> MultipartUpload {
+        let first = layout
+            .part_size(1)
+            .unwrap_or(crate::format::layout::MIN_PART);
+        MultipartUpload::start(multipart::PartUploader {
+            store: self.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            part_size: first as usize,
+            layout: Some(layout.clone()),
+            parts_in_flight: parts_in_flight.max(1),
+            headers: headers.clone(),
+            fence: None,
+        })
     }
 
     /// A multipart upload that only creates its object (`If-None-Match: *` on completion)
@@ -505,6 +558,7 @@ impl Store {
             bucket: bucket.to_string(),
             key: key.to_string(),
             part_size: part_size as usize,
+            layout: None,
             parts_in_flight: parts_in_flight.max(1),
             headers: headers.clone(),
             fence,

@@ -151,12 +151,23 @@ pub(super) struct PartUploader {
     pub(super) bucket: String,
     pub(super) key: String,
     pub(super) part_size: usize,
+    /// The source's part sizes, when the upload repeats them (parts past them: `part_size`).
+    pub(super) layout: Option<crate::format::layout::PartLayout>,
     pub(super) parts_in_flight: usize,
     pub(super) headers: ObjectHeaders,
     pub(super) fence: Option<Arc<Fence>>,
 }
 
 impl PartUploader {
+    /// The size of part `number`: the layout's, or the upload's part size.
+    fn size_of(&self, number: i32) -> usize {
+        self.layout
+            .as_ref()
+            .and_then(|l| l.part_size(u64::try_from(number).ok()?))
+            .and_then(|s| usize::try_from(s).ok())
+            .unwrap_or(self.part_size)
+    }
+
     /// The result of a finished part task; a panicked task is reported with this upload's key.
     fn joined(
         &self,
@@ -205,14 +216,13 @@ impl PartUploader {
         let mut parts = Vec::new();
         let mut number = 1i32;
         loop {
-            let part = read_part(reader, self.part_size)
-                .await
-                .map_err(|e| Error::Stream {
-                    bucket: self.bucket.clone(),
-                    key: self.key.clone(),
-                    source: Box::new(e),
-                })?;
-            let last = part.len() < self.part_size;
+            let size = self.size_of(number);
+            let part = read_part(reader, size).await.map_err(|e| Error::Stream {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                source: Box::new(e),
+            })?;
+            let last = part.len() < size;
             if part.is_empty() && number > 1 {
                 break;
             }

@@ -40,6 +40,9 @@ pub struct ObjectMeta {
     pub headers: ObjectHeaders,
     /// The version read, on a bucket with versioning (`None` elsewhere).
     pub version_id: Option<String>,
+    /// The part sizes of a multipart object, when read ([`crate::store::Store::part_layout`];
+    /// a GET or HEAD alone leaves them out).
+    pub part_layout: Option<crate::format::layout::PartLayout>,
 }
 
 /// What a HEAD returned: the metadata and where a restore of an archived object stands
@@ -236,6 +239,17 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
     /// The current version's metadata; `None` if the key does not exist. Like S3's HeadObject,
     /// it gives no tags ([`ObjectStore::tags`] does).
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>>;
+
+    /// The sizes of the `parts` parts the current version of `bucket/key` was uploaded in (a
+    /// multipart ETag ends in `-parts`), while that version's ETag is still `etag`; `None`
+    /// once it changed or is gone, or when the store cannot tell.
+    async fn part_sizes(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        parts: u64,
+    ) -> Result<Option<Vec<u64>>>;
 
     /// The object's tags (GetObjectTagging); none for a key that does not exist.
     async fn tags(

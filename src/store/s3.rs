@@ -222,6 +222,16 @@ impl ObjectStore for S3Backend {
         }
     }
 
+    async fn part_sizes(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        parts: u64,
+    ) -> Result<Option<Vec<u64>>> {
+        self.read_part_sizes(bucket, key, etag, parts).await
+    }
+
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
         match self
             .client

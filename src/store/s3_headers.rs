@@ -63,6 +63,7 @@ macro_rules! object_meta {
         .into_iter()
         .find_map(|(a, v)| v.map(|v| (a, v)));
         ObjectMeta {
+            part_layout: None,
             // "null": an object written before versioning was enabled, or none at all.
             version_id: out
                 .version_id()

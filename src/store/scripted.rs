@@ -296,6 +296,17 @@ impl ObjectStore for Scripted {
             .await
     }
 
+    async fn part_sizes(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        parts: u64,
+    ) -> Result<Option<Vec<u64>>> {
+        let call = self.inner.part_sizes(bucket, key, etag, parts);
+        self.run("HeadObjectPart", bucket, key, call).await
+    }
+
     async fn tags(
         &self,
         bucket: &str,

@@ -228,9 +228,9 @@ crc_a = base64.b64encode(struct.pack(">I", binascii.crc32(b"a"))).decode()
 fidelity = dict(tags={"team": "blue", "cost-centre": "42"}, object_lock_mode="COMPLIANCE",
                 object_lock_retain_until="2031-01-02T03:04:05Z", object_lock_legal_hold=True,
                 checksum_algorithm="CRC32", checksum_type="FULL_OBJECT", checksum=crc_a,
-                website_redirect_location="/elsewhere.html")
+                website_redirect_location="/elsewhere.html", part_layout=[[1, 1]])
 save("fidelity-valid.zip", volume(files, manifest([obj("a.txt", b"a", **fidelity)])), 0,
-     "tags, a COMPLIANCE retention with a legal hold, a CRC32 and a redirect, all as S3 allows them")
+     "tags, a COMPLIANCE retention with a legal hold, a CRC32, a redirect and a one-part layout, all as S3 allows them")
 for name, change, why in [
     ("tags-eleven", {"tags": {f"k{i}": "v" for i in range(11)}}, "11 tags (S3 allows 10)"),
     ("tag-key-129", {"tags": {"k" * 129: "v"}}, "a tag key of 129 characters (S3 allows 128)"),
@@ -245,6 +245,11 @@ for name, change, why in [
     ("checksum-not-base64", {"checksum": "!!!!!!!!"}, "a checksum that is not base64"),
     ("checksum-type", {"checksum_type": "PARTIAL"}, "a checksum type that is neither FULL_OBJECT nor COMPOSITE"),
     ("redirect-2049", {"website_redirect_location": "/" + "r" * 2048}, "a redirect of 2,049 bytes (S3 allows 2 KiB)"),
+    ("layout-sum", {"part_layout": [[2, 1]]}, "a part layout of 2 bytes for an object of 1"),
+    ("layout-small-part", {"part_layout": [[0, 1], [1, 1]]}, "a part layout whose first part is under 5 MiB"),
+    ("layout-10001-parts", {"part_layout": [[0, 10000], [1, 1]]}, "a part layout of 10,001 parts (S3 makes at most 10,000)"),
+    ("layout-overflow", {"part_layout": [[2**64 - 1, 2**64 - 1]]}, "a part layout whose sizes overflow 64 bits"),
+    ("layout-zero-run", {"part_layout": [[1, 1], [5, 0]]}, "a part layout with a run of no parts"),
 ]:
     fields = {k: v for k, v in {**fidelity, **change}.items() if v is not None}
     save(f"{name}.zip", volume(files, manifest([obj("a.txt", b"a", **fields)])), 5, why)

@@ -427,7 +427,13 @@ fn check_contents(source: &Volume, dir: &Directory, m: &Manifest) -> Result<()> 
     }
     // Whatever verify accepts, import can write: keys S3 can hold, headers HTTP can carry.
     for o in &m.objects {
-        if let Some(p) = key_problem(&o.key).or_else(|| o.headers.problem()) {
+        // A part layout must fit the whole object (a split object's too).
+        let whole = o.split.as_ref().map_or(o.size, |s| s.object_size);
+        let layout = o.part_layout.as_ref().and_then(|l| l.problem(whole));
+        if let Some(p) = key_problem(&o.key)
+            .or_else(|| o.headers.problem())
+            .or(layout)
+        {
             return Err(Error::Verify {
                 volume: source.display(),
                 entry: Some(o.entry.clone()),

@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// The largest source part an import repeats (a layout of larger parts is uploaded in the
+/// import's own part size: the copy's ETag then differs from the source's), and the bytes of
+/// such parts in flight at once.
+pub const LAYOUT_PART_LIMIT: u64 = 256 * 1024 * 1024;
+const LAYOUT_MEMORY: u64 = 256 * 1024 * 1024;
+
 /// An S3 bucket and prefix: an object is one PUT or a multipart upload completed on commit.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -46,6 +52,26 @@ impl Target for Bucket {
         shared: &Arc<Shared>,
     ) -> Result<Box<dyn ObjectWriter>> {
         let key = self.dest.key(rel);
+        // A multipart source's parts, so that the copy's ETag is the source's (parts held in
+        // memory: at most LAYOUT_MEMORY in flight, LAYOUT_PART_LIMIT each).
+        let layout = obj
+            .part_layout
+            .as_ref()
+            .filter(|l| l.problem(obj.size).is_none() && l.largest() <= LAYOUT_PART_LIMIT);
+        if let Some(layout) = layout {
+            let in_flight = (LAYOUT_MEMORY / layout.largest().max(1)).clamp(1, 4) as usize;
+            return Ok(Box::new(MultipartPut {
+                shared: shared.clone(),
+                upload: self.store.multipart_laid_out(
+                    &self.dest.bucket,
+                    &key,
+                    layout,
+                    in_flight,
+                    &obj.headers,
+                ),
+                obj: obj.clone(),
+            }));
+        }
         if obj.size <= SMALL_OBJECT {
             return Ok(Box::new(BufferedPut {
                 shared: shared.clone(),

@@ -32,7 +32,9 @@ want=$(sha256sum infra/requirements.txt | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing Python tools into .venv (infra/requirements.txt)"
   python3 -m venv .venv
-  env -u AWS_CA_BUNDLE .venv/bin/pip install -q --disable-pip-version-check -r infra/requirements.txt
+  # --no-compile: bytecode only for the modules really imported (on first import), not for all
+  # of moto's and botocore's thousands.
+  env -u AWS_CA_BUNDLE .venv/bin/pip install -q --disable-pip-version-check --no-compile -r infra/requirements.txt
   echo "$want" > "$stamp"
 fi
 

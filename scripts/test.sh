@@ -28,7 +28,9 @@ took() { local now; now=$(date +%s); say "$1 took $((now - lap))s"; lap=$now; }
 RUSTC_WORKSPACE_WRAPPER="$(command -v clippy-driver)" \
   || { echo "clippy-driver not found: rustup component add clippy" >&2; exit 1; }
 CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+# No incremental caches: a clean build compiles each crate once and writes no query cache.
+CARGO_INCREMENTAL=0
+export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS CARGO_INCREMENTAL
 mkdir -p target
 say "building the workspace once, linted as it compiles (clippy --all-targets -D warnings; tests, ferry, ferry-export, ferry-import), beside the setup (log: target/build.log)"
 cargo build --workspace --all-targets --quiet >target/build.log 2>&1 &

@@ -620,7 +620,82 @@ fn an_object_larger_than_a_step_can_ship_goes_through_the_state_machine_in_parts
     );
     assert_eq!(w.open_uploads_in(&dest), 0);
     assert_eq!(w.open_uploads_in(&w.exp), 0);
+
+    // AND a copy whose last part claims another whole-object SHA-256 (every volume consistent
+    // in itself, no SHA256SUMS) is refused by `ferry verify` as by the import
+    let forged = tempfile::tempdir().unwrap();
+    crate::util::run_ok(
+        std::process::Command::new(crate::util::python())
+            .arg("-c")
+            .arg(FORGE_WHOLE_DIGEST)
+            .arg(b.dir.path())
+            .arg(forged.path()),
+    );
+    let ferry = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let v = ferry(&["verify".as_ref(), forged.path().as_os_str()]);
+    let stderr = String::from_utf8_lossy(&v.stderr);
+    assert_eq!(v.status.code(), Some(5), "verify: {stderr}");
+    assert!(stderr.contains("its parts join into"), "{stderr}");
+    let into = tempfile::tempdir().unwrap();
+    let i = ferry(&[
+        "import".as_ref(),
+        forged.path().as_os_str(),
+        "--to-dir".as_ref(),
+        into.path().as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&i.stderr);
+    assert_eq!(i.status.code(), Some(5), "import: {stderr}");
+    assert!(!into.path().join("big/disk.img").exists());
 }
+
+/// Copies the volumes of folder argv[1] into argv[2] (no SHA256SUMS, summary or signature),
+/// the one whose manifest ends a split object rewritten to claim another whole SHA-256.
+const FORGE_WHOLE_DIGEST: &str = r#"
+import hashlib, json, os, sys, zipfile
+src, dst = sys.argv[1], sys.argv[2]
+
+def rewrite(name, change):
+    """Volume `name` of src into dst with its manifest changed by `change` (False: as it is)."""
+    with zipfile.ZipFile(os.path.join(src, name)) as z:
+        m = json.loads(z.read("_ferry/manifest.json"))
+        if not change(m):
+            with open(os.path.join(src, name), "rb") as f, open(os.path.join(dst, name), "wb") as o:
+                o.write(f.read())
+            return None
+        with zipfile.ZipFile(os.path.join(dst, name), "w") as out:
+            for info in z.infolist():
+                data = z.read(info)
+                if info.filename == "_ferry/manifest.json":
+                    data = json.dumps(m).encode()
+                out.writestr(info, data)
+    with open(os.path.join(dst, name), "rb") as f:
+        data = f.read()
+    return len(data), hashlib.sha256(data).hexdigest()
+
+def forge(m):
+    ends = [o for o in m["objects"] if (o.get("split") or {}).get("object_sha256")]
+    for o in ends:
+        o["split"]["object_sha256"] = "0" * 64
+    return bool(ends)
+
+names = sorted(n for n in os.listdir(src) if n.endswith(".zip"))
+forged = {n: d for n in names[:-1] if (d := rewrite(n, forge))}
+assert len(forged) == 1, forged
+
+def follow(m):
+    # The last volume names every earlier one's size and SHA-256: the forged one's changed.
+    for e in m["final"]["earlier_volumes"]:
+        if e["name"] in forged:
+            e["size"], e["sha256"] = forged[e["name"]]
+    return True
+
+rewrite(names[-1], follow)
+"#;
 
 #[test]
 fn an_object_rewritten_between_the_steps_shipping_its_parts_ships_again_whole() {

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::manifest::{MANIFEST_ENTRY, ObjectEntry};
+use crate::format::parts::WholeDigest;
 use crate::format::unzip::{VolumeSource, Walk};
 use crate::import::bundle::{Bundle, Contents, MediaFolder, OpenVolume};
 use crate::progress::Progress;
@@ -59,6 +60,80 @@ impl EntrySink for NoSink {
     async fn open(&mut self, _obj: &ObjectEntry) -> Result<Option<NoWriter>> {
         Ok(None)
     }
+}
+
+/// Verifies, and joins the parts of objects split across volumes as the volumes go by (in
+/// volume order), so that the size and digests an object's last part carries are checked
+/// against its parts' bytes, as the import checks them: `ferry verify` and `ferry import`
+/// judge such a bundle alike.
+#[derive(Default)]
+struct JoinCheck {
+    /// Per key: the digest of its parts so far.
+    running: std::sync::Arc<std::sync::Mutex<HashMap<String, WholeDigest>>>,
+    /// The volume being checked.
+    volume: String,
+}
+
+/// A part's bytes into its object's running digest.
+struct PartDigest {
+    running: std::sync::Arc<std::sync::Mutex<HashMap<String, WholeDigest>>>,
+    obj: ObjectEntry,
+    digest: WholeDigest,
+    volume: String,
+}
+
+impl EntrySink for JoinCheck {
+    type Writer = PartDigest;
+    async fn open(&mut self, obj: &ObjectEntry) -> Result<Option<PartDigest>> {
+        let Some(split) = &obj.split else {
+            return Ok(None);
+        };
+        let mut running = self.running.lock().expect("join digests");
+        // A first part starts the object (again, after a sequence the exporter abandoned).
+        let digest = match split.part {
+            1 => Some(WholeDigest::default()),
+            _ => running.remove(&obj.key),
+        };
+        Ok(digest.map(|digest| PartDigest {
+            running: self.running.clone(),
+            obj: obj.clone(),
+            digest,
+            volume: self.volume.clone(),
+        }))
+    }
+}
+
+impl EntryWriter for PartDigest {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.digest.update(&chunk);
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<()> {
+        let Some(split) = &self.obj.split else {
+            return Ok(());
+        };
+        let (Some(sha256), Some(crc32)) = (&split.object_sha256, split.object_crc32) else {
+            let mut running = self.running.lock().expect("join digests");
+            running.insert(self.obj.key.clone(), self.digest);
+            return Ok(());
+        };
+        let size = self.digest.len();
+        let (got_sha, got_crc) = self.digest.finish();
+        if (size, got_crc, got_sha.as_str()) == (split.object_size, crc32, sha256.as_str()) {
+            return Ok(());
+        }
+        Err(Error::Verify {
+            volume: self.volume,
+            entry: Some(format!("{} (key `{}`)", self.obj.entry, self.obj.key)),
+            detail: format!(
+                "its parts join into {size} bytes, CRC-32 {got_crc:08x}, SHA-256 {got_sha}; the last part says {} bytes, {crc32:08x}, {sha256}",
+                split.object_size
+            ),
+        })
+    }
+
+    async fn abort(self) {}
 }
 
 /// A verified volume.
@@ -228,9 +303,11 @@ pub async fn verify_bundle(
 ) -> Result<BundleReport> {
     let signed_by = bundle.signed_by(trusted)?.map(|k| k.fingerprint.clone());
     let mut volumes = Vec::new();
+    let mut joins = JoinCheck::default();
     for v in &bundle.volumes {
         let contents = v.contents().await?;
-        volumes.push(check_volume(bundle, v, &contents, &mut NoSink, progress, stop).await?);
+        joins.volume = v.source.display();
+        volumes.push(check_volume(bundle, v, &contents, &mut joins, progress, stop).await?);
     }
     let last = volumes.last().map(|v| v.sha256.clone());
     let digest = bundle

@@ -46,8 +46,7 @@ fn ferry(args: &[&std::ffi::OsStr]) -> Outcome {
 }
 
 /// The crafted corpus (`tests/hostile/corpus.py`), made once for every test process that
-/// reads it (it takes ~10 CPU seconds): in the target's temporary folder, under the script's
-/// SHA-256, moved into place whole. The tests only read it.
+/// reads it (it takes ~10 CPU seconds; [`crate::util::made_once`]).
 struct Corpus(PathBuf);
 
 impl Corpus {
@@ -57,20 +56,12 @@ impl Corpus {
 }
 
 fn corpus() -> Corpus {
-    use sha2::Digest;
-    let script = Path::new(crate::util::ROOT).join("tests/hostile/corpus.py");
-    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&script).unwrap()));
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let made = tmp.join(format!("hostile-corpus-{}", &sha[..16]));
-    // One maker at a time; the others wait for it, then find the corpus made.
-    let lock = std::fs::File::create(tmp.join("hostile-corpus.lock")).unwrap();
-    lock.lock().unwrap();
-    if !made.join("expected.json").exists() {
-        let building = tempfile::tempdir_in(tmp).unwrap();
-        run_ok(Command::new(python()).arg(&script).arg(building.path()));
-        std::fs::rename(building.keep(), &made).unwrap();
-    }
-    Corpus(made)
+    Corpus(crate::util::made_once(
+        "hostile-corpus",
+        &Path::new(crate::util::ROOT).join("tests/hostile/corpus.py"),
+        "expected.json",
+        |script, into| run_ok(Command::new(python()).arg(script).arg(into)),
+    ))
 }
 
 /// Files below `dir` other than the import state (`.ferry/`).

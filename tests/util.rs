@@ -673,24 +673,35 @@ pub fn check_readers(zip: &Path) {
     );
 }
 
-/// `tests/support/ZipCheck.java` compiled, once for every test process (under its SHA-256 in
-/// the target's temporary folder, moved into place whole).
+/// `tests/support/ZipCheck.java` compiled, once for every test process.
 fn zip_check_classes() -> PathBuf {
+    made_once(
+        "zipcheck",
+        &Path::new(ROOT).join("tests/support/ZipCheck.java"),
+        "ZipCheck.class",
+        |source, into| run_ok(Command::new("javac").arg("-d").arg(into).arg(source)),
+    )
+}
+
+/// What `make(input, folder)` (its output ignored) puts into a folder, made once for every
+/// test process of a run (they run at once: one makes it under a lock, the others wait and
+/// find it): in the target's temporary folder under `name` and the SHA-256 of `input`, moved
+/// into place whole, and done once the file `marker` is in it. The tests only read it.
+pub fn made_once(
+    name: &str,
+    input: &Path,
+    marker: &str,
+    make: impl FnOnce(&Path, &Path) -> String,
+) -> PathBuf {
     use sha2::Digest;
-    let source = Path::new(ROOT).join("tests/support/ZipCheck.java");
-    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&source).unwrap()));
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(input).unwrap()));
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let made = tmp.join(format!("zipcheck-{}", &sha[..16]));
-    let lock = std::fs::File::create(tmp.join("zipcheck.lock")).unwrap();
+    let made = tmp.join(format!("{name}-{}", &sha[..16]));
+    let lock = std::fs::File::create(tmp.join(format!("{name}.lock"))).unwrap();
     lock.lock().unwrap();
-    if !made.join("ZipCheck.class").exists() {
+    if !made.join(marker).exists() {
         let building = tempfile::tempdir_in(tmp).unwrap();
-        run_ok(
-            Command::new("javac")
-                .arg("-d")
-                .arg(building.path())
-                .arg(&source),
-        );
+        make(input, building.path());
         std::fs::rename(building.keep(), &made).unwrap();
     }
     made

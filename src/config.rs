@@ -387,6 +387,10 @@ pub struct ExportConfig {
     pub full: bool,
     /// Record renames as moves (`false` ships their bytes again).
     pub moves: bool,
+    /// HEAD every object the listing calls unchanged (and read its tags where it has any) to
+    /// find changes the listing cannot show — tags, Object Lock, headers, metadata — and ship
+    /// them as metadata-only entries (`--scan-metadata`, `SCAN_METADATA`).
+    pub scan_metadata: bool,
     pub tuning: Tuning,
     /// Stop cleanly (close the volume, checkpoint) once this instant is reached.
     pub deadline: Option<Instant>,
@@ -408,6 +412,7 @@ impl ExportConfig {
             filters: Filters::default(),
             full: false,
             moves: true,
+            scan_metadata: false,
             tuning: Tuning::default(),
             deadline: None,
             lease_ttl: DEFAULT_LEASE_TTL,

@@ -382,6 +382,16 @@ pub enum Error {
         to: String,
         detail: String,
     },
+    /// A metadata-only entry's object in the destination is not the content the bundle
+    /// expects.
+    #[error(
+        "cannot apply the new metadata of `{key}` in {target}: {detail}; nothing was changed. Import the bundles that wrote it (or a new baseline) and run again"
+    )]
+    MetadataUnconfirmed {
+        target: String,
+        key: String,
+        detail: String,
+    },
     /// The import target's state file is held by another import.
     #[error(
         "import state `{path}` is in use by another running import (it holds the OS lock on `{lock}`): wait for it to finish; the lock goes away with that process"

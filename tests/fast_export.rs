@@ -167,3 +167,161 @@ fn multipart_objects_arrive_in_their_own_parts_with_their_etags() {
     }
     assert_eq!(w.open_uploads_in(&dest), 0);
 }
+
+#[test]
+fn metadata_changes_ship_without_their_bytes_and_apply_in_place() {
+    // GIVEN a source with Object Lock: tagged objects (one uploaded in parts), one under a
+    // legal hold, one with a content type, and one whose bytes will change
+    const MIB: usize = 1024 * 1024;
+    let w = World::new("restate");
+    w.objects.create_bucket_with_object_lock(&w.src);
+    let put = |key: &str, h: ObjectHeaders| {
+        let body = bytes::Bytes::from(format!("bytes of {key}").into_bytes());
+        block_on(w.objects.put(&w.src, key, body, &h, PutMode::Overwrite)).unwrap();
+    };
+    let tags = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    put(
+        "tagged",
+        ObjectHeaders {
+            tags: tags(&[("team", "blue")]),
+            ..Default::default()
+        },
+    );
+    put(
+        "held",
+        ObjectHeaders {
+            object_lock_legal_hold: true,
+            ..Default::default()
+        },
+    );
+    put(
+        "typed",
+        ObjectHeaders {
+            content_type: Some("text/plain".into()),
+            ..Default::default()
+        },
+    );
+    put("content", ObjectHeaders::default());
+    let parts_body = pseudo_random(6 * MIB, 3);
+    let parts_etag = put_in_parts(&w, &w.src, "parts", &parts_body, &[5 * MIB, MIB]);
+
+    // WHEN it is exported with --scan-metadata and imported into a bucket with Object Lock and
+    // into a folder
+    w.export_with(|c| c.scan_metadata = true);
+    let dest = w.bucket("restate-dest");
+    w.objects.create_bucket_with_object_lock(&dest);
+    let (home, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let import = |seq: u64| {
+        let b = w.download(&w.job, seq);
+        let bucket = w.bucket_target(&w.clients.s3, &format!("s3://{dest}"));
+        let r = w.import(&[b.dir.path()], bucket, &home.path().join("bucket.json"));
+        w.import(
+            &[b.dir.path()],
+            w.dir_target(dir.path()),
+            &dir.path().join(".ferry/state.json"),
+        );
+        r
+    };
+    import(1);
+    let files_before = crate::util::dir_snapshot(dir.path());
+
+    // AND tags change (on the multipart object too) and the legal hold is released (ETag and
+    // LastModified stay), `typed` is copied onto itself with another content type (its
+    // LastModified moves) and `content` is rewritten
+    let src = w.src.clone();
+    w.objects.change_headers(&src, "tagged", |h| {
+        h.tags = tags(&[("team", "red"), ("cost-centre", "42")])
+    });
+    w.objects
+        .change_headers(&src, "parts", |h| h.tags = tags(&[("tier", "gold")]));
+    w.objects
+        .change_headers(&src, "held", |h| h.object_lock_legal_hold = false);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let typed = ObjectHeaders {
+        content_type: Some("text/markdown".into()),
+        ..Default::default()
+    };
+    block_on(w.objects.copy(&src, "typed", "typed", Some(&typed))).unwrap();
+    w.put("content", b"new bytes".to_vec());
+
+    // THEN a plan without the scan sees the copy (metadata-only) and the rewrite only; with
+    // it, every change, reading each object's metadata (tags where there are any)
+    let plain = w.plan_with(|_| {});
+    assert_eq!(
+        (plain["metadata_only"].as_u64(), plain["modified"].as_u64()),
+        (Some(1), Some(1)),
+        "{plain}"
+    );
+    let scan = w.plan_with(|c| c.scan_metadata = true);
+    assert_eq!(scan["metadata_only"], 4, "{scan}");
+    assert_eq!(scan["head_object"], 5, "{scan}");
+    assert_eq!(scan["get_object_tagging"], 2, "{scan}");
+
+    // WHEN exported with the scan
+    let r = w.export_with(|c| c.scan_metadata = true);
+    // THEN the bundle carries the new bytes of `content` only, and four metadata-only entries
+    assert_eq!(
+        (r["objects"].as_u64(), r["metadata_only"].as_u64()),
+        (Some(1), Some(4)),
+        "{r}"
+    );
+    let b = w.download(&w.job, 2);
+    let shipped: Vec<_> = b
+        .manifests
+        .iter()
+        .flat_map(|m| &m.objects)
+        .map(|o| o.key.as_str())
+        .collect();
+    assert_eq!(shipped, ["content"]);
+    let restated: Vec<_> = b
+        .last()
+        .metadata_only
+        .iter()
+        .map(|m| m.key.as_str())
+        .collect();
+    assert_eq!(restated, ["held", "parts", "tagged", "typed"]);
+
+    // WHEN it is imported
+    let r = import(2);
+    assert_eq!(r["bundles"][0]["metadata_only"], 4, "{r}");
+    // THEN the bucket's objects have the source's tags, legal hold and content type, the
+    // multipart one keeps its ETag, and every object's bytes are the source's
+    let meta = |bucket: &str, key: &str| {
+        let mut m = block_on(w.clients.s3.stat_with_tags(bucket, key))
+            .unwrap()
+            .unwrap();
+        m.headers.checksum = None;
+        m.headers.checksum_algorithm = None;
+        m.headers.checksum_type = None;
+        m.headers
+    };
+    for key in ["tagged", "held", "typed", "content", "parts"] {
+        assert_eq!(meta(&dest, key), meta(&src, key), "{key}");
+        assert_eq!(w.get(&dest, key), w.get(&src, key), "{key}");
+    }
+    assert_eq!(etag(&w, &dest, "parts"), parts_etag);
+    assert!(!meta(&dest, "held").object_lock_legal_hold);
+    // AND the folder's files are as they were but `content`'s, and its key index records the
+    // new tags
+    let files = crate::util::dir_snapshot(dir.path());
+    assert_eq!(files.len(), files_before.len());
+    for (path, before) in &files_before {
+        if !path.ends_with("content") {
+            assert_eq!(&files[path], before, "{path}");
+        }
+    }
+    let index = s3_ferry::import::ledger::file_index_entries(&dir.path().join(".ferry/state.json"))
+        .unwrap();
+    let kept = index["tagged"].kept.clone().unwrap();
+    assert_eq!(kept.tags, tags(&[("team", "red"), ("cost-centre", "42")]));
+    assert!(index["held"].kept.is_none(), "the hold is released");
+
+    // AND the next scan finds nothing: the inventory records what was shipped
+    let r = w.export_with(|c| c.scan_metadata = true);
+    assert_eq!(r["status"], "no_changes", "{r}");
+}

@@ -92,6 +92,8 @@ impl World {
             "listed": s.listed, "unchanged": s.unchanged, "added": s.added,
             "modified": s.modified, "deleted": s.deleted, "moved": s.moved,
             "skipped": s.skipped, "bytes": s.put_bytes, "list_ranges": s.list_ranges,
+            "metadata_only": s.metadata_only, "head_object": s.metadata_heads,
+            "get_object_tagging": s.tag_reads,
         })
     }
 

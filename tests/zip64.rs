@@ -54,6 +54,7 @@ fn one_volume_bundle(objects: Vec<ObjectEntry>) -> Manifest {
             skipped: Vec::new(),
             vanished: Vec::new(),
             totals: Totals::default(),
+            metadata_only: Vec::new(),
         }),
     }
 }

@@ -8,7 +8,7 @@ impl Run<'_> {
     /// then commit. A deadline leaves the bundle checkpointed (`Continue`).
     pub(super) async fn go(&self) -> Result<Report> {
         let (ck, plan, fresh) = match self.open_bundle().await? {
-            Opened::Bundle { ck, plan, fresh } => (*ck, plan, fresh),
+            Opened::Bundle { ck, plan, fresh } => (*ck, *plan, fresh),
             Opened::Finished(report) => return Ok(*report),
             Opened::Listing { .. } => {
                 unreachable!("a run in one process lists to the end (listing_hops is off)")
@@ -254,7 +254,7 @@ impl Run<'_> {
         }
         Ok(Opened::Bundle {
             ck: Box::new(ck),
-            plan,
+            plan: Box::new(plan),
             fresh,
         })
     }

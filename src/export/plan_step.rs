@@ -189,6 +189,7 @@ impl Run<'_> {
                 deleted: plan.deleted,
                 moved: plan.moved,
                 skipped: plan.skipped,
+                metadata_only: plan.metadata_only,
                 ..Totals::default()
             },
             vanished: Vec::new(),
@@ -273,6 +274,7 @@ impl Run<'_> {
             bytes: 0,
             deleted: 0,
             moved: 0,
+            metadata_only: 0,
             vanished: 0,
             replaced: 0,
             skipped: plan.stats.skipped,

@@ -120,6 +120,8 @@ where
         source: &cfg.source,
         filters: &filters,
         restores: &restores,
+        metadata: &restores,
+        scan_metadata: cfg.scan_metadata,
         stop: store.run().stop(),
         deadline,
         so_far,
@@ -148,6 +150,13 @@ impl crate::plan::Restores for SourceRestores {
     async fn restore(&self, key: &str) -> Result<crate::plan::Restore> {
         let header = self.store.restore_header(&self.bucket, key).await?;
         Ok(crate::plan::Restore::from_header(header.as_deref()))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::plan::MetadataReader for SourceRestores {
+    async fn metadata(&self, key: &str) -> Result<Option<(crate::store::ObjectMeta, bool)>> {
+        self.store.stat_state(&self.bucket, key).await
     }
 }
 

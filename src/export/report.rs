@@ -36,6 +36,10 @@ pub struct Report {
     pub bytes: u64,
     pub deleted: u64,
     pub moved: u64,
+    /// Metadata-only entries: objects whose headers, metadata, tags or Object Lock changed
+    /// and bytes did not (shipped without the bytes).
+    #[serde(default)]
+    pub metadata_only: u64,
     pub skipped: u64,
     pub vanished: u64,
     pub replaced: u64,

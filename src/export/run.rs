@@ -34,7 +34,7 @@ pub(super) enum Opened {
     /// A bundle to ship (`fresh`: planned by this run).
     Bundle {
         ck: Box<Checkpoint>,
-        plan: StoredPlan,
+        plan: Box<StoredPlan>,
         fresh: bool,
     },
     /// Nothing to ship: the run is over (no changes, committed).

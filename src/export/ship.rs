@@ -257,9 +257,13 @@ impl Run<'_> {
         if replaced {
             done.totals.replaced += 1;
         }
+        // The plan read the state of its headers (`--scan-metadata`): the version shipped may
+        // have other ones (changed between the plan's HEAD and this read).
+        let state = rec.state.as_ref().map(|_| meta.headers.state_digest());
         if meta.etag != rec.etag
             || meta.size != rec.size
             || meta.last_modified_ms != rec.last_modified_ms
+            || state != rec.state
         {
             // The inventory records the version shipped, not the one listed.
             done.corrected.push(ObjectRecord {
@@ -268,6 +272,7 @@ impl Run<'_> {
                 etag: meta.etag.clone(),
                 last_modified_ms: meta.last_modified_ms,
                 storage_class: rec.storage_class.clone(),
+                state,
             });
         }
         done.totals.objects += 1;

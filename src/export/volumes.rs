@@ -75,6 +75,7 @@ impl Run<'_> {
             bytes: ck.totals.bytes,
             deleted: ck.totals.deleted,
             moved: ck.totals.moved,
+            metadata_only: ck.totals.metadata_only,
             skipped: ck.totals.skipped,
             vanished: ck.totals.vanished,
             replaced: ck.totals.replaced,
@@ -267,6 +268,7 @@ impl Run<'_> {
             skipped: plan.skipped.iter().cloned().chain(skipped).collect(),
             vanished,
             totals,
+            metadata_only: plan.metadata_only.clone(),
         })
     }
 }

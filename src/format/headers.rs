@@ -109,6 +109,23 @@ impl ObjectHeaders {
         self.object_lock_mode.is_some() || self.object_lock_legal_hold
     }
 
+    /// A digest of everything a metadata-only change can change — the HTTP headers, user
+    /// metadata, the redirect, tags and Object Lock — and not the checksum, which belongs to
+    /// the bytes (a ranged read does not return it). A HEAD with GetObjectTagging and a GET
+    /// of the same version give the same digest; the inventory keeps it to tell, without the
+    /// bytes, whether an object's metadata changed (`--scan-metadata`).
+    pub fn state_digest(&self) -> String {
+        use sha2::Digest;
+        let state = ObjectHeaders {
+            checksum_algorithm: None,
+            checksum_type: None,
+            checksum: None,
+            ..self.clone()
+        };
+        let json = serde_json::to_vec(&state).expect("headers serialise");
+        hex::encode(&sha2::Sha256::digest(&json)[..16])
+    }
+
     /// The same headers without any Object Lock (`ferry import --object-lock skip`).
     pub fn unlocked(&self) -> ObjectHeaders {
         ObjectHeaders {

@@ -41,6 +41,20 @@ impl PartLayout {
         self.0.iter().map(|(s, _)| *s).max().unwrap_or(0)
     }
 
+    /// Each part's first and last byte, in order (call only on a layout without a
+    /// [`PartLayout::problem`]: at most [`MAX_PARTS`] parts).
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut start = 0u64;
+        for &(size, count) in &self.0 {
+            for _ in 0..count.min(MAX_PARTS) {
+                out.push((start, (start + size).saturating_sub(1)));
+                start += size;
+            }
+        }
+        out
+    }
+
     /// The size of part `number` (from 1); `None` past the last part.
     pub fn part_size(&self, number: u64) -> Option<u64> {
         let mut first = 1u64;

@@ -105,6 +105,24 @@ pub struct Move {
     pub headers: Option<ObjectHeaders>,
 }
 
+/// A metadata-only entry: the object's bytes did not change (same ETag and size as shipped
+/// before) but its headers, metadata, tags or Object Lock did; the import applies `headers`
+/// to the copy it holds (a bucket: a CopyObject onto the key; a folder: its key index), once it
+/// has confirmed that copy still is the content it wrote. No bytes travel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataOnly {
+    pub key: String,
+    /// The content the destination must hold: the ETag and size shipped before.
+    pub etag: String,
+    pub size: u64,
+    /// LastModified of the version read, RFC 3339.
+    pub last_modified: String,
+    /// Everything the object has now (not only what changed).
+    pub headers: ObjectHeaders,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version_id: Option<String>,
+}
+
 /// An object that changed but was not shipped, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
@@ -142,6 +160,13 @@ pub struct Totals {
     pub skipped: u64,
     pub vanished: u64,
     pub replaced: u64,
+    /// Metadata-only entries ([`Final::metadata_only`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub metadata_only: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What only the last volume carries.
@@ -156,6 +181,9 @@ pub struct Final {
     /// Planned objects that were gone when read (applied as deletions).
     pub vanished: Vec<String>,
     pub totals: Totals,
+    /// Objects whose metadata changed and bytes did not (absent in older bundles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata_only: Vec<MetadataOnly>,
 }
 
 /// Where the bundle came from.
@@ -391,6 +419,7 @@ mod tests {
                     skipped: Vec::new(),
                     vanished: Vec::new(),
                     totals: Totals::default(),
+                    metadata_only: Vec::new(),
                 }),
             ),
         ] {

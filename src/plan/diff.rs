@@ -11,9 +11,11 @@ use tokio::io::{AsyncBufRead, AsyncWrite};
 
 use crate::config::{Filters, S3Location};
 use crate::error::{Error, Result};
-use crate::format::manifest::{Move, Skipped};
+use crate::format::manifest::{MetadataOnly, Move, Skipped};
 use crate::plan::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
 use crate::plan::listing::Pages;
+pub use crate::plan::metadata::MAX_METADATA_ONLY;
+use crate::plan::metadata::{Ask, MetadataReader, Restated, read_all, recorded, restate};
 
 /// Counts of a plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +28,24 @@ pub struct PlanStats {
     pub deleted: u64,
     pub moved: u64,
     pub skipped: u64,
+    /// Metadata-only entries: objects whose bytes are unchanged and headers, metadata, tags or
+    /// Object Lock are not (see [`Listed::metadata_only`]).
+    #[serde(default)]
+    pub metadata_only: u64,
+    /// Metadata-only changes found beyond [`MAX_METADATA_ONLY`]: left for the next runs.
+    #[serde(default)]
+    pub metadata_deferred: u64,
+    /// HeadObject requests the plan made to read objects' metadata (`--scan-metadata`, and
+    /// objects whose LastModified moved while ETag and size did not).
+    #[serde(default)]
+    pub metadata_heads: u64,
+    /// GetObjectTagging requests it made (objects with tags among those).
+    #[serde(default)]
+    pub tag_reads: u64,
+    /// Objects scanned that had no digest of their metadata in the inventory (shipped before
+    /// any scan): their metadata ships once.
+    #[serde(default)]
+    pub metadata_unknown: u64,
     /// Bytes the puts will ship.
     pub put_bytes: u64,
     /// Objects left out because they are the export's own output (bundles, `_state/`).
@@ -45,6 +65,8 @@ pub struct Plan {
     pub deletes: Vec<String>,
     pub moves: Vec<Move>,
     pub skipped: Vec<Skipped>,
+    #[serde(default)]
+    pub metadata_only: Vec<MetadataOnly>,
     pub stats: PlanStats,
 }
 
@@ -55,6 +77,7 @@ impl Plan {
             && self.stats.modified == 0
             && self.deletes.is_empty()
             && self.moves.is_empty()
+            && self.metadata_only.is_empty()
     }
 
     /// Objects to ship.
@@ -100,6 +123,10 @@ pub struct Listed {
     /// Keys of the previous inventory that are gone (renames among them), in key order.
     pub deleted: Vec<ObjectRecord>,
     pub skipped: Vec<Skipped>,
+    /// Objects whose bytes are as shipped and whose metadata is not, with what they have now
+    /// (at most [`MAX_METADATA_ONLY`] a bundle), in key order.
+    #[serde(default)]
+    pub metadata_only: Vec<MetadataOnly>,
     /// Set when the listing stopped at its deadline: the last key listed (everything up to it
     /// is counted here and written out). Given back in [`Listing::so_far`], the listing goes
     /// on after it.
@@ -124,6 +151,7 @@ impl Listed {
             deletes: self.deleted.into_iter().map(|d| d.key).collect(),
             moves: Vec::new(),
             skipped: self.skipped,
+            metadata_only: self.metadata_only,
             stats,
         }
     }
@@ -205,6 +233,10 @@ pub struct Listing<'a> {
     pub source: &'a S3Location,
     pub filters: &'a Filters,
     pub restores: &'a dyn Restores,
+    /// Reads objects' metadata: those whose LastModified alone moved, and with `scan_metadata`
+    /// every object the listing calls unchanged (and the puts, to record their state).
+    pub metadata: &'a dyn MetadataReader,
+    pub scan_metadata: bool,
     /// The run's stop token, checked between pages.
     pub stop: &'a crate::interrupt::Stop,
     /// Stop between pages once this has passed (at least one page a call), with
@@ -237,6 +269,8 @@ where
         source,
         filters,
         restores,
+        metadata,
+        scan_metadata,
         stop,
         deadline,
         so_far,
@@ -290,34 +324,82 @@ where
             joined.push((rec, before));
         }
         let restore = restores_of(&joined, restores).await?;
-        for (rec, before) in joined {
-            // An archived object whose restore completed reads like any other.
-            let archived = rec
-                .needs_restore()
+        // An archived object whose restore completed reads like any other.
+        let archived_of = |rec: &ObjectRecord| {
+            rec.needs_restore()
                 .then(|| restore.get(&rec.key).copied().unwrap_or(Restore::Archived))
-                .filter(|r| *r != Restore::Restored);
-            let (keep, candidate) = match before {
-                Some(b) if b.same_version(&rec) => {
+                .filter(|r| *r != Restore::Restored)
+        };
+        let asks: Vec<Ask> = joined
+            .iter()
+            .map(|(rec, before)| {
+                Ask::of(
+                    rec,
+                    before.as_ref(),
+                    archived_of(rec).is_some(),
+                    scan_metadata,
+                )
+            })
+            .collect();
+        let read = read_all(
+            joined
+                .iter()
+                .zip(&asks)
+                .filter(|(_, a)| **a != Ask::No)
+                .map(|((r, _), _)| r.key.as_str()),
+            metadata,
+            stats,
+        )
+        .await?;
+        for ((mut rec, before), ask) in joined.into_iter().zip(asks) {
+            let archived = archived_of(&rec);
+            let now = read.get(&rec.key);
+            let restated = match (&before, ask) {
+                (Some(b), Ask::Scan | Ask::Moved) => Some(restate(
+                    ask,
+                    rec.clone(),
+                    b,
+                    now,
+                    stats,
+                    listed.metadata_only.len(),
+                )),
+                _ => None,
+            };
+            if ask == Ask::Record {
+                rec.state = recorded(&rec, now);
+            }
+            let (keep, candidate) = match (before, restated) {
+                (Some(_), Some(Restated::Keep(r))) => {
                     stats.unchanged += 1;
+                    (Some(r), None)
+                }
+                (Some(_), Some(Restated::Ship(r, entry))) => {
+                    listed.metadata_only.push(*entry);
+                    (Some(r), None)
+                }
+                (Some(b), _) if b.same_version(&rec) => {
+                    stats.unchanged += 1;
+                    // What the inventory knew of its metadata still holds.
+                    rec.state = b.state;
                     (Some(rec), None)
                 }
-                Some(b) if archived.is_some() => {
+                (Some(b), _) if archived.is_some() => {
                     listed
                         .skipped
                         .push(skip(&rec, archived.unwrap_or(Restore::Archived)));
                     (Some(b), None)
                 }
-                Some(_) => {
+                (Some(_), _) => {
                     stats.modified += 1;
                     (Some(rec.clone()), Some(Candidate { rec, added: false }))
                 }
-                None if archived.is_some() => {
+                (None, _) if archived.is_some() => {
                     listed
                         .skipped
                         .push(skip(&rec, archived.unwrap_or(Restore::Archived)));
                     (None, None)
                 }
-                None => {
+                (None, _) => {
                     stats.added += 1;
                     (Some(rec.clone()), Some(Candidate { rec, added: true }))
                 }
@@ -374,6 +456,7 @@ mod tests {
             etag: etag.into(),
             last_modified_ms: 1,
             storage_class: "STANDARD".into(),
+            state: None,
         }
     }
 
@@ -408,6 +491,7 @@ mod tests {
             },
             deleted: deleted.to_vec(),
             skipped: Vec::new(),
+            metadata_only: Vec::new(),
             stopped_after: None,
         };
         let mut out = InventoryWriter::new(Vec::new());

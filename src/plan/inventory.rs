@@ -226,6 +226,7 @@ mod tests {
                 etag: format!("e{i}"),
                 last_modified_ms: 1000 * i as i64,
                 storage_class: "STANDARD".into(),
+                state: None,
             })
             .collect();
         let mut w = InventoryWriter::new(Vec::new());
@@ -257,6 +258,7 @@ mod tests {
             etag: e.into(),
             last_modified_ms: 1,
             storage_class: "STANDARD".into(),
+            state: None,
         };
         let mut w = InventoryWriter::new(Vec::new());
         for r in [rec("a", "1"), rec("b", "1"), rec("c", "1")] {

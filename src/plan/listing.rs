@@ -218,6 +218,7 @@ mod tests {
             etag: "e".into(),
             last_modified_ms: 0,
             storage_class: "STANDARD".into(),
+            state: None,
         }
     }
 

@@ -6,8 +6,10 @@
 mod diff;
 pub mod inventory;
 pub mod listing;
+mod metadata;
 pub mod pin;
 mod renames;
 
 pub use diff::*;
+pub use metadata::MetadataReader;
 pub use renames::*;

@@ -32,6 +32,7 @@ where
         mut stats,
         deleted,
         skipped,
+        metadata_only,
         ..
     } = listed;
     let mut by_content: HashMap<(String, u64), VecDeque<usize>> = HashMap::new();
@@ -97,6 +98,7 @@ where
         deletes,
         moves,
         skipped,
+        metadata_only,
         stats,
     })
 }

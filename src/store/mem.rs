@@ -105,6 +105,18 @@ impl MemoryStore {
         }
     }
 
+    /// Change an object's headers as PutObjectTagging or PutObjectLegalHold do: its ETag and
+    /// LastModified stay.
+    pub fn change_headers(&self, bucket: &str, key: &str, f: impl FnOnce(&mut ObjectHeaders)) {
+        if let Some(o) = self
+            .lock()
+            .get_mut(bucket)
+            .and_then(|b| b.objects.get_mut(key))
+        {
+            f(&mut o.headers);
+        }
+    }
+
     /// Mark an archived object restored (`x-amz-restore: ongoing-request="false"`).
     pub fn restore(&self, bucket: &str, key: &str) {
         if let Some(o) = self
@@ -233,6 +245,7 @@ impl ObjectStore for MemoryStore {
                     etag: o.etag.clone(),
                     last_modified_ms: o.last_modified_ms,
                     storage_class: o.storage_class.clone(),
+                    state: None,
                 });
             }
             Ok(ListPage { records, next })
@@ -284,10 +297,11 @@ impl ObjectStore for MemoryStore {
             Ok(b.objects.get(key).map(|o| {
                 // HeadObject gives no tags (GetObjectTagging does): nor does this.
                 let mut meta = meta_of(o);
-                meta.headers.tags.clear();
+                let tag_count = std::mem::take(&mut meta.headers.tags).len() as u32;
                 Head {
                     meta,
                     restore: o.restore.clone(),
+                    tag_count,
                 }
             }))
         })

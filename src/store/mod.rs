@@ -256,6 +256,21 @@ impl Store {
         Ok(Some(meta))
     }
 
+    /// [`Store::stat`] with the object's tags when it has any (a GetObjectTagging only then):
+    /// what `--scan-metadata` reads of an object the listing calls unchanged.
+    /// Also says whether the tags took that second request.
+    pub async fn stat_state(&self, bucket: &str, key: &str) -> Result<Option<(ObjectMeta, bool)>> {
+        let Some(head) = self.backend.head(bucket, key).await? else {
+            return Ok(None);
+        };
+        let mut meta = head.meta;
+        let tagged = head.tag_count > 0;
+        if tagged {
+            meta.headers.tags = self.backend.tags(bucket, key).await?;
+        }
+        Ok(Some((meta, tagged)))
+    }
+
     /// ETag and size of the current version, or `None` if the key is gone.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<(String, u64)>> {
         Ok(self
@@ -368,10 +383,29 @@ impl Store {
         size: u64,
         headers: Option<&ObjectHeaders>,
     ) -> Result<String> {
-        if size > MAX_COPY {
-            return self.copy_parts(bucket, from, to, size, headers).await;
-        }
-        self.backend.copy(bucket, from, to, headers).await
+        self.copy_in(bucket, from, to, size, headers, None).await
+    }
+
+    /// [`Store::copy`] in the parts of `layout` when given (and one that S3 can have for
+    /// `size` bytes): the copy's ETag is then the multipart ETag of those parts.
+    pub async fn copy_in(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        size: u64,
+        headers: Option<&ObjectHeaders>,
+        layout: Option<&crate::format::layout::PartLayout>,
+    ) -> Result<String> {
+        let ranges = match layout.filter(|l| size > 0 && l.problem(size).is_none()) {
+            Some(l) => l.ranges(),
+            None if size > MAX_COPY => (0..size)
+                .step_by(COPY_PART as usize)
+                .map(|start| (start, (start + COPY_PART).min(size) - 1))
+                .collect(),
+            None => return self.backend.copy(bucket, from, to, headers).await,
+        };
+        self.copy_parts(bucket, from, to, &ranges, headers).await
     }
 
     async fn copy_parts(
@@ -379,7 +413,7 @@ impl Store {
         bucket: &str,
         from: &str,
         to: &str,
-        size: u64,
+        ranges: &[(u64, u64)],
         headers: Option<&ObjectHeaders>,
     ) -> Result<String> {
         let h = match headers {
@@ -398,12 +432,11 @@ impl Store {
         let id = self.backend.create_upload(bucket, to, &h).await?;
         let result: Result<String> = async {
             let mut parts = Vec::new();
-            for (i, start) in (0..size).step_by(COPY_PART as usize).enumerate() {
-                let end = (start + COPY_PART).min(size) - 1;
+            for (i, range) in ranges.iter().enumerate() {
                 let number = i as i32 + 1;
                 let part = self
                     .backend
-                    .copy_part(bucket, from, to, &id, number, (start, end))
+                    .copy_part(bucket, from, to, &id, number, *range)
                     .await?;
                 parts.push(part);
             }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::format::manifest::ObjectHeaders;
 
 /// One listed object, as the inventory keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectRecord {
     #[serde(rename = "k")]
     pub key: String,
@@ -25,6 +25,11 @@ pub struct ObjectRecord {
     pub last_modified_ms: i64,
     #[serde(rename = "c", default)]
     pub storage_class: String,
+    /// The digest of its headers, metadata, tags and Object Lock as last read
+    /// ([`ObjectHeaders::state_digest`]), when a run read them (`--scan-metadata`, or a
+    /// metadata-only change); `None`: not known.
+    #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// A body as it arrives, chunk by chunk.
@@ -51,6 +56,9 @@ pub struct ObjectMeta {
 pub struct Head {
     pub meta: ObjectMeta,
     pub restore: Option<String>,
+    /// How many tags it has (`x-amz-tagging-count`; the tags themselves take a
+    /// GetObjectTagging).
+    pub tag_count: u32,
 }
 
 /// Result of a conditional read.

@@ -148,6 +148,7 @@ impl ObjectStore for S3Backend {
                         .storage_class()
                         .map(|c| c.as_str().to_string())
                         .unwrap_or_else(|| "STANDARD".to_string()),
+                    state: None,
                 }
             })
             .collect();
@@ -244,6 +245,7 @@ impl ObjectStore for S3Backend {
             Ok(out) => Ok(Some(Head {
                 meta: object_meta!(out, out.content_length().unwrap_or(0).max(0) as u64),
                 restore: out.restore().map(str::to_string),
+                tag_count: out.tag_count().unwrap_or(0).max(0) as u32,
             })),
             Err(e) if http_status(&e) == Some(404) => Ok(None),
             Err(e) => Err(s3_err("HeadObject", bucket, key, e)),

@@ -134,6 +134,11 @@ pub struct JobArgs {
     /// Ship renamed objects' bytes instead of recording moves.
     #[arg(long)]
     pub no_moves: bool,
+    /// Also find changes the listing cannot show (tags, Object Lock, headers, metadata): HEAD
+    /// every object the listing calls unchanged, GetObjectTagging where it has tags, and ship
+    /// what changed as metadata-only entries, without the bytes.
+    #[arg(long)]
+    pub scan_metadata: bool,
     /// Byte cap of a volume (at least 1MiB) [default: 4032MiB, fits FAT32].
     #[arg(long, value_name = "SIZE", value_parser = volume_size)]
     pub volume_size: Option<u64>,

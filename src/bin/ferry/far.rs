@@ -312,13 +312,14 @@ fn print_import(report: &import::ImportReport) -> std::io::Result<()> {
             }
             BundleStatus::DryRun => {
                 out!(
-                    "{name}: would write {} objects ({}; {} new, {} overwritten), delete {}, move {}, remove {} not in the baseline",
+                    "{name}: would write {} objects ({}; {} new, {} overwritten), delete {}, move {}, give {} new metadata, remove {} not in the baseline",
                     b.objects,
                     human(b.bytes),
                     b.new,
                     b.overwritten,
                     b.deleted,
                     b.moved,
+                    b.metadata_only,
                     b.removed
                 );
                 kept_unlisted(b)?;
@@ -333,7 +334,7 @@ fn print_import(report: &import::ImportReport) -> std::io::Result<()> {
                 }
             }
             BundleStatus::Applied | BundleStatus::Continue => out!(
-                "{name}: {}: {} objects ({}; {} new, {} overwritten), {} deleted, {} moved, {} removed, {} volume(s){}, {:.1}s",
+                "{name}: {}: {} objects ({}; {} new, {} overwritten), {} deleted, {} moved, {} metadata-only, {} removed, {} volume(s){}, {:.1}s",
                 if b.status == BundleStatus::Applied {
                     "applied"
                 } else {
@@ -345,6 +346,7 @@ fn print_import(report: &import::ImportReport) -> std::io::Result<()> {
                 b.overwritten,
                 b.deleted,
                 b.moved,
+                b.metadata_only,
                 b.removed,
                 b.volumes,
                 if b.volumes_resumed > 0 {

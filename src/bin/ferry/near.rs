@@ -22,6 +22,7 @@ impl JobArgs {
         cfg.filters = Filters::new(&self.include, &self.exclude, self.min_size, self.max_size)?;
         cfg.full = self.full;
         cfg.moves = !self.no_moves;
+        cfg.scan_metadata = self.scan_metadata;
         cfg.tuning = Tuning {
             volume_size: self
                 .volume_size
@@ -120,6 +121,10 @@ pub async fn plan(clients: &Clients, args: &JobArgs, json: bool) -> anyhow::Resu
             "skipped": s.skipped, "bytes": s.put_bytes, "volumes": volumes,
             "own_output": s.own_output, "list_ranges": s.list_ranges,
             "skipped_objects": plan.skipped,
+            "metadata_only": s.metadata_only, "metadata_deferred": s.metadata_deferred,
+            "scan_metadata": cfg.scan_metadata,
+            "requests": {"head_object": s.metadata_heads, "get_object_tagging": s.tag_reads},
+            "metadata_unknown": s.metadata_unknown,
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -136,6 +141,30 @@ pub async fn plan(clients: &Clients, args: &JobArgs, json: bool) -> anyhow::Resu
         s.skipped,
         volumes
     );
+    if s.metadata_heads > 0 || s.metadata_only > 0 {
+        out!(
+            "  metadata-only: {} (without their bytes){}; reading metadata takes {} HeadObject and {} GetObjectTagging requests{}",
+            s.metadata_only,
+            if s.metadata_deferred > 0 {
+                format!(", {} more in the next runs", s.metadata_deferred)
+            } else {
+                String::new()
+            },
+            s.metadata_heads,
+            s.tag_reads,
+            if cfg.scan_metadata {
+                " (--scan-metadata: every object the listing calls unchanged, each run)"
+            } else {
+                " (objects whose LastModified alone moved)"
+            }
+        );
+    }
+    if s.metadata_unknown > 0 {
+        out!(
+            "  {} objects have no record of their metadata yet (shipped before a scan): theirs ships once",
+            s.metadata_unknown
+        );
+    }
     if s.own_output > 0 {
         out!(
             "  left out {} objects of the export's own output (bundles and _state/ under --dest)",
@@ -270,7 +299,7 @@ fn print_report(r: &export::Report) -> std::io::Result<()> {
             r.volumes.len()
         ),
         Status::Complete => out!(
-            "{}: bundle {}{} complete: {} objects ({}), {} deleted, {} moved, {} skipped, {} vanished in {} volume(s), {:.1}s",
+            "{}: bundle {}{} complete: {} objects ({}), {} deleted, {} moved, {} metadata-only, {} skipped, {} vanished in {} volume(s), {:.1}s",
             r.job,
             r.sequence,
             if r.baseline { " (baseline)" } else { "" },
@@ -278,6 +307,7 @@ fn print_report(r: &export::Report) -> std::io::Result<()> {
             human(r.bytes),
             r.deleted,
             r.moved,
+            r.metadata_only,
             r.skipped,
             r.vanished,
             r.volumes.len(),

@@ -145,11 +145,15 @@ impl Bundle {
         self.volumes.iter().map(|v| v.bytes).sum()
     }
 
-    /// Objects (and moves' new keys) carrying an Object Lock.
+    /// Objects (and moves' new keys, and metadata-only entries) carrying an Object Lock.
     pub fn locked(&self) -> u64 {
         let moved = self.last.moved.iter();
         let moved = moved.filter(|m| m.headers.as_ref().is_some_and(|h| h.is_locked()));
-        self.volumes.iter().map(|v| v.locked).sum::<u64>() + moved.count() as u64
+        let restated = self.last.metadata_only.iter();
+        let restated = restated.filter(|m| m.headers.is_locked());
+        self.volumes.iter().map(|v| v.locked).sum::<u64>()
+            + moved.count() as u64
+            + restated.count() as u64
     }
 
     /// Objects of all volumes.
@@ -292,7 +296,8 @@ impl Bundle {
             .deleted
             .iter()
             .chain(&last.vanished)
-            .chain(last.moved.iter().flat_map(|m| [&m.from, &m.to]));
+            .chain(last.moved.iter().flat_map(|m| [&m.from, &m.to]))
+            .chain(last.metadata_only.iter().map(|m| &m.key));
         for k in keys {
             if let Some(p) = key_problem(k) {
                 return Err(self.bad(format!("final manifest names {p}")));
@@ -304,6 +309,21 @@ impl Bundle {
             .find_map(|m| m.headers.as_ref().and_then(ObjectHeaders::problem))
         {
             return Err(self.bad(format!("a move's new headers cannot be written: {p}")));
+        }
+        let mut restated = std::collections::HashSet::new();
+        for m in &last.metadata_only {
+            if let Some(p) = m.headers.problem() {
+                return Err(self.bad(format!(
+                    "the metadata-only entry of `{}` cannot be written: {p}",
+                    m.key
+                )));
+            }
+            if !restated.insert(m.key.as_str()) {
+                return Err(self.bad(format!(
+                    "the final manifest lists `{}` twice among metadata-only entries",
+                    m.key
+                )));
+            }
         }
         if let Some(sums) = &self.sums {
             let names: Vec<&str> = crate::format::manifest::parse_sha256sums(sums)

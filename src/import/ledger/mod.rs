@@ -81,6 +81,9 @@ pub struct Pending {
     /// Moves of the bundle's tail already applied (in the bundle's order).
     #[serde(default)]
     pub moves_done: u64,
+    /// Metadata-only entries already applied (in the bundle's order).
+    #[serde(default)]
+    pub metadata_done: u64,
     /// Deletions of the bundle's tail already applied (in the bundle's order).
     #[serde(default)]
     pub deletions_done: u64,

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::format::parts::is_early_part;
+use crate::import::run::restate::{RESTATE_BATCH, apply_metadata};
 
 /// How many of the keys a baseline kept because ferry did not write them are listed by name.
 pub const KEPT_LISTED: usize = 20;
@@ -155,6 +156,21 @@ pub(super) async fn apply(
         apply_moves(ledger, cfg, b, batch, rec).await?;
         progressed = true;
     }
+    // Metadata-only entries, a batch at a time (see `restate`), resumable like the moves.
+    let restated = &b.last.metadata_only;
+    let done = (pending.metadata_done as usize).min(restated.len());
+    out.metadata_only += done as u64;
+    for (i, batch) in restated[done..].chunks(RESTATE_BATCH).enumerate() {
+        if (i > 0 || progressed) && cfg.past_deadline() {
+            info!(job = %b.job, sequence = b.sequence, metadata_only = out.metadata_only, "deadline: stopping between metadata-only entries");
+            return Ok(BundleStatus::Continue);
+        }
+        out.metadata_only += batch.len() as u64;
+        pending.metadata_done = out.metadata_only;
+        rec.pending = Some(pending.clone());
+        apply_metadata(ledger, cfg, b, batch, rec).await?;
+        progressed = true;
+    }
     let mut changes: Vec<(String, Option<IndexEntry>)> = Vec::new();
     // Deletions (and objects that vanished before the export read them).
     let gone: Vec<String> = b
@@ -218,6 +234,7 @@ fn pending_for(rec: &Record, b: &Bundle, digest: &str) -> Pending {
             bundle_digest: digest.to_string(),
             volumes_done: Vec::new(),
             moves_done: 0,
+            metadata_done: 0,
             deletions_done: 0,
         },
     }

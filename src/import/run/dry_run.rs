@@ -52,7 +52,8 @@ pub(super) async fn dry_run_volume(
     Ok(())
 }
 
-/// What a dry run reports of a bundle's moves, deletions and (baseline) removals.
+/// What a dry run reports of a bundle's moves, metadata-only entries, deletions and (baseline)
+/// removals.
 pub(super) async fn dry_run_tail(
     ledger: &dyn Ledger,
     cfg: &ImportConfig,
@@ -69,6 +70,15 @@ pub(super) async fn dry_run_tail(
             key: m.from.clone(),
             to: Some(m.to.clone()),
             bytes: m.size,
+        });
+    }
+    for m in &b.last.metadata_only {
+        out.metadata_only += 1;
+        out.changes.push(Change {
+            op: "metadata",
+            key: m.key.clone(),
+            to: None,
+            bytes: 0,
         });
     }
     for k in b.last.deleted.iter().chain(&b.last.vanished) {

@@ -7,6 +7,7 @@
 mod apply;
 mod dry_run;
 mod joined;
+mod restate;
 use apply::*;
 use dry_run::*;
 use joined::*;
@@ -106,6 +107,9 @@ pub struct BundleOutcome {
     pub overwritten: u64,
     pub deleted: u64,
     pub moved: u64,
+    /// Metadata-only entries applied: objects given new headers, metadata, tags or Object
+    /// Lock without their bytes.
+    pub metadata_only: u64,
     /// Keys a baseline removed because it does not list them (ferry wrote them, or
     /// `--delete-unlisted`).
     pub removed: u64,
@@ -274,6 +278,7 @@ pub async fn run(
             overwritten: 0,
             deleted: 0,
             moved: 0,
+            metadata_only: 0,
             removed: 0,
             kept_unlisted: 0,
             kept_unlisted_keys: Vec::new(),

@@ -130,6 +130,57 @@ impl Target for Bucket {
             .await
     }
 
+    /// A CopyObject onto the key with the new headers and tags (a multipart object part by
+    /// part in its own parts, so its ETag stays).
+    async fn restate(
+        &self,
+        rel: &str,
+        entry: &IndexEntry,
+        headers: &ObjectHeaders,
+        _last_modified: &str,
+    ) -> Result<IndexEntry> {
+        let key = self.dest.key(rel);
+        let bucket = &self.dest.bucket;
+        let layout = self
+            .store
+            .part_layout(bucket, &key, &entry.place, entry.size)
+            .await?;
+        let place = self
+            .store
+            .copy_in(
+                bucket,
+                &key,
+                &key,
+                entry.size,
+                Some(headers),
+                layout.as_ref(),
+            )
+            .await?;
+        Ok(IndexEntry {
+            place,
+            ..entry.clone()
+        })
+    }
+
+    /// The object has `entry`'s size and exactly `headers` (its ETag changed with the copy:
+    /// SSE-KMS, or a copy made without the parts).
+    async fn restated_unrecorded(
+        &self,
+        rel: &str,
+        entry: &IndexEntry,
+        headers: &ObjectHeaders,
+    ) -> Result<Option<IndexEntry>> {
+        let key = self.dest.key(rel);
+        let Some((meta, _)) = self.store.stat_state(&self.dest.bucket, &key).await? else {
+            return Ok(None);
+        };
+        let same = meta.size == entry.size && meta.headers.state_digest() == headers.state_digest();
+        Ok(same.then(|| IndexEntry {
+            place: meta.etag,
+            ..entry.clone()
+        }))
+    }
+
     async fn delete(&self, rel: &str, _entry: Option<&IndexEntry>) -> Result<()> {
         self.store
             .delete(&self.dest.bucket, &self.dest.key(rel))

@@ -210,21 +210,44 @@ impl Target for Dir {
                     source: std::io::Error::other(e),
                 })??;
         renamed.map_err(io_at("renaming", &from))?;
-        if let Ok(m) = time::OffsetDateTime::parse(
-            last_modified,
-            &time::format_description::well_known::Rfc3339,
-        ) {
-            let (to, m) = (to.clone(), std::time::SystemTime::from(m));
-            let _ = tokio::task::spawn_blocking(move || {
-                std::fs::File::options()
-                    .write(true)
-                    .open(&to)
-                    .and_then(|f| f.set_modified(m))
-            })
-            .await;
-        }
+        set_mtime(to, last_modified).await;
         prune_empty(root, &from).await;
         Ok(place)
+    }
+
+    /// The file's bytes stay as they are; it gets the object's LastModified, and the key
+    /// index records the tags, Object Lock and checksum (the rest of the headers a folder does
+    /// not keep).
+    async fn restate(
+        &self,
+        _rel: &str,
+        entry: &IndexEntry,
+        headers: &ObjectHeaders,
+        last_modified: &str,
+    ) -> Result<IndexEntry> {
+        use crate::import::ledger::Kept;
+        set_mtime(Self::inside(&self.root, &entry.place)?, last_modified).await;
+        let mut kept = Kept::of(headers).map(|k| *k).unwrap_or_default();
+        // The checksum belongs to the bytes, which did not change.
+        if let Some(old) = &entry.kept {
+            kept.checksum_algorithm = old.checksum_algorithm.clone();
+            kept.checksum_type = old.checksum_type.clone();
+            kept.checksum = old.checksum.clone();
+        }
+        Ok(IndexEntry {
+            kept: (kept != Kept::default()).then(|| Box::new(kept)),
+            ..entry.clone()
+        })
+    }
+
+    /// A restate leaves the file alone: it is still `entry`'s place, or not this import's.
+    async fn restated_unrecorded(
+        &self,
+        _rel: &str,
+        _entry: &IndexEntry,
+        _headers: &ObjectHeaders,
+    ) -> Result<Option<IndexEntry>> {
+        Ok(None)
     }
 
     async fn delete(&self, rel: &str, entry: Option<&IndexEntry>) -> Result<()> {
@@ -471,4 +494,21 @@ pub async fn file_sha256(path: &Path) -> Result<Option<(u64, String)>> {
     })
     .await
     .expect("hashing task")
+}
+
+/// Give the file at `path` the mtime `last_modified` (RFC 3339; ignored when it is not one).
+async fn set_mtime(path: PathBuf, last_modified: &str) {
+    if let Ok(m) = time::OffsetDateTime::parse(
+        last_modified,
+        &time::format_description::well_known::Rfc3339,
+    ) {
+        let m = std::time::SystemTime::from(m);
+        let _ = tokio::task::spawn_blocking(move || {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(m))
+        })
+        .await;
+    }
 }

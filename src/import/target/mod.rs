@@ -92,6 +92,25 @@ pub trait Target: Send + Sync + std::fmt::Debug {
         last_modified: &str,
     ) -> Result<String>;
 
+    /// Give the object at `rel` (holding `entry`, confirmed) `headers`, its bytes untouched (a
+    /// metadata-only entry, the object now `last_modified`); its new key index entry.
+    async fn restate(
+        &self,
+        rel: &str,
+        entry: &IndexEntry,
+        headers: &ObjectHeaders,
+        last_modified: &str,
+    ) -> Result<IndexEntry>;
+
+    /// When `rel` no longer is `entry`'s place: does it hold `entry`'s content with `headers`
+    /// already (restated by an interrupted call that did not record it)? Its entry then.
+    async fn restated_unrecorded(
+        &self,
+        rel: &str,
+        entry: &IndexEntry,
+        headers: &ObjectHeaders,
+    ) -> Result<Option<IndexEntry>>;
+
     /// Remove `rel` (at `entry`'s place when known); a missing key is fine.
     async fn delete(&self, rel: &str, entry: Option<&IndexEntry>) -> Result<()>;
 

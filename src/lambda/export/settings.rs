@@ -68,6 +68,18 @@ impl FunctionConfig {
                 ));
             }
         };
+        export.scan_metadata = match v.get("SCAN_METADATA").as_deref() {
+            None | Some("" | "false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                return Err(Error::config(
+                    "SCAN_METADATA",
+                    format!(
+                        "`{other}` (use true to HEAD unchanged objects for metadata changes, or false)"
+                    ),
+                ));
+            }
+        };
         let defaults = Tuning::default();
         export.tuning = Tuning {
             volume_size: v.size("VOLUME_SIZE")?.unwrap_or(defaults.volume_size),

@@ -9,6 +9,7 @@ mod fast_export;
 mod fast_roundtrip;
 mod fast_runs;
 mod faults;
+mod fidelity;
 mod hostile;
 mod import;
 mod pinned;

@@ -3,14 +3,14 @@
 //! only when LastModified moved (CopyObject onto itself); a tag change or a legal hold's
 //! release leaves it alone. `--scan-metadata` HEADs every object the listing calls unchanged
 //! (and GetObjectTagging where it has tags) and compares the digest of what it read
-//! ([`ObjectHeaders::state_digest`]) with the one the inventory keeps. Either way, what
+//! ([`crate::format::manifest::ObjectHeaders::state_digest`]) with the one the inventory keeps. Either way, what
 //! changed ships as a metadata-only entry, without the bytes.
 
 use std::collections::HashMap;
 
 use crate::clock::rfc3339_ms;
 use crate::error::Result;
-use crate::format::manifest::{MetadataOnly, ObjectHeaders};
+use crate::format::manifest::MetadataOnly;
 use crate::plan::PlanStats;
 use crate::plan::inventory::ObjectRecord;
 use crate::store::ObjectMeta;
@@ -165,13 +165,9 @@ fn entry_of(key: &str, meta: &ObjectMeta) -> MetadataOnly {
         etag: meta.etag.clone(),
         size: meta.size,
         last_modified: rfc3339_ms(meta.last_modified_ms),
-        headers: ObjectHeaders {
-            // The checksum belongs to the bytes, which do not travel.
-            checksum_algorithm: None,
-            checksum_type: None,
-            checksum: None,
-            ..meta.headers.clone()
-        },
+        // With the checksum the object has (its bytes' own, unchanged): the copy keeps its
+        // algorithm.
+        headers: meta.headers.clone(),
         version_id: meta.version_id.clone(),
     }
 }

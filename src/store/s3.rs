@@ -239,6 +239,7 @@ impl ObjectStore for S3Backend {
             .head_object()
             .bucket(bucket)
             .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
         {
@@ -322,12 +323,27 @@ impl ObjectStore for S3Backend {
             req = req
                 .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
                 .set_tagging(tagging(&h.tags));
+            // The copy keeps the object's checksum algorithm (S3 computes it again over the
+            // same bytes); a locked copy needs one.
+            let alg = h.checksum_algorithm.as_deref();
+            if let Some(alg) = alg.or(h.is_locked().then_some("CRC32")) {
+                req = req.checksum_algorithm(ChecksumAlgorithm::from(alg));
+            }
         }
         req = with_placement!(req, &self.placement);
-        let out = req
-            .send()
-            .await
-            .map_err(|e| s3_err("CopyObject", bucket, to, e))?;
+        let sent = if headers.is_some_and(ObjectHeaders::is_locked) {
+            // moto asks a locked copy for the header a locked PUT needs (S3 does not).
+            req.customize()
+                .mutate_request(|r| {
+                    r.headers_mut()
+                        .insert("x-amz-sdk-checksum-algorithm", "CRC32");
+                })
+                .send()
+                .await
+        } else {
+            req.send().await
+        };
+        let out = sent.map_err(|e| s3_err("CopyObject", bucket, to, e))?;
         Ok(unquote(
             out.copy_object_result()
                 .and_then(|r| r.e_tag())

@@ -254,6 +254,28 @@ for name, change, why in [
     fields = {k: v for k, v in {**fidelity, **change}.items() if v is not None}
     save(f"{name}.zip", volume(files, manifest([obj("a.txt", b"a", **fields)])), 5, why)
 
+# --- metadata-only entries: new headers for bytes the destination holds -----------------------
+def restated(key="a.txt", **headers):
+    return {"key": key, "etag": hashlib.md5(b"a").hexdigest(), "size": 1,
+            "last_modified": "2026-11-02T00:00:00Z",
+            "headers": {"metadata": {}, "tags": {"team": "red"}, **headers}}
+
+
+save("metadata-only-valid.zip",
+     volume(files, manifest([obj("a.txt", b"a")], metadata_only=[restated(content_type="text/plain")])), 0,
+     "an object and a metadata-only entry giving it new tags and a content type")
+for name, entries, why in [
+    ("metadata-only-eleven-tags", [restated(tags={f"k{i}": "v" for i in range(11)})],
+     "a metadata-only entry with 11 tags (S3 allows 10)"),
+    ("metadata-only-lock-mode", [restated(object_lock_mode="FOREVER", object_lock_retain_until="2031-01-02T03:04:05Z")],
+     "a metadata-only entry with an Object Lock mode that is neither GOVERNANCE nor COMPLIANCE"),
+    ("metadata-only-crlf", [restated(content_type="text/plain\r\nX-Evil: 1")],
+     "a metadata-only entry whose Content-Type has CR/LF"),
+    ("metadata-only-twice", [restated(), restated()], "the same key twice among metadata-only entries"),
+    ("metadata-only-empty-key", [restated(key="")], "a metadata-only entry with an empty key"),
+]:
+    save(f"{name}.zip", volume(files, manifest([obj("a.txt", b"a")], metadata_only=entries)), 5, why)
+
 with open(os.path.join(OUT, "expected.json"), "w") as f:
     json.dump(expected, f, indent=1, sort_keys=True)
 print(f"{len(expected)} volumes in {OUT}")

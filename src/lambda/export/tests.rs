@@ -60,16 +60,19 @@ fn config_from_env_and_errors_name_the_variable() {
 fn the_function_sets_what_the_cli_sets() {
     let c = FunctionConfig::from_lookup(env(BASE)).unwrap();
     assert!(c.export.moves);
+    assert!(!c.export.scan_metadata);
     assert_eq!(c.export.tuning.compression, config::Compression::Stored);
     let mut all = BASE.to_vec();
     all.extend([
         ("MIN_SIZE", "1KiB"),
         ("MAX_SIZE", "2GiB"),
         ("MOVES", "false"),
+        ("SCAN_METADATA", "true"),
         ("COMPRESSION", "deflate"),
     ]);
     let c = FunctionConfig::from_lookup(env(&all)).unwrap();
     assert!(!c.export.moves);
+    assert!(c.export.scan_metadata);
     assert_eq!(c.export.tuning.compression, config::Compression::Deflate);
     assert_eq!(
         (c.export.filters.min_size, c.export.filters.max_size),
@@ -77,6 +80,7 @@ fn the_function_sets_what_the_cli_sets() {
     );
     for (k, v) in [
         ("MOVES", "maybe"),
+        ("SCAN_METADATA", "yes"),
         ("COMPRESSION", "zstd"),
         ("MIN_SIZE", "big"),
     ] {

@@ -392,6 +392,11 @@ pub enum Error {
         key: String,
         detail: String,
     },
+    /// A content policy that cannot be read or does not parse.
+    #[error(
+        "policy {origin}: {detail}; fix it (every key is optional: max_size, allow_prefixes, allow_types, deny_types, deny_keys, deny_keywords, type_mismatch)"
+    )]
+    Policy { origin: String, detail: String },
     /// The import target's state file is held by another import.
     #[error(
         "import state `{path}` is in use by another running import (it holds the OS lock on `{lock}`): wait for it to finish; the lock goes away with that process"

@@ -15,6 +15,7 @@ pub mod interrupt;
 pub mod lambda;
 pub mod memory;
 pub mod plan;
+pub mod policy;
 pub mod progress;
 pub mod state;
 pub mod store;

@@ -134,28 +134,28 @@ fn delta_carries_adds_overwrites_deletes_renames_and_metadata_changes() {
     ctx.set_metadata("f04", "text/csv", &[("k", "v")]);
     let r = ctx.export_ok(&[]);
 
-    // THEN the delta bundle carries exactly those changes, chained to the baseline
+    // THEN the delta bundle carries exactly those changes, chained to the baseline: the
+    // metadata-only change without its bytes
     assert_eq!(r["sequence"], 2);
     assert_eq!(
         (
             r["objects"].as_u64(),
             r["deleted"].as_u64(),
-            r["moved"].as_u64()
+            r["moved"].as_u64(),
+            r["metadata_only"].as_u64()
         ),
-        (Some(3), Some(1), Some(1))
+        (Some(2), Some(1), Some(1), Some(1))
     );
     let b = ctx.download(&ctx.job, 2);
     let keys: BTreeSet<_> = b.objects().iter().map(|o| o.key.clone()).collect();
-    assert_eq!(
-        keys,
-        BTreeSet::from(["f01".into(), "f04".into(), "new".into()])
-    );
+    assert_eq!(keys, BTreeSet::from(["f01".into(), "new".into()]));
     let files = b.extract();
     assert_eq!(files["f01"], b"overwritten");
-    let f04 = b.objects().into_iter().find(|o| o.key == "f04").unwrap();
+    let last = b.last();
+    let f04 = &last.metadata_only[0];
+    assert_eq!(f04.key, "f04");
     assert_eq!(f04.headers.content_type.as_deref(), Some("text/csv"));
     assert_eq!(f04.headers.metadata["k"], "v");
-    let last = b.last();
     assert_eq!(last.deleted, vec!["f02".to_string()]);
     assert_eq!(last.moved.len(), 1);
     assert_eq!(

@@ -44,7 +44,8 @@ pub fn code(e: &anyhow::Error) -> u8 {
             E::JobPinned { .. }
             | E::DestinationChanged { .. }
             | E::SeveralJobs { .. }
-            | E::NoObjectLock { .. },
+            | E::NoObjectLock { .. }
+            | E::Policy { .. },
         ) => USAGE,
         Some(E::Interrupted { signal }) if *signal == "SIGTERM" => 143,
         Some(E::Interrupted { .. }) => 130,

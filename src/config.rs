@@ -391,6 +391,8 @@ pub struct ExportConfig {
     /// find changes the listing cannot show — tags, Object Lock, headers, metadata — and ship
     /// them as metadata-only entries (`--scan-metadata`, `SCAN_METADATA`).
     pub scan_metadata: bool,
+    /// The content policy (`--policy`, `POLICY`): what breaks it is withheld, not shipped.
+    pub policy: Option<std::sync::Arc<crate::policy::Policy>>,
     pub tuning: Tuning,
     /// Stop cleanly (close the volume, checkpoint) once this instant is reached.
     pub deadline: Option<Instant>,
@@ -413,6 +415,7 @@ impl ExportConfig {
             full: false,
             moves: true,
             scan_metadata: false,
+            policy: None,
             tuning: Tuning::default(),
             deadline: None,
             lease_ttl: DEFAULT_LEASE_TTL,

@@ -6,6 +6,7 @@ mod conformance;
 mod export;
 mod fast;
 mod fast_export;
+mod fast_policy;
 mod fast_roundtrip;
 mod fast_runs;
 mod faults;

@@ -45,6 +45,7 @@ fn one_volume_bundle(objects: Vec<ObjectEntry>) -> Manifest {
         baseline: true,
         volume: 1,
         listed_at: "2026-01-01T00:00:00Z".into(),
+        policy_digest: None,
         objects,
         last: Some(Final {
             volume_count: 1,

@@ -65,6 +65,10 @@ pub(super) struct Checkpoint {
     /// Objects planned but found archived when read (an archive tier): skipped, reported.
     #[serde(default)]
     pub(super) skipped: Vec<crate::format::manifest::Skipped>,
+    /// Objects the policy withheld when read (their bytes or headers break it): reported on
+    /// this side only, never in the bundle.
+    #[serde(default)]
+    pub(super) withheld: Vec<crate::format::manifest::Skipped>,
 }
 
 /// A shard's own progress, `shard-KKKK.json` beside the checkpoint: its cursor, the volumes it
@@ -91,6 +95,9 @@ pub(super) struct ShardDoc {
     /// Objects found archived when read (see [`Checkpoint::skipped`]).
     #[serde(default)]
     pub(super) skipped: Vec<crate::format::manifest::Skipped>,
+    /// Objects the policy withheld when read (see [`Checkpoint::withheld`]).
+    #[serde(default)]
+    pub(super) withheld: Vec<crate::format::manifest::Skipped>,
     /// Keys that changed while they were being read, with how many of this shard's attempts
     /// they failed: after [`CHANGED_TRIES`] the object is skipped and reported (it ships in a
     /// later bundle), so a key rewritten faster than it can be read cannot stop the bundle.
@@ -152,6 +159,7 @@ pub(super) struct ShardDone {
     pub(super) vanished: Vec<String>,
     pub(super) corrected: Vec<ObjectRecord>,
     pub(super) skipped: Vec<crate::format::manifest::Skipped>,
+    pub(super) withheld: Vec<crate::format::manifest::Skipped>,
     /// The object at `cursor` is in parts, this far (recorded with the cursor).
     pub(super) partial: Option<Partial>,
 }
@@ -161,6 +169,37 @@ impl ShardDone {
         self.cursor = cursor as u64;
         self.partial = None;
         self.cursor_bytes += planned;
+    }
+
+    /// Withhold an object the policy (of digest `policy`) refuses for `reason`, as read
+    /// (`meta`): not shipped, reported on this side, and recorded in the inventory as withheld,
+    /// so that the next runs report it again without reading it while neither it nor the
+    /// policy changes, and judge it again once either does.
+    pub(super) fn withhold_by_policy(
+        &mut self,
+        rec: &ObjectRecord,
+        meta: &ObjectMeta,
+        policy: &str,
+        reason: String,
+    ) {
+        self.corrected.push(ObjectRecord {
+            key: rec.key.clone(),
+            size: meta.size,
+            etag: meta.etag.clone(),
+            last_modified_ms: meta.last_modified_ms,
+            storage_class: rec.storage_class.clone(),
+            state: None,
+            withheld: Some(crate::store::Withheld {
+                policy: policy.to_string(),
+                reason: reason.clone(),
+            }),
+        });
+        self.withheld.push(crate::format::manifest::Skipped {
+            key: rec.key.clone(),
+            size: rec.size,
+            storage_class: rec.storage_class.clone(),
+            reason,
+        });
     }
 
     /// Skip a planned object and report it (`reason`). It is recorded in the inventory as a
@@ -191,6 +230,7 @@ impl ShardDone {
             vanished: std::mem::take(&mut self.vanished),
             corrected: std::mem::take(&mut self.corrected),
             skipped: std::mem::take(&mut self.skipped),
+            withheld: std::mem::take(&mut self.withheld),
             partial: self.partial.clone(),
         }
     }
@@ -206,6 +246,7 @@ impl ShardDone {
         doc.vanished.extend(self.vanished);
         doc.corrected.extend(self.corrected);
         doc.skipped.extend(self.skipped);
+        doc.withheld.extend(self.withheld);
         let s = &mut doc.state;
         s.cursor = self.cursor;
         s.cursor_bytes = self.cursor_bytes;

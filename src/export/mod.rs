@@ -45,6 +45,7 @@ use crate::store::{Got, MultipartUpload, ObjectMeta, Store};
 
 mod checkpoint;
 mod fetch;
+mod judge;
 mod layout;
 mod listing;
 mod open;
@@ -62,6 +63,7 @@ mod volumes;
 
 pub use checkpoint::*;
 pub use fetch::*;
+use judge::*;
 pub use layout::*;
 pub use planning::*;
 pub use report::*;

@@ -157,6 +157,7 @@ impl Run<'_> {
         ck.vanished.extend(doc.vanished);
         ck.corrected.extend(doc.corrected);
         ck.skipped.extend(doc.skipped);
+        ck.withheld.extend(doc.withheld);
         ck.shipped |= doc.last;
         Ok(())
     }

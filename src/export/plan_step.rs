@@ -206,6 +206,7 @@ impl Run<'_> {
             pin: Some(Pin::of(self.cfg)),
             shards_asked: Some(self.cfg.tuning.shards),
             skipped: Vec::new(),
+            withheld: Vec::new(),
         }
     }
 
@@ -285,6 +286,8 @@ impl Run<'_> {
             shards: 0,
             own_output_prefixes: own_output_uris(self.cfg),
             skipped_objects: plan.skipped.clone(),
+            withheld: plan.withheld.len() as u64,
+            withheld_objects: plan.withheld.clone(),
             hops: 1,
             duration_ms: self.started.elapsed().as_millis() as u64,
             bytes_per_sec: 0,

@@ -122,6 +122,7 @@ where
         restores: &restores,
         metadata: &restores,
         scan_metadata: cfg.scan_metadata,
+        policy: cfg.policy.as_deref(),
         stop: store.run().stop(),
         deadline,
         so_far,

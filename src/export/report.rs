@@ -51,6 +51,12 @@ pub struct Report {
     pub own_output_prefixes: Vec<String>,
     /// Objects skipped and why (storage class).
     pub skipped_objects: Vec<crate::format::manifest::Skipped>,
+    /// Objects the policy (`--policy`) withheld, and the rule each breaks (`max_size`, `type …`,
+    /// `key …`, `keyword …`): not shipped, reported by every run while they stay so.
+    #[serde(default)]
+    pub withheld: u64,
+    #[serde(default)]
+    pub withheld_objects: Vec<crate::format::manifest::Skipped>,
     pub hops: u32,
     pub duration_ms: u64,
     pub bytes_per_sec: u64,

@@ -45,6 +45,7 @@ impl Run<'_> {
                     last: false,
                     corrected: Vec::new(),
                     skipped: Vec::new(),
+                    withheld: Vec::new(),
                     changing: Default::default(),
                 },
                 None,

@@ -56,6 +56,7 @@ impl Run<'_> {
             vanished: Vec::new(),
             corrected: Vec::new(),
             skipped: Vec::new(),
+            withheld: Vec::new(),
             partial: state.partial.clone(),
         };
         let mut i = skip;
@@ -94,7 +95,14 @@ impl Run<'_> {
                 }
             };
             remaining = remaining.saturating_sub(planned);
-            if let Some(found) = set_aside(w, &mut done, item)
+            let found = match set_aside(w, &mut done, item) {
+                Some(found) => match self.judged(&mut done, found).await {
+                    Ok(judged) => judged,
+                    Err(e) => return Err(self.changed_while_read(w, e).await),
+                },
+                None => None,
+            };
+            if let Some(found) = found
                 && self
                     .add_object(ck, w, &mut volume, &mut done, remaining, found)
                     .await?
@@ -137,7 +145,7 @@ impl Run<'_> {
         volume: &mut Option<OpenVolume>,
         done: &mut ShardDone,
         remaining: u64,
-        (rec, meta, body, planned_etag): (ObjectRecord, ObjectMeta, Body, Option<String>),
+        (rec, meta, body, planned_etag): Found,
     ) -> Result<Added> {
         let tuning = &self.cfg.tuning;
         let resume = done.partial.take().filter(|p| p.key == rec.key);
@@ -273,6 +281,7 @@ impl Run<'_> {
                 last_modified_ms: meta.last_modified_ms,
                 storage_class: rec.storage_class.clone(),
                 state,
+                withheld: None,
             });
         }
         done.totals.objects += 1;
@@ -441,11 +450,7 @@ impl Run<'_> {
 /// An object read for a shard that is not added to a volume — one that keeps changing while
 /// it is read, vanished, or archived — recorded as such in `done`; `None` then, else the object
 /// read.
-fn set_aside(
-    w: &ShardProgress,
-    done: &mut ShardDone,
-    item: Fetched,
-) -> Option<(ObjectRecord, ObjectMeta, Body, Option<String>)> {
+fn set_aside(w: &ShardProgress, done: &mut ShardDone, item: Fetched) -> Option<Found> {
     let (Fetched::Gone { rec } | Fetched::Found { rec, .. } | Fetched::Archived { rec }) = &item;
     let tries = w.doc.changing.get(&rec.key).copied().unwrap_or(0);
     if tries >= CHANGED_TRIES {

@@ -86,6 +86,8 @@ impl Run<'_> {
             shards: ck.shards.len() as u64,
             own_output_prefixes: own_output_uris(self.cfg),
             skipped_objects: plan.skipped.iter().chain(&ck.skipped).cloned().collect(),
+            withheld: (plan.withheld.len() + ck.withheld.len()) as u64,
+            withheld_objects: plan.withheld.iter().chain(&ck.withheld).cloned().collect(),
             hops: ck.hops,
             duration_ms,
             bytes_per_sec: ck.totals.bytes * 1000 / duration_ms.max(1),
@@ -112,6 +114,7 @@ impl Run<'_> {
             baseline: ck.baseline,
             volume,
             listed_at: ck.listed_at.clone(),
+            policy_digest: self.cfg.policy.as_ref().map(|p| p.digest.clone()),
             objects,
             last: None,
         }

@@ -207,6 +207,9 @@ pub struct Manifest {
     pub volume: u32,
     /// Start time of the listing this bundle was planned from (RFC 3339).
     pub listed_at: String,
+    /// SHA-256 of the content policy the export applied (`--policy`), when it applied one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub policy_digest: Option<String>,
     pub objects: Vec<ObjectEntry>,
     /// Present in the last volume only.
     #[serde(rename = "final", skip_serializing_if = "Option::is_none", default)]
@@ -403,6 +406,7 @@ mod tests {
             baseline: true,
             volume: 1,
             listed_at: "t".into(),
+            policy_digest: None,
             objects: Vec::new(),
             last: None,
         };

@@ -67,6 +67,10 @@ pub struct Plan {
     pub skipped: Vec<Skipped>,
     #[serde(default)]
     pub metadata_only: Vec<MetadataOnly>,
+    /// Changed objects the policy withholds by their key or size (or a metadata-only change by
+    /// its new headers), and why.
+    #[serde(default)]
+    pub withheld: Vec<Skipped>,
     pub stats: PlanStats,
 }
 
@@ -127,6 +131,9 @@ pub struct Listed {
     /// (at most [`MAX_METADATA_ONLY`] a bundle), in key order.
     #[serde(default)]
     pub metadata_only: Vec<MetadataOnly>,
+    /// Changed objects the policy withholds (see [`Plan::withheld`]).
+    #[serde(default)]
+    pub withheld: Vec<Skipped>,
     /// Set when the listing stopped at its deadline: the last key listed (everything up to it
     /// is counted here and written out). Given back in [`Listing::so_far`], the listing goes
     /// on after it.
@@ -138,7 +145,12 @@ impl Listed {
     /// Some added key may be a rename of a deleted one: the candidates must go through
     /// [`pair_renames`]. Otherwise they are the puts as written.
     pub fn needs_pairing(&self, detect_moves: bool) -> bool {
-        detect_moves && self.stats.added > 0 && self.deleted.iter().any(|d| !d.etag.is_empty())
+        detect_moves
+            && self.stats.added > 0
+            && self
+                .deleted
+                .iter()
+                .any(|d| !d.etag.is_empty() && d.withheld.is_none())
     }
 
     /// The plan when there is nothing to pair: the candidates are the puts.
@@ -152,6 +164,7 @@ impl Listed {
             moves: Vec::new(),
             skipped: self.skipped,
             metadata_only: self.metadata_only,
+            withheld: self.withheld,
             stats,
         }
     }
@@ -187,6 +200,16 @@ pub trait Restores: Send + Sync {
 
 /// Archived objects of a listing page whose restore is asked for at once.
 const RESTORE_CHECKS: usize = 16;
+
+/// A changed object the policy withholds, and why.
+fn withheld_entry(rec: &ObjectRecord, reason: String) -> Skipped {
+    Skipped {
+        key: rec.key.clone(),
+        size: rec.size,
+        storage_class: rec.storage_class.clone(),
+        reason,
+    }
+}
 
 fn skip(rec: &ObjectRecord, restore: Restore) -> Skipped {
     let reason = match restore {
@@ -237,6 +260,8 @@ pub struct Listing<'a> {
     /// every object the listing calls unchanged (and the puts, to record their state).
     pub metadata: &'a dyn MetadataReader,
     pub scan_metadata: bool,
+    /// The content policy: a changed object it refuses by key or size is withheld.
+    pub policy: Option<&'a crate::policy::Policy>,
     /// The run's stop token, checked between pages.
     pub stop: &'a crate::interrupt::Stop,
     /// Stop between pages once this has passed (at least one page a call), with
@@ -271,6 +296,7 @@ where
         restores,
         metadata,
         scan_metadata,
+        policy,
         stop,
         deadline,
         so_far,
@@ -351,6 +377,24 @@ where
             stats,
         )
         .await?;
+        // What the policy withholds by key and size alone (and, for a metadata-only change,
+        // by its new headers).
+        let withheld_key = |rec: &ObjectRecord| {
+            let p = policy?;
+            let rel = rec
+                .key
+                .strip_prefix(source.prefix.as_str())
+                .unwrap_or(&rec.key);
+            p.judge_key(rel, rec.size)
+                .map(|reason| withheld_entry(rec, reason))
+        };
+        let withheld = |rec: &ObjectRecord, h: &crate::format::manifest::ObjectHeaders| {
+            withheld_key(rec).or_else(|| {
+                policy?
+                    .judge_headers(h)
+                    .map(|reason| withheld_entry(rec, reason))
+            })
+        };
         for ((mut rec, before), ask) in joined.into_iter().zip(asks) {
             let archived = archived_of(&rec);
             let now = read.get(&rec.key);
@@ -373,9 +417,28 @@ where
                     stats.unchanged += 1;
                     (Some(r), None)
                 }
-                (Some(_), Some(Restated::Ship(r, entry))) => {
-                    listed.metadata_only.push(*entry);
-                    (Some(r), None)
+                (Some(b), Some(Restated::Ship(r, entry))) => match withheld(&rec, &entry.headers) {
+                    Some(w) => {
+                        stats.metadata_only -= 1;
+                        listed.withheld.push(w);
+                        (Some(b), None)
+                    }
+                    None => {
+                        listed.metadata_only.push(*entry);
+                        (Some(r), None)
+                    }
+                },
+                (Some(b), _) if b.withheld.is_some() && b.same_version(&rec) => {
+                    let w = b.withheld.as_ref().expect("withheld");
+                    if policy.is_some_and(|p| p.digest == w.policy) {
+                        // Withheld as read under this policy, and unchanged since: again.
+                        listed.withheld.push(withheld_entry(&rec, w.reason.clone()));
+                        (Some(b), None)
+                    } else {
+                        // Another policy, or none: it is judged (and maybe shipped) now.
+                        stats.modified += 1;
+                        (Some(rec.clone()), Some(Candidate { rec, added: false }))
+                    }
                 }
                 (Some(b), _) if b.same_version(&rec) => {
                     stats.unchanged += 1;
@@ -389,6 +452,11 @@ where
                         .push(skip(&rec, archived.unwrap_or(Restore::Archived)));
                     (Some(b), None)
                 }
+                (Some(b), _) if let Some(w) = withheld_key(&rec) => {
+                    // The far side keeps the version it has; every run judges it again.
+                    listed.withheld.push(w);
+                    (Some(b), None)
+                }
                 (Some(_), _) => {
                     stats.modified += 1;
                     (Some(rec.clone()), Some(Candidate { rec, added: false }))
@@ -397,6 +465,10 @@ where
                     listed
                         .skipped
                         .push(skip(&rec, archived.unwrap_or(Restore::Archived)));
+                    (None, None)
+                }
+                (None, _) if let Some(w) = withheld_key(&rec) => {
+                    listed.withheld.push(w);
                     (None, None)
                 }
                 (None, _) => {
@@ -457,6 +529,7 @@ mod tests {
             last_modified_ms: 1,
             storage_class: "STANDARD".into(),
             state: None,
+            withheld: None,
         }
     }
 
@@ -492,6 +565,7 @@ mod tests {
             deleted: deleted.to_vec(),
             skipped: Vec::new(),
             metadata_only: Vec::new(),
+            withheld: Vec::new(),
             stopped_after: None,
         };
         let mut out = InventoryWriter::new(Vec::new());

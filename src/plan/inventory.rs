@@ -227,6 +227,7 @@ mod tests {
                 last_modified_ms: 1000 * i as i64,
                 storage_class: "STANDARD".into(),
                 state: None,
+                withheld: None,
             })
             .collect();
         let mut w = InventoryWriter::new(Vec::new());
@@ -259,6 +260,7 @@ mod tests {
             last_modified_ms: 1,
             storage_class: "STANDARD".into(),
             state: None,
+            withheld: None,
         };
         let mut w = InventoryWriter::new(Vec::new());
         for r in [rec("a", "1"), rec("b", "1"), rec("c", "1")] {

@@ -219,6 +219,7 @@ mod tests {
             last_modified_ms: 0,
             storage_class: "STANDARD".into(),
             state: None,
+            withheld: None,
         }
     }
 

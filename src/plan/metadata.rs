@@ -53,7 +53,8 @@ impl Ask {
         scan: bool,
     ) -> Ask {
         // An archived object cannot be copied onto itself; its metadata waits for its bytes.
-        if archived || rec.needs_restore() {
+        // A withheld one never crossed: it has no metadata there to change.
+        if archived || rec.needs_restore() || before.is_some_and(|b| b.withheld.is_some()) {
             return Ask::No;
         }
         match before {

@@ -33,12 +33,14 @@ where
         deleted,
         skipped,
         metadata_only,
+        withheld,
         ..
     } = listed;
     let mut by_content: HashMap<(String, u64), VecDeque<usize>> = HashMap::new();
     if detect_moves {
         for (i, d) in deleted.iter().enumerate() {
-            if !d.etag.is_empty() {
+            // A withheld version never crossed: nothing on the far side to move.
+            if !d.etag.is_empty() && d.withheld.is_none() {
                 by_content
                     .entry((d.etag.clone(), d.size))
                     .or_default()
@@ -99,6 +101,7 @@ where
         moves,
         skipped,
         metadata_only,
+        withheld,
         stats,
     })
 }

@@ -264,6 +264,11 @@ impl Policy {
         None
     }
 
+    /// Does judging an object take all its bytes (keywords), not only its first ones?
+    pub fn reads_content(&self) -> bool {
+        self.keywords.is_some()
+    }
+
     /// A reader of one object's bytes, judging them as they stream by.
     pub fn inspector(&self) -> Inspector<'_> {
         Inspector {

@@ -246,6 +246,7 @@ impl ObjectStore for MemoryStore {
                     last_modified_ms: o.last_modified_ms,
                     storage_class: o.storage_class.clone(),
                     state: None,
+                    withheld: None,
                 });
             }
             Ok(ListPage { records, next })

@@ -41,7 +41,7 @@ pub use mem_state::{MemoryState, MemoryTables};
 pub use multipart::{MultipartUpload, multipart_etag};
 pub use object::{
     ByteStream, Got, Head, ListPage, ObjectHeaders, ObjectMeta, ObjectRecord, ObjectStore,
-    OpenUpload, Part, Placement, PutMode, STORAGE_CLASSES, Sse, UploadPage,
+    OpenUpload, Part, Placement, PutMode, STORAGE_CLASSES, Sse, UploadPage, Withheld,
 };
 pub use s3_wire::client;
 pub use scripted::{Fault, Gate, Rule, Scripted};

@@ -30,6 +30,19 @@ pub struct ObjectRecord {
     /// metadata-only change); `None`: not known.
     #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Set when the content policy withheld this version when it was read: never shipped, and
+    /// withheld again without a read while the policy is the same.
+    #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<Withheld>,
+}
+
+/// A version the policy withheld: under which policy (its digest), and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withheld {
+    #[serde(rename = "p")]
+    pub policy: String,
+    #[serde(rename = "r")]
+    pub reason: String,
 }
 
 /// A body as it arrives, chunk by chunk.

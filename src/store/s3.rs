@@ -149,6 +149,7 @@ impl ObjectStore for S3Backend {
                         .map(|c| c.as_str().to_string())
                         .unwrap_or_else(|| "STANDARD".to_string()),
                     state: None,
+                    withheld: None,
                 }
             })
             .collect();

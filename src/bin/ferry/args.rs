@@ -139,6 +139,10 @@ pub struct JobArgs {
     /// what changed as metadata-only entries, without the bytes.
     #[arg(long)]
     pub scan_metadata: bool,
+    /// A content policy (TOML: max_size, allow_prefixes, allow_types, deny_types, deny_keys,
+    /// deny_keywords, type_mismatch): what breaks it is withheld, not shipped, and reported.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
     /// Byte cap of a volume (at least 1MiB) [default: 4032MiB, fits FAT32].
     #[arg(long, value_name = "SIZE", value_parser = volume_size)]
     pub volume_size: Option<u64>,

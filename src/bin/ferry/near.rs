@@ -23,6 +23,12 @@ impl JobArgs {
         cfg.full = self.full;
         cfg.moves = !self.no_moves;
         cfg.scan_metadata = self.scan_metadata;
+        cfg.policy = match &self.policy {
+            Some(path) => Some(std::sync::Arc::new(s3_ferry::policy::Policy::from_file(
+                path,
+            )?)),
+            None => None,
+        };
         cfg.tuning = Tuning {
             volume_size: self
                 .volume_size
@@ -125,6 +131,7 @@ pub async fn plan(clients: &Clients, args: &JobArgs, json: bool) -> anyhow::Resu
             "scan_metadata": cfg.scan_metadata,
             "requests": {"head_object": s.metadata_heads, "get_object_tagging": s.tag_reads},
             "metadata_unknown": s.metadata_unknown,
+            "withheld": plan.withheld.len(), "withheld_objects": plan.withheld,
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -159,6 +166,11 @@ pub async fn plan(clients: &Clients, args: &JobArgs, json: bool) -> anyhow::Resu
             }
         );
     }
+    withheld(
+        plan.withheld.len() as u64,
+        &plan.withheld,
+        "would be withheld",
+    )?;
     if s.metadata_unknown > 0 {
         out!(
             "  {} objects have no record of their metadata yet (shipped before a scan): theirs ships once",
@@ -324,6 +336,7 @@ fn print_report(r: &export::Report) -> std::io::Result<()> {
     for i in &r.ignored {
         out!("  ignored {i}");
     }
+    withheld(r.withheld, &r.withheld_objects, "withheld")?;
     if r.status == Status::NoChanges {
         return Ok(());
     }
@@ -340,6 +353,27 @@ fn print_report(r: &export::Report) -> std::io::Result<()> {
             "  bundle {b} (digest {})",
             r.bundle_digest.as_deref().unwrap_or("-")
         );
+    }
+    Ok(())
+}
+
+/// The objects the policy withholds, the first 20 with their reasons.
+fn withheld(
+    n: u64,
+    objects: &[s3_ferry::format::manifest::Skipped],
+    verb: &str,
+) -> std::io::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    out!(
+        "  {n} objects {verb} by the policy (all of them: --json `withheld_objects`, and the run's report in the export bucket):"
+    );
+    for o in objects.iter().take(20) {
+        out!("    {}: {}", o.key, o.reason);
+    }
+    if objects.len() > 20 {
+        out!("    … and {} more", objects.len() - 20);
     }
     Ok(())
 }

@@ -118,7 +118,7 @@ impl Handler {
         clients: &Clients,
     ) -> Result<Value> {
         let started = Instant::now();
-        let mut cfg = self.cfg.export.clone();
+        let mut cfg = self.export_config(clients).await?;
         cfg.deadline = working_deadline(deadline, self.cfg.deadline_margin, self.cfg.run_budget);
         let owner;
         if let StepEvent::Plan { input, .. } = step {
@@ -191,8 +191,44 @@ impl Handler {
         }
     }
 
-    async fn dry_run(&self, full: bool, clients: &Clients) -> Result<Value> {
+    /// The export's settings for this invocation: with the policy read from `POLICY`'s
+    /// `s3://` URI when it names one (at most [`crate::policy::MAX_POLICY_BYTES`]).
+    async fn export_config(&self, clients: &Clients) -> Result<ExportConfig> {
         let mut cfg = self.cfg.export.clone();
+        if let Some((bucket, key)) = &self.cfg.policy_uri {
+            let origin = format!("s3://{bucket}/{key}");
+            let missing = || Error::Policy {
+                origin: origin.clone(),
+                detail: "not found (POLICY names it): put the policy there or change POLICY".into(),
+            };
+            let (_, size) = clients.s3.head(bucket, key).await?.ok_or_else(missing)?;
+            if size > crate::policy::MAX_POLICY_BYTES as u64 {
+                return Err(Error::Policy {
+                    origin,
+                    detail: format!(
+                        "{size} bytes (a policy has at most {} bytes)",
+                        crate::policy::MAX_POLICY_BYTES
+                    ),
+                });
+            }
+            let body = clients
+                .s3
+                .get_document(bucket, key)
+                .await?
+                .ok_or_else(missing)?;
+            let text = String::from_utf8(body.to_vec()).map_err(|_| Error::Policy {
+                origin: origin.clone(),
+                detail: "not UTF-8 text".into(),
+            })?;
+            cfg.policy = Some(std::sync::Arc::new(crate::policy::Policy::parse(
+                &text, &origin,
+            )?));
+        }
+        Ok(cfg)
+    }
+
+    async fn dry_run(&self, full: bool, clients: &Clients) -> Result<Value> {
+        let mut cfg = self.export_config(clients).await?;
         cfg.full = full;
         let (state, plan, volumes) = export::plan_only(clients, &cfg).await?;
         Ok(
@@ -211,7 +247,7 @@ impl Handler {
         if inv.dry_run {
             return self.dry_run(inv.full, clients).await;
         }
-        let mut cfg = self.cfg.export.clone();
+        let mut cfg = self.export_config(clients).await?;
         cfg.full = inv.full;
         cfg.deadline = working_deadline(deadline, self.cfg.deadline_margin, self.cfg.run_budget);
         let started = Instant::now();
@@ -292,6 +328,13 @@ pub fn completion_message(cfg: &ExportConfig, r: &Report) -> String {
     for s in &r.skipped_objects {
         m.push_str(&format!("Skipped {}: {}\n", s.key, s.reason));
     }
+    if r.withheld > 0 {
+        // Counts only: a withheld object's key may itself be what the policy keeps here.
+        m.push_str(&format!(
+            "Withheld by the policy: {} objects, listed with the rule each breaks in the run's report (`withheld_objects` in _state/{}/{:08}/report.json under the export prefix).\n",
+            r.withheld, r.job, r.sequence
+        ));
+    }
     if r.own_output > 0 {
         m.push_str(&format!(
             "Left out {} objects under {}: the export's own output is never exported.\n",
@@ -337,6 +380,7 @@ fn emf(job: &str, r: Option<&Report>, took: Duration, failed: bool) {
         "Duration": took.as_millis() as u64,
         "Deleted": n(|r| r.deleted),
         "Skipped": n(|r| r.skipped),
+        "Withheld": n(|r| r.withheld),
         "Failed": u64::from(failed),
         "Status": r.map_or("failed".to_string(), |r| format!("{:?}", r.status).to_lowercase()),
     });

@@ -2,7 +2,7 @@
 # Installs what the scripts and tests need and is missing: the project venv (.venv) with the
 # pinned Python tools (infra/requirements.txt: moto, cfn-lint, SAM CLI, cargo-lambda, Zig), the
 # Rust target of the arm64 Lambda functions, and the zip readers the tests check archives with
-# (Debian packages). Safe to run again; does nothing when all is there.
+# (Debian packages) and clamav, the scanner. Safe to run again; does nothing when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,8 @@ command -v bsdtar >/dev/null || missing+=(libarchive-tools)
 command -v java >/dev/null && command -v javac >/dev/null || missing+=(default-jdk-headless)
 command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
+# The scanner the import's --scan is tested with (offline, with a signature database of its own).
+command -v clamscan >/dev/null && command -v sigtool >/dev/null || missing+=(clamav)
 [ -x /usr/bin/time ] || missing+=(time)
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"

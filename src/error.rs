@@ -392,6 +392,16 @@ pub enum Error {
         key: String,
         detail: String,
     },
+    /// The import's scanner (`--scan`) did not say clean (0) or flagged (1): the import
+    /// stops before the object is written.
+    #[error(
+        "the scanner failed on `{key}`: `{command}`: {detail}; nothing of it was written and the import stopped there (fail closed): fix the scanner and run the import again, it scans again"
+    )]
+    ScanFailed {
+        key: String,
+        command: String,
+        detail: String,
+    },
     /// A content policy that cannot be read or does not parse.
     #[error(
         "policy {origin}: {detail}; fix it (every key is optional: max_size, allow_prefixes, allow_types, deny_types, deny_keys, deny_keywords, type_mismatch)"

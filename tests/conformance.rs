@@ -73,6 +73,8 @@ fn write(t: &Arc<dyn Target>, run: &RunContext, key: &str, body: &[u8], end: End
             source_prefix: String::new(),
             shared: shared.clone(),
             unlock: false,
+            screen: None,
+            bundle: ("job".into(), 1),
         };
         let mut w = sink.open(&object(key, body)).await.unwrap().unwrap();
         for chunk in body.chunks(1 << 20) {

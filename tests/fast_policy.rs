@@ -180,3 +180,119 @@ fn a_policy_file_that_does_not_parse_is_refused_naming_its_line() {
         .to_string();
     assert!(e.contains("p.toml") && e.contains("line 2"), "{e}");
 }
+
+/// A ClamAV signature database that flags exactly `body` (`sigtool --md5`).
+fn signature_db(dir: &std::path::Path, body: &[u8]) -> std::path::PathBuf {
+    let sample = dir.join("sample.bin");
+    std::fs::write(&sample, body).unwrap();
+    let out = std::process::Command::new("sigtool")
+        .arg("--md5")
+        .arg(&sample)
+        .output()
+        .expect("sigtool (Debian's clamav; scripts/setup.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+    let db = dir.join("db.hdb");
+    std::fs::write(&db, out.stdout).unwrap();
+    db
+}
+
+#[test]
+fn the_import_quarantines_what_its_own_policy_and_clamscan_flag_and_fails_closed() {
+    use s3_ferry::import::screen::{Quarantine, Screen};
+    // GIVEN a bundle exported without any policy: a clean text, bytes the scanner knows, an
+    // ELF named .txt and a memo with a keyword
+    let w = World::new("quarantine");
+    let evil = b"EICAR-LIKE TEST BYTES, FLAGGED BY OUR OWN SIGNATURE\n".to_vec();
+    w.put("clean.txt", text(100, ""));
+    w.put("evil.bin", evil.clone());
+    w.put("tool.txt", elf());
+    w.put("memo.txt", text(300, "for noforn eyes"));
+    w.export();
+    let b1 = w.download(&w.job, 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let db = signature_db(tmp.path(), &evil);
+    let scan = format!("clamscan --no-summary -d '{}' {{}}", db.display());
+    let far = policy("deny_types = [\"application/x-executable\"]\ndeny_keywords = [\"NOFORN\"]\n");
+    let quarantine = tmp.path().join("quarantine");
+    let screen = |scan: &str| {
+        Some(Screen::new(
+            Some(far.clone()),
+            Some(scan.to_string()),
+            Some(Quarantine::Dir(quarantine.clone())),
+            2,
+        ))
+    };
+    let dest = w.bucket("screened");
+    let state = tmp.path().join("state.json");
+    let import = |b: &crate::util::Bundle, scan: &str| {
+        w.import_with(
+            &[b.dir.path()],
+            w.bucket_target(&w.clients.s3, &format!("s3://{dest}")),
+            &state,
+            |c| c.screen = screen(scan),
+        )
+    };
+
+    // WHEN it is imported with the far side's policy, clamscan and a quarantine folder
+    let r = import(&b1, &scan).unwrap();
+
+    // THEN only the clean object is in the target, the bundle is applied, and the three others
+    // are in the quarantine with a sidecar saying why
+    assert_eq!(w.keys(&dest, ""), ["clean.txt"]);
+    let out = &r["bundles"][0];
+    assert_eq!(out["status"], "applied", "{r}");
+    assert_eq!(out["quarantined"], 3, "{r}");
+    let reasons: BTreeMap<String, String> = out["quarantined_objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["key"].as_str().unwrap().into(),
+                q["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons["evil.bin"].starts_with("scanner: ") && reasons["evil.bin"].contains("FOUND"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["tool.txt"].contains("application/x-executable"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["memo.txt"].contains("keyword `NOFORN`"),
+        "{reasons:?}"
+    );
+    let kept = quarantine.join(&w.job).join("00000001");
+    assert_eq!(std::fs::read(kept.join("evil.bin")).unwrap(), evil);
+    let sidecar: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(kept.join("tool.txt.ferry-quarantine.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sidecar["key"], "tool.txt");
+    assert!(sidecar["reason"].as_str().unwrap().contains("x-executable"));
+
+    // WHEN the next bundle is imported with a scanner that fails (its database is missing)
+    w.put("later.txt", text(50, ""));
+    w.export();
+    let b2 = w.download(&w.job, 2);
+    let broken = format!(
+        "clamscan --no-summary -d '{}' {{}}",
+        tmp.path().join("gone.hdb").display()
+    );
+    let e = import(&b2, &broken).unwrap_err();
+    // THEN it stops before writing the object (fail closed), naming it and the scanner
+    assert!(
+        matches!(e, s3_ferry::error::Error::ScanFailed { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("later.txt"), "{e}");
+    assert!(w.get(&dest, "later.txt").is_none());
+    // AND with the scanner fixed the same bundle applies
+    let r = import(&b2, &scan).unwrap();
+    assert_eq!(r["bundles"][0]["status"], "applied", "{r}");
+    assert_eq!(w.get(&dest, "later.txt"), Some(text(50, "")));
+    assert_eq!(w.open_uploads_in(&dest), 0);
+}

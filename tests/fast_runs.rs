@@ -49,6 +49,7 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
         delete_unlisted: false,
         run: clients.s3.run().clone(),
         skip_object_lock: false,
+        screen: None,
     };
     let bundles = block_on(s3_ferry::import::bundle::discover(
         &[b2.dir.path().to_str().unwrap().to_string()],
@@ -428,6 +429,7 @@ fn an_import_that_loses_its_lease_writes_and_deletes_nothing_more() {
                 delete_unlisted: false,
                 run: run.clone(),
                 skip_object_lock: false,
+                screen: None,
             };
             let ttl = std::time::Duration::from_millis(1500);
             let mut ledger =

@@ -245,6 +245,7 @@ impl World {
                 delete_unlisted: false,
                 run: Default::default(),
                 skip_object_lock: false,
+                screen: None,
             };
             tune(&mut cfg);
             let mut ledger = s3_ferry::import::ledger::FileLedger::open(state)

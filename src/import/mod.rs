@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod download;
 pub mod ledger;
 mod run;
+pub mod screen;
 pub mod target;
 pub mod verify;
 

@@ -293,6 +293,7 @@ impl ImportHandler {
             deadline,
             delete_unlisted: self.cfg.delete_unlisted,
             skip_object_lock: self.cfg.skip_object_lock,
+            screen: None,
         };
         let report = import::run(ledger, &cfg, &chain, &NoProgress).await?;
         Ok((report, notes))

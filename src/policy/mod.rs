@@ -270,26 +270,31 @@ impl Policy {
     }
 
     /// A reader of one object's bytes, judging them as they stream by.
-    pub fn inspector(&self) -> Inspector<'_> {
-        Inspector {
-            policy: self,
-            head: Vec::new(),
-            tail: Vec::new(),
-            keyword: None,
-        }
+    pub fn inspector(&self) -> Inspector<&Policy> {
+        Inspector::owning(self)
     }
 }
 
 /// Judges one object's bytes, chunk by chunk: its type from the first [`HEAD_BYTES`], and
 /// keywords across the whole (holding only a keyword's length of the bytes before a chunk).
-pub struct Inspector<'p> {
-    policy: &'p Policy,
+pub struct Inspector<P: std::ops::Deref<Target = Policy>> {
+    policy: P,
     head: Vec<u8>,
     tail: Vec<u8>,
     keyword: Option<String>,
 }
 
-impl Inspector<'_> {
+impl<P: std::ops::Deref<Target = Policy>> Inspector<P> {
+    /// An inspector holding `policy` (a reference, or an `Arc` to keep in a writer).
+    pub fn owning(policy: P) -> Self {
+        Inspector {
+            policy,
+            head: Vec::new(),
+            tail: Vec::new(),
+            keyword: None,
+        }
+    }
+
     pub fn update(&mut self, chunk: &[u8]) {
         if self.head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
@@ -316,7 +321,7 @@ impl Inspector<'_> {
     /// policy by them, if it does.
     pub fn finish(self, key: &str, content_type: Option<&str>) -> (Detected, Option<String>) {
         let d = detect(&self.head);
-        let p = self.policy;
+        let p = &*self.policy;
         let why = if let Some(t) = p.deny_types.iter().find(|t| type_matches(t, &d.mime)) {
             Some(format!("type {} (deny_types `{t}`)", d.mime))
         } else if !p.allow_types.is_empty()

@@ -280,6 +280,23 @@ pub struct ImportArgs {
     /// the summary counts them).
     #[arg(long, value_name = "apply|skip", default_value = "apply", value_parser = ["apply", "skip"])]
     pub object_lock: String,
+    /// The far side's own content policy (TOML, the export's keys): what breaks it is kept
+    /// out of the target (see --quarantine).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Run every object through this scanner first, `{}` being the path of a file holding its
+    /// verified bytes: exit 0 clean, 1 flagged (kept out), anything else stops the import
+    /// before that object is written (fail closed). E.g. 'clamscan --no-summary {}'.
+    #[arg(long, value_name = "CMD")]
+    pub scan: Option<String>,
+    /// Scans run at once (1..=64).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub scan_concurrency: u64,
+    /// Where objects kept out by --policy or --scan go, for a person to review:
+    /// s3://BUCKET/PREFIX or a folder (the verified bytes under JOB/SEQUENCE/KEY, and
+    /// KEY.ferry-quarantine.json saying why). Without it they are not written anywhere.
+    #[arg(long, value_name = "S3_URI|DIR")]
+    pub quarantine: Option<String>,
     /// Storage class of every object written into --to (STANDARD, STANDARD_IA, GLACIER_IR, …)
     /// [default: the bucket's default, STANDARD].
     #[arg(long, value_name = "CLASS", requires = "to")]

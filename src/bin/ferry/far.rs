@@ -197,6 +197,8 @@ pub async fn import(
         .as_ref()
         .map(|s| s.run().clone())
         .unwrap_or_else(|| ctx.child());
+    // The screening is read before anything is opened: a bad policy changes nothing.
+    let screen = screen(store.as_ref(), &a)?;
     let target = open_target(store.as_ref(), &a).await?;
     let mut ledger = open_ledger(clients, &a, run.stop()).await?;
     let cfg = ImportConfig {
@@ -209,6 +211,7 @@ pub async fn import(
         delete_unlisted: a.delete_unlisted,
         run,
         skip_object_lock: a.object_lock == "skip",
+        screen,
     };
     // The state is locked first, then the bundles are read; the lock (or lease) is given back
     // whatever happens.
@@ -401,4 +404,44 @@ fn kept_unlisted(b: &import::BundleOutcome) -> std::io::Result<()> {
         "  to remove them too (exact mirror), run with --delete-unlisted; --dry-run --delete-unlisted shows what it would remove"
     );
     Ok(())
+}
+
+/// The import's screening (`--policy`, `--scan`, `--quarantine`), or `None` without any.
+fn screen(
+    store: Option<&s3_ferry::store::Store>,
+    a: &ImportArgs,
+) -> anyhow::Result<Option<std::sync::Arc<s3_ferry::import::screen::Screen>>> {
+    use s3_ferry::import::screen::{Quarantine, Screen};
+    if a.policy.is_none() && a.scan.is_none() {
+        anyhow::ensure!(
+            a.quarantine.is_none(),
+            s3_ferry::error::Error::Policy {
+                origin: "--quarantine".into(),
+                detail: "it needs --policy or --scan to decide what goes there".into(),
+            }
+        );
+        return Ok(None);
+    }
+    let policy = match &a.policy {
+        Some(p) => Some(std::sync::Arc::new(s3_ferry::policy::Policy::from_file(p)?)),
+        None => None,
+    };
+    let quarantine = match a.quarantine.as_deref() {
+        None => None,
+        Some(q) if q.starts_with("s3://") => {
+            let loc: s3_ferry::config::S3Location = q.parse()?;
+            let store = store.ok_or_else(|| s3_ferry::error::Error::Policy {
+                origin: "--quarantine".into(),
+                detail: "an s3:// quarantine needs AWS configuration (a region)".into(),
+            })?;
+            Some(Quarantine::Bucket(store.clone(), loc))
+        }
+        Some(dir) => Some(Quarantine::Dir(dir.into())),
+    };
+    Ok(Some(Screen::new(
+        policy,
+        a.scan.clone(),
+        quarantine,
+        a.scan_concurrency as usize,
+    )))
 }

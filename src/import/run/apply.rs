@@ -413,6 +413,8 @@ async fn import_volume(
         source_prefix: b.source_prefix.clone(),
         shared: shared.clone(),
         unlock: cfg.skip_object_lock,
+        screen: cfg.screen.clone(),
+        bundle: (b.job.clone(), b.sequence),
     };
     let checked = match check_volume(b, v, &contents, &mut sink, progress, cfg.run.stop()).await {
         Ok(report) => import_joined(cfg, b, v.manifest.volume, &shared, progress)
@@ -423,7 +425,17 @@ async fn import_volume(
     let landed = shared.drain().await;
     let report = checked?;
     let landed = landed?;
+    let flagged = cfg
+        .screen
+        .as_ref()
+        .map(|s| s.take_flagged())
+        .unwrap_or_default();
+    let kept_out: std::collections::HashSet<&str> =
+        flagged.iter().map(|q| q.key.as_str()).collect();
     for o in contents.objects.iter().filter(|o| !is_early_part(o)) {
+        if kept_out.contains(o.key.as_str()) {
+            continue;
+        }
         if cfg.skip_object_lock && o.headers.is_locked() {
             out.unlocked += 1;
         }
@@ -433,8 +445,10 @@ async fn import_volume(
             out.new += 1;
         }
     }
-    out.objects += report.objects;
+    out.objects += report.objects.saturating_sub(flagged.len() as u64);
     out.bytes += report.bytes;
+    out.quarantined += flagged.len() as u64;
+    out.quarantined_objects.extend(flagged);
     Ok((report, landed))
 }
 

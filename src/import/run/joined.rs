@@ -26,6 +26,9 @@ pub(super) async fn import_joined(
         let rel = relative(&obj.key, &b.source_prefix).to_string();
         info!(key = %obj.key, parts = j.parts.len(), bytes = j.size, "joining an object shipped in parts");
         let mut writer = cfg.target.open(&rel, &obj, shared).await?;
+        if let Some(s) = &cfg.screen {
+            writer = s.writer(writer, &obj, &rel, (&b.job, b.sequence))?;
+        }
         match write_parts(b, j, &mut writer, progress).await {
             Ok(()) => writer.commit().await?,
             Err(e) => {

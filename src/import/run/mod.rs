@@ -59,6 +59,9 @@ pub struct ImportConfig {
     /// Import objects carrying an Object Lock without it (`--object-lock skip`,
     /// `OBJECT_LOCK=skip`); otherwise a target without Object Lock refuses them.
     pub skip_object_lock: bool,
+    /// The far side's own screening: its policy, scanner and quarantine (`--policy`,
+    /// `--scan`, `--quarantine`); `None`: everything verified is written.
+    pub screen: Option<Arc<crate::import::screen::Screen>>,
 }
 
 impl ImportConfig {
@@ -110,6 +113,10 @@ pub struct BundleOutcome {
     /// Metadata-only entries applied: objects given new headers, metadata, tags or Object
     /// Lock without their bytes.
     pub metadata_only: u64,
+    /// Objects the screening kept out of the target (`--policy`, `--scan`), and why; with
+    /// `--quarantine`, where they are.
+    pub quarantined: u64,
+    pub quarantined_objects: Vec<crate::import::screen::Quarantined>,
     /// Keys a baseline removed because it does not list them (ferry wrote them, or
     /// `--delete-unlisted`).
     pub removed: u64,
@@ -279,6 +286,8 @@ pub async fn run(
             deleted: 0,
             moved: 0,
             metadata_only: 0,
+            quarantined: 0,
+            quarantined_objects: Vec::new(),
             removed: 0,
             kept_unlisted: 0,
             kept_unlisted_keys: Vec::new(),

@@ -233,6 +233,10 @@ pub struct TargetSink {
     pub shared: Arc<Shared>,
     /// Write objects without their Object Lock (`--object-lock skip`).
     pub unlock: bool,
+    /// The import's screening, and the bundle's job and sequence (where quarantined objects
+    /// go).
+    pub screen: Option<Arc<crate::import::screen::Screen>>,
+    pub bundle: (String, u64),
 }
 
 impl EntrySink for TargetSink {
@@ -245,18 +249,22 @@ impl EntrySink for TargetSink {
             return Ok(None);
         }
         let rel = relative(&obj.key, &self.source_prefix).to_string();
-        if let Some(headers) = obj.headers.for_import(self.unlock, crate::clock::now_ms()) {
-            let written = ObjectEntry {
-                headers,
-                ..obj.clone()
-            };
-            return self
-                .target
-                .open(&rel, &written, &self.shared)
-                .await
-                .map(Some);
+        let writer = match obj.headers.for_import(self.unlock, crate::clock::now_ms()) {
+            Some(headers) => {
+                let written = ObjectEntry {
+                    headers,
+                    ..obj.clone()
+                };
+                self.target.open(&rel, &written, &self.shared).await?
+            }
+            None => self.target.open(&rel, obj, &self.shared).await?,
+        };
+        match &self.screen {
+            Some(s) => s
+                .writer(writer, obj, &rel, (&self.bundle.0, self.bundle.1))
+                .map(Some),
+            None => Ok(Some(writer)),
         }
-        self.target.open(&rel, obj, &self.shared).await.map(Some)
     }
 }
 /// Keys (or paths) to keep, as the first 128 bits of their SHA-256: 16 bytes a key however

@@ -265,6 +265,16 @@ fn the_import_quarantines_what_its_own_policy_and_clamscan_flag_and_fails_closed
         reasons["memo.txt"].contains("keyword `NOFORN`"),
         "{reasons:?}"
     );
+    // AND the import state records what was kept out (nothing of it in its key index)
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(
+        record["record"]["quarantined"].as_array().map(Vec::len),
+        Some(3),
+        "{record}"
+    );
+    let index = s3_ferry::import::ledger::file_index_entries(&state).unwrap();
+    assert_eq!(index.keys().collect::<Vec<_>>(), ["clean.txt"]);
     let kept = quarantine.join(&w.job).join("00000001");
     assert_eq!(std::fs::read(kept.join("evil.bin")).unwrap(), evil);
     let sidecar: serde_json::Value = serde_json::from_slice(

@@ -106,7 +106,15 @@ pub struct Record {
     /// The key that signed the last bundle applied: once set, only signed bundles apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<SignerRecord>,
+    /// What the screening kept out of the target in the last bundle applied (or the one being
+    /// applied), the first [`QUARANTINE_RECORDED`] of them: nothing of it is in the key index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<crate::import::screen::Quarantined>,
 }
+
+/// Objects kept out that the import state lists by name, at most (the run's `--json` lists
+/// them all).
+pub const QUARANTINE_RECORDED: usize = 1_000;
 
 /// A signer as the import state remembers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

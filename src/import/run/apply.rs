@@ -112,7 +112,12 @@ pub(super) async fn apply(
     out: &mut BundleOutcome,
     progress: &dyn Progress,
 ) -> Result<BundleStatus> {
+    let resumed =
+        matches!(&rec.pending, Some(p) if p.sequence == b.sequence && p.bundle_digest == digest);
     let mut pending = pending_for(rec, b, digest);
+    if !resumed {
+        rec.quarantined.clear();
+    }
     rec.job = Some(b.job.clone());
     rec.target = Some(cfg.target.display());
     let mut progressed = false;
@@ -127,7 +132,11 @@ pub(super) async fn apply(
             info!(job = %b.job, sequence = b.sequence, volume = index, "deadline: stopping between volumes");
             return Ok(BundleStatus::Continue);
         }
+        let before = out.quarantined_objects.len();
         let (report, landed) = import_volume(ledger, cfg, b, v, out, progress).await?;
+        let room = crate::import::ledger::QUARANTINE_RECORDED.saturating_sub(rec.quarantined.len());
+        let kept_out = out.quarantined_objects[before..].iter().take(room).cloned();
+        rec.quarantined.extend(kept_out);
         pending.volumes_done.push(index);
         rec.pending = Some(pending.clone());
         let landed = landed.into_iter().map(|(k, e)| (k, Some(e))).collect();

@@ -2,7 +2,7 @@
 # Installs what the scripts and tests need and is missing: the project venv (.venv) with the
 # pinned Python tools (infra/requirements.txt: moto, cfn-lint, SAM CLI, cargo-lambda, Zig), the
 # Rust target of the arm64 Lambda functions, and the zip readers the tests check archives with
-# (Debian packages) and clamav, the scanner. Safe to run again; does nothing when all is there.
+# (Debian packages) clamav, the scanner, and Chromium, the browser the review report is checked in. Safe to run again; does nothing when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
 # The scanner the import's --scan is tested with (offline, with a signature database of its own).
 command -v clamscan >/dev/null && command -v sigtool >/dev/null || missing+=(clamav)
+# Headless Chromium renders the review report's HTML in the tests (and its screenshot in docs/).
+command -v chromium >/dev/null || missing+=(chromium)
 [ -x /usr/bin/time ] || missing+=(time)
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"

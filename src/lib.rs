@@ -17,6 +17,7 @@ pub mod memory;
 pub mod plan;
 pub mod policy;
 pub mod progress;
+pub mod review;
 pub mod state;
 pub mod store;
 

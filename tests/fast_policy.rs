@@ -306,3 +306,177 @@ fn the_import_quarantines_what_its_own_policy_and_clamscan_flag_and_fails_closed
     assert_eq!(w.get(&dest, "later.txt"), Some(text(50, "")));
     assert_eq!(w.open_uploads_in(&dest), 0);
 }
+
+/// Headless Chromium's DOM of `page` after its scripts ran (`--dump-dom`).
+fn chromium_dom(page: &std::path::Path, profile: &std::path::Path) -> String {
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium (Debian's; scripts/setup.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_review_report_lists_every_object_with_its_detected_type_and_renders_in_chromium() {
+    // GIVEN a bundle with text, a PDF, an ELF named .pdf, a rename, a deletion and a
+    // metadata-only change, under an export policy
+    let w = World::new("review");
+    w.put("docs/a.txt", text(100, ""));
+    w.put(
+        "docs/b.pdf",
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n".to_vec(),
+    );
+    w.put("bin/fake.pdf", elf());
+    w.put("old/name.txt", text(40, "renamed"));
+    w.put("gone.txt", text(10, ""));
+    let export_policy = policy("max_size = \"1GiB\"\n");
+    w.export_with(|c| {
+        c.policy = Some(export_policy.clone());
+        c.scan_metadata = true;
+    });
+    block_on(w.objects.copy(&w.src, "old/name.txt", "new/name.txt", None)).unwrap();
+    w.delete_keys(["old/name.txt".to_string(), "gone.txt".to_string()]);
+    w.objects.change_headers(&w.src.clone(), "docs/a.txt", |h| {
+        h.tags = [("k".to_string(), "v".to_string())].into()
+    });
+    w.put("docs/c.txt", text(5000, "NOFORN at the end"));
+    w.export_with(|c| {
+        c.policy = Some(export_policy.clone());
+        c.scan_metadata = true;
+    });
+    let carry = tempfile::tempdir().unwrap();
+    let (b1, b2) = (w.download(&w.job, 1), w.download(&w.job, 2));
+    for b in [&b1, &b2] {
+        let to = carry.path().join(b.summary.sequence.to_string());
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(b.dir.path()).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    let review_policy = carry.path().join("review.toml");
+    std::fs::write(
+        &review_policy,
+        "deny_keywords = [\"NOFORN\"]\ntype_mismatch = \"withhold\"\n",
+    )
+    .unwrap();
+
+    // WHEN they are reviewed, with a policy, as JSON, CSV and HTML
+    let (html, csv) = (
+        carry.path().join("review.html"),
+        carry.path().join("review.csv"),
+    );
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .arg("review")
+        .arg(carry.path().join("1"))
+        .arg(carry.path().join("2"))
+        .arg("--policy")
+        .arg(&review_policy)
+        .arg("--html")
+        .arg(&html)
+        .arg("--csv")
+        .arg(&csv)
+        .arg("--json")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // THEN each bundle lists every object with its size, SHA-256 and the type of its bytes,
+    // and the policy's verdicts
+    let b = &r["bundles"];
+    assert_eq!(b.as_array().unwrap().len(), 2, "{r}");
+    let rows = |i: usize| -> BTreeMap<String, serde_json::Value> {
+        b[i]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    format!(
+                        "{} {}",
+                        o["op"].as_str().unwrap(),
+                        o["key"].as_str().unwrap()
+                    ),
+                    o.clone(),
+                )
+            })
+            .collect()
+    };
+    let first = rows(0);
+    assert_eq!(first.len(), 5, "{first:#?}");
+    assert_eq!(
+        first["put bin/fake.pdf"]["detected_type"],
+        "application/x-executable"
+    );
+    assert!(
+        first["put bin/fake.pdf"]["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("mismatch")
+    );
+    assert_eq!(first["put docs/b.pdf"]["detected_type"], "application/pdf");
+    assert_eq!(first["put docs/b.pdf"]["verdict"], "ok");
+    assert_eq!(first["put docs/a.txt"]["size"], 100);
+    assert_eq!(
+        first["put docs/a.txt"]["sha256"].as_str().unwrap().len(),
+        64
+    );
+    assert_eq!(b[0]["policy_digest"], export_policy.digest.as_str());
+    assert_eq!(b[0]["signer"], serde_json::Value::Null);
+    let second = rows(1);
+    let ops: Vec<&String> = second.keys().collect();
+    assert_eq!(
+        ops,
+        [
+            "delete gone.txt",
+            "metadata docs/a.txt",
+            "move new/name.txt",
+            "put docs/c.txt"
+        ],
+        "{second:#?}"
+    );
+    assert!(
+        second["put docs/c.txt"]["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("NOFORN")
+    );
+    assert_eq!(second["move new/name.txt"]["from"], "old/name.txt");
+    assert_eq!(b[1]["refused"], 1);
+    // AND the CSV has a row per object
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5 + 4, "{csv}");
+    // AND the HTML page is self-contained and, rendered by Chromium, shows every key
+    let page = std::fs::read_to_string(&html).unwrap();
+    for external in ["<script src", "<link", "http://", "https://"] {
+        assert!(!page.contains(external), "the page loads {external}");
+    }
+    let dom = chromium_dom(&html, &carry.path().join("chromium"));
+    for key in first
+        .values()
+        .chain(second.values())
+        .map(|o| o["key"].as_str().unwrap())
+    {
+        assert!(dom.contains(key), "{key} is not in the rendered page");
+    }
+    assert!(dom.contains("application/x-executable") && dom.contains("By detected type"));
+}

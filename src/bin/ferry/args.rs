@@ -79,6 +79,29 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         identity: Vec<PathBuf>,
     },
+    /// Report what bundles hold, for the person who releases them (every byte verified on the
+    /// way): per bundle its signer, sealing, policy, counts by operation, prefix and detected
+    /// type, the largest objects, and one row per object.
+    Review {
+        /// Volume files, folders holding bundles, or s3:// bundle prefixes.
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// Check the signature against this public key (PEM; repeat for several keys).
+        #[arg(long, value_name = "PEM", value_parser = trusted_key)]
+        trust: Vec<TrustedKey>,
+        /// Open sealed (.zip.age) volumes with this age identity file.
+        #[arg(long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
+        /// Judge every object by this content policy too (its verdict in each row).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Write the report as one self-contained HTML page (opens offline in any browser).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Write one CSV row per object.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
+    },
     /// Make a P-256 signing key pair: FILE (PKCS#8 private key, mode 0600) and FILE.pub.
     Keygen {
         /// Where the private key goes (the public key goes to FILE.pub).

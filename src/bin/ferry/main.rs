@@ -9,6 +9,7 @@ mod exit;
 mod far;
 mod near;
 mod output;
+mod review;
 
 use std::process::ExitCode;
 
@@ -86,7 +87,7 @@ async fn supervised(cli: Cli) -> anyhow::Result<ExitCode> {
 fn needs_aws(command: &Command) -> bool {
     let remote = |sources: &[String]| sources.iter().any(|s| s.starts_with("s3://"));
     match command {
-        Command::Verify { sources, .. } => remote(sources),
+        Command::Verify { sources, .. } | Command::Review { sources, .. } => remote(sources),
         Command::Keygen { .. } => false,
         Command::PublicKey { signing_key } => {
             matches!(signing_key, s3_ferry::format::sign::SigningKeySpec::Kms(_))
@@ -132,6 +133,26 @@ async fn run(cli: Cli, ctx: s3_ferry::context::RunContext) -> anyhow::Result<Exi
             trust,
             identity,
         } => far::verify(clients.as_ref(), &ctx, &sources, &trust, &identity, json).await,
+        Command::Review {
+            sources,
+            trust,
+            identity,
+            policy,
+            html,
+            csv,
+        } => {
+            let out = review::Outputs { html, csv, policy };
+            review::review(
+                clients.as_ref(),
+                &ctx,
+                &sources,
+                &trust,
+                &identity,
+                out,
+                json,
+            )
+            .await
+        }
         Command::Keygen { out } => near::keygen(&out, json),
         Command::PublicKey { signing_key } => {
             near::public_key(clients.as_ref(), &signing_key, json).await

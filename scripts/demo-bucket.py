@@ -3,6 +3,8 @@
   demo-bucket.py seed BUCKET [N] N (default 300) objects with headers and metadata, an index
                                  page, and one 12 MiB multipart object
   demo-bucket.py mutate BUCKET   add, overwrite, delete, rename and a metadata-only change
+  demo-bucket.py screened BUCKET SAMPLE  objects that break a content policy or a scanner's
+                                 signature (written to SAMPLE), and ordinary ones
   demo-bucket.py many BUCKET N   N tiny objects (many/NNNNNNN), 32 writers at once
   demo-bucket.py thin BUCKET K R keep K of the `many` objects, rename R of them, delete the rest
 """
@@ -41,6 +43,28 @@ if cmd == "seed":
                       Config=TransferConfig(multipart_threshold=5 * 1024 * 1024,
                                             multipart_chunksize=5 * 1024 * 1024))
     print(f"seeded s3://{bucket}: {count + 2} objects (one 12 MiB multipart upload)")
+elif cmd == "screened":
+    # What a content policy and a scanner are for: a few objects that break a rule, and
+    # ordinary ones beside them.
+    s3.create_bucket(Bucket=bucket)
+    elf = b"\x7fELF\x02\x01\x01" + bytes(121)
+    objects = {
+        "reports/q1.txt": (b"Quarterly figures, all public.\n" * 20, "text/plain", {}),
+        "reports/q2.pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< >>\nendobj\n", "application/pdf", {}),
+        "reports/q3.pdf": (elf, "application/pdf", {}),
+        "reports/memo.txt": (b"Draft. TOP SECRET - do not release.\n", "text/plain", {}),
+        "reports/tagged.txt": (b"An ordinary note.\n", "text/plain", {"classification": "NOFORN"}),
+        "tools/setup.exe": (b"MZ" + bytes(200), "application/octet-stream", {}),
+        "images/logo.png": (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(64), "image/png", {}),
+        "samples/flagged.bin": (b"DEMO SAMPLE THE SCANNER KNOWS\n", "application/octet-stream", {}),
+        "data/big.bin": (os.urandom(2 * 1024 * 1024), "application/octet-stream", {}),
+        "notes/readme.md": (b"# Notes\nNothing to see.\n", "text/markdown", {}),
+    }
+    for key, (body, ctype, meta) in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=ctype, Metadata=meta)
+    with open(sys.argv[3], "wb") as f:
+        f.write(objects["samples/flagged.bin"][0])
+    print(f"seeded s3://{bucket}: {len(objects)} objects")
 elif cmd == "many":
     s3.create_bucket(Bucket=bucket)
     count = int(sys.argv[3])

@@ -145,17 +145,6 @@ fn compare(
     (table, diffs)
 }
 
-fn lock_bucket(ctx: &Ctx, name: &str) {
-    block_on(
-        ctx.s3
-            .create_bucket()
-            .bucket(name)
-            .object_lock_enabled_for_bucket(true)
-            .send(),
-    )
-    .unwrap();
-}
-
 fn put_tagging(ctx: &Ctx, key: &str, tags: &[(&str, &str)]) {
     let set = tags
         .iter()
@@ -177,7 +166,7 @@ fn a_mirror_is_exact_by_every_measure_s3_exposes_and_metadata_changes_cross_with
     // GIVEN a source bucket made with Object Lock (and so versioned)
     let mut ctx = Ctx::new("fidelity");
     let src = format!("lock-{}", &ctx.src[4..]);
-    lock_bucket(&ctx, &src);
+    ctx.lock_bucket(&src);
     ctx.src = src.clone();
     let until = aws_sdk_s3::primitives::DateTime::from_secs(1_924_991_999); // 2030-12-31
     let put = |key: &str, body: &[u8]| {
@@ -303,7 +292,7 @@ fn a_mirror_is_exact_by_every_measure_s3_exposes_and_metadata_changes_cross_with
     let r = ctx.export_ok(&["--scan-metadata"]);
     assert_eq!(r["objects"], keys.len(), "{r}");
     let dst = format!("lockdst-{}", &ctx.src[5..]);
-    lock_bucket(&ctx, &dst);
+    ctx.lock_bucket(&dst);
     let home = tempfile::tempdir().unwrap();
     let state = home.path().join("state.json");
     let import = |seq: u64| {

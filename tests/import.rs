@@ -612,16 +612,7 @@ fn object_lock_and_tags_cross_between_buckets_with_object_lock_on_moto() {
     // a legal hold and tags, and a plain one
     let ctx = Ctx::new("lockmoto");
     let src = format!("lock-{}", &ctx.src[4..]);
-    let lock_bucket = |name: &str| {
-        block_on(
-            ctx.s3
-                .create_bucket()
-                .bucket(name)
-                .object_lock_enabled_for_bucket(true)
-                .send(),
-        )
-        .unwrap();
-    };
+    let lock_bucket = |name: &str| ctx.lock_bucket(name);
     lock_bucket(&src);
     let until = aws_sdk_s3::primitives::DateTime::from_secs(1_924_991_999); // 2030-12-31
     block_on(

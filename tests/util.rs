@@ -185,6 +185,18 @@ impl Run {
 }
 
 impl Ctx {
+    /// Make bucket `name` with Object Lock (and so versioning).
+    pub fn lock_bucket(&self, name: &str) {
+        block_on(
+            self.s3
+                .create_bucket()
+                .bucket(name)
+                .object_lock_enabled_for_bucket(true)
+                .send(),
+        )
+        .unwrap();
+    }
+
     pub fn new(name: &str) -> Ctx {
         Self::with_endpoint(name, &moto().endpoint)
     }

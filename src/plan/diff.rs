@@ -4,8 +4,6 @@
 //! The puts stream out to a file as the listing finds them; memory holds the deletions and skips
 //! only (what the last volume's manifest lists), never the puts nor the bucket.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncWrite};
 
@@ -16,6 +14,7 @@ use crate::plan::inventory::{InventoryReader, InventoryWriter, ObjectRecord};
 use crate::plan::listing::Pages;
 pub use crate::plan::metadata::MAX_METADATA_ONLY;
 use crate::plan::metadata::{Ask, MetadataReader, Restated, read_all, recorded, restate};
+use crate::plan::restore::{Restore, Restores, restores_of, skip};
 
 /// Counts of a plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,37 +169,6 @@ impl Listed {
     }
 }
 
-/// Where an archived object's restore stands (HeadObject's `x-amz-restore`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restore {
-    /// No restore was asked for (or it expired): the object cannot be read.
-    Archived,
-    /// A restore is under way (`ongoing-request="true"`).
-    Ongoing,
-    /// A restored copy can be read (`ongoing-request="false"`): it ships.
-    Restored,
-}
-
-impl Restore {
-    /// From the `x-amz-restore` header, if any.
-    pub fn from_header(h: Option<&str>) -> Restore {
-        match h {
-            Some(h) if h.contains("ongoing-request=\"false\"") => Restore::Restored,
-            Some(h) if h.contains("ongoing-request=\"true\"") => Restore::Ongoing,
-            _ => Restore::Archived,
-        }
-    }
-}
-
-/// Asks where an archived object's restore stands (a HEAD of it).
-#[async_trait::async_trait]
-pub trait Restores: Send + Sync {
-    async fn restore(&self, key: &str) -> Result<Restore>;
-}
-
-/// Archived objects of a listing page whose restore is asked for at once.
-const RESTORE_CHECKS: usize = 16;
-
 /// A changed object the policy withholds, and why.
 fn withheld_entry(rec: &ObjectRecord, reason: String) -> Skipped {
     Skipped {
@@ -209,44 +177,6 @@ fn withheld_entry(rec: &ObjectRecord, reason: String) -> Skipped {
         storage_class: rec.storage_class.clone(),
         reason,
     }
-}
-
-fn skip(rec: &ObjectRecord, restore: Restore) -> Skipped {
-    let reason = match restore {
-        Restore::Ongoing => format!(
-            "storage class {}: its restore is in progress; it ships in the first run after the restore completes",
-            rec.storage_class
-        ),
-        _ => format!(
-            "storage class {} cannot be read without a restore: restore it and it ships in the next run",
-            rec.storage_class
-        ),
-    };
-    Skipped {
-        key: rec.key.clone(),
-        size: rec.size,
-        storage_class: rec.storage_class.clone(),
-        reason,
-    }
-}
-
-/// The restore state of every archived object of a joined page that is new or changed since
-/// the previous inventory (by key): an unchanged one needs no HEAD.
-async fn restores_of(
-    joined: &[(ObjectRecord, Option<ObjectRecord>)],
-    restores: &dyn Restores,
-) -> Result<HashMap<String, Restore>> {
-    use futures::StreamExt;
-    let asked = joined.iter().filter(|(r, before)| {
-        r.needs_restore() && !before.as_ref().is_some_and(|b| b.same_version(r))
-    });
-    futures::stream::iter(asked)
-        .map(|(r, _)| async move { Ok((r.key.clone(), restores.restore(&r.key).await?)) })
-        .buffer_unordered(RESTORE_CHECKS)
-        .collect::<Vec<Result<(String, Restore)>>>()
-        .await
-        .into_iter()
-        .collect()
 }
 
 /// What a plan lists: the pages of the source, where it is, which objects take part, and

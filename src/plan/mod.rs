@@ -9,7 +9,9 @@ pub mod listing;
 mod metadata;
 pub mod pin;
 mod renames;
+mod restore;
 
 pub use diff::*;
 pub use metadata::MetadataReader;
 pub use renames::*;
+pub use restore::{Restore, Restores};

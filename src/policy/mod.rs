@@ -116,9 +116,18 @@ impl Policy {
         let max_size = file
             .max_size
             .as_deref()
-            .map(|s| crate::config::parse_size("max_size", s))
-            .transpose()
-            .map_err(|e| bad(origin, e.to_string()))?;
+            .map(|s| {
+                s.trim()
+                    .parse::<bytesize::ByteSize>()
+                    .map(|b| b.as_u64())
+                    .map_err(|e| {
+                        bad(
+                            origin,
+                            format!("max_size: `{s}` is not a size ({e}); write e.g. 1GiB"),
+                        )
+                    })
+            })
+            .transpose()?;
         let check_types = |name: &str, list: &[String]| {
             for t in list {
                 let ok = t.split_once('/').is_some_and(|(a, b)| {

@@ -479,4 +479,23 @@ fn the_review_report_lists_every_object_with_its_detected_type_and_renders_in_ch
         assert!(dom.contains(key), "{key} is not in the rendered page");
     }
     assert!(dom.contains("application/x-executable") && dom.contains("By detected type"));
+
+    // AND `ferry verify --policy` lists what that policy refuses, and still verifies (exit 0)
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("ferry"))
+        .arg("verify")
+        .arg(carry.path().join("1"))
+        .arg("--policy")
+        .arg(&review_policy)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refused = &v["bundles"][0]["refused_objects"];
+    assert_eq!(refused.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(refused[0][0], "bin/fake.pdf");
 }

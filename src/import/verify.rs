@@ -172,6 +172,9 @@ pub struct BundleReport {
     pub bytes: u64,
     pub deleted: u64,
     pub moved: u64,
+    /// With `--policy`: the objects it refuses (key, reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_objects: Option<Vec<(String, String)>>,
 }
 
 /// Pass over volume `v` of `bundle` (its `contents`, read again for this pass): every entry
@@ -330,6 +333,7 @@ pub async fn verify_bundle(
         deleted: bundle.last.deleted.len() as u64 + bundle.last.vanished.len() as u64,
         moved: bundle.last.moved.len() as u64,
         volumes,
+        refused_objects: None,
     })
 }
 
@@ -467,6 +471,7 @@ pub async fn verify_media(
             bytes: 0,
             deleted: 0,
             moved: 0,
+            refused_objects: None,
         });
     }
     Ok(out)

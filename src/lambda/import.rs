@@ -58,6 +58,12 @@ pub struct ImportFunctionConfig {
     /// `OBJECT_LOCK=skip`: import locked objects without their lock (otherwise a destination
     /// without Object Lock refuses them).
     pub skip_object_lock: bool,
+    /// The far side's own content policy (`POLICY`: inline TOML or `s3://BUCKET/KEY`).
+    pub policy: Option<crate::lambda::policy::PolicySpec>,
+    /// Where what the policy keeps out goes (`QUARANTINE`, `s3://BUCKET/PREFIX`); without it
+    /// it is not written anywhere. (A scanner needs a binary the Lambda runtime does not
+    /// have: `ferry import --scan` runs one.)
+    pub quarantine: Option<crate::config::S3Location>,
 }
 
 impl ImportFunctionConfig {
@@ -109,6 +115,19 @@ impl ImportFunctionConfig {
                 v.get("STORAGE_CLASS").as_deref(),
                 ["SSE", "SSE_KMS_KEY_ID", "BUCKET_KEY", "STORAGE_CLASS"],
             )?,
+            policy: crate::lambda::policy::PolicySpec::parse(v.get("POLICY").as_deref())
+                .map_err(|e| named("POLICY", e))?,
+            quarantine: match (v.get("QUARANTINE"), v.get("POLICY")) {
+                (Some(_), None) => {
+                    return Err(Error::config(
+                        "QUARANTINE",
+                        "it needs POLICY to decide what goes there",
+                    ));
+                }
+                (q, _) => q
+                    .map(|q| q.parse().map_err(|e| named("QUARANTINE", e)))
+                    .transpose()?,
+            },
             skip_object_lock: match v.get("OBJECT_LOCK").as_deref() {
                 None | Some("apply") => false,
                 Some("skip") => true,
@@ -293,7 +312,18 @@ impl ImportHandler {
             deadline,
             delete_unlisted: self.cfg.delete_unlisted,
             skip_object_lock: self.cfg.skip_object_lock,
-            screen: None,
+            screen: match &self.cfg.policy {
+                Some(spec) => Some(crate::import::screen::Screen::new(
+                    Some(spec.load(store).await?),
+                    None,
+                    self.cfg
+                        .quarantine
+                        .clone()
+                        .map(|q| crate::import::screen::Quarantine::Bucket(store.clone(), q)),
+                    1,
+                )),
+                None => None,
+            },
         };
         let report = import::run(ledger, &cfg, &chain, &NoProgress).await?;
         Ok((report, notes))
@@ -368,6 +398,27 @@ mod tests {
         assert_eq!(c.dest.key("a"), "mirror/a");
         assert_eq!(c.lease_ttl, DEFAULT_IMPORT_LEASE);
         assert!(c.placement.is_default());
+        assert!(c.policy.is_none() && c.quarantine.is_none());
+        let c = ImportFunctionConfig::from_lookup(env(&[
+            ("FERRY_JOB", "j"),
+            ("IMPORT_BUCKET", "inbox"),
+            ("DEST_BUCKET", "mirror"),
+            ("STATE_TABLE", "t"),
+            ("POLICY", "deny_types = [\"application/x-executable\"]"),
+            ("QUARANTINE", "s3://held/review/"),
+        ]))
+        .unwrap();
+        assert!(c.policy.is_some());
+        assert_eq!(c.quarantine.unwrap().key("a"), "review/a");
+        let e = ImportFunctionConfig::from_lookup(env(&[
+            ("FERRY_JOB", "j"),
+            ("IMPORT_BUCKET", "inbox"),
+            ("DEST_BUCKET", "mirror"),
+            ("STATE_TABLE", "t"),
+            ("QUARANTINE", "s3://held/review/"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("QUARANTINE"), "{e}");
         let c = ImportFunctionConfig::from_lookup(env(&[
             ("FERRY_JOB", "j"),
             ("IMPORT_BUCKET", "inbox"),

@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod import;
+pub mod policy;
 
 use crate::error::{Error, Remedy};
 

@@ -78,6 +78,10 @@ pub enum Command {
         /// without one, sealed volumes are checked against SHA256SUMS (and --trust) only.
         #[arg(long, value_name = "FILE")]
         identity: Vec<PathBuf>,
+        /// Also judge every object by this content policy and list what it refuses (each
+        /// bundle is read a second time; the exit code stays that of the verification).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// Report what bundles hold, for the person who releases them (every byte verified on the
     /// way): per bundle its signer, sealing, policy, counts by operation, prefix and detected

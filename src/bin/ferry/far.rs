@@ -79,6 +79,7 @@ pub async fn verify(
     sources: &[String],
     trust: &[s3_ferry::format::sign::TrustedKey],
     identity: &[std::path::PathBuf],
+    policy: Option<&s3_ferry::policy::Policy>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let store = clients.map(|c| &c.s3);
@@ -115,6 +116,27 @@ pub async fn verify(
                     short(&prev.bundle_digest)
                 ),
             });
+        }
+        let mut r = r;
+        if let Some(p) = policy {
+            let review = s3_ferry::review::review_bundle(
+                b,
+                trust,
+                Some(p),
+                &s3_ferry::progress::NoProgress,
+                ctx.stop(),
+            )
+            .await?;
+            r.refused_objects = Some(
+                review
+                    .objects
+                    .into_iter()
+                    .filter_map(|o| match o.verdict {
+                        Some(v) if v != "ok" => Some((o.key, v)),
+                        _ => None,
+                    })
+                    .collect(),
+            );
         }
         reports.push(r);
     }
@@ -180,6 +202,12 @@ fn print_verified(reports: &[verify::BundleReport], json: bool) -> anyhow::Resul
                 v.objects,
                 short(&v.sha256)
             );
+        }
+        if let Some(refused) = &r.refused_objects {
+            out!("  --policy refuses {} object(s)", refused.len());
+            for (key, why) in refused {
+                out!("    {key}: {why}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -132,7 +132,23 @@ async fn run(cli: Cli, ctx: s3_ferry::context::RunContext) -> anyhow::Result<Exi
             sources,
             trust,
             identity,
-        } => far::verify(clients.as_ref(), &ctx, &sources, &trust, &identity, json).await,
+            policy,
+        } => {
+            let policy = policy
+                .as_deref()
+                .map(s3_ferry::policy::Policy::from_file)
+                .transpose()?;
+            far::verify(
+                clients.as_ref(),
+                &ctx,
+                &sources,
+                &trust,
+                &identity,
+                policy.as_ref(),
+                json,
+            )
+            .await
+        }
         Command::Review {
             sources,
             trust,

@@ -191,38 +191,11 @@ impl Handler {
         }
     }
 
-    /// The export's settings for this invocation: with the policy read from `POLICY`'s
-    /// `s3://` URI when it names one (at most [`crate::policy::MAX_POLICY_BYTES`]).
+    /// The export's settings for this invocation, with its policy (`POLICY`).
     async fn export_config(&self, clients: &Clients) -> Result<ExportConfig> {
         let mut cfg = self.cfg.export.clone();
-        if let Some((bucket, key)) = &self.cfg.policy_uri {
-            let origin = format!("s3://{bucket}/{key}");
-            let missing = || Error::Policy {
-                origin: origin.clone(),
-                detail: "not found (POLICY names it): put the policy there or change POLICY".into(),
-            };
-            let (_, size) = clients.s3.head(bucket, key).await?.ok_or_else(missing)?;
-            if size > crate::policy::MAX_POLICY_BYTES as u64 {
-                return Err(Error::Policy {
-                    origin,
-                    detail: format!(
-                        "{size} bytes (a policy has at most {} bytes)",
-                        crate::policy::MAX_POLICY_BYTES
-                    ),
-                });
-            }
-            let body = clients
-                .s3
-                .get_document(bucket, key)
-                .await?
-                .ok_or_else(missing)?;
-            let text = String::from_utf8(body.to_vec()).map_err(|_| Error::Policy {
-                origin: origin.clone(),
-                detail: "not UTF-8 text".into(),
-            })?;
-            cfg.policy = Some(std::sync::Arc::new(crate::policy::Policy::parse(
-                &text, &origin,
-            )?));
+        if let Some(spec) = &self.cfg.policy {
+            cfg.policy = Some(spec.load(&clients.s3).await?);
         }
         Ok(cfg)
     }

@@ -19,9 +19,8 @@ pub struct FunctionConfig {
     /// all when unset). A function given fewer permissions serves fewer steps.
     pub steps: Vec<&'static str>,
     pub path_style: bool,
-    /// `POLICY` as an `s3://` URI: read at the start of every invocation (an inline policy is
-    /// parsed once, into `export.policy`).
-    pub policy_uri: Option<(String, String)>,
+    /// `POLICY`: the content policy, inline or an `s3://` object read at every invocation.
+    pub policy: Option<crate::lambda::policy::PolicySpec>,
 }
 
 pub(super) fn list(v: Option<String>) -> Vec<String> {
@@ -71,29 +70,8 @@ impl FunctionConfig {
                 ));
             }
         };
-        let mut policy_uri = None;
-        match v.get("POLICY").filter(|p| !p.trim().is_empty()) {
-            Some(p) if p.trim_start().starts_with("s3://") => {
-                let loc = p
-                    .trim()
-                    .parse::<crate::config::S3Location>()
-                    .map_err(|e| named("POLICY", e))?;
-                let key = loc.prefix.trim_end_matches('/').to_string();
-                if key.is_empty() {
-                    return Err(Error::config(
-                        "POLICY",
-                        format!("`{p}` names a bucket, not a policy object: write s3://BUCKET/KEY"),
-                    ));
-                }
-                policy_uri = Some((loc.bucket, key));
-            }
-            Some(p) => {
-                export.policy = Some(std::sync::Arc::new(
-                    crate::policy::Policy::parse(&p, "POLICY").map_err(|e| named("POLICY", e))?,
-                ));
-            }
-            None => {}
-        }
+        let policy = crate::lambda::policy::PolicySpec::parse(v.get("POLICY").as_deref())
+            .map_err(|e| named("POLICY", e))?;
         export.scan_metadata = match v.get("SCAN_METADATA").as_deref() {
             None | Some("" | "false" | "0") => false,
             Some("true" | "1") => true,
@@ -158,7 +136,7 @@ impl FunctionConfig {
                     .collect::<Result<_>>()?,
             },
             path_style: v.flag("FERRY_S3_PATH_STYLE"),
-            policy_uri,
+            policy,
         })
     }
 }

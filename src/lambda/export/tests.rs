@@ -73,6 +73,19 @@ fn the_function_sets_what_the_cli_sets() {
     let c = FunctionConfig::from_lookup(env(&all)).unwrap();
     assert!(!c.export.moves);
     assert!(c.export.scan_metadata);
+    let mut inline = BASE.to_vec();
+    inline.push(("POLICY", "deny_keys = [\"**/*.exe\"]"));
+    let p = FunctionConfig::from_lookup(env(&inline)).unwrap();
+    assert!(matches!(
+        p.policy,
+        Some(crate::lambda::policy::PolicySpec::Inline(_))
+    ));
+    let mut s3 = BASE.to_vec();
+    s3.push(("POLICY", "s3://policies/export.toml"));
+    let p = FunctionConfig::from_lookup(env(&s3)).unwrap();
+    assert!(
+        matches!(&p.policy, Some(crate::lambda::policy::PolicySpec::S3 { bucket, key }) if bucket == "policies" && key == "export.toml")
+    );
     assert_eq!(c.export.tuning.compression, config::Compression::Deflate);
     assert_eq!(
         (c.export.filters.min_size, c.export.filters.max_size),
@@ -81,6 +94,8 @@ fn the_function_sets_what_the_cli_sets() {
     for (k, v) in [
         ("MOVES", "maybe"),
         ("SCAN_METADATA", "yes"),
+        ("POLICY", "max_sise = 1"),
+        ("POLICY", "s3://bucket-only"),
         ("COMPRESSION", "zstd"),
         ("MIN_SIZE", "big"),
     ] {

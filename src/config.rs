@@ -393,6 +393,8 @@ pub struct ExportConfig {
     pub scan_metadata: bool,
     /// The content policy (`--policy`, `POLICY`): what breaks it is withheld, not shipped.
     pub policy: Option<std::sync::Arc<crate::policy::Policy>>,
+    /// A scanner every object read goes through before it ships (`ferry export --scan`).
+    pub scan: Option<String>,
     pub tuning: Tuning,
     /// Stop cleanly (close the volume, checkpoint) once this instant is reached.
     pub deadline: Option<Instant>,
@@ -404,6 +406,20 @@ pub struct ExportConfig {
 }
 
 impl ExportConfig {
+    /// What an object withheld by this run's screening (its policy and scanner) is recorded
+    /// under in the inventory: another policy or scanner judges it again. `None` without any.
+    pub fn screen_digest(&self) -> Option<String> {
+        use sha2::Digest;
+        if self.policy.is_none() && self.scan.is_none() {
+            return None;
+        }
+        let policy = self.policy.as_ref().map_or("", |p| p.digest.as_str());
+        let scan = self.scan.as_deref().unwrap_or("");
+        Some(hex::encode(sha2::Sha256::digest(format!(
+            "{policy}\n{scan}"
+        ))))
+    }
+
     /// A config with default filters and tuning.
     pub fn new(job: JobName, source: S3Location, dest: S3Location, table: String) -> Self {
         ExportConfig {
@@ -416,6 +432,7 @@ impl ExportConfig {
             moves: true,
             scan_metadata: false,
             policy: None,
+            scan: None,
             tuning: Tuning::default(),
             deadline: None,
             lease_ttl: DEFAULT_LEASE_TTL,

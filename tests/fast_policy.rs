@@ -499,3 +499,63 @@ fn the_review_report_lists_every_object_with_its_detected_type_and_renders_in_ch
     assert_eq!(refused.as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(refused[0][0], "bin/fake.pdf");
 }
+
+#[test]
+fn the_export_scanner_withholds_what_it_flags_and_a_failing_one_ships_nothing() {
+    // GIVEN a source with bytes a signature database knows, a large object and a clean one
+    let w = World::new("exportscan");
+    let evil = b"BYTES THE EXPORT'S SCANNER FLAGS\n".to_vec();
+    w.put("evil.bin", evil.clone());
+    w.put("large.txt", text(9 * MIB, "end"));
+    w.put("clean.txt", text(100, ""));
+    let tmp = tempfile::tempdir().unwrap();
+    let db = signature_db(tmp.path(), &evil);
+    let scan = format!("clamscan --no-summary -d '{}' {{}}", db.display());
+    let broken = format!(
+        "clamscan --no-summary -d '{}' {{}}",
+        tmp.path().join("gone.hdb").display()
+    );
+    let export = |cmd: &str| {
+        let mut cfg = w.export_config();
+        cfg.scan = Some(cmd.to_string());
+        block_on(s3_ferry::export::run(
+            &w.clients.for_run(),
+            &cfg,
+            &s3_ferry::progress::NoProgress,
+        ))
+    };
+
+    // WHEN the scanner fails
+    let e = export(&broken).unwrap_err();
+    // THEN nothing ships (fail closed) and the job's state is unchanged
+    assert!(
+        matches!(e, s3_ferry::error::Error::ScanFailed { .. }),
+        "{e}"
+    );
+    assert!(
+        block_on(w.clients.table(&w.table).load(&w.job))
+            .unwrap()
+            .is_none_or(|s| s.sequence == 0)
+    );
+
+    // WHEN it works
+    let r = serde_json::to_value(export(&scan).unwrap()).unwrap();
+    // THEN what it flags is withheld and the rest ships, the large object too
+    let got = withheld(&r);
+    assert_eq!(got.len(), 1, "{r}");
+    assert!(got["evil.bin"].starts_with("scanner: "), "{got:?}");
+    let shipped: Vec<String> = w
+        .download(&w.job, 1)
+        .objects()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(shipped, ["clean.txt", "large.txt"]);
+    // AND the next run reports it again without scanning it
+    let r = serde_json::to_value(export(&scan).unwrap()).unwrap();
+    assert_eq!(
+        (r["status"].as_str(), withheld(&r).len()),
+        (Some("no_changes"), 1),
+        "{r}"
+    );
+}

@@ -115,6 +115,7 @@ where
         store: store.clone(),
         bucket: cfg.source.bucket.clone(),
     };
+    let screen = cfg.screen_digest();
     let listing = crate::plan::Listing {
         lister: pages.as_mut(),
         source: &cfg.source,
@@ -123,6 +124,7 @@ where
         metadata: &restores,
         scan_metadata: cfg.scan_metadata,
         policy: cfg.policy.as_deref(),
+        screen: screen.as_deref(),
         stop: store.run().stop(),
         deadline,
         so_far,

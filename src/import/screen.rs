@@ -23,9 +23,6 @@ use crate::import::target::ObjectWriter;
 use crate::policy::{Inspector, Policy};
 use crate::store::Store;
 
-/// Bytes of a scanner's output kept as the reason.
-const SCANNER_OUTPUT: usize = 2048;
-
 /// Where quarantined objects go.
 #[derive(Clone)]
 pub enum Quarantine {
@@ -173,35 +170,7 @@ impl Check {
             .acquire_owned()
             .await
             .expect("open");
-        let path = file.path().display().to_string();
-        let line = cmd.replace("{}", &format!("'{}'", path.replace('\'', "'\\''")));
-        let out = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&line)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| Error::ScanFailed {
-                key: self.key.clone(),
-                command: cmd.clone(),
-                detail: format!("it could not be started: {e}"),
-            })?;
-        let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
-        said.push_str(&String::from_utf8_lossy(&out.stderr));
-        let said = said.replace(&path, "<object>");
-        let said: String = said.trim().chars().take(SCANNER_OUTPUT).collect();
-        match out.status.code() {
-            Some(0) => Ok(None),
-            Some(1) => Ok(Some(format!("scanner: {said}"))),
-            code => Err(Error::ScanFailed {
-                key: self.key.clone(),
-                command: cmd.clone(),
-                detail: format!(
-                    "it exited {} ({said})",
-                    code.map_or("by a signal".into(), |c| c.to_string())
-                ),
-            }),
-        }
+        crate::policy::scanner::scan(cmd, file.path(), &self.key).await
     }
 
     /// Keep the object's verified bytes (and why) in the quarantine; its place.

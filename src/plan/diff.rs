@@ -192,6 +192,9 @@ pub struct Listing<'a> {
     pub scan_metadata: bool,
     /// The content policy: a changed object it refuses by key or size is withheld.
     pub policy: Option<&'a crate::policy::Policy>,
+    /// What the run's screening withholds under ([`crate::config::ExportConfig::screen_digest`]):
+    /// an object the inventory records as withheld under it is withheld again without a read.
+    pub screen: Option<&'a str>,
     /// The run's stop token, checked between pages.
     pub stop: &'a crate::interrupt::Stop,
     /// Stop between pages once this has passed (at least one page a call), with
@@ -227,6 +230,7 @@ where
         metadata,
         scan_metadata,
         policy,
+        screen,
         stop,
         deadline,
         so_far,
@@ -360,7 +364,7 @@ where
                 },
                 (Some(b), _) if b.withheld.is_some() && b.same_version(&rec) => {
                     let w = b.withheld.as_ref().expect("withheld");
-                    if policy.is_some_and(|p| p.digest == w.policy) {
+                    if screen.is_some_and(|d| d == w.policy) {
                         // Withheld as read under this policy, and unchanged since: again.
                         listed.withheld.push(withheld_entry(&rec, w.reason.clone()));
                         (Some(b), None)

@@ -14,6 +14,7 @@
 //! ```
 
 mod detect;
+pub mod scanner;
 
 use aho_corasick::AhoCorasick;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};

@@ -216,6 +216,11 @@ pub struct ExportArgs {
     /// Seal to every recipient listed in this file (one per line, # comments).
     #[arg(long, value_name = "FILE")]
     pub encrypt_to_file: Vec<PathBuf>,
+    /// Run every object read through this scanner before it enters a volume, `{}` being the
+    /// path of a file holding its bytes: exit 0 clean, 1 flagged (withheld), anything else
+    /// stops the export before that object ships (fail closed; the bundle stays checkpointed).
+    #[arg(long, value_name = "CMD")]
+    pub scan: Option<String>,
 }
 
 #[derive(Args)]

@@ -273,6 +273,7 @@ pub async fn export(clients: &Clients, args: &ExportArgs, json: bool) -> anyhow:
     cfg.encrypt_to =
         s3_ferry::format::seal::Recipients::parse(&args.encrypt_to, &args.encrypt_to_file)?;
     cfg.deadline = args.deadline.map(export::deadline_in);
+    cfg.scan = args.scan.clone();
     let bar = Bar::new(interactive(json));
     let result = export::run(clients, &cfg, &bar).await;
     bar.done();

@@ -50,6 +50,7 @@ fn object(key: &str, body: &[u8]) -> ObjectEntry {
         version_id: None,
         split: None,
         part_layout: None,
+        detected_type: None,
     }
 }
 

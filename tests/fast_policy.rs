@@ -140,6 +140,32 @@ fn the_policy_withholds_each_rule_and_nothing_else_and_reports_it_every_run() {
         assert!(!on_media.contains(key), "{key} is on the media");
     }
 
+    // AND the export wrote its review report beside bundle.json: what shipped, with the
+    // types it detected, and what it withheld (in the export bucket only)
+    let prefix = format!("bundles/{}/00000001/", w.job);
+    let review: serde_json::Value =
+        serde_json::from_slice(&w.get(&w.exp, &format!("{prefix}review.json")).unwrap()).unwrap();
+    let rows = review["bundles"][0]["objects"].as_array().unwrap();
+    let op_of = |key: &str| {
+        rows.iter().find(|o| o["key"] == key).map(|o| {
+            (
+                o["op"].as_str().unwrap().to_string(),
+                o["detected_type"].as_str().unwrap().to_string(),
+            )
+        })
+    };
+    assert_eq!(
+        op_of("data/doc.pdf"),
+        Some(("put".into(), "application/pdf".into()))
+    );
+    assert_eq!(
+        op_of("data/report.pdf").map(|o| o.0),
+        Some("withheld".into())
+    );
+    assert_eq!(rows.len(), 4 + want.len());
+    let page = String::from_utf8(w.get(&w.exp, &format!("{prefix}review.html")).unwrap()).unwrap();
+    assert!(page.contains("data/clean-long.txt") && page.contains("withheld"));
+
     // WHEN the next run finds nothing changed
     let r = w.export_with(|c| c.policy = Some(p.clone()));
     // THEN it reports the same objects again and ships nothing

@@ -79,7 +79,10 @@ fn sealed_bundles_hide_everything_and_round_trip_with_the_identity() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let bundle = media.path().join(&ctx.job).join("00000001");
 
-    // THEN the media holds ciphertext only: no object's bytes, no key, no summary
+    // THEN the export's review report is beside bundle.json in the export bucket…
+    let report = format!("bundles/{}/00000001/review.html", ctx.job);
+    assert!(ctx.get(&ctx.exp, &report).is_some(), "no {report}");
+    // …and the media holds ciphertext only: no object's bytes, no key, no summary, no report
     let mut files: Vec<String> = std::fs::read_dir(&bundle)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -28,6 +28,7 @@ fn entry(key: &str, d: &EntryDigest) -> ObjectEntry {
         version_id: None,
         split: None,
         part_layout: None,
+        detected_type: None,
     }
 }
 

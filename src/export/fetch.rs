@@ -279,6 +279,8 @@ pub(super) fn manifest_line_bound(rec: &ObjectRecord, entry: &str, meta: &Object
         planned_etag: Some(rec.etag.clone()),
         version_id: meta.version_id.clone(),
         part_layout: meta.part_layout.clone(),
+        // The longest MIME type infer names is well under this.
+        detected_type: Some("x".repeat(127)),
         split: ranged.then(|| crate::format::parts::Split {
             part: u32::MAX,
             offset: u64::MAX,

@@ -26,6 +26,10 @@ impl Layout {
     pub fn state_prefix(&self, seq: u64) -> String {
         self.dest.key(&format!("_state/{}/{seq:08}/", self.job))
     }
+    /// Where the plaintext copies of a bundle's manifests go (its review report's input).
+    pub fn manifests_prefix(&self, seq: u64) -> String {
+        format!("{}manifests/", self.state_prefix(seq))
+    }
     pub fn uri(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.dest.bucket)
     }

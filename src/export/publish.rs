@@ -78,11 +78,80 @@ impl Run<'_> {
         }
         // Only a committed bundle is published: SHA256SUMS, the far side's "complete" marker,
         // is written after the commit. Should it fail now, the next run publishes it.
-        if let Err(e) = self.publish(ck.sequence, &sums, &summary).await {
-            warn!(job = %self.layout.job, sequence = ck.sequence, error = %crate::error_chain(&e),
-                  "committed, but SHA256SUMS could not be written: the next run writes it (the far side waits for it)");
+        match self.publish(ck.sequence, &sums, &summary).await {
+            Ok(signer) => {
+                if let Err(e) = self
+                    .write_review(ck, plan, &summary.bundle_digest, signer)
+                    .await
+                {
+                    warn!(job = %self.layout.job, sequence = ck.sequence, error = %crate::error_chain(&e),
+                          "the bundle is published, but its review report could not be written");
+                }
+            }
+            Err(e) => {
+                warn!(job = %self.layout.job, sequence = ck.sequence, error = %crate::error_chain(&e),
+                      "committed, but SHA256SUMS could not be written: the next run writes it (the far side waits for it)");
+            }
         }
         Ok(report)
+    }
+
+    /// The export's review report of the committed bundle, `review.json` and `review.html`
+    /// beside `bundle.json` (never fetched onto the media): from the plaintext copies of its
+    /// manifests, with what the screening withheld.
+    async fn write_review(
+        &self,
+        ck: &Checkpoint,
+        plan: &Plan,
+        digest: &str,
+        signer: Option<String>,
+    ) -> Result<()> {
+        let bucket = &self.cfg.dest.bucket;
+        let copies = self.layout.manifests_prefix(ck.sequence);
+        let mut manifests = Vec::new();
+        for v in &ck.volumes {
+            let key = format!("{copies}{:05}.json", v.index);
+            let Some(body) = self.store().get_document(bucket, &key).await? else {
+                // Written by a run from before the copies were kept.
+                return Ok(());
+            };
+            manifests.push(serde_json::from_slice::<Manifest>(&body).map_err(|e| {
+                Error::Corrupt {
+                    what: "manifest copy",
+                    location: self.layout.uri(&key),
+                    hint: "it is only the review report's input: the bundle is not affected",
+                    source: Box::new(e),
+                }
+            })?);
+        }
+        let withheld: Vec<_> = plan.withheld.iter().chain(&ck.withheld).cloned().collect();
+        let prefix = self.layout.bundle_prefix(ck.sequence);
+        let exported = crate::review::ExportedBundle {
+            location: self.layout.uri(&prefix),
+            bundle_digest: digest.to_string(),
+            signer,
+            sealed: self.layout.sealed,
+            withheld: &withheld,
+        };
+        let Some(review) = crate::review::of_export(&manifests, exported) else {
+            return Ok(());
+        };
+        let reviews = [review];
+        self.put_json(
+            &format!("{prefix}review.json"),
+            &serde_json::json!({ "bundles": reviews }),
+        )
+        .await?;
+        self.store()
+            .put_document(
+                bucket,
+                &format!("{prefix}review.html"),
+                crate::review::html::page(&reviews).into(),
+                "text/html; charset=utf-8",
+            )
+            .await?;
+        info!(job = %self.layout.job, sequence = ck.sequence, uri = %self.layout.uri(&format!("{prefix}review.html")), "review report written");
+        Ok(())
     }
 
     /// The bundle's `bundle.json`.
@@ -123,15 +192,17 @@ impl Run<'_> {
 
     /// Sign the committed bundle and write its `SHA256SUMS`, then drop its checkpoint. Only a
     /// run whose commit succeeded gets here: a run that lost its lease never writes either.
+    /// Returns the signing key's fingerprint when it signed.
     pub(super) async fn publish(
         &self,
         seq: u64,
         sums: &str,
         summary: &BundleSummary,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let bucket = &self.cfg.dest.bucket;
         let names: Vec<&str> = summary.volumes.iter().map(|v| v.name.as_str()).collect();
         self.remove_strays(seq, &names).await?;
+        let mut signed_by = None;
         self.put_json(
             &format!("{}bundle.json", self.layout.bundle_prefix(seq)),
             summary,
@@ -141,6 +212,7 @@ impl Run<'_> {
             // The signature goes before SHA256SUMS: SHA256SUMS marks the bundle complete.
             let sig = signer.sign(sums.as_bytes()).await?;
             info!(job = %self.layout.job, sequence = seq, key = %sig.key, "bundle signed");
+            signed_by = Some(sig.key.clone());
             self.put_json(
                 &format!(
                     "{}{}",
@@ -167,7 +239,7 @@ impl Run<'_> {
         {
             warn!(error = %e, "the checkpoint could not be removed (it is ignored from now on)");
         }
-        Ok(())
+        Ok(signed_by)
     }
 
     /// The last committed bundle without its `SHA256SUMS` (the run that committed it stopped
@@ -201,7 +273,9 @@ impl Run<'_> {
         match summary {
             Some(b) if bundle_digest(&b.volumes) == want => {
                 warn!(job = %self.layout.job, sequence = seq, "bundle was committed but not published: writing its SHA256SUMS now");
-                self.publish(seq, &sha256sums(&b.volumes), &b).await
+                self.publish(seq, &sha256sums(&b.volumes), &b)
+                    .await
+                    .map(|_| ())
             }
             _ => {
                 warn!(job = %self.layout.job, sequence = seq, uri = %self.layout.uri(&prefix),

@@ -66,6 +66,8 @@ pub(super) struct OpenVolume {
     pub(super) writer: VolumeWriter<MultipartUpload>,
     pub(super) index: u32,
     pub(super) key: String,
+    /// The bundle's sequence (where the plaintext copy of its manifest goes).
+    pub(super) sequence: u64,
     /// Its manifest so far (compact JSON, object by object).
     pub(super) objects: ManifestJson,
     pub(super) bytes: u64,

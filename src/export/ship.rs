@@ -200,6 +200,14 @@ impl Run<'_> {
         };
         v.entries_bound += local;
         v.central_bound += central;
+        // The type of its bytes, for the export's own report (from its start only).
+        let detected_type = (offset == 0).then(|| {
+            let first = match &body {
+                Body::Whole(data, _) => data,
+                Body::Ranged(first, _) => first,
+            };
+            crate::policy::detect(first).mime
+        });
         let streamed = match body {
             Body::Whole(data, _permit) => Streamed::Whole(
                 v.writer
@@ -249,6 +257,7 @@ impl Run<'_> {
             version_id: meta.version_id,
             split,
             part_layout: meta.part_layout,
+            detected_type,
         });
         Ok(if cut { Added::Cut } else { Added::Whole })
     }

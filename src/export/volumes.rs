@@ -159,6 +159,7 @@ impl Run<'_> {
             )?,
             index,
             key,
+            sequence: ck.sequence,
             objects: ManifestJson::start(&self.manifest(ck, index, Vec::new())),
             bytes: 0,
             metadata: 0,
@@ -177,7 +178,21 @@ impl Run<'_> {
         let json = v.objects.finish(last.as_ref());
         let name = v.writer.name().to_string();
         let written = v.writer.finish_json(&json).await?;
-        drop(json);
+        // A plaintext copy beside the bundle's state (never in its folder, so never on the
+        // media): the export's review report is made from these.
+        let copy = format!(
+            "{}{:05}.json",
+            self.layout.manifests_prefix(v.sequence),
+            v.index
+        );
+        self.store()
+            .put_document(
+                &self.cfg.dest.bucket,
+                &copy,
+                json.into(),
+                "application/json",
+            )
+            .await?;
         info!(key = %v.key, size = written.size, sha256 = %written.sha256, objects, "volume complete");
         Ok(VolumeInfo {
             index: v.index,

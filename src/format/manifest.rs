@@ -89,6 +89,10 @@ pub struct ObjectEntry {
     /// `-N`), so that an import into a bucket uploads it the same way.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub part_layout: Option<crate::format::layout::PartLayout>,
+    /// The type the export detected from the object's first bytes (its own report's; the far
+    /// side detects again and never trusts this).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detected_type: Option<String>,
 }
 
 /// A rename: `from`'s bytes now live at `to` (same ETag and size).
@@ -389,6 +393,7 @@ mod tests {
             version_id: None,
             split: None,
             part_layout: None,
+            detected_type: None,
         }
     }
 

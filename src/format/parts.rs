@@ -252,6 +252,7 @@ mod tests {
             planned_etag: None,
             version_id: None,
             part_layout: None,
+            detected_type: None,
             split: Some(Split {
                 part: n,
                 offset,

@@ -5,7 +5,10 @@
 //! Every byte is verified on the way (the same pass as `ferry verify`). As JSON, CSV or one
 //! self-contained HTML page ([`html`]).
 
+mod export;
 pub mod html;
+
+pub use export::{ExportedBundle, of_export};
 
 use std::collections::BTreeMap;
 
@@ -227,7 +230,33 @@ pub async fn review_bundle(
                 .unwrap_or_else(|| "ok".into())
         })
     };
-    let bare = |key: &str, op: &str| ObjectRow {
+    objects.extend(tail_rows(&bundle.last, judge_headers));
+    Ok(summarize(
+        BundleReview {
+            job: bundle.job.clone(),
+            sequence: bundle.sequence,
+            baseline: bundle.baseline,
+            location: bundle.location.clone(),
+            bundle_digest,
+            signer,
+            signature_verified,
+            sealed: bundle.sealed(),
+            policy_digest,
+            review_policy: policy.map(|p| p.digest.clone()),
+            by_op: Vec::new(),
+            by_prefix: Vec::new(),
+            by_type: Vec::new(),
+            refused: 0,
+            largest: Vec::new(),
+            objects,
+        },
+        &bundle.source_prefix,
+    ))
+}
+
+/// An object row without bytes (a deletion, say).
+fn bare(key: &str, op: &str) -> ObjectRow {
+    ObjectRow {
         key: key.to_string(),
         op: op.into(),
         size: 0,
@@ -238,43 +267,64 @@ pub async fn review_bundle(
         metadata: BTreeMap::new(),
         verdict: None,
         from: None,
-    };
-    for m in &bundle.last.moved {
+    }
+}
+
+/// The rows of a bundle's tail — its moves, metadata-only entries and deletions — with what
+/// `judge` says of a row's headers at its key.
+pub(crate) fn tail_rows(
+    last: &crate::format::manifest::Final,
+    judge: impl Fn(&crate::format::manifest::ObjectHeaders, &str) -> Option<String>,
+) -> Vec<ObjectRow> {
+    let mut objects = Vec::new();
+    for m in &last.moved {
         let h = m.headers.clone().unwrap_or_default();
         objects.push(ObjectRow {
             size: m.size,
             content_type: h.content_type.clone(),
-            verdict: judge_headers(&h, &m.to),
+            verdict: judge(&h, &m.to),
             tags: h.tags,
             metadata: h.metadata,
             from: Some(m.from.clone()),
             ..bare(&m.to, "move")
         });
     }
-    for m in &bundle.last.metadata_only {
+    for m in &last.metadata_only {
         objects.push(ObjectRow {
             size: m.size,
             content_type: m.headers.content_type.clone(),
-            verdict: judge_headers(&m.headers, &m.key),
+            verdict: judge(&m.headers, &m.key),
             tags: m.headers.tags.clone(),
             metadata: m.headers.metadata.clone(),
             ..bare(&m.key, "metadata")
         });
     }
-    for k in bundle.last.deleted.iter().chain(&bundle.last.vanished) {
+    for k in last.deleted.iter().chain(&last.vanished) {
         objects.push(bare(k, "delete"));
     }
-    objects.sort_by(|a, b| a.key.cmp(&b.key).then(a.op.cmp(&b.op)));
+    objects
+}
+
+/// `r` with its rows in key order and its groups, largest objects and refusals counted.
+pub(crate) fn summarize(mut r: BundleReview, source_prefix: &str) -> BundleReview {
+    let rel = |k: &str| k.strip_prefix(source_prefix).unwrap_or(k).to_string();
+    r.objects
+        .sort_by(|a, b| a.key.cmp(&b.key).then(a.op.cmp(&b.op)));
     let (mut by_op, mut by_prefix, mut by_type) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    for o in &objects {
+    for o in &r.objects {
         add(&mut by_op, &o.op, o.size);
         if o.op == "put" {
             add(&mut by_prefix, &top_prefix(&rel(&o.key)), o.size);
             add(&mut by_type, &o.detected_type, o.size);
         }
     }
-    let mut largest: Vec<ObjectRow> = objects.iter().filter(|o| o.op == "put").cloned().collect();
+    let mut largest: Vec<ObjectRow> = r
+        .objects
+        .iter()
+        .filter(|o| o.op == "put")
+        .cloned()
+        .collect();
     largest.sort_by(|a, b| b.size.cmp(&a.size).then(a.key.cmp(&b.key)));
     largest.truncate(LARGEST);
     let sorted = |m: BTreeMap<String, Group>| {
@@ -282,27 +332,16 @@ pub async fn review_bundle(
         v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
         v
     };
-    Ok(BundleReview {
-        job: bundle.job.clone(),
-        sequence: bundle.sequence,
-        baseline: bundle.baseline,
-        location: bundle.location.clone(),
-        bundle_digest,
-        signer,
-        signature_verified,
-        sealed: bundle.sealed(),
-        policy_digest,
-        review_policy: policy.map(|p| p.digest.clone()),
-        refused: objects
-            .iter()
-            .filter(|o| o.verdict.as_deref().is_some_and(|v| v != "ok"))
-            .count() as u64,
-        by_op: sorted(by_op),
-        by_prefix: sorted(by_prefix),
-        by_type: sorted(by_type),
-        largest,
-        objects,
-    })
+    r.refused = r
+        .objects
+        .iter()
+        .filter(|o| o.verdict.as_deref().is_some_and(|v| v != "ok"))
+        .count() as u64;
+    r.by_op = sorted(by_op);
+    r.by_prefix = sorted(by_prefix);
+    r.by_type = sorted(by_type);
+    r.largest = largest;
+    r
 }
 
 /// One CSV row per object of every bundle.

@@ -450,9 +450,21 @@ fn check_contents(source: &Volume, dir: &Directory, m: &Manifest) -> Result<()> 
         // A part layout must fit the whole object (a split object's too).
         let whole = o.split.as_ref().map_or(o.size, |s| s.object_size);
         let layout = o.part_layout.as_ref().and_then(|l| l.problem(whole));
+        // The export's detected type is a MIME type: short, printable (never trusted here).
+        let detected = o
+            .detected_type
+            .as_ref()
+            .filter(|t| t.len() > 255 || !t.bytes().all(|b| b.is_ascii_graphic()))
+            .map(|t| {
+                format!(
+                    "a detected type of {} bytes that is not a MIME type",
+                    t.len()
+                )
+            });
         if let Some(p) = key_problem(&o.key)
             .or_else(|| o.headers.problem())
             .or(layout)
+            .or(detected)
         {
             return Err(Error::Verify {
                 volume: source.display(),

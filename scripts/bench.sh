@@ -20,6 +20,7 @@ command -v rclone >/dev/null || missing+=(rclone=1.60.1+dfsg-2+b5)
 command -v zip >/dev/null || missing+=(zip)
 command -v age-keygen >/dev/null || missing+=(age)
 [ -x /usr/bin/time ] || missing+=(time)
+command -v clamscan >/dev/null && command -v sigtool >/dev/null || missing+=(clamav)
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

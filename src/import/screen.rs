@@ -281,27 +281,28 @@ impl ObjectWriter for Screened {
             let this = *self;
             return this.inner.commit().await;
         };
-        let sha256 = hex::encode(self.check.sha.clone().finalize());
-        let place = match &self.check.screen.quarantine {
-            Some(q) => Some(self.check.quarantine(q, &reason, &sha256).await?),
+        // The target's copy is undone first: never visible, and no upload left open should
+        // the quarantine fail.
+        let Screened { inner, check } = *self;
+        inner.abort().await;
+        let sha256 = hex::encode(check.sha.clone().finalize());
+        let place = match &check.screen.quarantine {
+            Some(q) => Some(check.quarantine(q, &reason, &sha256).await?),
             None => None,
         };
-        warn!(key = %self.check.key, reason = %reason, place = ?place, "kept out of the target");
-        self.check
+        warn!(key = %check.key, reason = %reason, place = ?place, "kept out of the target");
+        check
             .screen
             .flagged
             .lock()
             .expect("lock")
             .push(Quarantined {
-                key: self.check.key.clone(),
-                size: self.check.size,
+                key: check.key.clone(),
+                size: check.size,
                 sha256,
                 reason,
                 place,
             });
-        let this = *self;
-        // The target's copy was never made visible: undone.
-        this.inner.abort().await;
         Ok(())
     }
 

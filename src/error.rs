@@ -176,6 +176,24 @@ pub enum Error {
         location: String,
         detail: String,
     },
+    /// A bundle lacks the approvals its import or verification requires.
+    #[error(
+        "bundle {what} at {location} is not approved: {detail}. Nothing of it was applied; ask the listed reviewers to `ferry approve` it and carry their approval files beside it"
+    )]
+    Unapproved {
+        what: String,
+        location: String,
+        detail: String,
+    },
+    /// An audit log's chain is broken.
+    #[error(
+        "audit log {file}, line {line}: {detail}. The log was altered, cut or reordered after it was written"
+    )]
+    AuditBroken {
+        file: String,
+        line: u64,
+        detail: String,
+    },
     /// A volume is sealed (age-encrypted) and cannot be opened with what was given.
     #[error(
         "volume `{volume}` is encrypted (age): {detail}. It opens with the age identity (secret key) it was encrypted to"

@@ -3,6 +3,8 @@
 //! the job's state in DynamoDB.
 
 pub mod activity;
+pub mod approval;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -136,6 +136,12 @@ impl TrustedKey {
         pem::encode(&pem::Pem::new("PUBLIC KEY", self.spki.clone()))
     }
 
+    /// True when `signature` (ASN.1 DER) is this key's over SHA-256 of `message`, as a
+    /// [`Signer`] signs what it is given.
+    pub fn verifies_message(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verifies(&Sha256::digest(message), signature)
+    }
+
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         p256_point(&self.spki).is_some_and(|point| {
             UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point)

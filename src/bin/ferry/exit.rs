@@ -24,7 +24,8 @@ Exit codes:
   3  another run holds the job's lease, or another import holds the import state's lock
   4  the deadline was reached: the bundle is checkpointed; run the same command again
   5  a volume or bundle failed verification (damaged, altered, truncated, incomplete, or not
-     signed by a trusted key)
+     signed by a trusted key, or without the approvals required); an audit log whose chain
+     is broken
   6  a bundle does not follow the last one applied to the import target
   130, 143  stopped cleanly by SIGINT (Ctrl-C) or SIGTERM: uploads aborted, lease or lock
      released, an export's bundle checkpointed; run the same command again to continue
@@ -36,9 +37,14 @@ FERRY_S3_PATH_STYLE, FERRY_LEASE_TTL, FERRY_LOG (log filter, default warn).";
 pub fn code(e: &anyhow::Error) -> u8 {
     match e.chain().find_map(|c| c.downcast_ref::<E>()) {
         Some(E::LeaseHeld { .. } | E::StateLocked { .. }) => LEASE_HELD,
-        Some(E::Verify { .. } | E::Archive { .. } | E::Bundle { .. } | E::Untrusted { .. }) => {
-            VERIFY
-        }
+        Some(
+            E::Verify { .. }
+            | E::Archive { .. }
+            | E::Bundle { .. }
+            | E::Untrusted { .. }
+            | E::Unapproved { .. }
+            | E::AuditBroken { .. },
+        ) => VERIFY,
         Some(E::OutOfOrder { .. }) => OUT_OF_ORDER,
         Some(
             E::JobPinned { .. }

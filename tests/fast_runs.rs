@@ -40,6 +40,8 @@ fn a_baselines_removals_go_in_batches_and_a_deadline_stops_between_them() {
     // its delete requests counted
     let (counted, clients) = w.scripted();
     let cfg = s3_ferry::import::ImportConfig {
+        approvals: None,
+        force_reason: None,
         target: w.bucket_target(&clients.s3, &to),
         dry_run: false,
         force: false,
@@ -416,6 +418,8 @@ fn an_import_that_loses_its_lease_writes_and_deletes_nothing_more() {
         crate::world::on_own_thread(move || async move {
             let bundles = s3_ferry::import::bundle::discover(&[source], None, None).await?;
             let cfg = s3_ferry::import::ImportConfig {
+                approvals: None,
+                force_reason: None,
                 target: Arc::new(s3_ferry::import::target::Bucket {
                     store: store.leased(&job),
                     dest: dest_uri.parse().unwrap(),

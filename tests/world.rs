@@ -236,6 +236,8 @@ impl World {
             let bundles =
                 s3_ferry::import::bundle::one_job(found, None, &sources.join(", ")).unwrap();
             let mut cfg = s3_ferry::import::ImportConfig {
+                approvals: None,
+                force_reason: None,
                 target,
                 dry_run: false,
                 force: false,

@@ -10,6 +10,11 @@
 //! What an approval proves: the holder of that key signed off this exact bundle at the time it
 //! says. It does not prove they read every object (`ferry review` is what they look at).
 
+pub mod carry;
+mod write;
+
+pub use write::{ApproveReport, approve};
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -278,6 +283,57 @@ pub fn tally(
         });
     }
     t
+}
+
+/// An approval file as a review shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub file: String,
+    /// The approver's key fingerprint, when the file could be read.
+    pub key: Option<String>,
+    pub time: Option<String>,
+    pub note: Option<String>,
+    /// `valid` (a listed approver's, for this bundle), `unchecked` (no approvers were given to
+    /// check it against), or why it does not count.
+    pub status: String,
+}
+
+/// Every approval file beside a bundle, judged against `approvers` (none: listed unchecked).
+pub fn rows(
+    files: &[(String, Vec<u8>)],
+    job: &str,
+    sequence: u64,
+    digest: &str,
+    approvers: &[TrustedKey],
+) -> Vec<Row> {
+    files
+        .iter()
+        .map(|(name, bytes)| {
+            let parsed = parse(bytes).ok();
+            let one = tally(
+                std::slice::from_ref(&(name.clone(), bytes.clone())),
+                job,
+                sequence,
+                digest,
+                approvers,
+            );
+            let status = match (one.approved.is_empty(), one.not_counted.first()) {
+                (false, _) => "valid".to_string(),
+                (true, Some(n)) if approvers.is_empty() && n.reason.contains("not a listed") => {
+                    "unchecked (give --approver keys to check it)".to_string()
+                }
+                (true, Some(n)) => n.reason.clone(),
+                (true, None) => "unchecked".to_string(),
+            };
+            Row {
+                file: name.clone(),
+                key: parsed.as_ref().map(|a| a.key.clone()),
+                time: parsed.as_ref().map(|a| a.time.clone()),
+                note: parsed.map(|a| a.note),
+                status,
+            }
+        })
+        .collect()
 }
 
 /// Check bundle `what` at `location` meets `req`; the error (exit 5) names who approved and

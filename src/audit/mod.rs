@@ -9,6 +9,7 @@
 //! hash read, one write, synced, so two processes appending at once keep one chain), and an
 //! `s3://` prefix ([`S3Log`]: one JSON-lines object per invocation of a function, its first
 //! line chained to the newest object before it).
+pub mod events;
 mod s3;
 mod who;
 
@@ -75,7 +76,9 @@ impl Event {
 
     /// This event, failed or refused by `e` (exit 5's errors are refusals).
     pub fn failed(mut self, e: &(dyn std::error::Error + 'static)) -> Self {
-        let refused = e.downcast_ref::<Error>().is_some_and(|e| {
+        let ours =
+            std::iter::successors(Some(e), |e| e.source()).find_map(|e| e.downcast_ref::<Error>());
+        let refused = ours.is_some_and(|e| {
             matches!(
                 e,
                 Error::Untrusted { .. }

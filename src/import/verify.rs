@@ -175,6 +175,9 @@ pub struct BundleReport {
     /// With `--policy`: the objects it refuses (key, reason).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused_objects: Option<Vec<(String, String)>>,
+    /// With `--require-approvals`: the valid approvals by listed approvers it carries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approved_by: Vec<crate::approval::Approved>,
 }
 
 /// Pass over volume `v` of `bundle` (its `contents`, read again for this pass): every entry
@@ -334,6 +337,7 @@ pub async fn verify_bundle(
         moved: bundle.last.moved.len() as u64,
         volumes,
         refused_objects: None,
+        approved_by: Vec::new(),
     })
 }
 
@@ -472,6 +476,7 @@ pub async fn verify_media(
             deleted: 0,
             moved: 0,
             refused_objects: None,
+            approved_by: Vec::new(),
         });
     }
     Ok(out)

@@ -64,6 +64,12 @@ pub struct ImportFunctionConfig {
     /// it is not written anywhere. (A scanner needs a binary the Lambda runtime does not
     /// have: `ferry import --scan` runs one.)
     pub quarantine: Option<crate::config::S3Location>,
+    /// The approvals every bundle needs (`REQUIRED_APPROVALS` of the public keys in
+    /// `APPROVERS`, PEM or base64 DER as `TRUSTED_KEYS`); the import state remembers it.
+    pub approvals: Option<crate::approval::Requirement>,
+    /// Where each invocation writes its audit lines (`AUDIT_PREFIX`: `s3://BUCKET/PREFIX`, or
+    /// a prefix in the import bucket).
+    pub audit: Option<S3Location>,
 }
 
 impl ImportFunctionConfig {
@@ -74,12 +80,29 @@ impl ImportFunctionConfig {
     /// Parse from a variable lookup; every error names the variable.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let v = Vars(get);
+        let import = v.location("IMPORT_BUCKET", "IMPORT_PREFIX")?;
+        let approvals = match (v.number("REQUIRED_APPROVALS")?, v.get("APPROVERS")) {
+            (None | Some(0), None) => None,
+            (n, keys) => {
+                let keys = match keys {
+                    Some(text) => crate::format::sign::TrustedKey::parse_list(&text)
+                        .map_err(|e| named("APPROVERS", e))?,
+                    None => Vec::new(),
+                };
+                Some(
+                    crate::approval::Requirement::new(n.unwrap_or(0) as u32, keys)
+                        .map_err(|e| named("REQUIRED_APPROVALS", e))?,
+                )
+            }
+        };
         Ok(ImportFunctionConfig {
+            audit: crate::lambda::audit::location(v.get("AUDIT_PREFIX"), &import.bucket)?,
+            approvals,
             job: v
                 .required("FERRY_JOB")?
                 .parse()
                 .map_err(|e| named("FERRY_JOB", e))?,
-            import: v.location("IMPORT_BUCKET", "IMPORT_PREFIX")?,
+            import,
             dest: v.location("DEST_BUCKET", "DEST_PREFIX")?,
             table: v.required("STATE_TABLE")?,
             topic_arn: v.get("NOTIFY_TOPIC_ARN"),
@@ -232,6 +255,20 @@ impl ImportHandler {
         .await?;
         let result = self.import(ledger.as_mut(), &store, deadline).await;
         let closed = ledger.close().await;
+        if let Some(at) = &self.cfg.audit {
+            let who = crate::lambda::audit::who(&self.clients).await;
+            let events = match &result {
+                Ok((report, _)) => crate::audit::events::import(&who, report),
+                Err(e) => {
+                    let mut ev = crate::audit::Event::new("import", &who).failed(e);
+                    ev.job = Some(self.cfg.job.to_string());
+                    ev.location = Some(self.cfg.dest.to_string());
+                    vec![ev]
+                }
+            };
+            let job = self.cfg.job.as_str();
+            crate::lambda::audit::write(&self.clients, at, "import", job, &events).await?;
+        }
         let (report, waiting) = result?;
         closed?;
         let applied: Vec<u64> = report
@@ -307,6 +344,8 @@ impl ImportHandler {
             run: store.run().clone(),
             dry_run: false,
             force: false,
+            force_reason: None,
+            approvals: self.cfg.approvals.clone(),
             trust: self.cfg.trust.clone(),
             concurrency: self.cfg.concurrency,
             deadline,

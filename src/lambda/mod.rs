@@ -1,6 +1,7 @@
 //! The Lambda functions' handlers: configuration from the environment, events in and out, self
 //! re-invocation; the work is the library's ([`export`] and [`import`]).
 
+pub mod audit;
 pub mod export;
 pub mod import;
 pub mod policy;

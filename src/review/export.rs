@@ -51,6 +51,7 @@ pub fn of_export(manifests: &[Manifest], b: ExportedBundle<'_>) -> Option<Bundle
             location: b.location,
             bundle_digest: b.bundle_digest,
             signature_verified: b.signer.is_some(),
+            approvals: Vec::new(),
             signer: b.signer,
             sealed: b.sealed,
             policy_digest: head.policy_digest.clone(),

@@ -81,6 +81,21 @@ fn bundle(b: &BundleReview, n: usize) -> Markup {
             }
         }
         p.muted.mono { (b.location) br; "digest " (b.bundle_digest) }
+        h3 { "Approvals (" (b.approvals.iter().filter(|a| a.status == "valid").count()) " valid)" }
+        @if b.approvals.is_empty() { p.muted { "No approval file beside this bundle." } }
+        @else {
+            table {
+                tr { th { "approver key" } th { "time" } th { "note" } th { "status" } }
+                @for a in &b.approvals {
+                    tr {
+                        td.mono { (a.key.as_deref().map_or("-", |k| &k[..k.len().min(16)])) }
+                        td { (a.time.as_deref().unwrap_or("-")) }
+                        td { (a.note.as_deref().unwrap_or("")) }
+                        @if a.status == "valid" { td { span.pill.ok { "valid" } } } @else { td { span.pill.warn { (a.status) } } }
+                    }
+                }
+            }
+        }
         div.grid {
             div {
                 h3 { "By operation" }

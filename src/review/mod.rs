@@ -68,6 +68,8 @@ pub struct BundleReview {
     pub signer: Option<String>,
     /// The signature was checked against a `--trust` key.
     pub signature_verified: bool,
+    /// The approval files beside it, each judged (`valid`, `unchecked`, or why not).
+    pub approvals: Vec<crate::approval::Row>,
     pub sealed: bool,
     /// SHA-256 of the policy the export applied.
     pub policy_digest: Option<String>,
@@ -171,6 +173,7 @@ fn add(groups: &mut BTreeMap<String, Group>, name: &str, bytes: u64) {
 pub async fn review_bundle(
     bundle: &Bundle,
     trusted: &[crate::format::sign::TrustedKey],
+    approvers: &[crate::format::sign::TrustedKey],
     policy: Option<&Policy>,
     progress: &dyn Progress,
     stop: &crate::interrupt::Stop,
@@ -237,9 +240,16 @@ pub async fn review_bundle(
             sequence: bundle.sequence,
             baseline: bundle.baseline,
             location: bundle.location.clone(),
-            bundle_digest,
             signer,
             signature_verified,
+            approvals: crate::approval::rows(
+                &bundle.approvals,
+                &bundle.job,
+                bundle.sequence,
+                &bundle_digest,
+                approvers,
+            ),
+            bundle_digest,
             sealed: bundle.sealed(),
             policy_digest,
             review_policy: policy.map(|p| p.digest.clone()),

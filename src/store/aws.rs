@@ -81,6 +81,8 @@ pub struct Clients {
     pub s3: Store,
     /// Signs bundles with a KMS key (used only when one is configured).
     pub kms: aws_sdk_kms::Client,
+    /// Names the caller in audit logs (absent over in-memory stores).
+    sts: Option<aws_sdk_sts::Client>,
     tables: Arc<dyn Tables>,
 }
 
@@ -118,10 +120,24 @@ impl Clients {
         Clients {
             s3: Store::s3(crate::store::client(sdk, path_style)),
             kms: aws_sdk_kms::Client::new(sdk),
+            sts: Some(aws_sdk_sts::Client::new(sdk)),
             tables: Arc::new(crate::store::DynamoTables {
                 client: crate::store::dynamo::client(sdk),
                 endpoint: endpoint.into(),
             }),
+        }
+    }
+
+    /// The caller's AWS identity (STS GetCallerIdentity's ARN), for audit logs; `None` when
+    /// STS does not answer (the log then names the host and user only).
+    pub async fn caller_arn(&self) -> Option<String> {
+        let sts = self.sts.as_ref()?;
+        match sts.get_caller_identity().send().await {
+            Ok(out) => out.arn().map(str::to_string),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "sts GetCallerIdentity failed: the audit log names the host and user only");
+                None
+            }
         }
     }
 
@@ -142,6 +158,7 @@ impl Clients {
         Clients {
             s3: Store::new(objects),
             kms: aws_sdk_kms::Client::new(&sdk),
+            sts: None,
             tables,
         }
     }

@@ -82,6 +82,35 @@ pub enum Command {
         /// bundle is read a second time; the exit code stays that of the verification).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        #[command(flatten)]
+        approvals: ApprovalArgs,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
+    /// Approve a bundle for release: sign its digest with a reviewer's key and write
+    /// approval-FINGERPRINT.json beside it (in its folder or under its s3:// prefix). Approving
+    /// again with the same key replaces the approval.
+    Approve {
+        /// The bundle's folder or s3://BUCKET/PREFIX/JOB/SEQUENCE/ (where its SHA256SUMS is).
+        #[arg(value_name = "SOURCE")]
+        source: String,
+        /// The reviewer's key: kms:KEY_ID_OR_ARN_OR_ALIAS (ECC_NIST_P256) or file:PATH (from
+        /// `ferry keygen`).
+        #[arg(long, value_name = "SPEC", value_parser = signing_key)]
+        signing_key: SigningKeySpec,
+        /// A note the approval carries (signed with it), e.g. the ticket or what was checked.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        note: String,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
+    /// Check audit logs: every line's hash recomputes, every prev is the line before's hash,
+    /// the first line's prev is null; exit 5 names the first line that does not fit. Logs are
+    /// checked in the order given (an s3:// prefix: its .jsonl objects in key order).
+    Audit {
+        /// Log files (from --audit-log) or s3://BUCKET/PREFIX/ of a function's AUDIT_PREFIX.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
     },
     /// Report what bundles hold, for the person who releases them (every byte verified on the
     /// way): per bundle its signer, sealing, policy, counts by operation, prefix and detected
@@ -105,6 +134,10 @@ pub enum Command {
         /// Write one CSV row per object.
         #[arg(long, value_name = "FILE")]
         csv: Option<PathBuf>,
+        /// Check approvals against these reviewers' public keys (PEM; repeat); without it the
+        /// approvals found are listed unchecked.
+        #[arg(long, value_name = "PEM", value_parser = trusted_key)]
+        approver: Vec<TrustedKey>,
     },
     /// Make a P-256 signing key pair: FILE (PKCS#8 private key, mode 0600) and FILE.pub.
     Keygen {
@@ -195,6 +228,37 @@ pub struct JobArgs {
     pub compression: String,
 }
 
+/// Approvals a bundle must carry (`ferry verify`, `ferry import`).
+#[derive(Args, Clone, Default)]
+pub struct ApprovalArgs {
+    /// Refuse (exit 5, before anything is written) a bundle without valid approvals by this
+    /// many distinct --approver keys. An import state remembers it: later imports without the
+    /// flag still require it.
+    #[arg(long, value_name = "N", requires = "approver")]
+    pub require_approvals: Option<u32>,
+    /// A reviewer whose approvals count (PEM public key; repeat for each reviewer).
+    #[arg(long, value_name = "PEM", value_parser = trusted_key)]
+    pub approver: Vec<TrustedKey>,
+}
+
+impl ApprovalArgs {
+    /// The requirement given, if any.
+    pub fn requirement(&self) -> s3_ferry::Result<Option<s3_ferry::approval::Requirement>> {
+        self.require_approvals
+            .map(|n| s3_ferry::approval::Requirement::new(n, self.approver.clone()))
+            .transpose()
+    }
+}
+
+/// Where a command appends its audit lines.
+#[derive(Args, Clone, Default)]
+pub struct AuditArgs {
+    /// Append one hash-chained JSON line per action to this file (created if missing; `ferry
+    /// audit FILE` checks it).
+    #[arg(long, value_name = "FILE", env = "FERRY_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+}
+
 #[derive(Args)]
 pub struct ExportArgs {
     #[command(flatten)]
@@ -221,6 +285,8 @@ pub struct ExportArgs {
     /// stops the export before that object ships (fail closed; the bundle stays checkpointed).
     #[arg(long, value_name = "CMD")]
     pub scan: Option<String>,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 #[derive(Args)]
@@ -247,6 +313,12 @@ pub struct DownloadArgs {
     /// Ranged GETs in flight (1..=256).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = concurrency)]
     pub concurrency: usize,
+    /// Fetch only the approval files of bundles already in --to (every one of the job there,
+    /// or the one --sequence names), to bring approvals given after the download.
+    #[arg(long)]
+    pub approvals_only: bool,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 #[derive(Args)]
@@ -274,9 +346,17 @@ pub struct ImportArgs {
     /// Print what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Apply bundles even if they do not follow the last one applied.
+    /// Apply bundles even if they do not follow the last one applied; with --reason and
+    /// --require-approvals, replace the approvals the import state requires (even by fewer).
     #[arg(long)]
     pub force: bool,
+    /// Why --force is used (written to the audit log and the run's log).
+    #[arg(long, value_name = "TEXT", requires = "force")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub approvals: ApprovalArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
     /// A baseline removes everything under the target that it does not list (exact mirror,
     /// like `rclone sync`), not only what ferry wrote there; see it first with --dry-run.
     #[arg(long)]

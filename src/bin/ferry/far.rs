@@ -13,12 +13,18 @@ use s3_ferry::import::verify;
 use s3_ferry::import::{self, BundleStatus, ImportConfig};
 use s3_ferry::store::aws::Clients;
 
+use s3_ferry::approval::Requirement;
+use sha2::Digest;
+
 use crate::args::{DownloadArgs, ImportArgs};
 use crate::exit;
 use crate::output::{Bar, human, interactive, out, short};
+use crate::release::AuditLog;
 
 pub async fn download(clients: &Clients, a: DownloadArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let audit = AuditLog::new(&a.audit, Some(clients));
     let cfg = DownloadConfig {
+        approvals_only: a.approvals_only,
         from: a.from.clone(),
         job: a.job.to_string(),
         select: match (a.sequence, a.since) {
@@ -32,7 +38,18 @@ pub async fn download(clients: &Clients, a: DownloadArgs, json: bool) -> anyhow:
     let bar = Bar::bytes(interactive(json), 0, "downloading");
     let result = download::run(&clients.s3, &cfg, &bar).await;
     bar.done();
-    let report = result?;
+    let to = a.to.display().to_string();
+    let report = audit
+        .outcome(
+            "download",
+            Some(&cfg.job),
+            Some(&to),
+            result.map_err(Into::into),
+        )
+        .await?;
+    audit
+        .record(|who| s3_ferry::audit::events::download(who, &report))
+        .await?;
     if json {
         crate::output::json(&report)?;
         return Ok(ExitCode::SUCCESS);
@@ -42,13 +59,17 @@ pub async fn download(clients: &Clients, a: DownloadArgs, json: bool) -> anyhow:
     }
     for b in &report.bundles {
         out!(
-            "{} bundle {}: {} volume(s), {} in {} (digest {})",
+            "{} bundle {}: {} volume(s), {} in {} (digest {}){}",
             report.job,
             b.sequence,
             b.volumes.len(),
             human(b.bytes),
             b.dir.display(),
-            short(&b.bundle_digest)
+            short(&b.bundle_digest),
+            match b.approvals {
+                0 => String::new(),
+                n => format!("; {n} approval file(s) written"),
+            }
         );
         for v in &b.volumes {
             out!(
@@ -73,32 +94,83 @@ pub async fn download(clients: &Clients, a: DownloadArgs, json: bool) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `ferry verify` checks.
+pub struct VerifyRequest<'a> {
+    pub sources: &'a [String],
+    pub trust: &'a [s3_ferry::format::sign::TrustedKey],
+    pub identity: &'a [std::path::PathBuf],
+    pub policy: Option<&'a s3_ferry::policy::Policy>,
+    pub approvals: Option<&'a Requirement>,
+}
+
 pub async fn verify(
     clients: Option<&Clients>,
     ctx: &RunContext,
-    sources: &[String],
-    trust: &[s3_ferry::format::sign::TrustedKey],
-    identity: &[std::path::PathBuf],
-    policy: Option<&s3_ferry::policy::Policy>,
+    req: &VerifyRequest<'_>,
+    audit: &AuditLog<'_>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let where_ = req.sources.join(" ");
+    let result = verify_all(clients, ctx, req, json).await;
+    let reports = audit.outcome("verify", None, Some(&where_), result).await?;
+    audit
+        .record(|who| s3_ferry::audit::events::verify(who, &reports))
+        .await?;
+    print_verified(&reports, json)
+}
+
+async fn verify_all(
+    clients: Option<&Clients>,
+    ctx: &RunContext,
+    req: &VerifyRequest<'_>,
+    json: bool,
+) -> anyhow::Result<Vec<verify::BundleReport>> {
+    let VerifyRequest {
+        sources,
+        trust,
+        identity,
+        policy,
+        approvals,
+    } = *req;
     let store = clients.map(|c| &c.s3);
     let ids = Identities::from_files(identity)?;
     let mut reports: Vec<verify::BundleReport> = Vec::new();
     if ids.is_none() && bundle::any_sealed(sources, store).await? {
         // Sealed volumes and no secret: what the media can prove without one.
         let folders = bundle::media_folders(sources, store).await?;
+        // Approvals are judged before any volume is read.
+        let mut approved = Vec::new();
+        for f in &folders {
+            approved.push(match approvals {
+                Some(req) => media_approvals(f, req)?,
+                None => Vec::new(),
+            });
+        }
         let bar = Bar::bytes(interactive(json), 0, "verifying");
         let result = verify::verify_media(&folders, trust, &bar).await;
         bar.done();
         reports = result?;
-        return print_verified(&reports, json);
+        for (r, a) in reports.iter_mut().zip(approved) {
+            r.approved_by = a;
+        }
+        return Ok(reports);
     }
     let bundles = bundle::discover(sources, store, ids.as_ref()).await?;
     let total: u64 = bundles.iter().map(Bundle::object_bytes).sum();
     let bar = Bar::bytes(interactive(json), total, "verifying");
+    let mut approved = Vec::new();
     for b in &bundles {
-        let r = verify::verify_bundle(b, trust, &bar, ctx.stop()).await?;
+        approved.push(match approvals {
+            Some(req) => {
+                let digest = import::bundle_digest(b).await?;
+                b.check_approvals(&digest, req)?.approved
+            }
+            None => Vec::new(),
+        });
+    }
+    for (b, approved_by) in bundles.iter().zip(approved) {
+        let mut r = verify::verify_bundle(b, trust, &bar, ctx.stop()).await?;
+        r.approved_by = approved_by;
         if let Some(prev) = reports.last()
             && prev.job == r.job
             && r.previous_sequence == Some(prev.sequence)
@@ -117,11 +189,11 @@ pub async fn verify(
                 ),
             });
         }
-        let mut r = r;
         if let Some(p) = policy {
             let review = s3_ferry::review::review_bundle(
                 b,
                 trust,
+                &[],
                 Some(p),
                 &s3_ferry::progress::NoProgress,
                 ctx.stop(),
@@ -141,7 +213,28 @@ pub async fn verify(
         reports.push(r);
     }
     bar.done();
-    print_verified(&reports, json)
+    Ok(reports)
+}
+
+/// The approvals of a folder of sealed volumes (judged without opening them), or the refusal.
+fn media_approvals(
+    f: &bundle::MediaFolder,
+    req: &Requirement,
+) -> anyhow::Result<Vec<s3_ferry::approval::Approved>> {
+    let sums = f.sums.as_deref().unwrap_or_default();
+    let digest = hex::encode(sha2::Sha256::digest(sums.as_bytes()));
+    let (job, sequence) = s3_ferry::format::manifest::parse_sha256sums(sums)
+        .ok()
+        .and_then(|l| {
+            let first = l.first()?;
+            let (j, s, _) = s3_ferry::format::manifest::volume_name_parts(first.name)?;
+            Some((j.to_string(), s))
+        })
+        .unwrap_or_default();
+    let t = s3_ferry::approval::tally(&f.approvals, &job, sequence, &digest, &req.approvers);
+    let what = format!("{sequence} of job `{job}`");
+    s3_ferry::approval::check(req, &t, &what, &f.location)?;
+    Ok(t.approved)
 }
 
 fn print_verified(reports: &[verify::BundleReport], json: bool) -> anyhow::Result<ExitCode> {
@@ -203,6 +296,18 @@ fn print_verified(reports: &[verify::BundleReport], json: bool) -> anyhow::Resul
                 short(&v.sha256)
             );
         }
+        for a in &r.approved_by {
+            out!(
+                "  approved by key {} at {}{}",
+                short(&a.key),
+                a.time,
+                if a.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", a.note)
+                }
+            );
+        }
         if let Some(refused) = &r.refused_objects {
             out!("  --policy refuses {} object(s)", refused.len());
             for (key, why) in refused {
@@ -230,6 +335,8 @@ pub async fn import(
     let target = open_target(store.as_ref(), &a).await?;
     let mut ledger = open_ledger(clients, &a, run.stop()).await?;
     let cfg = ImportConfig {
+        approvals: a.approvals.requirement()?,
+        force_reason: a.reason.clone(),
         target,
         dry_run: a.dry_run,
         force: a.force,
@@ -259,8 +366,36 @@ pub async fn import(
     }
     .await;
     let closed = ledger.close().await;
+    let audit = AuditLog::new(&a.audit, clients);
+    let target_name = cfg.target.display();
+    let job = a.job.as_ref().map(|j| j.to_string());
+    let result = audit
+        .outcome(
+            "import",
+            job.as_deref(),
+            Some(&target_name),
+            result.map_err(Into::into),
+        )
+        .await;
     let report = result?;
     closed?;
+    audit
+        .record(|who| {
+            let mut events = s3_ferry::audit::events::import(who, &report);
+            if a.force {
+                let why = a.reason.as_deref().unwrap_or("no reason given");
+                for e in &mut events {
+                    let was = e
+                        .reason
+                        .take()
+                        .map(|r| format!("; {r}"))
+                        .unwrap_or_default();
+                    e.reason = Some(format!("--force: {why}{was}"));
+                }
+            }
+            events
+        })
+        .await?;
     if json {
         crate::output::json(&report)?;
     } else {

@@ -9,6 +9,7 @@ mod exit;
 mod far;
 mod near;
 mod output;
+mod release;
 mod review;
 
 use std::process::ExitCode;
@@ -88,6 +89,15 @@ fn needs_aws(command: &Command) -> bool {
     let remote = |sources: &[String]| sources.iter().any(|s| s.starts_with("s3://"));
     match command {
         Command::Verify { sources, .. } | Command::Review { sources, .. } => remote(sources),
+        Command::Approve {
+            source,
+            signing_key,
+            ..
+        } => {
+            source.starts_with("s3://")
+                || matches!(signing_key, s3_ferry::format::sign::SigningKeySpec::Kms(_))
+        }
+        Command::Audit { files } => remote(files),
         Command::Keygen { .. } => false,
         Command::PublicKey { signing_key } => {
             matches!(signing_key, s3_ferry::format::sign::SigningKeySpec::Kms(_))
@@ -133,22 +143,34 @@ async fn run(cli: Cli, ctx: s3_ferry::context::RunContext) -> anyhow::Result<Exi
             trust,
             identity,
             policy,
+            approvals,
+            audit,
         } => {
             let policy = policy
                 .as_deref()
                 .map(s3_ferry::policy::Policy::from_file)
                 .transpose()?;
-            far::verify(
-                clients.as_ref(),
-                &ctx,
-                &sources,
-                &trust,
-                &identity,
-                policy.as_ref(),
-                json,
-            )
-            .await
+            let audit = release::AuditLog::new(&audit, clients.as_ref());
+            let approvals = approvals.requirement()?;
+            let req = far::VerifyRequest {
+                sources: &sources,
+                trust: &trust,
+                identity: &identity,
+                policy: policy.as_ref(),
+                approvals: approvals.as_ref(),
+            };
+            far::verify(clients.as_ref(), &ctx, &req, &audit, json).await
         }
+        Command::Approve {
+            source,
+            signing_key,
+            note,
+            audit,
+        } => {
+            let audit = release::AuditLog::new(&audit, clients.as_ref());
+            release::approve(clients.as_ref(), &source, &signing_key, &note, &audit, json).await
+        }
+        Command::Audit { files } => release::check(clients.as_ref(), &files, json).await,
         Command::Review {
             sources,
             trust,
@@ -156,8 +178,14 @@ async fn run(cli: Cli, ctx: s3_ferry::context::RunContext) -> anyhow::Result<Exi
             policy,
             html,
             csv,
+            approver,
         } => {
-            let out = review::Outputs { html, csv, policy };
+            let out = review::Outputs {
+                html,
+                csv,
+                policy,
+                approvers: approver,
+            };
             review::review(
                 clients.as_ref(),
                 &ctx,

@@ -286,7 +286,14 @@ pub async fn export(clients: &Clients, args: &ExportArgs, json: bool) -> anyhow:
             "state unchanged"
         };
         anyhow::Error::new(e).context(format!("export of job `{}` failed; {outcome}", cfg.job))
-    })?;
+    });
+    let audit = crate::release::AuditLog::new(&args.audit, Some(clients));
+    let report = audit
+        .outcome("export", Some(cfg.job.as_str()), None, report)
+        .await?;
+    audit
+        .record(|who| vec![s3_ferry::audit::events::export(who, &report)])
+        .await?;
     if json {
         crate::output::json(&report)?;
     } else {

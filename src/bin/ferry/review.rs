@@ -17,6 +17,8 @@ pub struct Outputs {
     pub html: Option<PathBuf>,
     pub csv: Option<PathBuf>,
     pub policy: Option<PathBuf>,
+    /// Reviewers whose approvals are checked (none: listed unchecked).
+    pub approvers: Vec<s3_ferry::format::sign::TrustedKey>,
 }
 
 pub async fn review(
@@ -39,7 +41,15 @@ pub async fn review(
     let bar = Bar::bytes(interactive(json), total, "reviewing");
     let mut reviews: Vec<BundleReview> = Vec::new();
     for b in &bundles {
-        let r = review_bundle(b, trust, policy.as_ref(), &bar, ctx.stop()).await;
+        let r = review_bundle(
+            b,
+            trust,
+            &outputs.approvers,
+            policy.as_ref(),
+            &bar,
+            ctx.stop(),
+        )
+        .await;
         match r {
             Ok(r) => reviews.push(r),
             Err(e) => {
@@ -87,6 +97,19 @@ pub async fn review(
             },
             short(&b.bundle_digest)
         );
+        for a in &b.approvals {
+            out!(
+                "  approval by key {} at {}: {}{}",
+                a.key.as_deref().map_or("-", short),
+                a.time.as_deref().unwrap_or("-"),
+                a.status,
+                a.note
+                    .as_deref()
+                    .filter(|n| !n.is_empty())
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            );
+        }
         for g in &b.by_type {
             out!("  {:<40} {:>8} {:>12}", g.name, g.objects, human(g.bytes));
         }

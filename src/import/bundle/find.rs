@@ -11,11 +11,24 @@ pub(super) const OPENING_AT_ONCE: usize = 2;
 /// A volume as found: its folder, what lay beside it, and the opened volume.
 pub(super) type Found = (String, Beside, OpenVolume);
 
-/// `SHA256SUMS` and `SHA256SUMS.sig` found in a folder or prefix.
+/// `SHA256SUMS`, `SHA256SUMS.sig` and the approval files found in a folder or prefix.
 #[derive(Default, Clone)]
 pub(super) struct Beside {
     sums: Option<String>,
     sig: Option<Vec<u8>>,
+    approvals: Vec<(String, Vec<u8>)>,
+    approvals_read: bool,
+}
+
+/// More approval files beside one bundle than a bundle may carry: refused, not cut.
+fn too_many_approvals(location: &str) -> Error {
+    Error::Archive {
+        volume: location.to_string(),
+        detail: format!(
+            "more than {} approval files beside one bundle",
+            crate::approval::MAX_APPROVALS
+        ),
+    }
 }
 
 /// Volume files and what lies beside them in one folder or prefix.
@@ -54,8 +67,34 @@ impl Beside {
         if self.sig.is_none() && sig.is_file() {
             self.sig = Some(read_small(&sig, crate::format::sign::MAX_SIGNATURE_FILE)?);
         }
+        if !self.approvals_read {
+            self.approvals_read = true;
+            self.approvals = read_approvals(dir)?;
+        }
         Ok(())
     }
+}
+
+/// The approval files (`approval-FINGERPRINT.json`) in a local folder, each bounded, in name
+/// order.
+pub(super) fn read_approvals(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io_at("reading directory", dir))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| crate::approval::is_approval_name(n))
+        .collect();
+    names.sort_unstable();
+    if names.len() > crate::approval::MAX_APPROVALS {
+        return Err(too_many_approvals(&dir.display().to_string()));
+    }
+    names
+        .into_iter()
+        .map(|n| {
+            let bytes = read_small(&dir.join(&n), crate::approval::MAX_APPROVAL_FILE)?;
+            Ok((n, bytes))
+        })
+        .collect()
 }
 
 pub(super) fn walk_dir(
@@ -96,6 +135,7 @@ pub(super) fn add_local_file(path: &Path, folders: &mut BTreeMap<String, Folder>
     if crate::format::seal::is_volume_name(&name)
         || name == "SHA256SUMS"
         || name == crate::format::sign::SIGNATURE_FILE
+        || crate::approval::is_approval_name(&name)
     {
         folder.beside.read_local(parent)?;
     }
@@ -109,6 +149,8 @@ pub struct ListedFolder {
     pub volumes: Vec<crate::store::ObjectRecord>,
     pub sums: Option<crate::store::ObjectRecord>,
     pub sig: Option<crate::store::ObjectRecord>,
+    /// `approval-FINGERPRINT.json` files.
+    pub approvals: Vec<crate::store::ObjectRecord>,
 }
 
 impl ListedFolder {
@@ -120,6 +162,38 @@ impl ListedFolder {
                 .filter(|(j, _, _)| *j == job)
                 .map(|(_, seq, _)| seq)
         })
+    }
+
+    /// The approval files `(name, bytes)`; one over the bound is refused (exit 5).
+    pub async fn read_approvals(
+        &self,
+        store: &Store,
+        bucket: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        if self.approvals.len() > crate::approval::MAX_APPROVALS {
+            return Err(too_many_approvals(&format!("s3://{bucket}/")));
+        }
+        let mut out = Vec::new();
+        for rec in &self.approvals {
+            let name = rec
+                .key
+                .rsplit_once('/')
+                .map_or(rec.key.as_str(), |(_, n)| n);
+            if rec.size > crate::approval::MAX_APPROVAL_FILE {
+                return Err(Error::Archive {
+                    volume: format!("s3://{bucket}/{}", rec.key),
+                    detail: format!(
+                        "{} bytes; an approval file is at most {}",
+                        rec.size,
+                        crate::approval::MAX_APPROVAL_FILE
+                    ),
+                });
+            }
+            if let Some(b) = store.get_document(bucket, &rec.key).await? {
+                out.push((name.to_string(), b.to_vec()));
+            }
+        }
+        Ok(out)
     }
 
     /// `SHA256SUMS` as text, read (at most [`MAX_SUMS`] bytes); `None` when there is none.
@@ -172,6 +246,8 @@ pub async fn scan_s3(
                 folder.sums = Some(rec);
             } else if name == crate::format::sign::SIGNATURE_FILE {
                 folder.sig = Some(rec);
+            } else if crate::approval::is_approval_name(&name) {
+                folder.approvals.push(rec);
             }
         }
     }
@@ -256,6 +332,7 @@ pub(super) async fn add_s3(
         if sums.is_some() {
             folder.beside.sums = sums;
         }
+        folder.beside.approvals = listed.read_approvals(store, &loc.bucket).await?;
         if let Some(rec) = listed
             .sig
             .filter(|r| r.size <= crate::format::sign::MAX_SIGNATURE_FILE)
@@ -356,6 +433,8 @@ pub struct MediaFolder {
     pub volumes: Vec<VolumeSource>,
     pub sums: Option<String>,
     pub signature: Option<Vec<u8>>,
+    /// The approval files beside the volumes.
+    pub approvals: Vec<(String, Vec<u8>)>,
 }
 
 /// The folders holding volumes among `sources`, without opening any volume (what can be
@@ -376,6 +455,7 @@ pub async fn media_folders(sources: &[String], store: Option<&Store>) -> Result<
                     .collect(),
                 sums: f.beside.sums,
                 signature: f.beside.sig,
+                approvals: f.beside.approvals,
             }
         })
         .collect())
@@ -467,6 +547,7 @@ pub(super) fn group(opened: Vec<Found>) -> Result<Vec<Bundle>> {
             last,
             sums: beside.sums,
             signature: beside.sig,
+            approvals: beside.approvals,
         };
         bundle.check()?;
         bundles.push(bundle);

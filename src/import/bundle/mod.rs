@@ -94,6 +94,8 @@ pub struct Bundle {
     pub sums: Option<String>,
     /// The `SHA256SUMS.sig` bytes found beside that `SHA256SUMS`.
     pub signature: Option<Vec<u8>>,
+    /// The approval files `(name, bytes)` found there (judged by [`Bundle::approvals`]).
+    pub approvals: Vec<(String, Vec<u8>)>,
 }
 
 impl Bundle {
@@ -203,6 +205,22 @@ impl Bundle {
         crate::format::sign::verify(sums.as_bytes(), &sig, trusted)
             .map(Some)
             .map_err(untrusted)
+    }
+
+    /// Its approval files judged against `approvers`, for the bundle digest `digest`.
+    pub fn approvals(&self, digest: &str, approvers: &[TrustedKey]) -> crate::approval::Tally {
+        crate::approval::tally(&self.approvals, &self.job, self.sequence, digest, approvers)
+    }
+
+    /// Refuse the bundle (exit 5) unless it meets `req`; the approvals that count.
+    pub fn check_approvals(
+        &self,
+        digest: &str,
+        req: &crate::approval::Requirement,
+    ) -> Result<crate::approval::Tally> {
+        let t = self.approvals(digest, &req.approvers);
+        crate::approval::check(req, &t, &self.label(), &self.location)?;
+        Ok(t)
     }
 
     fn bad(&self, detail: impl Into<String>) -> Error {

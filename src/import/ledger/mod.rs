@@ -106,6 +106,10 @@ pub struct Record {
     /// The key that signed the last bundle applied: once set, only signed bundles apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<SignerRecord>,
+    /// The approvals every bundle needs here, once an import required them: leaving the flags
+    /// off later does not lower it (only `--force` with `--reason` and a new requirement does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<ApprovalRecord>,
     /// What the screening kept out of the target in the last bundle applied (or the one being
     /// applied), the first [`QUARANTINE_RECORDED`] of them: nothing of it is in the key index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -115,6 +119,32 @@ pub struct Record {
 /// Objects kept out that the import state lists by name, at most (the run's `--json` lists
 /// them all).
 pub const QUARANTINE_RECORDED: usize = 1_000;
+
+/// An approval requirement as the import state remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub required: u32,
+    pub approvers: Vec<SignerRecord>,
+}
+
+impl ApprovalRecord {
+    pub fn of(req: &crate::approval::Requirement) -> Self {
+        ApprovalRecord {
+            required: req.required,
+            approvers: req.approvers.iter().map(SignerRecord::of).collect(),
+        }
+    }
+
+    /// The requirement (every key checked against its recorded fingerprint).
+    pub fn requirement(&self) -> Result<crate::approval::Requirement> {
+        let keys = self
+            .approvers
+            .iter()
+            .map(SignerRecord::key)
+            .collect::<Result<Vec<_>>>()?;
+        crate::approval::Requirement::new(self.required, keys)
+    }
+}
 
 /// A signer as the import state remembers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

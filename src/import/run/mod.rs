@@ -62,6 +62,12 @@ pub struct ImportConfig {
     /// The far side's own screening: its policy, scanner and quarantine (`--policy`,
     /// `--scan`, `--quarantine`); `None`: everything verified is written.
     pub screen: Option<Arc<crate::import::screen::Screen>>,
+    /// The approvals required (`--require-approvals`, `--approver`; `REQUIRED_APPROVALS`,
+    /// `APPROVERS`), `None` when not given: the import state's remembered one still applies.
+    pub approvals: Option<crate::approval::Requirement>,
+    /// Why `--force` was given (`--reason`): with a requirement given, `--force` and a reason
+    /// replace the remembered one, even by a lower one (logged).
+    pub force_reason: Option<String>,
 }
 
 impl ImportConfig {
@@ -117,6 +123,9 @@ pub struct BundleOutcome {
     /// `--quarantine`, where they are.
     pub quarantined: u64,
     pub quarantined_objects: Vec<crate::import::screen::Quarantined>,
+    /// The valid approvals by listed approvers it carried (when approvals are required).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approved_by: Vec<crate::approval::Approved>,
     /// Keys a baseline removed because it does not list them (ferry wrote them, or
     /// `--delete-unlisted`).
     pub removed: u64,
@@ -154,6 +163,76 @@ pub struct ImportReport {
     /// ferry), and the first of them: `--delete-unlisted` removes them.
     pub kept_unlisted: u64,
     pub kept_unlisted_keys: Vec<String>,
+    /// The approvals every bundle needed: `required` of the `approvers` (fingerprints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals_required: Option<RequiredApprovals>,
+}
+
+/// An approval requirement as reports show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequiredApprovals {
+    pub required: u32,
+    pub approvers: Vec<String>,
+}
+
+/// The requirement that applies: the one given, with the import state's (`remembered`) over it
+/// (the larger number, every key of both) unless `--force` and a reason replace it, even by a
+/// lower one; `None` when none applies.
+fn requirement(
+    cfg: &ImportConfig,
+    remembered: Option<&crate::import::ledger::ApprovalRecord>,
+) -> Result<Option<crate::approval::Requirement>> {
+    let remembered = remembered.map(|r| r.requirement()).transpose()?;
+    let chosen = match (cfg.approvals.clone(), remembered) {
+        (None, r) => r,
+        (Some(g), None) => Some(g),
+        (Some(g), Some(r)) if cfg.force && cfg.force_reason.is_some() => {
+            if g != r {
+                warn!(
+                    remembered = %crate::approval::describe(&r), given = %crate::approval::describe(&g),
+                    reason = cfg.force_reason.as_deref().unwrap_or(""),
+                    "the approval requirement is replaced (--force)"
+                );
+            }
+            Some(g)
+        }
+        (Some(g), Some(r)) => {
+            let mut keys = r.approvers.clone();
+            keys.extend(
+                g.approvers
+                    .iter()
+                    .filter(|k| !r.approvers.contains(k))
+                    .cloned(),
+            );
+            Some(crate::approval::Requirement::new(
+                g.required.max(r.required),
+                keys,
+            )?)
+        }
+    };
+    Ok(chosen.filter(|r| !r.is_none()))
+}
+
+/// Refuse the run (exit 5) before anything is written unless every bundle it would apply
+/// meets `req`; the approvals that count, by sequence.
+async fn approvals_check(
+    req: &crate::approval::Requirement,
+    bundles: &[Bundle],
+    rec: &Record,
+) -> Result<HashMap<u64, Vec<crate::approval::Approved>>> {
+    let mut out = HashMap::new();
+    for b in bundles {
+        let digest = bundle_digest(b).await?;
+        let applied = (rec.sequence == b.sequence && rec.bundle_digest.as_deref() == Some(&digest))
+            || rec
+                .history
+                .iter()
+                .any(|(s, d)| *s == b.sequence && *d == digest);
+        if !applied {
+            out.insert(b.sequence, b.check_approvals(&digest, req)?.approved);
+        }
+    }
+    Ok(out)
 }
 
 /// The bundle's digest: from `SHA256SUMS`, or by hashing its last volume.
@@ -265,6 +344,19 @@ pub async fn run(
         trusted.push(k);
     }
     let mut warned = false;
+    let required = requirement(cfg, rec.approvals.as_ref())?;
+    let mut approved = match &required {
+        Some(req) => approvals_check(req, bundles, &rec).await?,
+        None => HashMap::new(),
+    };
+    let remember = required
+        .as_ref()
+        .map(crate::import::ledger::ApprovalRecord::of);
+    if rec.approvals != remember && !cfg.dry_run {
+        // Remembered from now on, before anything is written.
+        rec.approvals = remember;
+        ledger.save(rec.clone(), Vec::new()).await?;
+    }
     object_lock_check(cfg, bundles).await?;
     // The state is ours (lock or lease held): uploads still open under the destination prefix
     // were left by an import that was killed, so they are aborted before anything is written.
@@ -288,6 +380,7 @@ pub async fn run(
             metadata_only: 0,
             quarantined: 0,
             quarantined_objects: Vec::new(),
+            approved_by: approved.remove(&b.sequence).unwrap_or_default(),
             removed: 0,
             kept_unlisted: 0,
             kept_unlisted_keys: Vec::new(),
@@ -370,6 +463,10 @@ pub async fn run(
         bundle_digest: ledger.record().bundle_digest.clone(),
         complete,
         bundles: outcomes,
+        approvals_required: required.map(|r| RequiredApprovals {
+            required: r.required,
+            approvers: r.approvers.iter().map(|k| k.fingerprint.clone()).collect(),
+        }),
     })
 }
 

@@ -141,6 +141,7 @@ impl Handler {
                 let planned = steps(&owner).plan().await?;
                 if let export::PlanStep::Finished { report } = &planned {
                     emf(cfg.job.as_str(), Some(report), started.elapsed(), false);
+                    self.audit(clients, Ok(report)).await;
                 }
                 Ok(serde_json::to_value(&planned).expect("plan step serialises"))
             }
@@ -161,6 +162,7 @@ impl Handler {
                 owner = run_owner(execution);
                 let report = steps(&owner).commit(*sequence).await?;
                 emf(cfg.job.as_str(), Some(&report), started.elapsed(), false);
+                self.audit(clients, Ok(&report)).await;
                 self.notify(
                     &format!("s3-ferry {}: bundle {} ready", cfg.job, report.sequence),
                     &completion_message(cfg, &report),
@@ -184,6 +186,7 @@ impl Handler {
                     .unwrap_or_else(|| cause.to_string());
                 error!(job = %cfg.job, run = %owner, error = name, cause = %cause, "export run failed");
                 emf(cfg.job.as_str(), None, started.elapsed(), true);
+                self.audit(clients, Err(format!("{name}: {cause}"))).await;
                 self.notify_failure(&format!("{name}: {cause}"), name == "CommitUnknown")
                     .await;
                 Ok(json!({"status": "failed", "error": name, "cause": cause}))
@@ -224,8 +227,15 @@ impl Handler {
         cfg.full = inv.full;
         cfg.deadline = working_deadline(deadline, self.cfg.deadline_margin, self.cfg.run_budget);
         let started = Instant::now();
-        let report = export::run(clients, &cfg, &NoProgress).await?;
+        let report = match export::run(clients, &cfg, &NoProgress).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit(clients, Err(crate::lambda::describe(&e))).await;
+                return Err(e);
+            }
+        };
         emf(cfg.job.as_str(), Some(&report), started.elapsed(), false);
+        self.audit(clients, Ok(&report)).await;
         match report.status {
             Status::Continue => warn!(job = %cfg.job, sequence = report.sequence,
                 "the bundle is unfinished at the deadline: the next run (the state machine, or another invoke) resumes it"),
@@ -239,6 +249,29 @@ impl Handler {
             Status::NoChanges => {}
         }
         Ok(serde_json::to_value(&report).expect("report serialises"))
+    }
+
+    /// Write the audit line of a run's end (`AUDIT_PREFIX`): its report, or why it failed. A
+    /// line that cannot be written is logged as an error (the bundle's fate is settled).
+    async fn audit(&self, clients: &Clients, outcome: std::result::Result<&Report, String>) {
+        let Some(at) = &self.cfg.audit else {
+            return;
+        };
+        let who = crate::lambda::audit::who(clients).await;
+        let job = self.cfg.export.job.as_str();
+        let event = match outcome {
+            Ok(r) => crate::audit::events::export(&who, r),
+            Err(why) => {
+                let mut e = crate::audit::Event::new("export", &who);
+                e.job = Some(job.to_string());
+                e.outcome = "failed".into();
+                e.reason = Some(why);
+                e
+            }
+        };
+        if let Err(e) = crate::lambda::audit::write(clients, at, "export", job, &[event]).await {
+            error!(job, error = %crate::lambda::describe(&e), "the audit line was not written");
+        }
     }
 
     async fn notify(&self, subject: &str, message: &str) {

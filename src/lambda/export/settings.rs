@@ -21,6 +21,9 @@ pub struct FunctionConfig {
     pub path_style: bool,
     /// `POLICY`: the content policy, inline or an `s3://` object read at every invocation.
     pub policy: Option<crate::lambda::policy::PolicySpec>,
+    /// Where each run writes its audit lines (`AUDIT_PREFIX`: `s3://BUCKET/PREFIX`, or a
+    /// prefix in the export bucket).
+    pub audit: Option<S3Location>,
 }
 
 pub(super) fn list(v: Option<String>) -> Vec<String> {
@@ -114,7 +117,9 @@ impl FunctionConfig {
         if let Some(ttl) = v.duration("LEASE_TTL")? {
             export.lease_ttl = config::bounds::lease_ttl("LEASE_TTL", ttl)?;
         }
+        let audit = crate::lambda::audit::location(v.get("AUDIT_PREFIX"), &export.dest.bucket)?;
         Ok(FunctionConfig {
+            audit,
             export,
             topic_arn: v.get("NOTIFY_TOPIC_ARN"),
             deadline_margin: v

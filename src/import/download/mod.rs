@@ -7,6 +7,9 @@
 //! `bundle.json` are written last.
 //! Layout on disk: `<DIR>/<job>/<sequence>/`, as in the bucket.
 
+mod approvals;
+use approvals::*;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,9 @@ pub struct DownloadConfig {
     pub to: PathBuf,
     /// Ranged GETs in flight.
     pub concurrency: usize,
+    /// Fetch only the approval files of the selected bundles already in `to` (`Latest`: all
+    /// of them), none of their volumes.
+    pub approvals_only: bool,
 }
 
 /// One volume's fate.
@@ -73,6 +79,8 @@ pub struct DownloadedBundle {
     pub bundle_digest: String,
     pub volumes: Vec<VolumeFile>,
     pub bytes: u64,
+    /// Approval files written beside it (new or changed).
+    pub approvals: u64,
 }
 
 /// `ferry download --json`.
@@ -146,6 +154,9 @@ pub async fn run(
         .values()
         .partition(|r| r.files.contains_key("SHA256SUMS"));
     let incomplete: Vec<u64> = incomplete.iter().map(|r| r.sequence).collect();
+    if cfg.approvals_only {
+        return approvals_only(store, cfg, &complete, started).await;
+    }
     let chosen: Vec<&Remote> = match cfg.select {
         Select::Latest => complete.last().copied().into_iter().collect(),
         Select::Sequence(n) => match remote.get(&n) {
@@ -281,6 +292,7 @@ async fn download_bundle(
     {
         crate::format::durable::replace(&dir.join(sig_name), sig.to_vec()).await?;
     }
+    let approvals = crate::approval::carry::fetch(store, bucket, &approval_files(r), &dir).await?;
     // Written last, durably: its presence on the media says the bundle is complete.
     crate::format::durable::replace(&dir.join("SHA256SUMS"), sums.to_vec()).await?;
     let bundle = DownloadedBundle {
@@ -289,6 +301,7 @@ async fn download_bundle(
         bytes: volumes.iter().map(|v| v.size).sum(),
         dir,
         volumes,
+        approvals,
     };
     info!(job = %cfg.job, sequence = r.sequence, volumes = bundle.volumes.len(), bytes = bundle.bytes, "bundle downloaded");
     Ok((bundle, fetched))

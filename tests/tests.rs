@@ -15,6 +15,7 @@ mod hostile;
 mod import;
 mod pinned;
 mod proxy;
+mod release;
 mod runs;
 mod sealed;
 mod shipped;

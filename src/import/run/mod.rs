@@ -345,18 +345,19 @@ pub async fn run(
     }
     let mut warned = false;
     let required = requirement(cfg, rec.approvals.as_ref())?;
-    let mut approved = match &required {
-        Some(req) => approvals_check(req, bundles, &rec).await?,
-        None => HashMap::new(),
-    };
     let remember = required
         .as_ref()
         .map(crate::import::ledger::ApprovalRecord::of);
     if rec.approvals != remember && !cfg.dry_run {
-        // Remembered from now on, before anything is written.
+        // Remembered from now on (also when this run's bundles fall short), before anything
+        // is written.
         rec.approvals = remember;
         ledger.save(rec.clone(), Vec::new()).await?;
     }
+    let mut approved = match &required {
+        Some(req) => approvals_check(req, bundles, &rec).await?,
+        None => HashMap::new(),
+    };
     object_lock_check(cfg, bundles).await?;
     // The state is ours (lock or lease held): uploads still open under the destination prefix
     // were left by an import that was killed, so they are aborted before anything is written.

@@ -79,6 +79,7 @@ VOLUME_SIZE=8MiB
 PART_SIZE=5MiB
 SHARDS=8
 RUN_BUDGET=0s
+AUDIT_PREFIX=audit/
 AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL
 AWS_ACCESS_KEY_ID=e2e
 AWS_SECRET_ACCESS_KEY=e2e
@@ -210,6 +211,10 @@ echo "bundle 2: $(( $(shard_steps) - steps_a )) shard steps, $(volumes 2) volume
 
 say "import function: bundles uploaded to an import bucket, replayed in order"
 py -c 'import boto3; s3=boto3.client("s3"); [s3.create_bucket(Bucket=b) for b in ("e2e-import", "e2e-dest")]'
+# A reviewer approves each bundle in the export bucket; the import function requires it
+# (REQUIRED_APPROVALS, APPROVERS as one line of base64 DER) and logs every run (AUDIT_PREFIX).
+"$bin/ferry" keygen --out "$logs/reviewer" >/dev/null
+approver=$(grep -v -- ----- "$logs/reviewer.pub" | tr -d '\n')
 secret=$(py -c 'import boto3,sys; print(boto3.client("secretsmanager", region_name="us-east-1").create_secret(Name="ferry-age-identity", SecretString=open(sys.argv[1]).read())["ARN"])' "$logs/age.key")
 cat >"$logs/import.env" <<ENV
 FERRY_JOB=lambda
@@ -219,6 +224,9 @@ DEST_BUCKET=e2e-dest
 STATE_TABLE=e2e-state
 RUN_BUDGET=0s
 MAX_HOPS=60
+REQUIRED_APPROVALS=1
+APPROVERS=$approver
+AUDIT_PREFIX=audit/
 AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL
 AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$import_port
 AWS_ACCESS_KEY_ID=e2e
@@ -229,6 +237,9 @@ FERRY_S3_PATH_STYLE=true
 ENV
 instances ferry-import "$logs/import.env" "$logs/import-watch.log"
 carry="$logs/carry"
+for n in 1 2; do
+  "$bin/ferry" approve "s3://e2e-export/bundles/lambda/0000000$n/" --signing-key "file:$logs/reviewer" --note "e2e review"
+done
 "$bin/ferry" download --from s3://e2e-export/bundles --job lambda --since 0 --to "$carry"
 "$bin/ferry" verify "$carry/lambda" # no identity: SHA256SUMS of the sealed volumes only
 upload() { # SEQUENCE [JOB BUCKET]: the bundle folder, as an operator would upload it
@@ -258,6 +269,15 @@ for _ in $(seq 600); do [ "$(imported)" = 2 ] && break; sleep 0.5; done
 [ "$(imported)" = 2 ] || { echo "the import did not reach bundle 2; log:" >&2; tail -40 "$logs/import-watch.log" >&2; exit 1; }
 echo "import took $(grep -c 'continuing the import' "$logs/import-watch.log") continuation hops"
 py scripts/compare-buckets.py e2e-source e2e-dest
+say "audit logs of both functions, checked by ferry audit"
+"$bin/ferry" audit s3://e2e-export/audit/export/lambda/
+"$bin/ferry" audit s3://e2e-import/audit/import/lambda/ --json | py -c '
+import json, sys
+r = json.load(sys.stdin)
+ok = [l for l in r["lines"] if l["action"] == "import" and l["outcome"] == "ok"]
+assert len(ok) == 2, r["lines"]
+assert all(l["reason"].startswith("approved by") for l in ok), ok
+print("import log: %d lines, bundles %s imported with their approval; head %s" % (r["count"], [l["sequence"] for l in ok], r["head"][:16]))'
 
 # A long tail: TAIL_OBJECTS tiny objects, then all but TAIL_KEEP of them deleted and TAIL_MOVES
 # of those renamed. The import function applies the second bundle's deletions (1,000 per
@@ -284,6 +304,7 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$tail_port") 2>/dev/null; do sleep 0.1; done
 sed -e 's/^FERRY_JOB=.*/FERRY_JOB=tail/' -e 's/^IMPORT_BUCKET=.*/IMPORT_BUCKET=e2e-tail-import/' \
   -e 's/^DEST_BUCKET=.*/DEST_BUCKET=e2e-tail-dest/' -e 's/^MAX_HOPS=.*/MAX_HOPS=200/' \
   -e "s|^AWS_ENDPOINT_URL_LAMBDA=.*|AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$tail_port|" \
+  -e '/^REQUIRED_APPROVALS=/d' -e '/^APPROVERS=/d' \
   "$logs/import.env" >"$logs/tail.env"
 instances ferry-import "$logs/tail.env" "$logs/tail-watch.log" "${TAIL_INSTANCES:-16}" "$tail_port"
 upload 1 tail e2e-tail-import

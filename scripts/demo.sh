@@ -45,6 +45,12 @@ age-keygen -o "$identity" 2>/dev/null
 recipient=$(age-keygen -y "$identity")
 echo "recipient $recipient"
 sign=(--signing-key "kms:$key_id" --encrypt-to "$recipient")
+# Every action of each side appends a hash-chained line to that side's audit log.
+audit_dir=${DEMO_AUDIT_DIR:-$(mktemp -d)}
+mkdir -p "$audit_dir"
+near_log="$audit_dir/near-audit.jsonl" far_log="$audit_dir/far-audit.jsonl"
+rm -f "$near_log" "$far_log"
+sign+=(--audit-log "$near_log")
 
 say "ferry export (baseline, signed and sealed)"
 $ferry export "${job[@]}" "${sign[@]}"
@@ -80,27 +86,63 @@ unzip -l "$tmp/v.zip"
 unzip -p "$tmp/v.zip" _ferry/manifest.json | py -c 'import json,sys; m=json.load(sys.stdin); f=m["final"]; print("deleted:", f["deleted"]); print("moved:", [(x["from"], x["to"]) for x in f["moved"]]); print("totals:", f["totals"])'
 rm -rf "$tmp"
 
-say "carrying it across: ferry download (every bundle since 0)"
+say "release: two reviewers, each with a KMS key of their own, approve bundles in the export bucket"
 carry=$(mktemp -d)
 trap 'kill $moto 2>/dev/null || true; rm -rf "$log" "$carry" "$trusted" "$identity"' EXIT
-$ferry download --from s3://demo-export/bundles --job demo --since 0 --to "$carry"
+for r in alice bob; do
+  rid=$(py -c 'import boto3; print(boto3.client("kms", region_name="us-east-1").create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", Description="reviewer")["KeyMetadata"]["KeyId"])')
+  printf -v "${r}_key" %s "$rid"
+  $ferry public-key --signing-key "kms:$rid" >"$carry/$r.pub"
+done
+$ferry approve s3://demo-export/bundles/demo/00000001/ --signing-key "kms:$alice_key" --note "CHG-1001 baseline reviewed" --audit-log "$near_log"
+$ferry approve s3://demo-export/bundles/demo/00000002/ --signing-key "kms:$alice_key" --note "CHG-1002 delta reviewed" --audit-log "$near_log"
+$ferry approve s3://demo-export/bundles/demo/00000001/ --signing-key "kms:$bob_key" --note "CHG-1001 second reviewer" --audit-log "$near_log"
+say "carrying it across: ferry download (every bundle since 0, with their approvals)"
+$ferry download --from s3://demo-export/bundles --job demo --since 0 --to "$carry" --audit-log "$far_log"
 echo "on the media:"; (cd "$carry" && find . -type f | sort)
 say "ferry verify without a secret (offline, no AWS: the ciphertext against SHA256SUMS, the signature by the trusted key)"
 env -i "$ferry" verify "$carry/demo" --trust "$trusted"
 say "ferry verify --identity (offline: every entry of every volume, and the signature)"
-env -i "$ferry" verify "$carry/demo" --trust "$trusted" --identity "$identity"
+env -i "$ferry" verify "$carry/demo" --trust "$trusted" --identity "$identity" --audit-log "$far_log"
 py -c 'import boto3; boto3.client("s3").create_bucket(Bucket="demo-dest")'
 say "ferry import --dry-run into s3://demo-dest"
 $ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --dry-run --trust "$trusted" --identity "$identity" | grep -v '^  put ' | head -20
-say "ferry import into s3://demo-dest"
-$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --trust "$trusted" --identity "$identity"
-say "ferry import again: both bundles already applied"
-$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --identity "$identity"
+approvals=(--require-approvals 2 --approver "$carry/alice.pub" --approver "$carry/bob.pub")
+say "ferry import into s3://demo-dest needing two approvals: bundle 2 has one, so nothing is written (exit 5)"
+if $ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --trust "$trusted" --identity "$identity" \
+  "${approvals[@]}" --audit-log "$far_log"; then
+  echo "the import applied a bundle short of its approvals" >&2; exit 1
+else
+  echo "exit $?; s3://demo-dest holds $(py -c 'import boto3; print(boto3.client("s3").list_objects_v2(Bucket="demo-dest").get("KeyCount", 0))') objects"
+fi
+say "bob approves bundle 2 too; ferry download --approvals-only brings the new approval to the media"
+$ferry approve s3://demo-export/bundles/demo/00000002/ --signing-key "kms:$bob_key" --note "CHG-1002 second reviewer" --audit-log "$near_log"
+$ferry download --from s3://demo-export/bundles --job demo --approvals-only --to "$carry" --audit-log "$far_log"
+say "ferry review lists each bundle's approvals, checked against the reviewers' keys"
+$ferry review "$carry/demo/00000002" --identity "$identity" --trust "$trusted" --approver "$carry/alice.pub" --approver "$carry/bob.pub" | grep -E 'approval|^bundle'
+say "ferry import into s3://demo-dest (two approvals each)"
+$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --trust "$trusted" --identity "$identity" \
+  "${approvals[@]}" --audit-log "$far_log"
+say "ferry import again, without the approval flags (the import state remembers them): both already applied"
+$ferry import "$carry/demo" --to s3://demo-dest --state "$carry/demo-dest.json" --identity "$identity" --audit-log "$far_log"
 say "ferry import into a directory"
 $ferry import "$carry/demo" --to-dir "$carry/mirror" --trust "$trusted" --identity "$identity"
 echo "$(find "$carry/mirror" -type f -not -path '*/.ferry/*' | wc -l) files in $carry/mirror"
 say "source and destination"
 py scripts/compare-buckets.py demo-source demo-dest
+show_log() { # FILE: ferry audit checks it, then one row per line
+  $ferry audit "$1"
+  $ferry audit "$1" --json | py -c '
+import json, sys
+r = json.load(sys.stdin)
+print("%-8s %-6s %4s %-16s %7s %9s  %-28s %-12s %-12s" % ("action", "job", "seq", "outcome", "objects", "bytes", "who", "prev", "hash"))
+for l in r["lines"]:
+    print("%-8s %-6s %4s %-16s %7s %9s  %-28s %-12s %-12s" % (l["action"], l["job"] or "-", l["sequence"] if l["sequence"] is not None else "-", l["outcome"], l["objects"], l["bytes"], l["who"][:28], (l["prev"] or "null")[:12], l["hash"][:12]))'
+}
+say "the near side's audit log ($near_log)"
+show_log "$near_log"
+say "the far side's audit log ($far_log)"
+show_log "$far_log"
 
 say "transfer controls: a second job exports s3://demo-screened under a content policy"
 py scripts/demo-bucket.py screened demo-screened "$carry/sample.bin"

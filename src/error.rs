@@ -184,6 +184,8 @@ pub enum Error {
         what: String,
         location: String,
         detail: String,
+        /// The bundle (for the audit log's line).
+        bundle: Box<BundleId>,
     },
     /// An audit log's chain is broken.
     #[error(
@@ -532,6 +534,14 @@ impl Error {
             detail: detail.into(),
         }
     }
+}
+
+/// A bundle by its job, sequence and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleId {
+    pub job: String,
+    pub sequence: u64,
+    pub bundle_digest: String,
 }
 
 /// Map an I/O error on `path` to `Error::Io`.

@@ -209,6 +209,30 @@ fn a_bundle_crosses_only_with_enough_distinct_listed_approvals_and_every_step_is
     let v = ok(ctx.ferry(&verify));
     assert_eq!(v["bundles"][0]["approved_by"].as_array().unwrap().len(), 2);
 
+    // AND ferry review lists every approval file, valid or why not
+    let review = ok(ctx.ferry(&[
+        "review",
+        s(&b1),
+        "--approver",
+        s(&alice_pub),
+        "--approver",
+        s(&bob_pub),
+        "--json",
+    ]));
+    let rows = review["bundles"][0]["approvals"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let statuses: Vec<&str> = rows.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.len(), 3, "{review}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "valid").count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().any(|s| s.contains("not a listed approver")));
+    assert!(rows.iter().any(|r| r["note"] == "second pair of eyes"));
+
     // WHEN bundle 2 (approved by bob alone) is imported without the flags
     let run = import(&b2, &[]);
     // THEN the import state remembered the requirement
@@ -284,6 +308,11 @@ fn a_bundle_crosses_only_with_enough_distinct_listed_approvals_and_every_step_is
     assert_eq!(lines[0]["prev"], serde_json::Value::Null);
     assert_eq!(lines[6]["objects"], 1);
     assert!(lines[1]["reason"].as_str().unwrap().contains("1 missing"));
+    // a refusal names the bundle it refused
+    assert_eq!(lines[1]["job"], ctx.job.as_str());
+    assert_eq!(lines[1]["sequence"], 1);
+    assert!(lines[1]["bundle_digest"].as_str().is_some_and(|d| d.len() == 64));
+    assert!(lines[5]["reason"].as_str().unwrap().starts_with("approvals only"));
     assert!(
         lines[8]["reason"]
             .as_str()

@@ -336,9 +336,19 @@ pub fn rows(
         .collect()
 }
 
-/// Check bundle `what` at `location` meets `req`; the error (exit 5) names who approved and
-/// how many are missing.
-pub fn check(req: &Requirement, tally: &Tally, what: &str, location: &str) -> Result<()> {
+/// The bundle an approval check is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub job: &'a str,
+    pub sequence: u64,
+    pub bundle_digest: &'a str,
+    /// Where it was found.
+    pub location: &'a str,
+}
+
+/// Check the bundle `of` meets `req`; the error (exit 5) names who approved and how many are
+/// missing.
+pub fn check(req: &Requirement, tally: &Tally, of: Subject<'_>) -> Result<()> {
     let have = tally.approved.len() as u32;
     if have >= req.required {
         return Ok(());
@@ -362,9 +372,14 @@ pub fn check(req: &Requirement, tally: &Tally, what: &str, location: &str) -> Re
         detail.push_str(&format!("; {} does not count: {}", n.file, n.reason));
     }
     Err(Error::Unapproved {
-        what: what.to_string(),
-        location: location.to_string(),
+        what: format!("{} of job `{}`", of.sequence, of.job),
+        location: of.location.to_string(),
         detail,
+        bundle: Box::new(crate::error::BundleId {
+            job: of.job.to_string(),
+            sequence: of.sequence,
+            bundle_digest: of.bundle_digest.to_string(),
+        }),
     })
 }
 
@@ -400,6 +415,15 @@ mod tests {
         )
     }
 
+    fn subject(digest: &str) -> Subject<'_> {
+        Subject {
+            job: "j",
+            sequence: 3,
+            bundle_digest: digest,
+            location: "here",
+        }
+    }
+
     #[tokio::test]
     async fn an_approval_counts_only_for_its_bundle_by_a_listed_key_unaltered() {
         let dir = tempfile::tempdir().unwrap();
@@ -421,11 +445,11 @@ mod tests {
         let t = tally(&[file(&a), file(&b)], "j", 3, &digest, &listed);
         assert_eq!(t.approved.len(), 2, "{t:?}");
         let req = Requirement::new(2, listed.to_vec()).unwrap();
-        assert!(check(&req, &t, "3 of job `j`", "here").is_ok());
+        assert!(check(&req, &t, subject(&digest)).is_ok());
         // the same approver twice counts once
         let t = tally(&[file(&a), file(&a)], "j", 3, &digest, &listed);
         assert_eq!(t.approved.len(), 1);
-        let err = check(&req, &t, "3 of job `j`", "here").unwrap_err();
+        let err = check(&req, &t, subject(&digest)).unwrap_err();
         assert!(err.to_string().contains("1 missing"), "{err}");
         // an unlisted key does not count
         let t = tally(&[file(&a)], "j", 3, &digest, &[carol_pub]);

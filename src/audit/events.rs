@@ -88,6 +88,9 @@ pub fn download(who: &Who, r: &DownloadReport) -> Vec<Event> {
             e.bundle_digest = Some(b.bundle_digest.clone());
             e.bytes = b.bytes;
             e.location = Some(b.dir.display().to_string());
+            if r.approvals_only {
+                e.reason = Some(format!("approvals only: {} file(s) written", b.approvals));
+            }
             e
         })
         .collect()

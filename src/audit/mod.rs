@@ -91,6 +91,11 @@ impl Event {
             )
         });
         self.outcome = if refused { "refused" } else { "failed" }.into();
+        if let Some(Error::Unapproved { bundle, .. }) = ours {
+            self.job = Some(bundle.job.clone());
+            self.sequence = Some(bundle.sequence);
+            self.bundle_digest = Some(bundle.bundle_digest.clone());
+        }
         self.reason = Some(crate::error_chain(e));
         self
     }

@@ -438,6 +438,33 @@ mod tests {
         assert_eq!(c.lease_ttl, DEFAULT_IMPORT_LEASE);
         assert!(c.placement.is_default());
         assert!(c.policy.is_none() && c.quarantine.is_none());
+        assert!(c.approvals.is_none() && c.audit.is_none());
+        // approvals: N of the listed keys; more than listed is refused, naming the variable
+        let (_, public) = crate::format::sign::generate().unwrap();
+        let der: String = public.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der: &'static str = Box::leak(der.into_boxed_str());
+        let base = [
+            ("FERRY_JOB", "j"),
+            ("IMPORT_BUCKET", "inbox"),
+            ("DEST_BUCKET", "mirror"),
+            ("STATE_TABLE", "t"),
+            ("APPROVERS", der),
+            ("AUDIT_PREFIX", "audit/"),
+        ];
+        let with = |n: &'static str| -> &'static [(&'static str, &'static str)] {
+            let mut v = base.to_vec();
+            v.push(("REQUIRED_APPROVALS", n));
+            Box::leak(v.into_boxed_slice())
+        };
+        let c = ImportFunctionConfig::from_lookup(env(with("1"))).unwrap();
+        assert_eq!(c.approvals.as_ref().map(|r| r.required), Some(1));
+        let audit = c.audit.unwrap();
+        assert_eq!(
+            (audit.bucket.as_str(), audit.prefix.as_str()),
+            ("inbox", "audit/")
+        );
+        let e = ImportFunctionConfig::from_lookup(env(with("2"))).unwrap_err();
+        assert!(e.to_string().contains("REQUIRED_APPROVALS"), "{e}");
         let c = ImportFunctionConfig::from_lookup(env(&[
             ("FERRY_JOB", "j"),
             ("IMPORT_BUCKET", "inbox"),

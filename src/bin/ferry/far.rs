@@ -1,4 +1,4 @@
-//! The far side: `download`, `verify`, `import`.
+//! The far side: `verify`, `import`.
 
 use std::process::ExitCode;
 
@@ -6,7 +6,6 @@ use anyhow::Context;
 use s3_ferry::context::RunContext;
 use s3_ferry::format::seal::Identities;
 use s3_ferry::import::bundle::{self, Bundle};
-use s3_ferry::import::download::{self, DownloadConfig, Select};
 use s3_ferry::import::ledger::{FileLedger, TableLedger};
 use s3_ferry::import::target::{Bucket, Dir, STATE_DIR, Target};
 use s3_ferry::import::verify;
@@ -16,83 +15,10 @@ use s3_ferry::store::aws::Clients;
 use s3_ferry::approval::Requirement;
 use sha2::Digest;
 
-use crate::args::{DownloadArgs, ImportArgs};
+use crate::args::ImportArgs;
 use crate::exit;
 use crate::output::{Bar, human, interactive, out, short};
 use crate::release::AuditLog;
-
-pub async fn download(clients: &Clients, a: DownloadArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let audit = AuditLog::new(&a.audit, Some(clients));
-    let cfg = DownloadConfig {
-        approvals_only: a.approvals_only,
-        from: a.from.clone(),
-        job: a.job.to_string(),
-        select: match (a.sequence, a.since) {
-            (Some(n), _) => Select::Sequence(n),
-            (_, Some(n)) => Select::Since(n),
-            _ => Select::Latest,
-        },
-        to: a.to.clone(),
-        concurrency: a.concurrency,
-    };
-    let bar = Bar::bytes(interactive(json), 0, "downloading");
-    let result = download::run(&clients.s3, &cfg, &bar).await;
-    bar.done();
-    let to = a.to.display().to_string();
-    let report = audit
-        .outcome(
-            "download",
-            Some(&cfg.job),
-            Some(&to),
-            result.map_err(Into::into),
-        )
-        .await?;
-    audit
-        .record(|who| s3_ferry::audit::events::download(who, &report))
-        .await?;
-    if json {
-        crate::output::json(&report)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if report.bundles.is_empty() {
-        out!("{}: no complete bundle to download", report.job);
-    }
-    for b in &report.bundles {
-        out!(
-            "{} bundle {}: {} volume(s), {} in {} (digest {}){}",
-            report.job,
-            b.sequence,
-            b.volumes.len(),
-            human(b.bytes),
-            b.dir.display(),
-            short(&b.bundle_digest),
-            match b.approvals {
-                0 => String::new(),
-                n => format!("; {n} approval file(s) written"),
-            }
-        );
-        for v in &b.volumes {
-            out!(
-                "  {:<10} {}  {}  sha256 {}",
-                v.status,
-                v.name,
-                human(v.size),
-                short(&v.sha256)
-            );
-        }
-    }
-    for s in &report.incomplete {
-        out!("  bundle {s} is still being exported: not downloaded");
-    }
-    out!(
-        "total: {} bundle(s), {} ({} fetched) in {:.1}s; every volume matches SHA256SUMS",
-        report.bundles.len(),
-        human(report.bytes),
-        human(report.bytes_fetched),
-        report.duration_ms as f64 / 1000.0
-    );
-    Ok(ExitCode::SUCCESS)
-}
 
 /// What `ferry verify` checks.
 pub struct VerifyRequest<'a> {
@@ -232,8 +158,13 @@ fn media_approvals(
         })
         .unwrap_or_default();
     let t = s3_ferry::approval::tally(&f.approvals, &job, sequence, &digest, &req.approvers);
-    let what = format!("{sequence} of job `{job}`");
-    s3_ferry::approval::check(req, &t, &what, &f.location)?;
+    let of = s3_ferry::approval::Subject {
+        job: &job,
+        sequence,
+        bundle_digest: &digest,
+        location: &f.location,
+    };
+    s3_ferry::approval::check(req, &t, of)?;
     Ok(t.approved)
 }
 

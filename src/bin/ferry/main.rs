@@ -5,6 +5,7 @@
 
 mod advice;
 mod args;
+mod carry;
 mod exit;
 mod far;
 mod near;
@@ -137,7 +138,7 @@ async fn run(cli: Cli, ctx: s3_ferry::context::RunContext) -> anyhow::Result<Exi
         Command::Status { job, table } => near::status(aws(), &job, &table, json).await,
         Command::Plan(args) => near::plan(aws(), &args, json).await,
         Command::Export(args) => near::export(aws(), &args, json).await,
-        Command::Download(args) => far::download(aws(), args, json).await,
+        Command::Download(args) => carry::download(aws(), args, json).await,
         Command::Verify {
             sources,
             trust,

@@ -66,7 +66,9 @@ impl<'a> AuditLog<'a> {
         let logged = self
             .record(|who| {
                 let mut ev = Event::new(action, who).failed(e.as_ref());
-                ev.job = job.map(str::to_string);
+                if let Some(j) = job {
+                    ev.job = Some(j.to_string());
+                }
                 ev.location = location.map(str::to_string);
                 vec![ev]
             })

@@ -219,7 +219,13 @@ impl Bundle {
         req: &crate::approval::Requirement,
     ) -> Result<crate::approval::Tally> {
         let t = self.approvals(digest, &req.approvers);
-        crate::approval::check(req, &t, &self.label(), &self.location)?;
+        let of = crate::approval::Subject {
+            job: &self.job,
+            sequence: self.sequence,
+            bundle_digest: digest,
+            location: &self.location,
+        };
+        crate::approval::check(req, &t, of)?;
         Ok(t)
     }
 

@@ -62,5 +62,6 @@ pub(super) async fn approvals_only(
         bytes_fetched: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         incomplete: Vec::new(),
+        approvals_only: true,
     })
 }

@@ -8,7 +8,9 @@
 //! Layout on disk: `<DIR>/<job>/<sequence>/`, as in the bucket.
 
 mod approvals;
+mod report;
 use approvals::*;
+pub use report::*;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -17,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
@@ -60,42 +61,6 @@ pub struct DownloadConfig {
     /// Fetch only the approval files of the selected bundles already in `to` (`Latest`: all
     /// of them), none of their volumes.
     pub approvals_only: bool,
-}
-
-/// One volume's fate.
-#[derive(Debug, Clone, Serialize)]
-pub struct VolumeFile {
-    pub name: String,
-    pub size: u64,
-    pub sha256: String,
-    /// `downloaded`, `resumed` (a partial file was continued) or `present` (already complete).
-    pub status: &'static str,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DownloadedBundle {
-    pub sequence: u64,
-    pub dir: PathBuf,
-    pub bundle_digest: String,
-    pub volumes: Vec<VolumeFile>,
-    pub bytes: u64,
-    /// Approval files written beside it (new or changed).
-    pub approvals: u64,
-}
-
-/// `ferry download --json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct DownloadReport {
-    pub job: String,
-    pub bundles: Vec<DownloadedBundle>,
-    /// Bytes fetched by this run (not counting what was already on disk).
-    pub bytes_fetched: u64,
-    pub bytes: u64,
-    pub duration_ms: u64,
-    /// Bundles of the job still being exported (no `SHA256SUMS` yet), skipped.
-    pub incomplete: Vec<u64>,
-    /// Ranged GETs that broke mid-body and were resumed from where they broke.
-    pub read_resumes: u64,
 }
 
 struct Remote {
@@ -209,6 +174,7 @@ pub async fn run(
         bytes_fetched: fetched,
         duration_ms: started.elapsed().as_millis() as u64,
         incomplete,
+        approvals_only: false,
     })
 }
 

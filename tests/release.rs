@@ -311,8 +311,17 @@ fn a_bundle_crosses_only_with_enough_distinct_listed_approvals_and_every_step_is
     // a refusal names the bundle it refused
     assert_eq!(lines[1]["job"], ctx.job.as_str());
     assert_eq!(lines[1]["sequence"], 1);
-    assert!(lines[1]["bundle_digest"].as_str().is_some_and(|d| d.len() == 64));
-    assert!(lines[5]["reason"].as_str().unwrap().starts_with("approvals only"));
+    assert!(
+        lines[1]["bundle_digest"]
+            .as_str()
+            .is_some_and(|d| d.len() == 64)
+    );
+    assert!(
+        lines[5]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("approvals only")
+    );
     assert!(
         lines[8]["reason"]
             .as_str()

@@ -7,6 +7,7 @@ mod export;
 mod fast;
 mod fast_export;
 mod fast_policy;
+mod fast_release;
 mod fast_roundtrip;
 mod fast_runs;
 mod faults;

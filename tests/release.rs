@@ -258,6 +258,28 @@ fn a_bundle_crosses_only_with_enough_distinct_listed_approvals_and_every_step_is
         b"second object"
     );
 
+    // AND a sealed bundle's approvals are judged on the media, without its identity
+    let (_, recipient) = crate::sealed::age_keygen(keys.path(), "age.key");
+    ctx.put("c.txt", "third object");
+    ctx.export_ok(&["--signing-key", &exporter, "--encrypt-to", &recipient]);
+    let media3 = tempfile::tempdir().unwrap();
+    ok(ctx.ferry_download(media3.path(), &["--sequence", "3", "--json"]));
+    let b3 = media3.path().join(&ctx.job).join("00000003");
+    let mut verify3 = vec!["verify", s(&b3), "--trust", s(&exporter_pub)];
+    verify3.extend_from_slice(&required);
+    let run = ctx.ferry(&verify3);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(run.stderr.contains("has 0"), "{}", run.stderr);
+    let p3 = prefix(3);
+    for who in [&alice, &bob] {
+        ok(ctx.ferry(&["approve", &p3, "--signing-key", who, "--json"]));
+    }
+    ok(ctx.ferry_download(media3.path(), &["--approvals-only", "--json"]));
+    verify3.push("--json");
+    let v = ok(ctx.ferry(&verify3));
+    assert_eq!(v["bundles"][0]["contents_checked"], false);
+    assert_eq!(v["bundles"][0]["approved_by"].as_array().unwrap().len(), 2);
+
     // THEN both logs check, line by line
     let near_log = ok(ctx.ferry(&["audit", s(&near), "--json"]));
     let actions = |log: &serde_json::Value| -> Vec<String> {

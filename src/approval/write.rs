@@ -16,16 +16,12 @@ use crate::store::Store;
 /// The largest `SHA256SUMS` read.
 const MAX_SUMS: u64 = 16 * 1024 * 1024;
 
-/// What `ferry approve` did.
+/// What `ferry approve` did: the approval written (its fields), where, and whether it replaced
+/// one.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApproveReport {
-    pub job: String,
-    pub sequence: u64,
-    pub bundle_digest: String,
-    /// The reviewer's key fingerprint.
-    pub key: String,
-    pub time: String,
-    pub note: String,
+    #[serde(flatten)]
+    pub approval: Approval,
     /// Where the approval file was written.
     pub file: String,
     /// True when it replaced an earlier approval by the same key.
@@ -118,14 +114,9 @@ pub async fn approve(
             (format!("s3://{}/{key}", loc.bucket), replaced)
         }
     };
-    tracing::info!(%job, sequence, key = %a.key, %file, "bundle approved");
+    tracing::info!(job = %a.job, sequence, key = %a.key, %file, "bundle approved");
     Ok(ApproveReport {
-        job,
-        sequence,
-        bundle_digest: digest,
-        key: a.key,
-        time: a.time,
-        note: a.note,
+        approval: a,
         file,
         replaced,
     })

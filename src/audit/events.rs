@@ -7,12 +7,24 @@ use crate::import::download::DownloadReport;
 use crate::import::verify::BundleReport;
 use crate::import::{BundleStatus, ImportReport};
 
+/// An `action` line about bundle `sequence` of `job`.
+fn about(action: &str, who: &Who, job: &str, sequence: u64, digest: Option<&str>) -> Event {
+    let mut e = Event::new(action, who);
+    e.job = Some(job.to_string());
+    e.sequence = Some(sequence);
+    e.bundle_digest = digest.map(str::to_string);
+    e
+}
+
 /// The line of an export run.
 pub fn export(who: &Who, r: &Report) -> Event {
-    let mut e = Event::new("export", who);
-    e.job = Some(r.job.clone());
-    e.sequence = Some(r.sequence);
-    e.bundle_digest = r.bundle_digest.clone();
+    let mut e = about(
+        "export",
+        who,
+        &r.job,
+        r.sequence,
+        r.bundle_digest.as_deref(),
+    );
     e.outcome = match r.status {
         Status::Complete => "ok",
         Status::NoChanges => "no_changes",
@@ -31,10 +43,7 @@ pub fn import(who: &Who, r: &ImportReport) -> Vec<Event> {
     r.bundles
         .iter()
         .map(|b| {
-            let mut e = Event::new("import", who);
-            e.job = Some(b.job.clone());
-            e.sequence = Some(b.sequence);
-            e.bundle_digest = Some(b.bundle_digest.clone());
+            let mut e = about("import", who, &b.job, b.sequence, Some(&b.bundle_digest));
             e.outcome = match b.status {
                 BundleStatus::Applied => "ok",
                 BundleStatus::AlreadyApplied => "already_applied",
@@ -64,10 +73,7 @@ pub fn verify(who: &Who, reports: &[BundleReport]) -> Vec<Event> {
     reports
         .iter()
         .map(|r| {
-            let mut e = Event::new("verify", who);
-            e.job = Some(r.job.clone());
-            e.sequence = Some(r.sequence);
-            e.bundle_digest = Some(r.bundle_digest.clone());
+            let mut e = about("verify", who, &r.job, r.sequence, Some(&r.bundle_digest));
             e.objects = r.objects;
             e.bytes = r.bytes;
             e.refused = r.refused_objects.as_ref().map_or(0, |v| v.len() as u64);
@@ -82,10 +88,7 @@ pub fn download(who: &Who, r: &DownloadReport) -> Vec<Event> {
     r.bundles
         .iter()
         .map(|b| {
-            let mut e = Event::new("download", who);
-            e.job = Some(r.job.clone());
-            e.sequence = Some(b.sequence);
-            e.bundle_digest = Some(b.bundle_digest.clone());
+            let mut e = about("download", who, &r.job, b.sequence, Some(&b.bundle_digest));
             e.bytes = b.bytes;
             e.location = Some(b.dir.display().to_string());
             if r.approvals_only {

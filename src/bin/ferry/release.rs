@@ -102,22 +102,23 @@ pub async fn approve(
             s3_ferry::approval::approve(store, source, signer.as_ref(), note).await?,
         )
     };
-    let r = audit
+    let done = audit
         .outcome("approve", None, Some(source), work.await)
         .await?;
+    let r = &done.approval;
     audit
         .record(|who| {
             let mut e = Event::new("approve", who);
             e.job = Some(r.job.clone());
             e.sequence = Some(r.sequence);
             e.bundle_digest = Some(r.bundle_digest.clone());
-            e.location = Some(r.file.clone());
+            e.location = Some(done.file.clone());
             e.reason = (!r.note.is_empty()).then(|| r.note.clone());
             vec![e]
         })
         .await?;
     if json {
-        crate::output::json(&serde_json::json!({"ok": true, "approval": r}))?;
+        crate::output::json(&serde_json::json!({"ok": true, "approval": done}))?;
     } else {
         out!(
             "{} bundle {}: approved by key {} (digest {}){}: {}",
@@ -125,12 +126,12 @@ pub async fn approve(
             r.sequence,
             short(&r.key),
             short(&r.bundle_digest),
-            if r.replaced {
+            if done.replaced {
                 ", replacing this key's earlier approval"
             } else {
                 ""
             },
-            r.file
+            done.file
         );
     }
     Ok(ExitCode::SUCCESS)

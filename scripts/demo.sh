@@ -135,9 +135,9 @@ show_log() { # FILE: ferry audit checks it, then one row per line
   $ferry audit "$1" --json | py -c '
 import json, sys
 r = json.load(sys.stdin)
-print("%-8s %-6s %4s %-16s %7s %9s  %-28s %-12s %-12s" % ("action", "job", "seq", "outcome", "objects", "bytes", "who", "prev", "hash"))
+print("%-8s %-6s %4s %-16s %7s %9s  %-36s %-12s %-12s" % ("action", "job", "seq", "outcome", "objects", "bytes", "who", "prev", "hash"))
 for l in r["lines"]:
-    print("%-8s %-6s %4s %-16s %7s %9s  %-28s %-12s %-12s" % (l["action"], l["job"] or "-", l["sequence"] if l["sequence"] is not None else "-", l["outcome"], l["objects"], l["bytes"], l["who"][:28], (l["prev"] or "null")[:12], l["hash"][:12]))'
+    print("%-8s %-6s %4s %-16s %7s %9s  %-36s %-12s %-12s" % (l["action"], l["job"] or "-", l["sequence"] if l["sequence"] is not None else "-", l["outcome"], l["objects"], l["bytes"], l["who"][:36], (l["prev"] or "null")[:12], l["hash"][:12]))'
 }
 say "the near side's audit log ($near_log)"
 show_log "$near_log"

@@ -1,6 +1,8 @@
 //! A run's activity: when its requests last moved data and how many reads it resumed, counted
 //! per run (never per process), for the export's heartbeat and the runs' reports.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// What one run's requests did, counted per run (a warm Lambda container serves many runs,
@@ -11,6 +13,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct Activity {
     last_moved_ms: AtomicI64,
     read_resumes: AtomicU64,
+    /// Requests sent, by operation (`s3:GetObject`, `dynamodb:acquire`, …).
+    requests: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Activity {
@@ -29,6 +33,20 @@ impl Activity {
     /// A read was resumed from the byte it broke at.
     pub fn resumed(&self) {
         self.read_resumes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` requests of `op` (`service:Operation`) were sent.
+    pub fn request(&self, op: &str, n: u64) {
+        let mut r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *r.entry(op.to_string()).or_default() += n;
+    }
+
+    /// The requests sent so far in this run, by operation.
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Reads resumed mid-body so far in this run.

@@ -325,3 +325,63 @@ fn metadata_changes_ship_without_their_bytes_and_apply_in_place() {
     let r = w.export_with(|c| c.scan_metadata = true);
     assert_eq!(r["status"], "no_changes", "{r}");
 }
+
+#[test]
+fn the_report_counts_the_runs_own_requests_by_operation() {
+    // GIVEN a source of 20 small objects, exported through a decorator that counts what the
+    // store receives
+    let w = World::new("requests");
+    w.put_many(
+        (0..20)
+            .map(|i| (format!("k/{i:02}"), vec![i as u8; 64]))
+            .collect(),
+    );
+    let (scripted, clients) = w.scripted();
+    let cfg = w.export_config();
+    // WHEN the baseline is exported, then a run with no changes
+    let first = block_on(s3_ferry::export::run(
+        &clients.for_run(),
+        &cfg,
+        &s3_ferry::export::NoProgress,
+    ))
+    .unwrap();
+    let s3_first: std::collections::BTreeMap<String, u64> = scripted
+        .counts()
+        .into_iter()
+        .map(|(op, n)| (format!("s3:{op}"), n))
+        .collect();
+    let second = block_on(s3_ferry::export::run(
+        &clients.for_run(),
+        &cfg,
+        &s3_ferry::export::NoProgress,
+    ))
+    .unwrap();
+    // THEN the report's S3 counts are exactly what the store received in that run
+    let s3 = |r: &s3_ferry::export::Report| -> std::collections::BTreeMap<String, u64> {
+        r.requests
+            .iter()
+            .filter(|(k, _)| k.starts_with("s3:"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    assert_eq!(
+        s3(&first),
+        s3_first,
+        "report {:?}\nstore {:?}",
+        first.requests,
+        s3_first
+    );
+    assert_eq!(first.requests["dynamodb:UpdateItem:acquire"], 1);
+    assert_eq!(first.requests["dynamodb:UpdateItem:commit"], 1);
+    // AND the second run counts only its own (each run in a process has its own)
+    let total: u64 = scripted.counts().values().sum();
+    let both: u64 = s3(&first).values().sum::<u64>() + s3(&second).values().sum::<u64>();
+    assert_eq!(total, both);
+    assert_eq!(second.status, s3_ferry::export::Status::NoChanges);
+    assert_eq!(second.requests["dynamodb:UpdateItem:acquire"], 1);
+    assert!(!second.requests.contains_key("s3:GetObject:object"));
+    eprintln!(
+        "baseline of 20: {:?}\nno changes: {:?}",
+        first.requests, second.requests
+    );
+}

@@ -292,6 +292,7 @@ impl Run<'_> {
             duration_ms: self.started.elapsed().as_millis() as u64,
             bytes_per_sec: 0,
             read_resumes: self.store().activity().read_resumes(),
+            requests: self.store().activity().requests(),
             ignored: Vec::new(),
         };
         let report_key = format!(

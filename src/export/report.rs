@@ -63,6 +63,10 @@ pub struct Report {
     /// GETs that broke mid-body and were resumed from where they broke (this process).
     #[serde(default)]
     pub read_resumes: u64,
+    /// Requests this run sent, by operation (`s3:GetObject`, `dynamodb:UpdateItem:renew`, …),
+    /// counted when it ended (`ferry export`: the whole run, lease release included).
+    #[serde(default)]
+    pub requests: std::collections::BTreeMap<String, u64>,
     /// Key ranges the listing ran as at once (1: one stream).
     #[serde(default)]
     pub list_ranges: u64,

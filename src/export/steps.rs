@@ -12,7 +12,10 @@ pub async fn run(clients: &Clients, cfg: &ExportConfig, progress: &dyn Progress)
     let committed = matches!(&result, Ok(r) if r.status != Status::Continue);
     session.end(!committed).await;
     log_outcome(cfg.job.as_str(), &result);
-    result
+    result.map(|mut r| {
+        r.requests = clients.s3.activity().requests();
+        r
+    })
 }
 
 pub(super) fn log_outcome(job: &str, result: &Result<Report>) {

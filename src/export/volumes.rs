@@ -92,6 +92,7 @@ impl Run<'_> {
             duration_ms,
             bytes_per_sec: ck.totals.bytes * 1000 / duration_ms.max(1),
             read_resumes: self.store().activity().read_resumes(),
+            requests: self.store().activity().requests(),
             ignored: ignored_settings(ck, self.cfg),
         }
     }

@@ -83,7 +83,9 @@ pub struct Clients {
     pub kms: aws_sdk_kms::Client,
     /// Names the caller in audit logs (absent over in-memory stores).
     sts: Option<aws_sdk_sts::Client>,
+    /// `uncounted` with its requests counted in the run's activity (that of `s3`).
     tables: Arc<dyn Tables>,
+    uncounted: Arc<dyn Tables>,
 }
 
 impl Clients {
@@ -99,14 +101,13 @@ impl Clients {
     /// The same clients for one run inside their context ([`Store::for_run`]): a Lambda
     /// invocation's, a test's export.
     pub fn for_run(&self) -> Self {
-        let mut c = self.clone();
-        c.s3 = c.s3.for_run();
-        c
+        self.clone().in_run(self.s3.run().child())
     }
 
     /// The same clients for runs in the context `run` (the CLI's: a signal stops them).
     pub fn in_run(mut self, run: crate::context::RunContext) -> Self {
         self.s3 = self.s3.in_run(run);
+        self.tables = counted_tables(&self.uncounted, &self.s3);
         self
     }
 
@@ -117,14 +118,17 @@ impl Clients {
             (None, Some(r)) => format!("https://dynamodb.{r}.amazonaws.com"),
             (None, None) => "DynamoDB (no region set)".to_string(),
         };
+        let s3 = Store::s3(crate::store::client(sdk, path_style));
+        let uncounted: Arc<dyn Tables> = Arc::new(crate::store::DynamoTables {
+            client: crate::store::dynamo::client(sdk),
+            endpoint: endpoint.into(),
+        });
         Clients {
-            s3: Store::s3(crate::store::client(sdk, path_style)),
+            tables: counted_tables(&uncounted, &s3),
+            uncounted,
+            s3,
             kms: aws_sdk_kms::Client::new(sdk),
             sts: Some(aws_sdk_sts::Client::new(sdk)),
-            tables: Arc::new(crate::store::DynamoTables {
-                client: crate::store::dynamo::client(sdk),
-                endpoint: endpoint.into(),
-            }),
         }
     }
 
@@ -155,11 +159,21 @@ impl Clients {
             .http_client(http_client())
             .endpoint_url("http://127.0.0.1:9")
             .build();
+        let s3 = Store::new(objects);
         Clients {
-            s3: Store::new(objects),
+            tables: counted_tables(&tables, &s3),
+            uncounted: tables,
+            s3,
             kms: aws_sdk_kms::Client::new(&sdk),
             sts: None,
-            tables,
         }
     }
+}
+
+/// `tables` with their requests counted in the activity of `s3`'s run.
+fn counted_tables(tables: &Arc<dyn Tables>, s3: &Store) -> Arc<dyn Tables> {
+    Arc::new(crate::store::counted_state::CountedTables {
+        inner: tables.clone(),
+        activity: s3.activity().clone(),
+    })
 }

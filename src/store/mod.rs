@@ -7,6 +7,8 @@
 
 pub mod aws;
 mod body;
+mod counted;
+mod counted_state;
 pub mod dynamo;
 mod fence;
 pub mod kms;
@@ -65,16 +67,24 @@ const COPY_PART: u64 = 1024 * 1024 * 1024;
 /// [`Store::for_run`] starts a run inside it, [`Store::in_run`] binds a given one.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// `uncounted` behind a [`counted::Counted`] bound to `run`.
     backend: Arc<dyn ObjectStore>,
+    uncounted: Arc<dyn ObjectStore>,
     run: RunContext,
 }
 
 impl Store {
     /// A store over `backend`.
     pub fn new(backend: Arc<dyn ObjectStore>) -> Self {
+        Self::over(backend, RunContext::new())
+    }
+
+    /// `uncounted` for the run `run`, its requests counted in the run's activity.
+    fn over(uncounted: Arc<dyn ObjectStore>, run: RunContext) -> Self {
         Store {
-            backend,
-            run: RunContext::new(),
+            backend: counted::Counted::over(uncounted.clone(), run.activity().clone()),
+            uncounted,
+            run,
         }
     }
 
@@ -96,23 +106,15 @@ impl Store {
 
     /// The same store for the run `run`.
     pub fn in_run(&self, run: RunContext) -> Store {
-        Store {
-            backend: self.backend.clone(),
-            run,
-        }
+        Self::over(self.uncounted.clone(), run)
     }
 
     /// The same store with every mutation refused once this run's lease is lost
     /// ([`leased::Leased`]): the export's, so that a run that lost `job` changes nothing more.
     pub fn leased(&self, job: &str) -> Store {
-        Store {
-            backend: Arc::new(leased::Leased::new(
-                self.backend.clone(),
-                self.run.stop().clone(),
-                job,
-            )),
-            run: self.run.clone(),
-        }
+        let stop = self.run.stop().clone();
+        let leased = leased::Leased::new(self.uncounted.clone(), stop, job);
+        Self::over(Arc::new(leased), self.run.clone())
     }
 
     /// The same store writing with `placement` (encryption, storage class; see
@@ -121,10 +123,10 @@ impl Store {
         if placement.is_default() {
             return Ok(self.clone());
         }
-        Ok(Store {
-            backend: self.backend.placed(placement)?,
-            run: self.run.clone(),
-        })
+        Ok(Self::over(
+            self.uncounted.placed(placement)?,
+            self.run.clone(),
+        ))
     }
 
     /// The run this store serves.
@@ -535,66 +537,5 @@ impl Store {
                 Ok(None)
             }
         }
-    }
-
-    /// Start a streaming multipart upload of `bucket/key`.
-    pub fn multipart(
-        &self,
-        bucket: &str,
-        key: &str,
-        part_size: u64,
-        parts_in_flight: usize,
-        headers: &ObjectHeaders,
-    ) -> MultipartUpload {
-        self.multipart_fenced(bucket, key, part_size, parts_in_flight, headers, None)
-    }
-
-    /// A streaming multipart upload of `bucket/key` in the parts of `layout` (a source
-    /// object's), so that the object's ETag and composite checksum equal the source's.
-    pub fn multipart_laid_out(
-        &self,
-        bucket: &str,
-        key: &str,
-        layout: &crate::format::layout::PartLayout,
-        parts_in_flight: usize,
-        headers: &ObjectHeaders,
-    ) -> MultipartUpload {
-        let first = layout
-            .part_size(1)
-            .unwrap_or(crate::format::layout::MIN_PART);
-        MultipartUpload::start(multipart::PartUploader {
-            store: self.clone(),
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            part_size: first as usize,
-            layout: Some(layout.clone()),
-            parts_in_flight: parts_in_flight.max(1),
-            headers: headers.clone(),
-            fence: None,
-        })
-    }
-
-    /// A multipart upload that only creates its object (`If-None-Match: *` on completion)
-    /// while `fence` holds: an object already there is replaced only after the fence is
-    /// confirmed (a run that lost its lease never overwrites the new holder's object).
-    pub fn multipart_fenced(
-        &self,
-        bucket: &str,
-        key: &str,
-        part_size: u64,
-        parts_in_flight: usize,
-        headers: &ObjectHeaders,
-        fence: Option<Arc<Fence>>,
-    ) -> MultipartUpload {
-        MultipartUpload::start(multipart::PartUploader {
-            store: self.clone(),
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            part_size: part_size as usize,
-            layout: None,
-            parts_in_flight: parts_in_flight.max(1),
-            headers: headers.clone(),
-            fence,
-        })
     }
 }

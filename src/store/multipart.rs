@@ -365,3 +365,67 @@ impl crate::format::sink::VolumeSink for MultipartUpload {
         MultipartUpload::finish(self)
     }
 }
+
+/// Starting uploads through the run's store.
+impl super::Store {
+    /// Start a streaming multipart upload of `bucket/key`.
+    pub fn multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        part_size: u64,
+        parts_in_flight: usize,
+        headers: &ObjectHeaders,
+    ) -> MultipartUpload {
+        self.multipart_fenced(bucket, key, part_size, parts_in_flight, headers, None)
+    }
+
+    /// A streaming multipart upload of `bucket/key` in the parts of `layout` (a source
+    /// object's), so that the object's ETag and composite checksum equal the source's.
+    pub fn multipart_laid_out(
+        &self,
+        bucket: &str,
+        key: &str,
+        layout: &crate::format::layout::PartLayout,
+        parts_in_flight: usize,
+        headers: &ObjectHeaders,
+    ) -> MultipartUpload {
+        let first = layout
+            .part_size(1)
+            .unwrap_or(crate::format::layout::MIN_PART);
+        MultipartUpload::start(PartUploader {
+            store: self.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            part_size: first as usize,
+            layout: Some(layout.clone()),
+            parts_in_flight: parts_in_flight.max(1),
+            headers: headers.clone(),
+            fence: None,
+        })
+    }
+
+    /// A multipart upload that only creates its object (`If-None-Match: *` on completion)
+    /// while `fence` holds: an object already there is replaced only after the fence is
+    /// confirmed (a run that lost its lease never overwrites the new holder's object).
+    pub fn multipart_fenced(
+        &self,
+        bucket: &str,
+        key: &str,
+        part_size: u64,
+        parts_in_flight: usize,
+        headers: &ObjectHeaders,
+        fence: Option<Arc<Fence>>,
+    ) -> MultipartUpload {
+        MultipartUpload::start(PartUploader {
+            store: self.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            part_size: part_size as usize,
+            layout: None,
+            parts_in_flight: parts_in_flight.max(1),
+            headers: headers.clone(),
+            fence,
+        })
+    }
+}

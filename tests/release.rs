@@ -143,7 +143,12 @@ fn a_bundle_crosses_only_with_enough_distinct_listed_approvals_and_every_step_is
     // AND alice's approval twice over (a copy under another name) still counts once
     let doubled = tempfile::tempdir().unwrap();
     copy_dir(&b1, doubled.path());
-    let alice_file = doubled.path().join(&approval_files(&b1)[0]);
+    // (alice's file is the one `ferry approve` named; file names sort by key digest, not by who)
+    let alice_name = Path::new(again["file"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_owned();
+    let alice_file = doubled.path().join(&alice_name);
     let alice_bytes = std::fs::read(&alice_file).unwrap();
     let fake_name = format!("approval-{}.json", "0".repeat(64));
     std::fs::write(doubled.path().join(&fake_name), &alice_bytes).unwrap();
@@ -171,7 +176,7 @@ fn a_bundle_crosses_only_with_enough_distinct_listed_approvals_and_every_step_is
     let mut bytes = alice_bytes.clone();
     let at = bytes.windows(7).position(|w| w == b"checked").unwrap();
     bytes[at] = b'C';
-    std::fs::write(altered.path().join(&approval_files(&b1)[0]), bytes).unwrap();
+    std::fs::write(altered.path().join(&alice_name), bytes).unwrap();
     let run = import(
         altered.path(),
         &["--require-approvals", "1", "--approver", s(&alice_pub)],

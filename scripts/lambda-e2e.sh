@@ -44,11 +44,15 @@ done
 moto_port=$(free_port); proxy_port=$(free_port); lambda_port=$(free_port); import_port=$lambda_port
 shard_port=$(free_port)
 logs=$(mktemp -d)
-# moto's Step Functions interpreter calls AWS at localhost:$MOTO_PORT: the proxy's port.
-env -u AWS_CA_BUNDLE MOTO_PORT="$proxy_port" .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
-pids=($!)
-cleanup() { exec 7>&- 2>/dev/null || true; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+pids=()
+cleanup() { exec 6>&- 7>&- 2>/dev/null || true; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
+# moto's Step Functions interpreter calls AWS at localhost:$MOTO_PORT: the proxy's port. moto runs
+# until its standard input (fd 6) closes, through scripts/moto-guard.py, which serves DynamoDB
+# one request at a time as real DynamoDB's atomic item writes would (the shards of one run claim
+# volume numbers concurrently).
+exec 6> >(exec env -u AWS_CA_BUNDLE MOTO_PORT="$proxy_port" .venv/bin/python scripts/moto-guard.py \
+  "$moto_port" >"$logs/moto.log" 2>&1)
 # The proxy runs until its standard input (this script's fd 7) closes.
 exec 7> >(exec env -u AWS_CA_BUNDLE .venv/bin/python scripts/sfn-proxy.py "$proxy_port" \
   "http://127.0.0.1:$moto_port" "http://127.0.0.1:$lambda_port" \

@@ -13,6 +13,14 @@ picks a free port, answers `ready PORT` on the connection, takes the same comman
 ends when the connection closes. The zygote ends when its standard input closes
 (scripts/test.sh starts one for the whole test run; tests/util.rs uses it through
 FERRY_MOTO_ZYGOTE).
+
+Either way, DynamoDB requests are served one at a time. Real DynamoDB applies each write to an
+item atomically (an UpdateItem's `SET n = if_not_exists(n, :b) + :one` hands every caller its
+own number; of two conditional writes one fails). moto reads, computes and stores without a
+lock, so two shards of one run that claim a volume number at the same moment could both get it
+(seen once in scripts/lambda-e2e.sh: "volume 1 is in two shards' documents"). Serializing
+DynamoDB's handler makes moto keep the guarantee the code relies on; races of our own code are
+tested deterministically on the in-memory stores, not through moto's timing.
 """
 import logging
 import os
@@ -27,8 +35,26 @@ from moto.server import ThreadedMotoServer
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
 
+def serialize_dynamodb():
+    """Serve moto's DynamoDB requests one at a time (see the module's documentation)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "serialized", False):
+        return
+    lock = threading.Lock()
+    inner = DynamoHandler.call_action
+
+    def call_action(self):
+        with lock:
+            return inner(self)
+
+    call_action.serialized = True
+    DynamoHandler.call_action = call_action
+
+
 def serve(port, commands, answer):
     """A moto server on `port` until `commands` ends; fixture commands answered on `answer`."""
+    serialize_dynamodb()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     answer("ready" if commands is sys.stdin else f"ready {port}")

@@ -49,6 +49,12 @@ impl Activity {
             .clone()
     }
 
+    /// The requests of `op` (`service:Operation`) sent so far in this run.
+    pub fn requests_of(&self, op: &str) -> u64 {
+        let r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        r.get(op).copied().unwrap_or(0)
+    }
+
     /// Reads resumed mid-body so far in this run.
     pub fn read_resumes(&self) -> u64 {
         self.read_resumes.load(Ordering::Relaxed)

@@ -278,8 +278,9 @@ fn a_run_that_wakes_after_another_committed_never_touches_the_committed_bundle()
 #[test]
 fn a_run_that_loses_its_lease_writes_and_deletes_nothing_more() {
     use s3_ferry::store::{Fault, Gate, Rule};
-    // GIVEN a run (in a context the test holds) held at a gate on its first volume part, with
-    // a lease of 1.5 s that its heartbeat renews every half second
+    // GIVEN a run (in a context the test holds) held at a gate on a read of a source object
+    // (a volume of these small objects is sent whole, with one PutObject, after the reads),
+    // with a lease of 1.5 s that its heartbeat renews every half second
     let w = World::new("leaselost");
     w.put_many(
         (0..6)
@@ -290,7 +291,7 @@ fn a_run_that_loses_its_lease_writes_and_deletes_nothing_more() {
     let run = s3_ferry::context::RunContext::new();
     let clients = clients.in_run(run.clone());
     let gate = Gate::new();
-    scripted.rule(Rule::every("UploadPart", Fault::Pause(gate.clone())).on_keys(".zip"));
+    scripted.rule(Rule::every("GetObject", Fault::Pause(gate.clone())).on_keys("a/3"));
     let mut cfg = w.export_config();
     cfg.lease_ttl = std::time::Duration::from_millis(1500);
     let stalled = crate::world::export_in_thread(clients, cfg);

@@ -385,3 +385,57 @@ fn the_report_counts_the_runs_own_requests_by_operation() {
         first.requests, second.requests
     );
 }
+
+#[test]
+fn a_small_delta_opens_no_upload_and_reads_back_nothing_it_needs_not() {
+    // GIVEN a baseline of 20 small objects, and then one object added
+    let w = World::new("budget");
+    w.put_many(
+        (0..20)
+            .map(|i| (format!("k/{i:02}"), vec![i as u8; 64]))
+            .collect(),
+    );
+    let cfg = w.export_config();
+    let export = || {
+        block_on(s3_ferry::export::run(
+            &w.clients.for_run(),
+            &cfg,
+            &s3_ferry::export::NoProgress,
+        ))
+        .unwrap()
+    };
+    export();
+    w.put_many(vec![("k/new".to_string(), b"one more".to_vec())]);
+    // WHEN the delta is exported, then a run with no changes
+    let delta = export();
+    let none = export();
+    // THEN every small file of the delta (inventory, candidates, volume) is one PutObject: no
+    // multipart upload is opened, so none is swept for before the commit either
+    let n = |r: &s3_ferry::export::Report, op: &str| r.requests.get(op).copied().unwrap_or(0);
+    for op in [
+        "s3:CreateMultipartUpload",
+        "s3:UploadPart",
+        "s3:CompleteMultipartUpload",
+        "s3:AbortMultipartUpload",
+    ] {
+        assert_eq!(n(&delta, op), 0, "{op}: {:?}", delta.requests);
+        assert_eq!(n(&none, op), 0, "{op}: {:?}", none.requests);
+    }
+    assert_eq!(
+        n(&delta, "s3:ListMultipartUploads"),
+        2,
+        "{:?}",
+        delta.requests
+    );
+    // AND the previous inventory's index is read with one GET (no HEAD before it)
+    assert_eq!(n(&none, "s3:HeadObject"), 1, "{:?}", none.requests);
+    // AND the whole of each stays within its budget (measured 38 and 10 on 2026-12-07;
+    // before issue 29: 47 and 19)
+    let total = |r: &s3_ferry::export::Report| r.requests.values().sum::<u64>();
+    assert!(total(&delta) <= 38, "{:?}", delta.requests);
+    assert!(total(&none) <= 10, "{:?}", none.requests);
+    assert_eq!(none.status, s3_ferry::export::Status::NoChanges);
+    // AND the delta's bundle holds the new object
+    let got = w.download(&w.job, delta.sequence).extract();
+    assert_eq!(got["k/new"], b"one more".to_vec());
+}

@@ -313,7 +313,7 @@ fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
         a.push(extra);
         a
     };
-    // AND run A, stalled (SIGSTOP, as a laptop that sleeps) while it opens its second volume
+    // AND run A, stalled (SIGSTOP, as a laptop that sleeps) while it writes its second volume
     use std::sync::atomic::{AtomicBool, Ordering};
     let (gate, stalled, slow_db) = (
         Arc::new(AtomicBool::new(false)),
@@ -324,7 +324,11 @@ fn a_run_stalled_past_its_lease_changes_nothing_the_run_that_took_over_owns() {
     let proxy = crate::proxy::start(
         &crate::util::moto().endpoint,
         Arc::new(move |m: &hyper::Method, pq: &str| {
-            if m == hyper::Method::POST && pq.contains("-0002.zip") && pq.contains("?uploads") {
+            // The second volume's first write: its whole-body PUT (a volume under one part),
+            // or the creation of its multipart upload.
+            let whole = m == hyper::Method::PUT && !pq.contains("partNumber=");
+            let upload = m == hyper::Method::POST && pq.contains("?uploads");
+            if pq.contains("-0002.zip") && (whole || upload) {
                 st.store(true, Ordering::SeqCst);
                 crate::proxy::Action::Gate(g.clone())
             } else if m == hyper::Method::POST && pq == "/" && sd.load(Ordering::SeqCst) {

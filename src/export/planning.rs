@@ -172,15 +172,26 @@ pub(super) async fn list_splits(
     ranges: usize,
 ) -> Vec<String> {
     let key = InventoryIndex::key_for(inventory);
+    // One GET: its answer's size is checked before the body is read.
     let index = async {
-        match store.head(bucket, &key).await? {
-            Some((_, size)) if size <= crate::plan::inventory::MAX_INDEX => {}
-            _ => return Ok(None),
+        let max = crate::plan::inventory::MAX_INDEX;
+        let Got::Found { meta, mut body } = store.get_body(bucket, &key, None, None).await? else {
+            return Ok(None);
+        };
+        if meta.size > max {
+            return Ok(None);
         }
-        Ok::<_, Error>(match store.get_document(bucket, &key).await? {
-            Some(body) => serde_json::from_slice::<InventoryIndex>(&body).ok(),
-            None => None,
-        })
+        let mut read = Vec::with_capacity(meta.size as usize);
+        while let Some(chunk) = body.chunk().await? {
+            read.extend_from_slice(&chunk);
+            if read.len() as u64 > max {
+                return Ok(None);
+            }
+        }
+        if body.lost.is_some() {
+            return Ok(None);
+        }
+        Ok::<_, Error>(serde_json::from_slice::<InventoryIndex>(&read).ok())
     };
     match index.await {
         Ok(Some(ix)) => crate::plan::listing::split_keys(&ix.keys, ix.records, ranges),

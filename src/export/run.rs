@@ -24,6 +24,9 @@ pub(super) struct Run<'a> {
     /// A listing that reaches the deadline stops and is saved, to go on in the next call (a
     /// plan step; a run in one process lists to the end).
     pub(super) listing_hops: bool,
+    /// Every write of the bundle since this run's first sweep of open uploads was this
+    /// process's (a run in one process; false in the steps of a Step Functions run).
+    pub(super) one_process: bool,
     /// One volume claim at a time from this process (DynamoDB's counter is atomic; a test
     /// double's may not be, and this process's shards never need to race each other).
     pub(super) claims: tokio::sync::Mutex<()>,

@@ -102,6 +102,7 @@ impl<'a> Session<'a> {
             warm: Warm::default(),
             warm_up: true,
             listing_hops: false,
+            one_process: true,
             claims: tokio::sync::Mutex::new(()),
         }
     }

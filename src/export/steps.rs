@@ -89,6 +89,7 @@ impl Steps<'_> {
         let mut run = session.run(&NoProgress);
         run.warm_up = false;
         run.listing_hops = true;
+        run.one_process = false;
         let result = async {
             match run.open_bundle().await? {
                 Opened::Finished(report) => Ok(PlanStep::Finished { report }),
@@ -119,7 +120,8 @@ impl Steps<'_> {
     /// deadline comes (`done: false`: invoke the step again).
     pub async fn shard(&self, sequence: u64, shard: usize) -> Result<ShardStep> {
         let session = Session::start(self.clients, self.cfg, self.owner, false).await?;
-        let run = session.run(&NoProgress);
+        let mut run = session.run(&NoProgress);
+        run.one_process = false;
         if let Err(e) = run.expect_sequence(sequence) {
             // The lease this step just took is not the run's any more: give it back.
             session.end(true).await;
@@ -154,7 +156,8 @@ impl Steps<'_> {
     /// and commit; the lease is released by the commit.
     pub async fn commit(&self, sequence: u64) -> Result<Report> {
         let session = Session::start(self.clients, self.cfg, self.owner, true).await?;
-        let run = session.run(&NoProgress);
+        let mut run = session.run(&NoProgress);
+        run.one_process = false;
         if sequence <= session.state.sequence {
             // A retried commit whose first attempt was applied (its answer lost): its report.
             let key = format!("{}report.json", run.layout.state_prefix(sequence));

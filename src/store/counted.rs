@@ -23,7 +23,10 @@ impl Counted {
         Arc::new(Counted { inner, activity })
     }
 
-    fn count(&self, op: &'static str, n: u64) {
+    /// Counts `n` requests of `op` and traces each call (`FERRY_LOG=ferry::requests=trace`
+    /// lists a run's requests one by one: what issue 29's request budget is read from).
+    fn count(&self, op: &'static str, n: u64, bucket: &str, key: &str) {
+        tracing::trace!(target: "ferry::requests", op, n, bucket, key);
         self.activity.request(&format!("s3:{op}"), n);
     }
 }
@@ -31,7 +34,7 @@ impl Counted {
 #[async_trait::async_trait]
 impl ObjectStore for Counted {
     async fn head_bucket(&self, bucket: &str) -> Result<()> {
-        self.count("HeadBucket", 1);
+        self.count("HeadBucket", 1, bucket, "");
         self.inner.head_bucket(bucket).await
     }
 
@@ -43,7 +46,7 @@ impl ObjectStore for Counted {
         token: Option<&str>,
     ) -> Result<ListPage> {
         let call = self.inner.list_page(bucket, prefix, start_after, token);
-        self.count("ListObjectsV2", 1);
+        self.count("ListObjectsV2", 1, bucket, prefix);
         call.await
     }
 
@@ -54,17 +57,17 @@ impl ObjectStore for Counted {
         if_match: Option<&str>,
         range: Option<(u64, u64)>,
     ) -> Result<Got<ByteStream>> {
-        self.count("GetObject", 1);
+        self.count("GetObject", 1, bucket, key);
         self.inner.get(bucket, key, if_match, range).await
     }
 
     async fn object_lock_enabled(&self, bucket: &str) -> Result<bool> {
-        self.count("GetObjectLockConfiguration", 1);
+        self.count("GetObjectLockConfiguration", 1, bucket, "");
         self.inner.object_lock_enabled(bucket).await
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
-        self.count("HeadObject", 1);
+        self.count("HeadObject", 1, bucket, key);
         self.inner.head(bucket, key).await
     }
 
@@ -75,7 +78,7 @@ impl ObjectStore for Counted {
         etag: &str,
         parts: u64,
     ) -> Result<Option<Vec<u64>>> {
-        self.count("HeadObject", parts);
+        self.count("HeadObject", parts, bucket, key);
         self.inner.part_sizes(bucket, key, etag, parts).await
     }
 
@@ -84,7 +87,7 @@ impl ObjectStore for Counted {
         bucket: &str,
         key: &str,
     ) -> Result<std::collections::BTreeMap<String, String>> {
-        self.count("GetObjectTagging", 1);
+        self.count("GetObjectTagging", 1, bucket, key);
         self.inner.tags(bucket, key).await
     }
 
@@ -97,7 +100,7 @@ impl ObjectStore for Counted {
         mode: PutMode<'_>,
     ) -> Result<Option<String>> {
         let call = self.inner.put(bucket, key, body, headers, mode);
-        self.count("PutObject", 1);
+        self.count("PutObject", 1, bucket, key);
         call.await
     }
 
@@ -109,7 +112,7 @@ impl ObjectStore for Counted {
         headers: Option<&ObjectHeaders>,
     ) -> Result<String> {
         let call = self.inner.copy(bucket, from, to, headers);
-        self.count("CopyObject", 1);
+        self.count("CopyObject", 1, bucket, to);
         call.await
     }
 
@@ -120,7 +123,7 @@ impl ObjectStore for Counted {
         headers: &ObjectHeaders,
     ) -> Result<String> {
         let call = self.inner.create_upload(bucket, key, headers);
-        self.count("CreateMultipartUpload", 1);
+        self.count("CreateMultipartUpload", 1, bucket, key);
         call.await
     }
 
@@ -133,7 +136,7 @@ impl ObjectStore for Counted {
         body: Bytes,
     ) -> Result<Part> {
         let call = self.inner.upload_part(bucket, key, upload_id, number, body);
-        self.count("UploadPart", 1);
+        self.count("UploadPart", 1, bucket, key);
         call.await
     }
 
@@ -149,7 +152,7 @@ impl ObjectStore for Counted {
         let call = self
             .inner
             .copy_part(bucket, from, to, upload_id, number, range);
-        self.count("UploadPartCopy", 1);
+        self.count("UploadPartCopy", 1, bucket, to);
         call.await
     }
 
@@ -164,13 +167,13 @@ impl ObjectStore for Counted {
         let call = self
             .inner
             .complete_upload(bucket, key, upload_id, parts, mode);
-        self.count("CompleteMultipartUpload", 1);
+        self.count("CompleteMultipartUpload", 1, bucket, key);
         call.await
     }
 
     async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
         let call = self.inner.abort_upload(bucket, key, upload_id);
-        self.count("AbortMultipartUpload", 1);
+        self.count("AbortMultipartUpload", 1, bucket, key);
         call.await
     }
 
@@ -181,18 +184,23 @@ impl ObjectStore for Counted {
         marker: Option<(String, String)>,
     ) -> Result<Option<UploadPage>> {
         let call = self.inner.list_uploads(bucket, prefix, marker);
-        self.count("ListMultipartUploads", 1);
+        self.count("ListMultipartUploads", 1, bucket, prefix);
         call.await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        self.count("DeleteObject", 1);
+        self.count("DeleteObject", 1, bucket, key);
         self.inner.delete(bucket, key).await
     }
 
     async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<()> {
         let call = self.inner.delete_many(bucket, keys);
-        self.count("DeleteObjects", 1);
+        self.count(
+            "DeleteObjects",
+            1,
+            bucket,
+            keys.first().map_or("", String::as_str),
+        );
         call.await
     }
 

@@ -34,6 +34,7 @@ struct CountedState {
 
 impl CountedState {
     fn count(&self, op: &str, n: u64) {
+        tracing::trace!(target: "ferry::requests", op, n, table = self.inner.table());
         self.activity.request(&format!("dynamodb:{op}"), n);
     }
 }

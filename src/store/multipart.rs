@@ -19,7 +19,8 @@ use crate::error::{BoxError, Error, Result};
 
 /// A streaming writer into an S3 multipart upload.
 ///
-/// Bytes written are cut into parts of the configured size, uploaded by a background task
+/// An object that ends before its first part is full is sent with one PutObject on `finish`
+/// instead. Bytes written are cut into parts of the configured size, uploaded by a background task
 /// with at most N parts in flight (writes wait when it is behind). The object becomes visible
 /// only when `finish` succeeds; on any error, or when dropped without `finish`, the upload is
 /// aborted.
@@ -189,11 +190,31 @@ impl PartUploader {
         mut reader: DuplexStream,
         commit: oneshot::Receiver<()>,
     ) -> Result<String> {
+        // An object smaller than one part is sent whole, with one PutObject, once `finish`
+        // is called (and nothing at all is sent when the writer is dropped or aborted): one
+        // request instead of three, and no upload is ever open for it. Only an upload that
+        // repeats a source's part layout keeps its parts (its ETag and composite checksum).
+        let mut first = None;
+        if self.layout.is_none() {
+            let part = read_part(&mut reader, self.part_size)
+                .await
+                .map_err(|e| self.stream_error(e))?;
+            if part.len() < self.part_size {
+                drop(reader);
+                if commit.await.is_err() {
+                    return Err(self.aborted());
+                }
+                return self.put_whole(part).await;
+            }
+            first = Some(part);
+        }
         let backend = &self.store.backend;
         let upload_id = backend
             .create_upload(&self.bucket, &self.key, &self.headers)
             .await?;
-        let result = self.upload_parts(&upload_id, &mut reader, commit).await;
+        let result = self
+            .upload_parts(&upload_id, first, &mut reader, commit)
+            .await;
         drop(reader);
         if result.is_err() {
             let aborted = backend
@@ -206,9 +227,48 @@ impl PartUploader {
         result
     }
 
+    fn stream_error(&self, e: std::io::Error) -> Error {
+        Error::Stream {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            source: Box::new(e),
+        }
+    }
+
+    fn aborted(&self) -> Error {
+        Error::UploadAborted {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            reason: "the writer was dropped before finish",
+        }
+    }
+
+    /// Send an object smaller than a part with one PutObject, under the same rules as
+    /// [`Self::complete`].
+    async fn put_whole(&self, body: Bytes) -> Result<String> {
+        use md5::Digest;
+        let (bucket, key) = (self.bucket.as_str(), self.key.as_str());
+        let backend = &self.store.backend;
+        let etag = match self.fence {
+            None => backend
+                .put(bucket, key, body, &self.headers, PutMode::Overwrite)
+                .await?
+                .unwrap_or_default(),
+            Some(_) => {
+                let expected = hex::encode(md5::Md5::digest(&body));
+                self.create_fenced(Some(expected), &Sent::Whole(body))
+                    .await?
+            }
+        };
+        self.store.activity().tick();
+        Ok(etag)
+    }
+
+    /// Upload the parts (`first`: part 1, read already) and complete the upload on commit.
     async fn upload_parts(
         &self,
         upload_id: &str,
+        mut first: Option<Bytes>,
         reader: &mut DuplexStream,
         commit: oneshot::Receiver<()>,
     ) -> Result<String> {
@@ -217,11 +277,12 @@ impl PartUploader {
         let mut number = 1i32;
         loop {
             let size = self.size_of(number);
-            let part = read_part(reader, size).await.map_err(|e| Error::Stream {
-                bucket: self.bucket.clone(),
-                key: self.key.clone(),
-                source: Box::new(e),
-            })?;
+            let part = match first.take() {
+                Some(part) => part,
+                None => read_part(reader, size)
+                    .await
+                    .map_err(|e| self.stream_error(e))?,
+            };
             let last = part.len() < size;
             if part.is_empty() && number > 1 {
                 break;
@@ -248,11 +309,7 @@ impl PartUploader {
             parts.push(self.joined(Some(done))?);
         }
         if commit.await.is_err() {
-            return Err(Error::UploadAborted {
-                bucket: self.bucket.clone(),
-                key: self.key.clone(),
-                reason: "the writer was dropped before finish",
-            });
+            return Err(self.aborted());
         }
         parts.sort_by_key(|p| p.number);
         self.complete(upload_id, &parts).await
@@ -263,21 +320,49 @@ impl PartUploader {
     async fn complete(&self, upload_id: &str, parts: &[Part]) -> Result<String> {
         let (bucket, key) = (self.bucket.as_str(), self.key.as_str());
         let backend = &self.store.backend;
-        let Some(fence) = &self.fence else {
+        if self.fence.is_none() {
             return Ok(backend
                 .complete_upload(bucket, key, upload_id, parts, PutMode::Overwrite)
                 .await?
                 .unwrap_or_default());
+        }
+        self.create_fenced(multipart_etag(parts), &Sent::Parts(upload_id, parts))
+            .await
+    }
+
+    /// Create the object from `sent` only if nothing is at its key (`None`: something is).
+    async fn create(&self, sent: &Sent<'_>) -> Result<Option<String>> {
+        let (bucket, key) = (self.bucket.as_str(), self.key.as_str());
+        let backend = &self.store.backend;
+        match sent {
+            Sent::Whole(body) => {
+                backend
+                    .put(bucket, key, body.clone(), &self.headers, PutMode::Create)
+                    .await
+            }
+            Sent::Parts(id, parts) => {
+                backend
+                    .complete_upload(bucket, key, id, parts, PutMode::Create)
+                    .await
+            }
+        }
+    }
+
+    /// Create the object from `sent`; if something is at the key already, accept it when it is our own (ETag `expected`: an earlier attempt whose
+    /// answer was lost), refuse when this run wrote it under the same key before, and replace
+    /// another run's only while this run's fence still holds.
+    async fn create_fenced(&self, expected: Option<String>, sent: &Sent<'_>) -> Result<String> {
+        let (bucket, key) = (self.bucket.as_str(), self.key.as_str());
+        let fenced = || Error::Fenced {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
         };
-        if let Some(etag) = backend
-            .complete_upload(bucket, key, upload_id, parts, PutMode::Create)
-            .await?
-        {
+        let Some(fence) = &self.fence else {
+            return Err(fenced());
+        };
+        if let Some(etag) = self.create(sent).await? {
             return Ok(etag);
         }
-        // Something is at the key already. Our own object, if an earlier attempt's answer was
-        // lost: its ETag is the one S3 gives these parts.
-        let expected = multipart_etag(parts);
         if let Some((etag, writer)) = self.store.head_writer(bucket, key).await? {
             if Some(&etag) == expected.as_ref() {
                 return Ok(etag);
@@ -294,24 +379,21 @@ impl PartUploader {
         }
         // Another run's: replaced only while this run still holds its fence.
         if !fence.confirm().await? {
-            return Err(Error::Fenced {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            });
+            return Err(fenced());
         }
         warn!(
             bucket,
             key, "replacing an object written by a run that lost its lease"
         );
-        backend.delete(bucket, key).await?;
-        backend
-            .complete_upload(bucket, key, upload_id, parts, PutMode::Create)
-            .await?
-            .ok_or_else(|| Error::Fenced {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            })
+        self.store.backend.delete(bucket, key).await?;
+        self.create(sent).await?.ok_or_else(fenced)
     }
+}
+
+/// What an upload sends to create its object: the whole body, or an open upload's parts.
+enum Sent<'a> {
+    Whole(Bytes),
+    Parts(&'a str, &'a [Part]),
 }
 
 /// The ETag S3 gives a multipart object made of `parts`: the MD5 of the parts' binary MD5s,

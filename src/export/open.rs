@@ -17,6 +17,7 @@ impl Run<'_> {
         if fresh && self.past_deadline() {
             return Ok(self.report(&ck, &plan.plan, Status::Continue));
         }
+        let mut shipped_here = None;
         if !ck.merged {
             let mut workers = Vec::with_capacity(ck.shards.len());
             for k in 0..ck.shards.len() {
@@ -37,17 +38,32 @@ impl Run<'_> {
                 }
                 return Ok(self.report(&view, &plan.plan, Status::Continue));
             }
+            // Every shard's document as this run last wrote it under the shard's fence (or
+            // read it, done already): the commit folds these, without reading them back.
+            shipped_here = Some(workers.into_iter().map(|w| w.doc).collect());
         }
-        self.commit(ck, &plan).await
+        self.commit(ck, &plan, shipped_here).await
     }
 
     /// Fold every shard's document into the checkpoint (once), seal the bundle if no shard
-    /// wrote its last volume, then write the summaries and commit.
-    pub(super) async fn commit(&self, mut ck: Checkpoint, plan: &StoredPlan) -> Result<Report> {
+    /// wrote its last volume, then write the summaries and commit. `docs`: the shards'
+    /// documents, in shard order, when this process holds them (else they are read).
+    pub(super) async fn commit(
+        &self,
+        mut ck: Checkpoint,
+        plan: &StoredPlan,
+        docs: Option<Vec<ShardDoc>>,
+    ) -> Result<Report> {
         if !ck.merged {
+            let mut held = docs.map(Vec::into_iter);
             for k in 0..ck.shards.len() {
-                let key = self.layout.shard_doc_key(ck.sequence, k);
-                let doc: Option<ShardDoc> = self.get_json(&key, "shard progress").await?;
+                let doc: Option<ShardDoc> = match held.as_mut() {
+                    Some(docs) => docs.next(),
+                    None => {
+                        let key = self.layout.shard_doc_key(ck.sequence, k);
+                        self.get_json(&key, "shard progress").await?
+                    }
+                };
                 let state = doc.as_ref().map_or(&ck.shards[k], |d| &d.state);
                 if !state.done {
                     return Err(Error::ShardUnfinished {

@@ -182,7 +182,7 @@ impl Steps<'_> {
         let result = async {
             run.expect_sequence(sequence)?;
             let (ck, plan) = run.reopen_bundle(sequence).await?;
-            run.commit(ck, &plan).await
+            run.commit(ck, &plan, None).await
         }
         .await;
         // A failed commit keeps the lease for the retry; the run's failure step releases it.

@@ -52,6 +52,8 @@ took "setup"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
+# The benchmark's server is its own workspace (built only by scripts/bench.sh): formatting only.
+rustfmt --edition 2024 --check scripts/s3mem/src/*.rs
 
 say "module graph: no import cycle (scripts/module-cycles.py)"
 python3 scripts/module-cycles.py

@@ -46,16 +46,41 @@ fn memory() -> Fixture {
     }
 }
 
+/// S3 as moto serves it; with `FERRY_CONFORMANCE_ENDPOINT`, as the server there does (access
+/// key `test`, secret `test`): the benchmark's server is checked so (scripts/s3mem/README.md).
 fn s3() -> Fixture {
-    let sdk = sdk_config(&moto().endpoint);
+    let other = std::env::var("FERRY_CONFORMANCE_ENDPOINT").ok();
+    let sdk = sdk_config(other.as_deref().unwrap_or_else(|| &moto().endpoint));
     let client = s3_ferry::store::client(&sdk, true);
     let bucket = unique("conf");
     block_on(client.create_bucket().bucket(&bucket).send()).unwrap();
     let b = bucket.clone();
+    let seed: Box<dyn Fn(u64)> = match other {
+        None => Box::new(move |n| moto().seed_numbered(&b, n)),
+        Some(_) => {
+            let c = client.clone();
+            Box::new(move |n| {
+                block_on(async {
+                    for i in 0..n {
+                        let key = format!("d{}/o{i:06}", i % 100);
+                        let body =
+                            aws_sdk_s3::primitives::ByteStream::from(i.to_string().into_bytes());
+                        c.put_object()
+                            .bucket(&b)
+                            .key(key)
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+        }
+    };
     Fixture {
         store: Store::s3(client),
         bucket,
-        seed: Box::new(move |n| moto().seed_numbered(&b, n)),
+        seed,
     }
 }
 

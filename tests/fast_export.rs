@@ -4,7 +4,7 @@
 //! readers.
 
 use s3_ferry::format::manifest::ObjectHeaders;
-use s3_ferry::store::{ObjectStore, Part, PutMode};
+use s3_ferry::store::{Fault, ObjectStore, Part, PutMode, Rule};
 
 use crate::util::{assert_capped, block_on, check_readers, pseudo_random};
 use crate::world::World;
@@ -438,4 +438,47 @@ fn a_small_delta_opens_no_upload_and_reads_back_nothing_it_needs_not() {
     // AND the delta's bundle holds the new object
     let got = w.download(&w.job, delta.sequence).extract();
     assert_eq!(got["k/new"], b"one more".to_vec());
+}
+
+#[test]
+fn a_server_whose_listing_has_milliseconds_and_whose_reads_have_seconds_sees_no_false_changes() {
+    // GIVEN a server that lists LastModified in milliseconds and answers GET and HEAD with
+    // HTTP dates (whole seconds), as MinIO and other S3-compatible servers do, and a baseline
+    // of 20 objects written off the whole second
+    let w = World::new("dates");
+    let (scripted, clients) = w.scripted();
+    scripted.rule(Rule::every("GetObject", Fault::HttpDates));
+    scripted.rule(Rule::every("HeadObject", Fault::HttpDates));
+    while !(100..=500).contains(&(s3_ferry::clock::now_ms() % 1000)) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    w.put_many(
+        (0..20)
+            .map(|i| (format!("k/{i:02}"), vec![i as u8; 64]))
+            .collect(),
+    );
+    let cfg = w.export_config();
+    let export = || {
+        block_on(s3_ferry::export::run(
+            &clients.for_run(),
+            &cfg,
+            &s3_ferry::export::NoProgress,
+        ))
+        .unwrap()
+    };
+    export();
+    // WHEN one object is added and the delta exported
+    w.put_many(vec![("k/new".to_string(), b"one more".to_vec())]);
+    let heads = scripted.count("HeadObject");
+    let delta = export();
+    // THEN only the new object ships: none of the 20 is read again or shipped as a
+    // metadata-only change (each would be, were the GET's second recorded over the listing's
+    // milliseconds)
+    assert_eq!(delta.objects, 1, "{delta:?}");
+    assert_eq!(delta.metadata_only, 0, "{delta:?}");
+    assert!(
+        scripted.count("HeadObject") - heads <= 1,
+        "{:?}",
+        scripted.counts()
+    );
 }

@@ -277,17 +277,18 @@ impl Run<'_> {
         // The plan read the state of its headers (`--scan-metadata`): the version shipped may
         // have other ones (changed between the plan's HEAD and this read).
         let state = rec.state.as_ref().map(|_| meta.headers.state_digest());
-        if meta.etag != rec.etag
-            || meta.size != rec.size
-            || meta.last_modified_ms != rec.last_modified_ms
-            || state != rec.state
-        {
+        let same_time = same_second(rec.last_modified_ms, meta.last_modified_ms);
+        if meta.etag != rec.etag || meta.size != rec.size || !same_time || state != rec.state {
             // The inventory records the version shipped, not the one listed.
             done.corrected.push(ObjectRecord {
                 key: rec.key.clone(),
                 size: meta.size,
                 etag: meta.etag.clone(),
-                last_modified_ms: meta.last_modified_ms,
+                last_modified_ms: if same_time {
+                    rec.last_modified_ms
+                } else {
+                    meta.last_modified_ms
+                },
                 storage_class: rec.storage_class.clone(),
                 state,
                 withheld: None,
@@ -485,5 +486,31 @@ fn set_aside(w: &ShardProgress, done: &mut ShardDone, item: Fetched) -> Option<F
             body,
             planned_etag,
         } => Some((rec, meta, body, planned_etag)),
+    }
+}
+
+/// Whether a GET's LastModified (`read_ms`) is the listed one (`listed_ms`). A GET answers with
+/// an HTTP date, whole seconds; a listing may give milliseconds (S3's are `.000`, other
+/// servers' are not), so the same second is the same time. Recording the GET's value instead
+/// would make the next listing see every shipped object's time move, read its headers again
+/// and ship it as a metadata-only change that never happened.
+fn same_second(listed_ms: i64, read_ms: i64) -> bool {
+    listed_ms == read_ms
+        || (read_ms.rem_euclid(1000) == 0 && listed_ms.div_euclid(1000) == read_ms.div_euclid(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_second;
+
+    #[test]
+    fn an_http_date_is_the_same_time_as_the_listed_milliseconds_of_its_second() {
+        assert!(same_second(1_767_225_600_123, 1_767_225_600_000));
+        assert!(same_second(1_767_225_600_123, 1_767_225_600_123));
+        assert!(!same_second(1_767_225_600_123, 1_767_225_601_000));
+        assert!(!same_second(1_767_225_601_000, 1_767_225_600_000));
+        // A read with milliseconds of its own is compared exactly.
+        assert!(!same_second(1_767_225_600_123, 1_767_225_600_124));
+        assert!(same_second(-1_500, -2_000));
     }
 }

@@ -27,6 +27,9 @@ pub enum Fault {
     /// A GET answers that the object changed since (its If-Match failed); any other request
     /// fails with a precondition error.
     Changed,
+    /// Apply it; a GET's or HEAD's LastModified comes back in whole seconds, as an HTTP
+    /// server's `Last-Modified` header gives it while its listings show milliseconds.
+    HttpDates,
 }
 
 /// A point where paused requests wait: [`Gate::reached`] tells the test one is there, and
@@ -227,7 +230,7 @@ impl Scripted {
             source: "injected by the scripted store".into(),
         };
         match fault {
-            None => call.await,
+            None | Some(Fault::HttpDates) => call.await,
             Some(Fault::Fail(class)) => Err(injected(class)),
             Some(Fault::Changed) => Err(injected(Class::Precondition)),
             Some(Fault::LoseAnswer) => {
@@ -274,6 +277,15 @@ impl ObjectStore for Scripted {
         let later = range.is_some_and(|(start, _)| start > 0);
         match self.fault_for("GetObject", key, later) {
             Some(Fault::Changed) => Ok(Got::Changed),
+            Some(Fault::HttpDates) => {
+                Ok(match self.inner.get(bucket, key, if_match, range).await? {
+                    Got::Found { mut meta, body } => {
+                        meta.last_modified_ms = whole_seconds(meta.last_modified_ms);
+                        Got::Found { meta, body }
+                    }
+                    other => other,
+                })
+            }
             fault => {
                 let call = self.inner.get(bucket, key, if_match, range);
                 self.apply("GetObject", bucket, key, fault, call).await
@@ -292,8 +304,21 @@ impl ObjectStore for Scripted {
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>> {
-        self.run("HeadObject", bucket, key, self.inner.head(bucket, key))
-            .await
+        let fault = self.fault_for("HeadObject", key, false);
+        let dates = matches!(fault, Some(Fault::HttpDates));
+        let mut head = self
+            .apply(
+                "HeadObject",
+                bucket,
+                key,
+                fault,
+                self.inner.head(bucket, key),
+            )
+            .await?;
+        if let Some(h) = head.as_mut().filter(|_| dates) {
+            h.meta.last_modified_ms = whole_seconds(h.meta.last_modified_ms);
+        }
+        Ok(head)
     }
 
     async fn part_sizes(
@@ -420,4 +445,9 @@ impl ObjectStore for Scripted {
         let call = self.inner.delete_many(bucket, keys);
         self.run("DeleteObjects", bucket, first, call).await
     }
+}
+
+/// `ms` rounded down to its second.
+fn whole_seconds(ms: i64) -> i64 {
+    ms.div_euclid(1000) * 1000
 }

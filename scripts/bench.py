@@ -3,9 +3,12 @@ on a dataset, and the same task for every tool: from the bucket's current state 
 archive of the objects changed since the last run, in the export bucket. Tools run interleaved,
 REPS times each (the seed workflow once: one CLI process per object); medians are reported.
 
-A dataset is NAME or NAME@SERVER. The servers: `moto` (moto server, in memory, Python) and
-`s3s-fs` (the file-backed S3 server of the s3s crate, Rust; S3S_FS names its binary), used where
-moto's own throughput is the limit (large objects). DynamoDB is always moto.
+A dataset is NAME or NAME@SERVER. The servers: `s3mem` (scripts/s3mem: in memory, key-sorted,
+Rust on the s3s crate; S3MEM names its binary), the headline, whose own cost is small beside the
+clients'; `moto` (moto server, in memory, Python) and `s3s-fs` (the file-backed S3 server of the
+s3s crate; S3S_FS names its binary), kept to show what they measure: moto's CPU on small objects
+and its whole-object reads for ranged GETs, s3s-fs's tree walk for every listing page. DynamoDB is
+always moto.
 
 Also: the server's own cost (one listing + parallel GETs of the changed objects + one multipart
 PUT of as many bytes, with s5cmd), ferry under a 512 MiB memory limit (cgroup), and `ferry plan`
@@ -47,6 +50,8 @@ DATASETS = {
     "small": dict(small=10_000, small_size=16 * KiB, large=0, large_size=0, large_changed=0),
     "large": dict(small=0, small_size=0, large=8, large_size=128 * MiB, large_changed=2),
     "mixed": dict(small=2_000, small_size=16 * KiB, large=4, large_size=64 * MiB, large_changed=1),
+    # Ten times `small`: 7,000 changed of 100,000.
+    "small10x": dict(small=100_000, small_size=16 * KiB, large=0, large_size=0, large_changed=0),
     # A quick check of the script itself.
     "tiny": dict(small=200, small_size=16 * KiB, large=1, large_size=6 * MiB, large_changed=1),
 }
@@ -70,10 +75,14 @@ SCAN_IMPORT = "ferry import --scan clamscan"
 FAR_TOOLS = [f"{stage}: {tool}" for stage, tools in FAR.items() for tool in tools] + [
     f"import to bucket: {SEALED_IMPORT}", f"import to bucket: {SCAN_IMPORT}"]
 S3S_FS = Path(os.environ.get("S3S_FS", ROOT / ".tools/bin/s3s-fs"))
+S3MEM = Path(os.environ.get("S3MEM", ROOT / "target/tools/release/s3mem"))
 # Seconds a generated listing page takes in the plan measurement's second part (S3's own
 # ListObjectsV2 pages of 1,000 keys take tens of milliseconds).
 LIST_LATENCY = 0.05
-SERVERS = {"moto": "moto 5.2.5 (in memory)", "s3s-fs": "s3s-fs 0.14.1 (files on local disk)"}
+SERVERS = {"s3mem": "s3mem 0.1.0 (scripts/s3mem: in memory, key-sorted, Rust on s3s 0.14.1)",
+           "moto": "moto 5.2.5 (in memory, Python)", "s3s-fs": "s3s-fs 0.14.1 (files on local disk)"}
+# Threads that seed a Rust server (boto3, one PUT each).
+SEED_THREADS = 16
 
 
 def spec_of(name):
@@ -97,21 +106,25 @@ def say(msg):
     print(f"==> {msg}", file=sys.stderr, flush=True)
 
 
-class FsServer:
-    """s3s-fs serving a fresh directory on 127.0.0.1 (started on first use)."""
+class RustServer:
+    """s3s-fs serving a fresh directory, or s3mem, on 127.0.0.1 (started on first use)."""
 
-    def __init__(self, work):
-        if not S3S_FS.exists():
-            raise SystemExit(f"{S3S_FS} is missing: scripts/bench.sh installs it (or set S3S_FS)")
-        self.root = work / "s3s-fs"
-        self.root.mkdir()
+    def __init__(self, work, kind):
+        binary = S3S_FS if kind == "s3s-fs" else S3MEM
+        if not binary.exists():
+            raise SystemExit(f"{binary} is missing: scripts/bench.sh builds it (or set "
+                             f"{'S3S_FS' if kind == 's3s-fs' else 'S3MEM'})")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(work / "s3s-fs.log", "wb")
-        self.proc = subprocess.Popen(
-            [str(S3S_FS), "--host", "127.0.0.1", "--port", str(self.port), "--access-key", "bench",
-             "--secret-key", "bench", str(self.root)], stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": "warn"})
+        self.log = open(work / f"{kind}.log", "wb")
+        args = [str(binary), "--host", "127.0.0.1", "--port", str(self.port), "--access-key", "bench",
+                "--secret-key", "bench"]
+        if kind == "s3s-fs":
+            root = work / "s3s-fs"
+            root.mkdir()
+            args.append(str(root))
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "RUST_LOG": "warn"})
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -119,7 +132,7 @@ class FsServer:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"s3s-fs did not start on {self.url}: see {work / 's3s-fs.log'}")
+                    raise SystemExit(f"{kind} did not start on {self.url}: see {work / f'{kind}.log'}")
                 time.sleep(0.1)
 
     def stop(self):
@@ -155,7 +168,7 @@ class Bench:
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})
         self.ddb = boto3.client("dynamodb")
         self.backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-        self.fs = None
+        self.rust = {}  # started Rust servers by name
         self.results = []
         self.use_server("moto")
         self.run(f"{FERRY} init --table bench", check=True)
@@ -169,12 +182,29 @@ class Bench:
 
     def use_server(self, server):
         """Point every tool's S3 endpoint at `server` (DynamoDB stays on moto)."""
-        if server == "s3s-fs" and self.fs is None:
-            self.fs = FsServer(self.work)
-        url = self.url if server == "moto" else self.fs.url
+        if server != "moto" and server not in self.rust:
+            self.rust[server] = RustServer(self.work, server)
+        url = self.url if server == "moto" else self.rust[server].url
         self.server_name = server
         self.env.update(AWS_ENDPOINT_URL_S3=url, S3_ENDPOINT_URL=url, RCLONE_CONFIG_BENCH_ENDPOINT=url)
         self.s3 = boto3.client("s3", endpoint_url=url)
+
+    @property
+    def fs(self):
+        """The s3s-fs server (the generator rows forward to it)."""
+        return self.rust.get("s3s-fs")
+
+    def put_all(self, bucket, items):
+        """PUT every (key, size) with random bytes: straight into moto's backend, else from
+        SEED_THREADS threads."""
+        if self.server_name == "moto":
+            for key, size in items:
+                self.put(bucket, key, os.urandom(size))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(SEED_THREADS) as pool:
+            list(pool.map(lambda kv: self.s3.put_object(Bucket=bucket, Key=kv[0], Body=os.urandom(kv[1])),
+                          items))
 
     def put(self, bucket, key, data):
         if self.server_name == "moto":
@@ -200,7 +230,8 @@ class Bench:
         if self.server_name == "moto":
             t = os.times()
             return t.user + t.system
-        fields = Path(f"/proc/{self.fs.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        pid = self.rust[self.server_name].proc.pid
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def timed(self, cmd, mark=None):
@@ -227,8 +258,8 @@ class Bench:
         src, exp = f"src-{name}", f"exp-{name}"
         for b in (src, exp):
             self.s3.create_bucket(Bucket=b)
-        for i in range(spec["small"]):
-            self.put(src, f"small/{i % 50:02d}/obj{i:06d}.bin", os.urandom(spec["small_size"]))
+        self.put_all(src, [(f"small/{i % 50:02d}/obj{i:06d}.bin", spec["small_size"])
+                           for i in range(spec["small"])])
         for i in range(spec["large"]):
             self.put(src, f"large/blob{i:02d}.bin", os.urandom(spec["large_size"]))
         return src, exp
@@ -240,12 +271,10 @@ class Bench:
         keys = [f"small/{i % 50:02d}/obj{i:06d}.bin" for i in range(n)]
         over, gone = keys[: n * 5 // 100], keys[n * 5 // 100: n * 6 // 100]
         objects = bytes_ = 0
-        for k in over:
-            self.put(src, k, os.urandom(spec["small_size"]))
+        self.put_all(src, [(k, spec["small_size"]) for k in over])
         for k in gone:
             self.delete(src, k)
-        for i in range(n * 2 // 100):
-            self.put(src, f"small/new/add{i:06d}.bin", os.urandom(spec["small_size"]))
+        self.put_all(src, [(f"small/new/add{i:06d}.bin", spec["small_size"]) for i in range(n * 2 // 100)])
         objects += len(over) + n * 2 // 100
         bytes_ += (len(over) + n * 2 // 100) * spec["small_size"]
         for i in range(spec["large_changed"]):
@@ -365,7 +394,7 @@ class Bench:
                     continue  # one CLI process per object: once is enough to know
                 if tool == "seed workflow" and server != "moto" and spec["small"] > 0:
                     continue  # known from the moto row; minutes per run
-                if "fast-list" in tool and server != "moto":
+                if "fast-list" in tool and server == "s3s-fs":
                     continue  # s3s-fs 0.14 answers rclone's recursive listing with nothing
                 run = (f"{name}-r{r}" if tool == "ferry" else f"{name}-s{r}" if tool == SEALED
                        else f"{name}-{tool.split('+')[0].replace(' --', '-').split()[0]}-{r}")
@@ -565,7 +594,9 @@ class Bench:
         index = json.dumps({"records": records, "every": 1000, "keys": index_keys}).encode()
         self.ddb.put_item(TableName="bench", Item={
             "job": {"S": "million"}, "sequence": {"N": "1"}, "version": {"N": "1"},
-            "inventory": {"S": "inventory.jsonl.gz"}, "bundle_digest": {"S": "x"},
+            # Under the job's own state prefix at the destination, as ferry writes it (a state
+            # without a pin is checked by where its inventory lies).
+            "inventory": {"S": "_state/million/inventory.jsonl.gz"}, "bundle_digest": {"S": "x"},
             "watermark": {"S": "2026-01-01T00:00:00Z"}})
 
         def one(latency, ranges):
@@ -888,15 +919,16 @@ def median(rows, field):
 
 # Rows that measure a server's weakness rather than the tools: shown, counted for no target.
 SERVER_BOUND = {
-    ("large", "moto"): "moto reads the whole object for every ranged GET; large@s3s-fs is the headline",
-    ("small", "s3s-fs"): "s3s-fs 0.14 walks the whole tree for every page of a recursive listing "
-                         "(see the server CPU column); small on moto is the headline",
+    "moto": "moto's own CPU is most of every small-object row (see the server CPU column) and it reads "
+            "the whole object for every ranged GET; NAME@s3mem is the headline",
+    "s3s-fs": "s3s-fs 0.14 walks the whole tree for every page of a recursive listing and answers "
+              "rclone's recursive listing with nothing; NAME@s3mem is the headline",
 }
 
 
 def server_bound(name):
     base, _, server = name.partition("@")
-    return SERVER_BOUND.get((base, server or "moto"))
+    return SERVER_BOUND.get(server or "moto")
 
 
 def headline(name):
@@ -996,7 +1028,7 @@ def report(b, out, info=None):
              f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']} GiB RAM, Linux {info['kernel']}. "
              "Servers, on 127.0.0.1, one for every tool on a dataset: "
              + "; ".join(f"`{k}` = {v}" for k, v in SERVERS.items())
-             + ". A dataset named `NAME@s3s-fs` ran on s3s-fs, the others on moto; DynamoDB is always moto. "
+             + ". A dataset named `NAME@SERVER` ran on that server, a plain `NAME` on moto; DynamoDB is always moto. "
              f"Tools: {info['ferry']}; "
              f"{info['s5cmd']}; {info['rclone']}; {info['aws']}; boto3 from the same venv.", "",
              *([b.args.note, ""] if getattr(b.args, "note", None) else []),
@@ -1056,11 +1088,17 @@ def report(b, out, info=None):
             worst = min(peers.items(), key=lambda kv: kv[1])
             targets.append((f"{name}: faster than every peer", f"closest peer: {worst[0]} takes {worst[1]:.2f}× ferry's time", worst[1] > 1))
         fast = summary.get((name, "rclone --fast-list+zip"))
-        if fast and name.split("@")[0] == "small":
-            r = fast["wall"] / f["wall"]
-            targets.append(("small: ≥ 1.3× ahead of rclone --fast-list + zip", f"{r:.2f}× "
-                            f"({fast['wall']:.2f} s vs {f['wall']:.2f} s; server CPU during ferry's run "
-                            f"{f['server_cpu']:.2f} s)", r >= 1.3))
+        if name.split("@")[0].startswith("small"):
+            us = f["cpu"] / f["objects"] * 1e6
+            for peer in ("rclone --fast-list+zip", "s5cmd+zip"):
+                p = summary.get((name, peer))
+                if not p:
+                    continue
+                r = p["wall"] / f["wall"]
+                targets.append((f"{name}: ≥ 1.3× ahead of {peer}", f"{r:.2f}× "
+                                f"({p['wall']:.2f} s vs {f['wall']:.2f} s; ferry {f['objects'] / f['wall']:.0f} "
+                                f"objects/s, {us:.0f} µs CPU per object; server CPU during ferry's run "
+                                f"{f['server_cpu']:.2f} s)", r >= 1.3))
         sealed = summary.get((name, SEALED))
         if sealed:
             over = sealed["wall"] / f["wall"] - 1
@@ -1212,7 +1250,7 @@ def chart(summary, datasets, path):
     ax.set_xticks([d + 0.4 - width / 2 for d in range(len(datasets))], datasets)
     ax.set_yscale("log")
     ax.set_ylabel("wall seconds (log scale, lower is better)")
-    ax.set_title("Changed objects → archive in the export bucket (2 cores; NAME@s3s-fs on s3s-fs, others on moto)")
+    ax.set_title("Changed objects → archive in the export bucket (2 cores; NAME@SERVER on that server, others on moto)")
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -1221,7 +1259,7 @@ def chart(summary, datasets, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--datasets", default="small,small@s3s-fs,large,large@s3s-fs,mixed")
+    ap.add_argument("--datasets", default="small@s3mem,small10x@s3mem,large@s3mem,mixed@s3mem,small,large@s3s-fs")
     ap.add_argument("--plan-keys", type=int, default=1_000_000)
     ap.add_argument("--scale-objects", default="200000,1000000,2000000",
                     help="object counts of the memory-in-the-object-count runs (empty: skip)")
@@ -1269,8 +1307,8 @@ def main():
         report(b, ROOT / args.out)
     finally:
         b.server.stop()
-        if b.fs:
-            b.fs.stop()
+        for server in b.rust.values():
+            server.stop()
         shutil.rmtree(b.work, ignore_errors=True)
 
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The benchmark: s3-ferry against the tools people use today (the seed workflow with aws-cli,
-# rclone, s5cmd, a boto3 + zipfile script) and against the server's own cost, on one local S3
-# servers started by scripts/bench.py (moto; s3s-fs, a file-backed S3 server in Rust, for the
-# large-object rows marked @s3s-fs). Self-installing: Debian's rclone and zip, the pinned Python
-# tools in .venv-bench (infra/bench-requirements.txt), s3s-fs from crates.io into .tools, a
-# release build of ferry.
+# rclone, s5cmd, a boto3 + zipfile script) and against the server's own cost, on local S3
+# servers started by scripts/bench.py: s3mem (scripts/s3mem, in memory, Rust; the headline rows
+# NAME@s3mem), moto (plain NAME) and s3s-fs (NAME@s3s-fs), the last two kept to show what they
+# measure. Self-installing: Debian's rclone and zip, the pinned Python tools in .venv-bench
+# (infra/bench-requirements.txt), s3s-fs from crates.io into .tools, release builds of s3mem
+# (into target/tools) and ferry.
 # Writes docs/bench/results.md, results.json and chart.png.
 #   REPS=3 scripts/bench.sh            # repetitions per tool (the seed workflow runs once)
-#   DATASETS=small,large@s3s-fs scripts/bench.sh    # NAME or NAME@SERVER (moto, s3s-fs)
+#   DATASETS=small@s3mem,large scripts/bench.sh     # NAME or NAME@SERVER (s3mem, moto, s3s-fs)
 #   TOOLS=ferry,boto3+zipfile scripts/bench.sh      # a quick look at some tools only
 #   OUT=/tmp/b scripts/bench.sh                     # results elsewhere than docs/bench
 set -euo pipefail
@@ -41,8 +42,10 @@ if [ "$(.tools/bin/s3s-fs --version 2>/dev/null)" != "s3s-fs $S3S_FS_VERSION" ];
   CARGO_TARGET_DIR=target/tools cargo install --quiet --locked --features binary --root .tools \
     "s3s-fs@$S3S_FS_VERSION"
 fi
+say "release build of s3mem, the benchmark's S3 server (scripts/s3mem)"
+cargo build --release --quiet --locked --manifest-path scripts/s3mem/Cargo.toml --target-dir target/tools
 say "release build of ferry"
 cargo build --release --quiet --bin ferry
 say "running the benchmark (docs/bench/)"
 exec env -u AWS_CA_BUNDLE .venv-bench/bin/python scripts/bench.py --reps "${REPS:-3}" \
-  --datasets "${DATASETS:-small,small@s3s-fs,large,large@s3s-fs,mixed}" --tools "${TOOLS:-}" --out "${OUT:-docs/bench}"
+  --datasets "${DATASETS:-small@s3mem,small10x@s3mem,large@s3mem,mixed@s3mem,small,large@s3s-fs}" --tools "${TOOLS:-}" --out "${OUT:-docs/bench}"

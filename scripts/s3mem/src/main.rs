@@ -7,6 +7,7 @@
 //! s3mem --port 9000 --access-key bench --secret-key bench
 //! ```
 
+mod listing;
 mod multipart;
 mod s3;
 mod store;

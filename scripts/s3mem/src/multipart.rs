@@ -164,7 +164,7 @@ impl Mem {
         };
         let result = CopyPartResult {
             e_tag: Some(ETag::Strong(hex::encode(part.md5))),
-            last_modified: Some(Timestamp::from(SystemTime::now())),
+            last_modified: Some(Timestamp::from(store::now())),
             checksum_crc32: part.checksum.checksum_crc32.clone(),
             checksum_crc32c: part.checksum.checksum_crc32c.clone(),
             checksum_sha1: part.checksum.checksum_sha1.clone(),
@@ -404,7 +404,7 @@ impl Mem {
         Ok(Object {
             body,
             e_tag: format!("{}-{n}", hex::encode(md5s.finalize())),
-            last_modified: SystemTime::now(),
+            last_modified: store::now(),
             attrs,
             checksum,
             checksum_type: Some(if full { "FULL_OBJECT" } else { "COMPOSITE" }.to_string()),

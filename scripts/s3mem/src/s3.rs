@@ -14,8 +14,8 @@ use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
 use crate::store::{self, Attrs, Object, Store};
 use crate::wire::{
-    algorithm_of, attrs_of_put, blob, check, check_write, listed, parse_tags, quoted_match,
-    receive, sent_checksum, whole_checksum,
+    algorithm_of, attrs_of_put, blob, check, check_write, parse_tags, quoted_match, receive,
+    sent_checksum, whole_checksum,
 };
 
 /// The server: one [`Store`].
@@ -70,25 +70,6 @@ impl Mem {
             .then_some(())
             .ok_or_else(|| s3_error!(NoSuchBucket))
     }
-
-    /// A listing page as ListObjectsV2 and ListObjects answer it.
-    fn page(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        delimiter: Option<&str>,
-        after: Option<&str>,
-        max_keys: Option<i32>,
-    ) -> S3Result<store::Page> {
-        let max = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
-        let buckets = self
-            .0
-            .buckets
-            .read()
-            .map_err(|_| s3_error!(InternalError))?;
-        let b = buckets.get(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
-        Ok(store::list(&b.objects, prefix, delimiter, after, max))
-    }
 }
 
 #[async_trait::async_trait]
@@ -113,6 +94,24 @@ impl S3 for Mem {
             },
         );
         Ok(S3Response::new(CreateBucketOutput::default()))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let mut buckets = self
+            .0
+            .buckets
+            .write()
+            .map_err(|_| s3_error!(InternalError))?;
+        match buckets.get(&req.input.bucket) {
+            None => return Err(s3_error!(NoSuchBucket)),
+            Some(b) if !b.objects.is_empty() => return Err(s3_error!(BucketNotEmpty)),
+            Some(_) => {}
+        }
+        buckets.remove(&req.input.bucket);
+        Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
     async fn head_bucket(
@@ -182,7 +181,7 @@ impl S3 for Mem {
         let (checksum, checksum_type) = whole_checksum(&received, algorithm.as_deref());
         let object = Object {
             e_tag: hex::encode(received.md5),
-            last_modified: SystemTime::now(),
+            last_modified: store::now(),
             attrs: attrs_of_put(&input),
             checksum_type: Some(checksum_type),
             checksum,
@@ -369,75 +368,14 @@ impl S3 for Mem {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let input = req.input;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let after = match (&input.continuation_token, &input.start_after) {
-            (Some(t), _) => Some(t.clone()),
-            (None, s) => s.clone(),
-        };
-        let page = self.page(
-            &input.bucket,
-            &prefix,
-            input.delimiter.as_deref(),
-            after.as_deref(),
-            input.max_keys,
-        )?;
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let (contents, common_prefixes) = listed(&page, url);
-        let key_count = (page.objects.len() + page.prefixes.len()) as i32;
-        Ok(S3Response::new(ListObjectsV2Output {
-            name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
-            max_keys: Some(input.max_keys.unwrap_or(1000)),
-            key_count: Some(key_count),
-            is_truncated: Some(page.truncated),
-            next_continuation_token: page.last.clone().filter(|_| page.truncated),
-            continuation_token: input.continuation_token,
-            start_after: input.start_after,
-            encoding_type: input.encoding_type,
-            contents,
-            common_prefixes,
-            ..Default::default()
-        }))
+        self.list_objects_v2_(req).await
     }
-
     async fn list_objects(
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let input = req.input;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let page = self.page(
-            &input.bucket,
-            &prefix,
-            input.delimiter.as_deref(),
-            input.marker.as_deref().filter(|m| !m.is_empty()),
-            input.max_keys,
-        )?;
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let (contents, common_prefixes) = listed(&page, url);
-        Ok(S3Response::new(ListObjectsOutput {
-            name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
-            marker: input.marker,
-            max_keys: Some(input.max_keys.unwrap_or(1000)),
-            is_truncated: Some(page.truncated),
-            next_marker: page.last.clone().filter(|_| page.truncated),
-            encoding_type: input.encoding_type,
-            contents,
-            common_prefixes,
-            ..Default::default()
-        }))
+        self.list_objects_(req).await
     }
-
     async fn copy_object(
         &self,
         req: S3Request<CopyObjectInput>,
@@ -497,7 +435,7 @@ impl S3 for Mem {
         let object = Object {
             body: src.body.clone(),
             e_tag: src.e_tag.clone(),
-            last_modified: SystemTime::now(),
+            last_modified: store::now(),
             attrs,
             checksum,
             checksum_type,

@@ -92,6 +92,15 @@ pub struct Attrs {
     pub tags: Vec<(String, String)>,
 }
 
+/// Now, in whole seconds: S3 keeps LastModified to the second (a listing shows `.000Z`, HEAD
+/// and GET an HTTP date), and a client that compares the two must see the same time.
+pub fn now() -> SystemTime {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(since.as_secs())
+}
+
 /// One stored object.
 pub struct Object {
     pub body: Body,

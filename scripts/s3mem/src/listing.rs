@@ -19,11 +19,7 @@ impl Mem {
         max_keys: Option<i32>,
     ) -> S3Result<store::Page> {
         let max = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
-        let buckets = self
-            .0
-            .buckets
-            .read()
-            .map_err(|_| s3_error!(InternalError))?;
+        let buckets = self.0.read()?;
         let b = buckets.get(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
         Ok(store::list(&b.objects, prefix, delimiter, after, max))
     }

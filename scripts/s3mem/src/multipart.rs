@@ -10,7 +10,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use crate::s3::Mem;
-use crate::store::{self, Attrs, Body, Object, Part, Upload};
+use crate::store::{self, Body, Object, Part, Upload};
 use crate::wire::{algorithm_of, check, parse_tags, receive, sent_checksum};
 
 impl Mem {
@@ -58,26 +58,14 @@ impl Mem {
             bucket: input.bucket.clone(),
             key: input.key.clone(),
             initiated: SystemTime::now(),
-            attrs: Attrs {
-                content_type: input.content_type,
-                content_encoding: input.content_encoding,
-                content_disposition: input.content_disposition,
-                content_language: input.content_language,
-                cache_control: input.cache_control,
-                website_redirect_location: input.website_redirect_location,
-                metadata: input.metadata,
-                storage_class: input.storage_class.map(|s| s.as_str().to_string()),
-                tags: parse_tags(input.tagging.as_deref()),
-            },
+            attrs: crate::attrs_of!(input,
+                storage_class: input.storage_class.as_ref().map(|s| s.as_str().to_string()),
+                tags: parse_tags(input.tagging.as_deref())),
             algorithm: algorithm.clone(),
             checksum_type: checksum_type.clone(),
             parts: Default::default(),
         };
-        self.0
-            .uploads
-            .lock()
-            .map_err(|_| s3_error!(InternalError))?
-            .insert(id.clone(), upload);
+        self.0.uploads()?.insert(id.clone(), upload);
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -98,14 +86,7 @@ impl Mem {
             return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10,000"));
         }
         let algorithm = self.upload_algorithm(&input.upload_id, &input.bucket, &input.key)?;
-        let sent = Checksum {
-            checksum_crc32: input.checksum_crc32.take(),
-            checksum_crc32c: input.checksum_crc32c.take(),
-            checksum_sha1: input.checksum_sha1.take(),
-            checksum_sha256: input.checksum_sha256.take(),
-            checksum_crc64nvme: input.checksum_crc64nvme.take(),
-            checksum_type: None,
-        };
+        let sent = crate::checksum_of!(input, take);
         let algorithm =
             algorithm.or_else(|| algorithm_of(input.checksum_algorithm.as_ref(), &sent));
         let received = receive(input.body.take(), algorithm.as_deref()).await?;
@@ -196,11 +177,7 @@ impl Mem {
             input.if_none_match.as_ref(),
             input.if_match.as_ref(),
         )?;
-        self.0
-            .uploads
-            .lock()
-            .map_err(|_| s3_error!(InternalError))?
-            .remove(&input.upload_id);
+        self.0.uploads()?.remove(&input.upload_id);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -219,11 +196,7 @@ impl Mem {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let mut uploads = self
-            .0
-            .uploads
-            .lock()
-            .map_err(|_| s3_error!(InternalError))?;
+        let mut uploads = self.0.uploads()?;
         match uploads.get(&req.input.upload_id) {
             Some(u) if u.bucket == req.input.bucket && u.key == req.input.key => {
                 uploads.remove(&req.input.upload_id);
@@ -241,11 +214,7 @@ impl Mem {
         self.bucket_exists(&input.bucket)?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
-        let uploads = self
-            .0
-            .uploads
-            .lock()
-            .map_err(|_| s3_error!(InternalError))?;
+        let uploads = self.0.uploads()?;
         let mut matching: Vec<(&String, &Upload)> = uploads
             .iter()
             .filter(|(_, u)| u.bucket == input.bucket && u.key.starts_with(&prefix))
@@ -291,11 +260,7 @@ impl Mem {
 impl Mem {
     /// The checksum algorithm of upload `id` of `bucket`/`key`.
     fn upload_algorithm(&self, id: &str, bucket: &str, key: &str) -> S3Result<Option<String>> {
-        let uploads = self
-            .0
-            .uploads
-            .lock()
-            .map_err(|_| s3_error!(InternalError))?;
+        let uploads = self.0.uploads()?;
         match uploads.get(id) {
             Some(u) if u.bucket == bucket && u.key == key => Ok(u.algorithm.clone()),
             _ => Err(s3_error!(NoSuchUpload)),
@@ -303,11 +268,7 @@ impl Mem {
     }
 
     fn add_part(&self, id: &str, number: i32, part: Part) -> S3Result<()> {
-        let mut uploads = self
-            .0
-            .uploads
-            .lock()
-            .map_err(|_| s3_error!(InternalError))?;
+        let mut uploads = self.0.uploads()?;
         let u = uploads.get_mut(id).ok_or_else(|| s3_error!(NoSuchUpload))?;
         u.parts.insert(number, Arc::new(part));
         Ok(())
@@ -323,11 +284,7 @@ impl Mem {
         listed: &[CompletedPart],
     ) -> S3Result<Object> {
         let (parts, attrs, algorithm, checksum_type) = {
-            let uploads = self
-                .0
-                .uploads
-                .lock()
-                .map_err(|_| s3_error!(InternalError))?;
+            let uploads = self.0.uploads()?;
             let u = match uploads.get(id) {
                 Some(u) if u.bucket == bucket && u.key == key => u,
                 _ => return Err(s3_error!(NoSuchUpload)),
@@ -347,14 +304,7 @@ impl Mem {
                 {
                     return Err(s3_error!(InvalidPart, "part {n}: the ETag does not match"));
                 }
-                let sent = Checksum {
-                    checksum_crc32: p.checksum_crc32.clone(),
-                    checksum_crc32c: p.checksum_crc32c.clone(),
-                    checksum_sha1: p.checksum_sha1.clone(),
-                    checksum_sha256: p.checksum_sha256.clone(),
-                    checksum_crc64nvme: p.checksum_crc64nvme.clone(),
-                    checksum_type: None,
-                };
+                let sent = crate::checksum_of!(p, clone);
                 check(&part.checksum, &sent)
                     .map_err(|_| s3_error!(InvalidPart, "part {n}: the checksum does not match"))?;
                 parts.push(part.clone());

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
-use crate::store::{self, Attrs, Object, Store};
+use crate::store::{self, Object, Store};
 use crate::wire::{
     algorithm_of, attrs_of_put, blob, check, check_write, parse_tags, quoted_match, receive,
     sent_checksum, whole_checksum,
@@ -24,11 +24,7 @@ pub struct Mem(pub Arc<Store>);
 
 impl Mem {
     pub(crate) fn object(&self, bucket: &str, key: &str) -> S3Result<Arc<Object>> {
-        let buckets = self
-            .0
-            .buckets
-            .read()
-            .map_err(|_| s3_error!(InternalError))?;
+        let buckets = self.0.read()?;
         let b = buckets.get(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
         b.objects
             .get(key)
@@ -45,11 +41,7 @@ impl Mem {
         if_none_match: Option<&ETagCondition>,
         if_match: Option<&ETagCondition>,
     ) -> S3Result<Arc<Object>> {
-        let mut buckets = self
-            .0
-            .buckets
-            .write()
-            .map_err(|_| s3_error!(InternalError))?;
+        let mut buckets = self.0.write()?;
         let b = buckets
             .get_mut(bucket)
             .ok_or_else(|| s3_error!(NoSuchBucket))?;
@@ -60,11 +52,7 @@ impl Mem {
     }
 
     pub(crate) fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
-        let buckets = self
-            .0
-            .buckets
-            .read()
-            .map_err(|_| s3_error!(InternalError))?;
+        let buckets = self.0.read()?;
         buckets
             .contains_key(bucket)
             .then_some(())
@@ -78,11 +66,7 @@ impl S3 for Mem {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let mut buckets = self
-            .0
-            .buckets
-            .write()
-            .map_err(|_| s3_error!(InternalError))?;
+        let mut buckets = self.0.write()?;
         if buckets.contains_key(&req.input.bucket) {
             return Err(s3_error!(BucketAlreadyOwnedByYou));
         }
@@ -100,11 +84,7 @@ impl S3 for Mem {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let mut buckets = self
-            .0
-            .buckets
-            .write()
-            .map_err(|_| s3_error!(InternalError))?;
+        let mut buckets = self.0.write()?;
         match buckets.get(&req.input.bucket) {
             None => return Err(s3_error!(NoSuchBucket)),
             Some(b) if !b.objects.is_empty() => return Err(s3_error!(BucketNotEmpty)),
@@ -142,11 +122,7 @@ impl S3 for Mem {
         &self,
         _req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let buckets = self
-            .0
-            .buckets
-            .read()
-            .map_err(|_| s3_error!(InternalError))?;
+        let buckets = self.0.read()?;
         let list = buckets
             .iter()
             .map(|(name, b)| s3s::dto::Bucket {
@@ -167,14 +143,7 @@ impl S3 for Mem {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let trailers = req.trailing_headers.clone();
         let mut input = req.input;
-        let sent = Checksum {
-            checksum_crc32: input.checksum_crc32.take(),
-            checksum_crc32c: input.checksum_crc32c.take(),
-            checksum_sha1: input.checksum_sha1.take(),
-            checksum_sha256: input.checksum_sha256.take(),
-            checksum_crc64nvme: input.checksum_crc64nvme.take(),
-            checksum_type: None,
-        };
+        let sent = crate::checksum_of!(input, take);
         let algorithm = algorithm_of(input.checksum_algorithm.as_ref(), &sent);
         let received = receive(input.body.take(), algorithm.as_deref()).await?;
         check(&received.checksum, &sent_checksum(sent, trailers.as_ref()))?;
@@ -233,42 +202,16 @@ impl S3 for Mem {
                 (r, Some(cr))
             }
         };
-        let whole = content_range.is_none();
-        let with_checksum = whole
-            && input
-                .checksum_mode
-                .as_ref()
-                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let c = |v: &Option<String>| v.clone().filter(|_| with_checksum);
-        Ok(S3Response::new(GetObjectOutput {
-            content_length: Some((range.end - range.start) as i64),
-            body: Some(blob(o.body.slice(range.start, range.end))),
-            content_range,
-            accept_ranges: Some("bytes".to_string()),
-            e_tag: Some(ETag::Strong(o.e_tag.clone())),
-            last_modified: Some(Timestamp::from(o.last_modified)),
-            content_type: o.attrs.content_type.clone(),
-            content_encoding: o.attrs.content_encoding.clone(),
-            content_disposition: o.attrs.content_disposition.clone(),
-            content_language: o.attrs.content_language.clone(),
-            cache_control: o.attrs.cache_control.clone(),
-            website_redirect_location: o.attrs.website_redirect_location.clone(),
-            metadata: o.attrs.metadata.clone(),
-            storage_class: o.attrs.storage_class.clone().map(StorageClass::from),
-            tag_count: (!o.attrs.tags.is_empty()).then_some(o.attrs.tags.len() as i32),
-            parts_count: o.parts,
-            checksum_crc32: c(&o.checksum.checksum_crc32),
-            checksum_crc32c: c(&o.checksum.checksum_crc32c),
-            checksum_sha1: c(&o.checksum.checksum_sha1),
-            checksum_sha256: c(&o.checksum.checksum_sha256),
-            checksum_crc64nvme: c(&o.checksum.checksum_crc64nvme),
-            checksum_type: o
-                .checksum_type
-                .clone()
-                .filter(|_| with_checksum)
-                .map(ChecksumType::from),
-            ..Default::default()
-        }))
+        // S3 gives no checksum for a part of an object.
+        let with = content_range.is_none() && checksum_mode(input.checksum_mode.as_ref());
+        Ok(S3Response::new(
+            crate::described!(GetObjectOutput, o, with, {
+                content_length: Some((range.end - range.start) as i64),
+                body: Some(blob(o.body.slice(range.start, range.end))),
+                content_range,
+                tag_count: (!o.attrs.tags.is_empty()).then_some(o.attrs.tags.len() as i32),
+            }),
+        ))
     }
 
     async fn head_object(
@@ -282,48 +225,19 @@ impl S3 for Mem {
         {
             return Err(s3_error!(PreconditionFailed));
         }
-        let with_checksum = input
-            .checksum_mode
-            .as_ref()
-            .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let c = |v: &Option<String>| v.clone().filter(|_| with_checksum);
-        Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(o.body.len() as i64),
-            accept_ranges: Some("bytes".to_string()),
-            e_tag: Some(ETag::Strong(o.e_tag.clone())),
-            last_modified: Some(Timestamp::from(o.last_modified)),
-            content_type: o.attrs.content_type.clone(),
-            content_encoding: o.attrs.content_encoding.clone(),
-            content_disposition: o.attrs.content_disposition.clone(),
-            content_language: o.attrs.content_language.clone(),
-            cache_control: o.attrs.cache_control.clone(),
-            website_redirect_location: o.attrs.website_redirect_location.clone(),
-            metadata: o.attrs.metadata.clone(),
-            storage_class: o.attrs.storage_class.clone().map(StorageClass::from),
-            parts_count: o.parts,
-            checksum_crc32: c(&o.checksum.checksum_crc32),
-            checksum_crc32c: c(&o.checksum.checksum_crc32c),
-            checksum_sha1: c(&o.checksum.checksum_sha1),
-            checksum_sha256: c(&o.checksum.checksum_sha256),
-            checksum_crc64nvme: c(&o.checksum.checksum_crc64nvme),
-            checksum_type: o
-                .checksum_type
-                .clone()
-                .filter(|_| with_checksum)
-                .map(ChecksumType::from),
-            ..Default::default()
-        }))
+        let with = checksum_mode(input.checksum_mode.as_ref());
+        Ok(S3Response::new(
+            crate::described!(HeadObjectOutput, o, with, {
+                content_length: Some(o.body.len() as i64),
+            }),
+        ))
     }
 
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let mut buckets = self
-            .0
-            .buckets
-            .write()
-            .map_err(|_| s3_error!(InternalError))?;
+        let mut buckets = self.0.write()?;
         let b = buckets
             .get_mut(&req.input.bucket)
             .ok_or_else(|| s3_error!(NoSuchBucket))?;
@@ -339,11 +253,7 @@ impl S3 for Mem {
         if input.delete.objects.len() > 1000 {
             return Err(s3_error!(MalformedXML, "more than 1,000 keys"));
         }
-        let mut buckets = self
-            .0
-            .buckets
-            .write()
-            .map_err(|_| s3_error!(InternalError))?;
+        let mut buckets = self.0.write()?;
         let b = buckets
             .get_mut(&input.bucket)
             .ok_or_else(|| s3_error!(NoSuchBucket))?;
@@ -395,17 +305,7 @@ impl S3 for Mem {
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let mut attrs = if replace {
-            Attrs {
-                content_type: input.content_type.clone(),
-                content_encoding: input.content_encoding.clone(),
-                content_disposition: input.content_disposition.clone(),
-                content_language: input.content_language.clone(),
-                cache_control: input.cache_control.clone(),
-                website_redirect_location: input.website_redirect_location.clone(),
-                metadata: input.metadata.clone(),
-                storage_class: None,
-                tags: src.attrs.tags.clone(),
-            }
+            crate::attrs_of!(input, storage_class: None, tags: src.attrs.tags.clone())
         } else {
             src.attrs.clone()
         };
@@ -478,11 +378,7 @@ impl S3 for Mem {
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let input = req.input;
-        let mut buckets = self
-            .0
-            .buckets
-            .write()
-            .map_err(|_| s3_error!(InternalError))?;
+        let mut buckets = self.0.write()?;
         let b = buckets
             .get_mut(&input.bucket)
             .ok_or_else(|| s3_error!(NoSuchBucket))?;
@@ -551,4 +447,9 @@ impl S3 for Mem {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         self.list_multipart_uploads_(req).await
     }
+}
+
+/// Whether a GET or HEAD asked for the object's checksum.
+fn checksum_mode(mode: Option<&ChecksumMode>) -> bool {
+    mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
 }

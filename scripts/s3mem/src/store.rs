@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::{Checksum, ChecksumAlgorithm, Metadata};
+use s3s::{S3Result, s3_error};
 
 /// Bodies up to this size are joined into one buffer as they arrive (a few hyper frames); larger
 /// ones keep their chunks.
@@ -145,6 +146,23 @@ pub struct Store {
     /// By upload id (ids grow, so this is also the order they were made in).
     pub uploads: Mutex<BTreeMap<String, Upload>>,
     pub next_upload: Mutex<u64>,
+}
+
+impl Store {
+    /// The buckets, to read.
+    pub fn read(&self) -> S3Result<RwLockReadGuard<'_, BTreeMap<String, Bucket>>> {
+        self.buckets.read().map_err(|_| s3_error!(InternalError))
+    }
+
+    /// The buckets, to change.
+    pub fn write(&self) -> S3Result<RwLockWriteGuard<'_, BTreeMap<String, Bucket>>> {
+        self.buckets.write().map_err(|_| s3_error!(InternalError))
+    }
+
+    /// The open uploads.
+    pub fn uploads(&self) -> S3Result<MutexGuard<'_, BTreeMap<String, Upload>>> {
+        self.uploads.lock().map_err(|_| s3_error!(InternalError))
+    }
 }
 
 /// A page of a listing: objects and common prefixes in key order.

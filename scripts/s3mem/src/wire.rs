@@ -10,6 +10,72 @@ use s3s::{S3Result, s3_error};
 
 use crate::store::{self, Attrs, Body, Object};
 
+/// The five checksum values of a request or a listed part, `take`n or `clone`d out of it.
+#[macro_export]
+macro_rules! checksum_of {
+    ($x:expr, $how:ident) => {
+        s3s::dto::Checksum {
+            checksum_crc32: $x.checksum_crc32.$how(),
+            checksum_crc32c: $x.checksum_crc32c.$how(),
+            checksum_sha1: $x.checksum_sha1.$how(),
+            checksum_sha256: $x.checksum_sha256.$how(),
+            checksum_crc64nvme: $x.checksum_crc64nvme.$how(),
+            checksum_type: None,
+        }
+    };
+}
+
+/// The [`Attrs`] a PUT, CopyObject or CreateMultipartUpload sets (their fields share names).
+#[macro_export]
+macro_rules! attrs_of {
+    ($x:expr, storage_class: $class:expr, tags: $tags:expr) => {
+        $crate::store::Attrs {
+            content_type: $x.content_type.clone(),
+            content_encoding: $x.content_encoding.clone(),
+            content_disposition: $x.content_disposition.clone(),
+            content_language: $x.content_language.clone(),
+            cache_control: $x.cache_control.clone(),
+            website_redirect_location: $x.website_redirect_location.clone(),
+            metadata: $x.metadata.clone(),
+            storage_class: $class,
+            tags: $tags,
+        }
+    };
+}
+
+/// A GET's or HEAD's answer for object `o`: its headers, and its checksum when `with` (asked
+/// for with `x-amz-checksum-mode: ENABLED`, and the whole object read); `extra` fields first.
+#[macro_export]
+macro_rules! described {
+    ($ty:ident, $o:expr, $with:expr, { $($extra:tt)* }) => {{
+        let o = &$o;
+        let with: bool = $with;
+        let c = |v: &Option<String>| v.clone().filter(|_| with);
+        $ty {
+            $($extra)*
+            accept_ranges: Some("bytes".to_string()),
+            e_tag: Some(ETag::Strong(o.e_tag.clone())),
+            last_modified: Some(Timestamp::from(o.last_modified)),
+            content_type: o.attrs.content_type.clone(),
+            content_encoding: o.attrs.content_encoding.clone(),
+            content_disposition: o.attrs.content_disposition.clone(),
+            content_language: o.attrs.content_language.clone(),
+            cache_control: o.attrs.cache_control.clone(),
+            website_redirect_location: o.attrs.website_redirect_location.clone(),
+            metadata: o.attrs.metadata.clone(),
+            storage_class: o.attrs.storage_class.clone().map(StorageClass::from),
+            parts_count: o.parts,
+            checksum_crc32: c(&o.checksum.checksum_crc32),
+            checksum_crc32c: c(&o.checksum.checksum_crc32c),
+            checksum_sha1: c(&o.checksum.checksum_sha1),
+            checksum_sha256: c(&o.checksum.checksum_sha256),
+            checksum_crc64nvme: c(&o.checksum.checksum_crc64nvme),
+            checksum_type: o.checksum_type.clone().filter(|_| with).map(ChecksumType::from),
+            ..Default::default()
+        }
+    }};
+}
+
 /// What a request body held: its bytes, MD5 and the checksums asked for.
 pub struct Received {
     pub body: Body,
@@ -208,17 +274,9 @@ pub fn listed(page: &store::Page, url: bool) -> (Option<Vec<Object_>>, Option<Ve
 pub type Object_ = s3s::dto::Object;
 
 pub fn attrs_of_put(input: &PutObjectInput) -> Attrs {
-    Attrs {
-        content_type: input.content_type.clone(),
-        content_encoding: input.content_encoding.clone(),
-        content_disposition: input.content_disposition.clone(),
-        content_language: input.content_language.clone(),
-        cache_control: input.cache_control.clone(),
-        website_redirect_location: input.website_redirect_location.clone(),
-        metadata: input.metadata.clone(),
+    crate::attrs_of!(input,
         storage_class: input.storage_class.as_ref().map(|s| s.as_str().to_string()),
-        tags: parse_tags(input.tagging.as_deref()),
-    }
+        tags: parse_tags(input.tagging.as_deref()))
 }
 
 /// A whole object's checksum: the one computed, `CRC64NVME` when none was asked for.

@@ -478,10 +478,13 @@ class Bench:
                         self.s3.create_bucket(Bucket=dst)
                     cmd = {
                         "ferry download": f"{FERRY} download --from s3://{exp}/ferry --job {job} --sequence 2 --to {out}",
-                        "aws s3 cp --recursive": f"aws s3 cp --recursive s3://{exp}/{prefix}/ {out}/ --only-show-errors",
-                        "s5cmd cp": f"s5cmd cp 's3://{exp}/{prefix}/*' {out}/ > /dev/null",
+                        # The peers leave out the export's own report (review.html, review.json:
+                        # for the near side's officer), as `ferry download` does.
+                        "aws s3 cp --recursive": (f"aws s3 cp --recursive s3://{exp}/{prefix}/ {out}/ "
+                                                  "--exclude 'review.*' --only-show-errors"),
+                        "s5cmd cp": f"s5cmd cp --exclude 'review.*' 's3://{exp}/{prefix}/*' {out}/ > /dev/null",
                         "rclone copy": (f"rclone copy bench:{exp}/{prefix} {out} --transfers 16 --checkers 16 "
-                                        "--s3-no-check-bucket -q"),
+                                        "--exclude 'review.*' --s3-no-check-bucket -q"),
                         "ferry verify": f"{FERRY} verify {bundle} > /dev/null",
                         "sha256sum -c": f"cd {bundle} && sha256sum -c --quiet SHA256SUMS",
                         "unzip -t": f"cd {bundle} && for v in *.zip; do unzip -tqq \"$v\" > /dev/null; done",

@@ -29,16 +29,7 @@ fn memory() -> Fixture {
     let bucket = unique("mem");
     mem.create_bucket(&bucket);
     let (m, b) = (mem.clone(), bucket.clone());
-    let seed = Box::new(move |n: u64| {
-        block_on(async {
-            for i in 0..n {
-                let key = format!("d{}/o{i:06}", i % 100);
-                let body = Bytes::from(i.to_string());
-                let h = ObjectHeaders::default();
-                m.put(&b, &key, body, &h, PutMode::Overwrite).await.unwrap();
-            }
-        })
-    });
+    let seed = Box::new(move |n: u64| put_numbered(&*m, &b, n));
     Fixture {
         store: Store::new(mem),
         bucket,
@@ -54,34 +45,35 @@ fn s3() -> Fixture {
     let client = s3_ferry::store::client(&sdk, true);
     let bucket = unique("conf");
     block_on(client.create_bucket().bucket(&bucket).send()).unwrap();
+    let store = Store::s3(client);
     let b = bucket.clone();
     let seed: Box<dyn Fn(u64)> = match other {
         None => Box::new(move |n| moto().seed_numbered(&b, n)),
         Some(_) => {
-            let c = client.clone();
-            Box::new(move |n| {
-                block_on(async {
-                    for i in 0..n {
-                        let key = format!("d{}/o{i:06}", i % 100);
-                        let body =
-                            aws_sdk_s3::primitives::ByteStream::from(i.to_string().into_bytes());
-                        c.put_object()
-                            .bucket(&b)
-                            .key(key)
-                            .body(body)
-                            .send()
-                            .await
-                            .unwrap();
-                    }
-                })
-            })
+            let backend = store.backend().clone();
+            Box::new(move |n| put_numbered(&*backend, &b, n))
         }
     };
     Fixture {
-        store: Store::s3(client),
+        store,
         bucket,
         seed,
     }
+}
+
+/// Put `n` objects `d{i%100}/o{i:06}` (body `i`) into `bucket`, one PUT each.
+fn put_numbered(store: &dyn ObjectStore, bucket: &str, n: u64) {
+    block_on(async {
+        for i in 0..n {
+            let key = format!("d{}/o{i:06}", i % 100);
+            let body = Bytes::from(i.to_string());
+            let h = ObjectHeaders::default();
+            store
+                .put(bucket, &key, body, &h, PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+    })
 }
 
 /// Each body as one test per store.

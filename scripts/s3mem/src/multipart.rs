@@ -114,10 +114,7 @@ impl Mem {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let input = req.input;
-        let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
-            return Err(s3_error!(NotImplemented));
-        };
-        let src = self.object(bucket, key)?;
+        let src = self.copy_source(&input.copy_source)?;
         let algorithm = self.upload_algorithm(&input.upload_id, &input.bucket, &input.key)?;
         let (start, end) = match input.copy_source_range.as_deref() {
             None => (0, src.body.len()),

@@ -51,6 +51,15 @@ impl Mem {
         Ok(object)
     }
 
+    /// The object a CopyObject or UploadPartCopy reads (`bucket/key`; access points and
+    /// outposts are not served).
+    pub(crate) fn copy_source(&self, source: &CopySource) -> S3Result<Arc<Object>> {
+        let CopySource::Bucket { bucket, key, .. } = source else {
+            return Err(s3_error!(NotImplemented));
+        };
+        self.object(bucket, key)
+    }
+
     pub(crate) fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
         let buckets = self.0.read()?;
         buckets
@@ -291,10 +300,7 @@ impl S3 for Mem {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
-        let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
-            return Err(s3_error!(NotImplemented));
-        };
-        let src = self.object(bucket, key)?;
+        let src = self.copy_source(&input.copy_source)?;
         if let Some(c) = &input.copy_source_if_match
             && !quoted_match(c, &src.e_tag)
         {
